@@ -1,0 +1,339 @@
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// newTest returns a dispatcher with a fixed clock and sequential IDs (t0001,
+// t0002, ...) so that tests can name tasks in submission order.
+func newTest(t *testing.T) *Dispatcher {
+	t.Helper()
+	n := 0
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return New(Params{
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now: func() time.Time { clock = clock.Add(time.Millisecond); return clock },
+		NewID: func() string {
+			n++
+			return fmt.Sprintf("t%04d", n)
+		},
+		MaxCmdBytes: 1024,
+	})
+}
+
+func register(t *testing.T, d *Dispatcher, id string, slots int, running ...string) *Session {
+	t.Helper()
+	s, _, err := d.Register(Registration{WorkerID: id, InstanceID: id + "-instance", Slots: slots, Running: running})
+	if err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+	return s
+}
+
+func submit(t *testing.T, d *Dispatcher, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		tk, err := d.Submit(fmt.Sprintf("echo %d", i))
+		if err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+		ids = append(ids, tk.ID)
+	}
+	return ids
+}
+
+// drain returns the IDs of the assignments waiting on a session.
+func drain(s *Session) []string {
+	var ids []string
+	for {
+		select {
+		case a := <-s.Assignments():
+			ids = append(ids, a.ID)
+		default:
+			return ids
+		}
+	}
+}
+
+func finish(t *testing.T, d *Dispatcher, s *Session, id string, code int) bool {
+	t.Helper()
+	dup, err := d.Report(task.Result{TaskID: id, WorkerID: s.WorkerID, InstanceID: s.InstanceID, ExitCode: code, Stdout: []byte("out")})
+	if err != nil {
+		t.Fatalf("report %s: %v", id, err)
+	}
+	return dup
+}
+
+func status(t *testing.T, d *Dispatcher, id string) (task.Status, string) {
+	t.Helper()
+	tk, err := d.Get(id)
+	if err != nil {
+		t.Fatalf("get %s: %v", id, err)
+	}
+	return tk.Status, tk.WorkerID
+}
+
+func TestRoundRobinFollowsRegistrationOrder(t *testing.T) {
+	d := newTest(t)
+	w := []*Session{register(t, d, "w2", 3), register(t, d, "w1", 3), register(t, d, "w3", 3)}
+	ids := submit(t, d, 9)
+	for i, id := range ids {
+		st, worker := status(t, d, id)
+		if want := w[i%3].WorkerID; st != task.StatusRunning || worker != want {
+			t.Errorf("task %d: %s on %q, want running on %q", i, st, worker, want)
+		}
+	}
+	for i, s := range w {
+		want := []string{ids[i], ids[i+3], ids[i+6]}
+		if got := drain(s); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s got %v, want %v", s.WorkerID, got, want)
+		}
+	}
+}
+
+func TestNeverMoreThanFreeSlots(t *testing.T) {
+	d := newTest(t)
+	a := register(t, d, "a", 1)
+	b := register(t, d, "b", 2)
+	ids := submit(t, d, 5)
+	// a takes 1, b takes 2; the other two wait.
+	if got := drain(a); fmt.Sprint(got) != fmt.Sprint([]string{ids[0]}) {
+		t.Fatalf("a got %v", got)
+	}
+	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{ids[1], ids[2]}) {
+		t.Fatalf("b got %v", got)
+	}
+	for _, id := range ids[3:] {
+		if st, _ := status(t, d, id); st != task.StatusQueued {
+			t.Fatalf("%s is %s, want queued", id, st)
+		}
+	}
+	// A finished task frees a slot for the next queued task, on the worker
+	// that has a free slot (b), even though a is next in the rotation.
+	finish(t, d, b, ids[1], 0)
+	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{ids[3]}) {
+		t.Fatalf("after b finished, b got %v, want %v", got, ids[3])
+	}
+	if got := drain(a); len(got) != 0 {
+		t.Fatalf("a has no free slot but got %v", got)
+	}
+}
+
+func TestTaskWaitsForFirstWorker(t *testing.T) {
+	d := newTest(t)
+	ids := submit(t, d, 2)
+	for _, id := range ids {
+		if st, _ := status(t, d, id); st != task.StatusQueued {
+			t.Fatalf("%s is %s with no workers, want queued", id, st)
+		}
+	}
+	w := register(t, d, "w1", 1)
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids[:1]) {
+		t.Fatalf("w1 got %v, want %v", got, ids[:1])
+	}
+	finish(t, d, w, ids[0], 0)
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids[1:]) {
+		t.Fatalf("w1 got %v, want %v", got, ids[1:])
+	}
+}
+
+func TestLeavingWorkerIsSkippedAndItsTasksRequeued(t *testing.T) {
+	d := newTest(t)
+	a := register(t, d, "a", 5)
+	b := register(t, d, "b", 5)
+	c := register(t, d, "c", 5)
+	ids := submit(t, d, 3) // a, b, c
+	drain(a)
+	drain(c)
+	d.Unregister(b)
+	select {
+	case <-b.Done():
+	default:
+		t.Fatal("b's session not closed")
+	}
+	// b's task goes back to the head of the queue and to the next worker (c,
+	// the rotation's next after a removal that shifted it).
+	st, worker := status(t, d, ids[1])
+	if st != task.StatusRunning || worker == "b" {
+		t.Fatalf("b's task is %s on %q, want running elsewhere", st, worker)
+	}
+	if tk, _ := d.Get(ids[1]); tk.Attempts != 2 {
+		t.Errorf("attempts = %d, want 2", tk.Attempts)
+	}
+	more := submit(t, d, 4)
+	for _, id := range more {
+		if _, worker := status(t, d, id); worker == "b" {
+			t.Fatalf("task %s went to b after it left", id)
+		}
+	}
+	if n := len(d.Workers()); n != 2 {
+		t.Fatalf("workers = %d, want 2", n)
+	}
+	// b comes back and rejoins at the end of the rotation.
+	b2 := register(t, d, "b", 5)
+	got := d.Workers()
+	if got[len(got)-1].ID != "b" {
+		t.Fatalf("rotation after rejoin = %v, want b last", got)
+	}
+	submit(t, d, 3)
+	if n := len(drain(b2)); n != 1 {
+		t.Fatalf("rejoined b got %d of 3 new tasks, want 1", n)
+	}
+}
+
+func TestReconnectFromSameProcessReplacesSession(t *testing.T) {
+	d := newTest(t)
+	old := register(t, d, "w", 2)
+	ids := submit(t, d, 2)
+	drain(old)
+	// The worker lost its stream; it reconnects, still running the first task
+	// and having reported nothing about the second.
+	s := register(t, d, "w", 2, ids[0])
+	select {
+	case <-old.Done():
+	default:
+		t.Fatal("stale session not ended")
+	}
+	d.Unregister(old) // the old handler notices late; must change nothing
+	if n := len(d.Workers()); n != 1 {
+		t.Fatalf("workers = %d, want 1", n)
+	}
+	// The second task was re-queued and goes to the new session; the first
+	// stays with the worker and is not sent again.
+	if got := drain(s); fmt.Sprint(got) != fmt.Sprint(ids[1:]) {
+		t.Fatalf("new session got %v, want %v", got, ids[1:])
+	}
+	if st, w := status(t, d, ids[0]); st != task.StatusRunning || w != "w" {
+		t.Fatalf("still-running task is %s on %q", st, w)
+	}
+	if finish(t, d, s, ids[0], 0) {
+		t.Fatal("first result marked duplicate")
+	}
+	if st, _ := status(t, d, ids[0]); st != task.StatusSucceeded {
+		t.Fatalf("status %s, want succeeded", st)
+	}
+}
+
+func TestOtherProcessWithSameIDIsRefused(t *testing.T) {
+	d := newTest(t)
+	register(t, d, "w", 1)
+	_, _, err := d.Register(Registration{WorkerID: "w", InstanceID: "impostor", Slots: 1})
+	if !errors.Is(err, task.ErrConflict) {
+		t.Fatalf("err = %v, want ErrConflict", err)
+	}
+	if n := len(d.Workers()); n != 1 {
+		t.Fatalf("workers = %d, want 1", n)
+	}
+}
+
+func TestFirstResultWinsLaterIsDuplicate(t *testing.T) {
+	d := newTest(t)
+	a := register(t, d, "a", 1)
+	ids := submit(t, d, 1)
+	drain(a)
+	d.Unregister(a) // cut off while running: re-queued
+	b := register(t, d, "b", 1)
+	drain(b)
+	if finish(t, d, b, ids[0], 0) {
+		t.Fatal("b's result marked duplicate")
+	}
+	// a's late result, from its old run, arrives after b's.
+	dup, err := d.Report(task.Result{TaskID: ids[0], WorkerID: "a", InstanceID: a.InstanceID, ExitCode: 7})
+	if err != nil || !dup {
+		t.Fatalf("late report: dup=%v err=%v, want duplicate", dup, err)
+	}
+	tk, _ := d.Get(ids[0])
+	if tk.Status != task.StatusSucceeded || tk.WorkerID != "b" || *tk.ExitCode != 0 {
+		t.Fatalf("task = %s on %s exit %d; the first result must stand", tk.Status, tk.WorkerID, *tk.ExitCode)
+	}
+}
+
+func TestReportOutcome(t *testing.T) {
+	tests := []struct {
+		name string
+		res  task.Result
+		want task.Status
+	}{
+		{"exit 0", task.Result{ExitCode: 0}, task.StatusSucceeded},
+		{"exit 1", task.Result{ExitCode: 1}, task.StatusFailed},
+		{"killed", task.Result{ExitCode: -1, Error: "timed out after 1s"}, task.StatusFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newTest(t)
+			w := register(t, d, "w", 1)
+			id := submit(t, d, 1)[0]
+			tt.res.TaskID, tt.res.WorkerID, tt.res.InstanceID = id, w.WorkerID, w.InstanceID
+			tt.res.Stdout = []byte("ok\xff")
+			if _, err := d.Report(tt.res); err != nil {
+				t.Fatal(err)
+			}
+			tk, _ := d.Get(id)
+			if tk.Status != tt.want {
+				t.Errorf("status = %s, want %s", tk.Status, tt.want)
+			}
+			if tk.Stdout != "ok\uFFFD" {
+				t.Errorf("stdout = %q, want invalid UTF-8 replaced", tk.Stdout)
+			}
+			if tk.FinishedAt.IsZero() {
+				t.Error("finished_at not set")
+			}
+			if ws := d.Workers(); ws[0].Completed != 1 || ws[0].Running != 0 {
+				t.Errorf("worker stats = %+v", ws[0])
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	d := newTest(t)
+	if _, err := d.Get("nope"); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Get unknown: %v", err)
+	}
+	if _, err := d.Report(task.Result{TaskID: "nope", WorkerID: "w"}); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Report unknown: %v", err)
+	}
+	for _, cmd := range []string{"", "   ", string(make([]byte, 1025)), "echo \x00", "echo \xff"} {
+		if _, err := d.Submit(cmd); !errors.Is(err, task.ErrInvalid) {
+			t.Errorf("Submit(%q): %v, want ErrInvalid", cmd, err)
+		}
+	}
+	w := register(t, d, "w", 1)
+	d.Close()
+	select {
+	case <-w.Done():
+	default:
+		t.Error("Close did not end sessions")
+	}
+	if _, err := d.Submit("true"); !errors.Is(err, task.ErrClosed) {
+		t.Errorf("Submit after Close: %v", err)
+	}
+	if _, _, err := d.Register(Registration{WorkerID: "x", InstanceID: "x", Slots: 1}); !errors.Is(err, task.ErrClosed) {
+		t.Errorf("Register after Close: %v", err)
+	}
+}
+
+func TestQueueFrontAndCompaction(t *testing.T) {
+	var q queue
+	for i := range 3000 {
+		q.pushBack(fmt.Sprint(i))
+	}
+	for range 2000 {
+		q.pop()
+	}
+	q.pushFront("x")
+	if id, _ := q.peek(); id != "x" || q.len() != 1001 {
+		t.Fatalf("peek=%s len=%d", id, q.len())
+	}
+	if cap(q.items) >= 3000 && q.head > 1024 {
+		t.Fatalf("not compacted: head=%d cap=%d", q.head, cap(q.items))
+	}
+}

@@ -1,0 +1,167 @@
+// Package grpcapi serves NodeService to workers: it turns registrations,
+// streams and reports into dispatcher calls and converts between proto
+// messages and task types.
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+// Limits on what a worker may claim, so one bad client cannot make the
+// master allocate without bound.
+const (
+	maxSlots      = 1024
+	maxRunningIDs = 4096
+	maxIDLen      = 64
+)
+
+var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Server implements NodeService on top of a Dispatcher.
+type Server struct {
+	pb.UnimplementedNodeServiceServer
+	d   *dispatch.Dispatcher
+	log *slog.Logger
+}
+
+var _ pb.NodeServiceServer = (*Server)(nil)
+
+// New returns a gRPC server with NodeService, the standard health service
+// and reflection (so grpcurl works against the master as it is) registered.
+func New(d *dispatch.Dispatcher, log *slog.Logger) (*grpc.Server, *health.Server) {
+	gs := grpc.NewServer(
+		// Pings every 5 s, dropped after 5 s more without an answer: a worker
+		// that vanished without closing its connection leaves the rotation in
+		// about 10 s instead of waiting for TCP to give up.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
+		// Workers ping every 10 s; anything faster than 5 s is abuse.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	pb.RegisterNodeServiceServer(gs, &Server{d: d, log: log.With("component", "grpcapi")})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs, hs
+}
+
+// AssignTask registers the worker and streams its assignments until the
+// worker goes away, reconnects elsewhere, or the master shuts down.
+func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
+	if err := validateRegistration(req); err != nil {
+		return toStatus(err)
+	}
+	sess, pos, err := s.d.Register(dispatch.Registration{
+		WorkerID:   req.GetWorkerId(),
+		InstanceID: req.GetInstanceId(),
+		Slots:      int(req.GetSlots()),
+		Running:    req.GetRunningTaskIds(),
+	})
+	if err != nil {
+		s.log.Warn("registration refused", "worker_id", req.GetWorkerId(), "err", err)
+		return toStatus(err)
+	}
+	defer s.d.Unregister(sess)
+	welcome := &pb.Welcome{RotationPosition: int32(pos), Workers: int32(len(s.d.Workers()))}
+	if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: welcome}}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case a := <-sess.Assignments():
+			msg := &pb.Task{Id: a.ID, Cmd: a.Cmd, Attempt: int32(a.Attempt)}
+			if a.Timeout > 0 {
+				msg.Timeout = durationpb.New(a.Timeout)
+			}
+			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Task{Task: msg}}); err != nil {
+				s.log.Warn("send failed; worker will be dropped", "worker_id", sess.WorkerID, "task_id", a.ID, "err", err)
+				return err
+			}
+		case <-sess.Done():
+			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, or shutting down)")
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+// ReportStatus records one task result.
+func (s *Server) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
+	if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || !workerIDPattern.MatchString(r.GetWorkerId()) {
+		return nil, status.Error(codes.InvalidArgument, "task_id and a valid worker_id are required")
+	}
+	dup, err := s.d.Report(task.Result{
+		TaskID:     r.GetTaskId(),
+		WorkerID:   r.GetWorkerId(),
+		InstanceID: r.GetInstanceId(),
+		Attempt:    int(r.GetAttempt()),
+		ExitCode:   int(r.GetExitCode()),
+		Stdout:     r.GetStdout(),
+		Stderr:     r.GetStderr(),
+		StdoutCut:  r.GetStdoutTruncated(),
+		StderrCut:  r.GetStderrTruncated(),
+		StartedAt:  timeOrZero(r.GetStartedAt().AsTime(), r.GetStartedAt() != nil),
+		FinishedAt: timeOrZero(r.GetFinishedAt().AsTime(), r.GetFinishedAt() != nil),
+		Error:      r.GetError(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ReportAck{Duplicate: dup}, nil
+}
+
+func validateRegistration(req *pb.RegisterRequest) error {
+	switch {
+	case !workerIDPattern.MatchString(req.GetWorkerId()):
+		return errInvalid("worker_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	case req.GetInstanceId() == "" || len(req.GetInstanceId()) > maxIDLen:
+		return errInvalid("instance_id must be 1-64 bytes")
+	case req.GetSlots() < 1 || req.GetSlots() > maxSlots:
+		return errInvalid("slots must be between 1 and 1024")
+	case len(req.GetRunningTaskIds()) > maxRunningIDs:
+		return errInvalid("too many running_task_ids")
+	}
+	return nil
+}
+
+func errInvalid(msg string) error { return fmt.Errorf("%w: %s", task.ErrInvalid, msg) }
+
+func timeOrZero(t time.Time, ok bool) time.Time {
+	if !ok {
+		return time.Time{}
+	}
+	return t
+}
+
+// toStatus maps the task package's sentinel errors to gRPC codes.
+func toStatus(err error) error {
+	code := codes.Internal
+	switch {
+	case errors.Is(err, task.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, task.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, task.ErrConflict):
+		code = codes.AlreadyExists
+	case errors.Is(err, task.ErrClosed):
+		code = codes.Unavailable
+	}
+	return status.Error(code, err.Error())
+}

@@ -1,0 +1,178 @@
+package grpcapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: uuid.NewString, MaxCmdBytes: 1000})
+	gs, _ := New(d, log)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+	t.Cleanup(func() {
+		d.Close()
+		gs.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return d, cc
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRegisterReceiveReport(t *testing.T) {
+	d, cc := start(t)
+	c := pb.NewNodeServiceClient(cc)
+	ctx := ctxT(t)
+	stream, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetWelcome() == nil {
+		t.Fatalf("first message = %v, %v; want a Welcome", first, err)
+	}
+	if first.GetWelcome().GetRotationPosition() != 0 || first.GetWelcome().GetWorkers() != 1 {
+		t.Errorf("welcome = %v", first.GetWelcome())
+	}
+
+	tk, err := d.Submit("echo hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.Recv()
+	if err != nil || msg.GetTask().GetId() != tk.ID || msg.GetTask().GetCmd() != "echo hi" || msg.GetTask().GetAttempt() != 1 {
+		t.Fatalf("assignment = %v, %v", msg, err)
+	}
+
+	res := &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1, ExitCode: 0, Stdout: []byte("hi\n")}
+	ack, err := c.ReportStatus(ctx, res)
+	if err != nil || ack.GetDuplicate() {
+		t.Fatalf("report = %v, %v", ack, err)
+	}
+	got, _ := d.Get(tk.ID)
+	if got.Status != task.StatusSucceeded || got.Stdout != "hi\n" || got.WorkerID != "w1" {
+		t.Fatalf("task = %+v", got)
+	}
+	ack, err = c.ReportStatus(ctx, res)
+	if err != nil || !ack.GetDuplicate() {
+		t.Fatalf("second report = %v, %v; want duplicate", ack, err)
+	}
+}
+
+func TestStreamEndRequeuesTasks(t *testing.T) {
+	d, cc := start(t)
+	c := pb.NewNodeServiceClient(cc)
+	sctx, cancel := context.WithCancel(ctxT(t))
+	stream, err := c.AssignTask(sctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := d.Submit("sleep 100")
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the worker goes away
+	eventually(t, "worker to leave", func() bool { return len(d.Workers()) == 0 })
+	got, _ := d.Get(tk.ID)
+	if got.Status != task.StatusQueued || got.Attempts != 1 {
+		t.Fatalf("task after worker left = %s attempts %d, want queued", got.Status, got.Attempts)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	_, cc := start(t)
+	c := pb.NewNodeServiceClient(cc)
+	ctx := ctxT(t)
+	held, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		req  *pb.RegisterRequest
+		want codes.Code
+	}{
+		{"another process with a taken ID", &pb.RegisterRequest{WorkerId: "w1", InstanceId: "other", Slots: 1}, codes.AlreadyExists},
+		{"empty worker ID", &pb.RegisterRequest{InstanceId: "i", Slots: 1}, codes.InvalidArgument},
+		{"worker ID with a space", &pb.RegisterRequest{WorkerId: "a b", InstanceId: "i", Slots: 1}, codes.InvalidArgument},
+		{"no instance ID", &pb.RegisterRequest{WorkerId: "w2", Slots: 1}, codes.InvalidArgument},
+		{"zero slots", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 0}, codes.InvalidArgument},
+		{"too many slots", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 5000}, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := c.AssignTask(ctx, tt.req)
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if status.Code(err) != tt.want {
+				t.Fatalf("err = %v, want %s", err, tt.want)
+			}
+		})
+	}
+	if _, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: "nope", WorkerId: "w1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("report for unknown task: %v, want NotFound", err)
+	}
+	if _, err := c.ReportStatus(ctx, &pb.TaskResult{WorkerId: "w1"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("report without task ID: %v, want InvalidArgument", err)
+	}
+}
+
+func TestHealthServiceRegistered(t *testing.T) {
+	_, cc := start(t)
+	resp, err := healthpb.NewHealthClient(cc).Check(ctxT(t), &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", resp, err)
+	}
+}

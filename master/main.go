@@ -1,0 +1,197 @@
+// Command master is the Roundhouse master: it takes shell-command tasks over
+// REST and hands each to exactly one connected worker, round-robin, over the
+// gRPC NodeService.
+//
+// Configuration comes only from environment variables (see config.go and the
+// README). `master healthcheck` checks a running master's /healthz and exits
+// 0 or 1, for container healthchecks in an image without a shell.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
+	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	cfg, err := loadConfig(environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "master: bad configuration:\n%v\n", err)
+		os.Exit(2)
+	}
+	if len(os.Args) > 1 {
+		if os.Args[1] != "healthcheck" {
+			fmt.Fprintf(os.Stderr, "usage: master [healthcheck]\n(configuration comes from MASTER_* environment variables)\n")
+			os.Exit(2)
+		}
+		if err := healthcheck(cfg.HTTPAddr); err != nil {
+			fmt.Fprintf(os.Stderr, "unhealthy: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("master stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func environ() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// run serves until ctx is canceled or a server fails, then shuts down in
+// reverse order: stop taking tasks, end worker streams, stop gRPC.
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	log.Info("master starting", "version", version, "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr,
+		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
+		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+
+	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: newTaskID, MaxCmdBytes: cfg.MaxCmdBytes})
+
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("MASTER_GRPC_ADDR: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("MASTER_HTTP_ADDR: %w", err)
+	}
+
+	gs, health := grpcapi.New(d, log)
+	var grpcServing atomic.Bool
+	hs := &http.Server{
+		Handler: httpapi.New(httpapi.Params{
+			Dispatcher:   d,
+			Log:          log,
+			MaxBodyBytes: cfg.MaxBodyBytes,
+			Ready: func() error {
+				if !grpcServing.Load() {
+					return errors.New("gRPC server is not serving")
+				}
+				return nil
+			},
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+
+	// Each server runs in a goroutine owned by run: errc receives its end,
+	// wg waits for both before run returns.
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		grpcServing.Store(true)
+		health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		err := gs.Serve(grpcLis)
+		grpcServing.Store(false)
+		errc <- fmt.Errorf("gRPC server: %w", err)
+	}()
+	go func() {
+		defer wg.Done()
+		err := hs.Serve(httpLis)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- fmt.Errorf("HTTP server: %w", err)
+	}()
+	log.Info("master ready", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	health.Shutdown()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("HTTP shutdown", "err", err)
+	}
+	d.Close() // ends every worker stream, so GracefulStop need not wait on them
+	stopGRPC(sctx, gs)
+	wg.Wait()
+	log.Info("master stopped")
+	return runErr
+}
+
+// stopGRPC lets in-flight calls (result reports) finish, up to ctx's deadline.
+func stopGRPC(ctx context.Context, gs *grpc.Server) {
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		gs.Stop()
+		<-done
+	}
+}
+
+// newTaskID returns a UUIDv7: unique, and sorted by creation time.
+func newTaskID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// healthcheck asks the master listening on httpAddr for /healthz.
+func healthcheck(httpAddr string) error {
+	_, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
+}
