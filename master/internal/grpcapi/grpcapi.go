@@ -31,6 +31,9 @@ const (
 	maxSlots      = 1024
 	maxRunningIDs = 4096
 	maxIDLen      = 64
+	// maxMessageBytes must hold a result with both output streams at the
+	// worker's largest WORKER_MAX_OUTPUT_BYTES.
+	maxMessageBytes = 16 << 20
 )
 
 var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -48,6 +51,9 @@ var _ pb.NodeServiceServer = (*Server)(nil)
 // and reflection (so grpcurl works against the master as it is) registered.
 func New(d *dispatch.Dispatcher, log *slog.Logger) (*grpc.Server, *health.Server) {
 	gs := grpc.NewServer(
+		// A result carries up to WORKER_MAX_OUTPUT_BYTES (at most 4 MiB) of
+		// stdout and of stderr: above gRPC's default limit of 4 MiB.
+		grpc.MaxRecvMsgSize(maxMessageBytes),
 		// Pings every 5 s, dropped after 5 s more without an answer: a worker
 		// that vanished without closing its connection leaves the rotation in
 		// about 10 s instead of waiting for TCP to give up.

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+)
+
+// config is everything the worker reads from its environment.
+type config struct {
+	MasterAddr     string        `env:"WORKER_MASTER_ADDR" envDefault:"localhost:50051"`
+	WorkerID       string        `env:"WORKER_ID"`
+	Slots          int           `env:"WORKER_SLOTS" envDefault:"1"`
+	MaxOutputBytes int           `env:"WORKER_MAX_OUTPUT_BYTES" envDefault:"1048576"`
+	HealthAddr     string        `env:"WORKER_HEALTH_ADDR"`
+	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
+	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text"`
+}
+
+// workerIDPattern is what the master accepts as a worker ID.
+var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// loadConfig parses and checks the environment. Every error names the
+// variable at fault, so a typo in compose.yaml is found from the first line
+// of the log. An empty WORKER_ID stays empty here: deriveWorkerID fills it.
+func loadConfig(environ map[string]string) (config, error) {
+	var c config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
+		return c, namedEnvError(&c, environ, err)
+	}
+	var errs []error
+	check := func(name string, ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+		}
+	}
+	check("WORKER_MASTER_ADDR", validHostPort(c.MasterAddr, false), "%q is not host:port", c.MasterAddr)
+	check("WORKER_ID", c.WorkerID == "" || workerIDPattern.MatchString(c.WorkerID), "%q is not 1-64 characters of A-Z a-z 0-9 . _ -", c.WorkerID)
+	check("WORKER_SLOTS", c.Slots >= 1 && c.Slots <= 256, "%d is outside 1..256", c.Slots)
+	// Both streams of a result must fit in one gRPC message the master
+	// accepts (16 MiB): 2 × 4 MiB leaves room to spare.
+	check("WORKER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1 && c.MaxOutputBytes <= 4<<20, "%d is outside 1..4194304", c.MaxOutputBytes)
+	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
+	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
+	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
+	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
+	return c, errors.Join(errs...)
+}
+
+// validHostPort reports whether addr is host:port with a port in 1..65535;
+// the host may be empty only for an address to listen on.
+func validHostPort(addr string, listen bool) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host == "" && !listen) {
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	return err == nil && p >= 1 && p <= 65535
+}
+
+func validLevel(s string) bool {
+	var l slog.Level
+	return l.UnmarshalText([]byte(s)) == nil
+}
+
+// namedEnvError rewrites env's parse errors, which name the Go field, to
+// name the environment variable and its value instead.
+func namedEnvError(c *config, environ map[string]string, err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	typ := reflect.TypeOf(c).Elem()
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := typ.FieldByName(pe.Name); ok {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				out = append(out, fmt.Errorf("%s: %q is not a valid %s", name, environ[name], typeName(pe.Type)))
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func typeName(t reflect.Type) string {
+	if t == reflect.TypeFor[time.Duration]() {
+		return "duration (such as 5s or 250ms)"
+	}
+	return t.String()
+}
+
+// resolver is the part of net.Resolver that deriveWorkerID needs.
+type resolver interface {
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// deriveWorkerID names a worker that was given no WORKER_ID. Under Compose,
+// Docker's DNS maps the container's address to its container name
+// (roundhouse-worker-3, or roundhouse_worker_3 with Compose v1), which is
+// stable across restarts and readable in the API, unlike the random
+// container hostname. It returns the ID and where it came from, for the log.
+func deriveWorkerID(ctx context.Context, r resolver, addrs []net.IP, hostname func() (string, error)) (id, source string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, ip := range addrs {
+		if ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() {
+			continue
+		}
+		names, err := r.LookupAddr(ctx, ip.String())
+		if err != nil || len(names) == 0 {
+			continue
+		}
+		name := strings.TrimSuffix(names[0], ".")
+		if net.ParseIP(name) != nil {
+			continue
+		}
+		name, _, _ = strings.Cut(name, ".")
+		if workerIDPattern.MatchString(name) {
+			return name, "reverse DNS of " + ip.String(), nil
+		}
+	}
+	h, err := hostname()
+	if err != nil {
+		return "", "", fmt.Errorf("WORKER_ID is not set and the hostname is unknown: %w", err)
+	}
+	h, _, _ = strings.Cut(h, ".")
+	if !workerIDPattern.MatchString(h) {
+		return "", "", fmt.Errorf("WORKER_ID is not set and the hostname %q is not a valid worker ID", h)
+	}
+	return h, "hostname", nil
+}
+
+// interfaceIPs lists the addresses of the host's interfaces.
+func interfaceIPs() ([]net.IP, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var ips []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			ips = append(ips, n.IP)
+		}
+	}
+	return ips, nil
+}

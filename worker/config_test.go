@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	want := config{
+		MasterAddr:     "localhost:50051",
+		Slots:          1,
+		MaxOutputBytes: 1048576,
+		ReconnectMax:   5 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "text",
+	}
+	if c != want {
+		t.Fatalf("defaults = %+v, want %+v", c, want)
+	}
+}
+
+func TestLoadConfigValid(t *testing.T) {
+	c, err := loadConfig(map[string]string{
+		"WORKER_MASTER_ADDR":      "master:7000",
+		"WORKER_ID":               "roundhouse_worker-3.a",
+		"WORKER_SLOTS":            "256",
+		"WORKER_MAX_OUTPUT_BYTES": "1",
+		"WORKER_HEALTH_ADDR":      ":8081",
+		"WORKER_RECONNECT_MAX":    "100ms",
+		"LOG_LEVEL":               "debug",
+		"LOG_FORMAT":              "json",
+	})
+	if err != nil {
+		t.Fatalf("valid values: %v", err)
+	}
+	if c.MasterAddr != "master:7000" || c.WorkerID != "roundhouse_worker-3.a" || c.Slots != 256 || c.MaxOutputBytes != 1 ||
+		c.HealthAddr != ":8081" || c.ReconnectMax != 100*time.Millisecond || c.LogLevel != "debug" || c.LogFormat != "json" {
+		t.Fatalf("parsed %+v", c)
+	}
+}
+
+func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		name, key, value string
+		want             string // a part of the message besides the variable
+	}{
+		{"slots not a number", "WORKER_SLOTS", "abc", `"abc" is not a valid int`},
+		{"no slots", "WORKER_SLOTS", "0", "outside 1..256"},
+		{"too many slots", "WORKER_SLOTS", "257", "outside 1..256"},
+		{"master address without port", "WORKER_MASTER_ADDR", "nohost", `"nohost" is not host:port`},
+		{"master address without host", "WORKER_MASTER_ADDR", ":50051", "not host:port"},
+		{"master port out of range", "WORKER_MASTER_ADDR", "master:70000", "not host:port"},
+		{"master port zero", "WORKER_MASTER_ADDR", "master:0", "not host:port"},
+		{"master port not numeric", "WORKER_MASTER_ADDR", "master:grpc", "not host:port"},
+		{"worker ID with a space", "WORKER_ID", "a b", "is not 1-64 characters"},
+		{"worker ID too long", "WORKER_ID", strings.Repeat("w", 65), "is not 1-64 characters"},
+		{"output limit not a number", "WORKER_MAX_OUTPUT_BYTES", "1MB", "not a valid int"},
+		{"output limit zero", "WORKER_MAX_OUTPUT_BYTES", "0", "outside 1..4194304"},
+		{"output limit too big", "WORKER_MAX_OUTPUT_BYTES", "4194305", "outside 1..4194304"},
+		{"health address malformed", "WORKER_HEALTH_ADDR", "8081", "not [host]:port"},
+		{"reconnect not a duration", "WORKER_RECONNECT_MAX", "soon", `"soon" is not a valid duration`},
+		{"reconnect too short", "WORKER_RECONNECT_MAX", "10ms", "outside 100ms..5m"},
+		{"reconnect too long", "WORKER_RECONNECT_MAX", "6m", "outside 100ms..5m"},
+		{"bad level", "LOG_LEVEL", "loud", "not one of"},
+		{"bad format", "LOG_FORMAT", "xml", "not text or json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(map[string]string{tt.key: tt.value})
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tt.key, tt.value)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, tt.key+": ") || !strings.Contains(msg, tt.want) {
+				t.Fatalf("%s=%q: error %q, want %q naming %s", tt.key, tt.value, msg, tt.want, tt.key)
+			}
+		})
+	}
+}
+
+// fakeResolver answers reverse lookups from a table.
+type fakeResolver map[string][]string
+
+func (f fakeResolver) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	if names, ok := f[addr]; ok {
+		return names, nil
+	}
+	return nil, errors.New("no such host")
+}
+
+func TestDeriveWorkerID(t *testing.T) {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("fe80::1"), net.ParseIP("172.18.0.5"), net.ParseIP("10.0.0.7")}
+	hostname := func() (string, error) { return "3f2a9c1b7d4e", nil }
+	tests := []struct {
+		name       string
+		resolver   fakeResolver
+		hostname   func() (string, error)
+		want       string
+		wantSource string
+		wantErr    bool
+	}{
+		{
+			name:       "compose v2 name",
+			resolver:   fakeResolver{"172.18.0.5": {"roundhouse-worker-3.roundhouse_default."}},
+			want:       "roundhouse-worker-3",
+			wantSource: "reverse DNS of 172.18.0.5",
+		},
+		{
+			name:       "compose v1 name",
+			resolver:   fakeResolver{"172.18.0.5": {"roundhouse_worker_3.roundhouse_default."}},
+			want:       "roundhouse_worker_3",
+			wantSource: "reverse DNS of 172.18.0.5",
+		},
+		{
+			name:       "first address without a name is skipped",
+			resolver:   fakeResolver{"10.0.0.7": {"w7.lan."}},
+			want:       "w7",
+			wantSource: "reverse DNS of 10.0.0.7",
+		},
+		{
+			name:       "loopback names are ignored",
+			resolver:   fakeResolver{"127.0.0.1": {"localhost."}, "::1": {"localhost."}},
+			want:       "3f2a9c1b7d4e",
+			wantSource: "hostname",
+		},
+		{
+			name:       "a name that is an IP falls back to the hostname",
+			resolver:   fakeResolver{"172.18.0.5": {"172.18.0.5."}},
+			want:       "3f2a9c1b7d4e",
+			wantSource: "hostname",
+		},
+		{
+			name:       "no names",
+			resolver:   fakeResolver{},
+			want:       "3f2a9c1b7d4e",
+			wantSource: "hostname",
+		},
+		{
+			name:     "hostname unknown",
+			resolver: fakeResolver{},
+			hostname: func() (string, error) { return "", errors.New("boom") },
+			wantErr:  true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.hostname
+			if h == nil {
+				h = hostname
+			}
+			id, source, err := deriveWorkerID(context.Background(), tt.resolver, ips, h)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if id != tt.want || source != tt.wantSource {
+				t.Fatalf("got %q from %q, want %q from %q", id, source, tt.want, tt.wantSource)
+			}
+		})
+	}
+}

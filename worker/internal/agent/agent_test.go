@@ -1,0 +1,333 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+const within = 10 * time.Second
+
+// fakeMaster is a NodeService that records what workers send it. One
+// fakeMaster may be served by several grpc.Servers in turn, as a master
+// restarting on the same address would be.
+type fakeMaster struct {
+	pb.UnimplementedNodeServiceServer
+
+	registrations chan *pb.RegisterRequest // every AssignTask call
+	reports       chan *pb.TaskResult      // every acknowledged report
+	tasks         chan *pb.Task            // sent on whichever stream is open
+	refuse        atomic.Bool              // answer AssignTask with AlreadyExists
+	reportCalls   atomic.Int32
+	// reportErr, if set before serving, decides the answer to a report.
+	reportErr func(r *pb.TaskResult, call int32) error
+}
+
+var _ pb.NodeServiceServer = (*fakeMaster)(nil)
+
+func newFakeMaster() *fakeMaster {
+	return &fakeMaster{
+		registrations: make(chan *pb.RegisterRequest, 100),
+		reports:       make(chan *pb.TaskResult, 100),
+		tasks:         make(chan *pb.Task, 100),
+	}
+}
+
+func (f *fakeMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
+	f.registrations <- req
+	if f.refuse.Load() {
+		return status.Error(codes.AlreadyExists, "worker ID held by another instance")
+	}
+	welcome := &pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: &pb.Welcome{RotationPosition: 0, Workers: 1}}}
+	if err := stream.Send(welcome); err != nil {
+		return err
+	}
+	for {
+		select {
+		case t := <-f.tasks:
+			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Task{Task: t}}); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+func (f *fakeMaster) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
+	call := f.reportCalls.Add(1)
+	if f.reportErr != nil {
+		if err := f.reportErr(r, call); err != nil {
+			return nil, err
+		}
+	}
+	f.reports <- r
+	return &pb.ReportAck{}, nil
+}
+
+// serve serves f on addr ("127.0.0.1:0" for a fresh port) until the test
+// ends or the caller stops the returned server.
+func serve(t *testing.T, f *fakeMaster, addr string) (*grpc.Server, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	pb.RegisterNodeServiceServer(gs, f)
+	done := make(chan error, 1)
+	go func() { done <- gs.Serve(lis) }()
+	t.Cleanup(func() {
+		gs.Stop()
+		if err := <-done; err != nil {
+			t.Errorf("fake master: %v", err)
+		}
+	})
+	return gs, lis.Addr().String()
+}
+
+// startAgent runs an agent against addr. Stopping it, by the returned func or
+// at the end of the test, fails the test unless Run returns nil promptly.
+func startAgent(t *testing.T, addr string) (*Agent, func()) {
+	t.Helper()
+	a := New(Config{
+		MasterAddr:   addr,
+		WorkerID:     "w1",
+		Slots:        2,
+		MaxOutput:    1024,
+		ReconnectMax: 200 * time.Millisecond,
+		Version:      "test",
+	}, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var stopped bool
+	stop := func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil", err)
+			}
+		case <-time.After(within):
+			t.Errorf("Run did not return within %s of cancel", within)
+		}
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(within):
+		t.Fatalf("no %s within %s", what, within)
+		panic("unreachable")
+	}
+}
+
+func eventually(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", within, msg)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an outcome
+	}
+}
+
+func task(id, cmd string) *pb.Task { return &pb.Task{Id: id, Cmd: cmd, Attempt: 1} }
+
+func TestRegister(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+
+	reg := recv(t, f.registrations, "registration")
+	if reg.GetWorkerId() != "w1" || reg.GetSlots() != 2 || reg.GetVersion() != "test" || len(reg.GetRunningTaskIds()) != 0 {
+		t.Errorf("registration = %v", reg)
+	}
+	if reg.GetInstanceId() != a.instanceID || reg.GetInstanceId() == "" {
+		t.Errorf("instance_id = %q, want the agent's %q", reg.GetInstanceId(), a.instanceID)
+	}
+	eventually(t, a.Registered, "not registered after the Welcome")
+}
+
+func TestTaskResultIsReported(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	reg := recv(t, f.registrations, "registration")
+
+	f.tasks <- &pb.Task{Id: "t1", Cmd: "echo hi; echo err >&2; exit 3", Attempt: 2}
+	r := recv(t, f.reports, "report")
+	if r.GetTaskId() != "t1" || r.GetExitCode() != 3 || string(r.GetStdout()) != "hi\n" || string(r.GetStderr()) != "err\n" || r.GetError() != "" {
+		t.Errorf("report = %v, want t1 with exit 3, stdout hi, stderr err", r)
+	}
+	if r.GetWorkerId() != "w1" || r.GetInstanceId() != reg.GetInstanceId() || r.GetAttempt() != 2 {
+		t.Errorf("report names worker %q instance %q attempt %d, want w1 %q 2", r.GetWorkerId(), r.GetInstanceId(), r.GetAttempt(), reg.GetInstanceId())
+	}
+	if r.GetStdoutTruncated() || r.GetStderrTruncated() {
+		t.Errorf("output marked truncated: %v", r)
+	}
+	start, finish := r.GetStartedAt().AsTime(), r.GetFinishedAt().AsTime()
+	if r.GetStartedAt() == nil || r.GetFinishedAt() == nil || finish.Before(start) || time.Since(start) > time.Minute {
+		t.Errorf("started_at %v, finished_at %v", r.GetStartedAt(), r.GetFinishedAt())
+	}
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged task still counted as running")
+}
+
+func TestTimeoutIsReported(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	startAgent(t, addr)
+
+	tk := task("slow", "sleep 30")
+	tk.Timeout = durationpb.New(100 * time.Millisecond)
+	f.tasks <- tk
+	r := recv(t, f.reports, "report")
+	if r.GetExitCode() != -1 || r.GetError() != "timed out after 100ms" {
+		t.Errorf("exit %d, error %q; want -1 and a timeout", r.GetExitCode(), r.GetError())
+	}
+}
+
+func TestReconnectKeepsInstanceID(t *testing.T) {
+	f := newFakeMaster()
+	gs, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	first := recv(t, f.registrations, "first registration")
+	eventually(t, a.Registered, "not registered")
+
+	gs.Stop()
+	eventually(t, func() bool { return !a.Registered() }, "still registered after the master stopped")
+	serve(t, f, addr)
+
+	second := recv(t, f.registrations, "registration after the restart")
+	if second.GetInstanceId() != first.GetInstanceId() {
+		t.Errorf("instance_id changed from %q to %q", first.GetInstanceId(), second.GetInstanceId())
+	}
+	eventually(t, a.Registered, "not registered with the restarted master")
+}
+
+func TestFailedReportIsRetried(t *testing.T) {
+	f := newFakeMaster()
+	f.reportErr = func(_ *pb.TaskResult, call int32) error {
+		if call == 1 {
+			return status.Error(codes.Unavailable, "not now")
+		}
+		return nil
+	}
+	_, addr := serve(t, f, "127.0.0.1:0")
+	startAgent(t, addr)
+
+	f.tasks <- task("t1", "echo once")
+	r := recv(t, f.reports, "report")
+	if r.GetTaskId() != "t1" || string(r.GetStdout()) != "once\n" {
+		t.Errorf("report = %v", r)
+	}
+	if n := f.reportCalls.Load(); n != 2 {
+		t.Errorf("%d report calls, want 2 (one refused, one retry)", n)
+	}
+}
+
+func TestUnknownTaskReportIsDropped(t *testing.T) {
+	f := newFakeMaster()
+	f.reportErr = func(r *pb.TaskResult, _ int32) error {
+		if r.GetTaskId() == "forgotten" {
+			return status.Error(codes.NotFound, "no such task")
+		}
+		return nil
+	}
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+
+	f.tasks <- task("forgotten", "true")
+	eventually(t, func() bool { return f.reportCalls.Load() == 1 }, "the first report was never sent")
+	f.tasks <- task("next", "true")
+	// Reports go in order: this one arrives only if the rejected one was dropped.
+	if r := recv(t, f.reports, "report"); r.GetTaskId() != "next" {
+		t.Errorf("report for %q, want next", r.GetTaskId())
+	}
+	if n := f.reportCalls.Load(); n != 2 {
+		t.Errorf("%d report calls, want 2: a rejected result must not be retried", n)
+	}
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "dropped task still counted as running")
+}
+
+func TestReregistrationListsRunningTasks(t *testing.T) {
+	f := newFakeMaster()
+	gs, addr := serve(t, f, "127.0.0.1:0")
+	a, stop := startAgent(t, addr)
+	recv(t, f.registrations, "first registration")
+
+	f.tasks <- task("long", "sleep 30")
+	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "long") }, "task never started")
+	gs.Stop()
+	serve(t, f, addr)
+
+	second := recv(t, f.registrations, "registration after the restart")
+	if !slices.Equal(second.GetRunningTaskIds(), []string{"long"}) {
+		t.Errorf("running_task_ids = %q, want [long]", second.GetRunningTaskIds())
+	}
+
+	// Shutdown kills the task well before its 30 s, and does not report it:
+	// the master re-queues the tasks of a worker that goes away.
+	stop()
+	select {
+	case r := <-f.reports:
+		t.Errorf("task killed by shutdown was reported: %v", r)
+	default:
+	}
+}
+
+func TestAlreadyExistsIsRetried(t *testing.T) {
+	f := newFakeMaster()
+	f.refuse.Store(true)
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+
+	recv(t, f.registrations, "refused registration")
+	recv(t, f.registrations, "second attempt after a refusal")
+	if a.Registered() {
+		t.Fatal("Registered() is true while the master refuses")
+	}
+	f.refuse.Store(false)
+	eventually(t, a.Registered, "not registered once the master accepts")
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{max: 500 * time.Millisecond}
+	ceilings := []time.Duration{100, 200, 400, 500, 500}
+	for i, c := range ceilings {
+		c *= time.Millisecond
+		if d := b.next(); d < 0 || d > c {
+			t.Errorf("wait %d = %s, want within [0, %s]", i+1, d, c)
+		}
+		if b.cur != c {
+			t.Errorf("ceiling after wait %d = %s, want %s", i+1, b.cur, c)
+		}
+	}
+	b.reset()
+	if b.next(); b.cur != 100*time.Millisecond {
+		t.Errorf("ceiling after reset = %s, want 100ms", b.cur)
+	}
+}

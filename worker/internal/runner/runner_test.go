@@ -1,0 +1,178 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testDeadline bounds every run in these tests: a kill that does not work
+// shows up as a failure instead of a hung test.
+const testDeadline = 15 * time.Second // well below the 30 s sleeps
+
+func run(t *testing.T, cmd string, timeout time.Duration, maxOutput int) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	res := Run(ctx, cmd, timeout, maxOutput)
+	if ctx.Err() != nil {
+		t.Fatalf("%q still running after %s: %+v", cmd, testDeadline, res)
+	}
+	return res
+}
+
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name       string
+		cmd        string
+		max        int
+		wantCode   int
+		wantStdout string
+		wantStderr string
+		wantOutCut bool
+		wantErrCut bool
+	}{
+		{name: "stdout and stderr", cmd: "echo hi; echo err >&2", max: 1024, wantCode: 0, wantStdout: "hi\n", wantStderr: "err\n"},
+		{name: "non-zero exit", cmd: "echo partial; exit 3", max: 1024, wantCode: 3, wantStdout: "partial\n"},
+		{name: "output at the limit is whole", cmd: "printf 12345", max: 5, wantStdout: "12345"},
+		{name: "stdout over the limit", cmd: "printf 123456789", max: 5, wantStdout: "12345", wantOutCut: true},
+		{name: "stderr over the limit", cmd: "printf abcdef >&2", max: 2, wantStderr: "ab", wantErrCut: true},
+		{name: "non-UTF-8 bytes", cmd: `printf '\377\376\000x'`, max: 1024, wantStdout: "\xff\xfe\x00x"},
+		{name: "command not found", cmd: "no-such-command-roundhouse", max: 1024, wantCode: 127},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := run(t, tt.cmd, 0, tt.max)
+			if res.ExitCode != tt.wantCode || res.Err != "" || res.TimedOut {
+				t.Errorf("exit %d, err %q, timed out %v; want exit %d, no error", res.ExitCode, res.Err, res.TimedOut, tt.wantCode)
+			}
+			if !bytes.Equal(res.Stdout, []byte(tt.wantStdout)) || res.StdoutTruncated != tt.wantOutCut {
+				t.Errorf("stdout %q (truncated %v), want %q (truncated %v)", res.Stdout, res.StdoutTruncated, tt.wantStdout, tt.wantOutCut)
+			}
+			if tt.wantStderr != "" && (!bytes.Equal(res.Stderr, []byte(tt.wantStderr)) || res.StderrTruncated != tt.wantErrCut) {
+				t.Errorf("stderr %q (truncated %v), want %q (truncated %v)", res.Stderr, res.StderrTruncated, tt.wantStderr, tt.wantErrCut)
+			}
+			if res.StartedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
+				t.Errorf("started %v, finished %v", res.StartedAt, res.FinishedAt)
+			}
+		})
+	}
+}
+
+func TestRunLargeOutputIsDrained(t *testing.T) {
+	// Far more than a pipe buffer: if the writer stopped reading at the
+	// limit, head would block and the run would hit the test deadline.
+	res := run(t, "head -c 1000000 /dev/zero; echo done >&2", 0, 100)
+	if len(res.Stdout) != 100 || !res.StdoutTruncated {
+		t.Errorf("kept %d bytes, truncated %v; want 100, true", len(res.Stdout), res.StdoutTruncated)
+	}
+	if string(res.Stderr) != "done\n" || res.ExitCode != 0 {
+		t.Errorf("stderr %q, exit %d; want the command to finish", res.Stderr, res.ExitCode)
+	}
+}
+
+func TestRunTimeoutKillsTheGroup(t *testing.T) {
+	// The background child records its PID and holds stdout: unless the whole
+	// group dies, it outlives the run.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd := "echo started; sh -c 'echo $$ > " + pidFile + "; exec sleep 30' & sleep 30"
+	res := run(t, cmd, 300*time.Millisecond, 1024)
+	if !res.TimedOut || res.ExitCode != -1 || res.Err != "timed out after 300ms" {
+		t.Fatalf("timed out %v, exit %d, err %q; want a timeout", res.TimedOut, res.ExitCode, res.Err)
+	}
+	if string(res.Stdout) != "started\n" {
+		t.Errorf("stdout %q, want the output from before the timeout", res.Stdout)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the background child never started: %v", err)
+	}
+	pid := strings.TrimSpace(string(b))
+	eventually(t, func() bool { return gone(pid) }, 5*time.Second, "background child "+pid+" still alive after the timeout")
+}
+
+func TestRunShellExitsLeavingAChild(t *testing.T) {
+	// The shell exits at once, but its background child holds stdout: Run
+	// must return WaitDelay later with the shell's status instead of waiting
+	// for the child.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	res := run(t, "echo hi; sh -c 'echo $$ > "+pidFile+"; exec sleep 30' & exit 5", 0, 1024)
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL) // the test's own leftover
+		}
+	}
+	if res.ExitCode != 5 || res.Err != "" || res.TimedOut || string(res.Stdout) != "hi\n" {
+		t.Fatalf("exit %d, err %q, timed out %v, stdout %q; want exit 5 and hi", res.ExitCode, res.Err, res.TimedOut, res.Stdout)
+	}
+}
+
+// gone reports whether the process is dead: no longer in /proc, or a zombie
+// waiting for a reaper (containers often run without an init).
+func gone(pid string) bool {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state follows the parenthesised command name.
+	_, after, ok := strings.Cut(string(stat), ") ")
+	return ok && strings.HasPrefix(after, "Z")
+}
+
+func eventually(t *testing.T, cond func() bool, within time.Duration, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an outcome
+	}
+}
+
+func TestRunCanceled(t *testing.T) {
+	// The marker file shows the shell is running, so the cancel kills a live
+	// process rather than preventing its start.
+	marker := filepath.Join(t.TempDir(), "started")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Result, 1)
+	go func() { done <- Run(ctx, "touch "+marker+"; sleep 30", 0, 1024) }()
+	eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, testDeadline, "the command never started")
+	cancel()
+	select {
+	case res := <-done:
+		if res.Err != "canceled" || res.ExitCode != -1 || res.TimedOut {
+			t.Fatalf("err %q, exit %d, timed out %v; want canceled", res.Err, res.ExitCode, res.TimedOut)
+		}
+	case <-time.After(testDeadline):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestRunAlreadyCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := Run(ctx, "echo never", 0, 1024)
+	if res.ExitCode != -1 || res.Err != "canceled" || len(res.Stdout) != 0 {
+		t.Fatalf("exit %d, err %q, stdout %q; want canceled before start", res.ExitCode, res.Err, res.Stdout)
+	}
+}
+
+func TestBoundedWriter(t *testing.T) {
+	w := &boundedWriter{max: 4}
+	for _, s := range []string{"ab", "cde", "fgh"} {
+		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", s, n, err)
+		}
+	}
+	if string(w.buf) != "abcd" || w.dropped != 4 {
+		t.Fatalf("kept %q, dropped %d; want abcd, 4", w.buf, w.dropped)
+	}
+}

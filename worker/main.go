@@ -1,0 +1,185 @@
+// Command worker is a Roundhouse worker: it registers with the master over
+// gRPC, runs the shell commands the master assigns to it under /bin/sh -c,
+// and reports each result, reconnecting whenever the master goes away.
+//
+// Configuration comes only from environment variables (see config.go).
+// `worker healthcheck` checks a running worker's /healthz and exits 0 or 1,
+// for container healthchecks.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] != "healthcheck" {
+		fmt.Fprintf(os.Stderr, "usage: worker [healthcheck]\n(configuration comes from WORKER_* environment variables)\n")
+		os.Exit(2)
+	}
+	healthcheckMode := len(os.Args) > 1
+	cfg, err := loadConfig(environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: bad configuration:\n%v\n", err)
+		if healthcheckMode {
+			os.Exit(1) // Docker reserves exit status 2 of a healthcheck
+		}
+		os.Exit(2)
+	}
+	if healthcheckMode {
+		if err := healthcheck(cfg.HealthAddr); err != nil {
+			fmt.Fprintf(os.Stderr, "unhealthy: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("worker stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func environ() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// run works for the master until ctx is canceled, then stops the agent (which
+// kills running tasks) before the health server.
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	if cfg.WorkerID == "" {
+		ips, err := interfaceIPs()
+		if err != nil {
+			log.Warn("cannot list network interfaces", "err", err)
+		}
+		id, source, err := deriveWorkerID(ctx, net.DefaultResolver, ips, os.Hostname)
+		if err != nil {
+			return err
+		}
+		cfg.WorkerID = id
+		log.Info("worker ID derived", "worker_id", id, "source", source)
+	}
+	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
+		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr,
+		"reconnect_max", cfg.ReconnectMax, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+
+	a := agent.New(agent.Config{
+		MasterAddr:   cfg.MasterAddr,
+		WorkerID:     cfg.WorkerID,
+		Slots:        cfg.Slots,
+		MaxOutput:    cfg.MaxOutputBytes,
+		ReconnectMax: cfg.ReconnectMax,
+		Version:      version,
+	}, log)
+
+	if cfg.HealthAddr == "" {
+		return a.Run(ctx)
+	}
+	lis, err := net.Listen("tcp", cfg.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("WORKER_HEALTH_ADDR: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           healthHandler(a.Registered, cfg.WorkerID),
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      5 * time.Second,
+	}
+	// The health server runs in a goroutine owned by run; wg waits for it.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server failed", "err", err)
+		}
+	}()
+	log.Info("health endpoint listening", "addr", lis.Addr().String())
+
+	runErr := a.Run(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("health server shutdown", "err", err)
+	}
+	wg.Wait()
+	log.Info("worker stopped")
+	return runErr
+}
+
+// healthHandler answers GET /healthz: 200 while the worker is registered with
+// the master, 503 otherwise, so an orchestrator sees a worker cut off from
+// its master.
+func healthHandler(registered func() bool, workerID string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		body := struct {
+			Status     string `json:"status"`
+			Registered bool   `json:"registered"`
+			WorkerID   string `json:"worker_id"`
+			Version    string `json:"version"`
+		}{Status: "ok", Registered: registered(), WorkerID: workerID, Version: version}
+		code := http.StatusOK
+		if !body.Registered {
+			body.Status, code = "unregistered", http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body) // the client is gone if this fails
+	})
+	return mux
+}
+
+// healthcheck asks the worker whose health endpoint is healthAddr for /healthz.
+func healthcheck(healthAddr string) error {
+	if healthAddr == "" {
+		return errors.New("WORKER_HEALTH_ADDR is not set, so the worker serves no health endpoint")
+	}
+	_, port, err := net.SplitHostPort(healthAddr)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func TestHealth(t *testing.T) {
+	var registered atomic.Bool
+	srv := httptest.NewServer(healthHandler(registered.Load, "w1"))
+	defer srv.Close()
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		registered bool
+		wantCode   int
+		wantStatus string
+		wantCheck  bool
+	}{
+		{"not registered", false, http.StatusServiceUnavailable, "unregistered", false},
+		{"registered", true, http.StatusOK, "ok", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			registered.Store(tt.registered)
+			resp, err := http.Get(srv.URL + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Status     string `json:"status"`
+				Registered bool   `json:"registered"`
+				WorkerID   string `json:"worker_id"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.wantCode || body.Status != tt.wantStatus || body.Registered != tt.registered || body.WorkerID != "w1" {
+				t.Errorf("GET /healthz = %d %+v, want %d status %q", resp.StatusCode, body, tt.wantCode, tt.wantStatus)
+			}
+			if err := healthcheck(":" + port); (err == nil) != tt.wantCheck {
+				t.Errorf("healthcheck = %v, want healthy %v", err, tt.wantCheck)
+			}
+		})
+	}
+}
+
+func TestHealthcheckWithoutAddress(t *testing.T) {
+	if err := healthcheck(""); err == nil || !strings.Contains(err.Error(), "WORKER_HEALTH_ADDR is not set") {
+		t.Fatalf("healthcheck(\"\") = %v, want an error saying WORKER_HEALTH_ADDR is not set", err)
+	}
+}
