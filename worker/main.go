@@ -86,7 +86,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err != nil {
 			log.Warn("cannot list network interfaces", "err", err)
 		}
-		id, source, err := deriveWorkerID(ctx, net.DefaultResolver, ips, os.Hostname)
+		dns, err := systemDNS("/etc/resolv.conf")
+		if err != nil {
+			log.Warn("cannot read /etc/resolv.conf; the worker ID will be the hostname", "err", err)
+		}
+		id, source, err := deriveWorkerID(ctx, dns, ips, os.Hostname)
 		if err != nil {
 			return err
 		}
