@@ -80,15 +80,11 @@ func newLogger(level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// run serves until ctx is canceled or a server fails, then shuts down in
-// reverse order: stop taking tasks, end worker streams, stop gRPC.
+// run listens on the configured addresses and serves until ctx is canceled.
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("master starting", "version", version, "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
-
-	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: newTaskID, MaxCmdBytes: cfg.MaxCmdBytes})
-
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("MASTER_GRPC_ADDR: %w", err)
@@ -98,7 +94,14 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		grpcLis.Close()
 		return fmt.Errorf("MASTER_HTTP_ADDR: %w", err)
 	}
+	return serve(ctx, cfg, log, grpcLis, httpLis)
+}
 
+// serve serves workers and the API until ctx is canceled or a server fails,
+// then shuts down in reverse order: stop taking tasks, end worker streams,
+// let in-flight reports land, stop gRPC.
+func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis net.Listener) error {
+	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: newTaskID, MaxCmdBytes: cfg.MaxCmdBytes})
 	gs, health := grpcapi.New(d, log)
 	var grpcServing atomic.Bool
 	hs := &http.Server{

@@ -26,10 +26,10 @@ type Params struct {
 }
 
 type api struct {
-	d        *dispatch.Dispatcher
-	log      *slog.Logger
-	maxBody  int64
-	ready    func() error
+	d       *dispatch.Dispatcher
+	log     *slog.Logger
+	maxBody int64
+	ready   func() error
 }
 
 // New returns the router.

@@ -1,0 +1,46 @@
+package task
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateCmd(t *testing.T) {
+	tests := []struct {
+		name    string
+		cmd     string
+		wantErr string // "" for valid
+	}{
+		{"plain", "echo hello world", ""},
+		{"unicode", "echo héllo ✓", ""},
+		{"at the limit", strings.Repeat("x", 20), ""},
+		{"empty", "", "required"},
+		{"blank", " \t\n", "blank"},
+		{"over the limit", strings.Repeat("x", 21), "limit is 20"},
+		{"invalid UTF-8", "echo \xff", "UTF-8"},
+		{"NUL", "echo a\x00b", "NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateCmd(tt.cmd, 20)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want ErrInvalid with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFinal(t *testing.T) {
+	for s, want := range map[Status]bool{StatusQueued: false, StatusRunning: false, StatusSucceeded: true, StatusFailed: true} {
+		if s.Final() != want {
+			t.Errorf("%s.Final() = %v, want %v", s, !want, want)
+		}
+	}
+}

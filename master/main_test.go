@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+// The whole master, wired as main wires it: a task posted over REST reaches
+// a worker registered over gRPC, and SIGTERM (ctx canceled) ends worker
+// streams, stops both servers and makes serve return nil.
+func TestServeAndGracefulShutdown(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcLis, _ := net.Listen("tcp", "127.0.0.1:0")
+	httpLis, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), grpcLis, httpLis) }()
+
+	if err := healthcheck(httpLis.Addr().String()); err != nil {
+		t.Fatalf("healthcheck of a serving master: %v", err)
+	}
+	cc, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	stream, err := pb.NewNodeServiceClient(cc).AssignTask(sctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("welcome: %v %v", m, err)
+	}
+	resp, err := http.Post("http://"+httpLis.Addr().String()+"/tasks", "application/json", strings.NewReader(`{"cmd":"echo hi"}`))
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /tasks: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if m, err := stream.Recv(); err != nil || m.GetTask().GetCmd() != "echo hi" {
+		t.Fatalf("assignment: %v %v", m, err)
+	}
+
+	cancel() // what SIGTERM does in main
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("worker stream after shutdown: %v, want Unavailable", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("serve returned %v, want nil", err)
+		}
+	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+		t.Fatal("serve did not return after shutdown")
+	}
+	if err := healthcheck(httpLis.Addr().String()); err == nil {
+		t.Error("healthcheck passed after shutdown")
+	}
+}
