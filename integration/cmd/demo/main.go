@@ -92,7 +92,7 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 	var ran []string
 	count := map[string]int{}
 	for i := 1; i <= o.tasks; i++ {
-		t, err := cl.Submit(ctx, fmt.Sprintf("echo task %d ran on $(hostname)", i))
+		t, err := cl.Submit(ctx, fmt.Sprintf("echo task %d", i))
 		if err != nil {
 			return ran, err
 		}
