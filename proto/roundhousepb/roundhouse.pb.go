@@ -120,6 +120,7 @@ type Assignment struct {
 	//
 	//	*Assignment_Welcome
 	//	*Assignment_Task
+	//	*Assignment_Cancel
 	Kind          isAssignment_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -180,6 +181,15 @@ func (x *Assignment) GetTask() *Task {
 	return nil
 }
 
+func (x *Assignment) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Kind.(*Assignment_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
 type isAssignment_Kind interface {
 	isAssignment_Kind()
 }
@@ -192,9 +202,61 @@ type Assignment_Task struct {
 	Task *Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
 }
 
+type Assignment_Cancel struct {
+	Cancel *Cancel `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
+}
+
 func (*Assignment_Welcome) isAssignment_Kind() {}
 
 func (*Assignment_Task) isAssignment_Kind() {}
+
+func (*Assignment_Cancel) isAssignment_Kind() {}
+
+// Cancel asks the worker to kill a task it is running; the worker reports
+// it with canceled set.
+type Cancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_roundhouse_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Cancel) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
 
 // Welcome is the first message on every accepted AssignTask stream.
 type Welcome struct {
@@ -202,13 +264,15 @@ type Welcome struct {
 	// rotation_position is the worker's 0-based place in the rotation.
 	RotationPosition int32 `protobuf:"varint,1,opt,name=rotation_position,json=rotationPosition,proto3" json:"rotation_position,omitempty"`
 	Workers          int32 `protobuf:"varint,2,opt,name=workers,proto3" json:"workers,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// heartbeat_interval is how often the worker must call Heartbeat.
+	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_roundhouse_proto_msgTypes[2]
+	mi := &file_roundhouse_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +284,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[2]
+	mi := &file_roundhouse_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +297,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{2}
+	return file_roundhouse_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Welcome) GetRotationPosition() int32 {
@@ -250,6 +314,13 @@ func (x *Welcome) GetWorkers() int32 {
 	return 0
 }
 
+func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -264,7 +335,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_roundhouse_proto_msgTypes[3]
+	mi := &file_roundhouse_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +347,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[3]
+	mi := &file_roundhouse_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +360,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{3}
+	return file_roundhouse_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Task) GetId() string {
@@ -338,14 +409,18 @@ type TaskResult struct {
 	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// error says why the command did not run to an exit status, if it did not.
-	Error         string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// timed_out: the task ran past its timeout and its process group was killed.
+	TimedOut bool `protobuf:"varint,13,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	// canceled: the master asked for the task to be killed.
+	Canceled      bool `protobuf:"varint,14,opt,name=canceled,proto3" json:"canceled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_roundhouse_proto_msgTypes[4]
+	mi := &file_roundhouse_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +432,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[4]
+	mi := &file_roundhouse_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +445,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{4}
+	return file_roundhouse_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -457,6 +532,20 @@ func (x *TaskResult) GetError() string {
 	return ""
 }
 
+func (x *TaskResult) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *TaskResult) GetCanceled() bool {
+	if x != nil {
+		return x.Canceled
+	}
+	return false
+}
+
 type ReportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// duplicate is true when the task already had a final result; this one
@@ -468,7 +557,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_roundhouse_proto_msgTypes[5]
+	mi := &file_roundhouse_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +569,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[5]
+	mi := &file_roundhouse_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +582,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{5}
+	return file_roundhouse_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportAck) GetDuplicate() bool {
@@ -501,6 +590,193 @@ func (x *ReportAck) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+type HeartbeatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_roundhouse_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HeartbeatRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+type HeartbeatAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// known is false when the master holds no session for this worker
+	// instance (it timed out, or the master restarted): the worker should
+	// end its stream and register again.
+	Known         bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatAck) Reset() {
+	*x = HeartbeatAck{}
+	mi := &file_roundhouse_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatAck) ProtoMessage() {}
+
+func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
+func (*HeartbeatAck) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HeartbeatAck) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_roundhouse_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DrainRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+type DrainAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainAck) Reset() {
+	*x = DrainAck{}
+	mi := &file_roundhouse_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainAck) ProtoMessage() {}
+
+func (x *DrainAck) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainAck.ProtoReflect.Descriptor instead.
+func (*DrainAck) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{10}
 }
 
 var File_roundhouse_proto protoreflect.FileDescriptor
@@ -514,20 +790,24 @@ const file_roundhouse_proto_rawDesc = "" +
 	"instanceId\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12(\n" +
 	"\x10running_task_ids\x18\x04 \x03(\tR\x0erunningTaskIds\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"s\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\xa4\x01\n" +
 	"\n" +
 	"Assignment\x122\n" +
 	"\awelcome\x18\x01 \x01(\v2\x16.roundhouse.v1.WelcomeH\x00R\awelcome\x12)\n" +
-	"\x04task\x18\x02 \x01(\v2\x13.roundhouse.v1.TaskH\x00R\x04taskB\x06\n" +
-	"\x04kind\"P\n" +
+	"\x04task\x18\x02 \x01(\v2\x13.roundhouse.v1.TaskH\x00R\x04task\x12/\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x15.roundhouse.v1.CancelH\x00R\x06cancelB\x06\n" +
+	"\x04kind\"!\n" +
+	"\x06Cancel\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x9a\x01\n" +
 	"\aWelcome\x12+\n" +
 	"\x11rotation_position\x18\x01 \x01(\x05R\x10rotationPosition\x12\x18\n" +
-	"\aworkers\x18\x02 \x01(\x05R\aworkers\"w\n" +
+	"\aworkers\x18\x02 \x01(\x05R\aworkers\x12H\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"w\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\xae\x03\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\xe7\x03\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -545,13 +825,29 @@ const file_roundhouse_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x14\n" +
-	"\x05error\x18\f \x01(\tR\x05error\")\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\r \x01(\bR\btimedOut\x12\x1a\n" +
+	"\bcanceled\x18\x0e \x01(\bR\bcanceled\")\n" +
 	"\tReportAck\x12\x1c\n" +
-	"\tduplicate\x18\x01 \x01(\bR\tduplicate2\x9d\x01\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"P\n" +
+	"\x10HeartbeatRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\"$\n" +
+	"\fHeartbeatAck\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\"L\n" +
+	"\fDrainRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\"\n" +
+	"\n" +
+	"\bDrainAck2\xa7\x02\n" +
 	"\vNodeService\x12I\n" +
 	"\n" +
 	"AssignTask\x12\x1e.roundhouse.v1.RegisterRequest\x1a\x19.roundhouse.v1.Assignment0\x01\x12C\n" +
-	"\fReportStatus\x12\x19.roundhouse.v1.TaskResult\x1a\x18.roundhouse.v1.ReportAckB9Z7github.com/roundhouse-lab/roundhouse/proto/roundhousepbb\x06proto3"
+	"\fReportStatus\x12\x19.roundhouse.v1.TaskResult\x1a\x18.roundhouse.v1.ReportAck\x12I\n" +
+	"\tHeartbeat\x12\x1f.roundhouse.v1.HeartbeatRequest\x1a\x1b.roundhouse.v1.HeartbeatAck\x12=\n" +
+	"\x05Drain\x12\x1b.roundhouse.v1.DrainRequest\x1a\x17.roundhouse.v1.DrainAckB9Z7github.com/roundhouse-lab/roundhouse/proto/roundhousepbb\x06proto3"
 
 var (
 	file_roundhouse_proto_rawDescOnce sync.Once
@@ -565,32 +861,43 @@ func file_roundhouse_proto_rawDescGZIP() []byte {
 	return file_roundhouse_proto_rawDescData
 }
 
-var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_roundhouse_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: roundhouse.v1.RegisterRequest
 	(*Assignment)(nil),            // 1: roundhouse.v1.Assignment
-	(*Welcome)(nil),               // 2: roundhouse.v1.Welcome
-	(*Task)(nil),                  // 3: roundhouse.v1.Task
-	(*TaskResult)(nil),            // 4: roundhouse.v1.TaskResult
-	(*ReportAck)(nil),             // 5: roundhouse.v1.ReportAck
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*Cancel)(nil),                // 2: roundhouse.v1.Cancel
+	(*Welcome)(nil),               // 3: roundhouse.v1.Welcome
+	(*Task)(nil),                  // 4: roundhouse.v1.Task
+	(*TaskResult)(nil),            // 5: roundhouse.v1.TaskResult
+	(*ReportAck)(nil),             // 6: roundhouse.v1.ReportAck
+	(*HeartbeatRequest)(nil),      // 7: roundhouse.v1.HeartbeatRequest
+	(*HeartbeatAck)(nil),          // 8: roundhouse.v1.HeartbeatAck
+	(*DrainRequest)(nil),          // 9: roundhouse.v1.DrainRequest
+	(*DrainAck)(nil),              // 10: roundhouse.v1.DrainAck
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_roundhouse_proto_depIdxs = []int32{
-	2, // 0: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
-	3, // 1: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
-	6, // 2: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
-	7, // 3: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	7, // 4: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	0, // 5: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	4, // 6: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	1, // 7: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	5, // 8: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3,  // 0: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
+	4,  // 1: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
+	2,  // 2: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
+	11, // 3: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	11, // 4: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
+	12, // 5: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	12, // 6: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 7: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	5,  // 8: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	7,  // 9: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	9,  // 10: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	1,  // 11: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	6,  // 12: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	8,  // 13: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	10, // 14: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }
@@ -601,6 +908,7 @@ func file_roundhouse_proto_init() {
 	file_roundhouse_proto_msgTypes[1].OneofWrappers = []any{
 		(*Assignment_Welcome)(nil),
 		(*Assignment_Task)(nil),
+		(*Assignment_Cancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -608,7 +916,7 @@ func file_roundhouse_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roundhouse_proto_rawDesc), len(file_roundhouse_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

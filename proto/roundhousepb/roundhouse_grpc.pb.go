@@ -28,6 +28,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	NodeService_AssignTask_FullMethodName   = "/roundhouse.v1.NodeService/AssignTask"
 	NodeService_ReportStatus_FullMethodName = "/roundhouse.v1.NodeService/ReportStatus"
+	NodeService_Heartbeat_FullMethodName    = "/roundhouse.v1.NodeService/Heartbeat"
+	NodeService_Drain_FullMethodName        = "/roundhouse.v1.NodeService/Drain"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -39,6 +41,13 @@ type NodeServiceClient interface {
 	AssignTask(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Assignment], error)
 	// ReportStatus records the result of one task run.
 	ReportStatus(ctx context.Context, in *TaskResult, opts ...grpc.CallOption) (*ReportAck, error)
+	// Heartbeat renews the worker's lease. A worker the master has not heard
+	// from within its worker timeout is dropped from the rotation and its
+	// tasks are re-queued, even if its connection still looks open.
+	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatAck, error)
+	// Drain tells the master to send this worker no more tasks. The worker
+	// finishes and reports the tasks it has, then closes its stream.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainAck, error)
 }
 
 type nodeServiceClient struct {
@@ -78,6 +87,26 @@ func (c *nodeServiceClient) ReportStatus(ctx context.Context, in *TaskResult, op
 	return out, nil
 }
 
+func (c *nodeServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatAck)
+	err := c.cc.Invoke(ctx, NodeService_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainAck)
+	err := c.cc.Invoke(ctx, NodeService_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -87,6 +116,13 @@ type NodeServiceServer interface {
 	AssignTask(*RegisterRequest, grpc.ServerStreamingServer[Assignment]) error
 	// ReportStatus records the result of one task run.
 	ReportStatus(context.Context, *TaskResult) (*ReportAck, error)
+	// Heartbeat renews the worker's lease. A worker the master has not heard
+	// from within its worker timeout is dropped from the rotation and its
+	// tasks are re-queued, even if its connection still looks open.
+	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatAck, error)
+	// Drain tells the master to send this worker no more tasks. The worker
+	// finishes and reports the tasks it has, then closes its stream.
+	Drain(context.Context, *DrainRequest) (*DrainAck, error)
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -102,6 +138,12 @@ func (UnimplementedNodeServiceServer) AssignTask(*RegisterRequest, grpc.ServerSt
 }
 func (UnimplementedNodeServiceServer) ReportStatus(context.Context, *TaskResult) (*ReportAck, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
+}
+func (UnimplementedNodeServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatAck, error) {
+	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedNodeServiceServer) Drain(context.Context, *DrainRequest) (*DrainAck, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -153,6 +195,42 @@ func _NodeService_ReportStatus_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).Heartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_Heartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NodeService_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +241,14 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportStatus",
 			Handler:    _NodeService_ReportStatus_Handler,
+		},
+		{
+			MethodName: "Heartbeat",
+			Handler:    _NodeService_Heartbeat_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _NodeService_Drain_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

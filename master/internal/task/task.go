@@ -19,10 +19,15 @@ const (
 	StatusRunning   Status = "running"
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
+	StatusTimedOut  Status = "timed_out"
+	StatusCanceled  Status = "canceled"
 )
 
+// Statuses lists every status, live ones first.
+var Statuses = []Status{StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusTimedOut, StatusCanceled}
+
 // Final reports whether no further change can happen to a task in s.
-func (s Status) Final() bool { return s == StatusSucceeded || s == StatusFailed }
+func (s Status) Final() bool { return s != StatusQueued && s != StatusRunning }
 
 // Sentinel errors, wrapped with %w and mapped once by each transport.
 var (
@@ -49,6 +54,41 @@ type Task struct {
 	AssignedAt time.Time // when the master last sent it to a worker
 	StartedAt  time.Time // as measured by the worker
 	FinishedAt time.Time
+
+	Timeout        time.Duration // the worker kills the run after this long
+	MaxAttempts    int           // deliveries before a task whose workers keep vanishing fails
+	IdempotencyKey string        // optional; the same key always names this task
+
+	// History has one entry per delivery, oldest first. Only the store
+	// fills it in (Store.Get); live tasks in memory leave it empty.
+	History []Attempt
+}
+
+// Outcome is how one delivery of a task ended.
+type Outcome string
+
+const (
+	OutcomeRunning   Outcome = "running"   // not ended yet
+	OutcomeSucceeded Outcome = "succeeded" // exit 0
+	OutcomeFailed    Outcome = "failed"    // non-zero exit, or could not run
+	OutcomeTimedOut  Outcome = "timed_out"
+	OutcomeCanceled  Outcome = "canceled"
+	OutcomeLost      Outcome = "lost" // the worker vanished before reporting
+)
+
+// Attempt is one delivery of a task to a worker.
+type Attempt struct {
+	TaskID     string
+	N          int // 1-based, as Task.Attempts counts
+	WorkerID   string
+	Outcome    Outcome
+	ExitCode   *int
+	Error      string
+	AssignedAt time.Time
+	FinishedAt time.Time
+	// Duplicate: the result arrived after the task was already final (it
+	// had been re-queued and finished elsewhere); it changed nothing.
+	Duplicate bool
 }
 
 // Result is what a worker reports about one run of a task.
@@ -65,6 +105,8 @@ type Result struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Error      string
+	TimedOut   bool
+	Canceled   bool
 }
 
 // Assignment is what the master sends a worker: the part of a task it needs.
