@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are applied in order; migrations[i] is version i+1. Append
+// only: never edit one that has shipped.
+var migrations = []string{
+	// 1: tasks and their attempts.
+	//
+	// Times are INTEGER unix nanoseconds, 0 for the zero time.Time.
+	//
+	// attempts has one row per delivery, keyed by (task_id, n): the
+	// dispatcher upserts attempt N's row as it moves from running to its
+	// outcome (or to lost, when its worker vanished). A result that arrives
+	// after the task was already final updates its own delivery's row with
+	// duplicate = 1: the history then says what that run did, and that it
+	// came too late to count.
+	`
+CREATE TABLE tasks (
+	id              TEXT PRIMARY KEY,
+	cmd             TEXT NOT NULL,
+	status          TEXT NOT NULL,
+	attempts        INTEGER NOT NULL,
+	max_attempts    INTEGER NOT NULL,
+	timeout_ns      INTEGER NOT NULL,
+	worker_id       TEXT NOT NULL DEFAULT '',
+	exit_code       INTEGER NULL,
+	stdout          TEXT,
+	stderr          TEXT,
+	stdout_cut      INTEGER,
+	stderr_cut      INTEGER,
+	error           TEXT,
+	idempotency_key TEXT NULL,
+	created_at      INTEGER NOT NULL,
+	assigned_at     INTEGER NOT NULL,
+	started_at      INTEGER NOT NULL,
+	finished_at     INTEGER NOT NULL
+);
+-- List filtered by status, newest first.
+CREATE INDEX tasks_status ON tasks (status, id);
+-- Live: the few queued and running tasks, oldest first, without a sort.
+CREATE INDEX tasks_live ON tasks (created_at, id) WHERE status IN ('queued', 'running');
+CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX tasks_worker ON tasks (worker_id, id);
+
+CREATE TABLE attempts (
+	task_id     TEXT NOT NULL REFERENCES tasks (id),
+	n           INTEGER NOT NULL,
+	worker_id   TEXT NOT NULL,
+	outcome     TEXT NOT NULL,
+	exit_code   INTEGER NULL,
+	error       TEXT,
+	assigned_at INTEGER NOT NULL,
+	finished_at INTEGER NOT NULL,
+	duplicate   INTEGER NOT NULL,
+	PRIMARY KEY (task_id, n)
+);
+`,
+}
+
+// migrate applies the migrations not yet recorded in schema_migrations,
+// each in its own transaction, and reports how many it applied.
+func migrate(ctx context.Context, conn *sql.Conn) (int, error) {
+	if _, err := conn.ExecContext(ctx,
+		`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER)`); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	if current > len(migrations) {
+		return 0, fmt.Errorf("migrate: database is at version %d, newer than this binary's %d", current, len(migrations))
+	}
+	applied := 0
+	for v := current + 1; v <= len(migrations); v++ {
+		if err := migrateOne(ctx, conn, v); err != nil {
+			return applied, err
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+func migrateOne(ctx context.Context, conn *sql.Conn, version int) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate to %d: %w", version, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if _, err := tx.ExecContext(ctx, migrations[version-1]); err != nil {
+		return fmt.Errorf("migrate to %d: %w", version, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+		version, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("migrate to %d: %w", version, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate to %d: %w", version, err)
+	}
+	return nil
+}

@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// taskCols are the tasks columns in the order scanTask reads them.
+const taskCols = `id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
+	stdout, stderr, stdout_cut, stderr_cut, error, COALESCE(idempotency_key, ''),
+	created_at, assigned_at, started_at, finished_at`
+
+// listCols are taskCols without the output, which can be large.
+var listCols = strings.Replace(taskCols, "stdout, stderr,", "'', '',", 1)
+
+// Get returns a task with its History, one attempt per delivery ordered by
+// N. The error wraps task.ErrNotFound if there is no such task.
+func (s *Store) Get(ctx context.Context, id string) (task.Task, error) {
+	// One read transaction: the task row and its attempts from one snapshot.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read only
+
+	t, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return task.Task{}, fmt.Errorf("store: task %s: %w", id, task.ErrNotFound)
+	}
+	if err != nil {
+		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
+	}
+
+	rows, err := tx.QueryContext(ctx, `
+SELECT task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate
+FROM attempts WHERE task_id = ? ORDER BY n`, id)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a                  task.Attempt
+			exit               sql.NullInt64
+			assigned, finished int64
+		)
+		if err := rows.Scan(&a.TaskID, &a.N, &a.WorkerID, &a.Outcome, &exit, &a.Error, &assigned, &finished, &a.Duplicate); err != nil {
+			return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
+		}
+		a.ExitCode = intPtr(exit)
+		a.AssignedAt, a.FinishedAt = fromNanos(assigned), fromNanos(finished)
+		t.History = append(t.History, a)
+	}
+	if err := rows.Err(); err != nil {
+		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Live returns every queued or running task, oldest first (by CreatedAt,
+// then ID), without History. The dispatcher rebuilds its queue from it at
+// start-up.
+func (s *Store) Live(ctx context.Context) ([]task.Task, error) {
+	ts, err := s.query(ctx, `SELECT `+taskCols+` FROM tasks
+WHERE status IN ('queued', 'running') ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: live: %w", err)
+	}
+	return ts, nil
+}
+
+// FindByIdempotencyKey returns the task created with key, without History.
+// The error wraps task.ErrNotFound if there is none.
+func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (task.Task, error) {
+	if key == "" {
+		return task.Task{}, fmt.Errorf("store: empty idempotency key: %w", task.ErrNotFound)
+	}
+	t, err := scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE idempotency_key = ?`, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return task.Task{}, fmt.Errorf("store: idempotency key %q: %w", key, task.ErrNotFound)
+	}
+	if err != nil {
+		return task.Task{}, fmt.Errorf("store: find idempotency key: %w", err)
+	}
+	return t, nil
+}
+
+// Query selects a page of List.
+type Query struct {
+	Statuses []task.Status // empty: any
+	WorkerID string        // empty: any
+	Cursor   string        // empty: from the newest; else the Next of the previous page
+	Limit    int           // 1..1000; 0 means 100
+}
+
+// Page is one page of List.
+type Page struct {
+	Tasks []task.Task
+	Next  string // empty when there are no more
+}
+
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// List returns tasks newest first (by ID descending: IDs are UUIDv7, which
+// sort by creation time), filtered, one page at a time. The tasks have no
+// History and no Stdout or Stderr, to keep pages small. A bad cursor,
+// limit or status wraps task.ErrInvalid.
+func (s *Store) List(ctx context.Context, q Query) (Page, error) {
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = defaultLimit
+	case limit < 0 || limit > maxLimit:
+		return Page{}, fmt.Errorf("store: limit %d is outside 1..%d: %w", q.Limit, maxLimit, task.ErrInvalid)
+	}
+
+	var (
+		where []string
+		args  []any
+	)
+	if len(q.Statuses) > 0 {
+		marks := make([]string, len(q.Statuses))
+		for i, st := range q.Statuses {
+			if !slices.Contains(task.Statuses, st) {
+				return Page{}, fmt.Errorf("store: unknown status %q: %w", st, task.ErrInvalid)
+			}
+			marks[i] = "?"
+			args = append(args, string(st))
+		}
+		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
+	}
+	if q.WorkerID != "" {
+		where = append(where, "worker_id = ?")
+		args = append(args, q.WorkerID)
+	}
+	if q.Cursor != "" {
+		after, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		where = append(where, "id < ?")
+		args = append(args, after)
+	}
+	query := `SELECT ` + listCols + ` FROM tasks`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One more than asked for tells whether there is a next page.
+	query += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit+1)
+
+	ts, err := s.query(ctx, query, args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("store: list: %w", err)
+	}
+	var p Page
+	if len(ts) > limit {
+		ts = ts[:limit]
+		p.Next = encodeCursor(ts[limit-1].ID)
+	}
+	p.Tasks = ts
+	return p, nil
+}
+
+// A cursor is the ID of the last task of a page, with a prefix so that a
+// string we did not make is told apart, base64url-encoded to keep it opaque.
+const cursorPrefix = "after:"
+
+func encodeCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + id))
+}
+
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	id, ok := strings.CutPrefix(string(b), cursorPrefix)
+	if err != nil || !ok || id == "" {
+		return "", fmt.Errorf("store: bad cursor %q: %w", c, task.ErrInvalid)
+	}
+	return id, nil
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) ([]task.Task, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ts []task.Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, rows.Err()
+}
+
+// scanTask reads one row of taskCols (or listCols).
+func scanTask(row interface{ Scan(...any) error }) (task.Task, error) {
+	var (
+		t                                    task.Task
+		timeout                              int64
+		exit                                 sql.NullInt64
+		stdout, stderr, errText              sql.NullString
+		stdoutCut, stderrCut                 sql.NullBool
+		created, assigned, started, finished int64
+	)
+	err := row.Scan(&t.ID, &t.Cmd, &t.Status, &t.Attempts, &t.MaxAttempts, &timeout, &t.WorkerID, &exit,
+		&stdout, &stderr, &stdoutCut, &stderrCut, &errText, &t.IdempotencyKey,
+		&created, &assigned, &started, &finished)
+	if err != nil {
+		return task.Task{}, err
+	}
+	t.Timeout = time.Duration(timeout)
+	t.ExitCode = intPtr(exit)
+	t.Stdout, t.Stderr, t.Error = stdout.String, stderr.String, errText.String
+	t.StdoutCut, t.StderrCut = stdoutCut.Bool, stderrCut.Bool
+	t.CreatedAt, t.AssignedAt = fromNanos(created), fromNanos(assigned)
+	t.StartedAt, t.FinishedAt = fromNanos(started), fromNanos(finished)
+	return t, nil
+}
+
+// nanos stores t as unix nanoseconds, the zero time as 0.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNanos is the inverse of nanos; it returns times in UTC.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func intArg(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return int64(*p)
+}
+
+func intPtr(n sql.NullInt64) *int {
+	if !n.Valid {
+		return nil
+	}
+	v := int(n.Int64)
+	return &v
+}

@@ -1,0 +1,587 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// open opens a store in a fresh directory and closes it when the test ends.
+func open(t testing.TB) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "roundhouse.db")
+	s, err := Open(path, discard())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// apply applies ws and waits for the commit.
+func apply(t testing.TB, s *Store, ws ...Write) {
+	t.Helper()
+	if err := <-s.Apply(ws...); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+}
+
+func intp(v int) *int { return &v }
+
+// at returns a time with nanoseconds, in a zone other than UTC, so that a
+// round trip that lost either would show.
+func at(sec int) time.Time {
+	return time.Date(2026, 3, 1, 12, 0, sec, 123456789, time.FixedZone("CET", 3600))
+}
+
+func newTask(id string, created time.Time, st task.Status) *task.Task {
+	return &task.Task{ID: id, Cmd: "echo " + id, Status: st, MaxAttempts: 3, Timeout: time.Minute, CreatedAt: created}
+}
+
+// utc returns t with every time in UTC, as the store returns them.
+func utc(t task.Task) task.Task {
+	fix := func(tm *time.Time) {
+		if !tm.IsZero() {
+			*tm = tm.UTC()
+		}
+	}
+	fix(&t.CreatedAt)
+	fix(&t.AssignedAt)
+	fix(&t.StartedAt)
+	fix(&t.FinishedAt)
+	t.History = append([]task.Attempt(nil), t.History...)
+	if len(t.History) == 0 {
+		t.History = nil
+	}
+	for i := range t.History {
+		fix(&t.History[i].AssignedAt)
+		fix(&t.History[i].FinishedAt)
+	}
+	return t
+}
+
+func mustGet(t *testing.T, s *Store, id string) task.Task {
+	t.Helper()
+	got, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return got
+}
+
+func TestRoundTrip(t *testing.T) {
+	s, _ := open(t)
+	full := task.Task{
+		ID: "t1", Cmd: "make test", Status: task.StatusSucceeded, Attempts: 2, WorkerID: "w2",
+		ExitCode: intp(0), Stdout: "out\x01ü", Stderr: "err", StdoutCut: true, StderrCut: false,
+		Error: "", CreatedAt: at(1), AssignedAt: at(2), StartedAt: at(3), FinishedAt: at(4),
+		Timeout: 90 * time.Second, MaxAttempts: 5, IdempotencyKey: "key-1",
+		History: []task.Attempt{
+			{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeLost, Error: "worker vanished", AssignedAt: at(1)},
+			{TaskID: "t1", N: 2, WorkerID: "w2", Outcome: task.OutcomeSucceeded, ExitCode: intp(0), AssignedAt: at(2), FinishedAt: at(4)},
+		},
+	}
+	failed := task.Task{
+		ID: "t2", Cmd: "false", Status: task.StatusFailed, Attempts: 1, WorkerID: "w1",
+		ExitCode: intp(7), Error: "exit status 7", StderrCut: true, CreatedAt: at(5), FinishedAt: at(6),
+		Timeout: time.Second, MaxAttempts: 1,
+		History: []task.Attempt{{TaskID: "t2", N: 1, WorkerID: "w1", Outcome: task.OutcomeFailed, ExitCode: intp(7), Error: "exit status 7", AssignedAt: at(5), FinishedAt: at(6)}},
+	}
+	queued := task.Task{ID: "t3", Cmd: "sleep 1", Status: task.StatusQueued, MaxAttempts: 3, CreatedAt: at(7)}
+
+	for _, want := range []task.Task{full, failed, queued} {
+		ws := []Write{{Task: &want}}
+		for i := range want.History {
+			ws = append(ws, Write{Attempt: &want.History[i]})
+		}
+		apply(t, s, ws...)
+	}
+	for _, want := range []task.Task{full, failed, queued} {
+		t.Run(want.ID, func(t *testing.T) {
+			got := mustGet(t, s, want.ID)
+			if w := utc(want); !reflect.DeepEqual(got, w) {
+				t.Errorf("Get:\n got %+v\nwant %+v", got, w)
+			}
+			if want.ExitCode != nil && (got.ExitCode == nil || *got.ExitCode != *want.ExitCode) {
+				t.Errorf("ExitCode = %v, want %d", got.ExitCode, *want.ExitCode)
+			}
+		})
+	}
+	if got := mustGet(t, s, "t3"); got.ExitCode != nil || !got.FinishedAt.IsZero() || got.History != nil {
+		t.Errorf("queued task: ExitCode %v, FinishedAt %v, History %v; want nil, zero, nil", got.ExitCode, got.FinishedAt, got.History)
+	}
+
+	if _, err := s.Get(context.Background(), "nope"); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Get(nope) err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestUpsert(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("t1", at(0), task.StatusQueued)
+	apply(t, s, Write{Task: tk})
+
+	running := *tk
+	running.Status, running.Attempts, running.WorkerID, running.AssignedAt = task.StatusRunning, 1, "w1", at(1)
+	a1 := task.Attempt{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1)}
+	apply(t, s, Write{Task: &running, Attempt: &a1})
+
+	done := running
+	done.Status, done.ExitCode, done.FinishedAt = task.StatusSucceeded, intp(0), at(2)
+	a1done := a1
+	a1done.Outcome, a1done.ExitCode, a1done.FinishedAt = task.OutcomeSucceeded, intp(0), at(2)
+	apply(t, s, Write{Task: &done, Attempt: &a1done})
+
+	// Attempt 2 went to another worker and was lost; its late result comes
+	// after the task is final: it updates attempt 2's own row, as duplicate.
+	a2 := task.Attempt{TaskID: "t1", N: 2, WorkerID: "w2", Outcome: task.OutcomeLost, AssignedAt: at(1), FinishedAt: at(2)}
+	apply(t, s, Write{Attempt: &a2})
+	dup := a2
+	dup.Outcome, dup.ExitCode, dup.FinishedAt, dup.Duplicate = task.OutcomeFailed, intp(1), at(3), true
+	apply(t, s, Write{Attempt: &dup})
+
+	want := done
+	want.History = []task.Attempt{a1done, dup}
+	if got := mustGet(t, s, "t1"); !reflect.DeepEqual(got, utc(want)) {
+		t.Errorf("Get:\n got %+v\nwant %+v", got, utc(want))
+	}
+}
+
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := Open(path, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := newTask("a", at(0), task.StatusQueued)
+	final := newTask("b", at(1), task.StatusSucceeded)
+	final.ExitCode = intp(0)
+	final.IdempotencyKey = "k"
+	a := task.Attempt{TaskID: "b", N: 1, WorkerID: "w", Outcome: task.OutcomeSucceeded, ExitCode: intp(0)}
+	// Not waited on: Close must flush it.
+	s.Apply(Write{Task: live}, Write{Task: final, Attempt: &a})
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s, err = Open(path, discard())
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+
+	wantB := utc(*final)
+	wantB.History = []task.Attempt{a}
+	if got := mustGet(t, s, "b"); !reflect.DeepEqual(got, wantB) {
+		t.Errorf("Get after reopen:\n got %+v\nwant %+v", got, wantB)
+	}
+	got, err := s.Live(ctx)
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], utc(*live)) {
+		t.Errorf("Live after reopen = %+v, %v; want [%+v]", got, err, utc(*live))
+	}
+	page, err := s.List(ctx, Query{})
+	if err != nil || len(page.Tasks) != 2 || page.Tasks[0].ID != "b" || page.Tasks[1].ID != "a" {
+		t.Errorf("List after reopen = %+v, %v; want b, a", page, err)
+	}
+	if got, err := s.FindByIdempotencyKey(ctx, "k"); err != nil || got.ID != "b" {
+		t.Errorf("FindByIdempotencyKey after reopen = %v, %v; want b", got.ID, err)
+	}
+
+	var n int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migrations) {
+		t.Errorf("schema_migrations has %d rows, want %d", n, len(migrations))
+	}
+}
+
+func TestOrder(t *testing.T) {
+	s, _ := open(t)
+	const n = 300
+	var last <-chan error
+	for i := range n {
+		tk := newTask("t", at(0), task.StatusRunning)
+		tk.Attempts = i
+		last = s.Apply(Write{Task: tk})
+	}
+	if err := <-last; err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, "t"); got.Attempts != n-1 {
+		t.Errorf("Attempts = %d, want %d (the last Apply)", got.Attempts, n-1)
+	}
+}
+
+// Apply copies its writes: changing a task after Apply returns does not
+// change what is stored.
+func TestApplyCopies(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("t", at(0), task.StatusQueued)
+	tk.ExitCode = intp(1)
+	ch := s.Apply(Write{Task: tk})
+	tk.Status, *tk.ExitCode = task.StatusFailed, 2
+	if err := <-ch; err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, "t"); got.Status != task.StatusQueued || *got.ExitCode != 1 {
+		t.Errorf("stored %s, exit %d; want queued, exit 1", got.Status, *got.ExitCode)
+	}
+}
+
+func TestGroupCommit(t *testing.T) {
+	s, _ := open(t)
+	const n = 500
+	before := s.commits.Load()
+	chs := make([]<-chan error, n)
+	for i := range n {
+		chs[i] = s.Apply(Write{Task: newTask(fmt.Sprintf("t%03d", i), at(0), task.StatusQueued)})
+	}
+	for i, ch := range chs {
+		if err := <-ch; err != nil {
+			t.Fatalf("Apply %d: %v", i, err)
+		}
+	}
+	commits := s.commits.Load() - before
+	if commits >= n {
+		t.Errorf("%d commits for %d Applies; want batching", commits, n)
+	}
+	t.Logf("%d Applies in %d commits", n, commits)
+
+	page, err := s.List(context.Background(), Query{Limit: 1000})
+	if err != nil || len(page.Tasks) != n {
+		t.Errorf("List: %d tasks, %v; want %d", len(page.Tasks), err, n)
+	}
+}
+
+func TestBadWriteIsolation(t *testing.T) {
+	s, _ := open(t)
+	first := newTask("a", at(0), task.StatusQueued)
+	first.IdempotencyKey = "k"
+	apply(t, s, Write{Task: first})
+
+	clash := newTask("b", at(1), task.StatusQueued)
+	clash.IdempotencyKey = "k"
+	before := s.commits.Load()
+	chs := queueTogether(s,
+		[]Write{{Task: newTask("c", at(2), task.StatusQueued)}},
+		[]Write{{Task: clash}},
+		[]Write{{Task: newTask("d", at(3), task.StatusQueued)}, {Task: newTask("e", at(4), task.StatusQueued)}},
+	)
+	for i, want := range []error{nil, task.ErrConflict, nil} {
+		err := <-chs[i]
+		if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+			t.Errorf("Apply %d: err = %v, want %v", i, err, want)
+		}
+	}
+	// One failed batch, then one transaction per call of which two commit.
+	if got := s.commits.Load() - before; got != 2 {
+		t.Errorf("%d commits; want 2 (the batch failed as a whole, then was retried call by call)", got)
+	}
+	for _, id := range []string{"a", "c", "d", "e"} {
+		mustGet(t, s, id)
+	}
+	if _, err := s.Get(context.Background(), "b"); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Get(b) err = %v, want ErrNotFound", err)
+	}
+}
+
+// queueTogether queues each ws as one Apply call while the writer cannot
+// take any of them, so that it takes them all as one batch.
+func queueTogether(s *Store, calls ...[]Write) []<-chan error {
+	// The writer takes requests under s.mu; queue them all under it.
+	s.mu.Lock()
+	chs := make([]<-chan error, len(calls))
+	for i, ws := range calls {
+		done := make(chan error, 1)
+		s.queue = append(s.queue, &request{ws: copyWrites(ws), done: done})
+		chs[i] = done
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return chs
+}
+
+func TestLive(t *testing.T) {
+	s, _ := open(t)
+	// Created out of ID order, and two at the same instant.
+	apply(t, s,
+		Write{Task: newTask("z", at(1), task.StatusQueued)},
+		Write{Task: newTask("y", at(2), task.StatusRunning)},
+		Write{Task: newTask("x", at(0), task.StatusSucceeded)},
+		Write{Task: newTask("w", at(1), task.StatusQueued)},
+		Write{Task: newTask("v", at(3), task.StatusFailed)},
+		Write{Task: newTask("u", at(0), task.StatusCanceled)},
+	)
+	got, err := s.Live(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := ids(got); !reflect.DeepEqual(ids, []string{"w", "z", "y"}) {
+		t.Errorf("Live = %v, want [w z y]", ids)
+	}
+}
+
+func ids(ts []task.Task) []string {
+	out := []string{}
+	for _, t := range ts {
+		out = append(out, t.ID)
+	}
+	return out
+}
+
+func TestFindByIdempotencyKey(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("a", at(0), task.StatusQueued)
+	tk.IdempotencyKey = "k1"
+	apply(t, s, Write{Task: tk}, Write{Task: newTask("b", at(1), task.StatusQueued)}) // b has no key
+
+	tests := []struct {
+		name    string
+		key     string
+		want    string
+		wantErr error
+	}{
+		{"hit", "k1", "a", nil},
+		{"miss", "k2", "", task.ErrNotFound},
+		{"empty", "", "", task.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.FindByIdempotencyKey(context.Background(), tt.key)
+			if !errors.Is(err, tt.wantErr) || got.ID != tt.want {
+				t.Errorf("got %q, %v; want %q, %v", got.ID, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestList(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mk := func(id string, st task.Status, worker string) Write {
+		tk := newTask(id, at(0), st)
+		tk.WorkerID, tk.Stdout, tk.Stderr = worker, "lots of output", "errors"
+		return Write{Task: tk}
+	}
+	apply(t, s,
+		mk("01", task.StatusSucceeded, "w1"),
+		mk("02", task.StatusFailed, "w2"),
+		mk("03", task.StatusQueued, ""),
+		mk("04", task.StatusRunning, "w1"),
+		mk("05", task.StatusSucceeded, "w2"),
+	)
+
+	tests := []struct {
+		name string
+		q    Query
+		want []string
+	}{
+		{"all", Query{}, []string{"05", "04", "03", "02", "01"}},
+		{"one status", Query{Statuses: []task.Status{task.StatusSucceeded}}, []string{"05", "01"}},
+		{"two statuses", Query{Statuses: []task.Status{task.StatusQueued, task.StatusFailed}}, []string{"03", "02"}},
+		{"worker", Query{WorkerID: "w1"}, []string{"04", "01"}},
+		{"worker and status", Query{WorkerID: "w2", Statuses: []task.Status{task.StatusSucceeded}}, []string{"05"}},
+		{"none", Query{WorkerID: "w9"}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := s.List(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(p.Tasks); !reflect.DeepEqual(got, tt.want) || p.Next != "" {
+				t.Errorf("List = %v, next %q; want %v, no next", got, p.Next, tt.want)
+			}
+			for _, tk := range p.Tasks {
+				if tk.Stdout != "" || tk.Stderr != "" || tk.History != nil {
+					t.Errorf("task %s has output or history in a list", tk.ID)
+				}
+			}
+		})
+	}
+
+	t.Run("pages", func(t *testing.T) {
+		var got []string
+		q := Query{Limit: 2}
+		for pages := 0; ; pages++ {
+			if pages > 3 {
+				t.Fatalf("more than 3 pages; so far %v", got)
+			}
+			p, err := s.List(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Tasks) > 2 {
+				t.Fatalf("page of %d", len(p.Tasks))
+			}
+			got = append(got, ids(p.Tasks)...)
+			if p.Next == "" {
+				break
+			}
+			q.Cursor = p.Next
+		}
+		if want := []string{"05", "04", "03", "02", "01"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("pages visited %v, want %v", got, want)
+		}
+	})
+
+	t.Run("exact last page has no next", func(t *testing.T) {
+		p, err := s.List(ctx, Query{Limit: 5})
+		if err != nil || len(p.Tasks) != 5 || p.Next != "" {
+			t.Errorf("List(limit 5) = %d tasks, next %q, %v; want 5, no next", len(p.Tasks), p.Next, err)
+		}
+	})
+
+	for _, q := range []Query{
+		{Cursor: "not a cursor"},
+		{Cursor: "MDU"}, // base64url of "05": valid encoding, but not ours
+		{Limit: -1},
+		{Limit: 1001},
+		{Statuses: []task.Status{"sleeping"}},
+	} {
+		t.Run(fmt.Sprintf("invalid %+v", q), func(t *testing.T) {
+			if _, err := s.List(ctx, q); !errors.Is(err, task.ErrInvalid) {
+				t.Errorf("err = %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestFlush(t *testing.T) {
+	s, _ := open(t)
+	var chs []<-chan error
+	for i := range 50 {
+		chs = append(chs, s.Apply(Write{Task: newTask(fmt.Sprint(i), at(0), task.StatusQueued)}))
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Every earlier write must have been answered already.
+	for i, ch := range chs {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Errorf("Apply %d: %v", i, err)
+			}
+		default:
+			t.Fatalf("Apply %d not committed when Flush returned", i)
+		}
+	}
+
+	// Another connection holds the write lock, so the writer cannot commit
+	// (it waits under busy_timeout) and Flush must give up on its context.
+	ctx := context.Background()
+	other, err := s.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	stuck := s.Apply(Write{Task: newTask("stuck", at(0), task.StatusQueued)})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	err = s.Flush(cctx)
+	if _, rerr := other.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Flush with a cancelled context = %v, want context.Canceled", err)
+	}
+	if err := <-stuck; err != nil {
+		t.Errorf("Apply behind the lock: %v", err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "db"), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); !errors.Is(err, task.ErrClosed) {
+		t.Errorf("second Close = %v, want ErrClosed", err)
+	}
+	if err := <-s.Apply(Write{Task: newTask("a", at(0), task.StatusQueued)}); !errors.Is(err, task.ErrClosed) {
+		t.Errorf("Apply after Close = %v, want ErrClosed", err)
+	}
+	if err := s.Flush(context.Background()); !errors.Is(err, task.ErrClosed) {
+		t.Errorf("Flush after Close = %v, want ErrClosed", err)
+	}
+}
+
+// Concurrent Applies and Closes from many goroutines: every Apply gets
+// exactly one answer, either committed or ErrClosed. Run with -race.
+func TestApplyDuringClose(t *testing.T) {
+	s, path := open(t)
+	var (
+		wg        sync.WaitGroup
+		committed atomic.Int64
+	)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				err := <-s.Apply(Write{Task: newTask(fmt.Sprintf("%d-%d", g, i), at(0), task.StatusQueued)})
+				switch {
+				case err == nil:
+					committed.Add(1)
+				case !errors.Is(err, task.ErrClosed):
+					t.Errorf("Apply: %v", err)
+				}
+			}
+		})
+	}
+	s.Close()
+	wg.Wait()
+
+	s2, err := Open(path, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	p, err := s2.List(context.Background(), Query{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(p.Tasks)) != committed.Load() {
+		t.Errorf("%d tasks stored, %d Applies answered nil", len(p.Tasks), committed.Load())
+	}
+}
+
+func BenchmarkApplyInsert(b *testing.B) {
+	s, _ := open(b)
+	var n atomic.Int64
+	b.SetParallelism(16) // many callers, as the API's handlers are
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("t%09d", n.Add(1))
+			if err := <-s.Apply(Write{Task: newTask(id, at(0), task.StatusQueued)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/float64(max(s.commits.Load(), 1)), "writes/commit")
+}
