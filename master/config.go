@@ -20,6 +20,12 @@ type config struct {
 	MaxBodyBytes    int64         `env:"MASTER_MAX_BODY_BYTES" envDefault:"65536"`
 	MaxCmdBytes     int           `env:"MASTER_MAX_CMD_BYTES" envDefault:"16384"`
 	ShutdownTimeout time.Duration `env:"MASTER_SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	DBPath          string        `env:"MASTER_DB_PATH" envDefault:"roundhouse.db"`
+	WorkerTimeout   time.Duration `env:"MASTER_WORKER_TIMEOUT" envDefault:"10s"`
+	TaskTimeout     time.Duration `env:"MASTER_TASK_TIMEOUT" envDefault:"1h"`
+	MaxTaskTimeout  time.Duration `env:"MASTER_MAX_TASK_TIMEOUT" envDefault:"24h"`
+	MaxAttempts     int           `env:"MASTER_MAX_ATTEMPTS" envDefault:"3"`
+	MaxWait         time.Duration `env:"MASTER_MAX_WAIT" envDefault:"60s"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
 }
@@ -43,6 +49,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_MAX_BODY_BYTES", c.MaxBodyBytes >= 1024 && c.MaxBodyBytes <= 64<<20, "%d is outside 1024..67108864", c.MaxBodyBytes)
 	check("MASTER_MAX_CMD_BYTES", c.MaxCmdBytes >= 1 && int64(c.MaxCmdBytes) < c.MaxBodyBytes, "%d must be at least 1 and below MASTER_MAX_BODY_BYTES (%d)", c.MaxCmdBytes, c.MaxBodyBytes)
 	check("MASTER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0 && c.ShutdownTimeout <= 10*time.Minute, "%s is outside 0..10m", c.ShutdownTimeout)
+	check("MASTER_WORKER_TIMEOUT", c.WorkerTimeout >= time.Second && c.WorkerTimeout <= 5*time.Minute, "%s is outside 1s..5m", c.WorkerTimeout)
+	check("MASTER_MAX_TASK_TIMEOUT", c.MaxTaskTimeout >= time.Second && c.MaxTaskTimeout <= 30*24*time.Hour, "%s is outside 1s..720h", c.MaxTaskTimeout)
+	check("MASTER_TASK_TIMEOUT", c.TaskTimeout >= time.Second && c.TaskTimeout <= c.MaxTaskTimeout, "%s is outside 1s..MASTER_MAX_TASK_TIMEOUT (%s)", c.TaskTimeout, c.MaxTaskTimeout)
+	check("MASTER_MAX_ATTEMPTS", c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "%d is outside 1..100", c.MaxAttempts)
+	check("MASTER_MAX_WAIT", c.MaxWait >= time.Second && c.MaxWait <= 5*time.Minute, "%s is outside 1s..5m", c.MaxWait)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

@@ -27,6 +27,11 @@ func TestLoadConfig(t *testing.T) {
 		{"body limit too small", "MASTER_MAX_BODY_BYTES", "10"},
 		{"cmd limit over body limit", "MASTER_MAX_CMD_BYTES", "70000"},
 		{"bad duration", "MASTER_SHUTDOWN_TIMEOUT", "soon"},
+		{"worker timeout too short", "MASTER_WORKER_TIMEOUT", "10ms"},
+		{"task timeout over the max", "MASTER_TASK_TIMEOUT", "48h"},
+		{"max attempts zero", "MASTER_MAX_ATTEMPTS", "0"},
+		{"max attempts not a number", "MASTER_MAX_ATTEMPTS", "three"},
+		{"max wait too long", "MASTER_MAX_WAIT", "1h"},
 		{"bad level", "LOG_LEVEL", "loud"},
 		{"bad format", "LOG_FORMAT", "xml"},
 	}

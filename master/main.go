@@ -29,6 +29,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -83,6 +84,8 @@ func newLogger(level, format string) *slog.Logger {
 // run listens on the configured addresses and serves until ctx is canceled.
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("master starting", "version", version, "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr,
+		"db_path", cfg.DBPath, "worker_timeout", cfg.WorkerTimeout, "task_timeout", cfg.TaskTimeout,
+		"max_task_timeout", cfg.MaxTaskTimeout, "max_attempts", cfg.MaxAttempts, "max_wait", cfg.MaxWait,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -99,9 +102,35 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 
 // serve serves workers and the API until ctx is canceled or a server fails,
 // then shuts down in reverse order: stop taking tasks, end worker streams,
-// let in-flight reports land, stop gRPC.
-func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis net.Listener) error {
-	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: newTaskID, MaxCmdBytes: cfg.MaxCmdBytes})
+// let in-flight reports land, stop gRPC, close the database.
+func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis net.Listener) (err error) {
+	st, err := store.Open(cfg.DBPath, log)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return fmt.Errorf("MASTER_DB_PATH: %w", err)
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the database: %w", cerr)
+		}
+	}()
+	d := dispatch.New(dispatch.Params{
+		Log:            log,
+		Store:          st,
+		Now:            time.Now,
+		NewID:          newTaskID,
+		MaxCmdBytes:    cfg.MaxCmdBytes,
+		DefaultTimeout: cfg.TaskTimeout,
+		MaxTimeout:     cfg.MaxTaskTimeout,
+		MaxAttempts:    cfg.MaxAttempts,
+		WorkerTimeout:  cfg.WorkerTimeout,
+	})
+	if err := d.Recover(ctx); err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 	gs, health := grpcapi.New(d, log)
 	var grpcServing atomic.Bool
 	hs := &http.Server{
@@ -109,6 +138,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			Dispatcher:   d,
 			Log:          log,
 			MaxBodyBytes: cfg.MaxBodyBytes,
+			MaxWait:      cfg.MaxWait,
 			Ready: func() error {
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")
@@ -118,16 +148,34 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		WriteTimeout:      cfg.MaxWait + 30*time.Second, // a ?wait= request may take MaxWait
+
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
 	}
 
-	// Each server runs in a goroutine owned by run: errc receives its end,
-	// wg waits for both before run returns.
+	// Each server runs in a goroutine owned by serve: errc receives its end,
+	// wg waits for both before serve returns. The sweeper is owned the same
+	// way and stops with sweepStop.
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	sweepStop := make(chan struct{})
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		// Four sweeps per worker timeout: a dead worker is dropped at most a
+		// quarter of the timeout late.
+		tick := time.NewTicker(cfg.WorkerTimeout / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				d.Sweep()
+			case <-sweepStop:
+				return
+			}
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		grpcServing.Store(true)
@@ -161,6 +209,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	}
 	d.Close() // ends every worker stream, so GracefulStop need not wait on them
 	stopGRPC(sctx, gs)
+	close(sweepStop)
 	wg.Wait()
 	log.Info("master stopped")
 	return runErr

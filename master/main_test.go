@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ import (
 // a worker registered over gRPC, and SIGTERM (ctx canceled) ends worker
 // streams, stops both servers and makes serve return nil.
 func TestServeAndGracefulShutdown(t *testing.T) {
-	cfg, err := loadConfig(map[string]string{})
+	cfg, err := loadConfig(map[string]string{"MASTER_DB_PATH": filepath.Join(t.TempDir(), "rh.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Slots:          1,
 		MaxOutputBytes: 1048576,
 		ReconnectMax:   5 * time.Second,
+		DrainTimeout:   30 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -35,6 +36,7 @@ func TestLoadConfigValid(t *testing.T) {
 		"WORKER_MAX_OUTPUT_BYTES": "1",
 		"WORKER_HEALTH_ADDR":      ":8081",
 		"WORKER_RECONNECT_MAX":    "100ms",
+		"WORKER_DRAIN_TIMEOUT":    "0s",
 		"LOG_LEVEL":               "debug",
 		"LOG_FORMAT":              "json",
 	})
@@ -42,7 +44,7 @@ func TestLoadConfigValid(t *testing.T) {
 		t.Fatalf("valid values: %v", err)
 	}
 	if c.MasterAddr != "master:7000" || c.WorkerID != "roundhouse_worker-3.a" || c.Slots != 256 || c.MaxOutputBytes != 1 ||
-		c.HealthAddr != ":8081" || c.ReconnectMax != 100*time.Millisecond || c.LogLevel != "debug" || c.LogFormat != "json" {
+		c.HealthAddr != ":8081" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
 		t.Fatalf("parsed %+v", c)
 	}
 }
@@ -69,6 +71,9 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"reconnect not a duration", "WORKER_RECONNECT_MAX", "soon", `"soon" is not a valid duration`},
 		{"reconnect too short", "WORKER_RECONNECT_MAX", "10ms", "outside 100ms..5m"},
 		{"reconnect too long", "WORKER_RECONNECT_MAX", "6m", "outside 100ms..5m"},
+		{"drain timeout not a duration", "WORKER_DRAIN_TIMEOUT", "30", `"30" is not a valid duration`},
+		{"drain timeout negative", "WORKER_DRAIN_TIMEOUT", "-1s", "outside 0s..1h"},
+		{"drain timeout too long", "WORKER_DRAIN_TIMEOUT", "61m", "outside 0s..1h"},
 		{"bad level", "LOG_LEVEL", "loud", "not one of"},
 		{"bad format", "LOG_FORMAT", "xml", "not text or json"},
 	}

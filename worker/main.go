@@ -1,6 +1,9 @@
 // Command worker is a Roundhouse worker: it registers with the master over
 // gRPC, runs the shell commands the master assigns to it under /bin/sh -c,
 // and reports each result, reconnecting whenever the master goes away.
+// SIGTERM or SIGINT drains the worker: it takes no new tasks and finishes
+// and reports the ones it has, for up to WORKER_DRAIN_TIMEOUT; a second
+// signal stops it at once.
 //
 // Configuration comes only from environment variables (see config.go).
 // `worker healthcheck` checks a running worker's /healthz and exits 0 or 1,
@@ -50,9 +53,11 @@ func main() {
 		return
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	// Room for two signals: the first drains, the second stops at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := run(sigs, cfg, log); err != nil {
 		log.Error("worker stopped", "err", err)
 		os.Exit(1)
 	}
@@ -78,9 +83,9 @@ func newLogger(level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// run works for the master until ctx is canceled, then stops the agent (which
-// kills running tasks) before the health server.
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
+// run works for the master until a signal arrives on sigs, then drains and
+// stops the agent (see work) before the health server.
+func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 	if cfg.WorkerID == "" {
 		ips, err := interfaceIPs()
 		if err != nil {
@@ -90,7 +95,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err != nil {
 			log.Warn("cannot read /etc/resolv.conf; the worker ID will be the hostname", "err", err)
 		}
-		id, source, err := deriveWorkerID(ctx, dns, ips, os.Hostname)
+		id, source, err := deriveWorkerID(context.Background(), dns, ips, os.Hostname)
 		if err != nil {
 			return err
 		}
@@ -99,7 +104,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
 		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr,
-		"reconnect_max", cfg.ReconnectMax, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 
 	a := agent.New(agent.Config{
 		MasterAddr:   cfg.MasterAddr,
@@ -111,7 +116,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}, log)
 
 	if cfg.HealthAddr == "" {
-		return a.Run(ctx)
+		return work(a, sigs, cfg.DrainTimeout, log)
 	}
 	lis, err := net.Listen("tcp", cfg.HealthAddr)
 	if err != nil {
@@ -133,7 +138,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}()
 	log.Info("health endpoint listening", "addr", lis.Addr().String())
 
-	runErr := a.Run(ctx)
+	runErr := work(a, sigs, cfg.DrainTimeout, log)
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
@@ -142,6 +147,40 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	wg.Wait()
 	log.Info("worker stopped")
 	return runErr
+}
+
+// work runs a until the first signal on sigs, then drains it for at most
+// drainTimeout and stops it, which kills the tasks still running. A second
+// signal cuts the drain short.
+func work(a *agent.Agent, sigs <-chan os.Signal, drainTimeout time.Duration, log *slog.Logger) error {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	// Both goroutines below are waited for before work returns.
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	select {
+	case err := <-ran:
+		return err // Run ends by itself only when it cannot start
+	case sig := <-sigs:
+		log.Info("signal received; draining", "signal", sig.String(), "drain_timeout", drainTimeout)
+	}
+
+	drainCtx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(drainCtx) }()
+	select {
+	case err := <-drained:
+		if err != nil {
+			log.Warn("drain incomplete; killing the tasks left, unreported", "err", err)
+		}
+	case sig := <-sigs:
+		log.Warn("second signal; stopping at once", "signal", sig.String())
+		stop()
+		<-drained
+	}
+	stop()
+	return <-ran
 }
 
 // healthHandler answers GET /healthz: 200 while the worker is registered with

@@ -2,12 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
 )
 
 func TestHealth(t *testing.T) {
@@ -58,5 +65,31 @@ func TestHealth(t *testing.T) {
 func TestHealthcheckWithoutAddress(t *testing.T) {
 	if err := healthcheck(""); err == nil || !strings.Contains(err.Error(), "WORKER_HEALTH_ADDR is not set") {
 		t.Fatalf("healthcheck(\"\") = %v, want an error saying WORKER_HEALTH_ADDR is not set", err)
+	}
+}
+
+// A signal drains the worker and work returns, even when the master cannot
+// be reached to hear about the drain.
+func TestWorkStopsOnSignalWithoutMaster(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nobody listens there now
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := agent.New(agent.Config{MasterAddr: addr, WorkerID: "w1", Slots: 1, MaxOutput: 1024, ReconnectMax: 200 * time.Millisecond}, log)
+
+	sigs := make(chan os.Signal, 2)
+	done := make(chan error, 1)
+	go func() { done <- work(a, sigs, time.Hour, log) }()
+	sigs <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("work = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("work did not return within 10s of SIGTERM with nothing to drain")
 	}
 }

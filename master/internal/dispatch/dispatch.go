@@ -1,13 +1,22 @@
-// Package dispatch is the master's scheduler: it keeps the tasks, the queue
-// and the rotation of connected workers, and hands each queued task to
-// exactly one worker, round-robin, never beyond a worker's free slots.
+// Package dispatch is the master's scheduler: it keeps the live tasks, the
+// queue and the rotation of connected workers, hands each queued task to
+// exactly one worker, round-robin, never beyond a worker's free slots, and
+// takes tasks back from workers that vanish.
 //
-// Transports (grpcapi, httpapi) call it; it calls nothing above it. All state
-// sits behind one mutex: every operation is short and in memory, and one lock
-// makes "pick a worker, mark the task, count the slot" a single step.
+// Every change is written through to the store; a task is acknowledged to a
+// client only once it is on disk. Live tasks (queued, running) are kept in
+// memory; a final task leaves memory once its final state is committed, and
+// is read from the store after that.
+//
+// Transports (grpcapi, httpapi) call it; it calls only the store. All state
+// sits behind one mutex: every step under it is short and in memory, and one
+// lock makes "pick a worker, mark the task, count the slot" a single step.
+// Waiting for the disk happens outside the lock.
 package dispatch
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,31 +24,42 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 // Params are the Dispatcher's dependencies and limits.
 type Params struct {
-	Log         *slog.Logger
-	Now         func() time.Time // injected so tests control time
-	NewID       func() string    // task IDs
-	MaxCmdBytes int
+	Log   *slog.Logger
+	Store *store.Store
+	Now   func() time.Time // injected so tests control time
+	NewID func() string    // task IDs
+
+	MaxCmdBytes    int
+	DefaultTimeout time.Duration // for tasks submitted without one
+	MaxTimeout     time.Duration
+	MaxAttempts    int           // default deliveries before a task whose workers vanish fails
+	WorkerTimeout  time.Duration // a worker not heard from for this long is dropped
 }
 
-// Dispatcher owns tasks, queue and rotation. It is safe for concurrent use.
+// Dispatcher owns the live tasks, queue and rotation. It is safe for
+// concurrent use.
 type Dispatcher struct {
-	log         *slog.Logger
-	now         func() time.Time
-	newID       func() string
-	maxCmdBytes int
+	p   Params
+	log *slog.Logger
 
-	mu       sync.Mutex // protects every field below, and each Session's inflight
+	keyMu sync.Mutex // serialises submissions with an idempotency key
+
+	mu       sync.Mutex // protects every field below, and each Session's mutable fields
 	closed   bool
-	tasks    map[string]*task.Task
-	queue    queue                   // IDs waiting for a worker, oldest first
-	rotation []*Session              // connected workers in the order they registered
-	next     int                     // index in rotation where the search for a free slot starts
-	stats    map[string]*workerStats // by worker ID; outlives sessions so counts survive reconnects
+	tasks    map[string]*task.Task      // live tasks, and final ones until their final write is committed
+	waiters  map[string][]chan struct{} // closed when the task becomes final
+	keys     map[string]string          // idempotency key -> task ID, for keys used since start
+	queue    queue                      // IDs waiting for a worker, oldest first
+	rotation []*Session                 // connected workers in the order they registered
+	next     int                        // index in rotation where the search for a free slot starts
+	stats    map[string]*workerStats    // by worker ID; outlives sessions so counts survive reconnects
+	evicting []eviction                 // final tasks to drop from memory once committed
 }
 
 type workerStats struct {
@@ -47,8 +67,14 @@ type workerStats struct {
 	duplicates int
 }
 
+type eviction struct {
+	id        string
+	committed <-chan error
+}
+
 // Session is one registered worker stream. The grpcapi handler that
-// registered it drains Assignments and calls Unregister when its stream ends.
+// registered it drains Assignments and Cancels and calls Unregister when its
+// stream ends.
 type Session struct {
 	WorkerID    string
 	InstanceID  string
@@ -58,16 +84,23 @@ type Session struct {
 	// assignments has room for Slots tasks and the dispatcher never has more
 	// than Slots in flight for a session, so a send to it never blocks.
 	assignments chan task.Assignment
+	cancels     chan string   // task IDs to kill; sent without blocking
 	done        chan struct{} // closed by the dispatcher when it ends the session
 
-	inflight map[string]struct{} // task IDs the worker holds a slot for; guarded by Dispatcher.mu
+	// Guarded by Dispatcher.mu:
+	inflight map[string]struct{} // task IDs the worker holds a slot for
+	lastSeen time.Time           // registration or last heartbeat
+	draining bool                // takes no new tasks
 }
 
 // Assignments delivers the tasks for this worker, to be sent on its stream.
 func (s *Session) Assignments() <-chan task.Assignment { return s.assignments }
 
+// Cancels delivers the IDs of running tasks the worker must kill.
+func (s *Session) Cancels() <-chan string { return s.cancels }
+
 // Done is closed when the dispatcher ends the session: the same worker
-// reconnected on a new stream, or the master is shutting down.
+// reconnected, it timed out, or the master is shutting down.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Registration is what a worker says when it connects.
@@ -83,49 +116,219 @@ type WorkerInfo struct {
 	ID          string
 	Slots       int
 	ConnectedAt time.Time
+	LastSeen    time.Time
+	Draining    bool
 	Running     int
 	Completed   int
+	Next        bool // the next task goes to this worker, if it has a free slot
 }
 
-// New returns an empty Dispatcher.
+// Submission is a request for a new task.
+type Submission struct {
+	Cmd            string
+	Timeout        time.Duration // 0: the default
+	MaxAttempts    int           // 0: the default
+	IdempotencyKey string
+}
+
+// New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
 	return &Dispatcher{
-		log:         p.Log.With("component", "dispatch"),
-		now:         p.Now,
-		newID:       p.NewID,
-		maxCmdBytes: p.MaxCmdBytes,
-		tasks:       make(map[string]*task.Task),
-		stats:       make(map[string]*workerStats),
+		p:       p,
+		log:     p.Log.With("component", "dispatch"),
+		tasks:   make(map[string]*task.Task),
+		waiters: make(map[string][]chan struct{}),
+		keys:    make(map[string]string),
+		stats:   make(map[string]*workerStats),
 	}
 }
 
-// Submit accepts a command, queues it and assigns it if a worker is free.
-func (d *Dispatcher) Submit(cmd string) (task.Task, error) {
-	if err := task.ValidateCmd(cmd, d.maxCmdBytes); err != nil {
-		return task.Task{}, err
+// HeartbeatInterval is how often workers are asked to renew their lease:
+// four beats fit in one worker timeout, so one lost beat is not a death.
+func (d *Dispatcher) HeartbeatInterval() time.Duration { return d.p.WorkerTimeout / 4 }
+
+// Recover loads the live tasks from the store after a start. Queued tasks
+// queue again in their order; tasks that were running are re-queued, and a
+// worker that reconnects still running one of them keeps it (Register).
+func (d *Dispatcher) Recover(ctx context.Context) error {
+	live, err := d.p.Store.Live(ctx)
+	if err != nil {
+		return fmt.Errorf("loading live tasks: %w", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return task.Task{}, task.ErrClosed
+	requeued := 0
+	for i := range live {
+		t := &live[i]
+		if t.Attempts > 0 { // Live leaves History out; most queued tasks have none
+			full, err := d.p.Store.Get(ctx, t.ID)
+			if err != nil {
+				return fmt.Errorf("loading task %s: %w", t.ID, err)
+			}
+			t.History = full.History
+		}
+		if t.Status == task.StatusRunning {
+			d.loseAttemptLocked(t, "the master restarted while it ran")
+			t.Status = task.StatusQueued
+			t.WorkerID = ""
+			d.persistLocked(t, lastAttempt(t))
+			requeued++
+		}
+		d.tasks[t.ID] = t
+		d.queue.pushBack(t.ID)
+		if t.IdempotencyKey != "" {
+			d.keys[t.IdempotencyKey] = t.ID
+		}
 	}
-	t := &task.Task{ID: d.newID(), Cmd: cmd, Status: task.StatusQueued, CreatedAt: d.now()}
-	d.tasks[t.ID] = t
-	d.queue.pushBack(t.ID)
-	d.log.Debug("task queued", "task_id", t.ID)
+	d.log.Info("recovered tasks", "queued", len(live), "were_running", requeued)
+	return nil
+}
+
+// Submit validates, stores and queues a new task. With an idempotency key
+// that was used before it returns that task and created=false instead.
+func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, created bool, err error) {
+	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
+		return task.Task{}, false, err
+	}
+	if s.Timeout == 0 {
+		s.Timeout = d.p.DefaultTimeout
+	}
+	if s.Timeout < 0 || s.Timeout > d.p.MaxTimeout {
+		return task.Task{}, false, fmt.Errorf("%w: timeout must be between 1ms and %s", task.ErrInvalid, d.p.MaxTimeout)
+	}
+	if s.MaxAttempts == 0 {
+		s.MaxAttempts = d.p.MaxAttempts
+	}
+	if s.MaxAttempts < 1 || s.MaxAttempts > 100 {
+		return task.Task{}, false, fmt.Errorf("%w: max_attempts must be between 1 and 100", task.ErrInvalid)
+	}
+	if s.IdempotencyKey != "" {
+		// One keyed submission at a time, so two requests with the same key
+		// cannot both create a task.
+		d.keyMu.Lock()
+		defer d.keyMu.Unlock()
+		if prev, ok, err := d.byKey(ctx, s.IdempotencyKey); err != nil || ok {
+			if ok && prev.Cmd != s.Cmd {
+				return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another command", task.ErrConflict, s.IdempotencyKey)
+			}
+			return prev, false, err
+		}
+	}
+
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return task.Task{}, false, task.ErrClosed
+	}
+	nt := &task.Task{
+		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: d.p.Now(),
+		Timeout: s.Timeout, MaxAttempts: s.MaxAttempts, IdempotencyKey: s.IdempotencyKey,
+	}
+	committed := d.persistLocked(nt, nil)
+	d.mu.Unlock()
+
+	// On disk before anyone hears of it: a 202 means the task survives a crash.
+	if err := <-committed; err != nil {
+		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tasks[nt.ID] = nt
+	if nt.IdempotencyKey != "" {
+		d.keys[nt.IdempotencyKey] = nt.ID
+	}
+	d.queue.pushBack(nt.ID)
+	d.log.Debug("task queued", "task_id", nt.ID)
 	d.assignLocked()
-	return *t, nil
+	return copyTask(nt), true, nil
+}
+
+func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, error) {
+	d.mu.Lock()
+	id, ok := d.keys[key]
+	d.mu.Unlock()
+	if ok {
+		t, err := d.Get(ctx, id)
+		return t, err == nil, err
+	}
+	t, err := d.p.Store.FindByIdempotencyKey(ctx, key)
+	if errors.Is(err, task.ErrNotFound) {
+		return task.Task{}, false, nil
+	}
+	return t, err == nil, err
 }
 
 // Get returns a copy of the task with the given ID.
-func (d *Dispatcher) Get(id string) (task.Task, error) {
+func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	t, ok := d.tasks[id]
-	if !ok {
-		return task.Task{}, fmt.Errorf("task %q: %w", id, task.ErrNotFound)
+	if ok {
+		c := copyTask(t)
+		d.mu.Unlock()
+		return c, nil
 	}
-	return *t, nil
+	d.mu.Unlock()
+	return d.p.Store.Get(ctx, id)
+}
+
+// Wait returns the task once it is final, or as it is when ctx ends.
+func (d *Dispatcher) Wait(ctx context.Context, id string) (task.Task, error) {
+	d.mu.Lock()
+	t, ok := d.tasks[id]
+	if !ok || t.Status.Final() {
+		d.mu.Unlock()
+		return d.Get(ctx, id)
+	}
+	ch := make(chan struct{})
+	d.waiters[id] = append(d.waiters[id], ch)
+	d.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	// The caller's wait is over; the answer still needs a live context.
+	return d.Get(context.WithoutCancel(ctx), id)
+}
+
+// List returns a page of tasks, newest first, as committed to the store.
+func (d *Dispatcher) List(ctx context.Context, q store.Query) (store.Page, error) {
+	if err := d.p.Store.Flush(ctx); err != nil {
+		return store.Page{}, err
+	}
+	return d.p.Store.List(ctx, q)
+}
+
+// Cancel ends a task: a queued one never runs, a running one is killed on
+// its worker. A final task cannot be canceled (ErrConflict).
+func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
+	d.mu.Lock()
+	t, ok := d.tasks[id]
+	if !ok || t.Status.Final() {
+		d.mu.Unlock()
+		ft, err := d.Get(ctx, id)
+		if err != nil {
+			return task.Task{}, err
+		}
+		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
+	}
+	if t.Status == task.StatusRunning {
+		t.Error = "canceled while running on " + t.WorkerID
+		if s := d.sessionLocked(t.WorkerID); s != nil {
+			select {
+			case s.cancels <- id:
+			default:
+				d.log.Warn("cancel not delivered: the worker's cancel queue is full", "task_id", id, "worker_id", s.WorkerID)
+			}
+		}
+	} else {
+		t.Error = "canceled before it ran"
+	}
+	d.finishLocked(t, task.StatusCanceled, d.p.Now())
+	committed := d.persistLocked(t, nil)
+	c := copyTask(t)
+	d.mu.Unlock()
+	d.log.Info("task canceled", "task_id", id)
+	return c, <-committed
 }
 
 // Workers lists the connected workers in rotation order.
@@ -133,13 +336,16 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]WorkerInfo, 0, len(d.rotation))
-	for _, s := range d.rotation {
+	for i, s := range d.rotation {
 		out = append(out, WorkerInfo{
 			ID:          s.WorkerID,
 			Slots:       s.Slots,
 			ConnectedAt: s.ConnectedAt,
+			LastSeen:    s.lastSeen,
+			Draining:    s.draining,
 			Running:     len(s.inflight),
 			Completed:   d.statsLocked(s.WorkerID).completed,
+			Next:        i == d.next,
 		})
 	}
 	return out
@@ -160,16 +366,19 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 			return nil, 0, fmt.Errorf("%w: worker ID %q is already connected from another process", task.ErrConflict, r.WorkerID)
 		}
 		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
-		d.endLocked(old)
+		d.endLocked(old, "replaced by a new connection")
 	}
+	now := d.p.Now()
 	s := &Session{
 		WorkerID:    r.WorkerID,
 		InstanceID:  r.InstanceID,
 		Slots:       r.Slots,
-		ConnectedAt: d.now(),
+		ConnectedAt: now,
 		assignments: make(chan task.Assignment, r.Slots),
+		cancels:     make(chan string, r.Slots+len(r.Running)),
 		done:        make(chan struct{}),
 		inflight:    make(map[string]struct{}, r.Slots),
+		lastSeen:    now,
 	}
 	// Tasks the worker is still running hold its slots until it reports them.
 	// One that was re-queued meanwhile, and not yet sent elsewhere, stays with
@@ -179,6 +388,11 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 		if t, ok := d.tasks[id]; ok && t.Status == task.StatusQueued {
 			t.Status = task.StatusRunning
 			t.WorkerID = r.WorkerID
+			a := lastAttempt(t)
+			if a != nil && a.WorkerID == r.WorkerID {
+				a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
+			}
+			d.persistLocked(t, a)
 		}
 	}
 	d.rotation = append(d.rotation, s)
@@ -186,6 +400,32 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "position", pos, "still_running", len(r.Running))
 	d.assignLocked()
 	return s, pos, nil
+}
+
+// Heartbeat renews a worker's lease. It reports false when the master has
+// no session for that worker process, which should then register again.
+func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sessionLocked(workerID)
+	if s == nil || s.InstanceID != instanceID {
+		return false
+	}
+	s.lastSeen = d.p.Now()
+	return true
+}
+
+// Drain stops sending tasks to a worker; the tasks it runs stay with it.
+func (d *Dispatcher) Drain(workerID, instanceID string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sessionLocked(workerID)
+	if s == nil || s.InstanceID != instanceID {
+		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
+	}
+	s.draining = true
+	d.log.Info("worker draining", "worker_id", workerID, "in_flight", len(s.inflight))
+	return nil
 }
 
 // Unregister removes a session whose stream ended and re-queues the tasks it
@@ -197,34 +437,68 @@ func (d *Dispatcher) Unregister(s *Session) {
 	if !slices.Contains(d.rotation, s) {
 		return
 	}
-	d.log.Info("worker left", "worker_id", s.WorkerID, "in_flight", len(s.inflight))
-	d.endLocked(s)
+	d.endLocked(s, "its connection closed")
 	d.assignLocked()
 }
 
-// Report records a worker's result for a task. The first result for a task
-// is final; a later one (the task was re-queued and also ran elsewhere) is a
-// duplicate: counted, logged, and changes nothing.
-func (d *Dispatcher) Report(r task.Result) (duplicate bool, err error) {
+// Sweep drops workers whose lease expired (no heartbeat within the worker
+// timeout: dead, paused or cut off) and forgets final tasks that are safely
+// on disk. An owner calls it periodically; tests call it after moving the
+// clock.
+func (d *Dispatcher) Sweep() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t, ok := d.tasks[r.TaskID]
-	if !ok {
-		return false, fmt.Errorf("task %q: %w", r.TaskID, task.ErrNotFound)
+	now := d.p.Now()
+	for _, s := range slices.Clone(d.rotation) {
+		if silent := now.Sub(s.lastSeen); silent > d.p.WorkerTimeout {
+			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
+			d.endLocked(s, fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second)))
+		}
 	}
+	d.assignLocked()
+	d.evictLocked()
+}
+
+// Report records a worker's result for one delivery of a task. The first
+// result for a task is final. A result that arrives after the task is final
+// (it was re-queued and finished elsewhere) is recorded on its delivery's
+// attempt, marked duplicate, and changes nothing else. Report returns once
+// the result is on disk, so the worker may forget it.
+func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
+	d.mu.Lock()
 	if s := d.sessionLocked(r.WorkerID); s != nil && s.InstanceID == r.InstanceID {
-		delete(s.inflight, r.TaskID)
-		defer d.assignLocked() // a slot is free again
+		if _, ok := s.inflight[r.TaskID]; ok {
+			delete(s.inflight, r.TaskID)
+			d.assignLocked() // a slot is free again
+		}
 	}
-	st := d.statsLocked(r.WorkerID)
-	if t.Status.Final() {
-		st.duplicates++
-		d.log.Warn("duplicate result ignored", "task_id", t.ID, "worker_id", r.WorkerID, "first_worker_id", t.WorkerID)
-		return true, nil
+	t, live := d.tasks[r.TaskID]
+	if !live {
+		d.mu.Unlock()
+		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
+		if err != nil {
+			return false, err
+		}
+		t = &ft
+		d.mu.Lock()
 	}
-	st.completed++
-	t.WorkerID = r.WorkerID
+	a := attemptFor(t, r)
 	code := r.ExitCode
+	// A canceled task's running delivery ends with this report; that is no
+	// duplicate. Any other report for a final task is.
+	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning)
+	a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, dup
+	if t.Status.Final() {
+		if dup {
+			d.statsLocked(r.WorkerID).duplicates++
+			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
+		}
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		d.mu.Unlock()
+		return dup, <-committed
+	}
+	d.statsLocked(r.WorkerID).completed++
+	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
 	t.Stdout = strings.ToValidUTF8(string(r.Stdout), "\uFFFD")
 	t.Stderr = strings.ToValidUTF8(string(r.Stderr), "\uFFFD")
@@ -233,20 +507,20 @@ func (d *Dispatcher) Report(r task.Result) (duplicate bool, err error) {
 	if !r.StartedAt.IsZero() {
 		t.StartedAt = r.StartedAt
 	}
-	t.FinishedAt = r.FinishedAt
-	if t.FinishedAt.IsZero() {
-		t.FinishedAt = d.now()
+	finished := r.FinishedAt
+	if finished.IsZero() {
+		finished = d.p.Now()
 	}
-	t.Status = task.StatusFailed
-	if r.ExitCode == 0 && r.Error == "" {
-		t.Status = task.StatusSucceeded
-	}
+	d.finishLocked(t, task.Status(a.Outcome), finished)
+	committed := d.persistLocked(t, a)
+	d.mu.Unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
-	return false, nil
+	return false, <-committed
 }
 
-// Close ends every session and refuses new work; in-flight reports are still
-// accepted so that results arriving during shutdown are kept.
+// Close ends every session and refuses new work. Reports are still
+// accepted, so results arriving during shutdown are kept; the store is
+// closed by its owner after the transports have stopped.
 func (d *Dispatcher) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -257,10 +531,10 @@ func (d *Dispatcher) Close() {
 	d.rotation = nil
 }
 
-// endLocked takes s out of the rotation, closes it and re-queues the tasks it
-// was running, oldest first at the head of the queue: they were accepted
-// before anything queued now.
-func (d *Dispatcher) endLocked(s *Session) {
+// endLocked takes s out of the rotation, closes it and re-queues the tasks
+// it was running, oldest first at the head of the queue: they were accepted
+// before anything queued now. A task that has used up its attempts fails.
+func (d *Dispatcher) endLocked(s *Session, why string) {
 	i := slices.Index(d.rotation, s)
 	d.rotation = slices.Delete(d.rotation, i, i+1)
 	if i < d.next {
@@ -270,18 +544,28 @@ func (d *Dispatcher) endLocked(s *Session) {
 		d.next = 0
 	}
 	close(s.done)
+	d.log.Info("worker left", "worker_id", s.WorkerID, "why", why, "in_flight", len(s.inflight))
 
-	var requeue []*task.Task
+	var lost []*task.Task
 	for id := range s.inflight {
 		if t, ok := d.tasks[id]; ok && t.Status == task.StatusRunning && t.WorkerID == s.WorkerID {
-			requeue = append(requeue, t)
+			lost = append(lost, t)
 		}
 	}
-	slices.SortFunc(requeue, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	for _, t := range requeue { // newest first, each to the front: oldest ends up first
+	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	for _, t := range lost { // newest first, each to the front: oldest ends up first
+		d.loseAttemptLocked(t, "worker "+s.WorkerID+" was lost: "+why)
+		if t.Attempts >= t.MaxAttempts {
+			t.Error = fmt.Sprintf("gave up after %d attempts: worker %s was lost (%s)", t.Attempts, s.WorkerID, why)
+			d.finishLocked(t, task.StatusFailed, d.p.Now())
+			d.persistLocked(t, lastAttempt(t))
+			d.log.Warn("task failed: out of attempts", "task_id", t.ID, "attempts", t.Attempts)
+			continue
+		}
 		t.Status = task.StatusQueued
 		t.WorkerID = ""
 		d.queue.pushFront(t.ID)
+		d.persistLocked(t, lastAttempt(t))
 		d.log.Info("task re-queued", "task_id", t.ID, "worker_id", s.WorkerID, "attempts", t.Attempts)
 	}
 }
@@ -294,8 +578,8 @@ func (d *Dispatcher) assignLocked() {
 		if !ok {
 			return
 		}
-		t := d.tasks[id]
-		if t.Status != task.StatusQueued { // reclaimed by its reconnecting worker
+		t, ok := d.tasks[id]
+		if !ok || t.Status != task.StatusQueued { // canceled, or reclaimed by its reconnecting worker
 			d.queue.pop()
 			continue
 		}
@@ -304,13 +588,18 @@ func (d *Dispatcher) assignLocked() {
 			return
 		}
 		d.queue.pop()
+		now := d.p.Now()
 		t.Status = task.StatusRunning
 		t.WorkerID = s.WorkerID
 		t.Attempts++
-		t.AssignedAt = d.now()
-		t.StartedAt = t.AssignedAt // until the worker reports when it really started
+		t.AssignedAt = now
+		t.StartedAt = now // until the worker reports when it really started
+		t.History = append(t.History, task.Attempt{
+			TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
+		})
+		d.persistLocked(t, lastAttempt(t))
 		s.inflight[t.ID] = struct{}{}
-		s.assignments <- task.Assignment{ID: t.ID, Cmd: t.Cmd, Attempt: t.Attempts}
+		s.assignments <- task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}
 		d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
 	}
 }
@@ -321,12 +610,67 @@ func (d *Dispatcher) pickLocked() *Session {
 	n := len(d.rotation)
 	for i := range n {
 		idx := (d.next + i) % n
-		if s := d.rotation[idx]; len(s.inflight) < s.Slots {
+		if s := d.rotation[idx]; !s.draining && len(s.inflight) < s.Slots {
 			d.next = (idx + 1) % n
 			return s
 		}
 	}
 	return nil
+}
+
+// finishLocked makes t final and wakes whoever waits for it.
+func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
+	t.Status = st
+	t.FinishedAt = at
+	for _, ch := range d.waiters[t.ID] {
+		close(ch)
+	}
+	delete(d.waiters, t.ID)
+}
+
+// persistLocked queues t (and attempt a, if any) for the store. Snapshots
+// are passed, since the store writes them later. Writes leave in the order
+// they are made, so the store always converges on the memory's state.
+func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
+	snap := copyTask(t)
+	snap.History = nil
+	w := store.Write{Task: &snap}
+	if a != nil {
+		w.Attempt = copyAttempt(a)
+	}
+	committed := d.p.Store.Apply(w)
+	if t.Status.Final() {
+		d.evicting = append(d.evicting, eviction{id: t.ID, committed: committed})
+	}
+	return committed
+}
+
+// evictLocked drops from memory the final tasks whose final write is on
+// disk. A failed write keeps the task in memory, so it stays readable.
+func (d *Dispatcher) evictLocked() {
+	keep := d.evicting[:0]
+	for _, e := range d.evicting {
+		select {
+		case err := <-e.committed:
+			if err != nil {
+				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.id, "err", err)
+				continue
+			}
+			if t, ok := d.tasks[e.id]; ok && t.Status.Final() {
+				delete(d.tasks, e.id)
+			}
+		default:
+			keep = append(keep, e)
+		}
+	}
+	clear(d.evicting[len(keep):])
+	d.evicting = keep
+}
+
+func (d *Dispatcher) loseAttemptLocked(t *task.Task, why string) {
+	if a := lastAttempt(t); a != nil && a.Outcome == task.OutcomeRunning {
+		a.Outcome, a.Error, a.FinishedAt = task.OutcomeLost, why, d.p.Now()
+	}
 }
 
 func (d *Dispatcher) sessionLocked(workerID string) *Session {
@@ -345,4 +689,48 @@ func (d *Dispatcher) statsLocked(workerID string) *workerStats {
 		d.stats[workerID] = st
 	}
 	return st
+}
+
+// outcomeOf classifies a worker's result.
+func outcomeOf(r task.Result) task.Outcome {
+	switch {
+	case r.Canceled:
+		return task.OutcomeCanceled
+	case r.TimedOut:
+		return task.OutcomeTimedOut
+	case r.ExitCode == 0 && r.Error == "":
+		return task.OutcomeSucceeded
+	}
+	return task.OutcomeFailed
+}
+
+// attemptFor returns the delivery a result answers, by its number. A result
+// naming a delivery the master has no record of (it cannot have sent it)
+// gets a record of its own, so that nothing a worker reports goes unseen.
+func attemptFor(t *task.Task, r task.Result) *task.Attempt {
+	for i := range t.History {
+		if t.History[i].N == r.Attempt {
+			return &t.History[i]
+		}
+	}
+	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, AssignedAt: r.StartedAt})
+	return lastAttempt(t)
+}
+
+func lastAttempt(t *task.Task) *task.Attempt {
+	if len(t.History) == 0 {
+		return nil
+	}
+	return &t.History[len(t.History)-1]
+}
+
+func copyTask(t *task.Task) task.Task {
+	c := *t
+	c.History = slices.Clone(t.History)
+	return c
+}
+
+func copyAttempt(a *task.Attempt) *task.Attempt {
+	c := *a
+	return &c
 }

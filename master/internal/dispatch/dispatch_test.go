@@ -1,32 +1,79 @@
 package dispatch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-// newTest returns a dispatcher with a fixed clock and sequential IDs (t0001,
-// t0002, ...) so that tests can name tasks in submission order.
-func newTest(t *testing.T) *Dispatcher {
+// fakeClock is the dispatcher's time in tests: it moves only when told to
+// (and by 1ms on each reading, so that times are distinct and ordered).
+type fakeClock struct {
+	mu  sync.Mutex // protects now
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Millisecond)
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+const workerTimeout = 10 * time.Second
+
+// newTest returns a dispatcher on a fresh database, with a fake clock and
+// sequential IDs (t0001, t0002, ...) so tests can name tasks in order.
+func newTest(t *testing.T) (*Dispatcher, *fakeClock) {
 	t.Helper()
-	n := 0
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	return New(Params{
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now: func() time.Time { clock = clock.Add(time.Millisecond); return clock },
+	return newOnDB(t, filepath.Join(t.TempDir(), "rh.db"), &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
+}
+
+func newOnDB(t *testing.T, path string, clock *fakeClock, firstID int) (*Dispatcher, *fakeClock) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	n := firstID
+	d := New(Params{
+		Log:   log,
+		Store: st,
+		Now:   clock.Now,
 		NewID: func() string {
 			n++
 			return fmt.Sprintf("t%04d", n)
 		},
-		MaxCmdBytes: 1024,
+		MaxCmdBytes:    1024,
+		DefaultTimeout: time.Hour,
+		MaxTimeout:     24 * time.Hour,
+		MaxAttempts:    3,
+		WorkerTimeout:  workerTimeout,
 	})
+	if err := d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d, clock
 }
+
+var ctx = context.Background()
 
 func register(t *testing.T, d *Dispatcher, id string, slots int, running ...string) *Session {
 	t.Helper()
@@ -41,7 +88,7 @@ func submit(t *testing.T, d *Dispatcher, n int) []string {
 	t.Helper()
 	var ids []string
 	for i := range n {
-		tk, err := d.Submit(fmt.Sprintf("echo %d", i))
+		tk, _, err := d.Submit(ctx, Submission{Cmd: fmt.Sprintf("echo %d", i)})
 		if err != nil {
 			t.Fatalf("submit: %v", err)
 		}
@@ -63,9 +110,19 @@ func drain(s *Session) []string {
 	}
 }
 
+// result is a report from s for the delivery of id it was given last.
+func result(t *testing.T, d *Dispatcher, s *Session, id string, attempt, code int) task.Result {
+	t.Helper()
+	return task.Result{TaskID: id, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: attempt, ExitCode: code, Stdout: []byte("out")}
+}
+
 func finish(t *testing.T, d *Dispatcher, s *Session, id string, code int) bool {
 	t.Helper()
-	dup, err := d.Report(task.Result{TaskID: id, WorkerID: s.WorkerID, InstanceID: s.InstanceID, ExitCode: code, Stdout: []byte("out")})
+	tk, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := d.Report(ctx, result(t, d, s, id, tk.Attempts, code))
 	if err != nil {
 		t.Fatalf("report %s: %v", id, err)
 	}
@@ -74,7 +131,7 @@ func finish(t *testing.T, d *Dispatcher, s *Session, id string, code int) bool {
 
 func status(t *testing.T, d *Dispatcher, id string) (task.Status, string) {
 	t.Helper()
-	tk, err := d.Get(id)
+	tk, err := d.Get(ctx, id)
 	if err != nil {
 		t.Fatalf("get %s: %v", id, err)
 	}
@@ -82,7 +139,7 @@ func status(t *testing.T, d *Dispatcher, id string) (task.Status, string) {
 }
 
 func TestRoundRobinFollowsRegistrationOrder(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	w := []*Session{register(t, d, "w2", 3), register(t, d, "w1", 3), register(t, d, "w3", 3)}
 	ids := submit(t, d, 9)
 	for i, id := range ids {
@@ -100,7 +157,7 @@ func TestRoundRobinFollowsRegistrationOrder(t *testing.T) {
 }
 
 func TestNeverMoreThanFreeSlots(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	a := register(t, d, "a", 1)
 	b := register(t, d, "b", 2)
 	ids := submit(t, d, 5)
@@ -128,7 +185,7 @@ func TestNeverMoreThanFreeSlots(t *testing.T) {
 }
 
 func TestTaskWaitsForFirstWorker(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	ids := submit(t, d, 2)
 	for _, id := range ids {
 		if st, _ := status(t, d, id); st != task.StatusQueued {
@@ -146,7 +203,7 @@ func TestTaskWaitsForFirstWorker(t *testing.T) {
 }
 
 func TestLeavingWorkerIsSkippedAndItsTasksRequeued(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	a := register(t, d, "a", 5)
 	b := register(t, d, "b", 5)
 	c := register(t, d, "c", 5)
@@ -165,7 +222,7 @@ func TestLeavingWorkerIsSkippedAndItsTasksRequeued(t *testing.T) {
 	if st != task.StatusRunning || worker == "b" {
 		t.Fatalf("b's task is %s on %q, want running elsewhere", st, worker)
 	}
-	if tk, _ := d.Get(ids[1]); tk.Attempts != 2 {
+	if tk, _ := d.Get(ctx, ids[1]); tk.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2", tk.Attempts)
 	}
 	more := submit(t, d, 4)
@@ -190,7 +247,7 @@ func TestLeavingWorkerIsSkippedAndItsTasksRequeued(t *testing.T) {
 }
 
 func TestReconnectFromSameProcessReplacesSession(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	old := register(t, d, "w", 2)
 	ids := submit(t, d, 2)
 	drain(old)
@@ -223,7 +280,7 @@ func TestReconnectFromSameProcessReplacesSession(t *testing.T) {
 }
 
 func TestOtherProcessWithSameIDIsRefused(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	register(t, d, "w", 1)
 	_, _, err := d.Register(Registration{WorkerID: "w", InstanceID: "impostor", Slots: 1})
 	if !errors.Is(err, task.ErrConflict) {
@@ -235,7 +292,7 @@ func TestOtherProcessWithSameIDIsRefused(t *testing.T) {
 }
 
 func TestFirstResultWinsLaterIsDuplicate(t *testing.T) {
-	d := newTest(t)
+	d, _ := newTest(t)
 	a := register(t, d, "a", 1)
 	ids := submit(t, d, 1)
 	drain(a)
@@ -245,14 +302,25 @@ func TestFirstResultWinsLaterIsDuplicate(t *testing.T) {
 	if finish(t, d, b, ids[0], 0) {
 		t.Fatal("b's result marked duplicate")
 	}
-	// a's late result, from its old run, arrives after b's.
-	dup, err := d.Report(task.Result{TaskID: ids[0], WorkerID: "a", InstanceID: a.InstanceID, ExitCode: 7})
+	// a's late result, from its first delivery, arrives after b's.
+	dup, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 7})
 	if err != nil || !dup {
 		t.Fatalf("late report: dup=%v err=%v, want duplicate", dup, err)
 	}
-	tk, _ := d.Get(ids[0])
+	d.Sweep() // the final task leaves memory: read it back from the store
+	tk, _ := d.Get(ctx, ids[0])
 	if tk.Status != task.StatusSucceeded || tk.WorkerID != "b" || *tk.ExitCode != 0 {
 		t.Fatalf("task = %s on %s exit %d; the first result must stand", tk.Status, tk.WorkerID, *tk.ExitCode)
+	}
+	if len(tk.History) != 2 {
+		t.Fatalf("history = %+v, want 2 attempts", tk.History)
+	}
+	first, second := tk.History[0], tk.History[1]
+	if first.WorkerID != "a" || !first.Duplicate || first.Outcome != task.OutcomeFailed || *first.ExitCode != 7 {
+		t.Errorf("attempt 1 = %+v, want a's late exit 7 marked duplicate", first)
+	}
+	if second.WorkerID != "b" || second.Duplicate || second.Outcome != task.OutcomeSucceeded {
+		t.Errorf("attempt 2 = %+v, want b succeeded", second)
 	}
 }
 
@@ -264,19 +332,20 @@ func TestReportOutcome(t *testing.T) {
 	}{
 		{"exit 0", task.Result{ExitCode: 0}, task.StatusSucceeded},
 		{"exit 1", task.Result{ExitCode: 1}, task.StatusFailed},
-		{"killed", task.Result{ExitCode: -1, Error: "timed out after 1s"}, task.StatusFailed},
+		{"could not run", task.Result{ExitCode: -1, Error: "start: no such file"}, task.StatusFailed},
+		{"timed out", task.Result{ExitCode: -1, Error: "timed out after 1s", TimedOut: true}, task.StatusTimedOut},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newTest(t)
+			d, _ := newTest(t)
 			w := register(t, d, "w", 1)
 			id := submit(t, d, 1)[0]
-			tt.res.TaskID, tt.res.WorkerID, tt.res.InstanceID = id, w.WorkerID, w.InstanceID
+			tt.res.TaskID, tt.res.WorkerID, tt.res.InstanceID, tt.res.Attempt = id, w.WorkerID, w.InstanceID, 1
 			tt.res.Stdout = []byte("ok\xff")
-			if _, err := d.Report(tt.res); err != nil {
+			if _, err := d.Report(ctx, tt.res); err != nil {
 				t.Fatal(err)
 			}
-			tk, _ := d.Get(id)
+			tk, _ := d.Get(ctx, id)
 			if tk.Status != tt.want {
 				t.Errorf("status = %s, want %s", tk.Status, tt.want)
 			}
@@ -294,16 +363,20 @@ func TestReportOutcome(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	d := newTest(t)
-	if _, err := d.Get("nope"); !errors.Is(err, task.ErrNotFound) {
+	d, _ := newTest(t)
+	if _, err := d.Get(ctx, "nope"); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Get unknown: %v", err)
 	}
-	if _, err := d.Report(task.Result{TaskID: "nope", WorkerID: "w"}); !errors.Is(err, task.ErrNotFound) {
+	if _, err := d.Report(ctx, task.Result{TaskID: "nope", WorkerID: "w"}); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Report unknown: %v", err)
 	}
-	for _, cmd := range []string{"", "   ", string(make([]byte, 1025)), "echo \x00", "echo \xff"} {
-		if _, err := d.Submit(cmd); !errors.Is(err, task.ErrInvalid) {
-			t.Errorf("Submit(%q): %v, want ErrInvalid", cmd, err)
+	bad := []Submission{
+		{Cmd: ""}, {Cmd: "   "}, {Cmd: string(make([]byte, 1025))}, {Cmd: "echo \x00"}, {Cmd: "echo \xff"},
+		{Cmd: "true", Timeout: 25 * time.Hour}, {Cmd: "true", Timeout: -time.Second}, {Cmd: "true", MaxAttempts: -1},
+	}
+	for _, sub := range bad {
+		if _, _, err := d.Submit(ctx, sub); !errors.Is(err, task.ErrInvalid) {
+			t.Errorf("Submit(%+v): %v, want ErrInvalid", sub, err)
 		}
 	}
 	w := register(t, d, "w", 1)
@@ -313,7 +386,7 @@ func TestErrors(t *testing.T) {
 	default:
 		t.Error("Close did not end sessions")
 	}
-	if _, err := d.Submit("true"); !errors.Is(err, task.ErrClosed) {
+	if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); !errors.Is(err, task.ErrClosed) {
 		t.Errorf("Submit after Close: %v", err)
 	}
 	if _, _, err := d.Register(Registration{WorkerID: "x", InstanceID: "x", Slots: 1}); !errors.Is(err, task.ErrClosed) {

@@ -85,7 +85,11 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 		return toStatus(err)
 	}
 	defer s.d.Unregister(sess)
-	welcome := &pb.Welcome{RotationPosition: int32(pos), Workers: int32(len(s.d.Workers()))}
+	welcome := &pb.Welcome{
+		RotationPosition:  int32(pos),
+		Workers:           int32(len(s.d.Workers())),
+		HeartbeatInterval: durationpb.New(s.d.HeartbeatInterval()),
+	}
 	if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: welcome}}); err != nil {
 		return err
 	}
@@ -100,20 +104,24 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 				s.log.Warn("send failed; worker will be dropped", "worker_id", sess.WorkerID, "task_id", a.ID, "err", err)
 				return err
 			}
+		case id := <-sess.Cancels():
+			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: id}}}); err != nil {
+				return err
+			}
 		case <-sess.Done():
-			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, or shutting down)")
+			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, timed out, or shutting down)")
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
 	}
 }
 
-// ReportStatus records one task result.
-func (s *Server) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
+// ReportStatus records one task result; the ack means it is on disk.
+func (s *Server) ReportStatus(ctx context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
 	if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || !workerIDPattern.MatchString(r.GetWorkerId()) {
 		return nil, status.Error(codes.InvalidArgument, "task_id and a valid worker_id are required")
 	}
-	dup, err := s.d.Report(task.Result{
+	dup, err := s.d.Report(ctx, task.Result{
 		TaskID:     r.GetTaskId(),
 		WorkerID:   r.GetWorkerId(),
 		InstanceID: r.GetInstanceId(),
@@ -126,11 +134,26 @@ func (s *Server) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.ReportAc
 		StartedAt:  timeOrZero(r.GetStartedAt().AsTime(), r.GetStartedAt() != nil),
 		FinishedAt: timeOrZero(r.GetFinishedAt().AsTime(), r.GetFinishedAt() != nil),
 		Error:      r.GetError(),
+		TimedOut:   r.GetTimedOut(),
+		Canceled:   r.GetCanceled(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.ReportAck{Duplicate: dup}, nil
+}
+
+// Heartbeat renews the worker's lease.
+func (s *Server) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.HeartbeatAck, error) {
+	return &pb.HeartbeatAck{Known: s.d.Heartbeat(r.GetWorkerId(), r.GetInstanceId())}, nil
+}
+
+// Drain stops new tasks for the worker; it keeps the ones it runs.
+func (s *Server) Drain(_ context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
+	if err := s.d.Drain(r.GetWorkerId(), r.GetInstanceId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DrainAck{}, nil
 }
 
 func validateRegistration(req *pb.RegisterRequest) error {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
@@ -23,7 +25,15 @@ import (
 func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: uuid.NewString, MaxCmdBytes: 1000})
+	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := dispatch.New(dispatch.Params{
+		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString,
+		MaxCmdBytes: 1000, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
+	})
 	gs, _ := New(d, log)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,7 +90,7 @@ func TestRegisterReceiveReport(t *testing.T) {
 		t.Errorf("welcome = %v", first.GetWelcome())
 	}
 
-	tk, err := d.Submit("echo hi")
+	tk, _, err := d.Submit(context.Background(), dispatch.Submission{Cmd: "echo hi"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +104,7 @@ func TestRegisterReceiveReport(t *testing.T) {
 	if err != nil || ack.GetDuplicate() {
 		t.Fatalf("report = %v, %v", ack, err)
 	}
-	got, _ := d.Get(tk.ID)
+	got, _ := d.Get(context.Background(), tk.ID)
 	if got.Status != task.StatusSucceeded || got.Stdout != "hi\n" || got.WorkerID != "w1" {
 		t.Fatalf("task = %+v", got)
 	}
@@ -115,13 +125,13 @@ func TestStreamEndRequeuesTasks(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	tk, _ := d.Submit("sleep 100")
+	tk, _, _ := d.Submit(context.Background(), dispatch.Submission{Cmd: "sleep 100"})
 	if _, err := stream.Recv(); err != nil {
 		t.Fatal(err)
 	}
 	cancel() // the worker goes away
 	eventually(t, "worker to leave", func() bool { return len(d.Workers()) == 0 })
-	got, _ := d.Get(tk.ID)
+	got, _ := d.Get(context.Background(), tk.ID)
 	if got.Status != task.StatusQueued || got.Attempts != 1 {
 		t.Fatalf("task after worker left = %s attempts %d, want queued", got.Status, got.Attempts)
 	}

@@ -3,17 +3,22 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -22,22 +27,26 @@ type Params struct {
 	Dispatcher   *dispatch.Dispatcher
 	Log          *slog.Logger
 	MaxBodyBytes int64
-	Ready        func() error // nil when the master can serve workers
+	MaxWait      time.Duration // longest ?wait= a request may ask for
+	Ready        func() error  // nil when the master can serve workers
 }
 
 type api struct {
 	d       *dispatch.Dispatcher
 	log     *slog.Logger
 	maxBody int64
+	maxWait time.Duration
 	ready   func() error
 }
 
 // New returns the router.
 func New(p Params) http.Handler {
-	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, ready: p.Ready}
+	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready}
 	r := mux.NewRouter()
 	r.HandleFunc("/tasks", a.createTask).Methods(http.MethodPost)
+	r.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.getTask).Methods(http.MethodGet)
+	r.HandleFunc("/tasks/{id}", a.cancelTask).Methods(http.MethodDelete)
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
@@ -51,10 +60,25 @@ func New(p Params) http.Handler {
 }
 
 type createRequest struct {
-	Cmd *string `json:"cmd"`
+	Cmd         *string `json:"cmd"`
+	Timeout     *string `json:"timeout"`      // a Go duration: "30s", "5m"
+	MaxAttempts *int    `json:"max_attempts"` // deliveries before giving up on lost workers
 }
 
+// maxKeyLen bounds the Idempotency-Key header.
+const maxKeyLen = 200
+
 func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
+	wait, err := a.waitParam(r)
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	sub := dispatch.Submission{IdempotencyKey: r.Header.Get("Idempotency-Key")}
+	if len(sub.IdempotencyKey) > maxKeyLen || strings.ContainsFunc(sub.IdempotencyKey, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		a.writeError(w, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters without spaces", task.ErrInvalid, maxKeyLen))
+		return
+	}
 	var req createRequest
 	if err := a.decode(w, r, &req); err != nil {
 		a.writeError(w, err)
@@ -64,30 +88,135 @@ func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, fmt.Errorf(`%w: field "cmd" is required`, task.ErrInvalid))
 		return
 	}
-	t, err := a.d.Submit(*req.Cmd)
+	sub.Cmd = *req.Cmd
+	if req.Timeout != nil {
+		if sub.Timeout, err = time.ParseDuration(*req.Timeout); err != nil || sub.Timeout <= 0 {
+			a.writeError(w, fmt.Errorf(`%w: field "timeout" must be a positive duration such as "30s" or "5m"`, task.ErrInvalid))
+			return
+		}
+	}
+	if req.MaxAttempts != nil {
+		if sub.MaxAttempts = *req.MaxAttempts; sub.MaxAttempts < 1 {
+			a.writeError(w, fmt.Errorf(`%w: field "max_attempts" must be at least 1`, task.ErrInvalid))
+			return
+		}
+	}
+	t, created, err := a.d.Submit(r.Context(), sub)
 	if err != nil {
 		a.writeError(w, err)
 		return
 	}
+	if wait > 0 {
+		t = a.wait(r, t.ID, wait, t)
+	}
 	w.Header().Set("Location", "/tasks/"+t.ID)
-	writeJSON(w, http.StatusAccepted, toTaskJSON(t))
+	code := http.StatusAccepted
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+		code = http.StatusOK
+	}
+	writeJSON(w, code, toTaskJSON(t, true))
 }
 
 func (a *api) getTask(w http.ResponseWriter, r *http.Request) {
-	t, err := a.d.Get(mux.Vars(r)["id"])
+	wait, err := a.waitParam(r)
 	if err != nil {
 		a.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toTaskJSON(t))
+	id := mux.Vars(r)["id"]
+	t, err := a.d.Get(r.Context(), id)
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	if wait > 0 && !t.Status.Final() {
+		t = a.wait(r, id, wait, t)
+	}
+	writeJSON(w, http.StatusOK, toTaskJSON(t, true))
+}
+
+// wait blocks until the task is final or d passes, and returns it as it is
+// then (or as it was, if reading it fails).
+func (a *api) wait(r *http.Request, id string, d time.Duration, was task.Task) task.Task {
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	defer cancel()
+	t, err := a.d.Wait(ctx, id)
+	if err != nil {
+		return was
+	}
+	return t
+}
+
+func (a *api) waitParam(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > a.maxWait {
+		return 0, fmt.Errorf("%w: wait must be a duration between 0s and %s, such as 10s", task.ErrInvalid, a.maxWait)
+	}
+	return d, nil
+}
+
+func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
+	t, err := a.d.Cancel(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toTaskJSON(t, true))
+}
+
+type listJSON struct {
+	Tasks      []taskJSON `json:"tasks"`
+	NextCursor *string    `json:"next_cursor"` // null on the last page
+}
+
+func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var query store.Query
+	if v := q.Get("status"); v != "" {
+		for _, st := range strings.Split(v, ",") {
+			if !slices.Contains(task.Statuses, task.Status(st)) {
+				a.writeError(w, fmt.Errorf("%w: unknown status %q; use one of %v", task.ErrInvalid, st, task.Statuses))
+				return
+			}
+			query.Statuses = append(query.Statuses, task.Status(st))
+		}
+	}
+	query.WorkerID = q.Get("worker")
+	query.Cursor = q.Get("cursor")
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			a.writeError(w, fmt.Errorf("%w: limit must be a number from 1 to 1000", task.ErrInvalid))
+			return
+		}
+		query.Limit = n
+	}
+	page, err := a.d.List(r.Context(), query)
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	out := listJSON{Tasks: make([]taskJSON, 0, len(page.Tasks)), NextCursor: nonEmpty(page.Next)}
+	for _, t := range page.Tasks {
+		out.Tasks = append(out.Tasks, toTaskJSON(t, false))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 type workerJSON struct {
 	ID          string    `json:"id"`
+	State       string    `json:"state"` // active or draining
 	Slots       int       `json:"slots"`
 	ConnectedAt time.Time `json:"connected_at"`
+	LastSeen    time.Time `json:"last_seen"`
 	Running     int       `json:"running"`
 	Completed   int       `json:"completed"`
+	Next        bool      `json:"next"` // first in line for the next task
 }
 
 type workersJSON struct {
@@ -99,7 +228,12 @@ func (a *api) listWorkers(w http.ResponseWriter, _ *http.Request) {
 	ws := a.d.Workers()
 	out := workersJSON{WorkerCount: len(ws), Workers: make([]workerJSON, 0, len(ws))}
 	for _, x := range ws {
-		out.Workers = append(out.Workers, workerJSON{ID: x.ID, Slots: x.Slots, ConnectedAt: x.ConnectedAt, Running: x.Running, Completed: x.Completed})
+		state := "active"
+		if x.Draining {
+			state = "draining"
+		}
+		out.Workers = append(out.Workers, workerJSON{ID: x.ID, State: state, Slots: x.Slots, ConnectedAt: x.ConnectedAt,
+			LastSeen: x.LastSeen, Running: x.Running, Completed: x.Completed, Next: x.Next})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -162,13 +296,7 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-func trimJSONPrefix(s string) string {
-	const p = "json: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
-}
+func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
 
 type errorBody struct {
 	Error string `json:"error"`

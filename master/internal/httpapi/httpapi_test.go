@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,17 +16,26 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 func newServer(t *testing.T, ready func() error) (*httptest.Server, *dispatch.Dispatcher) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d := dispatch.New(dispatch.Params{Log: log, Now: time.Now, NewID: uuid.NewString, MaxCmdBytes: 100})
+	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := dispatch.New(dispatch.Params{
+		Log: log, Store: st, Now: time.Now, NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
+		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
+	})
 	if ready == nil {
 		ready = func() error { return nil }
 	}
-	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, Ready: ready}))
+	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second, Ready: ready}))
 	t.Cleanup(srv.Close)
 	return srv, d
 }
@@ -40,14 +51,19 @@ func do(t *testing.T, method, url, body string) (int, http.Header, map[string]an
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s %s: Content-Type %q, want application/json", method, url, ct)
-	}
 	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		t.Fatalf("%s %s: body is not a JSON object: %v", method, url, err)
-	}
+	decodeJSON(t, resp, &m)
 	return resp.StatusCode, resp.Header, m
+}
+
+func decodeJSON(t *testing.T, resp *http.Response, v any) {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s %s: Content-Type %q, want application/json", resp.Request.Method, resp.Request.URL, ct)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s %s: body is not a JSON object: %v", resp.Request.Method, resp.Request.URL, err)
+	}
 }
 
 // queued counts the tasks waiting in d by giving them all to a worker.
@@ -90,7 +106,7 @@ func TestCreateAndGetTask(t *testing.T) {
 		t.Fatalf("GET running task = %d %v", code, body)
 	}
 	now := time.Now()
-	if _, err := d.Report(task.Result{TaskID: id, WorkerID: "w1", InstanceID: "i", Stdout: []byte("hello world\n"), StartedAt: now, FinishedAt: now}); err != nil {
+	if _, err := d.Report(context.Background(), task.Result{TaskID: id, WorkerID: "w1", InstanceID: "i", Attempt: 1, Stdout: []byte("hello world\n"), StartedAt: now, FinishedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	code, _, body = do(t, "GET", srv.URL+"/tasks/"+id, "")

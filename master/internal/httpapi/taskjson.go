@@ -6,44 +6,74 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-// taskJSON is a task as the API shows it. Every field is always present,
-// null until known, so that a reader of `curl` output sees the whole shape.
+// taskJSON is a task as the API shows it. Fields not known yet are null
+// rather than absent, so a reader of `curl` output sees the whole shape.
+// Only stdout and stderr are left out, in list entries, to keep pages small.
 type taskJSON struct {
-	ID              string     `json:"id"`
-	Cmd             string     `json:"cmd"`
-	Status          string     `json:"status"`
-	Attempts        int        `json:"attempts"`
-	WorkerID        *string    `json:"worker_id"`
-	ExitCode        *int       `json:"exit_code"`
-	Stdout          string     `json:"stdout"`
-	Stderr          string     `json:"stderr"`
-	StdoutTruncated bool       `json:"stdout_truncated"`
-	StderrTruncated bool       `json:"stderr_truncated"`
-	Error           *string    `json:"error"`
-	CreatedAt       time.Time  `json:"created_at"`
-	AssignedAt      *time.Time `json:"assigned_at"`
-	StartedAt       *time.Time `json:"started_at"`
-	FinishedAt      *time.Time `json:"finished_at"`
+	ID              string        `json:"id"`
+	Cmd             string        `json:"cmd"`
+	Status          string        `json:"status"`
+	Attempts        int           `json:"attempts"`
+	MaxAttempts     int           `json:"max_attempts"`
+	Timeout         string        `json:"timeout"`
+	WorkerID        *string       `json:"worker_id"`
+	ExitCode        *int          `json:"exit_code"`
+	Stdout          *string       `json:"stdout,omitempty"`
+	Stderr          *string       `json:"stderr,omitempty"`
+	StdoutTruncated bool          `json:"stdout_truncated"`
+	StderrTruncated bool          `json:"stderr_truncated"`
+	Error           *string       `json:"error"`
+	IdempotencyKey  *string       `json:"idempotency_key"`
+	CreatedAt       time.Time     `json:"created_at"`
+	AssignedAt      *time.Time    `json:"assigned_at"`
+	StartedAt       *time.Time    `json:"started_at"`
+	FinishedAt      *time.Time    `json:"finished_at"`
+	History         []attemptJSON `json:"history"`
 }
 
-func toTaskJSON(t task.Task) taskJSON {
-	return taskJSON{
+// attemptJSON is one delivery of a task to a worker.
+type attemptJSON struct {
+	Attempt    int        `json:"attempt"`
+	WorkerID   string     `json:"worker_id"`
+	Outcome    string     `json:"outcome"`
+	ExitCode   *int       `json:"exit_code"`
+	Error      *string    `json:"error"`
+	Duplicate  bool       `json:"duplicate"`
+	AssignedAt *time.Time `json:"assigned_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+}
+
+// toTaskJSON converts t; withOutput includes stdout and stderr.
+func toTaskJSON(t task.Task, withOutput bool) taskJSON {
+	j := taskJSON{
 		ID:              t.ID,
 		Cmd:             t.Cmd,
 		Status:          string(t.Status),
 		Attempts:        t.Attempts,
+		MaxAttempts:     t.MaxAttempts,
+		Timeout:         t.Timeout.String(),
 		WorkerID:        nonEmpty(t.WorkerID),
 		ExitCode:        t.ExitCode,
-		Stdout:          t.Stdout,
-		Stderr:          t.Stderr,
 		StdoutTruncated: t.StdoutCut,
 		StderrTruncated: t.StderrCut,
 		Error:           nonEmpty(t.Error),
+		IdempotencyKey:  nonEmpty(t.IdempotencyKey),
 		CreatedAt:       t.CreatedAt,
 		AssignedAt:      nonZero(t.AssignedAt),
 		StartedAt:       nonZero(t.StartedAt),
 		FinishedAt:      nonZero(t.FinishedAt),
+		History:         make([]attemptJSON, 0, len(t.History)),
 	}
+	if withOutput {
+		j.Stdout, j.Stderr = &t.Stdout, &t.Stderr
+	}
+	for _, a := range t.History {
+		j.History = append(j.History, attemptJSON{
+			Attempt: a.N, WorkerID: a.WorkerID, Outcome: string(a.Outcome), ExitCode: a.ExitCode,
+			Error: nonEmpty(a.Error), Duplicate: a.Duplicate, AssignedAt: nonZero(a.AssignedAt), FinishedAt: nonZero(a.FinishedAt),
+		})
+	}
+	return j
 }
 
 func nonEmpty(s string) *string {

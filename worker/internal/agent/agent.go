@@ -1,6 +1,7 @@
 // Package agent keeps a worker attached to the master: connect, register,
-// receive tasks, run them, report their results, and reconnect whenever the
-// stream ends, for as long as the worker runs.
+// keep the session alive with heartbeats, receive tasks (and cancellations),
+// run them, report their results, reconnect whenever the stream ends, and
+// drain before the worker stops.
 package agent
 
 import (
@@ -26,9 +27,16 @@ import (
 	"github.com/roundhouse-lab/roundhouse/worker/internal/runner"
 )
 
-// errNoWelcome means the master broke the protocol: every accepted stream
-// starts with a Welcome.
-var errNoWelcome = errors.New("master did not open the stream with a Welcome")
+var (
+	// errNoWelcome means the master broke the protocol: every accepted stream
+	// starts with a Welcome.
+	errNoWelcome = errors.New("master did not open the stream with a Welcome")
+	// errCanceledByMaster is the cause a task's context gets from a Cancel,
+	// so the task can tell it from the worker stopping.
+	errCanceledByMaster = errors.New("canceled by the master")
+	// errDraining ends a session once Drain has begun or finished.
+	errDraining = errors.New("the worker is draining")
+)
 
 // Config is what the agent needs to know about itself and its master.
 type Config struct {
@@ -53,12 +61,26 @@ type Agent struct {
 	// wake tells the reporter a result was queued. It has room for one
 	// signal, so senders never block and a signal is never lost.
 	wake chan struct{}
+	// killed counts tasks stopped by the worker stopping, for the last log line.
+	killed atomic.Int32
 
-	mu sync.Mutex // protects running and results
-	// running holds the tasks running here or whose result the master has not
-	// acknowledged yet: the master keeps counting their slots.
-	running map[string]struct{}
-	results []*pb.TaskResult // unacknowledged results, oldest first
+	// draining is canceled when Drain begins (under mu, so that start sees
+	// it): no new tasks, no new sessions. closing is canceled when Drain is
+	// done waiting: the open stream must close.
+	draining, closing     context.Context
+	startDrain, closeDown context.CancelFunc
+	// drained is closed, under mu, once a drain has begun and running is empty.
+	drained chan struct{}
+	// offline is closed by Run once it will open no more sessions.
+	offline chan struct{}
+
+	mu sync.Mutex // protects running, results and client
+	// running holds the tasks running here, with the function that cancels
+	// the run, and the tasks whose result the master has not acknowledged
+	// yet, with nil: the master keeps counting the slots of both.
+	running map[string]context.CancelCauseFunc
+	results []*pb.TaskResult     // unacknowledged results, oldest first
+	client  pb.NodeServiceClient // set by Run, for Drain
 }
 
 // New returns an agent; nothing happens until Run.
@@ -66,30 +88,39 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:        cfg,
 		log:        log.With("component", "agent", "worker_id", cfg.WorkerID),
 		instanceID: uuid.NewString(),
 		wake:       make(chan struct{}, 1),
-		running:    make(map[string]struct{}),
+		drained:    make(chan struct{}),
+		offline:    make(chan struct{}),
+		running:    make(map[string]context.CancelCauseFunc),
 	}
+	a.draining, a.startDrain = context.WithCancel(context.Background())
+	a.closing, a.closeDown = context.WithCancel(context.Background())
+	return a
 }
 
 // Registered reports whether the agent holds an accepted stream to the master.
 func (a *Agent) Registered() bool { return a.registered.Load() }
 
 // Run registers with the master and serves it until ctx is canceled,
-// reconnecting whenever the stream ends. It never gives up on the master; it
-// returns nil once ctx is done, after every task it started has been killed
-// and waited for. Results not yet acknowledged are dropped: the master
-// re-queues the tasks of a worker that disconnects.
+// reconnecting whenever the stream ends, until a Drain. It never gives up on
+// the master; it returns nil once ctx is done, after every task it started
+// has been killed and waited for. Results not yet acknowledged are dropped:
+// the master re-queues the tasks of a worker that disconnects.
 func (a *Agent) Run(ctx context.Context) error {
 	conn, err := dial(a.cfg.MasterAddr, a.cfg.ReconnectMax)
 	if err != nil {
+		close(a.offline)
 		return fmt.Errorf("master address %q: %w", a.cfg.MasterAddr, err)
 	}
 	defer conn.Close()
 	client := pb.NewNodeServiceClient(conn)
+	a.mu.Lock()
+	a.client = client
+	a.mu.Unlock()
 	a.log.Info("agent starting", "master_addr", a.cfg.MasterAddr, "instance_id", a.instanceID, "slots", a.cfg.Slots)
 
 	a.wg.Add(1)
@@ -98,11 +129,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.report(ctx, client)
 	}()
 
+	// A drain cuts short the wait before the next registration.
+	waitCtx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	defer context.AfterFunc(a.draining, stopWait)()
 	bo := backoff{max: a.cfg.ReconnectMax}
 	for {
 		err := a.session(ctx, client, bo.reset)
 		a.registered.Store(false)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || a.draining.Err() != nil {
+			// A draining worker does not register again: the master would
+			// only send it tasks to leave.
 			break
 		}
 		d := bo.next()
@@ -111,12 +148,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			a.log.Warn("not connected to master", "err", err, "retry_in", d)
 		}
-		if !sleep(ctx, d) {
+		if !sleep(waitCtx, d) {
 			break
 		}
 	}
+	close(a.offline)
+	// After a drain the tasks left and the reporter go on until ctx is done.
+	<-ctx.Done()
 	a.wg.Wait()
-	a.log.Info("agent stopped")
+	a.log.Info("agent stopped", "tasks_killed", a.killed.Load())
 	return nil
 }
 
@@ -141,9 +181,15 @@ func dial(addr string, reconnectMax time.Duration) (*grpc.ClientConn, error) {
 // session registers and runs the tasks the master sends until the stream
 // ends; it calls welcomed once the master has accepted the registration.
 // Tasks live on ctx, not on the stream: they outlast a lost connection.
+// The stream also ends when the heartbeat gives up on the master, and when
+// a drain is over.
 func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcomed func()) error {
-	streamCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	if a.draining.Err() != nil {
+		return errDraining
+	}
+	streamCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(a.closing, func() { cancel(errDraining) })()
 	req := &pb.RegisterRequest{
 		WorkerId:       a.cfg.WorkerID,
 		InstanceId:     a.instanceID,
@@ -163,37 +209,75 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 	if w == nil {
 		return errNoWelcome
 	}
+	if a.draining.Err() != nil {
+		// The drain began while we registered; the master re-queues
+		// whatever it sent.
+		return errDraining
+	}
 	a.registered.Store(true)
 	welcomed()
+	interval := w.GetHeartbeatInterval().AsDuration()
+	if interval <= 0 {
+		interval = defaultHeartbeatInterval
+	}
 	a.log.Info("registered", "rotation_position", w.GetRotationPosition(), "workers", w.GetWorkers(),
-		"running_task_ids", req.RunningTaskIds)
+		"running_task_ids", req.RunningTaskIds, "heartbeat_interval", interval)
+
+	// The heartbeat belongs to this session: it ends with the stream, and
+	// the session does not return before it has.
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		a.heartbeat(streamCtx, client, interval, cancel)
+	}()
+	defer func() {
+		cancel(nil)
+		<-hbDone
+	}()
+
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			if cause := context.Cause(streamCtx); cause != nil && ctx.Err() == nil {
+				return cause // the heartbeat or a drain ended the stream
+			}
 			return err
 		}
-		if t := msg.GetTask(); t != nil {
-			a.start(ctx, t)
-		} else {
-			a.log.Warn("ignoring an assignment that is not a task", "msg", msg.String())
+		switch k := msg.GetKind().(type) {
+		case *pb.Assignment_Task:
+			a.start(ctx, k.Task)
+		case *pb.Assignment_Cancel:
+			a.cancel(k.Cancel.GetTaskId())
+		default:
+			a.log.Warn("ignoring an assignment that is neither a task nor a cancel", "msg", msg.String())
 		}
 	}
 }
 
-// start runs t in a goroutine and queues its result for the reporter.
+// start runs t in a goroutine and queues its result for the reporter. The
+// run has a context of its own, so that a Cancel can kill it alone.
 func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	id := t.GetId()
 	log := a.log.With("task_id", id, "attempt", t.GetAttempt())
+	taskCtx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
 	_, dup := a.running[id]
-	if !dup {
-		a.running[id] = struct{}{}
+	draining := a.draining.Err() != nil
+	if !dup && !draining {
+		a.running[id] = cancel
 	}
 	a.mu.Unlock()
-	if dup {
+	switch {
+	case dup:
 		// Running it twice at once could only do harm; the run in progress
 		// reports to the master either way.
 		log.Warn("task is already running here; ignoring the second delivery")
+		cancel(nil)
+		return
+	case draining:
+		// The master re-queues it when the stream closes.
+		log.Info("task received while draining; leaving it to the master")
+		cancel(nil)
 		return
 	}
 	timeout := t.GetTimeout().AsDuration()
@@ -202,13 +286,23 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		res := runner.Run(ctx, t.GetCmd(), timeout, a.cfg.MaxOutput)
+		defer cancel(nil)
+		res := runner.Run(taskCtx, t.GetCmd(), timeout, a.cfg.MaxOutput)
 		if ctx.Err() != nil {
 			log.Info("task stopped by shutdown; not reported")
+			a.killed.Add(1)
 			a.forget(id)
 			return
 		}
+		a.ran(id)
+		// A run the master canceled that did not exit by itself (it may
+		// have, in the same instant) is reported as canceled.
+		canceled := errors.Is(context.Cause(taskCtx), errCanceledByMaster) && res.ExitCode == -1 && !res.TimedOut
+		if canceled {
+			res.Err = errCanceledByMaster.Error()
+		}
 		log.Info("task finished", "exit_code", res.ExitCode, "error", res.Err,
+			"timed_out", res.TimedOut, "canceled", canceled,
 			"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond),
 			"stdout", string(res.Stdout), "stderr", string(res.Stderr),
 			"stdout_truncated", res.StdoutTruncated, "stderr_truncated", res.StderrTruncated)
@@ -225,8 +319,37 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 			StartedAt:       timestamppb.New(res.StartedAt),
 			FinishedAt:      timestamppb.New(res.FinishedAt),
 			Error:           res.Err,
+			TimedOut:        res.TimedOut,
+			Canceled:        canceled,
 		})
 	}()
+}
+
+// cancel kills the run of task id, if it is running here.
+func (a *Agent) cancel(id string) {
+	log := a.log.With("task_id", id)
+	a.mu.Lock()
+	stop, ok := a.running[id]
+	a.mu.Unlock()
+	switch {
+	case !ok:
+		log.Info("cancel for a task not running here; ignoring it")
+	case stop == nil:
+		log.Info("cancel for a task that has already finished; its result stands")
+	default:
+		log.Info("canceling task at the master's request")
+		stop(errCanceledByMaster)
+	}
+}
+
+// ran records that the run of task id is over; its slot stays taken until
+// the master acknowledges the result.
+func (a *Agent) ran(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.running[id]; ok {
+		a.running[id] = nil
+	}
 }
 
 // runningIDs lists the tasks the master must keep counting against our slots.
@@ -246,6 +369,7 @@ func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.running, id)
+	a.noteDrained()
 }
 
 // sleep waits for d or for ctx to be done, and reports whether it was d.

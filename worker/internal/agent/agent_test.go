@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
@@ -25,14 +26,24 @@ const within = 10 * time.Second
 type fakeMaster struct {
 	pb.UnimplementedNodeServiceServer
 
-	registrations chan *pb.RegisterRequest // every AssignTask call
-	reports       chan *pb.TaskResult      // every acknowledged report
-	tasks         chan *pb.Task            // sent on whichever stream is open
-	refuse        atomic.Bool              // answer AssignTask with AlreadyExists
+	registrations chan *pb.RegisterRequest  // every AssignTask call
+	reports       chan *pb.TaskResult       // every acknowledged report
+	tasks         chan *pb.Task             // sent on whichever stream is open
+	cancels       chan string               // Cancels sent on whichever stream is open
+	heartbeats    chan *pb.HeartbeatRequest // heartbeats, while there is room
+	drains        chan *pb.DrainRequest     // every Drain call
+	streamsEnded  chan struct{}             // one per AssignTask stream whose context ended
+	refuse        atomic.Bool               // answer AssignTask with AlreadyExists
+	unknown       atomic.Bool               // answer heartbeats with known = false
+	heartbeatErr  atomic.Bool               // answer heartbeats with Unavailable
 	reportCalls   atomic.Int32
+	tasksSent     atomic.Int32
 	// reportErr, if set before serving, decides the answer to a report.
 	reportErr func(r *pb.TaskResult, call int32) error
 }
+
+// heartbeatInterval is what the fake master's Welcome asks for.
+const heartbeatInterval = 100 * time.Millisecond
 
 var _ pb.NodeServiceServer = (*fakeMaster)(nil)
 
@@ -41,6 +52,10 @@ func newFakeMaster() *fakeMaster {
 		registrations: make(chan *pb.RegisterRequest, 100),
 		reports:       make(chan *pb.TaskResult, 100),
 		tasks:         make(chan *pb.Task, 100),
+		cancels:       make(chan string, 100),
+		heartbeats:    make(chan *pb.HeartbeatRequest, 1000),
+		drains:        make(chan *pb.DrainRequest, 100),
+		streamsEnded:  make(chan struct{}, 100),
 	}
 }
 
@@ -49,7 +64,9 @@ func (f *fakeMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_A
 	if f.refuse.Load() {
 		return status.Error(codes.AlreadyExists, "worker ID held by another instance")
 	}
-	welcome := &pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: &pb.Welcome{RotationPosition: 0, Workers: 1}}}
+	welcome := &pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: &pb.Welcome{
+		RotationPosition: 0, Workers: 1, HeartbeatInterval: durationpb.New(heartbeatInterval),
+	}}}
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
@@ -59,10 +76,32 @@ func (f *fakeMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_A
 			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Task{Task: t}}); err != nil {
 				return err
 			}
+			f.tasksSent.Add(1)
+		case id := <-f.cancels:
+			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: id}}}); err != nil {
+				return err
+			}
 		case <-stream.Context().Done():
+			f.streamsEnded <- struct{}{}
 			return stream.Context().Err()
 		}
 	}
+}
+
+func (f *fakeMaster) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.HeartbeatAck, error) {
+	select {
+	case f.heartbeats <- r:
+	default: // the test has seen enough
+	}
+	if f.heartbeatErr.Load() {
+		return nil, status.Error(codes.Unavailable, "not now")
+	}
+	return &pb.HeartbeatAck{Known: !f.unknown.Load()}, nil
+}
+
+func (f *fakeMaster) Drain(_ context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
+	f.drains <- r
+	return &pb.DrainAck{}, nil
 }
 
 func (f *fakeMaster) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
@@ -202,11 +241,12 @@ func TestTimeoutIsReported(t *testing.T) {
 	startAgent(t, addr)
 
 	tk := task("slow", "sleep 30")
-	tk.Timeout = durationpb.New(100 * time.Millisecond)
+	tk.Timeout = durationpb.New(200 * time.Millisecond)
 	f.tasks <- tk
 	r := recv(t, f.reports, "report")
-	if r.GetExitCode() != -1 || r.GetError() != "timed out after 100ms" {
-		t.Errorf("exit %d, error %q; want -1 and a timeout", r.GetExitCode(), r.GetError())
+	if r.GetExitCode() != -1 || r.GetError() != "timed out after 200ms" || !r.GetTimedOut() || r.GetCanceled() {
+		t.Errorf("exit %d, error %q, timed_out %v, canceled %v; want -1, a timeout, true, false",
+			r.GetExitCode(), r.GetError(), r.GetTimedOut(), r.GetCanceled())
 	}
 }
 
@@ -329,5 +369,175 @@ func TestBackoff(t *testing.T) {
 	b.reset()
 	if b.next(); b.cur != 100*time.Millisecond {
 		t.Errorf("ceiling after reset = %s, want 100ms", b.cur)
+	}
+}
+
+func TestHeartbeats(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+
+	for i := range 3 {
+		hb := recv(t, f.heartbeats, "heartbeat")
+		if hb.GetWorkerId() != "w1" || hb.GetInstanceId() != a.instanceID {
+			t.Errorf("heartbeat %d = %v, want worker w1, instance %q", i+1, hb, a.instanceID)
+		}
+	}
+	select {
+	case <-f.registrations:
+		t.Error("registered again although every heartbeat was acknowledged")
+	default:
+	}
+}
+
+func TestUnknownSessionRegistersAgain(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	first := recv(t, f.registrations, "registration")
+
+	f.tasks <- task("long", "sleep 30")
+	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "long") }, "task never started")
+	f.unknown.Store(true)
+	second := recv(t, f.registrations, "registration after known=false")
+	f.unknown.Store(false)
+	recv(t, f.streamsEnded, "end of the first stream")
+	if second.GetInstanceId() != first.GetInstanceId() || !slices.Equal(second.GetRunningTaskIds(), []string{"long"}) {
+		t.Errorf("registration again = %v, want instance %q running [long]", second, first.GetInstanceId())
+	}
+}
+
+func TestFailingHeartbeatsEndTheSession(t *testing.T) {
+	f := newFakeMaster()
+	f.heartbeatErr.Store(true)
+	_, addr := serve(t, f, "127.0.0.1:0")
+	startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+
+	// Not at the first failure: a second heartbeat comes from the same
+	// session, since a new one would register before its first heartbeat.
+	recv(t, f.heartbeats, "failed heartbeat")
+	recv(t, f.heartbeats, "second failed heartbeat")
+	select {
+	case <-f.registrations:
+		t.Fatal("registered again after the first failed heartbeat")
+	default:
+	}
+	recv(t, f.streamsEnded, "end of the stream")
+	recv(t, f.registrations, "registration after heartbeats kept failing")
+}
+
+func TestCancel(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+
+	f.cancels <- "nobody" // not running here: ignored
+	f.tasks <- task("long", "echo started; sleep 30")
+	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "long") }, "task never started")
+	f.cancels <- "long"
+	r := recv(t, f.reports, "report of the canceled task")
+	if r.GetTaskId() != "long" || !r.GetCanceled() || r.GetTimedOut() || r.GetExitCode() != -1 || r.GetError() != "canceled by the master" {
+		t.Errorf("report = %v, want long canceled by the master with exit -1", r)
+	}
+	if d := r.GetFinishedAt().AsTime().Sub(r.GetStartedAt().AsTime()); d >= 30*time.Second {
+		t.Errorf("canceled task ran %s: its process was not killed", d)
+	}
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "canceled task still counted as running")
+}
+
+// startDrain calls a.Drain(ctx) in a goroutine and returns its result channel.
+func startDrain(ctx context.Context, a *Agent) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- a.Drain(ctx) }()
+	return done
+}
+
+func TestDrainFinishesAndReports(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, stop := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+
+	f.tasks <- task("t1", "sleep 1; echo done")
+	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "t1") }, "task never started")
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	drained := startDrain(ctx, a)
+
+	dr := recv(t, f.drains, "drain request")
+	if dr.GetWorkerId() != "w1" || dr.GetInstanceId() != a.instanceID {
+		t.Errorf("drain request = %v, want worker w1 instance %q", dr, a.instanceID)
+	}
+	// A task that still comes during the drain is left to the master.
+	f.tasks <- task("late", "echo late")
+	eventually(t, func() bool { return f.tasksSent.Load() == 2 }, "the late task was never sent")
+
+	r := recv(t, f.reports, "report")
+	if r.GetTaskId() != "t1" || string(r.GetStdout()) != "done\n" || r.GetExitCode() != 0 {
+		t.Errorf("report = %v, want t1 exiting 0 with done", r)
+	}
+	select {
+	case <-f.streamsEnded:
+		t.Error("the stream closed before the result was acknowledged")
+	default:
+	}
+	if err := recv(t, drained, "end of the drain"); err != nil {
+		t.Errorf("Drain = %v, want nil", err)
+	}
+	if a.Registered() {
+		t.Error("still registered after the drain")
+	}
+	recv(t, f.streamsEnded, "end of the stream")
+	stop()
+	select {
+	case r := <-f.reports:
+		t.Errorf("report after the drain: %v", r)
+	default:
+	}
+	select {
+	case <-f.registrations:
+		t.Error("registered again during or after the drain")
+	default:
+	}
+}
+
+func TestDrainTimeoutKillsUnreported(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, stop := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+
+	f.tasks <- task("long", "sleep 30")
+	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "long") }, "task never started")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := recv(t, startDrain(ctx, a), "end of the drain")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Drain = %v, want the deadline exceeded", err)
+	}
+	recv(t, f.streamsEnded, "end of the stream")
+	stop() // kills the task; stop fails the test unless Run returns well before 30 s
+	select {
+	case r := <-f.reports:
+		t.Errorf("task killed after the drain was reported: %v", r)
+	default:
+	}
+}
+
+func TestDrainWithoutMaster(t *testing.T) {
+	f := newFakeMaster()
+	gs, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+	gs.Stop()
+	eventually(t, func() bool { return !a.Registered() }, "still registered after the master stopped")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if err := recv(t, startDrain(ctx, a), "end of the drain"); err != nil {
+		t.Errorf("Drain without a master = %v, want nil: there was nothing to wait for", err)
 	}
 }

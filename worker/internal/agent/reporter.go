@@ -81,4 +81,5 @@ func (a *Agent) acknowledged(r *pb.TaskResult) {
 	defer a.mu.Unlock()
 	a.results = a.results[1:]
 	delete(a.running, r.GetTaskId())
+	a.noteDrained()
 }

@@ -1,0 +1,255 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// A worker that stops heartbeating (dead, paused, cut off) is dropped once
+// the worker timeout passes, and its task runs elsewhere; one that keeps
+// heartbeating stays, however long its task runs.
+func TestLeaseExpiryWithInjectedClock(t *testing.T) {
+	d, clock := newTest(t)
+	silent := register(t, d, "silent", 1)
+	alive := register(t, d, "alive", 1)
+	ids := submit(t, d, 3) // silent, alive; the third waits
+	drain(silent)
+	drain(alive)
+
+	clock.Advance(workerTimeout / 2)
+	if !d.Heartbeat("alive", alive.InstanceID) {
+		t.Fatal("heartbeat of a connected worker: known = false")
+	}
+	d.Sweep()
+	if n := len(d.Workers()); n != 2 {
+		t.Fatalf("after half the timeout: %d workers, want 2", n)
+	}
+
+	clock.Advance(workerTimeout/2 + time.Millisecond)
+	d.Sweep()
+	if got := d.Workers(); len(got) != 1 || got[0].ID != "alive" {
+		t.Fatalf("after the timeout: workers %+v, want only alive", got)
+	}
+	select {
+	case <-silent.Done():
+	default:
+		t.Fatal("the timed-out session was not ended")
+	}
+	if d.Heartbeat("silent", silent.InstanceID) {
+		t.Error("heartbeat of a timed-out worker: known = true, want false so it re-registers")
+	}
+	// silent's task is first in the queue again; it runs when alive is free.
+	finish(t, d, alive, ids[1], 0)
+	if got := drain(alive); len(got) != 1 || got[0] != ids[0] {
+		t.Fatalf("alive got %v, want the re-queued %s first", got, ids[0])
+	}
+	tk, _ := d.Get(ctx, ids[0])
+	if tk.Attempts != 2 || tk.History[0].Outcome != task.OutcomeLost || !strings.Contains(tk.History[0].Error, "heartbeat") {
+		t.Fatalf("history = %+v, want attempt 1 lost for lack of heartbeats", tk.History)
+	}
+}
+
+// A task whose workers keep vanishing fails after max_attempts deliveries,
+// with an error that says why.
+func TestMaxAttempts(t *testing.T) {
+	d, _ := newTest(t)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "crash-the-worker", MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"a", "b"} {
+		s := register(t, d, w, 1)
+		if got := drain(s); len(got) != 1 {
+			t.Fatalf("%s got %v", w, got)
+		}
+		d.Unregister(s)
+	}
+	got, _ := d.Get(ctx, tk.ID)
+	if got.Status != task.StatusFailed || got.Attempts != 2 || !strings.Contains(got.Error, "gave up after 2 attempts") {
+		t.Fatalf("task = %s after %d attempts, error %q", got.Status, got.Attempts, got.Error)
+	}
+	if c := register(t, d, "c", 1); len(drain(c)) != 0 {
+		t.Fatal("a failed task was delivered again")
+	}
+}
+
+func TestCancel(t *testing.T) {
+	d, _ := newTest(t)
+	ids := submit(t, d, 2) // no worker yet: both queued
+
+	// Queued: never runs.
+	c, err := d.Cancel(ctx, ids[0])
+	if err != nil || c.Status != task.StatusCanceled || c.Attempts != 0 {
+		t.Fatalf("cancel queued = %+v, %v", c, err)
+	}
+	w := register(t, d, "w", 2)
+	if got := drain(w); len(got) != 1 || got[0] != ids[1] {
+		t.Fatalf("worker got %v, want only %s", got, ids[1])
+	}
+
+	// Running: the worker is told, and its report closes the attempt.
+	if c, err = d.Cancel(ctx, ids[1]); err != nil || c.Status != task.StatusCanceled {
+		t.Fatalf("cancel running = %+v, %v", c, err)
+	}
+	select {
+	case id := <-w.Cancels():
+		if id != ids[1] {
+			t.Fatalf("cancel for %s, want %s", id, ids[1])
+		}
+	default:
+		t.Fatal("no cancel sent to the worker")
+	}
+	r := result(t, d, w, ids[1], 1, -1)
+	r.Canceled, r.Error = true, "canceled by the master"
+	if dup, err := d.Report(ctx, r); err != nil || dup {
+		t.Fatalf("report of the canceled run: dup=%v err=%v", dup, err)
+	}
+	got, _ := d.Get(ctx, ids[1])
+	if got.Status != task.StatusCanceled || got.History[0].Outcome != task.OutcomeCanceled {
+		t.Fatalf("after report: %s, history %+v", got.Status, got.History)
+	}
+	if ws := d.Workers(); ws[0].Running != 0 {
+		t.Fatalf("the canceled task still holds a slot: %+v", ws[0])
+	}
+
+	// Final: 409.
+	if _, err := d.Cancel(ctx, ids[1]); !errors.Is(err, task.ErrConflict) {
+		t.Fatalf("cancel of a final task: %v, want ErrConflict", err)
+	}
+	if _, err := d.Cancel(ctx, "nope"); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("cancel of an unknown task: %v, want ErrNotFound", err)
+	}
+}
+
+func TestWait(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if got, err := d.Wait(short, id); err != nil || got.Status != task.StatusRunning {
+		t.Fatalf("wait that ends first = %s, %v; want running", got.Status, err)
+	}
+
+	done := make(chan task.Task, 1)
+	go func() {
+		got, _ := d.Wait(ctx, id)
+		done <- got
+	}()
+	finish(t, d, w, id, 0)
+	select {
+	case got := <-done:
+		if got.Status != task.StatusSucceeded {
+			t.Fatalf("wait returned %s", got.Status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait did not return when the task finished")
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	d, _ := newTest(t)
+	first, created, err := d.Submit(ctx, Submission{Cmd: "echo once", IdempotencyKey: "k1"})
+	if err != nil || !created {
+		t.Fatalf("first = %v, %v", created, err)
+	}
+	again, created, err := d.Submit(ctx, Submission{Cmd: "echo once", IdempotencyKey: "k1"})
+	if err != nil || created || again.ID != first.ID {
+		t.Fatalf("same key = %s created %v, %v; want %s", again.ID, created, err, first.ID)
+	}
+	if _, _, err := d.Submit(ctx, Submission{Cmd: "echo other", IdempotencyKey: "k1"}); !errors.Is(err, task.ErrConflict) {
+		t.Fatalf("same key, other command: %v, want ErrConflict", err)
+	}
+	if w := register(t, d, "w", 5); len(drain(w)) != 1 {
+		t.Fatal("the key created more than one task")
+	}
+}
+
+func TestDrainingWorkerGetsNoTasks(t *testing.T) {
+	d, _ := newTest(t)
+	a := register(t, d, "a", 5)
+	b := register(t, d, "b", 5)
+	if err := d.Drain("a", a.InstanceID); err != nil {
+		t.Fatal(err)
+	}
+	submit(t, d, 4)
+	if got := drain(a); len(got) != 0 {
+		t.Fatalf("draining a got %v", got)
+	}
+	if got := drain(b); len(got) != 4 {
+		t.Fatalf("b got %d tasks, want 4", len(got))
+	}
+	if err := d.Drain("ghost", "x"); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("drain of an unknown worker: %v", err)
+	}
+}
+
+func TestTimeoutIsSentToTheWorker(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 2)
+	if _, _, err := d.Submit(ctx, Submission{Cmd: "sleep 9", Timeout: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	submit(t, d, 1)
+	first, second := <-w.Assignments(), <-w.Assignments()
+	if first.Timeout != 2*time.Second || second.Timeout != time.Hour {
+		t.Fatalf("timeouts = %s, %s; want 2s and the default 1h", first.Timeout, second.Timeout)
+	}
+}
+
+// After a master restart on the same database: queued tasks are queued,
+// running ones are re-queued with their delivery marked lost, finished ones
+// are readable; a worker that reconnects still running a task keeps it.
+func TestRecoverAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d1, _ := newOnDB(t, path, clock, 0)
+	w := register(t, d1, "w", 2)
+	ids := submit(t, d1, 4) // 0 and 1 run on w, 2 and 3 queued
+	drain(w)
+	finish(t, d1, w, ids[0], 0)
+	if got := drain(w); len(got) != 1 || got[0] != ids[2] {
+		t.Fatalf("after a slot freed: %v", got)
+	}
+	// Crash: nothing is closed in order. The store's committed writes are
+	// what survives; Flush stands in for "the writes reached the disk".
+	if err := d1.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := newOnDB(t, path, clock, 100)
+	for i, want := range []task.Status{task.StatusSucceeded, task.StatusQueued, task.StatusQueued, task.StatusQueued} {
+		if st, _ := status(t, d2, ids[i]); st != want {
+			t.Errorf("task %d after restart = %s, want %s", i, st, want)
+		}
+	}
+	tk, _ := d2.Get(ctx, ids[1])
+	if len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeLost {
+		t.Fatalf("history of a task running at the restart = %+v, want one lost attempt", tk.History)
+	}
+	// w reconnects still running ids[1] (and reported ids[2] lost with the
+	// old master): it keeps ids[1], and ids[2], ids[3] go out again.
+	w2 := register(t, d2, "w", 3, ids[1])
+	if st, worker := status(t, d2, ids[1]); st != task.StatusRunning || worker != "w" {
+		t.Fatalf("reclaimed task = %s on %q", st, worker)
+	}
+	if got := drain(w2); len(got) != 2 || got[0] != ids[2] || got[1] != ids[3] {
+		t.Fatalf("after restart w got %v, want %v", got, ids[2:])
+	}
+	if dup := finish(t, d2, w2, ids[1], 0); dup {
+		t.Fatal("the reclaimed task's result counted as duplicate")
+	}
+	page, err := d2.List(ctx, store.Query{Statuses: []task.Status{task.StatusSucceeded}})
+	if err != nil || len(page.Tasks) != 2 {
+		t.Fatalf("succeeded after restart = %d tasks, %v; want 2", len(page.Tasks), err)
+	}
+}

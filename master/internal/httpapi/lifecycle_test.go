@@ -1,0 +1,174 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+func doWithHeader(t *testing.T, method, url, body, key string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	decodeJSON(t, resp, &m)
+	return resp.StatusCode, resp.Header, m
+}
+
+func TestCancelEndpoint(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	_, _, created := do(t, "POST", srv.URL+"/tasks", `{"cmd":"sleep 60"}`)
+	id := created["id"].(string)
+	code, _, body := do(t, "DELETE", srv.URL+"/tasks/"+id, "")
+	if code != 200 || body["status"] != "canceled" {
+		t.Fatalf("DELETE queued task = %d %v", code, body)
+	}
+	code, _, body = do(t, "DELETE", srv.URL+"/tasks/"+id, "")
+	if code != http.StatusConflict || !strings.Contains(body["error"].(string), "already canceled") {
+		t.Fatalf("DELETE canceled task = %d %v, want 409", code, body)
+	}
+	if code, _, _ := do(t, "DELETE", srv.URL+"/tasks/nope", ""); code != 404 {
+		t.Fatalf("DELETE unknown = %d", code)
+	}
+}
+
+func TestWaitParam(t *testing.T) {
+	srv, d := newServer(t, nil)
+	s, _, err := d.Register(dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "worker" answers the task the moment it gets it.
+	go func() {
+		a := <-s.Assignments()
+		d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, Stdout: []byte("hi\n")})
+	}()
+	code, _, body := do(t, "POST", srv.URL+"/tasks?wait=5s", `{"cmd":"echo hi"}`)
+	if code != 202 || body["status"] != "succeeded" || body["stdout"] != "hi\n" {
+		t.Fatalf("POST ?wait = %d %v, want the finished task", code, body)
+	}
+	// Nobody reports this one: the wait ends with the task still running.
+	_, _, body = do(t, "POST", srv.URL+"/tasks", `{"cmd":"echo later"}`)
+	code, _, body = do(t, "GET", srv.URL+"/tasks/"+body["id"].(string)+"?wait=50ms", "")
+	if code != 200 || body["status"] != "running" {
+		t.Fatalf("GET ?wait on a waiting task = %d %v", code, body)
+	}
+	for _, bad := range []string{"soon", "-1s", "10m"} {
+		if code, _, _ := do(t, "GET", srv.URL+"/tasks/x?wait="+bad, ""); code != 400 {
+			t.Errorf("wait=%s: %d, want 400", bad, code)
+		}
+	}
+}
+
+func TestIdempotencyKeyHeader(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	code, _, first := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
+	if code != 202 {
+		t.Fatalf("first = %d", code)
+	}
+	code, hdr, again := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
+	if code != 200 || again["id"] != first["id"] || hdr.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay = %d %v, want 200 with the same task", code, again)
+	}
+	if code, _, _ := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo twice"}`, "order-42"); code != 409 {
+		t.Fatalf("same key, other cmd = %d, want 409", code)
+	}
+	if code, _, _ := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"x"}`, "has space"); code != 400 {
+		t.Fatalf("bad key = %d, want 400", code)
+	}
+}
+
+func TestTaskOptions(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	code, _, body := do(t, "POST", srv.URL+"/tasks", `{"cmd":"sleep 5","timeout":"90s","max_attempts":5}`)
+	if code != 202 || body["timeout"] != "1m30s" || body["max_attempts"] != 5.0 {
+		t.Fatalf("with options = %d %v", code, body)
+	}
+	code, _, body = do(t, "POST", srv.URL+"/tasks", `{"cmd":"true"}`)
+	if body["timeout"] != "1h0m0s" || body["max_attempts"] != 3.0 {
+		t.Fatalf("defaults = %v", body)
+	}
+	for _, bad := range []string{`{"cmd":"x","timeout":"soon"}`, `{"cmd":"x","timeout":"-5s"}`, `{"cmd":"x","timeout":"3h"}`,
+		`{"cmd":"x","timeout":30}`, `{"cmd":"x","max_attempts":0}`, `{"cmd":"x","max_attempts":"3"}`} {
+		if code, _, b := do(t, "POST", srv.URL+"/tasks", bad); code != 400 {
+			t.Errorf("%s = %d %v, want 400", bad, code, b)
+		}
+	}
+}
+
+func TestListTasks(t *testing.T) {
+	srv, d := newServer(t, nil)
+	var ids []string
+	for i := range 5 {
+		_, _, b := do(t, "POST", srv.URL+"/tasks", fmt.Sprintf(`{"cmd":"echo %d"}`, i))
+		ids = append(ids, b["id"].(string))
+	}
+	if _, err := d.Cancel(context.Background(), ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	// Newest first, two a page, every task exactly once.
+	var seen []string
+	url := srv.URL + "/tasks?limit=2"
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("pagination does not end")
+		}
+		code, _, body := do(t, "GET", url, "")
+		if code != 200 {
+			t.Fatalf("GET %s = %d %v", url, code, body)
+		}
+		for _, x := range body["tasks"].([]any) {
+			m := x.(map[string]any)
+			if _, ok := m["stdout"]; ok {
+				t.Errorf("list entries carry stdout: %v", m)
+			}
+			seen = append(seen, m["id"].(string))
+		}
+		next, ok := body["next_cursor"].(string)
+		if !ok {
+			break
+		}
+		url = srv.URL + "/tasks?limit=2&cursor=" + next
+	}
+	want := []string{ids[4], ids[3], ids[2], ids[1], ids[0]}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("listed %v, want newest first %v", seen, want)
+	}
+	_, _, body := do(t, "GET", srv.URL+"/tasks?status=canceled", "")
+	if got := body["tasks"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != ids[1] {
+		t.Fatalf("status=canceled = %v", got)
+	}
+	for _, bad := range []string{"status=done", "limit=0", "limit=x", "cursor=!!!"} {
+		if code, _, b := do(t, "GET", srv.URL+"/tasks?"+bad, ""); code != 400 {
+			t.Errorf("%s = %d %v, want 400", bad, code, b)
+		}
+	}
+}
+
+func TestFinishedTaskShowsHistory(t *testing.T) {
+	srv, d := newServer(t, nil)
+	s, _, _ := d.Register(dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	_, _, body := do(t, "POST", srv.URL+"/tasks", `{"cmd":"exit 2"}`)
+	a := <-s.Assignments()
+	now := time.Now()
+	d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, ExitCode: 2, StartedAt: now, FinishedAt: now})
+	_, _, body = do(t, "GET", srv.URL+"/tasks/"+body["id"].(string), "")
+	h, _ := body["history"].([]any)
+	if body["status"] != "failed" || len(h) != 1 {
+		t.Fatalf("task = %v", body)
+	}
+	if a := h[0].(map[string]any); a["attempt"] != 1.0 || a["worker_id"] != "w" || a["outcome"] != "failed" || a["exit_code"] != 2.0 || a["duplicate"] != false {
+		t.Fatalf("attempt = %v", a)
+	}
+}
