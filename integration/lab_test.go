@@ -9,9 +9,15 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,38 +60,102 @@ func TestMain(m *testing.M) {
 }
 
 // lab is a master and workers on a private network, all removed at the end
-// of the test. Container logs are printed when the test fails.
+// of the test. Container logs, and the tasks the test watches, are printed
+// when the test fails.
 type lab struct {
 	t       *testing.T
 	ctx     context.Context
 	nw      *testcontainers.DockerNetwork
 	master  testcontainers.Container
-	api     *client.Client
+	api     *client.Client // follows the master across restarts
+	volume  string         // the master's /data volume, "" for none
 	workers map[string]testcontainers.Container
+
+	mu      sync.Mutex // protects watched
+	watched []string   // task IDs dumped if the test fails
 }
 
-func newLab(t *testing.T) *lab {
+// labOption changes how newLab starts the master.
+type labOption func(*labConfig)
+
+type labConfig struct {
+	env    map[string]string
+	volume string // named volume mounted at /data, "" for none
+}
+
+// withMasterEnv sets an environment variable of the master, e.g.
+// MASTER_WORKER_TIMEOUT=4s to drop silent workers quickly.
+func withMasterEnv(k, v string) labOption {
+	return func(c *labConfig) { c.env[k] = v }
+}
+
+// withDataVolume mounts a named volume of the test's own at the master's
+// /data, where its database lives, and removes it at the end.
+func withDataVolume() labOption {
+	return func(c *labConfig) { c.volume = fmt.Sprintf("rhtest-data-%d", time.Now().UnixNano()) }
+}
+
+func newLab(t *testing.T, opts ...labOption) *lab {
 	t.Helper()
+	// Cleanups run after the test function returns: the context they use
+	// must outlive it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
+	cfg := labConfig{env: map[string]string{"LOG_LEVEL": "debug"}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	nw, err := network.New(ctx)
 	testcontainers.CleanupNetwork(t, nw)
 	if err != nil {
 		t.Fatalf("network: %v", err)
 	}
-	l := &lab{t: t, ctx: ctx, nw: nw, workers: map[string]testcontainers.Container{}}
-	l.master = l.run("master", masterImage,
+	l := &lab{t: t, ctx: ctx, nw: nw, volume: cfg.volume, workers: map[string]testcontainers.Container{}}
+	masterOpts := []testcontainers.ContainerCustomizer{
 		network.WithNetwork([]string{"master"}, nw),
-		testcontainers.WithEnv(map[string]string{"LOG_LEVEL": "debug"}),
+		testcontainers.WithEnv(cfg.env),
 		testcontainers.WithExposedPorts("9092/tcp"),
 		testcontainers.WithWaitStrategy(wait.ForHTTP("/healthz").WithPort("9092/tcp").WithStartupTimeout(time.Minute)),
-	)
-	ep, err := l.master.PortEndpoint(ctx, "9092/tcp", "http")
-	if err != nil {
-		t.Fatalf("master endpoint: %v", err)
 	}
-	l.api = client.New(ep)
+	if cfg.volume != "" {
+		// Registered before the container, so it runs after its removal.
+		t.Cleanup(func() {
+			if out, err := exec.Command("docker", "volume", "rm", "-f", cfg.volume).CombinedOutput(); err != nil {
+				t.Errorf("docker volume rm %s: %v\n%s", cfg.volume, err, out)
+			}
+		})
+		masterOpts = append(masterOpts, testcontainers.WithMounts(testcontainers.VolumeMount(cfg.volume, "/data")))
+	}
+	l.master = l.run("master", masterImage, masterOpts...)
+	l.api = client.New(l.masterEndpoint())
+	// Registered after the master, so it runs while the master still answers.
+	t.Cleanup(l.dumpWatched)
 	return l
+}
+
+// masterEndpoint is the master's REST address on this machine's loopback.
+func (l *lab) masterEndpoint() string {
+	l.t.Helper()
+	ep, err := l.master.PortEndpoint(l.ctx, "9092/tcp", "http")
+	if err != nil {
+		l.t.Fatalf("master endpoint: %v", err)
+	}
+	return ep
+}
+
+// restartMaster stops the master container (SIGTERM, SIGKILL after 5s) and
+// starts it again, waiting for /healthz. The mapped port may change; l.api
+// follows it.
+func (l *lab) restartMaster() {
+	l.t.Helper()
+	stop := 5 * time.Second
+	if err := l.master.Stop(l.ctx, &stop); err != nil {
+		l.t.Fatalf("stop master: %v", err)
+	}
+	if err := l.master.Start(l.ctx); err != nil {
+		l.t.Fatalf("start master: %v", err)
+	}
+	l.api.Base = l.masterEndpoint()
 }
 
 func (l *lab) run(name, image string, opts ...testcontainers.ContainerCustomizer) testcontainers.Container {
@@ -107,21 +177,25 @@ func (l *lab) run(name, image string, opts ...testcontainers.ContainerCustomizer
 
 // startWorker starts a worker with a fixed ID and waits until the master
 // lists it, so that workers started one after another join the rotation in
-// that order.
-func (l *lab) startWorker(id string, slots int) testcontainers.Container {
+// that order. env adds to or overrides the worker's environment.
+func (l *lab) startWorker(id string, slots int, env ...map[string]string) testcontainers.Container {
 	l.t.Helper()
 	before, err := l.api.Workers(l.ctx)
 	if err != nil {
 		l.t.Fatal(err)
 	}
+	vars := map[string]string{
+		"WORKER_ID":            id,
+		"WORKER_MASTER_ADDR":   "master:50051",
+		"WORKER_SLOTS":         fmt.Sprint(slots),
+		"WORKER_RECONNECT_MAX": "1s",
+	}
+	for _, e := range env {
+		maps.Copy(vars, e)
+	}
 	c := l.run(id, workerImage,
 		network.WithNetwork([]string{id}, l.nw),
-		testcontainers.WithEnv(map[string]string{
-			"WORKER_ID":            id,
-			"WORKER_MASTER_ADDR":   "master:50051",
-			"WORKER_SLOTS":         fmt.Sprint(slots),
-			"WORKER_RECONNECT_MAX": "1s",
-		}),
+		testcontainers.WithEnv(vars),
 	)
 	l.workers[id] = c
 	l.waitWorkers(before.WorkerCount + 1)
@@ -157,6 +231,98 @@ func (l *lab) waitFinal(id string) client.Task {
 		l.t.Fatal(err)
 	}
 	return tk
+}
+
+// waitAllFinal polls the tasks until every one is final, and returns them
+// by ID. It fails the test, showing the tasks that were not, after two
+// minutes.
+func (l *lab) waitAllFinal(ids []string) map[string]client.Task {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(l.ctx, 2*time.Minute)
+	defer cancel()
+	done := make(map[string]client.Task, len(ids))
+	err := client.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		for _, id := range ids {
+			if _, ok := done[id]; ok {
+				continue
+			}
+			if tk, err := l.api.Get(ctx, id); err == nil && tk.Final() {
+				done[id] = tk
+			}
+		}
+		return len(done) == len(ids), nil
+	})
+	if err != nil {
+		var open []string
+		for _, id := range ids {
+			if _, ok := done[id]; !ok {
+				open = append(open, id)
+			}
+		}
+		l.watch(open...)
+		l.t.Fatalf("%d of %d tasks not final: %v", len(open), len(ids), err)
+	}
+	return done
+}
+
+// watch adds tasks to dump, as the API shows them, if the test fails.
+func (l *lab) watch(ids ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.watched = append(l.watched, ids...)
+}
+
+// dumpWatched logs GET /tasks/{id} of each watched task if the test failed.
+func (l *lab) dumpWatched() {
+	l.mu.Lock()
+	ids := slices.Clone(l.watched)
+	l.mu.Unlock()
+	if !l.t.Failed() || len(ids) == 0 {
+		return
+	}
+	const most = 20
+	if len(ids) > most {
+		l.t.Logf("showing %d of %d watched tasks", most, len(ids))
+		ids = ids[:most]
+	}
+	for _, id := range ids {
+		l.t.Logf("---- GET /tasks/%s ----\n%s", id, l.rawGet("/tasks/"+id))
+	}
+}
+
+// rawGet returns the body of a GET as the API sent it, or what went wrong.
+func (l *lab) rawGet(path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.api.Base+path, nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, body, "", "  ") != nil {
+		return resp.Status + ": " + string(body)
+	}
+	return resp.Status + ": " + pretty.String()
+}
+
+// docker runs the docker CLI, for what testcontainers does not offer
+// (kill, pause, network disconnect), and fails the test if it fails.
+func (l *lab) docker(args ...string) string {
+	l.t.Helper()
+	out, err := exec.CommandContext(l.ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // logBuffer keeps a container's log for printing if the test fails.

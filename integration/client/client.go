@@ -9,27 +9,68 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"time"
 )
 
-// Task is a task as GET /tasks/{id} shows it.
+// Task is a task as GET /tasks/{id} shows it. List entries leave out
+// stdout and stderr.
 type Task struct {
-	ID         string     `json:"id"`
-	Cmd        string     `json:"cmd"`
-	Status     string     `json:"status"`
-	Attempts   int        `json:"attempts"`
-	WorkerID   *string    `json:"worker_id"`
+	ID          string     `json:"id"`
+	Cmd         string     `json:"cmd"`
+	Status      string     `json:"status"`
+	Attempts    int        `json:"attempts"` // deliveries to workers so far
+	MaxAttempts int        `json:"max_attempts"`
+	Timeout     string     `json:"timeout"` // a Go duration, e.g. "30s"
+	WorkerID    *string    `json:"worker_id"`
+	ExitCode    *int       `json:"exit_code"`
+	Stdout      string     `json:"stdout"`
+	Stderr      string     `json:"stderr"`
+	Error       *string    `json:"error"`
+	CreatedAt   time.Time  `json:"created_at"`
+	AssignedAt  *time.Time `json:"assigned_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	History     []Attempt  `json:"history"` // one entry per delivery, oldest first
+
+	// Replayed is set by SubmitWith from the Idempotent-Replayed header: the
+	// key was seen before and this is the task it made then.
+	Replayed bool `json:"-"`
+}
+
+// Attempt is one delivery of a task to a worker.
+type Attempt struct {
+	Attempt    int        `json:"attempt"` // 1-based
+	WorkerID   string     `json:"worker_id"`
+	Outcome    string     `json:"outcome"` // running, succeeded, failed, timed_out, canceled or lost
 	ExitCode   *int       `json:"exit_code"`
-	Stdout     string     `json:"stdout"`
-	Stderr     string     `json:"stderr"`
 	Error      *string    `json:"error"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at"`
+	Duplicate  bool       `json:"duplicate"` // the result arrived after the task was already final
+	AssignedAt *time.Time `json:"assigned_at"`
 	FinishedAt *time.Time `json:"finished_at"`
 }
 
 // Final reports whether the task has reached a state it never leaves.
-func (t Task) Final() bool { return t.Status == "succeeded" || t.Status == "failed" }
+func (t Task) Final() bool {
+	switch t.Status {
+	case "succeeded", "failed", "timed_out", "canceled":
+		return true
+	}
+	return false
+}
+
+// Duplicates counts the deliveries whose result arrived after the task was
+// already final.
+func (t Task) Duplicates() int {
+	n := 0
+	for _, a := range t.History {
+		if a.Duplicate {
+			n++
+		}
+	}
+	return n
+}
 
 // Worker returns the worker ID, or "" when none.
 func (t Task) Worker() string {
@@ -43,11 +84,36 @@ func (t Task) Worker() string {
 type Workers struct {
 	WorkerCount int `json:"workerCount"`
 	Workers     []struct {
-		ID        string `json:"id"`
-		Slots     int    `json:"slots"`
-		Running   int    `json:"running"`
-		Completed int    `json:"completed"`
+		ID          string    `json:"id"`
+		State       string    `json:"state"` // active or draining
+		Slots       int       `json:"slots"`
+		ConnectedAt time.Time `json:"connected_at"`
+		LastSeen    time.Time `json:"last_seen"`
+		Running     int       `json:"running"`
+		Completed   int       `json:"completed"`
+		Next        bool      `json:"next"` // first in line for the next task
 	} `json:"workers"`
+}
+
+// Has reports whether the worker with this ID is connected.
+func (w Workers) Has(id string) bool {
+	for _, x := range w.Workers {
+		if x.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// StateOf returns the state of the worker with this ID, or "" when it is
+// not connected.
+func (w Workers) StateOf(id string) string {
+	for _, x := range w.Workers {
+		if x.ID == id {
+			return x.State
+		}
+	}
+	return ""
 }
 
 // IDs lists the workers' IDs in rotation order.
@@ -78,11 +144,89 @@ func (c *Client) Submit(ctx context.Context, cmd string) (Task, error) {
 	return t, err
 }
 
+// Submit is a POST /tasks with every option. Zero fields are left out.
+type Submit struct {
+	Cmd            string
+	Timeout        string        // a Go duration, e.g. "30s"
+	MaxAttempts    int           // deliveries before the master gives up
+	IdempotencyKey string        // sent as the Idempotency-Key header
+	Wait           time.Duration // ?wait=: the master answers when the task is final or this passes
+}
+
+// SubmitWith posts a task. It returns the task and the HTTP status: 202 for
+// a new task, 200 for one an earlier request with the same idempotency key
+// made (then Task.Replayed is set). Any other status is an error, and is
+// still returned, so a caller can tell a 409 from a 400.
+func (c *Client) SubmitWith(ctx context.Context, s Submit) (Task, int, error) {
+	req := map[string]any{"cmd": s.Cmd}
+	if s.Timeout != "" {
+		req["timeout"] = s.Timeout
+	}
+	if s.MaxAttempts != 0 {
+		req["max_attempts"] = s.MaxAttempts
+	}
+	body, _ := json.Marshal(req)
+	path := "/tasks"
+	if s.Wait > 0 {
+		path += "?wait=" + s.Wait.String()
+	}
+	var h http.Header
+	if s.IdempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {s.IdempotencyKey}}
+	}
+	var t Task
+	code, got, err := c.send(ctx, http.MethodPost, path, h, s.Wait, body, &t, http.StatusAccepted, http.StatusOK)
+	t.Replayed = got.Get("Idempotent-Replayed") == "true"
+	return t, code, err
+}
+
 // Get returns a task.
 func (c *Client) Get(ctx context.Context, id string) (Task, error) {
 	var t Task
 	err := c.do(ctx, http.MethodGet, "/tasks/"+id, nil, http.StatusOK, &t)
 	return t, err
+}
+
+// GetWait returns a task once it is final, or as it is when wait has passed
+// (GET /tasks/{id}?wait=).
+func (c *Client) GetWait(ctx context.Context, id string, wait time.Duration) (Task, error) {
+	var t Task
+	_, _, err := c.send(ctx, http.MethodGet, "/tasks/"+id+"?wait="+wait.String(), nil, wait, nil, &t, http.StatusOK)
+	return t, err
+}
+
+// Cancel deletes a task. It returns the canceled task and 200, or a zero
+// Task and 409 when the task was already final; both are answers, not
+// errors. Any other status is an error, returned with its code.
+func (c *Client) Cancel(ctx context.Context, id string) (Task, int, error) {
+	var t Task
+	code, _, err := c.send(ctx, http.MethodDelete, "/tasks/"+id, nil, 0, nil, &t, http.StatusOK, http.StatusConflict)
+	if code == http.StatusConflict {
+		t = Task{}
+	}
+	return t, code, err
+}
+
+// List returns one page of GET /tasks, newest first, and the cursor of the
+// next page ("" on the last). query takes status (comma-separated), worker,
+// limit and cursor.
+func (c *Client) List(ctx context.Context, query url.Values) ([]Task, string, error) {
+	var page struct {
+		Tasks      []Task  `json:"tasks"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	path := "/tasks"
+	if len(query) > 0 {
+		path += "?" + query.Encode()
+	}
+	if err := c.do(ctx, http.MethodGet, path, nil, http.StatusOK, &page); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if page.NextCursor != nil {
+		next = *page.NextCursor
+	}
+	return page.Tasks, next, nil
 }
 
 // Workers returns the connected workers.
@@ -138,21 +282,43 @@ func Poll(ctx context.Context, interval time.Duration, cond func() (bool, error)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, want int, out any) error {
+	_, _, err := c.send(ctx, method, path, nil, 0, body, out, want)
+	return err
+}
+
+// send makes one request. A status in want decodes the body into out, except
+// a 409, whose body is an error message; any other status is an error. The
+// status is 0 when there was no answer.
+// wait is how long the server may hold the request (?wait=), on top of the
+// client's usual timeout.
+func (c *Client) send(ctx context.Context, method, path string, h http.Header, wait time.Duration, body []byte, out any, want ...int) (int, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	resp, err := c.HTTP.Do(req)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	hc := c.HTTP
+	if wait > 0 && hc.Timeout > 0 {
+		long := *hc
+		long.Timeout += wait
+		hc = &long
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return resp.StatusCode, resp.Header, err
 	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+	if !slices.Contains(want, resp.StatusCode) {
+		return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
 	}
-	return json.Unmarshal(data, out)
+	if resp.StatusCode == http.StatusConflict {
+		return resp.StatusCode, resp.Header, nil
+	}
+	return resp.StatusCode, resp.Header, json.Unmarshal(data, out)
 }

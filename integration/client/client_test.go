@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,9 +40,102 @@ func fakeMaster(t *testing.T) *httptest.Server {
 		ws := strings.Repeat(`{"id":"w"},`, int(n))
 		w.Write([]byte(`{"workerCount":` + strconv.Itoa(int(n)) + `,"workers":[` + strings.TrimSuffix(ws, ",") + `]}`))
 	})
+	// Idempotency: key k1 makes t2 once; later requests with k1 replay it,
+	// or conflict when the command differs.
+	var madeT2 atomic.Bool
+	mux.HandleFunc("POST /v2/tasks", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Query().Get("wait") != "20s" || !strings.Contains(string(body), `"timeout":"1s"`) || !strings.Contains(string(body), `"max_attempts":2`) {
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"error":"options not sent: ` + r.URL.RawQuery + " " + strings.ReplaceAll(string(body), `"`, `'`) + `"}`))
+			return
+		}
+		switch {
+		case r.Header.Get("Idempotency-Key") != "k1":
+			w.WriteHeader(http.StatusBadRequest)
+		case !strings.Contains(string(body), `"cmd":"echo idem"`):
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"error":"conflict: key k1 was used for another command"}`))
+		case madeT2.Swap(true):
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.Write([]byte(`{"id":"t2","status":"succeeded","history":[{"attempt":1,"worker_id":"w1","outcome":"succeeded","exit_code":0}]}`))
+		default:
+			w.WriteHeader(http.StatusAccepted)
+			w.Write([]byte(`{"id":"t2","status":"succeeded","history":[{"attempt":1,"worker_id":"w1","outcome":"succeeded","exit_code":0}]}`))
+		}
+	})
+	mux.HandleFunc("DELETE /tasks/q", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"id":"q","status":"canceled","attempts":0,"history":[]}`))
+	})
+	mux.HandleFunc("DELETE /tasks/t1", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":"conflict: task t1 is already succeeded"}`))
+	})
+	mux.HandleFunc("GET /tasks", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("cursor") == "" {
+			w.Write([]byte(`{"tasks":[{"id":"t3","status":"timed_out"},{"id":"t2","status":"canceled"}],"next_cursor":"c1"}`))
+			return
+		}
+		w.Write([]byte(`{"tasks":[{"id":"t1","status":"` + r.URL.Query().Get("status") + `"}],"next_cursor":null}`))
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+func TestSubmitWithOptionsAndIdempotency(t *testing.T) {
+	srv := fakeMaster(t)
+	c := New(srv.URL + "/v2")
+	ctx := context.Background()
+	s := Submit{Cmd: "echo idem", Timeout: "1s", MaxAttempts: 2, IdempotencyKey: "k1", Wait: 20 * time.Second}
+	tk, code, err := c.SubmitWith(ctx, s)
+	if err != nil || code != http.StatusAccepted || tk.ID != "t2" || tk.Replayed || !tk.Final() || len(tk.History) != 1 || tk.History[0].Outcome != "succeeded" {
+		t.Fatalf("first SubmitWith = %+v, %d, %v", tk, code, err)
+	}
+	tk, code, err = c.SubmitWith(ctx, s)
+	if err != nil || code != http.StatusOK || tk.ID != "t2" || !tk.Replayed {
+		t.Fatalf("replayed SubmitWith = %+v, %d, %v", tk, code, err)
+	}
+	s.Cmd = "echo other"
+	if _, code, err = c.SubmitWith(ctx, s); err == nil || code != http.StatusConflict {
+		t.Fatalf("conflicting SubmitWith = %d, %v; want 409 and an error", code, err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	c := New(fakeMaster(t).URL)
+	ctx := context.Background()
+	tests := []struct {
+		name, id   string
+		wantCode   int
+		wantStatus string
+		wantErr    bool
+	}{
+		{name: "canceled", id: "q", wantCode: http.StatusOK, wantStatus: "canceled"},
+		{name: "already final", id: "t1", wantCode: http.StatusConflict},
+		{name: "missing", id: "nope", wantCode: http.StatusNotFound, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk, code, err := c.Cancel(ctx, tt.id)
+			if code != tt.wantCode || tk.Status != tt.wantStatus || (err != nil) != tt.wantErr {
+				t.Fatalf("Cancel(%s) = %+v, %d, %v", tt.id, tk, code, err)
+			}
+		})
+	}
+}
+
+func TestListPages(t *testing.T) {
+	c := New(fakeMaster(t).URL)
+	ctx := context.Background()
+	tasks, next, err := c.List(ctx, nil)
+	if err != nil || len(tasks) != 2 || next != "c1" || !tasks[0].Final() || !tasks[1].Final() {
+		t.Fatalf("page 1 = %+v, %q, %v", tasks, next, err)
+	}
+	tasks, next, err = c.List(ctx, url.Values{"cursor": {next}, "status": {"failed"}})
+	if err != nil || len(tasks) != 1 || tasks[0].Status != "failed" || next != "" {
+		t.Fatalf("page 2 = %+v, %q, %v", tasks, next, err)
+	}
 }
 
 func TestSubmitAndWaitFinal(t *testing.T) {
