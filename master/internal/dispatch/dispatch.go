@@ -407,8 +407,8 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := d.sessionLocked(workerID)
-	if s == nil || s.InstanceID != instanceID {
+	s := d.instanceLocked(workerID, instanceID)
+	if s == nil {
 		return false
 	}
 	s.lastSeen = d.p.Now()
@@ -419,8 +419,8 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
 func (d *Dispatcher) Drain(workerID, instanceID string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := d.sessionLocked(workerID)
-	if s == nil || s.InstanceID != instanceID {
+	s := d.instanceLocked(workerID, instanceID)
+	if s == nil {
 		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
 	}
 	s.draining = true
@@ -466,7 +466,7 @@ func (d *Dispatcher) Sweep() {
 // the result is on disk, so the worker may forget it.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
 	d.mu.Lock()
-	if s := d.sessionLocked(r.WorkerID); s != nil && s.InstanceID == r.InstanceID {
+	if s := d.instanceLocked(r.WorkerID, r.InstanceID); s != nil {
 		if _, ok := s.inflight[r.TaskID]; ok {
 			delete(s.inflight, r.TaskID)
 			d.assignLocked() // a slot is free again
@@ -678,6 +678,14 @@ func (d *Dispatcher) sessionLocked(workerID string) *Session {
 		if s.WorkerID == workerID {
 			return s
 		}
+	}
+	return nil
+}
+
+// instanceLocked returns the session of that worker process, or nil.
+func (d *Dispatcher) instanceLocked(workerID, instanceID string) *Session {
+	if s := d.sessionLocked(workerID); s != nil && s.InstanceID == instanceID {
+		return s
 	}
 	return nil
 }

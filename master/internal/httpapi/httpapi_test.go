@@ -42,9 +42,18 @@ func newServer(t *testing.T, ready func() error) (*httptest.Server, *dispatch.Di
 
 func do(t *testing.T, method, url, body string) (int, http.Header, map[string]any) {
 	t.Helper()
+	return doHeader(t, method, url, body, "")
+}
+
+// doHeader is do with an Idempotency-Key header, unless key is empty.
+func doHeader(t *testing.T, method, url, body, key string) (int, http.Header, map[string]any) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

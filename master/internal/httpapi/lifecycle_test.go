@@ -12,20 +12,6 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-func doWithHeader(t *testing.T, method, url, body, key string) (int, http.Header, map[string]any) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	decodeJSON(t, resp, &m)
-	return resp.StatusCode, resp.Header, m
-}
-
 func TestCancelEndpoint(t *testing.T) {
 	srv, _ := newServer(t, nil)
 	_, _, created := do(t, "POST", srv.URL+"/tasks", `{"cmd":"sleep 60"}`)
@@ -73,18 +59,18 @@ func TestWaitParam(t *testing.T) {
 
 func TestIdempotencyKeyHeader(t *testing.T) {
 	srv, _ := newServer(t, nil)
-	code, _, first := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
+	code, _, first := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
 	if code != 202 {
 		t.Fatalf("first = %d", code)
 	}
-	code, hdr, again := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
+	code, hdr, again := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
 	if code != 200 || again["id"] != first["id"] || hdr.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("replay = %d %v, want 200 with the same task", code, again)
 	}
-	if code, _, _ := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo twice"}`, "order-42"); code != 409 {
+	if code, _, _ := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo twice"}`, "order-42"); code != 409 {
 		t.Fatalf("same key, other cmd = %d, want 409", code)
 	}
-	if code, _, _ := doWithHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"x"}`, "has space"); code != 400 {
+	if code, _, _ := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"x"}`, "has space"); code != 400 {
 		t.Fatalf("bad key = %d, want 400", code)
 	}
 }
