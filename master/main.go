@@ -163,9 +163,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		// Four sweeps per worker timeout: a dead worker is dropped at most a
-		// quarter of the timeout late.
-		tick := time.NewTicker(cfg.WorkerTimeout / 4)
+		tick := time.NewTicker(d.SweepInterval())
 		defer tick.Stop()
 		for {
 			select {

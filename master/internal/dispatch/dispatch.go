@@ -147,6 +147,11 @@ func New(p Params) *Dispatcher {
 // four beats fit in one worker timeout, so one lost beat is not a death.
 func (d *Dispatcher) HeartbeatInterval() time.Duration { return d.p.WorkerTimeout / 4 }
 
+// SweepInterval is how often the owner must call Sweep. A lease expires one
+// interval before the worker timeout, so a silent worker is dropped within
+// the timeout however the sweeps fall.
+func (d *Dispatcher) SweepInterval() time.Duration { return d.p.WorkerTimeout / 10 }
+
 // Recover loads the live tasks from the store after a start. Queued tasks
 // queue again in their order; tasks that were running are re-queued, and a
 // worker that reconnects still running one of them keeps it (Register).
@@ -449,8 +454,9 @@ func (d *Dispatcher) Sweep() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.p.Now()
+	expiry := d.p.WorkerTimeout - d.SweepInterval()
 	for _, s := range slices.Clone(d.rotation) {
-		if silent := now.Sub(s.lastSeen); silent > d.p.WorkerTimeout {
+		if silent := now.Sub(s.lastSeen); silent > expiry {
 			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
 			d.endLocked(s, fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second)))
 		}
