@@ -143,6 +143,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")
 				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				if err := st.Ping(ctx); err != nil {
+					return fmt.Errorf("database: %w", err)
+				}
 				return nil
 			},
 		}),

@@ -37,6 +37,21 @@ func TestServeAndGracefulShutdown(t *testing.T) {
 	if err := healthcheck(httpLis.Addr().String()); err != nil {
 		t.Fatalf("healthcheck of a serving master: %v", err)
 	}
+	// Ready once gRPC serves and the database answers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpLis.Addr().String() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never answered 200: %v %v", resp, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	cc, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -262,3 +262,9 @@ func intPtr(n sql.NullInt64) *int {
 	v := int(n.Int64)
 	return &v
 }
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}

@@ -585,3 +585,17 @@ func BenchmarkApplyInsert(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/float64(max(s.commits.Load(), 1)), "writes/commit")
 }
+
+func TestPing(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "db"), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping of an open store: %v", err)
+	}
+	s.Close()
+	if err := s.Ping(context.Background()); err == nil {
+		t.Fatal("Ping of a closed store: want an error")
+	}
+}
