@@ -207,10 +207,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	health.Shutdown()
+	// Close first: it refuses new tasks, ends every worker stream (so
+	// GracefulStop need not wait on them) and wakes ?wait= requests, which
+	// would otherwise hold HTTP shutdown for up to MASTER_MAX_WAIT and leave
+	// no time for in-flight reports to land.
+	d.Close()
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("HTTP shutdown", "err", err)
 	}
-	d.Close() // ends every worker stream, so GracefulStop need not wait on them
 	stopGRPC(sctx, gs)
 	close(sweepStop)
 	wg.Wait()

@@ -59,7 +59,9 @@ type Dispatcher struct {
 	rotation []*Session                 // connected workers in the order they registered
 	next     int                        // index in rotation where the search for a free slot starts
 	stats    map[string]*workerStats    // by worker ID; outlives sessions so counts survive reconnects
-	evicting []eviction                 // final tasks to drop from memory once committed
+	evicting []eviction                 // final tasks nobody waits for, to drop from memory once committed
+	orphans  map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
+	closedCh chan struct{}              // closed by Close: wakes waiters
 }
 
 type workerStats struct {
@@ -134,12 +136,14 @@ type Submission struct {
 // New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
 	return &Dispatcher{
-		p:       p,
-		log:     p.Log.With("component", "dispatch"),
-		tasks:   make(map[string]*task.Task),
-		waiters: make(map[string][]chan struct{}),
-		keys:    make(map[string]string),
-		stats:   make(map[string]*workerStats),
+		p:        p,
+		log:      p.Log.With("component", "dispatch"),
+		tasks:    make(map[string]*task.Task),
+		waiters:  make(map[string][]chan struct{}),
+		keys:     make(map[string]string),
+		stats:    make(map[string]*workerStats),
+		orphans:  make(map[string]time.Time),
+		closedCh: make(chan struct{}),
 	}
 }
 
@@ -153,8 +157,9 @@ func (d *Dispatcher) HeartbeatInterval() time.Duration { return d.p.WorkerTimeou
 func (d *Dispatcher) SweepInterval() time.Duration { return d.p.WorkerTimeout / 10 }
 
 // Recover loads the live tasks from the store after a start. Queued tasks
-// queue again in their order; tasks that were running are re-queued, and a
-// worker that reconnects still running one of them keeps it (Register).
+// queue again in their order. Tasks that were running stay with their worker
+// for one worker timeout: a worker that reconnects still running one keeps
+// it (Register); Sweep re-queues the ones nobody claimed.
 func (d *Dispatcher) Recover(ctx context.Context) error {
 	live, err := d.p.Store.Live(ctx)
 	if err != nil {
@@ -162,7 +167,8 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	requeued := 0
+	orphaned := 0
+	grace := d.p.Now().Add(d.p.WorkerTimeout)
 	for i := range live {
 		t := &live[i]
 		if t.Attempts > 0 { // Live leaves History out; most queued tasks have none
@@ -172,20 +178,18 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 			}
 			t.History = full.History
 		}
-		if t.Status == task.StatusRunning {
-			d.loseAttemptLocked(t, "the master restarted while it ran")
-			t.Status = task.StatusQueued
-			t.WorkerID = ""
-			d.persistLocked(t, lastAttempt(t))
-			requeued++
-		}
 		d.tasks[t.ID] = t
-		d.queue.pushBack(t.ID)
+		if t.Status == task.StatusRunning {
+			d.orphans[t.ID] = grace
+			orphaned++
+		} else {
+			d.queue.pushBack(t.ID)
+		}
 		if t.IdempotencyKey != "" {
 			d.keys[t.IdempotencyKey] = t.ID
 		}
 	}
-	d.log.Info("recovered tasks", "queued", len(live), "were_running", requeued)
+	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned)
 	return nil
 }
 
@@ -289,10 +293,24 @@ func (d *Dispatcher) Wait(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Unlock()
 	select {
 	case <-ch:
+	case <-d.closedCh:
+		d.dropWaiter(id, ch)
 	case <-ctx.Done():
+		d.dropWaiter(id, ch)
 	}
 	// The caller's wait is over; the answer still needs a live context.
 	return d.Get(context.WithoutCancel(ctx), id)
+}
+
+func (d *Dispatcher) dropWaiter(id string, ch chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ws := slices.DeleteFunc(d.waiters[id], func(c chan struct{}) bool { return c == ch })
+	if len(ws) == 0 {
+		delete(d.waiters, id)
+	} else {
+		d.waiters[id] = ws
+	}
 }
 
 // List returns a page of tasks, newest first, as committed to the store.
@@ -333,7 +351,7 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	c := copyTask(t)
 	d.mu.Unlock()
 	d.log.Info("task canceled", "task_id", id)
-	return c, <-committed
+	return c, d.settle(id, <-committed)
 }
 
 // Workers lists the connected workers in rotation order.
@@ -371,6 +389,10 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 			return nil, 0, fmt.Errorf("%w: worker ID %q is already connected from another process", task.ErrConflict, r.WorkerID)
 		}
 		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
+		// The tasks it still runs move to the new session: not lost, not re-queued.
+		for _, id := range r.Running {
+			delete(old.inflight, id)
+		}
 		d.endLocked(old, "replaced by a new connection")
 	}
 	now := d.p.Now()
@@ -388,9 +410,18 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 	// Tasks the worker is still running hold its slots until it reports them.
 	// One that was re-queued meanwhile, and not yet sent elsewhere, stays with
 	// this worker instead of running twice.
+	// A task that is already final (its result got here first) or unknown
+	// holds no slot: nobody will report it again.
 	for _, id := range r.Running {
+		t, ok := d.tasks[id]
+		if !ok || t.Status.Final() {
+			continue
+		}
 		s.inflight[id] = struct{}{}
-		if t, ok := d.tasks[id]; ok && t.Status == task.StatusQueued {
+		switch {
+		case t.Status == task.StatusRunning && t.WorkerID == r.WorkerID:
+			delete(d.orphans, id) // claimed after a master restart
+		case t.Status == task.StatusQueued:
 			t.Status = task.StatusRunning
 			t.WorkerID = r.WorkerID
 			a := lastAttempt(t)
@@ -461,6 +492,16 @@ func (d *Dispatcher) Sweep() {
 			d.endLocked(s, fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second)))
 		}
 	}
+	for id, deadline := range d.orphans {
+		if now.Before(deadline) {
+			continue
+		}
+		delete(d.orphans, id)
+		if t, ok := d.tasks[id]; ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
+			d.log.Info("no worker claimed a task running before the restart", "task_id", id, "worker_id", t.WorkerID)
+			d.takeBackLocked(t, "its worker did not come back after the master restarted")
+		}
+	}
 	d.assignLocked()
 	d.evictLocked()
 }
@@ -489,6 +530,12 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		d.mu.Lock()
 	}
 	a := attemptFor(t, r)
+	if a.WorkerID == r.WorkerID && a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost {
+		// This delivery's result is already recorded: the worker is retrying
+		// a report whose acknowledgement it did not get.
+		d.mu.Unlock()
+		return a.Duplicate, nil
+	}
 	code := r.ExitCode
 	// A canceled task's running delivery ends with this report; that is no
 	// duplicate. Any other report for a final task is.
@@ -521,7 +568,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	committed := d.persistLocked(t, a)
 	d.mu.Unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
-	return false, <-committed
+	return false, d.settle(t.ID, <-committed)
 }
 
 // Close ends every session and refuses new work. Reports are still
@@ -531,6 +578,7 @@ func (d *Dispatcher) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
+	close(d.closedCh)
 	for _, s := range d.rotation {
 		close(s.done)
 	}
@@ -560,20 +608,33 @@ func (d *Dispatcher) endLocked(s *Session, why string) {
 	}
 	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	for _, t := range lost { // newest first, each to the front: oldest ends up first
-		d.loseAttemptLocked(t, "worker "+s.WorkerID+" was lost: "+why)
-		if t.Attempts >= t.MaxAttempts {
-			t.Error = fmt.Sprintf("gave up after %d attempts: worker %s was lost (%s)", t.Attempts, s.WorkerID, why)
-			d.finishLocked(t, task.StatusFailed, d.p.Now())
-			d.persistLocked(t, lastAttempt(t))
-			d.log.Warn("task failed: out of attempts", "task_id", t.ID, "attempts", t.Attempts)
-			continue
-		}
-		t.Status = task.StatusQueued
-		t.WorkerID = ""
-		d.queue.pushFront(t.ID)
-		d.persistLocked(t, lastAttempt(t))
-		d.log.Info("task re-queued", "task_id", t.ID, "worker_id", s.WorkerID, "attempts", t.Attempts)
+		d.takeBackLocked(t, "worker "+s.WorkerID+" was lost: "+why)
 	}
+}
+
+// takeBackLocked ends the running delivery of t as lost and re-queues t at
+// the head of the queue, or fails it when it has used up its attempts.
+func (d *Dispatcher) takeBackLocked(t *task.Task, why string) {
+	d.loseAttemptLocked(t, why)
+	if t.Attempts >= t.MaxAttempts {
+		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
+		d.finishLocked(t, task.StatusFailed, d.p.Now())
+		// Nobody waits for this write: evictLocked reads its result.
+		d.evicting = append(d.evicting, eviction{id: t.ID, committed: d.persistLocked(t, lastAttempt(t))})
+		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "attempts", t.Attempts)
+		return
+	}
+	workerID := t.WorkerID
+	t.Status = task.StatusQueued
+	t.WorkerID = ""
+	d.queue.pushFront(t.ID)
+	d.persistLocked(t, lastAttempt(t))
+	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts)
+}
+
+// heldLocked reports whether a connected worker holds a slot for the task.
+func (d *Dispatcher) heldLocked(id string) bool {
+	return slices.ContainsFunc(d.rotation, func(s *Session) bool { _, ok := s.inflight[id]; return ok })
 }
 
 // assignLocked sends queued tasks to workers with free slots, in rotation
@@ -589,7 +650,7 @@ func (d *Dispatcher) assignLocked() {
 			d.queue.pop()
 			continue
 		}
-		s := d.pickLocked()
+		s := d.pickLocked(id)
 		if s == nil {
 			return
 		}
@@ -611,12 +672,15 @@ func (d *Dispatcher) assignLocked() {
 }
 
 // pickLocked returns the next worker in the rotation with a free slot and
-// moves the rotation past it, or nil when every worker is busy.
-func (d *Dispatcher) pickLocked() *Session {
+// moves the rotation past it, or nil when every worker is busy. A worker
+// that still holds the task from an earlier delivery is skipped: its slot
+// count would not grow, and its assignment buffer could overflow.
+func (d *Dispatcher) pickLocked(id string) *Session {
 	n := len(d.rotation)
 	for i := range n {
 		idx := (d.next + i) % n
-		if s := d.rotation[idx]; !s.draining && len(s.inflight) < s.Slots {
+		s := d.rotation[idx]
+		if _, holds := s.inflight[id]; !holds && !s.draining && len(s.inflight) < s.Slots {
 			d.next = (idx + 1) % n
 			return s
 		}
@@ -644,11 +708,32 @@ func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
 	if a != nil {
 		w.Attempt = copyAttempt(a)
 	}
-	committed := d.p.Store.Apply(w)
-	if t.Status.Final() {
-		d.evicting = append(d.evicting, eviction{id: t.ID, committed: committed})
+	return d.p.Store.Apply(w)
+}
+
+// settle is called by whoever waited for the commit of a task's final
+// state: once that is on disk, the task leaves memory, and the store
+// answers for it from then on.
+func (d *Dispatcher) settle(id string, err error) error {
+	if err != nil {
+		d.log.Error("storing a final task failed; keeping it in memory", "task_id", id, "err", err)
+		return err
 	}
-	return committed
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.forgetLocked(id)
+	return nil
+}
+
+func (d *Dispatcher) forgetLocked(id string) {
+	t, ok := d.tasks[id]
+	if !ok || !t.Status.Final() {
+		return
+	}
+	delete(d.tasks, id)
+	if t.IdempotencyKey != "" { // byKey asks the store from now on
+		delete(d.keys, t.IdempotencyKey)
+	}
 }
 
 // evictLocked drops from memory the final tasks whose final write is on
@@ -662,9 +747,7 @@ func (d *Dispatcher) evictLocked() {
 				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.id, "err", err)
 				continue
 			}
-			if t, ok := d.tasks[e.id]; ok && t.Status.Final() {
-				delete(d.tasks, e.id)
-			}
+			d.forgetLocked(e.id)
 		default:
 			keep = append(keep, e)
 		}

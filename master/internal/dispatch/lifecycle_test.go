@@ -208,9 +208,10 @@ func TestTimeoutIsSentToTheWorker(t *testing.T) {
 	}
 }
 
-// After a master restart on the same database: queued tasks are queued,
-// running ones are re-queued with their delivery marked lost, finished ones
-// are readable; a worker that reconnects still running a task keeps it.
+// After a master restart on the same database: queued tasks are queued and
+// finished ones readable. A task that was running waits one worker timeout
+// for its worker: one that reconnects still running it keeps it; one not
+// claimed by then is re-queued, its delivery marked lost.
 func TestRecoverAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rh.db")
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -229,29 +230,106 @@ func TestRecoverAfterRestart(t *testing.T) {
 	}
 
 	d2, _ := newOnDB(t, path, clock, 100)
-	for i, want := range []task.Status{task.StatusSucceeded, task.StatusQueued, task.StatusQueued, task.StatusQueued} {
+	for i, want := range []task.Status{task.StatusSucceeded, task.StatusRunning, task.StatusRunning, task.StatusQueued} {
 		if st, _ := status(t, d2, ids[i]); st != want {
 			t.Errorf("task %d after restart = %s, want %s", i, st, want)
 		}
 	}
-	tk, _ := d2.Get(ctx, ids[1])
-	if len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeLost {
-		t.Fatalf("history of a task running at the restart = %+v, want one lost attempt", tk.History)
+	// Another worker connects first: it gets the queued task, not the ones
+	// that are running on w.
+	other := register(t, d2, "other", 5)
+	if got := drain(other); len(got) != 1 || got[0] != ids[3] {
+		t.Fatalf("first worker after restart got %v, want only %s", got, ids[3])
 	}
-	// w reconnects still running ids[1] (and reported ids[2] lost with the
-	// old master): it keeps ids[1], and ids[2], ids[3] go out again.
+	// w reconnects still running ids[1] only (ids[2] died with it).
 	w2 := register(t, d2, "w", 3, ids[1])
 	if st, worker := status(t, d2, ids[1]); st != task.StatusRunning || worker != "w" {
-		t.Fatalf("reclaimed task = %s on %q", st, worker)
+		t.Fatalf("claimed task = %s on %q", st, worker)
 	}
-	if got := drain(w2); len(got) != 2 || got[0] != ids[2] || got[1] != ids[3] {
-		t.Fatalf("after restart w got %v, want %v", got, ids[2:])
+	clock.Advance(workerTimeout)
+	d2.Heartbeat("w", w2.InstanceID)
+	d2.Heartbeat("other", other.InstanceID)
+	d2.Sweep()
+	tk, _ := d2.Get(ctx, ids[2])
+	if tk.Status != task.StatusRunning || tk.Attempts != 2 || tk.History[0].Outcome != task.OutcomeLost {
+		t.Fatalf("unclaimed task after the grace = %s, attempts %d, history %+v; want re-delivered with attempt 1 lost", tk.Status, tk.Attempts, tk.History)
 	}
 	if dup := finish(t, d2, w2, ids[1], 0); dup {
-		t.Fatal("the reclaimed task's result counted as duplicate")
+		t.Fatal("the claimed task's result counted as duplicate")
 	}
 	page, err := d2.List(ctx, store.Query{Statuses: []task.Status{task.StatusSucceeded}})
 	if err != nil || len(page.Tasks) != 2 {
 		t.Fatalf("succeeded after restart = %d tasks, %v; want 2", len(page.Tasks), err)
+	}
+}
+
+// Regression tests for review findings.
+
+func TestFinalTasksLeaveMemory(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	ids := submit(t, d, 3)
+	for _, id := range ids {
+		drain(w)
+		finish(t, d, w, id, 0)
+	}
+	if _, err := d.Cancel(ctx, submit(t, d, 1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	n, e := len(d.tasks), len(d.evicting)
+	d.mu.Unlock()
+	if n != 0 || e != 0 {
+		t.Fatalf("in memory: %d tasks, %d evictions pending; want none: every task is final and on disk", n, e)
+	}
+	if tk, err := d.Get(ctx, ids[0]); err != nil || tk.Status != task.StatusSucceeded {
+		t.Fatalf("a finished task read back = %s, %v", tk.Status, err)
+	}
+}
+
+// A worker reconnects listing a task whose result the master recorded
+// meanwhile: that task must not hold a slot.
+func TestReconnectWithFinishedTaskKeepsItsSlot(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	finish(t, d, w, id, 0)
+	w2 := register(t, d, "w", 1, id)
+	next := submit(t, d, 1)[0]
+	if got := drain(w2); len(got) != 1 || got[0] != next {
+		t.Fatalf("after reconnect the worker got %v, want %s: a finished task holds its slot", got, next)
+	}
+}
+
+// A reconnect on a task's last attempt, with the task still running on
+// the worker, must not fail the task.
+func TestReconnectOnLastAttemptKeepsTask(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 5", MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(w)
+	w2 := register(t, d, "w", 1, tk.ID)
+	if st, worker := status(t, d, tk.ID); st != task.StatusRunning || worker != "w" {
+		t.Fatalf("after reconnect = %s on %q, want still running on w", st, worker)
+	}
+	if dup := finish(t, d, w2, tk.ID, 0); dup {
+		t.Fatal("its result counted as duplicate")
+	}
+}
+
+func TestWaitThatEndsLeavesNoWaiter(t *testing.T) {
+	d, _ := newTest(t)
+	id := submit(t, d, 1)[0]
+	short, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	d.Wait(short, id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.waiters) != 0 {
+		t.Fatalf("waiters left: %v", d.waiters)
 	}
 }

@@ -94,6 +94,13 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 		return err
 	}
 	for {
+		// An ended session sends nothing more, even if assignments are left:
+		// the dispatcher has taken them back.
+		select {
+		case <-sess.Done():
+			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, timed out, or shutting down)")
+		default:
+		}
 		select {
 		case a := <-sess.Assignments():
 			msg := &pb.Task{Id: a.ID, Cmd: a.Cmd, Attempt: int32(a.Attempt)}

@@ -261,22 +261,18 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	log := a.log.With("task_id", id, "attempt", t.GetAttempt())
 	taskCtx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
+	// A task that arrives while draining was sent before the master took
+	// note of the drain: it runs, and the drain waits for it. Left unrun, it
+	// would come back to the master as a lost attempt.
 	_, dup := a.running[id]
-	draining := a.draining.Err() != nil
-	if !dup && !draining {
+	if !dup {
 		a.running[id] = cancel
 	}
 	a.mu.Unlock()
-	switch {
-	case dup:
+	if dup {
 		// Running it twice at once could only do harm; the run in progress
 		// reports to the master either way.
 		log.Warn("task is already running here; ignoring the second delivery")
-		cancel(nil)
-		return
-	case draining:
-		// The master re-queues it when the stream closes.
-		log.Info("task received while draining; leaving it to the master")
 		cancel(nil)
 		return
 	}
