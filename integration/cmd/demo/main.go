@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -115,6 +116,7 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 // cluster is a master and workers run as local processes, owned by run.
 type cluster struct {
 	api   string
+	dir   string // the master's database, removed at stop
 	procs []*exec.Cmd
 }
 
@@ -127,7 +129,11 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{api: "http://" + httpAddr}
+	dir, err := os.MkdirTemp("", "roundhouse-demo-")
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{api: "http://" + httpAddr, dir: dir}
 	start := func(bin string, env ...string) error {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), env...)
@@ -139,7 +145,9 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 		c.procs = append(c.procs, cmd)
 		return nil
 	}
-	if err = start(o.masterBin, "MASTER_HTTP_ADDR="+httpAddr, "MASTER_GRPC_ADDR="+grpcAddr); err != nil {
+	if err = start(o.masterBin, "MASTER_HTTP_ADDR="+httpAddr, "MASTER_GRPC_ADDR="+grpcAddr,
+		"MASTER_DB_PATH="+filepath.Join(dir, "roundhouse.db")); err != nil {
+		c.stop()
 		return nil, err
 	}
 	cl := client.New(c.api)
@@ -156,8 +164,10 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	return c, nil
 }
 
-// stop ends the workers and then the master, and waits for them.
+// stop ends the workers and then the master, waits for them, and removes
+// the master's database.
 func (c *cluster) stop() {
+	defer os.RemoveAll(c.dir)
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p := c.procs[i]
 		_ = p.Process.Signal(syscall.SIGTERM)
