@@ -50,23 +50,18 @@ type Dispatcher struct {
 
 	keyMu sync.Mutex // serialises submissions with an idempotency key
 
-	mu       sync.Mutex // protects every field below, and each Session's mutable fields
-	closed   bool
-	tasks    map[string]*task.Task      // live tasks, and final ones until their final write is committed
-	waiters  map[string][]chan struct{} // closed when the task becomes final
-	keys     map[string]string          // idempotency key -> task ID, for keys used since start
-	queue    queue                      // IDs waiting for a worker, oldest first
-	rotation []*Session                 // connected workers in the order they registered
-	next     int                        // index in rotation where the search for a free slot starts
-	stats    map[string]*workerStats    // by worker ID; outlives sessions so counts survive reconnects
-	evicting []eviction                 // final tasks nobody waits for, to drop from memory once committed
-	orphans  map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
-	closedCh chan struct{}              // closed by Close: wakes waiters
-}
-
-type workerStats struct {
-	completed  int
-	duplicates int
+	mu        sync.Mutex // protects every field below, and each Session's mutable fields
+	closed    bool
+	tasks     map[string]*task.Task      // live tasks, and final ones until their final write is committed
+	waiters   map[string][]chan struct{} // closed when the task becomes final
+	keys      map[string]string          // idempotency key -> task ID, for keys used since start
+	queue     queue                      // IDs waiting for a worker, oldest first
+	rotation  []*Session                 // connected workers in the order they registered
+	next      int                        // index in rotation where the search for a free slot starts
+	completed map[string]int             // results per worker ID; outlives sessions so counts survive reconnects
+	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
+	orphans   map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
+	closedCh  chan struct{}              // closed by Close: wakes waiters
 }
 
 type eviction struct {
@@ -136,14 +131,14 @@ type Submission struct {
 // New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
 	return &Dispatcher{
-		p:        p,
-		log:      p.Log.With("component", "dispatch"),
-		tasks:    make(map[string]*task.Task),
-		waiters:  make(map[string][]chan struct{}),
-		keys:     make(map[string]string),
-		stats:    make(map[string]*workerStats),
-		orphans:  make(map[string]time.Time),
-		closedCh: make(chan struct{}),
+		p:         p,
+		log:       p.Log.With("component", "dispatch"),
+		tasks:     make(map[string]*task.Task),
+		waiters:   make(map[string][]chan struct{}),
+		keys:      make(map[string]string),
+		completed: make(map[string]int),
+		orphans:   make(map[string]time.Time),
+		closedCh:  make(chan struct{}),
 	}
 }
 
@@ -313,10 +308,17 @@ func (d *Dispatcher) dropWaiter(id string, ch chan struct{}) {
 	}
 }
 
+// Query and Page are the store's, named here so that transports need not
+// know the store is there.
+type (
+	Query = store.Query
+	Page  = store.Page
+)
+
 // List returns a page of tasks, newest first, as committed to the store.
-func (d *Dispatcher) List(ctx context.Context, q store.Query) (store.Page, error) {
+func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 	if err := d.p.Store.Flush(ctx); err != nil {
-		return store.Page{}, err
+		return Page{}, err
 	}
 	return d.p.Store.List(ctx, q)
 }
@@ -367,7 +369,7 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 			LastSeen:    s.lastSeen,
 			Draining:    s.draining,
 			Running:     len(s.inflight),
-			Completed:   d.statsLocked(s.WorkerID).completed,
+			Completed:   d.completed[s.WorkerID],
 			Next:        i == d.next,
 		})
 	}
@@ -543,14 +545,13 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, dup
 	if t.Status.Final() {
 		if dup {
-			d.statsLocked(r.WorkerID).duplicates++
 			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
 		}
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		d.mu.Unlock()
 		return dup, <-committed
 	}
-	d.statsLocked(r.WorkerID).completed++
+	d.completed[r.WorkerID]++
 	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
 	t.Stdout = strings.ToValidUTF8(string(r.Stdout), "\uFFFD")
@@ -777,15 +778,6 @@ func (d *Dispatcher) instanceLocked(workerID, instanceID string) *Session {
 		return s
 	}
 	return nil
-}
-
-func (d *Dispatcher) statsLocked(workerID string) *workerStats {
-	st, ok := d.stats[workerID]
-	if !ok {
-		st = &workerStats{}
-		d.stats[workerID] = st
-	}
-	return st
 }
 
 // outcomeOf classifies a worker's result.

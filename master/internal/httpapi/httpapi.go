@@ -18,7 +18,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
-	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -176,7 +175,7 @@ type listJSON struct {
 
 func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var query store.Query
+	var query dispatch.Query
 	if v := q.Get("status"); v != "" {
 		for _, st := range strings.Split(v, ",") {
 			if !slices.Contains(task.Statuses, task.Status(st)) {
