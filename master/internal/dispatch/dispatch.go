@@ -23,7 +23,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
@@ -34,6 +36,9 @@ type Params struct {
 	Store *store.Store
 	Now   func() time.Time // injected so tests control time
 	NewID func() string    // task IDs
+	// Events hears of every task and worker transition, published under the
+	// dispatcher's lock; nil publishes nothing.
+	Events *events.Hub
 
 	MaxCmdBytes    int
 	DefaultTimeout time.Duration // for tasks submitted without one
@@ -117,7 +122,7 @@ type WorkerInfo struct {
 	Draining    bool
 	Running     int
 	Completed   int
-	Next        bool // the next task goes to this worker, if it has a free slot
+	Next        bool // the next task goes to this worker; none is marked while all are busy or draining
 }
 
 // Submission is a request for a new task.
@@ -243,6 +248,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	}
 	d.queue.pushBack(nt.ID)
 	d.log.Debug("task queued", "task_id", nt.ID)
+	d.emitLocked(events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd)})
 	d.assignLocked()
 	return copyTask(nt), true, nil
 }
@@ -336,7 +342,9 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 		}
 		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
 	}
+	wasOn := ""
 	if t.Status == task.StatusRunning {
+		wasOn = t.WorkerID
 		t.Error = "canceled while running on " + t.WorkerID
 		if s := d.sessionLocked(t.WorkerID); s != nil {
 			select {
@@ -351,8 +359,9 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
 	committed := d.persistLocked(t, nil)
 	c := copyTask(t)
+	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
 	d.mu.Unlock()
-	d.log.Info("task canceled", "task_id", id)
+	d.log.Info("task canceled", "task_id", id, "worker_id", wasOn)
 	return c, d.settle(id, <-committed)
 }
 
@@ -361,6 +370,7 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]WorkerInfo, 0, len(d.rotation))
+	next := d.nextLocked()
 	for i, s := range d.rotation {
 		out = append(out, WorkerInfo{
 			ID:          s.WorkerID,
@@ -370,7 +380,7 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 			Draining:    s.draining,
 			Running:     len(s.inflight),
 			Completed:   d.completed[s.WorkerID],
-			Next:        i == d.next,
+			Next:        i == next,
 		})
 	}
 	return out
@@ -395,7 +405,7 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 		for _, id := range r.Running {
 			delete(old.inflight, id)
 		}
-		d.endLocked(old, "replaced by a new connection")
+		d.endLocked(old, "replaced", "replaced by a new connection")
 	}
 	now := d.p.Now()
 	s := &Session{
@@ -431,11 +441,13 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 				a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
 			}
 			d.persistLocked(t, a)
+			d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: id, WorkerID: r.WorkerID, Attempt: t.Attempts, Reason: "reclaimed"})
 		}
 	}
 	d.rotation = append(d.rotation, s)
 	pos := len(d.rotation) - 1
 	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "position", pos, "still_running", len(r.Running))
+	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
 	d.assignLocked()
 	return s, pos, nil
 }
@@ -461,7 +473,11 @@ func (d *Dispatcher) Drain(workerID, instanceID string) error {
 	if s == nil {
 		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
 	}
-	s.draining = true
+	if !s.draining {
+		s.draining = true
+		running := len(s.inflight)
+		d.emitLocked(events.Event{Type: events.WorkerDraining, WorkerID: workerID, Running: &running})
+	}
 	d.log.Info("worker draining", "worker_id", workerID, "in_flight", len(s.inflight))
 	return nil
 }
@@ -475,7 +491,11 @@ func (d *Dispatcher) Unregister(s *Session) {
 	if !slices.Contains(d.rotation, s) {
 		return
 	}
-	d.endLocked(s, "its connection closed")
+	if s.draining {
+		d.endLocked(s, "drained", "it drained and closed its connection")
+	} else {
+		d.endLocked(s, "disconnected", "its connection closed")
+	}
 	d.assignLocked()
 }
 
@@ -491,7 +511,9 @@ func (d *Dispatcher) Sweep() {
 	for _, s := range slices.Clone(d.rotation) {
 		if silent := now.Sub(s.lastSeen); silent > expiry {
 			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
-			d.endLocked(s, fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second)))
+			why := fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second))
+			d.emitLocked(events.Event{Type: events.WorkerTimedOut, Time: now, WorkerID: s.WorkerID, Reason: "timed_out", Detail: why})
+			d.endLocked(s, "timed_out", why)
 		}
 	}
 	for id, deadline := range d.orphans {
@@ -501,7 +523,7 @@ func (d *Dispatcher) Sweep() {
 		delete(d.orphans, id)
 		if t, ok := d.tasks[id]; ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
 			d.log.Info("no worker claimed a task running before the restart", "task_id", id, "worker_id", t.WorkerID)
-			d.takeBackLocked(t, "its worker did not come back after the master restarted")
+			d.takeBackLocked(t, "not_reclaimed", "its worker did not come back after the master restarted")
 		}
 	}
 	d.assignLocked()
@@ -515,14 +537,24 @@ func (d *Dispatcher) Sweep() {
 // the result is on disk, so the worker may forget it.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
 	d.mu.Lock()
+	// A freed slot is filled once the result is recorded, so that events
+	// tell of the finish before the next assignment on this worker.
+	freed := false
 	if s := d.instanceLocked(r.WorkerID, r.InstanceID); s != nil {
 		if _, ok := s.inflight[r.TaskID]; ok {
 			delete(s.inflight, r.TaskID)
-			d.assignLocked() // a slot is free again
+			freed = true
+		}
+	}
+	fill := func() {
+		if freed {
+			d.assignLocked()
 		}
 	}
 	t, live := d.tasks[r.TaskID]
 	if !live {
+		fill()
+		freed = false
 		d.mu.Unlock()
 		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
 		if err != nil {
@@ -535,6 +567,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	if a.WorkerID == r.WorkerID && a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost {
 		// This delivery's result is already recorded: the worker is retrying
 		// a report whose acknowledgement it did not get.
+		fill()
 		d.mu.Unlock()
 		return a.Duplicate, nil
 	}
@@ -548,6 +581,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
 		}
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		fill()
 		d.mu.Unlock()
 		return dup, <-committed
 	}
@@ -567,6 +601,10 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	}
 	d.finishLocked(t, task.Status(a.Outcome), finished)
 	committed := d.persistLocked(t, a)
+	run := finished.Sub(t.StartedAt).Seconds()
+	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
+		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
+	fill()
 	d.mu.Unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
 	return false, d.settle(t.ID, <-committed)
@@ -589,7 +627,10 @@ func (d *Dispatcher) Close() {
 // endLocked takes s out of the rotation, closes it and re-queues the tasks
 // it was running, oldest first at the head of the queue: they were accepted
 // before anything queued now. A task that has used up its attempts fails.
-func (d *Dispatcher) endLocked(s *Session, why string) {
+//
+// reason is a short code for events and metrics (disconnected, drained,
+// replaced, timed_out); why says the same for people.
+func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 	i := slices.Index(d.rotation, s)
 	d.rotation = slices.Delete(d.rotation, i, i+1)
 	if i < d.next {
@@ -600,6 +641,7 @@ func (d *Dispatcher) endLocked(s *Session, why string) {
 	}
 	close(s.done)
 	d.log.Info("worker left", "worker_id", s.WorkerID, "why", why, "in_flight", len(s.inflight))
+	d.emitLocked(events.Event{Type: events.WorkerLeft, WorkerID: s.WorkerID, Reason: reason, Detail: why})
 
 	var lost []*task.Task
 	for id := range s.inflight {
@@ -609,20 +651,23 @@ func (d *Dispatcher) endLocked(s *Session, why string) {
 	}
 	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	for _, t := range lost { // newest first, each to the front: oldest ends up first
-		d.takeBackLocked(t, "worker "+s.WorkerID+" was lost: "+why)
+		d.takeBackLocked(t, "worker_"+reason, "worker "+s.WorkerID+" was lost: "+why)
 	}
 }
 
 // takeBackLocked ends the running delivery of t as lost and re-queues t at
 // the head of the queue, or fails it when it has used up its attempts.
-func (d *Dispatcher) takeBackLocked(t *task.Task, why string) {
+// reason is a short code for events and metrics; why is for people.
+func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 	d.loseAttemptLocked(t, why)
 	if t.Attempts >= t.MaxAttempts {
 		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
 		d.finishLocked(t, task.StatusFailed, d.p.Now())
 		// Nobody waits for this write: evictLocked reads its result.
 		d.evicting = append(d.evicting, eviction{id: t.ID, committed: d.persistLocked(t, lastAttempt(t))})
-		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "attempts", t.Attempts)
+		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "worker_id", t.WorkerID, "attempts", t.Attempts)
+		d.emitLocked(events.Event{Type: events.TaskFinished, Time: t.FinishedAt, TaskID: t.ID, WorkerID: t.WorkerID, Attempt: t.Attempts,
+			Status: string(task.StatusFailed), Reason: "out_of_attempts", Detail: why})
 		return
 	}
 	workerID := t.WorkerID
@@ -630,7 +675,8 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, why string) {
 	t.WorkerID = ""
 	d.queue.pushFront(t.ID)
 	d.persistLocked(t, lastAttempt(t))
-	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts)
+	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts, "reason", reason)
+	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})
 }
 
 // heldLocked reports whether a connected worker holds a slot for the task.
@@ -657,6 +703,11 @@ func (d *Dispatcher) assignLocked() {
 		}
 		d.queue.pop()
 		now := d.p.Now()
+		queuedAt := t.CreatedAt // until its first delivery; then since the last one was lost
+		if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {
+			queuedAt = a.FinishedAt
+		}
+		wait := max(now.Sub(queuedAt), 0).Seconds()
 		t.Status = task.StatusRunning
 		t.WorkerID = s.WorkerID
 		t.Attempts++
@@ -669,6 +720,7 @@ func (d *Dispatcher) assignLocked() {
 		s.inflight[t.ID] = struct{}{}
 		s.assignments <- task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}
 		d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
+		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
 	}
 }
 
@@ -677,16 +729,80 @@ func (d *Dispatcher) assignLocked() {
 // that still holds the task from an earlier delivery is skipped: its slot
 // count would not grow, and its assignment buffer could overflow.
 func (d *Dispatcher) pickLocked(id string) *Session {
+	idx := d.findLocked(id)
+	if idx < 0 {
+		return nil
+	}
+	d.next = (idx + 1) % len(d.rotation)
+	return d.rotation[idx]
+}
+
+// nextLocked returns the index of the worker a new task would go to now, by
+// the rule pickLocked follows, or -1 when every worker is busy or draining.
+func (d *Dispatcher) nextLocked() int { return d.findLocked("") }
+
+// findLocked returns the index of the first worker, from d.next on in
+// rotation order, that can take task id, or -1.
+func (d *Dispatcher) findLocked(id string) int {
 	n := len(d.rotation)
 	for i := range n {
 		idx := (d.next + i) % n
 		s := d.rotation[idx]
 		if _, holds := s.inflight[id]; !holds && !s.draining && len(s.inflight) < s.Slots {
-			d.next = (idx + 1) % n
-			return s
+			return idx
 		}
 	}
-	return nil
+	return -1
+}
+
+// Stats are counts for gauges.
+type Stats struct {
+	Queued  int // live tasks waiting for a worker
+	Running int // tasks a worker holds
+	Workers int // connected workers
+}
+
+// Stats counts the live tasks and workers now.
+func (d *Dispatcher) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := Stats{Workers: len(d.rotation)}
+	for _, t := range d.tasks {
+		switch t.Status {
+		case task.StatusQueued:
+			st.Queued++
+		case task.StatusRunning:
+			st.Running++
+		}
+	}
+	return st
+}
+
+// emitLocked publishes e, stamped with the dispatcher's clock unless it
+// carries the time of the transition already.
+func (d *Dispatcher) emitLocked(e events.Event) {
+	if d.p.Events == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = d.p.Now()
+	}
+	d.p.Events.Publish(e)
+}
+
+// maxEventCmd bounds the command an event carries: the stream shows what a
+// task is, GET /tasks/{id} has all of it.
+const maxEventCmd = 200
+
+func shorten(cmd string) string {
+	if len(cmd) <= maxEventCmd {
+		return cmd
+	}
+	cut := maxEventCmd
+	for cut > 0 && !utf8.RuneStart(cmd[cut]) {
+		cut--
+	}
+	return cmd[:cut] + "…"
 }
 
 // finishLocked makes t final and wakes whoever waits for it.
