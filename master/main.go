@@ -27,9 +27,19 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
+	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+)
+
+// The event hub keeps the last eventHistory events for clients resuming
+// with Last-Event-ID, and lets a stream fall eventBuffer events behind
+// before it is cut off and resumed from that history.
+const (
+	eventHistory = 4096
+	eventBuffer  = 256
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -115,11 +125,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			err = fmt.Errorf("closing the database: %w", cerr)
 		}
 	}()
+	// The hub outlives every stream: Close below ends the open ones. Metrics
+	// follow it synchronously, so they count every event.
+	hub := events.NewHub(eventHistory, eventBuffer)
 	d := dispatch.New(dispatch.Params{
 		Log:            log,
 		Store:          st,
 		Now:            time.Now,
 		NewID:          newTaskID,
+		Events:         hub,
 		MaxCmdBytes:    cfg.MaxCmdBytes,
 		DefaultTimeout: cfg.TaskTimeout,
 		MaxTimeout:     cfg.MaxTaskTimeout,
@@ -131,6 +145,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		httpLis.Close()
 		return err
 	}
+	m := metrics.New(d.Stats)
+	hub.Observe(m.Observe)
 	gs, health := grpcapi.New(d, log)
 	var grpcServing atomic.Bool
 	hs := &http.Server{
@@ -139,6 +155,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			Log:          log,
 			MaxBodyBytes: cfg.MaxBodyBytes,
 			MaxWait:      cfg.MaxWait,
+			Events:       hub,
+			Metrics:      m.Handler(),
 			Ready: func() error {
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")
@@ -212,6 +230,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	// would otherwise hold HTTP shutdown for up to MASTER_MAX_WAIT and leave
 	// no time for in-flight reports to land.
 	d.Close()
+	// Open event streams never go idle by themselves; ending them lets
+	// hs.Shutdown return.
+	hub.Close()
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("HTTP shutdown", "err", err)
 	}

@@ -75,6 +75,15 @@ func TestServeAndGracefulShutdown(t *testing.T) {
 		t.Fatalf("assignment: %v %v", m, err)
 	}
 
+	// An open event stream must not hold the shutdown up.
+	evResp, err := http.Get("http://" + httpLis.Addr().String() + "/events")
+	if err != nil || evResp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /events: %v %v", evResp, err)
+	}
+	defer evResp.Body.Close()
+	streamEnded := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, evResp.Body); streamEnded <- err }()
+
 	cancel() // what SIGTERM does in main
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("worker stream after shutdown: %v, want Unavailable", err)
@@ -89,5 +98,13 @@ func TestServeAndGracefulShutdown(t *testing.T) {
 	}
 	if err := healthcheck(httpLis.Addr().String()); err == nil {
 		t.Error("healthcheck passed after shutdown")
+	}
+	select {
+	case err := <-streamEnded:
+		if err != nil {
+			t.Errorf("event stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the event stream stayed open after the master stopped")
 	}
 }

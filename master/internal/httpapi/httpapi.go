@@ -17,7 +17,9 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/dashboard"
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -28,6 +30,9 @@ type Params struct {
 	MaxBodyBytes int64
 	MaxWait      time.Duration // longest ?wait= a request may ask for
 	Ready        func() error  // nil when the master can serve workers
+	Events       *events.Hub   // followed by GET /events
+	Metrics      http.Handler  // serves GET /metrics
+	Heartbeat    time.Duration // between comments on an idle event stream; 0 means 15s
 }
 
 type api struct {
@@ -36,11 +41,34 @@ type api struct {
 	maxBody int64
 	maxWait time.Duration
 	ready   func() error
+
+	events    *events.Hub
+	heartbeat time.Duration
+}
+
+// IsPublic reports whether r asks for a route that holds no data and is
+// served without an API token: the health checks and the dashboard's static
+// page and assets (the page asks for the token and sends it itself). Every
+// other route, /events and /metrics included, needs the token when one is set.
+func IsPublic(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch p := r.URL.Path; {
+	case p == "/healthz", p == "/readyz", p == "/":
+		return true
+	default:
+		return strings.HasPrefix(p, "/ui/")
+	}
 }
 
 // New returns the router.
 func New(p Params) http.Handler {
-	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready}
+	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready,
+		events: p.Events, heartbeat: p.Heartbeat}
+	if a.heartbeat <= 0 {
+		a.heartbeat = 15 * time.Second
+	}
 	r := mux.NewRouter()
 	r.HandleFunc("/tasks", a.createTask).Methods(http.MethodPost)
 	r.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
@@ -49,9 +77,19 @@ func New(p Params) http.Handler {
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
+	if p.Events != nil {
+		r.HandleFunc("/events", a.streamEvents).Methods(http.MethodGet)
+	}
+	if p.Metrics != nil {
+		r.Handle("/metrics", p.Metrics).Methods(http.MethodGet)
+	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
+	// The dashboard: a static page and its assets, no data (see IsPublic).
+	ui := dashboard.Handler(r.NotFoundHandler)
+	r.Handle("/", ui).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/ui/").Handler(ui).Methods(http.MethodGet, http.MethodHead)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)})
 	})

@@ -1,0 +1,261 @@
+// Roundhouse dashboard: workers from GET /workers, the live stream from
+// GET /events, tasks through POST /tasks. Every request carries the API
+// token, when one was entered; EventSource cannot send headers, so the
+// event stream is read with fetch() and parsed here.
+'use strict';
+
+const TOKEN_KEY = 'roundhouse.token';
+const MAX_EVENTS = 300;
+
+const $ = (id) => document.getElementById(id);
+let lastEventId = '';
+let streamAbort = null;
+let refreshTimer = null;
+
+function authHeaders(extra) {
+  const h = Object.assign({}, extra || {});
+  const tok = sessionStorage.getItem(TOKEN_KEY);
+  if (tok) h['Authorization'] = 'Bearer ' + tok;
+  return h;
+}
+
+async function api(path, opts) {
+  opts = opts || {};
+  const resp = await fetch(path, Object.assign({}, opts, { headers: authHeaders(opts.headers), cache: 'no-store' }));
+  if (resp.status === 401) {
+    setConn('unauthorized', 'API token needed');
+    throw new Error('unauthorized: enter the API token (MASTER_API_TOKEN) above');
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(body.error || resp.status + ' ' + resp.statusText);
+  return body;
+}
+
+function setConn(state, text) {
+  const el = $('conn-status');
+  el.dataset.state = state;
+  el.textContent = text || state;
+}
+
+function clock(t) {
+  const d = new Date(t);
+  return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+}
+
+function ago(t) {
+  const s = Math.max(0, (Date.now() - new Date(t)) / 1000);
+  return s < 1 ? 'now' : s < 60 ? Math.round(s) + 's ago' : Math.round(s / 60) + 'm ago';
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+
+// Workers ------------------------------------------------------------------
+
+async function refreshWorkers() {
+  let body;
+  try {
+    body = await api('/workers');
+  } catch (e) {
+    return;
+  }
+  const tbody = $('workers-body');
+  tbody.replaceChildren();
+  let next = null;
+  body.workers.forEach((w, i) => {
+    const tr = document.createElement('tr');
+    tr.dataset.workerId = w.id;
+    tr.dataset.state = w.state;
+    tr.dataset.next = String(!!w.next);
+    cell(tr, String(i + 1));
+    cell(tr, w.id, 'worker-id');
+    cell(tr, w.state, 'state-' + w.state);
+    cell(tr, String(w.slots), 'slots');
+    cell(tr, String(w.running), 'running');
+    cell(tr, String(w.completed), 'completed');
+    cell(tr, ago(w.last_seen), 'muted');
+    cell(tr, w.next ? '◀ next task' : '', 'next');
+    tbody.appendChild(tr);
+    if (w.next) next = w.id;
+  });
+  $('worker-count').textContent = String(body.workers.length);
+  $('workers-empty').hidden = body.workers.length > 0;
+  $('next-info').textContent = body.workers.length === 0 ? '' :
+    next ? 'The next task goes to ' + next + '.' : 'Every worker is busy or draining: the next task waits in the queue.';
+}
+
+// refreshSoon coalesces the refreshes a burst of events asks for.
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refreshWorkers(); }, 150);
+}
+
+// Events -------------------------------------------------------------------
+
+function describe(e) {
+  switch (e.type) {
+    case 'task.queued': return e.cmd || '';
+    case 'task.assigned': return 'attempt ' + e.attempt + (e.reason ? ' (' + e.reason + ')' :
+      e.wait_seconds !== undefined ? ', waited ' + e.wait_seconds.toFixed(3) + 's' : '');
+    case 'task.finished': return e.status + (e.exit_code !== undefined ? ', exit ' + e.exit_code : '') +
+      (e.run_seconds !== undefined ? ', ran ' + e.run_seconds.toFixed(3) + 's' : '') + (e.reason ? ' (' + e.reason + ')' : '');
+    case 'task.requeued': return (e.reason || '') + (e.detail ? ': ' + e.detail : '');
+    case 'task.canceled': return 'canceled';
+    case 'worker.joined': return e.slots + ' slot(s), position ' + ((e.position || 0) + 1);
+    case 'worker.draining': return 'takes no new tasks, ' + (e.running || 0) + ' running';
+    case 'worker.left': case 'worker.timed_out': return (e.reason || '') + (e.detail ? ': ' + e.detail : '');
+    case 'gap': return 'missed some events; reloaded the workers';
+    default: return '';
+  }
+}
+
+function showEvent(e) {
+  const li = document.createElement('li');
+  li.dataset.type = e.type;
+  if (e.seq) li.dataset.seq = String(e.seq);
+  if (e.task_id) li.dataset.taskId = e.task_id;
+  if (e.worker_id) li.dataset.workerId = e.worker_id;
+  if (e.status) li.dataset.status = e.status;
+  const add = (text, cls, title) => {
+    const s = document.createElement('span');
+    s.textContent = text;
+    if (cls) s.className = cls;
+    if (title) s.title = title;
+    li.appendChild(s);
+  };
+  add(clock(e.time || Date.now()), 'time');
+  add(e.type, 'type');
+  // UUIDv7s share their leading (time) digits: the tail tells tasks apart.
+  add(e.task_id ? '…' + e.task_id.slice(-8) : '', 'task', e.task_id);
+  add(e.worker_id || '', 'worker');
+  add(describe(e), 'detail');
+  const list = $('event-list');
+  list.prepend(li);
+  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+}
+
+function handleBlock(block) {
+  let id = '', type = 'message', data = '';
+  for (const line of block.split('\n')) {
+    if (line.startsWith(':')) continue; // a comment: the heartbeat
+    const i = line.indexOf(':');
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? '' : line.slice(i + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'id') id = value;
+    else if (field === 'event') type = value;
+    else if (field === 'data') data += (data ? '\n' : '') + value;
+  }
+  if (!data) return;
+  if (id) lastEventId = id;
+  let e;
+  try { e = JSON.parse(data); } catch (err) { return; }
+  e.type = e.type || type;
+  showEvent(e);
+  if (e.type.startsWith('worker.') || e.type === 'gap' || e.type === 'task.assigned' ||
+      e.type === 'task.finished' || e.type === 'task.requeued' || e.type === 'task.canceled') {
+    refreshSoon();
+  }
+}
+
+async function streamEvents() {
+  for (;;) {
+    streamAbort = new AbortController();
+    try {
+      const headers = authHeaders();
+      if (lastEventId) headers['Last-Event-ID'] = lastEventId;
+      const resp = await fetch('/events', { headers, cache: 'no-store', signal: streamAbort.signal });
+      if (resp.status === 401) {
+        setConn('unauthorized', 'API token needed');
+      } else if (resp.ok && resp.body) {
+        setConn('live', 'live');
+        refreshWorkers();
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value.replace(/\r\n?/g, '\n');
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            handleBlock(buf.slice(0, i));
+            buf = buf.slice(i + 2);
+          }
+        }
+        setConn('reconnecting', 'reconnecting…');
+      } else {
+        setConn('reconnecting', 'events: ' + resp.status);
+      }
+    } catch (err) {
+      if (!streamAbort.signal.aborted) setConn('reconnecting', 'reconnecting…');
+    }
+    await new Promise((r) => setTimeout(r, streamAbort.signal.aborted ? 0 : 2000));
+  }
+}
+
+// Tasks --------------------------------------------------------------------
+
+function showTask(t) {
+  $('task-result').hidden = false;
+  $('task-result').dataset.taskId = t.id;
+  $('task-result').dataset.status = t.status;
+  $('task-id').textContent = t.id;
+  const st = $('task-status');
+  st.textContent = t.status;
+  st.className = 'pill status-' + t.status;
+  $('task-worker').textContent = t.worker_id || '—';
+  $('task-exit').textContent = t.exit_code === null || t.exit_code === undefined ? '—' : String(t.exit_code);
+  $('task-stdout').textContent = t.stdout || '';
+  $('task-stderr').textContent = t.stderr || '';
+}
+
+const FINAL = ['succeeded', 'failed', 'timed_out', 'canceled'];
+
+async function submitTask(ev) {
+  ev.preventDefault();
+  const err = $('submit-error');
+  err.hidden = true;
+  const cmd = $('cmd-input').value;
+  const button = $('submit-button');
+  button.disabled = true;
+  try {
+    let t = await api('/tasks?wait=30s', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ cmd }),
+    });
+    showTask(t);
+    while (!FINAL.includes(t.status)) {
+      t = await api('/tasks/' + encodeURIComponent(t.id) + '?wait=30s');
+      showTask(t);
+    }
+  } catch (e) {
+    err.textContent = e.message;
+    err.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Start --------------------------------------------------------------------
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('token-input').value = sessionStorage.getItem(TOKEN_KEY) || '';
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const tok = $('token-input').value.trim();
+    if (tok) sessionStorage.setItem(TOKEN_KEY, tok); else sessionStorage.removeItem(TOKEN_KEY);
+    setConn('connecting', 'connecting…');
+    if (streamAbort) streamAbort.abort(); // reconnect with the new token
+    refreshWorkers();
+  });
+  $('submit-form').addEventListener('submit', submitTask);
+  refreshWorkers();
+  setInterval(refreshWorkers, 5000); // last-seen times, and a safety net
+  streamEvents();
+});

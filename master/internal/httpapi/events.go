@@ -1,0 +1,113 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// streamWriteTimeout bounds each write to an event stream. The server's
+// WriteTimeout would end a long-lived stream, so the stream moves its own
+// deadline forward before every write instead.
+const streamWriteTimeout = 30 * time.Second
+
+// streamEvents serves GET /events as Server-Sent Events: each dispatcher
+// event as `id:` (its seq), `event:` (its type) and `data:` (its JSON), a
+// comment every heartbeat so proxies and readers see the stream is alive.
+// Last-Event-ID (or ?last_event_id=, for clients that cannot set headers)
+// resumes after that event; when events in between are no longer kept, a
+// `gap` event says so and the client should reload its state.
+func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("last_event_id")
+	}
+	var after uint64
+	resume := lastID != ""
+	if resume {
+		var err error
+		if after, err = strconv.ParseUint(lastID, 10, 64); err != nil {
+			a.writeError(w, fmt.Errorf("%w: Last-Event-ID must be an event's id, a whole number", task.ErrInvalid))
+			return
+		}
+	}
+	sub, backlog, gap := a.events.Subscribe(after, resume)
+	defer func() { sub.Close() }()
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	write := func(s string) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
+			return false
+		}
+		if _, err := fmt.Fprint(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	// sendBatch writes what a (re)subscription starts with.
+	sendBatch := func(gap bool, backlog []events.Event) bool {
+		if gap && !write(gapEvent(a.events.Seq())) {
+			return false
+		}
+		for _, e := range backlog {
+			if !write(formatEvent(e)) {
+				return false
+			}
+			after = e.Seq
+		}
+		return true
+	}
+	if !write("retry: 2000\n: roundhouse events\n\n") || !sendBatch(gap, backlog) {
+		return
+	}
+	tick := time.NewTicker(a.heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case e, ok := <-sub.C():
+			if !ok {
+				if !sub.Lagged() {
+					return // the master is shutting down
+				}
+				// This reader fell behind; pick up from the ring where it
+				// left off, or tell it what it missed.
+				sub, backlog, gap = a.events.Subscribe(after, true)
+				if !sendBatch(gap, backlog) {
+					return
+				}
+				continue
+			}
+			if !write(formatEvent(e)) {
+				return
+			}
+			after = e.Seq
+		case <-tick.C:
+			if !write(": heartbeat\n\n") {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func formatEvent(e events.Event) string {
+	data, _ := json.Marshal(e) // plain fields: cannot fail
+	return fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Type, data)
+}
+
+// gapEvent tells a reader that events up to last may have been missed. It
+// has no id, so the reader's Last-Event-ID stays where it was.
+func gapEvent(last uint64) string {
+	return fmt.Sprintf("event: gap\ndata: {\"type\":\"gap\",\"last_seq\":%d}\n\n", last)
+}

@@ -1,0 +1,104 @@
+// Package metrics is the master's Prometheus instrumentation, on a registry
+// of its own: counters and histograms follow the dispatcher's events
+// synchronously (so they are exact, unlike a lossy stream reader), gauges
+// read the dispatcher's counts when scraped.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+)
+
+// Metrics holds the master's collectors.
+type Metrics struct {
+	reg       *prometheus.Registry
+	submitted prometheus.Counter
+	finished  *prometheus.CounterVec
+	requeues  *prometheus.CounterVec
+	timeouts  prometheus.Counter
+	latency   prometheus.Histogram
+	runTime   prometheus.Histogram
+}
+
+// Stats reads the live counts behind the gauges.
+type Stats func() dispatch.Stats
+
+// New registers the master's metrics, the Go runtime's and the process's on
+// a fresh registry. stats is called on every scrape.
+func New(stats Stats) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		submitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roundhouse_tasks_submitted_total", Help: "Tasks accepted by the master.",
+		}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roundhouse_tasks_finished_total",
+			Help: "Tasks that reached a final status, by status and by the worker that ran them last (empty if none did).",
+		}, []string{"status", "worker"}),
+		requeues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roundhouse_task_requeues_total",
+			Help: "Tasks taken back from a worker and queued again, by reason (worker_disconnected, worker_timed_out, worker_drained, worker_replaced, not_reclaimed).",
+		}, []string{"reason"}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roundhouse_worker_timeouts_total", Help: "Workers dropped for sending no heartbeat within MASTER_WORKER_TIMEOUT.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roundhouse_dispatch_latency_seconds",
+			Help:    "Time from a task being queued (or re-queued) to its assignment to a worker.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		runTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roundhouse_task_run_seconds",
+			Help:    "Time a task ran on its worker, for tasks a worker reported a result for.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}),
+	}
+	gauge := func(name, help string, read func(dispatch.Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(read(stats())) })
+	}
+	m.reg.MustRegister(
+		m.submitted, m.finished, m.requeues, m.timeouts, m.latency, m.runTime,
+		gauge("roundhouse_queue_depth", "Tasks waiting for a worker.", func(s dispatch.Stats) int { return s.Queued }),
+		gauge("roundhouse_tasks_inflight", "Tasks assigned to a worker and not finished.", func(s dispatch.Stats) int { return s.Running }),
+		gauge("roundhouse_workers_connected", "Workers in the rotation.", func(s dispatch.Stats) int { return s.Workers }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Observe updates the counters and histograms for one event. It is quick
+// and never blocks, as events.Hub.Observe requires.
+func (m *Metrics) Observe(e events.Event) {
+	switch e.Type {
+	case events.TaskQueued:
+		m.submitted.Inc()
+	case events.TaskAssigned:
+		if e.WaitSeconds != nil { // a reclaimed task was not waiting in the queue
+			m.latency.Observe(*e.WaitSeconds)
+		}
+	case events.TaskFinished, events.TaskCanceled:
+		m.finished.WithLabelValues(e.Status, e.WorkerID).Inc()
+		if e.RunSeconds != nil {
+			m.runTime.Observe(*e.RunSeconds)
+		}
+	case events.TaskRequeued:
+		m.requeues.WithLabelValues(e.Reason).Inc()
+	case events.WorkerTimedOut:
+		m.timeouts.Inc()
+	}
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry is the registry behind Handler, for tests.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
