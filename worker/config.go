@@ -22,6 +22,7 @@ type config struct {
 	Slots          int           `env:"WORKER_SLOTS" envDefault:"1"`
 	MaxOutputBytes int           `env:"WORKER_MAX_OUTPUT_BYTES" envDefault:"1048576"`
 	HealthAddr     string        `env:"WORKER_HEALTH_ADDR"`
+	MetricsAddr    string        `env:"WORKER_METRICS_ADDR"` // empty: no metrics endpoint
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
@@ -52,6 +53,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	// accepts (16 MiB): 2 × 4 MiB leaves room to spare.
 	check("WORKER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1 && c.MaxOutputBytes <= 4<<20, "%d is outside 1..4194304", c.MaxOutputBytes)
 	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
+	check("WORKER_METRICS_ADDR", c.MetricsAddr == "" || validHostPort(c.MetricsAddr, true), "%q is not [host]:port", c.MetricsAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)

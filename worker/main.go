@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
+	"github.com/roundhouse-lab/roundhouse/worker/internal/metrics"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -103,50 +104,64 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		log.Info("worker ID derived", "worker_id", id, "source", source)
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
-		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr,
+		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr, "metrics_addr", cfg.MetricsAddr,
 		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 
-	a := agent.New(agent.Config{
+	var a *agent.Agent
+	m := metrics.New(func() bool { return a.Registered() })
+	a = agent.New(agent.Config{
 		MasterAddr:   cfg.MasterAddr,
 		WorkerID:     cfg.WorkerID,
 		Slots:        cfg.Slots,
 		MaxOutput:    cfg.MaxOutputBytes,
 		ReconnectMax: cfg.ReconnectMax,
 		Version:      version,
+		Observer:     m,
 	}, log)
 
-	if cfg.HealthAddr == "" {
-		return work(a, sigs, cfg.DrainTimeout, log)
-	}
-	lis, err := net.Listen("tcp", cfg.HealthAddr)
-	if err != nil {
-		return fmt.Errorf("WORKER_HEALTH_ADDR: %w", err)
-	}
-	hs := &http.Server{
-		Handler:           healthHandler(a.Registered, cfg.WorkerID),
-		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      5 * time.Second,
-	}
-	// The health server runs in a goroutine owned by run; wg waits for it.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health server failed", "err", err)
+	// The health and metrics servers, each optional, run in goroutines owned
+	// by run; wg waits for them after they are shut down.
+	var (
+		wg      sync.WaitGroup
+		servers []*http.Server
+	)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, hs := range servers {
+			if err := hs.Shutdown(sctx); err != nil {
+				log.Warn("HTTP server shutdown", "err", err)
+			}
 		}
+		wg.Wait()
+		log.Info("worker stopped")
 	}()
-	log.Info("health endpoint listening", "addr", lis.Addr().String())
-
-	runErr := work(a, sigs, cfg.DrainTimeout, log)
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("health server shutdown", "err", err)
+	for _, s := range []struct {
+		name, env, addr string
+		h               http.Handler
+	}{
+		{"health", "WORKER_HEALTH_ADDR", cfg.HealthAddr, healthHandler(a.Registered, cfg.WorkerID)},
+		{"metrics", "WORKER_METRICS_ADDR", cfg.MetricsAddr, m.Handler()},
+	} {
+		if s.addr == "" {
+			continue
+		}
+		lis, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.env, err)
+		}
+		hs := &http.Server{Handler: s.h, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+		servers = append(servers, hs)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+				log.Error(s.name+" server failed", "err", err)
+			}
+		}()
+		log.Info(s.name+" endpoint listening", "addr", lis.Addr().String())
 	}
-	wg.Wait()
-	log.Info("worker stopped")
-	return runErr
+	return work(a, sigs, cfg.DrainTimeout, log)
 }
 
 // work runs a until the first signal on sigs, then drains it for at most

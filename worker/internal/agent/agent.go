@@ -47,6 +47,7 @@ type Config struct {
 	// ReconnectMax caps the wait between attempts to register or to report.
 	ReconnectMax time.Duration
 	Version      string
+	Observer     Observer // hears of registrations and finished runs; nil: nobody
 }
 
 // Agent is one worker's connection to the master. Run it once.
@@ -87,6 +88,9 @@ type Agent struct {
 func New(cfg Config, log *slog.Logger) *Agent {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	a := &Agent{
 		cfg:        cfg,
@@ -215,6 +219,7 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		return errDraining
 	}
 	a.registered.Store(true)
+	a.cfg.Observer.Registered()
 	welcomed()
 	interval := w.GetHeartbeatInterval().AsDuration()
 	if interval <= 0 {
@@ -297,6 +302,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 		if canceled {
 			res.Err = errCanceledByMaster.Error()
 		}
+		a.cfg.Observer.TaskDone(outcome(res.ExitCode, res.Err, res.TimedOut, canceled), res.FinishedAt.Sub(res.StartedAt))
 		log.Info("task finished", "exit_code", res.ExitCode, "error", res.Err,
 			"timed_out", res.TimedOut, "canceled", canceled,
 			"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond),
