@@ -16,7 +16,7 @@ type Observer interface {
 
 type noObserver struct{}
 
-func (noObserver) Registered()                   {}
+func (noObserver) Registered()                    {}
 func (noObserver) TaskDone(string, time.Duration) {}
 
 // outcome names how a run ended, as the master would classify its result.

@@ -14,10 +14,10 @@ import (
 
 // Metrics holds the worker's collectors.
 type Metrics struct {
-	reg         *prometheus.Registry
-	tasks       *prometheus.CounterVec
-	runTime     prometheus.Histogram
-	reconnects  prometheus.Counter
+	reg        *prometheus.Registry
+	tasks      *prometheus.CounterVec
+	runTime    prometheus.Histogram
+	reconnects prometheus.Counter
 	registered atomic.Bool // a first registration happened: the next ones are reconnects
 }
 
