@@ -85,6 +85,7 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 		return toStatus(err)
 	}
 	defer s.d.Unregister(sess)
+	log := s.log.With("worker_id", sess.WorkerID)
 	welcome := &pb.Welcome{
 		RotationPosition:  int32(pos),
 		Workers:           int32(len(s.d.Workers())),
@@ -108,11 +109,12 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 				msg.Timeout = durationpb.New(a.Timeout)
 			}
 			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Task{Task: msg}}); err != nil {
-				s.log.Warn("send failed; worker will be dropped", "worker_id", sess.WorkerID, "task_id", a.ID, "err", err)
+				log.Warn("send failed; worker will be dropped", "task_id", a.ID, "err", err)
 				return err
 			}
 		case id := <-sess.Cancels():
 			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: id}}}); err != nil {
+				log.Warn("sending a cancel failed; worker will be dropped", "task_id", id, "err", err)
 				return err
 			}
 		case <-sess.Done():
@@ -145,7 +147,11 @@ func (s *Server) ReportStatus(ctx context.Context, r *pb.TaskResult) (*pb.Report
 		Canceled:   r.GetCanceled(),
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		st := toStatus(err)
+		if status.Code(st) == codes.Internal {
+			s.log.Error("recording a result failed", "task_id", r.GetTaskId(), "worker_id", r.GetWorkerId(), "attempt", r.GetAttempt(), "err", err)
+		}
+		return nil, st
 	}
 	return &pb.ReportAck{Duplicate: dup}, nil
 }
