@@ -8,7 +8,10 @@ const TOKEN_KEY = 'roundhouse.token';
 const MAX_EVENTS = 300;
 
 const $ = (id) => document.getElementById(id);
-let lastEventId = '';
+// From 0 at first, so the page starts with the events the master still
+// keeps; afterwards from the last one seen.
+let lastEventId = '0';
+let seenEvents = false;
 let streamAbort = null;
 let refreshTimer = null;
 
@@ -156,7 +159,9 @@ function handleBlock(block) {
   let e;
   try { e = JSON.parse(data); } catch (err) { return; }
   e.type = e.type || type;
-  showEvent(e);
+  // On the first load older events being gone is no news.
+  if (e.type !== 'gap' || seenEvents) showEvent(e);
+  if (id) seenEvents = true;
   if (e.type.startsWith('worker.') || e.type === 'gap' || e.type === 'task.assigned' ||
       e.type === 'task.finished' || e.type === 'task.requeued' || e.type === 'task.canceled') {
     refreshSoon();
