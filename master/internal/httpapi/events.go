@@ -40,6 +40,9 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 	defer func() { sub.Close() }()
 
 	rc := http.NewResponseController(w)
+	// The stream reads nothing more from the client; the server's
+	// ReadTimeout has no business with it.
+	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

@@ -31,7 +31,10 @@ type observed struct {
 	m   *metrics.Metrics
 }
 
-func newObserved(t *testing.T) *observed {
+func newObserved(t *testing.T) *observed { return newObservedWith(t, nil) }
+
+// newObservedWith lets configure change the http.Server before it starts.
+func newObservedWith(t *testing.T, configure func(*http.Server)) *observed {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
@@ -46,8 +49,12 @@ func newObserved(t *testing.T) *observed {
 	})
 	m := metrics.New(d.Stats)
 	hub.Observe(m.Observe)
-	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second,
+	srv := httptest.NewUnstartedServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second,
 		Ready: func() error { return nil }, Events: hub, Metrics: m.Handler(), Heartbeat: 20 * time.Millisecond}))
+	if configure != nil {
+		configure(srv.Config)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(hub.Close) // before srv.Close, which waits for open streams
 	return &observed{srv: srv, d: d, hub: hub, m: m}
@@ -194,6 +201,28 @@ func TestEventStream(t *testing.T) {
 	for _, c := range []<-chan sseEvent{ch, resumed, stale} {
 		for range c { // drains, then ends
 		}
+	}
+}
+
+// A stream outlives the server's read and write timeouts, which main sets
+// for ordinary requests.
+func TestEventStreamOutlivesServerTimeouts(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	o := newObservedWith(t, func(s *http.Server) { s.ReadTimeout, s.WriteTimeout = timeout, timeout })
+	ch, _ := openStream(t, o.srv.URL, "")
+	opened := time.Now()
+	for time.Since(opened) < 5*timeout { // heartbeats keep coming past both timeouts
+		if e, ok := <-ch; !ok {
+			t.Fatalf("the stream ended %s after it opened", time.Since(opened).Round(time.Millisecond))
+		} else if e.event != "heartbeat" {
+			t.Fatalf("unexpected event %s", e.event)
+		}
+	}
+	if _, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, ch); e.event != "worker.joined" {
+		t.Fatalf("got %s, want worker.joined", e.event)
 	}
 }
 
