@@ -35,6 +35,7 @@ func TestLoadConfigValid(t *testing.T) {
 		"WORKER_SLOTS":            "256",
 		"WORKER_MAX_OUTPUT_BYTES": "1",
 		"WORKER_HEALTH_ADDR":      ":8081",
+		"WORKER_METRICS_ADDR":     "127.0.0.1:9100",
 		"WORKER_RECONNECT_MAX":    "100ms",
 		"WORKER_DRAIN_TIMEOUT":    "0s",
 		"LOG_LEVEL":               "debug",
@@ -44,7 +45,7 @@ func TestLoadConfigValid(t *testing.T) {
 		t.Fatalf("valid values: %v", err)
 	}
 	if c.MasterAddr != "master:7000" || c.WorkerID != "roundhouse_worker-3.a" || c.Slots != 256 || c.MaxOutputBytes != 1 ||
-		c.HealthAddr != ":8081" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
+		c.HealthAddr != ":8081" || c.MetricsAddr != "127.0.0.1:9100" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
 		t.Fatalf("parsed %+v", c)
 	}
 }
@@ -68,6 +69,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"output limit zero", "WORKER_MAX_OUTPUT_BYTES", "0", "outside 1..4194304"},
 		{"output limit too big", "WORKER_MAX_OUTPUT_BYTES", "4194305", "outside 1..4194304"},
 		{"health address malformed", "WORKER_HEALTH_ADDR", "8081", "not [host]:port"},
+		{"metrics address malformed", "WORKER_METRICS_ADDR", "9100", "not [host]:port"},
 		{"reconnect not a duration", "WORKER_RECONNECT_MAX", "soon", `"soon" is not a valid duration`},
 		{"reconnect too short", "WORKER_RECONNECT_MAX", "10ms", "outside 100ms..5m"},
 		{"reconnect too long", "WORKER_RECONNECT_MAX", "6m", "outside 100ms..5m"},

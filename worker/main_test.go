@@ -93,3 +93,54 @@ func TestWorkStopsOnSignalWithoutMaster(t *testing.T) {
 		t.Fatal("work did not return within 10s of SIGTERM with nothing to drain")
 	}
 }
+
+// With WORKER_METRICS_ADDR set, run serves the worker's metrics, and stops
+// serving them when the worker stops.
+func TestRunServesMetrics(t *testing.T) {
+	free := func() string {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lis.Close()
+		return lis.Addr().String()
+	}
+	cfg, err := loadConfig(map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": free(), "WORKER_METRICS_ADDR": free()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := make(chan os.Signal, 2)
+	done := make(chan error, 1)
+	go func() { done <- run(sigs, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(body, "roundhouse_worker_connected 0\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /metrics on WORKER_METRICS_ADDR never showed the worker disconnected; last answer: %q", body)
+		}
+		if resp, err := http.Get("http://" + cfg.MetricsAddr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	for _, want := range []string{`roundhouse_worker_tasks_total{outcome="succeeded"} 0`, "roundhouse_worker_reconnects_total 0", "# TYPE go_goroutines gauge"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	sigs <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	if _, err := http.Get("http://" + cfg.MetricsAddr + "/metrics"); err == nil {
+		t.Error("metrics still served after the worker stopped")
+	}
+}

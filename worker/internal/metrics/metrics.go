@@ -40,6 +40,9 @@ func New(connected func() bool) *Metrics {
 			Help: "Registrations with the master after the first one.",
 		}),
 	}
+	for _, o := range []string{"succeeded", "failed", "timed_out", "canceled"} {
+		m.tasks.WithLabelValues(o) // shown as 0 before the first run, so rates start right
+	}
 	m.reg.MustRegister(m.tasks, m.runTime, m.reconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "roundhouse_worker_connected", Help: "1 while the master has accepted this worker's registration, else 0.",
