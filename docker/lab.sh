@@ -82,23 +82,33 @@ api() {
 		${MASTER_API_TOKEN:+-H "Authorization: Bearer $MASTER_API_TOKEN"} \
 		${data:+-H "Content-Type: application/json" --data "$data"} \
 		"$API$path" 2>"$err") || CODE=000
-	BODY=$(cat "$body" 2>/dev/null || true)
+	BODY=$(flatten <"$body" 2>/dev/null || true)
 	case $CODE in
 	000) die "no master answers at $API ($(head -c 200 "$err")). Is the lab up? Start it with \`make up\` (project $PROJECT, port ${ROUNDHOUSE_HTTP_PORT:-9092})." ;;
 	401) die "the master wants a token: set MASTER_API_TOKEN (\`make up\` writes it to .env). It said: $BODY" ;;
 	esac
 }
 
-# field NAME: the value of a string or number field in one flat JSON object on stdin.
+# flatten: JSON on stdin on one line, without the whitespace between tokens
+# (the master indents its answers for people). Newlines inside strings are
+# escaped in JSON, so every raw newline is layout.
+flatten() {
+	tr -d '\n' | sed -e 's/^ *//' -e 's/\([,{[]\) */\1/g' -e 's/" *: */":/g' -e 's/ *\([]}]\)/\1/g'
+	echo
+}
+
+# field NAME: the value of the first string, number or literal field NAME
+# in the flattened JSON on stdin (a task's own fields come before its
+# history's).
 field() {
-	sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1
+	sed -n "s/\"$1\":\"\{0,1\}\([^\",}]*\).*/\n\1/;T;s/.*\n//p"
 }
 
 # workers_lines: GET /workers, one worker object per line, in rotation order.
 workers_lines() {
 	api GET /workers
 	[[ $CODE == 200 ]] || die "GET /workers: $CODE $BODY"
-	# Go's encoder writes the objects flat and on one line; split them.
+	# Worker objects hold no nested objects: split them one per line.
 	printf '%s' "$BODY" | sed -n 's/.*"workers":\[\(.*\)\].*/\1/p' | sed 's/},{/}\n{/g' | grep '"id"' || true
 }
 
@@ -110,7 +120,7 @@ count_tasks() {
 		[[ $CODE == 200 ]] || die "GET /tasks: $CODE $BODY"
 		# "id":" occurs once per task: worker_id has a _ before it, and a
 		# quote inside a command is escaped.
-		page=$(printf '%s' "$BODY" | grep -o '"id":"' | wc -l)
+		page=$(printf '%s' "$BODY" | { grep -o '"id":"' || true; } | wc -l)
 		n=$((n + page))
 		cursor=$(printf '%s' "$BODY" | sed -n 's/.*"next_cursor":"\([^"]*\)".*/\1/p')
 		[[ -n $cursor ]] || break
@@ -164,6 +174,12 @@ worker() {
 	echo "$c"
 }
 
+# sorted_workers: the project's worker containers, by number.
+sorted_workers() {
+	local c
+	for c in $(containers worker); do echo "$(number_of "$c") $c"; done | sort -n | cut -d' ' -f2
+}
+
 worker_numbers() {
 	local c out=""
 	for c in $(containers worker); do out+="$(number_of "$c") "; done
@@ -176,7 +192,7 @@ busy_worker() {
 	local lines id
 	lines=$(workers_lines)
 	[[ -n $lines ]] || die "the master lists no workers: nothing to break (make status)"
-	id=$(grep -m 1 '"running":[1-9]' <<<"$lines" | field id)
+	id=$({ grep -m 1 '"running":[1-9]' || true; } <<<"$lines" | field id)
 	[[ -n $id ]] || id=$(head -n 1 <<<"$lines" | field id)
 	number_of "$id" 2>/dev/null || die "worker $id is not a container of project \"$PROJECT\""
 }
@@ -211,7 +227,7 @@ cmd_status() {
 	echo "worker containers (project $PROJECT):"
 	local net c nets
 	net=$(network)
-	for c in $(containers worker); do
+	for c in $(sorted_workers); do
 		nets=$(networks_of "$c")
 		local on="on the network"
 		[[ " $nets " == *" $net "* ]] || on="CUT OFF from $net"
@@ -228,9 +244,10 @@ cmd_scale() {
 	local n=${1:-}
 	[[ $n =~ ^[0-9]+$ ]] || die "usage: scale N (how many workers to run)"
 	master_container >/dev/null
-	# --no-recreate: scaling never replaces the master or a running worker,
-	# even if the environment differs from when the lab was started.
-	compose up -d --no-recreate --scale "worker=$n" worker
+	# Scaling never touches the master nor replaces a running worker, even if
+	# the environment differs from when the lab was started; a killed worker
+	# is started again.
+	compose up -d --no-recreate --no-deps --no-build --scale "worker=$n" worker
 	echo "scaled to $n workers; the master lists them as they register (make status)"
 }
 
