@@ -224,14 +224,17 @@ cmd_status() {
 				"$(field slots <<<"$w")" "$(field running <<<"$w")" "$(field completed <<<"$w")" "$next"
 		done <<<"$lines"
 	fi
-	echo "worker containers (project $PROJECT):"
 	local net c nets
 	net=$(network)
+	echo "worker containers (project $PROJECT, network $net):"
+	printf '  %-3s %-28s %-8s %-14s %s\n' N NAME DOCKER NETWORK MASTER
 	for c in $(sorted_workers); do
+		local name on="connected" listed="in rotation"
+		name=$(name_of "$c")
 		nets=$(networks_of "$c")
-		local on="on the network"
-		[[ " $nets " == *" $net "* ]] || on="CUT OFF from $net"
-		printf '  %-4s %-28s %-8s %s\n' "$(number_of "$c")" "$(name_of "$c")" "$(docker inspect -f '{{.State.Status}}' "$c")" "$on"
+		[[ " $nets " == *" $net "* ]] || on="CUT OFF"
+		grep -q "\"id\":\"$name\"" <<<"$lines" || listed="not listed"
+		printf '  %-3s %-28s %-8s %-14s %s\n' "$(number_of "$c")" "$name" "$(docker inspect -f '{{.State.Status}}' "$c")" "$on" "$listed"
 	done
 	local s counts=""
 	for s in queued running succeeded failed timed_out canceled; do

@@ -221,6 +221,47 @@ func TestLabs(t *testing.T) {
 	})
 }
 
+// The make targets of docs/labs.md run docker/lab.sh with their arguments:
+// TestLabs runs the script, this checks the wiring (make -n prints the
+// commands without running them).
+func TestLabMakeTargets(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string // make's arguments
+		want string   // the end of the command make runs
+	}{
+		{"status", []string{"status"}, "docker/lab.sh status"},
+		{"scale", []string{"scale", "WORKERS=8"}, "docker/lab.sh scale 8"},
+		{"kill-worker", []string{"kill-worker"}, "docker/lab.sh kill-worker"},
+		{"kill-worker N", []string{"kill-worker", "N=2"}, "docker/lab.sh kill-worker 2"},
+		{"pause-worker", []string{"pause-worker", "N=3"}, "docker/lab.sh pause-worker 3"},
+		{"unpause-worker", []string{"unpause-worker"}, "docker/lab.sh unpause-worker"},
+		{"partition-worker", []string{"partition-worker", "N=1"}, "docker/lab.sh partition-worker 1"},
+		{"heal-worker", []string{"heal-worker", "N=1"}, "docker/lab.sh heal-worker 1"},
+		{"restart-master", []string{"restart-master"}, "docker/lab.sh restart-master"},
+		{"stop-master", []string{"stop-master"}, "docker/lab.sh stop-master"},
+		{"start-master", []string{"start-master"}, "docker/lab.sh start-master"},
+		{"long-task", []string{"long-task"}, "docker/lab.sh long-task"},
+		{"long-task SECS", []string{"long-task", "SECS=60"}, "docker/lab.sh long-task 60"},
+		{"flood", []string{"flood"}, "docker/lab.sh flood 200"},
+		{"flood COUNT", []string{"flood", "COUNT=50"}, "docker/lab.sh flood 50"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command("make", append([]string{"-s", "-n", "ROUNDHOUSE_HTTP_PORT=19999"}, tt.args...)...)
+			cmd.Dir = ".."
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("make -n %s: %v\n%s", strings.Join(tt.args, " "), err, out)
+			}
+			got := strings.TrimSpace(string(out))
+			if !strings.HasSuffix(got, tt.want) || !strings.Contains(got, `API="http://127.0.0.1:19999"`) {
+				t.Errorf("make %s runs\n\t%s\nwant it to end with %q and pass API for port 19999", strings.Join(tt.args, " "), got, tt.want)
+			}
+		})
+	}
+}
+
 // composeLab is a lab started from the real compose.yaml under a project of
 // its own, and driven by docker/lab.sh as a student would drive it.
 type composeLab struct {
