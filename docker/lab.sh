@@ -341,7 +341,7 @@ cmd_long_task() {
 	while :; do
 		api GET "/tasks/$id"
 		status=$(field status <<<"$BODY")
-		[[ $status == queued && SECONDS -lt $deadline ]] || break
+		if [[ $status != queued ]] || ((SECONDS >= deadline)); then break; fi
 		sleep 0.2
 	done
 	worker=$(field worker_id <<<"$BODY")
@@ -355,7 +355,9 @@ cmd_long_task() {
 
 cmd_flood() {
 	local count=${1:-200} secs=${2:-0.2}
-	[[ $count =~ ^[0-9]+$ ]] && ((count >= 1 && count <= 10000)) || die "usage: flood [COUNT] [SECONDS]: COUNT from 1 to 10000"
+	if ! [[ $count =~ ^[0-9]+$ ]] || ((count < 1 || count > 10000)); then
+		die "usage: flood [COUNT] [SECONDS]: COUNT from 1 to 10000"
+	fi
 	[[ $secs =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "usage: flood [COUNT] [SECONDS]: SECONDS like 0.2"
 	api GET /healthz
 	local stamp i start=$SECONDS
