@@ -135,6 +135,33 @@ func TestLabs(t *testing.T) {
 		checkLateDuplicate(t, late, tk, victim)
 	})
 
+	// Exercise 3, the other way round: make unpause-worker as soon as the
+	// task runs elsewhere. Two deliveries race; one result wins, the other
+	// is the duplicate.
+	t.Run("pause-worker-early", func(t *testing.T) {
+		id, victim := cl.longTask(t, 12)
+		cl.run(t, "pause-worker")
+		t.Cleanup(func() { cl.lab("unpause-worker") })
+		waitWorkerGone(t, l, victim, labWorkerTimeout+detectionSlack)
+		again := waitTask(t, l, id, 30*time.Second, "the second delivery to start", func(tk client.Task) bool {
+			return tk.Status == "running" && tk.Attempts == 2
+		})
+		if again.Worker() == victim {
+			t.Fatalf("second delivery went to the paused %s", victim)
+		}
+		cl.run(t, "unpause-worker")
+		waitWorkerBack(t, l, victim, labRejoin)
+		both := waitTask(t, l, id, 12*time.Second+time.Minute, "both deliveries to report", func(tk client.Task) bool {
+			return tk.Final() && len(tk.History) == 2 && tk.History[0].Outcome != "lost" && tk.History[1].Outcome != "running"
+		})
+		winner := slices.IndexFunc(both.History, func(a client.Attempt) bool { return !a.Duplicate })
+		if both.Status != "succeeded" || both.Stdout != "slept 12s\n" || both.Attempts != 2 || both.Duplicates() != 1 || winner < 0 ||
+			both.History[winner].Outcome != "succeeded" || both.Worker() != both.History[winner].WorkerID {
+			t.Fatalf("task: %s on %s, stdout %q, history %s; want succeeded on the worker whose delivery is not the one duplicate", both.Status, both.Worker(), both.Stdout, trail(both))
+		}
+		t.Logf("the race went to %s", both.Worker())
+	})
+
 	// Exercise 4: make long-task, make partition-worker, make heal-worker.
 	t.Run("partition-worker", func(t *testing.T) {
 		id, victim := cl.longTask(t, 12)
