@@ -78,11 +78,13 @@ api() {
 	local method=$1 path=$2 data=${3:-}
 	# Files of this process's own: flood calls api from parallel subshells.
 	local body=$TMP/body.$BASHPID err=$TMP/err.$BASHPID
+	rm -f "$body"
 	CODE=$(curl -sS -o "$body" -w '%{http_code}' --max-time 75 -X "$method" \
 		${MASTER_API_TOKEN:+-H "Authorization: Bearer $MASTER_API_TOKEN"} \
 		${data:+-H "Content-Type: application/json" --data "$data"} \
 		"$API$path" 2>"$err") || CODE=000
-	BODY=$(flatten <"$body" 2>/dev/null || true)
+	BODY=""
+	[[ ! -f $body ]] || BODY=$(flatten <"$body")
 	case $CODE in
 	000) die "no master answers at $API ($(head -c 200 "$err")). Is the lab up? Start it with \`make up\` (project $PROJECT, port ${ROUNDHOUSE_HTTP_PORT:-9092})." ;;
 	401) die "the master wants a token: set MASTER_API_TOKEN (\`make up\` writes it to .env). It said: $BODY" ;;
@@ -182,7 +184,7 @@ sorted_workers() {
 
 worker_numbers() {
 	local c out=""
-	for c in $(containers worker); do out+="$(number_of "$c") "; done
+	for c in $(sorted_workers); do out+="${out:+ }$(number_of "$c")"; done
 	echo "${out:-none}"
 }
 
@@ -190,6 +192,8 @@ worker_numbers() {
 # else of the first worker in the rotation.
 busy_worker() {
 	local lines id
+	curl -fsS --max-time 2 -o /dev/null "$API/healthz" 2>/dev/null ||
+		die "the master does not answer at $API, so it cannot say which worker is busy: name one (N=2)"
 	lines=$(workers_lines)
 	[[ -n $lines ]] || die "the master lists no workers: nothing to break (make status)"
 	id=$({ grep -m 1 '"running":[1-9]' || true; } <<<"$lines" | field id)
@@ -209,13 +213,18 @@ target() {
 # --- commands ---------------------------------------------------------------
 
 cmd_status() {
-	api GET /healthz
-	local lines
-	lines=$(workers_lines)
-	echo "workers the master lists, in rotation order ($API/workers):"
-	if [[ -z $lines ]]; then
-		echo "  none"
+	local mc up=yes lines=""
+	mc=$(master_container)
+	echo "master container: $(name_of "$mc") $(docker inspect -f '{{.State.Status}}' "$mc")"
+	curl -fsS --max-time 2 -o /dev/null "$API/healthz" 2>/dev/null || up=""
+	if [[ -z $up ]]; then
+		echo "the master does not answer at $API (make start-master, or make up)"
 	else
+		lines=$(workers_lines)
+		echo "workers the master lists, in rotation order ($API/workers):"
+		[[ -n $lines ]] || echo "  none"
+	fi
+	if [[ -n $lines ]]; then
 		printf '  %-28s %-9s %5s %7s %9s\n' ID STATE SLOTS RUNNING COMPLETED
 		while IFS= read -r w; do
 			local next=""
@@ -236,6 +245,7 @@ cmd_status() {
 		grep -q "\"id\":\"$name\"" <<<"$lines" || listed="not listed"
 		printf '  %-3s %-28s %-8s %-14s %s\n' "$(number_of "$c")" "$name" "$(docker inspect -f '{{.State.Status}}' "$c")" "$on" "$listed"
 	done
+	[[ -n $up ]] || return 0
 	local s counts=""
 	for s in queued running succeeded failed timed_out canceled; do
 		counts+="$s $(count_tasks "$s")  "
@@ -312,10 +322,23 @@ cmd_heal_worker() {
 
 cmd_restart_master() {
 	master_container >/dev/null
+	local had
+	had=$(workers_lines | grep -c '"id"' || true)
 	compose restart master
 	wait_healthy 60
-	echo "master is back at $API: tasks are where they were (the database is on a volume);"
-	echo "workers reconnect and claim the tasks they still run within MASTER_WORKER_TIMEOUT"
+	echo "master is back at $API: tasks are where they were (the database is on a volume)"
+	wait_workers "$had"
+}
+
+# wait_workers N: wait up to 30s for the master to list N workers again, and say how many came back.
+wait_workers() {
+	local want=$1 have=0 deadline=$((SECONDS + 30))
+	while ((SECONDS < deadline)); do
+		have=$(workers_lines | grep -c '"id"' || true)
+		((have < want)) || break
+		sleep 0.5
+	done
+	echo "workers reconnected: $have of $want; running tasks stay with the worker that claims them"
 }
 
 cmd_stop_master() {
@@ -329,6 +352,7 @@ cmd_start_master() {
 	compose start master
 	wait_healthy 60
 	echo "master is back at $API"
+	wait_workers "$(containers worker "" --filter status=running | grep -c . || true)"
 }
 
 cmd_long_task() {
