@@ -159,7 +159,7 @@ func TestLabs(t *testing.T) {
 			both.History[winner].Outcome != "succeeded" || both.Worker() != both.History[winner].WorkerID {
 			t.Fatalf("task: %s on %s, stdout %q, history %s; want succeeded on the worker whose delivery is not the one duplicate", both.Status, both.Worker(), both.Stdout, trail(both))
 		}
-		t.Logf("the race went to %s", both.Worker())
+		t.Logf("the race went to %s (the paused worker was %s)", both.Worker(), victim)
 	})
 
 	// Exercise 4: make long-task, make partition-worker, make heal-worker.
