@@ -337,13 +337,38 @@ func startComposeLab(t *testing.T, n int) *composeLab {
 	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port))
 	api.HTTP.Transport = bearer{token: token, next: http.DefaultTransport}
 	cl.l = &lab{t: t, ctx: ctx, api: api}
-	t.Cleanup(cl.l.dumpWatched)
+	t.Cleanup(cl.dumpWatched)
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
 	if _, err := api.WaitWorkers(wctx, n); err != nil {
 		t.Fatal(err)
 	}
 	return cl
+}
+
+// dumpWatched logs the watched tasks if the test failed. Unlike
+// lab.dumpWatched it goes through the client, which sends the API token.
+func (cl *composeLab) dumpWatched() {
+	t := cl.l.t
+	if !t.Failed() {
+		return
+	}
+	cl.l.mu.Lock()
+	ids := slices.Clone(cl.l.watched)
+	cl.l.mu.Unlock()
+	for _, id := range ids {
+		tk, err := cl.l.api.Get(cl.ctx, id)
+		if err != nil {
+			t.Logf("---- task %s: %v", id, err)
+			continue
+		}
+		why := ""
+		if tk.Error != nil {
+			why = *tk.Error
+		}
+		t.Logf("---- task %s (%q): %s on %s, attempts %d, stdout %q, error %q; history %s",
+			id, tk.Cmd, tk.Status, tk.Worker(), tk.Attempts, tk.Stdout, why, trail(tk))
+	}
 }
 
 func (cl *composeLab) compose(args ...string) (string, error) {
