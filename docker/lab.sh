@@ -28,7 +28,7 @@ if [[ -z ${COMPOSE:-} ]]; then
 fi
 # Only when unset: an empty MASTER_API_TOKEN means "no token" on purpose.
 if [[ -z ${MASTER_API_TOKEN+set} && -f $ROOT/.env ]]; then
-	MASTER_API_TOKEN=$(sed -n 's/^MASTER_API_TOKEN=//p' "$ROOT/.env" | tail -n 1)
+	MASTER_API_TOKEN=$(sed -n "s/^\(export \)\{0,1\}MASTER_API_TOKEN=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$/\2/p" "$ROOT/.env" | tail -n 1)
 fi
 
 die() {
