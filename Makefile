@@ -16,7 +16,7 @@ UNIT := ./proto/... ./master/... ./worker/... ./integration/client/... ./integra
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
 up: images ## build the images and start the lab: master + $(WORKERS) workers
@@ -31,6 +31,39 @@ down: ## stop the lab and remove its containers
 .PHONY: logs
 logs: ## follow the lab's logs
 	$(COMPOSE) logs -f
+
+# Fault injection for the exercises in docs/labs.md; docker/lab.sh does the
+# work, and integration/labs_test.go runs the same script.
+LAB := COMPOSE="$(COMPOSE)" API="$(API)" bash docker/lab.sh
+N ?=
+COUNT ?= 200
+
+.PHONY: status scale kill-worker pause-worker unpause-worker partition-worker heal-worker \
+	restart-master stop-master start-master long-task flood
+status: ## workers in rotation order, worker containers, task counts
+	@$(LAB) status
+scale: ## run WORKERS workers: make scale WORKERS=8
+	@$(LAB) scale $(WORKERS)
+kill-worker: ## SIGKILL worker N (default: one running a task): make kill-worker N=2
+	@$(LAB) kill-worker $(N)
+pause-worker: ## freeze worker N with docker pause (default: one running a task)
+	@$(LAB) pause-worker $(N)
+unpause-worker: ## thaw worker N (default: every paused worker)
+	@$(LAB) unpause-worker $(N)
+partition-worker: ## cut worker N off the lab's network (default: one running a task)
+	@$(LAB) partition-worker $(N)
+heal-worker: ## reconnect worker N (default: every cut-off worker)
+	@$(LAB) heal-worker $(N)
+restart-master: ## restart the master container; tasks survive on its volume
+	@$(LAB) restart-master
+stop-master: ## stop the master container (workers keep retrying)
+	@$(LAB) stop-master
+start-master: ## start the stopped master container
+	@$(LAB) start-master
+long-task: ## submit `sleep SECS` (default 30) and show its worker: make long-task SECS=60
+	@$(LAB) long-task $(SECS)
+flood: ## submit COUNT tasks (default 200) fast, then count how they ended
+	@$(LAB) flood $(COUNT)
 
 .PHONY: images
 images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)

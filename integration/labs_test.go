@@ -1,0 +1,492 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/integration/client"
+)
+
+// Defaults of compose.yaml that docs/labs.md promises its timings from.
+const (
+	// labWorkerTimeout is MASTER_WORKER_TIMEOUT: a paused or cut-off worker
+	// is dropped within it, and a restarted master waits that long for
+	// running tasks' workers to claim them.
+	labWorkerTimeout = 10 * time.Second
+	// labRejoin bounds how soon a thawed or reconnected worker is back: its
+	// gRPC keepalive notices the dead connection within 15 s, then it
+	// reconnects within WORKER_RECONNECT_MAX (5 s).
+	labRejoin = 30 * time.Second
+)
+
+// TestLabs runs every exercise of docs/labs.md, in the guide's order, on the
+// real compose.yaml with the guide's defaults, through the same
+// docker/lab.sh commands the make targets run, and checks through the REST
+// API that what the guide says happens does. One compose project serves all
+// the exercises, as one class's lab would.
+func TestLabs(t *testing.T) {
+	cl := startComposeLab(t, 3)
+	l := cl.l
+
+	// Exercise 1: make scale WORKERS=4, then WORKERS=2, then back to 3.
+	t.Run("scale", func(t *testing.T) {
+		before := l.waitWorkers(3).IDs()
+		cl.run(t, "scale", "4")
+		up := l.waitWorkers(4).IDs()
+		if !slices.Equal(up[:3], before) || slices.Contains(before, up[3]) {
+			t.Fatalf("after scale 4 the rotation is %v, want %v and a newcomer at the end", up, before)
+		}
+		if want := regexp.MustCompile(`^` + cl.project + `[-_]worker[-_]4$`); !want.MatchString(up[3]) {
+			t.Errorf("the new worker is %q, want worker 4 of the project", up[3])
+		}
+
+		// One task at a time goes to the worker marked next, then round the rotation.
+		ws, err := l.api.Workers(l.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := -1
+		for i, w := range ws.Workers {
+			if w.Next {
+				start = i
+			}
+		}
+		if start < 0 {
+			t.Fatalf("no worker is marked next: %+v", ws)
+		}
+		for i := range 4 {
+			tk := l.waitFinal(l.submit(fmt.Sprintf("echo rotation-%d", i)).ID)
+			if want := up[(start+i)%4]; tk.Status != "succeeded" || tk.Worker() != want {
+				t.Errorf("task %d: %s on %s, want succeeded on %s", i, tk.Status, tk.Worker(), want)
+			}
+		}
+
+		cl.run(t, "scale", "2")
+		down := l.waitWorkers(2).IDs()
+		if !isSubsequence(down, up) {
+			t.Errorf("after scale 2 the rotation is %v: not in the order of %v", down, up)
+		}
+		cl.run(t, "scale", "3")
+		again := l.waitWorkers(3).IDs()
+		if !slices.Equal(again[:2], down) {
+			t.Errorf("after scale 3 the rotation is %v, want %v and a newcomer at the end", again, down)
+		}
+	})
+
+	// Exercise 2: make long-task, make kill-worker.
+	t.Run("kill-worker", func(t *testing.T) {
+		id, victim := cl.longTask(t, 10)
+		killed := time.Now()
+		if out := cl.run(t, "kill-worker"); !strings.Contains(out, victim) {
+			t.Fatalf("kill-worker did not pick %s, the worker running the task:\n%s", victim, out)
+		}
+		// Its connection closes: dropped at once, not after a timeout.
+		waitWorkerGone(t, l, victim, 3*time.Second)
+		t.Logf("killed %s dropped after %s", victim, time.Since(killed).Round(100*time.Millisecond))
+		tk := waitTask(t, l, id, 10*time.Second+time.Minute, "the killed worker's task to finish", client.Task.Final)
+		if tk.Status != "succeeded" || tk.Stdout != "slept 10s\n" || tk.Attempts != 2 || len(tk.History) != 2 {
+			t.Fatalf("task: %s, stdout %q, history %s; want succeeded after 2 deliveries", tk.Status, tk.Stdout, trail(tk))
+		}
+		if h := tk.History[0]; h.Outcome != "lost" || h.WorkerID != victim {
+			t.Errorf("first delivery: %s on %s, want lost on %s", h.Outcome, h.WorkerID, victim)
+		}
+		if h := tk.History[1]; h.Outcome != "succeeded" || h.WorkerID == victim || tk.Worker() != h.WorkerID {
+			t.Errorf("second delivery: %s on %s, want succeeded on another worker", h.Outcome, h.WorkerID)
+		}
+		// make scale WORKERS=3 starts the killed container again.
+		cl.run(t, "scale", "3")
+		if ids := l.waitWorkers(3).IDs(); ids[2] != victim {
+			t.Errorf("after scale 3 the rotation is %v, want %s back at the end", ids, victim)
+		}
+	})
+
+	// Exercise 3: make long-task, make pause-worker, make unpause-worker.
+	t.Run("pause-worker", func(t *testing.T) {
+		id, victim := cl.longTask(t, 12)
+		paused := time.Now()
+		if out := cl.run(t, "pause-worker"); !strings.Contains(out, victim) {
+			t.Fatalf("pause-worker did not pick %s, the worker running the task:\n%s", victim, out)
+		}
+		t.Cleanup(func() { cl.lab("unpause-worker") }) // so that the project can be removed if the test ends early
+		waitWorkerGone(t, l, victim, labWorkerTimeout+detectionSlack)
+		t.Logf("paused %s dropped after %s", victim, time.Since(paused).Round(100*time.Millisecond))
+		tk := waitTask(t, l, id, 12*time.Second+time.Minute, "the paused worker's task to finish elsewhere", client.Task.Final)
+		checkRanTwice(t, tk, victim, "slept 12s\n")
+
+		cl.run(t, "unpause-worker")
+		waitWorkerBack(t, l, victim, labRejoin)
+		if ids := l.waitWorkers(3).IDs(); ids[2] != victim {
+			t.Errorf("rotation %v: want %s back at the end", ids, victim)
+		}
+		late := waitTask(t, l, id, labRejoin, "the thawed worker's late result, marked duplicate", func(tk client.Task) bool {
+			return len(tk.History) == 2 && tk.History[0].Duplicate
+		})
+		checkLateDuplicate(t, late, tk, victim)
+	})
+
+	// Exercise 3, the other way round: make unpause-worker as soon as the
+	// task runs elsewhere. Two deliveries race; one result wins, the other
+	// is the duplicate.
+	t.Run("pause-worker-early", func(t *testing.T) {
+		id, victim := cl.longTask(t, 12)
+		cl.run(t, "pause-worker")
+		t.Cleanup(func() { cl.lab("unpause-worker") })
+		waitWorkerGone(t, l, victim, labWorkerTimeout+detectionSlack)
+		again := waitTask(t, l, id, 30*time.Second, "the second delivery to start", func(tk client.Task) bool {
+			return tk.Status == "running" && tk.Attempts == 2
+		})
+		if again.Worker() == victim {
+			t.Fatalf("second delivery went to the paused %s", victim)
+		}
+		cl.run(t, "unpause-worker")
+		waitWorkerBack(t, l, victim, labRejoin)
+		both := waitTask(t, l, id, 12*time.Second+time.Minute, "both deliveries to report", func(tk client.Task) bool {
+			return tk.Final() && len(tk.History) == 2 && tk.History[0].Outcome != "lost" && tk.History[1].Outcome != "running"
+		})
+		winner := slices.IndexFunc(both.History, func(a client.Attempt) bool { return !a.Duplicate })
+		if both.Status != "succeeded" || both.Stdout != "slept 12s\n" || both.Attempts != 2 || both.Duplicates() != 1 || winner < 0 ||
+			both.History[winner].Outcome != "succeeded" || both.Worker() != both.History[winner].WorkerID {
+			t.Fatalf("task: %s on %s, stdout %q, history %s; want succeeded on the worker whose delivery is not the one duplicate", both.Status, both.Worker(), both.Stdout, trail(both))
+		}
+		t.Logf("the race went to %s (the paused worker was %s)", both.Worker(), victim)
+	})
+
+	// Exercise 4: make long-task, make partition-worker, make heal-worker.
+	t.Run("partition-worker", func(t *testing.T) {
+		id, victim := cl.longTask(t, 12)
+		cut := time.Now()
+		if out := cl.run(t, "partition-worker"); !strings.Contains(out, victim) {
+			t.Fatalf("partition-worker did not pick %s, the worker running the task:\n%s", victim, out)
+		}
+		t.Cleanup(func() { cl.lab("heal-worker") })
+		waitWorkerGone(t, l, victim, labWorkerTimeout+detectionSlack)
+		t.Logf("cut-off %s dropped after %s", victim, time.Since(cut).Round(100*time.Millisecond))
+		tk := waitTask(t, l, id, 12*time.Second+time.Minute, "the cut-off worker's task to finish elsewhere", client.Task.Final)
+		checkRanTwice(t, tk, victim, "slept 12s\n")
+
+		cl.run(t, "heal-worker")
+		healed := time.Now()
+		waitWorkerBack(t, l, victim, labRejoin)
+		t.Logf("healed %s back after %s", victim, time.Since(healed).Round(100*time.Millisecond))
+		late := waitTask(t, l, id, labRejoin, "the reconnected worker's late result, marked duplicate", func(tk client.Task) bool {
+			return len(tk.History) == 2 && tk.History[0].Duplicate
+		})
+		checkLateDuplicate(t, late, tk, victim)
+	})
+
+	// Exercise 5: make long-task, make restart-master.
+	t.Run("restart-master", func(t *testing.T) {
+		before := listAll(t, l, nil)
+		id, worker := cl.longTask(t, 15)
+		cl.run(t, "restart-master")
+		l.waitWorkers(3)
+		after := listAll(t, l, nil)
+		for tid, b := range before {
+			a, ok := after[tid]
+			if !ok {
+				t.Errorf("task %s (%q) is gone after the restart", tid, b.Cmd)
+				continue
+			}
+			if a.Status != b.Status || a.Attempts != b.Attempts || a.Worker() != b.Worker() {
+				t.Errorf("task %s (%q) changed across the restart: %s on %s after %d, was %s on %s after %d",
+					tid, b.Cmd, a.Status, a.Worker(), a.Attempts, b.Status, b.Worker(), b.Attempts)
+			}
+		}
+		if _, ok := after[id]; !ok || len(after) != len(before)+1 {
+			t.Errorf("GET /tasks lists %d tasks after the restart, want the %d before and the long one", len(after), len(before))
+		}
+		// Its worker reconnects within one worker timeout and claims it: it
+		// finishes where it ran, on its first delivery.
+		tk := waitTask(t, l, id, 15*time.Second+time.Minute, "the long task to finish", client.Task.Final)
+		if tk.Status != "succeeded" || tk.Stdout != "slept 15s\n" || tk.Worker() != worker || tk.Attempts != 1 {
+			t.Errorf("long task: %s on %s, stdout %q, history %s; want succeeded on %s, delivered once", tk.Status, tk.Worker(), tk.Stdout, trail(tk), worker)
+		}
+	})
+
+	// Exercise 6: make flood.
+	t.Run("flood", func(t *testing.T) {
+		const count = 200
+		before := countStatus(t, l, "succeeded")
+		done := map[string]int{}
+		ws0, err := l.api.Workers(l.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws0.Workers {
+			done[w.ID] = w.Completed
+		}
+		out := cl.run(t, "flood", fmt.Sprint(count))
+		if want := fmt.Sprintf("flood: %d of %d finished", count, count); !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("succeeded=%d", count)) {
+			t.Errorf("flood output lacks %q and succeeded=%d", want, count)
+		}
+		if got := countStatus(t, l, "succeeded"); got != before+count {
+			t.Errorf("%d tasks succeeded, want %d before the flood + %d", got, before, count)
+		}
+		if n := countStatus(t, l, "queued,running"); n != 0 {
+			t.Errorf("%d tasks still queued or running after the flood", n)
+		}
+		ws, err := l.api.Workers(l.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws.Workers {
+			if w.Completed <= done[w.ID] {
+				t.Errorf("worker %s ran none of the flood (completed %d before, %d after)", w.ID, done[w.ID], w.Completed)
+			}
+		}
+	})
+}
+
+// The make targets of docs/labs.md run docker/lab.sh with their arguments:
+// TestLabs runs the script, this checks the wiring (make -n prints the
+// commands without running them).
+func TestLabMakeTargets(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string // make's arguments
+		want string   // the end of the command make runs
+	}{
+		{"status", []string{"status"}, "docker/lab.sh status"},
+		{"scale", []string{"scale", "WORKERS=8"}, "docker/lab.sh scale 8"},
+		{"kill-worker", []string{"kill-worker"}, "docker/lab.sh kill-worker"},
+		{"kill-worker N", []string{"kill-worker", "N=2"}, "docker/lab.sh kill-worker 2"},
+		{"pause-worker", []string{"pause-worker", "N=3"}, "docker/lab.sh pause-worker 3"},
+		{"unpause-worker", []string{"unpause-worker"}, "docker/lab.sh unpause-worker"},
+		{"partition-worker", []string{"partition-worker", "N=1"}, "docker/lab.sh partition-worker 1"},
+		{"heal-worker", []string{"heal-worker", "N=1"}, "docker/lab.sh heal-worker 1"},
+		{"restart-master", []string{"restart-master"}, "docker/lab.sh restart-master"},
+		{"stop-master", []string{"stop-master"}, "docker/lab.sh stop-master"},
+		{"start-master", []string{"start-master"}, "docker/lab.sh start-master"},
+		{"long-task", []string{"long-task"}, "docker/lab.sh long-task"},
+		{"long-task SECS", []string{"long-task", "SECS=60"}, "docker/lab.sh long-task 60"},
+		{"flood", []string{"flood"}, "docker/lab.sh flood 200"},
+		{"flood COUNT", []string{"flood", "COUNT=50"}, "docker/lab.sh flood 50"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command("make", append([]string{"-s", "-n", "ROUNDHOUSE_HTTP_PORT=19999"}, tt.args...)...)
+			cmd.Dir = ".."
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("make -n %s: %v\n%s", strings.Join(tt.args, " "), err, out)
+			}
+			got := strings.TrimSpace(string(out))
+			if !strings.HasSuffix(got, tt.want) || !strings.Contains(got, `API="http://127.0.0.1:19999"`) {
+				t.Errorf("make %s runs\n\t%s\nwant it to end with %q and pass API for port 19999", strings.Join(tt.args, " "), got, tt.want)
+			}
+		})
+	}
+}
+
+// composeLab is a lab started from the real compose.yaml under a project of
+// its own, and driven by docker/lab.sh as a student would drive it.
+type composeLab struct {
+	l       *lab // only its API and context: the containers are compose's
+	ctx     context.Context
+	project string
+	env     []string // for compose and docker/lab.sh
+}
+
+// startComposeLab starts compose.yaml with n workers and waits until the
+// master lists them. It removes the project, volumes included, at the end.
+func startComposeLab(t *testing.T, n int) *composeLab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	t.Cleanup(cancel)
+	port := freePort(t)
+	token := randomToken(t)
+	cl := &composeLab{
+		ctx:     ctx,
+		project: fmt.Sprintf("rhlabs%d", time.Now().UnixNano()%1_000_000),
+	}
+	cl.env = append(os.Environ(),
+		"COMPOSE="+strings.Join(composeCLI(), " "),
+		"COMPOSE_PROJECT_NAME="+cl.project,
+		fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
+		"API=", // lab.sh derives it from the port
+		// The guide's timings assume the defaults; pin them against the
+		// caller's environment.
+		"MASTER_WORKER_TIMEOUT="+labWorkerTimeout.String(),
+		"WORKER_SLOTS=1",
+		// A master that wants a token gets one, and everything here sends it.
+		"MASTER_API_TOKEN="+token,
+	)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := cl.compose("logs", "--no-color", "--timestamps")
+			t.Logf("---- compose logs ----\n%s", out)
+		}
+		if out, err := cl.compose("down", "--volumes", "--remove-orphans"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	if out, err := cl.compose("up", "-d", "--scale", fmt.Sprintf("worker=%d", n)); err != nil {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port))
+	api.HTTP.Transport = bearer{token: token, next: http.DefaultTransport}
+	cl.l = &lab{t: t, ctx: ctx, api: api}
+	t.Cleanup(cl.dumpWatched)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	if _, err := api.WaitWorkers(wctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// dumpWatched logs the watched tasks if the test failed. Unlike
+// lab.dumpWatched it goes through the client, which sends the API token.
+func (cl *composeLab) dumpWatched() {
+	t := cl.l.t
+	if !t.Failed() {
+		return
+	}
+	cl.l.mu.Lock()
+	ids := slices.Clone(cl.l.watched)
+	cl.l.mu.Unlock()
+	for _, id := range ids {
+		tk, err := cl.l.api.Get(cl.ctx, id)
+		if err != nil {
+			t.Logf("---- task %s: %v", id, err)
+			continue
+		}
+		why := ""
+		if tk.Error != nil {
+			why = *tk.Error
+		}
+		t.Logf("---- task %s (%q): %s on %s, attempts %d, stdout %q, error %q; history %s",
+			id, tk.Cmd, tk.Status, tk.Worker(), tk.Attempts, tk.Stdout, why, trail(tk))
+	}
+}
+
+func (cl *composeLab) compose(args ...string) (string, error) {
+	cli := composeCLI()
+	cmd := exec.CommandContext(cl.ctx, cli[0], append(append(cli[1:], "-p", cl.project, "-f", "compose.yaml"), args...)...)
+	cmd.Dir = ".." // the repository root
+	cmd.Env = cl.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// lab runs docker/lab.sh, as the make targets do.
+func (cl *composeLab) lab(args ...string) (string, error) {
+	cmd := exec.CommandContext(cl.ctx, "bash", append([]string{"docker/lab.sh"}, args...)...)
+	cmd.Dir = ".."
+	cmd.Env = cl.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// run runs docker/lab.sh, logs what it said and fails the test if it failed.
+func (cl *composeLab) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := cl.lab(args...)
+	t.Logf("$ docker/lab.sh %s\n%s", strings.Join(args, " "), out)
+	if err != nil {
+		t.Fatalf("docker/lab.sh %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+var longTaskLine = regexp.MustCompile(`task (\S+) running on (\S+) `)
+
+// longTask runs `docker/lab.sh long-task secs` and returns the task's ID and
+// the worker it runs on, as the script printed them.
+func (cl *composeLab) longTask(t *testing.T, secs int) (id, worker string) {
+	t.Helper()
+	out := cl.run(t, "long-task", fmt.Sprint(secs))
+	m := longTaskLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("long-task printed no running task")
+	}
+	cl.l.watch(m[1])
+	tk, err := cl.l.api.Get(cl.ctx, m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Status != "running" || tk.Worker() != m[2] {
+		t.Fatalf("long task is %s on %q, the script said running on %s", tk.Status, tk.Worker(), m[2])
+	}
+	return m[1], m[2]
+}
+
+// checkRanTwice checks a task whose first worker was lost: it succeeded on
+// its second delivery, elsewhere.
+func checkRanTwice(t *testing.T, tk client.Task, lost, stdout string) {
+	t.Helper()
+	if tk.Status != "succeeded" || tk.Stdout != stdout || tk.Attempts != 2 || len(tk.History) != 2 {
+		t.Fatalf("task: %s, stdout %q, history %s; want succeeded after 2 deliveries", tk.Status, tk.Stdout, trail(tk))
+	}
+	if h := tk.History[0]; h.Outcome != "lost" || h.WorkerID != lost {
+		t.Errorf("first delivery: %s on %s, want lost on %s", h.Outcome, h.WorkerID, lost)
+	}
+	if h := tk.History[1]; h.Outcome != "succeeded" || h.WorkerID == lost || h.Duplicate {
+		t.Errorf("second delivery: %s on %s (duplicate %v), want succeeded on another worker", h.Outcome, h.WorkerID, h.Duplicate)
+	}
+}
+
+// checkLateDuplicate checks that the lost worker's late result is recorded
+// on its own delivery and changes nothing else.
+func checkLateDuplicate(t *testing.T, late, final client.Task, lost string) {
+	t.Helper()
+	if h := late.History[0]; h.Outcome != "succeeded" || h.WorkerID != lost || h.Attempt != 1 {
+		t.Errorf("late result: attempt %d on %s, %s; want attempt 1 on %s, succeeded", h.Attempt, h.WorkerID, h.Outcome, lost)
+	}
+	if late.Status != final.Status || late.Worker() != final.Worker() || late.Stdout != final.Stdout || late.Attempts != 2 || late.History[1].Duplicate {
+		t.Errorf("the late result changed the task: now %s on %s, stdout %q, history %s", late.Status, late.Worker(), late.Stdout, trail(late))
+	}
+}
+
+// countStatus counts the tasks GET /tasks?status= lists.
+func countStatus(t *testing.T, l *lab, status string) int {
+	t.Helper()
+	return len(listAll(t, l, url.Values{"status": {status}, "limit": {"1000"}}))
+}
+
+// isSubsequence reports whether sub lists elements of all in their order.
+func isSubsequence(sub, all []string) bool {
+	i := 0
+	for _, s := range sub {
+		for i < len(all) && all[i] != s {
+			i++
+		}
+		if i == len(all) {
+			return false
+		}
+		i++
+	}
+	return true
+}
+
+func randomToken(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// bearer sends the API token with every request, as the lab's tools do.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
