@@ -26,8 +26,11 @@ type config struct {
 	MaxTaskTimeout  time.Duration `env:"MASTER_MAX_TASK_TIMEOUT" envDefault:"24h"`
 	MaxAttempts     int           `env:"MASTER_MAX_ATTEMPTS" envDefault:"3"`
 	MaxWait         time.Duration `env:"MASTER_MAX_WAIT" envDefault:"60s"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
+	// APIToken, when set, is required as a bearer token on every REST
+	// request but the probes. A secret: logged only as set or unset.
+	APIToken  string `env:"MASTER_API_TOKEN"`
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
 }
 
 // loadConfig parses and checks the environment. Every error names the
@@ -54,6 +57,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_TASK_TIMEOUT", c.TaskTimeout >= time.Second && c.TaskTimeout <= c.MaxTaskTimeout, "%s is outside 1s..MASTER_MAX_TASK_TIMEOUT (%s)", c.TaskTimeout, c.MaxTaskTimeout)
 	check("MASTER_MAX_ATTEMPTS", c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "%d is outside 1..100", c.MaxAttempts)
 	check("MASTER_MAX_WAIT", c.MaxWait >= time.Second && c.MaxWait <= 5*time.Minute, "%s is outside 1s..5m", c.MaxWait)
+	check("MASTER_API_TOKEN", c.APIToken == "" || validToken(c.APIToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)
@@ -66,6 +70,26 @@ func validListenAddr(addr string) bool {
 	}
 	p, err := strconv.Atoi(port)
 	return err == nil && p >= 0 && p <= 65535
+}
+
+// Tokens are shared secrets typed into env files and HTTP headers: long
+// enough not to be guessed, and made of characters that survive both.
+const (
+	minTokenLen = 16
+	maxTokenLen = 4096
+)
+
+func validToken(s string) bool {
+	return len(s) >= minTokenLen && len(s) <= maxTokenLen &&
+		!strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+}
+
+// mask shows whether a secret is set, never its value.
+func mask(secret string) string {
+	if secret == "" {
+		return "unset"
+	}
+	return "set"
 }
 
 func validLevel(s string) bool {

@@ -34,6 +34,8 @@ func TestLoadConfig(t *testing.T) {
 		{"max wait too long", "MASTER_MAX_WAIT", "1h"},
 		{"bad level", "LOG_LEVEL", "loud"},
 		{"bad format", "LOG_FORMAT", "xml"},
+		{"api token too short", "MASTER_API_TOKEN", "short"},
+		{"api token with a space", "MASTER_API_TOKEN", "0123456789 abcdefgh"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

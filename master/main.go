@@ -87,6 +87,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"db_path", cfg.DBPath, "worker_timeout", cfg.WorkerTimeout, "task_timeout", cfg.TaskTimeout,
 		"max_task_timeout", cfg.MaxTaskTimeout, "max_attempts", cfg.MaxAttempts, "max_wait", cfg.MaxWait,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
+		"api_token", mask(cfg.APIToken),
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -139,6 +140,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			Log:          log,
 			MaxBodyBytes: cfg.MaxBodyBytes,
 			MaxWait:      cfg.MaxWait,
+			APIToken:     cfg.APIToken,
 			Ready: func() error {
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")

@@ -28,6 +28,16 @@ type Params struct {
 	MaxBodyBytes int64
 	MaxWait      time.Duration // longest ?wait= a request may ask for
 	Ready        func() error  // nil when the master can serve workers
+
+	// APIToken, when set, is required as "Authorization: Bearer <token>"
+	// on every request except GET /healthz, GET /readyz and the public
+	// paths below.
+	APIToken string
+	// PublicPaths (exact) and PublicPrefixes are served to GET and HEAD
+	// without a token: the dashboard's page ("/") and static assets, which
+	// hold no data; the page asks for the token and sends it itself.
+	PublicPaths    []string
+	PublicPrefixes []string
 }
 
 type api struct {
@@ -47,15 +57,16 @@ func New(p Params) http.Handler {
 	r.HandleFunc("/tasks/{id}", a.getTask).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.cancelTask).Methods(http.MethodDelete)
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)})
 	})
-	return r
+	auth := newAuthenticator(p.APIToken, p.PublicPaths, p.PublicPrefixes)
+	return recoverer(a.log, auth.wrap(r, a.writeError))
 }
 
 type createRequest struct {
@@ -306,6 +317,8 @@ type errorBody struct {
 func (a *api) writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
+	case errors.Is(err, errUnauthenticated):
+		code = http.StatusUnauthorized
 	case errors.Is(err, task.ErrInvalid):
 		code = http.StatusBadRequest
 	case errors.Is(err, errTooLarge):
@@ -330,5 +343,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ") // read by people with curl as much as by programs
+	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": this is no HTML page
 	_ = enc.Encode(v)       // the client went away; nothing to do
 }

@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+const testToken = "test-token-0123456789abcdef"
+
+func TestAPITokenIsRequiredExceptOnPublicPaths(t *testing.T) {
+	srv, _ := newServerWith(t, func(p *Params) {
+		p.APIToken = testToken
+		p.PublicPaths = []string{"/"}
+		p.PublicPrefixes = []string{"/assets/"}
+	})
+	tests := []struct {
+		name, method, path, auth string
+		want                     int
+		wantErr                  string // substring of the JSON error, for 401s
+		wantChallenge            string // substring of WWW-Authenticate, for 401s
+	}{
+		{name: "healthz is open", method: "GET", path: "/healthz", want: 200},
+		{name: "readyz is open", method: "GET", path: "/readyz", want: 200},
+		{name: "HEAD healthz is open", method: "HEAD", path: "/healthz", want: 200},
+		{name: "dashboard page is open", method: "GET", path: "/", want: 404}, // no page in this router, but no 401 either
+		{name: "dashboard asset is open", method: "GET", path: "/assets/app.js", want: 404},
+		{name: "asset prefix does not open traversal", method: "GET", path: "/assets/../tasks", want: 401, wantErr: "missing API token", wantChallenge: `Bearer realm="roundhouse"`},
+		{name: "POST to a public path needs the token", method: "POST", path: "/healthz", want: 401, wantErr: "missing API token"},
+		{name: "tasks without a token", method: "GET", path: "/tasks", want: 401, wantErr: "missing API token", wantChallenge: `Bearer realm="roundhouse"`},
+		{name: "workers without a token", method: "GET", path: "/workers", want: 401, wantErr: "missing API token"},
+		{name: "unknown endpoint without a token", method: "GET", path: "/nope", want: 401, wantErr: "missing API token"},
+		{name: "wrong token", method: "GET", path: "/tasks", auth: "Bearer wrong-token-0123456789abcd", want: 401, wantErr: "invalid API token", wantChallenge: `error="invalid_token"`},
+		{name: "token prefix", method: "GET", path: "/tasks", auth: "Bearer " + testToken[:10], want: 401, wantErr: "invalid API token"},
+		{name: "token with a suffix", method: "GET", path: "/tasks", auth: "Bearer " + testToken + "x", want: 401, wantErr: "invalid API token"},
+		{name: "basic scheme", method: "GET", path: "/tasks", auth: "Basic " + testToken, want: 401, wantErr: `must be "Bearer <token>"`},
+		{name: "scheme without token", method: "GET", path: "/tasks", auth: "Bearer", want: 401, wantErr: `must be "Bearer <token>"`},
+		{name: "bearer with blank token", method: "GET", path: "/tasks", auth: "Bearer  \t", want: 401, wantErr: "Bearer <token>"},
+		{name: "right token", method: "GET", path: "/tasks", auth: "Bearer " + testToken, want: 200},
+		{name: "scheme is case-insensitive", method: "GET", path: "/workers", auth: "bearer " + testToken, want: 200},
+		{name: "right token, unknown endpoint", method: "GET", path: "/nope", auth: "Bearer " + testToken, want: 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+			req.URL.Opaque = tt.path // send the path as written, "/../" included
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, body)
+			}
+			if tt.want != 401 {
+				return
+			}
+			var e struct{ Error string }
+			if err := json.Unmarshal(body, &e); err != nil || !strings.Contains(e.Error, tt.wantErr) {
+				t.Errorf("body %s, want a JSON error containing %q", body, tt.wantErr)
+			}
+			if ch := resp.Header.Get("WWW-Authenticate"); !strings.Contains(ch, tt.wantChallenge) || !strings.HasPrefix(ch, "Bearer") {
+				t.Errorf("WWW-Authenticate %q, want it to contain %q", ch, tt.wantChallenge)
+			}
+			if strings.Contains(string(body), testToken) {
+				t.Errorf("the 401 echoes the token: %s", body)
+			}
+		})
+	}
+}
+
+// Without MASTER_API_TOKEN the API is open, as before.
+func TestNoTokenConfiguredMeansOpen(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	if code, _, m := do(t, "GET", srv.URL+"/tasks", ""); code != 200 {
+		t.Fatalf("GET /tasks = %d %v, want 200", code, m)
+	}
+}
+
+func TestRecovererAnswers500AndLogs(t *testing.T) {
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	h := recoverer(log, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic("boom at /secret/internal/path.go")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/tasks", nil))
+	if rec.Code != 500 || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("status %d, content type %q; want 500 JSON", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	if got := strings.TrimSpace(rec.Body.String()); !strings.Contains(got, `"error": "internal error"`) || strings.Contains(got, "boom") {
+		t.Errorf("body %s, want only \"internal error\"", got)
+	}
+	if !strings.Contains(logged.String(), "handler panicked") || !strings.Contains(logged.String(), "boom") {
+		t.Errorf("log %q, want the panic and its value", logged.String())
+	}
+
+	// http.ErrAbortHandler is net/http's own abort and passes through.
+	abort := recoverer(log, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	func() {
+		defer func() {
+			if v := recover(); v != http.ErrAbortHandler {
+				t.Errorf("recovered %v, want http.ErrAbortHandler re-panicked", v)
+			}
+		}()
+		abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}()
+}
