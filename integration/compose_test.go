@@ -2,11 +2,13 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +74,8 @@ func TestComposeScaleFive(t *testing.T) {
 		}
 	}
 
+	checkHardening(t, ctx, project)
+
 	rotation := ws.IDs()
 	for i := range 10 {
 		tk, err := api.Submit(ctx, fmt.Sprintf("echo compose-%d", i))
@@ -87,6 +91,96 @@ func TestComposeScaleFive(t *testing.T) {
 		if want := rotation[i%5]; tk.Worker() != want {
 			t.Errorf("task %d ran on %s, want %s", i, tk.Worker(), want)
 		}
+	}
+
+	// The confinement as a task sees it: uid 65532, no capabilities, no
+	// privilege gain, a writable and executable /tmp, nothing else writable.
+	probe := `id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\t' ' '
+printf '#!/bin/sh\necho script ran\n' > probe.sh && chmod +x probe.sh && ./probe.sh
+touch /probe 2>&1 || true`
+	tk, err := api.Submit(ctx, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err = api.WaitFinal(wctx, tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := "65532\nCapEff: 0000000000000000\nNoNewPrivs: 1\nscript ran\ntouch: /probe: Read-only file system\n"
+	if tk.Status != "succeeded" || tk.Stdout != want {
+		t.Errorf("probe task: %s, stdout %q, stderr %q; want stdout %q", tk.Status, tk.Stdout, tk.Stderr, want)
+	}
+}
+
+// hardening is what docker inspect shows of a container's confinement.
+type hardening struct {
+	Config struct {
+		User   string
+		Labels map[string]string
+	}
+	HostConfig struct {
+		ReadonlyRootfs bool
+		CapDrop        []string
+		SecurityOpt    []string
+		PidsLimit      *int64
+		Memory         int64
+		NanoCpus       int64
+		Tmpfs          map[string]string
+	}
+}
+
+// checkHardening asserts, through docker inspect, that compose.yaml
+// confines the lab's containers: non-root, read-only root filesystems, no
+// capabilities, no privilege gain; workers also with pids, memory and CPU
+// limits and a tmpfs /tmp.
+func checkHardening(t *testing.T, ctx context.Context, project string) {
+	t.Helper()
+	ids, err := exec.CommandContext(ctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+project).Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	out, err := exec.CommandContext(ctx, "docker", append([]string{"inspect"}, strings.Fields(string(ids))...)...).Output()
+	if err != nil {
+		t.Fatalf("docker inspect: %v", err)
+	}
+	var cs []hardening
+	if err := json.Unmarshal(out, &cs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, c := range cs {
+		svc := c.Config.Labels["com.docker.compose.service"]
+		seen[svc]++
+		h := c.HostConfig
+		if u := strings.Split(c.Config.User, ":")[0]; u == "" || u == "0" || u == "root" {
+			t.Errorf("%s runs as user %q, want non-root", svc, c.Config.User)
+		}
+		if !h.ReadonlyRootfs {
+			t.Errorf("%s: root filesystem is writable", svc)
+		}
+		if !slices.Equal(h.CapDrop, []string{"ALL"}) {
+			t.Errorf("%s: cap_drop %v, want [ALL]", svc, h.CapDrop)
+		}
+		if !slices.Contains(h.SecurityOpt, "no-new-privileges:true") {
+			t.Errorf("%s: security_opt %v, want no-new-privileges:true", svc, h.SecurityOpt)
+		}
+		if svc != "worker" {
+			continue
+		}
+		if h.PidsLimit == nil || *h.PidsLimit <= 0 || *h.PidsLimit > 4096 {
+			t.Errorf("worker: pids limit %v, want one", h.PidsLimit)
+		}
+		if h.Memory != 256<<20 {
+			t.Errorf("worker: memory limit %d, want the default 256m", h.Memory)
+		}
+		if h.NanoCpus != 1e9 {
+			t.Errorf("worker: cpus %d nano, want the default 1", h.NanoCpus)
+		}
+		if opts := h.Tmpfs["/tmp"]; !strings.Contains(opts, "size=64m") || !strings.Contains(opts, "exec") {
+			t.Errorf("worker: tmpfs /tmp %q, want an executable 64m tmpfs", opts)
+		}
+	}
+	if seen["master"] != 1 || seen["worker"] != 5 {
+		t.Errorf("inspected %v, want 1 master and 5 workers", seen)
 	}
 }
 
