@@ -19,8 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +40,8 @@ type Params struct {
 	MaxTimeout     time.Duration
 	MaxAttempts    int           // default deliveries before a task whose workers vanish fails
 	WorkerTimeout  time.Duration // a worker not heard from for this long is dropped
+	MaxQueued      int           // queued tasks at most; Submit answers ErrFull past it. 0: no limit
+	MaxOutputBytes int           // stored per output stream of a result; 0: no limit
 }
 
 // Dispatcher owns the live tasks, queue and rotation. It is safe for
@@ -62,6 +64,7 @@ type Dispatcher struct {
 	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
 	orphans   map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
 	closedCh  chan struct{}              // closed by Close: wakes waiters
+	reserved  int                        // queue places held by submissions waiting for their write
 }
 
 type eviction struct {
@@ -224,6 +227,13 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		d.mu.Unlock()
 		return task.Task{}, false, task.ErrClosed
 	}
+	// Checked before anything is written, and the place held until the
+	// task is queued, so concurrent submissions cannot overshoot the limit.
+	if d.queueFullLocked() {
+		d.mu.Unlock()
+		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
+	}
+	d.reserved++
 	nt := &task.Task{
 		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: d.p.Now(),
 		Timeout: s.Timeout, MaxAttempts: s.MaxAttempts, IdempotencyKey: s.IdempotencyKey,
@@ -232,11 +242,13 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.mu.Unlock()
 
 	// On disk before anyone hears of it: a 202 means the task survives a crash.
-	if err := <-committed; err != nil {
-		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
-	}
+	err = <-committed
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.reserved--
+	if err != nil {
+		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
+	}
 	d.tasks[nt.ID] = nt
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
@@ -245,6 +257,21 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.log.Debug("task queued", "task_id", nt.ID)
 	d.assignLocked()
 	return copyTask(nt), true, nil
+}
+
+// queueFullLocked reports whether the queue has no room for one more task.
+// The queue may still hold IDs of tasks canceled or taken back by their
+// worker since; they are swept out only when the queue looks full, so the
+// count is exact when it matters and costs nothing otherwise.
+func (d *Dispatcher) queueFullLocked() bool {
+	if d.p.MaxQueued <= 0 || d.queue.len()+d.reserved < d.p.MaxQueued {
+		return false
+	}
+	d.queue.keep(func(id string) bool {
+		t, ok := d.tasks[id]
+		return ok && t.Status == task.StatusQueued
+	})
+	return d.queue.len()+d.reserved >= d.p.MaxQueued
 }
 
 func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, error) {
@@ -554,9 +581,12 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	d.completed[r.WorkerID]++
 	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
-	t.Stdout = strings.ToValidUTF8(string(r.Stdout), "\uFFFD")
-	t.Stderr = strings.ToValidUTF8(string(r.Stderr), "\uFFFD")
-	t.StdoutCut, t.StderrCut = r.StdoutCut, r.StderrCut
+	// The worker bounds its output too, but the master does not rely on a
+	// worker's settings for what it stores.
+	var outCut, errCut bool
+	t.Stdout, outCut = task.Output(r.Stdout, d.maxOutput())
+	t.Stderr, errCut = task.Output(r.Stderr, d.maxOutput())
+	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
 	t.Error = r.Error
 	if !r.StartedAt.IsZero() {
 		t.StartedAt = r.StartedAt
@@ -570,6 +600,13 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	d.mu.Unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
 	return false, d.settle(t.ID, <-committed)
+}
+
+func (d *Dispatcher) maxOutput() int {
+	if d.p.MaxOutputBytes <= 0 {
+		return math.MaxInt
+	}
+	return d.p.MaxOutputBytes
 }
 
 // Close ends every session and refuses new work. Reports are still

@@ -34,7 +34,7 @@ func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString,
 		MaxCmdBytes: 1000, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
-	gs, _ := New(d, log)
+	gs, _ := New(Params{Dispatcher: d, Log: log, MaxRecvBytes: 16 << 20, MaxOutputBytes: 1 << 20})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
-	if _, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: "nope", WorkerId: "w1"}); status.Code(err) != codes.NotFound {
+	if _, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: "nope", WorkerId: "w1", InstanceId: "i1", Attempt: 1}); status.Code(err) != codes.NotFound {
 		t.Errorf("report for unknown task: %v, want NotFound", err)
 	}
 	if _, err := c.ReportStatus(ctx, &pb.TaskResult{WorkerId: "w1"}); status.Code(err) != codes.InvalidArgument {

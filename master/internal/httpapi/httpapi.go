@@ -299,6 +299,9 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) error {
 
 var errTooLarge = errors.New("too large")
 
+// retryAfterSeconds is the Retry-After of a 429 for a full queue.
+const retryAfterSeconds = 5
+
 func jsonKind(goKind string) string {
 	if goKind == "ptr" || goKind == "string" {
 		return "string"
@@ -329,6 +332,11 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, task.ErrClosed):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, task.ErrFull):
+		code = http.StatusTooManyRequests
+		// Workers take tasks in seconds; a client that waits this long
+		// usually finds room, and does not hammer a full master meanwhile.
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	msg := err.Error()
 	if code == http.StatusInternalServerError {
@@ -342,7 +350,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ") // read by people with curl as much as by programs
+	enc.SetIndent("", "  ")  // read by people with curl as much as by programs
 	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": this is no HTML page
-	_ = enc.Encode(v)       // the client went away; nothing to do
+	_ = enc.Encode(v)        // the client went away; nothing to do
 }

@@ -35,6 +35,8 @@ var (
 	ErrInvalid  = errors.New("invalid request")
 	ErrConflict = errors.New("conflict")
 	ErrClosed   = errors.New("shutting down")
+	// ErrFull: the master holds as many queued tasks as it may; try later.
+	ErrFull = errors.New("queue full")
 )
 
 // Task is one shell command and everything known about its run.
@@ -130,4 +132,19 @@ func ValidateCmd(cmd string, maxBytes int) error {
 		return fmt.Errorf("%w: cmd contains a NUL byte", ErrInvalid)
 	}
 	return nil
+}
+
+// Output turns what a command wrote into text of at most max bytes: bytes
+// that are not UTF-8 become U+FFFD, and a cut falls between characters, never
+// inside one. cut reports whether anything was left out.
+func Output(b []byte, max int) (text string, cut bool) {
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) <= max {
+		return s, false
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], true
 }
