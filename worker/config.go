@@ -24,8 +24,19 @@ type config struct {
 	HealthAddr     string        `env:"WORKER_HEALTH_ADDR"`
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
-	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text"`
+	// Token is sent to the master as "authorization: Bearer <token>"; it
+	// must equal the master's MASTER_WORKER_TOKEN. A secret: logged only as
+	// set or unset.
+	Token string `env:"WORKER_TOKEN"`
+	// TLS to the master: a CA turns it on and is the only one trusted for
+	// the master's certificate; a certificate and key are presented to a
+	// master that asks for one (MASTER_TLS_CLIENT_CA).
+	TLSCA         string `env:"WORKER_TLS_CA"`
+	TLSCert       string `env:"WORKER_TLS_CERT"`
+	TLSKey        string `env:"WORKER_TLS_KEY"`
+	TLSServerName string `env:"WORKER_TLS_SERVER_NAME"` // default: the host of WORKER_MASTER_ADDR
+	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
 }
 
 // workerIDPattern is what the master accepts as a worker ID.
@@ -54,6 +65,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
+	check("WORKER_TOKEN", c.Token == "" || validToken(c.Token), "must be %d-%d printable ASCII characters without spaces, equal to the master's MASTER_WORKER_TOKEN", minTokenLen, maxTokenLen)
+	if _, err := clientTLS(c); err != nil {
+		errs = append(errs, err)
+	}
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)
@@ -68,6 +83,26 @@ func validHostPort(addr string, listen bool) bool {
 	}
 	p, err := strconv.Atoi(port)
 	return err == nil && p >= 1 && p <= 65535
+}
+
+// Tokens: see the master's config; the same rules, so a token one accepts
+// the other does too.
+const (
+	minTokenLen = 16
+	maxTokenLen = 4096
+)
+
+func validToken(s string) bool {
+	return len(s) >= minTokenLen && len(s) <= maxTokenLen &&
+		!strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+}
+
+// mask shows whether a secret is set, never its value.
+func mask(secret string) string {
+	if secret == "" {
+		return "unset"
+	}
+	return "set"
 }
 
 func validLevel(s string) bool {

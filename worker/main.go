@@ -104,7 +104,13 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
 		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr,
-		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "token", mask(cfg.Token),
+		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
+		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+	tlsCfg, err := clientTLS(cfg)
+	if err != nil {
+		return err
+	}
 
 	a := agent.New(agent.Config{
 		MasterAddr:   cfg.MasterAddr,
@@ -113,6 +119,8 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		MaxOutput:    cfg.MaxOutputBytes,
 		ReconnectMax: cfg.ReconnectMax,
 		Version:      version,
+		Token:        cfg.Token,
+		TLS:          tlsCfg,
 	}, log)
 
 	if cfg.HealthAddr == "" {
