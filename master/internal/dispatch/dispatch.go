@@ -194,20 +194,8 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 // Submit validates, stores and queues a new task. With an idempotency key
 // that was used before it returns that task and created=false instead.
 func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, created bool, err error) {
-	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
+	if s, err = d.Normalize(s); err != nil {
 		return task.Task{}, false, err
-	}
-	if s.Timeout == 0 {
-		s.Timeout = d.p.DefaultTimeout
-	}
-	if s.Timeout < 0 || s.Timeout > d.p.MaxTimeout {
-		return task.Task{}, false, fmt.Errorf("%w: timeout must be between 1ms and %s", task.ErrInvalid, d.p.MaxTimeout)
-	}
-	if s.MaxAttempts == 0 {
-		s.MaxAttempts = d.p.MaxAttempts
-	}
-	if s.MaxAttempts < 1 || s.MaxAttempts > 100 {
-		return task.Task{}, false, fmt.Errorf("%w: max_attempts must be between 1 and 100", task.ErrInvalid)
 	}
 	if s.IdempotencyKey != "" {
 		// One keyed submission at a time, so two requests with the same key
@@ -273,6 +261,30 @@ func (d *Dispatcher) queueFullLocked() bool {
 	})
 	return d.queue.len()+d.reserved >= d.p.MaxQueued
 }
+
+// Normalize checks a submission and fills in the defaults, as Submit does
+// first; transports call it to report every mistake before any work.
+func (d *Dispatcher) Normalize(s Submission) (Submission, error) {
+	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
+		return s, err
+	}
+	if s.Timeout == 0 {
+		s.Timeout = d.p.DefaultTimeout
+	}
+	if s.Timeout < time.Second || s.Timeout > d.p.MaxTimeout {
+		return s, fmt.Errorf("%w: timeout must be between 1s and %s (MASTER_MAX_TASK_TIMEOUT)", task.ErrInvalid, d.p.MaxTimeout)
+	}
+	if s.MaxAttempts == 0 {
+		s.MaxAttempts = d.p.MaxAttempts
+	}
+	if s.MaxAttempts < 1 || s.MaxAttempts > maxAttempts {
+		return s, fmt.Errorf("%w: max_attempts must be between 1 and %d", task.ErrInvalid, maxAttempts)
+	}
+	return s, nil
+}
+
+// maxAttempts bounds a task's deliveries, as MASTER_MAX_ATTEMPTS is bounded.
+const maxAttempts = 100
 
 func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, error) {
 	d.mu.Lock()

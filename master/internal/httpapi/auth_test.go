@@ -115,3 +115,35 @@ func TestRecovererAnswers500AndLogs(t *testing.T) {
 		abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	}()
 }
+
+// A page on another site cannot make the user's browser submit a task, with
+// or without a token configured; curl and same-origin pages can.
+func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	for _, tt := range []struct {
+		name, header, value string
+		want                int
+	}{
+		{"cross-site fetch", "Sec-Fetch-Site", "cross-site", 403},
+		{"foreign origin", "Origin", "http://evil.example", 403},
+		{"same origin", "Sec-Fetch-Site", "same-origin", 202},
+		{"no browser headers (curl)", "", "", 202},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", srv.URL+"/tasks", strings.NewReader(`{"cmd":"echo hi"}`))
+			if tt.header != "" {
+				req.Header.Set(tt.header, tt.value)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e struct{ Error string }
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			if resp.StatusCode != tt.want || (tt.want == 403 && !strings.Contains(e.Error, "cross-origin")) {
+				t.Fatalf("status %d error %q, want %d", resp.StatusCode, e.Error, tt.want)
+			}
+		})
+	}
+}

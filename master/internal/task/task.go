@@ -131,6 +131,12 @@ func ValidateCmd(cmd string, maxBytes int) error {
 	case strings.ContainsRune(cmd, 0):
 		return fmt.Errorf("%w: cmd contains a NUL byte", ErrInvalid)
 	}
+	// Control characters other than tab and line breaks do nothing useful
+	// in a shell command, and can hide what it does from a person reading
+	// the log or the API (ESC sequences rewrite a terminal).
+	if i := strings.IndexFunc(cmd, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("%w: cmd contains the control character U+%04X at byte %d; only tab, CR and LF are allowed", ErrInvalid, cmd[i], i)
+	}
 	return nil
 }
 
