@@ -402,11 +402,17 @@ var errTooLarge = errors.New("too large")
 // retryAfterSeconds is the Retry-After of a 429 for a full queue.
 const retryAfterSeconds = 5
 
+// jsonKind names, for a client, the JSON type a Go kind is decoded from.
 func jsonKind(goKind string) string {
-	if goKind == "ptr" || goKind == "string" {
-		return "string"
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
+		return "whole number"
+	case strings.HasPrefix(goKind, "float"):
+		return "number"
+	case goKind == "bool":
+		return "boolean"
 	}
-	return goKind
+	return "string"
 }
 
 func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
