@@ -1,9 +1,9 @@
 package agent
 
 import (
-	"io"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
