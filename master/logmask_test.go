@@ -51,7 +51,9 @@ func runUntilReady(t *testing.T, cfg config, w *syncBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ran := make(chan error, 1)
-	go func() { ran <- run(ctx, cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))) }()
+	go func() {
+		ran <- run(ctx, cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), "master ready") {
 		if time.Now().After(deadline) {
