@@ -2,9 +2,12 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -28,6 +31,68 @@ func composeCLI() []string {
 	return []string{"docker-compose"}
 }
 
+// composeLab is a compose project of the test's own, removed at the end.
+type composeLab struct {
+	project string
+	base    string // the API on this machine's loopback
+	api     *client.Client
+	run     func(args ...string) (string, error)
+}
+
+// startCompose runs `compose -f files... up` scaled to workers, with tokens
+// of the test's own (whatever a developer's .env holds: the environment
+// wins over .env for compose) and env added to the environment.
+func startCompose(t *testing.T, ctx context.Context, files []string, workers int, env ...string) *composeLab {
+	t.Helper()
+	port := freePort(t)
+	apiToken, workerToken := randomToken(t), randomToken(t)
+	cl := &composeLab{project: fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)}
+	args := []string{"-p", cl.project}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	cl.run = func(more ...string) (string, error) {
+		cli := composeCLI()
+		cmd := exec.CommandContext(ctx, cli[0], append(append(cli[1:], args...), more...)...)
+		cmd.Dir = ".." // the repository root
+		cmd.Env = append(append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
+			"MASTER_API_TOKEN="+apiToken, "MASTER_WORKER_TOKEN="+workerToken), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := cl.run("logs", "--no-color")
+			t.Logf("---- compose logs ----\n%s", out)
+		}
+		if out, err := cl.run("down", "--volumes", "--remove-orphans"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	if out, err := cl.run("up", "-d", "--scale", fmt.Sprintf("worker=%d", workers)); err != nil {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	cl.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cl.api = client.New(cl.base, client.WithToken(apiToken))
+
+	// compose.yaml passes the tokens: the API wants the one from the
+	// environment (the probes none), and the workers registered with theirs.
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/healthz", "", http.StatusOK},
+		{"/workers", "", http.StatusUnauthorized},
+		{"/tasks", "wrong-" + apiToken, http.StatusUnauthorized},
+		{"/tasks", apiToken, http.StatusOK},
+	} {
+		if got := getStatus(t, cl.base+c.path, c.token); got != c.want {
+			t.Errorf("GET %s with token %q: %d, want %d", c.path, c.token, got, c.want)
+		}
+	}
+	return cl
+}
+
 // The real compose.yaml, scaled to five workers: all five register under
 // their compose names and tasks run round-robin across them.
 func TestComposeScaleFive(t *testing.T) {
@@ -35,30 +100,8 @@ func TestComposeScaleFive(t *testing.T) {
 	// must outlive it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	port := freePort(t)
-	project := fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)
-	compose := func(args ...string) (string, error) {
-		cli := composeCLI()
-		cmd := exec.CommandContext(ctx, cli[0], append(append(cli[1:], "-p", project, "-f", "compose.yaml"), args...)...)
-		cmd.Dir = ".." // the repository root
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port))
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := compose("logs", "--no-color")
-			t.Logf("---- compose logs ----\n%s", out)
-		}
-		if out, err := compose("down", "--volumes", "--remove-orphans"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
-	if out, err := compose("up", "-d", "--scale", "worker=5"); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
-	}
-
-	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port))
+	cl := startCompose(t, ctx, []string{"compose.yaml"}, 5)
+	project, api := cl.project, cl.api
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
 	ws, err := api.WaitWorkers(wctx, 5)
@@ -111,6 +154,42 @@ touch /probe 2>&1 || true`
 	}
 }
 
+// compose.yaml with docker/compose.tls.yaml and certificates from the
+// certs tool, as `make up TLS=1` runs it: the workers connect over mutual
+// TLS and run tasks.
+func TestComposeMutualTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	certs := makeCerts(t, "Roundhouse lab CA")
+	cl := startCompose(t, ctx, []string{"compose.yaml", "docker/compose.tls.yaml"}, 2, "ROUNDHOUSE_CERTS="+certs)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	ws, err := cl.api.WaitWorkers(wctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		tk, err := cl.api.Submit(ctx, fmt.Sprintf("echo tls-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk, err = cl.api.WaitFinal(wctx, tk.ID); err != nil {
+			t.Fatal(err)
+		}
+		if tk.Status != "succeeded" || tk.Stdout != fmt.Sprintf("tls-%d\n", i) || tk.Worker() != ws.IDs()[i] {
+			t.Errorf("task %d: %s on %s, stdout %q", i, tk.Status, tk.Worker(), tk.Stdout)
+		}
+	}
+	// The workers really use TLS: each says so when it starts.
+	logs, err := cl.run("logs", "--no-color", "worker")
+	if err != nil {
+		t.Fatalf("compose logs: %v\n%s", err, logs)
+	}
+	if n := strings.Count(logs, "tls=true client_cert=true"); n != 2 {
+		t.Errorf("%d workers started with TLS and a client certificate, want 2", n)
+	}
+}
+
 // hardening is what docker inspect shows of a container's confinement.
 type hardening struct {
 	Config struct {
@@ -125,13 +204,14 @@ type hardening struct {
 		Memory         int64
 		NanoCpus       int64
 		Tmpfs          map[string]string
+		Init           *bool
 	}
 }
 
 // checkHardening asserts, through docker inspect, that compose.yaml
 // confines the lab's containers: non-root, read-only root filesystems, no
 // capabilities, no privilege gain; workers also with pids, memory and CPU
-// limits and a tmpfs /tmp.
+// limits, a tmpfs /tmp and an init process.
 func checkHardening(t *testing.T, ctx context.Context, project string) {
 	t.Helper()
 	ids, err := exec.CommandContext(ctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+project).Output()
@@ -175,6 +255,9 @@ func checkHardening(t *testing.T, ctx context.Context, project string) {
 		if h.NanoCpus != 1e9 {
 			t.Errorf("worker: cpus %d nano, want the default 1", h.NanoCpus)
 		}
+		if h.Init == nil || !*h.Init {
+			t.Errorf("worker: no init process to reap orphans")
+		}
 		if opts := h.Tmpfs["/tmp"]; !strings.Contains(opts, "size=64m") || !strings.Contains(opts, "exec") {
 			t.Errorf("worker: tmpfs /tmp %q, want an executable 64m tmpfs", opts)
 		}
@@ -182,6 +265,35 @@ func checkHardening(t *testing.T, ctx context.Context, project string) {
 	if seen["master"] != 1 || seen["worker"] != 5 {
 		t.Errorf("inspected %v, want 1 master and 5 workers", seen)
 	}
+}
+
+// randomToken returns 32 random bytes in hex, as `make env` writes them.
+func randomToken(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// getStatus returns the status of a GET of url, with a bearer token unless
+// token is empty.
+func getStatus(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func freePort(t *testing.T) int {
