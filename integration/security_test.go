@@ -54,6 +54,7 @@ func TestForkBombIsContained(t *testing.T) {
 		cmd  string
 		// want is the bomb task's final status.
 		want []string
+		loud bool // the bomb's shells report failed forks on stderr
 	}{
 		{
 			// The shell waits while the bomb grows: the timeout kills its
@@ -63,6 +64,7 @@ func TestForkBombIsContained(t *testing.T) {
 			name: "held by its shell until the timeout",
 			cmd:  "bomb(){ bomb|bomb& }; bomb; sleep 60",
 			want: []string{"timed_out", "failed"},
+			loud: true,
 		},
 		{
 			// The classic: the shell returns at once and leaves the bomb
@@ -89,6 +91,11 @@ func TestForkBombIsContained(t *testing.T) {
 				t.Errorf("%s: bomb task %s, want one of %v (error %q)", tt.name, bomb.Status, tt.want, deref(bomb.Error))
 			}
 			t.Logf("bomb task: %s, error %v, worker %s", bomb.Status, deref(bomb.Error), bomb.Worker())
+			// What stopped it was the pids limit: the shells said so, unless
+			// they were silenced or died with their worker.
+			if tt.loud && bomb.Status == "timed_out" && !strings.Contains(bomb.Stderr, "can't fork") {
+				t.Errorf("%s: the bomb never hit the pids limit; stderr %q", tt.name, bomb.Stderr)
+			}
 			l.expectServing()
 
 			// The worker recovers: within a minute it is in the rotation
@@ -130,7 +137,7 @@ func TestForkBombIsContained(t *testing.T) {
 // GET /workers.
 func (l *lab) expectServing() {
 	l.t.Helper()
-	resp, err := http.Get(l.api.Base + "/healthz")
+	resp, err := l.api.HTTP.Get(l.api.Base + "/healthz")
 	if err != nil {
 		l.t.Fatalf("master /healthz: %v", err)
 	}
