@@ -851,7 +851,9 @@ func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 			return &t.History[i]
 		}
 	}
-	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, AssignedAt: r.StartedAt})
+	// Running until this result ends it: with no outcome it would pass for
+	// a delivery already reported, and the result would be dropped.
+	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: r.StartedAt})
 	return lastAttempt(t)
 }
 

@@ -109,3 +109,24 @@ func TestReportedOutputIsBounded(t *testing.T) {
 		t.Errorf("worker's stdout_truncated lost: %+v", tk)
 	}
 }
+
+// A result for a delivery the master has no record of (it sent the task,
+// then crashed before the send was on disk) is recorded, not dropped.
+func TestResultForUnrecordedDeliveryIsRecorded(t *testing.T) {
+	d, _ := newTest(t)
+	ids := submit(t, d, 1)
+	r := task.Result{TaskID: ids[0], WorkerID: "w1", InstanceID: "i1", Attempt: 1, ExitCode: 0, Stdout: []byte("done")}
+	if dup, err := d.Report(ctx, r); err != nil || dup {
+		t.Fatalf("report: dup=%v %v", dup, err)
+	}
+	tk, err := d.Get(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Status != task.StatusSucceeded || tk.Stdout != "done" || tk.WorkerID != "w1" {
+		t.Fatalf("task %s by %q with %q, want succeeded by w1 with its output", tk.Status, tk.WorkerID, tk.Stdout)
+	}
+	if len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeSucceeded {
+		t.Fatalf("history %+v, want the one delivery, succeeded", tk.History)
+	}
+}
