@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
 // syncBuffer is a log destination safe for the agent's goroutines.
@@ -97,5 +99,28 @@ func TestBearerRequiresTLSOnlyWithTLS(t *testing.T) {
 	md, err := (bearer{token: token}).GetRequestMetadata(context.Background())
 	if err != nil || md["authorization"] != "Bearer "+token {
 		t.Errorf("metadata %v %v", md, err)
+	}
+}
+
+// A master that takes smaller messages than the worker's output limit
+// (MASTER_GRPC_MAX_RECV_BYTES) still gets the exit status, without output.
+func TestTooLargeResultIsReportedWithoutOutput(t *testing.T) {
+	f := newFakeMaster()
+	f.reportErr = func(r *pb.TaskResult, _ int32) error {
+		if len(r.GetStdout()) > 0 {
+			return status.Error(codes.ResourceExhausted, "grpc: received message larger than max")
+		}
+		return nil
+	}
+	_, addr := serve(t, f, "127.0.0.1:0")
+	startAgent(t, addr)
+	f.tasks <- task("t1", "echo lots; exit 3")
+	r := recv(t, f.reports, "report")
+	if r.GetExitCode() != 3 || len(r.GetStdout()) != 0 || !r.GetStdoutTruncated() || r.GetStderrTruncated() ||
+		!strings.Contains(r.GetError(), "MASTER_GRPC_MAX_RECV_BYTES") {
+		t.Fatalf("report = %v, want exit 3, no stdout, stdout_truncated and an error naming the limit", r)
+	}
+	if n := f.reportCalls.Load(); n != 2 {
+		t.Errorf("%d report calls, want 2", n)
 	}
 }
