@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,4 +139,59 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	if tc, err := clientTLS(c); err != nil || tc.ServerName != "master.lab" || len(tc.Certificates) != 0 {
 		t.Fatalf("clientTLS with a server name = %+v, %v", tc, err)
 	}
+}
+
+// A worker that trusts another CA than the master's says which settings to
+// check, and never registers.
+func TestAgentRefusesMasterFromAnotherCA(t *testing.T) {
+	ca, other := newTestCA(t, "lab CA"), newTestCA(t, "another CA")
+	addr, w := serveMTLS(t, ca)
+	cert, key := other.issue(t, "worker", false)
+	cfg, err := loadConfig(map[string]string{"WORKER_MASTER_ADDR": addr, "WORKER_ID": "w1", "WORKER_TLS_SERVER_NAME": "localhost",
+		"WORKER_TLS_CA": other.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := clientTLS(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged syncLog
+	a := agent.New(agent.Config{MasterAddr: addr, WorkerID: "w1", Slots: 1, MaxOutput: 10, ReconnectMax: 200 * time.Millisecond, TLS: tc},
+		slog.New(slog.NewTextHandler(&logged, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logged.String(), "TLS handshake with the master failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no clear log line about the failed handshake:\n%s", logged.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if a.Registered() || len(w.joined) != 0 {
+		t.Fatal("registered with a master it cannot verify")
+	}
+}
+
+// syncLog is a log destination safe for the agent's goroutines.
+type syncLog struct {
+	mu sync.Mutex // protects b
+	b  strings.Builder
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
