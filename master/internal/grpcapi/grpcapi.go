@@ -39,9 +39,8 @@ var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // Server implements NodeService on top of a Dispatcher.
 type Server struct {
 	pb.UnimplementedNodeServiceServer
-	d         *dispatch.Dispatcher
-	log       *slog.Logger
-	maxOutput int // bytes of stdout, and of stderr, kept from a result
+	d   *dispatch.Dispatcher
+	log *slog.Logger
 }
 
 var _ pb.NodeServiceServer = (*Server)(nil)
@@ -56,12 +55,10 @@ type Params struct {
 	// Creds secures the connections (TLS, optionally mutual); nil serves
 	// plaintext.
 	Creds credentials.TransportCredentials
-	// MaxRecvBytes bounds one incoming message; a result carries stdout
-	// and stderr, so it must exceed twice MaxOutputBytes.
+	// MaxRecvBytes bounds one incoming message. A result carries stdout
+	// and stderr, so it must exceed twice the worker's output limit; the
+	// dispatcher bounds what it stores (MASTER_MAX_OUTPUT_BYTES).
 	MaxRecvBytes int
-	// MaxOutputBytes is how much of each output stream of a result is
-	// stored; the rest is cut and the result marked truncated.
-	MaxOutputBytes int
 }
 
 // New returns a gRPC server with NodeService, the standard health service
@@ -89,7 +86,7 @@ func New(p Params) (*grpc.Server, *health.Server) {
 		opts = append(opts, grpc.Creds(p.Creds))
 	}
 	gs := grpc.NewServer(opts...)
-	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log, maxOutput: p.MaxOutputBytes})
+	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

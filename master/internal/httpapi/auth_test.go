@@ -7,8 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 )
 
 const testToken = "test-token-0123456789abcdef"
@@ -145,5 +150,30 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 				t.Fatalf("status %d error %q, want %d", resp.StatusCode, e.Error, tt.want)
 			}
 		})
+	}
+}
+
+// A store failure is a 500 that says nothing of the database, and is
+// logged once with its details.
+func TestInternalErrorsAreNotLeaked(t *testing.T) {
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	path := filepath.Join(t.TempDir(), "rh.db")
+	st, err := store.Open(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dispatch.New(dispatch.Params{Log: log, Store: st, Now: time.Now, NewID: func() string { return "x" },
+		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second})
+	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 1024, MaxWait: time.Second, Ready: func() error { return nil }}))
+	t.Cleanup(srv.Close)
+	st.Close() // every read fails from now on
+
+	code, _, m := do(t, "GET", srv.URL+"/tasks/abc", "")
+	if code != 500 || m["error"] != "internal error" || len(m) != 1 {
+		t.Fatalf("GET after the database closed: %d %v, want 500 and only \"internal error\"", code, m)
+	}
+	if n := strings.Count(logged.String(), "request failed"); n != 1 || !strings.Contains(logged.String(), "closed") {
+		t.Errorf("want the failure logged once with its details:\n%s", logged.String())
 	}
 }
