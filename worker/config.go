@@ -60,7 +60,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_ID", c.WorkerID == "" || workerIDPattern.MatchString(c.WorkerID), "%q is not 1-64 characters of A-Z a-z 0-9 . _ -", c.WorkerID)
 	check("WORKER_SLOTS", c.Slots >= 1 && c.Slots <= 256, "%d is outside 1..256", c.Slots)
 	// Both streams of a result must fit in one gRPC message the master
-	// accepts (16 MiB): 2 × 4 MiB leaves room to spare.
+	// accepts (MASTER_GRPC_MAX_RECV_BYTES, 16 MiB by default): 2 × 4 MiB
+	// leaves room to spare. A master set lower gets such a result without
+	// its output (see the agent's reporter); it stores at most
+	// MASTER_MAX_OUTPUT_BYTES of each stream either way.
 	check("WORKER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1 && c.MaxOutputBytes <= 4<<20, "%d is outside 1..4194304", c.MaxOutputBytes)
 	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
