@@ -195,3 +195,28 @@ func (s *syncLog) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A plaintext worker against a TLS master gets a hint at the fix.
+func TestPlaintextAgentAgainstTLSMasterIsHinted(t *testing.T) {
+	addr, w := serveMTLS(t, newTestCA(t, "lab CA"))
+	var logged syncLog
+	a := agent.New(agent.Config{MasterAddr: addr, WorkerID: "w1", Slots: 1, MaxOutput: 10, ReconnectMax: 200 * time.Millisecond},
+		slog.New(slog.NewTextHandler(&logged, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logged.String(), "if it uses TLS (MASTER_TLS_CERT), set WORKER_TLS_CA") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no hint about TLS:\n%s", logged.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if len(w.joined) != 0 {
+		t.Fatal("a plaintext worker registered with a TLS master")
+	}
+}

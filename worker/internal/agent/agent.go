@@ -165,6 +165,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			d = a.cfg.ReconnectMax
 			a.log.Error("TLS handshake with the master failed: check WORKER_TLS_CA, WORKER_TLS_CERT, WORKER_TLS_KEY and WORKER_TLS_SERVER_NAME against the master's MASTER_TLS_*", "err", err, "retry_in", d)
 		default:
+			if a.cfg.TLS == nil && strings.Contains(status.Convert(err).Message(), "server preface") {
+				// What a TLS master does to a plaintext worker: close at once.
+				a.log.Warn("not connected to master; if it uses TLS (MASTER_TLS_CERT), set WORKER_TLS_CA", "err", err, "retry_in", d)
+				break
+			}
 			a.log.Warn("not connected to master", "err", err, "retry_in", d)
 		}
 		if !sleep(waitCtx, d) {
