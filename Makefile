@@ -53,13 +53,17 @@ certs: ## make a lab CA and master/worker certificates in certs/ for TLS=1 (keep
 	@if [ -f certs/ca.pem ]; then echo "certs: certs/ exists; remove it for new certificates"; \
 	else go run ./integration/cmd/certs -out certs -key-mode 0644 && chmod 600 certs/ca-key.pem; fi
 
+# compose refuses to read compose.yaml with the tokens unset; down and logs
+# start nothing, so they work without .env too.
+ANY_TOKENS := MASTER_API_TOKEN=$${MASTER_API_TOKEN-} MASTER_WORKER_TOKEN=$${MASTER_WORKER_TOKEN-}
+
 .PHONY: down
 down: ## stop the lab and remove its containers
-	$(COMPOSE) $(COMPOSE_FILES) down --remove-orphans
+	$(ANY_TOKENS) $(COMPOSE) $(COMPOSE_FILES) down --remove-orphans
 
 .PHONY: logs
 logs: ## follow the lab's logs
-	$(COMPOSE) $(COMPOSE_FILES) logs -f
+	$(ANY_TOKENS) $(COMPOSE) $(COMPOSE_FILES) logs -f
 
 .PHONY: images
 images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)
