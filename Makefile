@@ -8,6 +8,19 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 export COMPOSE_PROJECT_NAME ?= roundhouse
 export ROUNDHOUSE_HTTP_PORT ?= 9092
 API ?= http://127.0.0.1:$(ROUNDHOUSE_HTTP_PORT)
+# TLS=1: run the lab with mutual TLS between workers and master (make certs).
+TLS ?=
+COMPOSE_FILES := -f compose.yaml $(if $(TLS),-f docker/compose.tls.yaml)
+
+# The lab's secrets live in .env (git-ignored, mode 0600), which `make env`
+# and `make up` write with random tokens; compose reads it by itself. Tools
+# on the host (make demo, make up's wait, curl in the README) take the API
+# token from MASTER_API_TOKEN: the shell's if set, as for compose, else the
+# one in .env, read when a recipe runs, so after `make env` wrote it.
+ifeq ($(origin MASTER_API_TOKEN),undefined)
+MASTER_API_TOKEN = $(shell sed -n 's/^MASTER_API_TOKEN=//p' .env 2>/dev/null)
+endif
+export MASTER_API_TOKEN
 
 BUF := go run github.com/bufbuild/buf/cmd/buf@v1.75.0
 MODULES := ./proto/... ./master/... ./worker/... ./integration/...
@@ -19,18 +32,38 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
-up: images ## build the images and start the lab: master + $(WORKERS) workers
-	$(COMPOSE) up -d --scale worker=$(WORKERS)
+up: images env $(if $(TLS),certs) ## build the images and start the lab: master + $(WORKERS) workers (TLS=1: with mTLS)
+	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS)
 	@go run ./integration/cmd/demo -api $(API) -wait-workers $(WORKERS) -tasks 0
 	@echo "lab is up: $(API)  (make demo API=$(API), make logs, make down)"
+	@echo "the API token is in .env: export \$$(grep MASTER_API_TOKEN .env) for curl; make demo reads it"
+
+.PHONY: env
+env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN to .env unless it has them
+	@touch .env && chmod 600 .env
+	@for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
+	  grep -q "^$$k=" .env && continue; \
+	  echo "$$k=$$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >> .env && echo "env: wrote a random $$k to .env"; \
+	done
+
+# The containers (uid 65532) read the master and worker keys through a bind
+# mount, hence 0644; the CA key never enters a container and stays private.
+.PHONY: certs
+certs: ## make a lab CA and master/worker certificates in certs/ for TLS=1 (keeps existing ones)
+	@if [ -f certs/ca.pem ]; then echo "certs: certs/ exists; remove it for new certificates"; \
+	else go run ./integration/cmd/certs -out certs -key-mode 0644 && chmod 600 certs/ca-key.pem; fi
+
+# compose refuses to read compose.yaml with the tokens unset; down and logs
+# start nothing, so they work without .env too.
+ANY_TOKENS := MASTER_API_TOKEN=$${MASTER_API_TOKEN-} MASTER_WORKER_TOKEN=$${MASTER_WORKER_TOKEN-}
 
 .PHONY: down
 down: ## stop the lab and remove its containers
-	$(COMPOSE) down --remove-orphans
+	$(ANY_TOKENS) $(COMPOSE) $(COMPOSE_FILES) down --remove-orphans
 
 .PHONY: logs
 logs: ## follow the lab's logs
-	$(COMPOSE) logs -f
+	$(ANY_TOKENS) $(COMPOSE) $(COMPOSE_FILES) logs -f
 
 # Fault injection for the exercises in docs/labs.md; docker/lab.sh does the
 # work, and integration/labs_test.go runs the same script.

@@ -2,11 +2,16 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +31,68 @@ func composeCLI() []string {
 	return []string{"docker-compose"}
 }
 
+// composeLab is a compose project of the test's own, removed at the end.
+type composeLab struct {
+	project string
+	base    string // the API on this machine's loopback
+	api     *client.Client
+	run     func(args ...string) (string, error)
+}
+
+// startCompose runs `compose -f files... up` scaled to workers, with tokens
+// of the test's own (whatever a developer's .env holds: the environment
+// wins over .env for compose) and env added to the environment.
+func startCompose(t *testing.T, ctx context.Context, files []string, workers int, env ...string) *composeLab {
+	t.Helper()
+	port := freePort(t)
+	apiToken, workerToken := randomToken(t), randomToken(t)
+	cl := &composeLab{project: fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)}
+	args := []string{"-p", cl.project}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	cl.run = func(more ...string) (string, error) {
+		cli := composeCLI()
+		cmd := exec.CommandContext(ctx, cli[0], append(append(cli[1:], args...), more...)...)
+		cmd.Dir = ".." // the repository root
+		cmd.Env = append(append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
+			"MASTER_API_TOKEN="+apiToken, "MASTER_WORKER_TOKEN="+workerToken), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := cl.run("logs", "--no-color")
+			t.Logf("---- compose logs ----\n%s", out)
+		}
+		if out, err := cl.run("down", "--volumes", "--remove-orphans"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	if out, err := cl.run("up", "-d", "--scale", fmt.Sprintf("worker=%d", workers)); err != nil {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	cl.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cl.api = client.New(cl.base, client.WithToken(apiToken))
+
+	// compose.yaml passes the tokens: the API wants the one from the
+	// environment (the probes none), and the workers registered with theirs.
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/healthz", "", http.StatusOK},
+		{"/workers", "", http.StatusUnauthorized},
+		{"/tasks", "wrong-" + apiToken, http.StatusUnauthorized},
+		{"/tasks", apiToken, http.StatusOK},
+	} {
+		if got := getStatus(t, cl.base+c.path, c.token); got != c.want {
+			t.Errorf("GET %s with token %q: %d, want %d", c.path, c.token, got, c.want)
+		}
+	}
+	return cl
+}
+
 // The real compose.yaml, scaled to five workers: all five register under
 // their compose names and tasks run round-robin across them.
 func TestComposeScaleFive(t *testing.T) {
@@ -33,30 +100,8 @@ func TestComposeScaleFive(t *testing.T) {
 	// must outlive it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	port := freePort(t)
-	project := fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)
-	compose := func(args ...string) (string, error) {
-		cli := composeCLI()
-		cmd := exec.CommandContext(ctx, cli[0], append(append(cli[1:], "-p", project, "-f", "compose.yaml"), args...)...)
-		cmd.Dir = ".." // the repository root
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port))
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := compose("logs", "--no-color")
-			t.Logf("---- compose logs ----\n%s", out)
-		}
-		if out, err := compose("down", "--volumes", "--remove-orphans"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
-	if out, err := compose("up", "-d", "--scale", "worker=5"); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
-	}
-
-	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port))
+	cl := startCompose(t, ctx, []string{"compose.yaml"}, 5)
+	project, api := cl.project, cl.api
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
 	ws, err := api.WaitWorkers(wctx, 5)
@@ -71,6 +116,8 @@ func TestComposeScaleFive(t *testing.T) {
 			t.Errorf("worker ID %q is not its compose name", id)
 		}
 	}
+
+	checkHardening(t, ctx, project)
 
 	rotation := ws.IDs()
 	for i := range 10 {
@@ -88,6 +135,165 @@ func TestComposeScaleFive(t *testing.T) {
 			t.Errorf("task %d ran on %s, want %s", i, tk.Worker(), want)
 		}
 	}
+
+	// The confinement as a task sees it: uid 65532, no capabilities, no
+	// privilege gain, a writable and executable /tmp, nothing else writable.
+	probe := `id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\t' ' '
+printf '#!/bin/sh\necho script ran\n' > probe.sh && chmod +x probe.sh && ./probe.sh
+touch /probe 2>&1 || true`
+	tk, err := api.Submit(ctx, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err = api.WaitFinal(wctx, tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := "65532\nCapEff: 0000000000000000\nNoNewPrivs: 1\nscript ran\ntouch: /probe: Read-only file system\n"
+	if tk.Status != "succeeded" || tk.Stdout != want {
+		t.Errorf("probe task: %s, stdout %q, stderr %q; want stdout %q", tk.Status, tk.Stdout, tk.Stderr, want)
+	}
+}
+
+// compose.yaml with docker/compose.tls.yaml and certificates from the
+// certs tool, as `make up TLS=1` runs it: the workers connect over mutual
+// TLS and run tasks.
+func TestComposeMutualTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	certs := makeCerts(t, "Roundhouse lab CA")
+	cl := startCompose(t, ctx, []string{"compose.yaml", "docker/compose.tls.yaml"}, 2, "ROUNDHOUSE_CERTS="+certs)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	ws, err := cl.api.WaitWorkers(wctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		tk, err := cl.api.Submit(ctx, fmt.Sprintf("echo tls-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk, err = cl.api.WaitFinal(wctx, tk.ID); err != nil {
+			t.Fatal(err)
+		}
+		if tk.Status != "succeeded" || tk.Stdout != fmt.Sprintf("tls-%d\n", i) || tk.Worker() != ws.IDs()[i] {
+			t.Errorf("task %d: %s on %s, stdout %q", i, tk.Status, tk.Worker(), tk.Stdout)
+		}
+	}
+	// The workers really use TLS: each says so when it starts.
+	logs, err := cl.run("logs", "--no-color", "worker")
+	if err != nil {
+		t.Fatalf("compose logs: %v\n%s", err, logs)
+	}
+	if n := strings.Count(logs, "tls=true client_cert=true"); n != 2 {
+		t.Errorf("%d workers started with TLS and a client certificate, want 2", n)
+	}
+}
+
+// hardening is what docker inspect shows of a container's confinement.
+type hardening struct {
+	Config struct {
+		User   string
+		Labels map[string]string
+	}
+	HostConfig struct {
+		ReadonlyRootfs bool
+		CapDrop        []string
+		SecurityOpt    []string
+		PidsLimit      *int64
+		Memory         int64
+		NanoCpus       int64
+		Tmpfs          map[string]string
+		Init           *bool
+	}
+}
+
+// checkHardening asserts, through docker inspect, that compose.yaml
+// confines the lab's containers: non-root, read-only root filesystems, no
+// capabilities, no privilege gain; workers also with pids, memory and CPU
+// limits, a tmpfs /tmp and an init process.
+func checkHardening(t *testing.T, ctx context.Context, project string) {
+	t.Helper()
+	ids, err := exec.CommandContext(ctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+project).Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	out, err := exec.CommandContext(ctx, "docker", append([]string{"inspect"}, strings.Fields(string(ids))...)...).Output()
+	if err != nil {
+		t.Fatalf("docker inspect: %v", err)
+	}
+	var cs []hardening
+	if err := json.Unmarshal(out, &cs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, c := range cs {
+		svc := c.Config.Labels["com.docker.compose.service"]
+		seen[svc]++
+		h := c.HostConfig
+		if u := strings.Split(c.Config.User, ":")[0]; u == "" || u == "0" || u == "root" {
+			t.Errorf("%s runs as user %q, want non-root", svc, c.Config.User)
+		}
+		if !h.ReadonlyRootfs {
+			t.Errorf("%s: root filesystem is writable", svc)
+		}
+		if !slices.Equal(h.CapDrop, []string{"ALL"}) {
+			t.Errorf("%s: cap_drop %v, want [ALL]", svc, h.CapDrop)
+		}
+		if !slices.Contains(h.SecurityOpt, "no-new-privileges:true") {
+			t.Errorf("%s: security_opt %v, want no-new-privileges:true", svc, h.SecurityOpt)
+		}
+		if svc != "worker" {
+			continue
+		}
+		if h.PidsLimit == nil || *h.PidsLimit <= 0 || *h.PidsLimit > 4096 {
+			t.Errorf("worker: pids limit %v, want one", h.PidsLimit)
+		}
+		if h.Memory != 256<<20 {
+			t.Errorf("worker: memory limit %d, want the default 256m", h.Memory)
+		}
+		if h.NanoCpus != 1e9 {
+			t.Errorf("worker: cpus %d nano, want the default 1", h.NanoCpus)
+		}
+		if h.Init == nil || !*h.Init {
+			t.Errorf("worker: no init process to reap orphans")
+		}
+		if opts := h.Tmpfs["/tmp"]; !strings.Contains(opts, "size=64m") || !strings.Contains(opts, "exec") {
+			t.Errorf("worker: tmpfs /tmp %q, want an executable 64m tmpfs", opts)
+		}
+	}
+	if seen["master"] != 1 || seen["worker"] != 5 {
+		t.Errorf("inspected %v, want 1 master and 5 workers", seen)
+	}
+}
+
+// randomToken returns 32 random bytes in hex, as `make env` writes them.
+func randomToken(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// getStatus returns the status of a GET of url, with a bearer token unless
+// token is empty.
+func getStatus(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func freePort(t *testing.T) int {

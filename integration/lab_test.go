@@ -12,16 +12,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -63,24 +64,31 @@ func TestMain(m *testing.M) {
 // of the test. Container logs, and the tasks the test watches, are printed
 // when the test fails.
 type lab struct {
-	t       *testing.T
-	ctx     context.Context
-	nw      *testcontainers.DockerNetwork
-	master  testcontainers.Container
-	api     *client.Client // follows the master across restarts
-	volume  string         // the master's /data volume, "" for none
-	workers map[string]testcontainers.Container
+	t        *testing.T
+	ctx      context.Context
+	nw       *testcontainers.DockerNetwork
+	master   testcontainers.Container
+	api      *client.Client // follows the master across restarts
+	volume   string         // the master's /data volume, "" for none
+	workers  map[string]testcontainers.Container
+	apiToken string // the REST API's bearer token, "" for none
+	// workerToken is given to every worker as WORKER_TOKEN; "" for none.
+	workerToken string
 
-	mu      sync.Mutex // protects watched
-	watched []string   // task IDs dumped if the test fails
+	mu      sync.Mutex            // protects watched and logs
+	watched []string              // task IDs dumped if the test fails
+	logs    map[string]*logBuffer // each container's log, by the name run gave it
 }
 
 // labOption changes how newLab starts the master.
 type labOption func(*labConfig)
 
 type labConfig struct {
-	env    map[string]string
-	volume string // named volume mounted at /data, "" for none
+	env         map[string]string
+	volume      string // named volume mounted at /data, "" for none
+	apiToken    string // the REST API's bearer token, "" for none
+	workerToken string // the workers' token, "" for none
+	files       []testcontainers.ContainerFile
 }
 
 // withMasterEnv sets an environment variable of the master, e.g.
@@ -93,6 +101,23 @@ func withMasterEnv(k, v string) labOption {
 // /data, where its database lives, and removes it at the end.
 func withDataVolume() labOption {
 	return func(c *labConfig) { c.volume = fmt.Sprintf("rhtest-data-%d", time.Now().UnixNano()) }
+}
+
+// withTokens starts the master with MASTER_API_TOKEN=api and
+// MASTER_WORKER_TOKEN=worker; l.api sends the API token and startWorker
+// gives every worker WORKER_TOKEN=worker unless told otherwise.
+func withTokens(api, worker string) labOption {
+	return func(c *labConfig) {
+		c.apiToken, c.workerToken = api, worker
+		c.env["MASTER_API_TOKEN"] = api
+		c.env["MASTER_WORKER_TOKEN"] = worker
+	}
+}
+
+// withMasterFiles copies files into the master container before it starts,
+// e.g. its TLS certificate and key.
+func withMasterFiles(files ...testcontainers.ContainerFile) labOption {
+	return func(c *labConfig) { c.files = append(c.files, files...) }
 }
 
 func newLab(t *testing.T, opts ...labOption) *lab {
@@ -110,7 +135,7 @@ func newLab(t *testing.T, opts ...labOption) *lab {
 	if err != nil {
 		t.Fatalf("network: %v", err)
 	}
-	l := &lab{t: t, ctx: ctx, nw: nw, volume: cfg.volume, workers: map[string]testcontainers.Container{}}
+	l := &lab{t: t, ctx: ctx, nw: nw, volume: cfg.volume, workers: map[string]testcontainers.Container{}, logs: map[string]*logBuffer{}, apiToken: cfg.apiToken, workerToken: cfg.workerToken}
 	masterOpts := []testcontainers.ContainerCustomizer{
 		network.WithNetwork([]string{"master"}, nw),
 		testcontainers.WithEnv(cfg.env),
@@ -126,8 +151,11 @@ func newLab(t *testing.T, opts ...labOption) *lab {
 		})
 		masterOpts = append(masterOpts, testcontainers.WithMounts(testcontainers.VolumeMount(cfg.volume, "/data")))
 	}
+	if len(cfg.files) > 0 {
+		masterOpts = append(masterOpts, testcontainers.WithFiles(cfg.files...))
+	}
 	l.master = l.run("master", masterImage, masterOpts...)
-	l.api = client.New(l.masterEndpoint())
+	l.api = client.New(l.masterEndpoint(), client.WithToken(cfg.apiToken))
 	// Registered after the master, so it runs while the master still answers.
 	t.Cleanup(l.dumpWatched)
 	return l
@@ -172,33 +200,102 @@ func (l *lab) run(name, image string, opts ...testcontainers.ContainerCustomizer
 	if err != nil {
 		l.t.Fatalf("start %s: %v", name, err)
 	}
+	l.mu.Lock()
+	l.logs[name] = logs
+	l.mu.Unlock()
 	return c
+}
+
+// waitLog polls the log of the container started as name until it matches
+// re, and fails the test after a minute.
+func (l *lab) waitLog(name string, re *regexp.Regexp) string {
+	l.t.Helper()
+	l.mu.Lock()
+	logs := l.logs[name]
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(l.ctx, time.Minute)
+	defer cancel()
+	var match string
+	err := client.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		match = re.FindString(logs.String())
+		return match != "", nil
+	})
+	if err != nil {
+		l.t.Fatalf("log of %s never matched %s: %v", name, re, err)
+	}
+	return match
+}
+
+// workerOption changes how startWorker starts a worker.
+type workerOption func(*workerConfig)
+
+type workerConfig struct {
+	env     map[string]string
+	opts    []testcontainers.ContainerCustomizer
+	noWait  bool // do not wait for the master to list the worker
+	without []string
+}
+
+// withWorkerEnv sets an environment variable of the worker.
+func withWorkerEnv(k, v string) workerOption {
+	return func(c *workerConfig) { c.env[k] = v }
+}
+
+// withoutWorkerEnv leaves an environment variable of the worker unset, e.g.
+// the WORKER_TOKEN a lab with tokens gives every worker.
+func withoutWorkerEnv(k string) workerOption {
+	return func(c *workerConfig) { c.without = append(c.without, k) }
+}
+
+// withWorkerHostConfig changes the worker container's host configuration,
+// e.g. its pids and memory limits.
+func withWorkerHostConfig(modify func(*container.HostConfig)) workerOption {
+	return func(c *workerConfig) { c.opts = append(c.opts, testcontainers.WithHostConfigModifier(modify)) }
+}
+
+// withWorkerFiles copies files into the worker container before it starts.
+func withWorkerFiles(files ...testcontainers.ContainerFile) workerOption {
+	return func(c *workerConfig) { c.opts = append(c.opts, testcontainers.WithFiles(files...)) }
+}
+
+// refusedWorker starts the worker without waiting for the master to list
+// it: for a worker the master must turn away.
+func refusedWorker() workerOption {
+	return func(c *workerConfig) { c.noWait = true }
 }
 
 // startWorker starts a worker with a fixed ID and waits until the master
 // lists it, so that workers started one after another join the rotation in
-// that order. env adds to or overrides the worker's environment.
-func (l *lab) startWorker(id string, slots int, env ...map[string]string) testcontainers.Container {
+// that order.
+func (l *lab) startWorker(id string, slots int, opts ...workerOption) testcontainers.Container {
 	l.t.Helper()
 	before, err := l.api.Workers(l.ctx)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	vars := map[string]string{
+	cfg := workerConfig{env: map[string]string{
 		"WORKER_ID":            id,
 		"WORKER_MASTER_ADDR":   "master:50051",
 		"WORKER_SLOTS":         fmt.Sprint(slots),
 		"WORKER_RECONNECT_MAX": "1s",
+	}}
+	if l.workerToken != "" {
+		cfg.env["WORKER_TOKEN"] = l.workerToken
 	}
-	for _, e := range env {
-		maps.Copy(vars, e)
+	for _, o := range opts {
+		o(&cfg)
 	}
-	c := l.run(id, workerImage,
+	for _, k := range cfg.without {
+		delete(cfg.env, k)
+	}
+	c := l.run(id, workerImage, append([]testcontainers.ContainerCustomizer{
 		network.WithNetwork([]string{id}, l.nw),
-		testcontainers.WithEnv(vars),
-	)
+		testcontainers.WithEnv(cfg.env),
+	}, cfg.opts...)...)
 	l.workers[id] = c
-	l.waitWorkers(before.WorkerCount + 1)
+	if !cfg.noWait {
+		l.waitWorkers(before.WorkerCount + 1)
+	}
 	return c
 }
 
@@ -297,6 +394,9 @@ func (l *lab) rawGet(path string) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.api.Base+path, nil)
 	if err != nil {
 		return err.Error()
+	}
+	if l.apiToken != "" {
+		req.Header.Set("Authorization", "Bearer "+l.apiToken)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -2,10 +2,7 @@ package integration
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -289,9 +286,9 @@ func TestLabMakeTargets(t *testing.T) {
 	}
 }
 
-// composeLab is a lab started from the real compose.yaml under a project of
+// guideLab is a lab started from the real compose.yaml under a project of
 // its own, and driven by docker/lab.sh as a student would drive it.
-type composeLab struct {
+type guideLab struct {
 	l       *lab // only its API and context: the containers are compose's
 	ctx     context.Context
 	project string
@@ -300,13 +297,13 @@ type composeLab struct {
 
 // startComposeLab starts compose.yaml with n workers and waits until the
 // master lists them. It removes the project, volumes included, at the end.
-func startComposeLab(t *testing.T, n int) *composeLab {
+func startComposeLab(t *testing.T, n int) *guideLab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
 	port := freePort(t)
 	token := randomToken(t)
-	cl := &composeLab{
+	cl := &guideLab{
 		ctx:     ctx,
 		project: fmt.Sprintf("rhlabs%d", time.Now().UnixNano()%1_000_000),
 	}
@@ -319,8 +316,10 @@ func startComposeLab(t *testing.T, n int) *composeLab {
 		// caller's environment.
 		"MASTER_WORKER_TIMEOUT="+labWorkerTimeout.String(),
 		"WORKER_SLOTS=1",
-		// A master that wants a token gets one, and everything here sends it.
+		// compose.yaml refuses to start without both tokens; everything
+		// here sends the API token.
 		"MASTER_API_TOKEN="+token,
+		"MASTER_WORKER_TOKEN="+randomToken(t),
 	)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -334,8 +333,7 @@ func startComposeLab(t *testing.T, n int) *composeLab {
 	if out, err := cl.compose("up", "-d", "--scale", fmt.Sprintf("worker=%d", n)); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
 	}
-	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port))
-	api.HTTP.Transport = bearer{token: token, next: http.DefaultTransport}
+	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port), client.WithToken(token))
 	cl.l = &lab{t: t, ctx: ctx, api: api}
 	t.Cleanup(cl.dumpWatched)
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -348,7 +346,7 @@ func startComposeLab(t *testing.T, n int) *composeLab {
 
 // dumpWatched logs the watched tasks if the test failed. Unlike
 // lab.dumpWatched it goes through the client, which sends the API token.
-func (cl *composeLab) dumpWatched() {
+func (cl *guideLab) dumpWatched() {
 	t := cl.l.t
 	if !t.Failed() {
 		return
@@ -371,7 +369,7 @@ func (cl *composeLab) dumpWatched() {
 	}
 }
 
-func (cl *composeLab) compose(args ...string) (string, error) {
+func (cl *guideLab) compose(args ...string) (string, error) {
 	cli := composeCLI()
 	cmd := exec.CommandContext(cl.ctx, cli[0], append(append(cli[1:], "-p", cl.project, "-f", "compose.yaml"), args...)...)
 	cmd.Dir = ".." // the repository root
@@ -381,7 +379,7 @@ func (cl *composeLab) compose(args ...string) (string, error) {
 }
 
 // lab runs docker/lab.sh, as the make targets do.
-func (cl *composeLab) lab(args ...string) (string, error) {
+func (cl *guideLab) lab(args ...string) (string, error) {
 	cmd := exec.CommandContext(cl.ctx, "bash", append([]string{"docker/lab.sh"}, args...)...)
 	cmd.Dir = ".."
 	cmd.Env = cl.env
@@ -390,7 +388,7 @@ func (cl *composeLab) lab(args ...string) (string, error) {
 }
 
 // run runs docker/lab.sh, logs what it said and fails the test if it failed.
-func (cl *composeLab) run(t *testing.T, args ...string) string {
+func (cl *guideLab) run(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := cl.lab(args...)
 	t.Logf("$ docker/lab.sh %s\n%s", strings.Join(args, " "), out)
@@ -404,7 +402,7 @@ var longTaskLine = regexp.MustCompile(`task (\S+) running on (\S+) `)
 
 // longTask runs `docker/lab.sh long-task secs` and returns the task's ID and
 // the worker it runs on, as the script printed them.
-func (cl *composeLab) longTask(t *testing.T, secs int) (id, worker string) {
+func (cl *guideLab) longTask(t *testing.T, secs int) (id, worker string) {
 	t.Helper()
 	out := cl.run(t, "long-task", fmt.Sprint(secs))
 	m := longTaskLine.FindStringSubmatch(out)
@@ -468,25 +466,4 @@ func isSubsequence(sub, all []string) bool {
 		i++
 	}
 	return true
-}
-
-func randomToken(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// bearer sends the API token with every request, as the lab's tools do.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
 }

@@ -26,8 +26,27 @@ type config struct {
 	MaxTaskTimeout  time.Duration `env:"MASTER_MAX_TASK_TIMEOUT" envDefault:"24h"`
 	MaxAttempts     int           `env:"MASTER_MAX_ATTEMPTS" envDefault:"3"`
 	MaxWait         time.Duration `env:"MASTER_MAX_WAIT" envDefault:"60s"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
+	// APIToken, when set, is required as a bearer token on every REST
+	// request but the probes. A secret: logged only as set or unset.
+	APIToken string `env:"MASTER_API_TOKEN"`
+	// WorkerToken, when set, is required from workers (their WORKER_TOKEN)
+	// on every NodeService call. A secret, like APIToken.
+	WorkerToken string `env:"MASTER_WORKER_TOKEN"`
+
+	// TLS for the gRPC port: a certificate and its key turn it on; a
+	// client CA also requires every worker to present a certificate it signed.
+	TLSCert     string `env:"MASTER_TLS_CERT"`
+	TLSKey      string `env:"MASTER_TLS_KEY"`
+	TLSClientCA string `env:"MASTER_TLS_CLIENT_CA"`
+
+	// Limits on what clients may make the master hold.
+	MaxHeaderBytes    int           `env:"MASTER_MAX_HEADER_BYTES" envDefault:"65536"`       // request line and headers of one HTTP request
+	ReadHeaderTimeout time.Duration `env:"MASTER_READ_HEADER_TIMEOUT" envDefault:"5s"`       // to send them: a slow client is cut off after this
+	MaxQueued         int           `env:"MASTER_MAX_QUEUED" envDefault:"10000"`             // queued tasks; past it POST /tasks answers 429
+	MaxOutputBytes    int           `env:"MASTER_MAX_OUTPUT_BYTES" envDefault:"4194304"`     // stored per output stream of a result
+	GRPCMaxRecvBytes  int           `env:"MASTER_GRPC_MAX_RECV_BYTES" envDefault:"16777216"` // one gRPC message from a worker
+	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
 }
 
 // loadConfig parses and checks the environment. Every error names the
@@ -54,6 +73,18 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_TASK_TIMEOUT", c.TaskTimeout >= time.Second && c.TaskTimeout <= c.MaxTaskTimeout, "%s is outside 1s..MASTER_MAX_TASK_TIMEOUT (%s)", c.TaskTimeout, c.MaxTaskTimeout)
 	check("MASTER_MAX_ATTEMPTS", c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "%d is outside 1..100", c.MaxAttempts)
 	check("MASTER_MAX_WAIT", c.MaxWait >= time.Second && c.MaxWait <= 5*time.Minute, "%s is outside 1s..5m", c.MaxWait)
+	check("MASTER_API_TOKEN", c.APIToken == "" || validToken(c.APIToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
+	check("MASTER_WORKER_TOKEN", c.WorkerToken == "" || validToken(c.WorkerToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
+	check("MASTER_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 4096 && c.MaxHeaderBytes <= 1<<20, "%d is outside 4096..1048576", c.MaxHeaderBytes)
+	check("MASTER_READ_HEADER_TIMEOUT", c.ReadHeaderTimeout >= 100*time.Millisecond && c.ReadHeaderTimeout <= time.Minute, "%s is outside 100ms..1m", c.ReadHeaderTimeout)
+	check("MASTER_MAX_QUEUED", c.MaxQueued >= 1 && c.MaxQueued <= 10_000_000, "%d is outside 1..10000000", c.MaxQueued)
+	check("MASTER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1024 && c.MaxOutputBytes <= 64<<20, "%d is outside 1024..67108864", c.MaxOutputBytes)
+	// A result holds both output streams plus a little framing.
+	check("MASTER_GRPC_MAX_RECV_BYTES", c.GRPCMaxRecvBytes >= 2*c.MaxOutputBytes+grpcSlack && c.GRPCMaxRecvBytes <= 256<<20,
+		"%d must be at least 2×MASTER_MAX_OUTPUT_BYTES+%d (%d) and at most 268435456", c.GRPCMaxRecvBytes, grpcSlack, 2*c.MaxOutputBytes+grpcSlack)
+	if _, err := serverTLS(c); err != nil {
+		errs = append(errs, err)
+	}
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)
@@ -66,6 +97,30 @@ func validListenAddr(addr string) bool {
 	}
 	p, err := strconv.Atoi(port)
 	return err == nil && p >= 0 && p <= 65535
+}
+
+// grpcSlack is room in a gRPC message for a result's fields besides its
+// output: IDs, error text, timestamps.
+const grpcSlack = 64 << 10
+
+// Tokens are shared secrets typed into env files and HTTP headers: long
+// enough not to be guessed, and made of characters that survive both.
+const (
+	minTokenLen = 16
+	maxTokenLen = 4096
+)
+
+func validToken(s string) bool {
+	return len(s) >= minTokenLen && len(s) <= maxTokenLen &&
+		!strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+}
+
+// mask shows whether a secret is set, never its value.
+func mask(secret string) string {
+	if secret == "" {
+		return "unset"
+	}
+	return "set"
 }
 
 func validLevel(s string) bool {

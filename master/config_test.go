@@ -11,8 +11,14 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second {
+	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second ||
+		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 ||
+		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
 		t.Fatalf("defaults = %+v", c)
+	}
+	if _, err := loadConfig(map[string]string{"MASTER_MAX_OUTPUT_BYTES": "1024", "MASTER_GRPC_MAX_RECV_BYTES": "67584",
+		"MASTER_API_TOKEN": "0123456789abcdef", "MASTER_WORKER_TOKEN": "fedcba9876543210", "MASTER_READ_HEADER_TIMEOUT": "300ms"}); err != nil {
+		t.Fatalf("valid limits and tokens: %v", err)
 	}
 	if _, err := loadConfig(map[string]string{"MASTER_HTTP_ADDR": "127.0.0.1:8080", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"}); err != nil {
 		t.Fatalf("valid values: %v", err)
@@ -34,6 +40,18 @@ func TestLoadConfig(t *testing.T) {
 		{"max wait too long", "MASTER_MAX_WAIT", "1h"},
 		{"bad level", "LOG_LEVEL", "loud"},
 		{"bad format", "LOG_FORMAT", "xml"},
+		{"api token too short", "MASTER_API_TOKEN", "short"},
+		{"api token with a space", "MASTER_API_TOKEN", "0123456789 abcdefgh"},
+		{"worker token too short", "MASTER_WORKER_TOKEN", "abc"},
+		{"header limit too small", "MASTER_MAX_HEADER_BYTES", "100"},
+		{"header limit not a number", "MASTER_MAX_HEADER_BYTES", "big"},
+		{"read header timeout too short", "MASTER_READ_HEADER_TIMEOUT", "1ms"},
+		{"read header timeout too long", "MASTER_READ_HEADER_TIMEOUT", "10m"},
+		{"queue limit zero", "MASTER_MAX_QUEUED", "0"},
+		{"output limit too small", "MASTER_MAX_OUTPUT_BYTES", "10"},
+		{"output limit over the gRPC limit", "MASTER_MAX_OUTPUT_BYTES", "16777216"},
+		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},
+		{"gRPC limit too large", "MASTER_GRPC_MAX_RECV_BYTES", "1073741824"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
@@ -97,7 +98,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"db_path", cfg.DBPath, "worker_timeout", cfg.WorkerTimeout, "task_timeout", cfg.TaskTimeout,
 		"max_task_timeout", cfg.MaxTaskTimeout, "max_attempts", cfg.MaxAttempts, "max_wait", cfg.MaxWait,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
+		"api_token", mask(cfg.APIToken), "worker_token", mask(cfg.WorkerToken),
+		"tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_client_ca", cfg.TLSClientCA,
+		"max_header_bytes", cfg.MaxHeaderBytes, "read_header_timeout", cfg.ReadHeaderTimeout, "max_queued", cfg.MaxQueued,
+		"max_output_bytes", cfg.MaxOutputBytes, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+	warnInsecure(cfg, log)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("MASTER_GRPC_ADDR: %w", err)
@@ -114,6 +120,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 // then shuts down in reverse order: stop taking tasks, end worker streams,
 // let in-flight reports land, stop gRPC, close the database.
 func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis net.Listener) (err error) {
+	tlsCfg, err := serverTLS(cfg)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 	st, err := store.Open(cfg.DBPath, log)
 	if err != nil {
 		grpcLis.Close()
@@ -139,6 +151,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		MaxTimeout:     cfg.MaxTaskTimeout,
 		MaxAttempts:    cfg.MaxAttempts,
 		WorkerTimeout:  cfg.WorkerTimeout,
+		MaxQueued:      cfg.MaxQueued,
+		MaxOutputBytes: cfg.MaxOutputBytes,
 	})
 	if err := d.Recover(ctx); err != nil {
 		grpcLis.Close()
@@ -147,7 +161,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	}
 	m := metrics.New(d.Stats)
 	hub.Observe(m.Observe)
-	gs, health := grpcapi.New(d, log)
+	gp := grpcapi.Params{Dispatcher: d, Log: log, WorkerToken: cfg.WorkerToken, MaxRecvBytes: cfg.GRPCMaxRecvBytes}
+	if tlsCfg != nil {
+		gp.Creds = credentials.NewTLS(tlsCfg)
+	}
+	gs, health := grpcapi.New(gp)
 	var grpcServing atomic.Bool
 	hs := &http.Server{
 		Handler: httpapi.New(httpapi.Params{
@@ -157,6 +175,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			MaxWait:      cfg.MaxWait,
 			Events:       hub,
 			Metrics:      m.Handler(),
+			APIToken:     cfg.APIToken,
 			Ready: func() error {
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")
@@ -169,12 +188,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 				return nil
 			},
 		}),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, // a client trickling its headers is cut off
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      cfg.MaxWait + 30*time.Second, // a ?wait= request may take MaxWait
 
 		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
 	}
 
 	// Each server runs in a goroutine owned by serve: errc receives its end,
@@ -241,6 +260,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	wg.Wait()
 	log.Info("master stopped")
 	return runErr
+}
+
+// warnInsecure says at start what an attacker on the network could do with
+// this configuration, so an open lab is a choice and not an accident.
+func warnInsecure(cfg config, log *slog.Logger) {
+	if cfg.APIToken == "" {
+		log.Warn("MASTER_API_TOKEN is unset: anyone who can reach the REST port can run commands on the workers")
+	}
+	if cfg.WorkerToken == "" && cfg.TLSClientCA == "" {
+		log.Warn("neither MASTER_WORKER_TOKEN nor MASTER_TLS_CLIENT_CA is set: any program that reaches the gRPC port can join as a worker and read every task")
+	}
+	if cfg.TLSCert == "" && cfg.WorkerToken != "" {
+		log.Warn("MASTER_TLS_CERT is unset: workers send their token, and tasks travel, in plaintext")
+	}
 }
 
 // stopGRPC lets in-flight calls (result reports) finish, up to ctx's deadline.

@@ -25,8 +25,19 @@ type config struct {
 	MetricsAddr    string        `env:"WORKER_METRICS_ADDR"` // empty: no metrics endpoint
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
-	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text"`
+	// Token is sent to the master as "authorization: Bearer <token>"; it
+	// must equal the master's MASTER_WORKER_TOKEN. A secret: logged only as
+	// set or unset.
+	Token string `env:"WORKER_TOKEN"`
+	// TLS to the master: a CA turns it on and is the only one trusted for
+	// the master's certificate; a certificate and key are presented to a
+	// master that asks for one (MASTER_TLS_CLIENT_CA).
+	TLSCA         string `env:"WORKER_TLS_CA"`
+	TLSCert       string `env:"WORKER_TLS_CERT"`
+	TLSKey        string `env:"WORKER_TLS_KEY"`
+	TLSServerName string `env:"WORKER_TLS_SERVER_NAME"` // default: the host of WORKER_MASTER_ADDR
+	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
 }
 
 // workerIDPattern is what the master accepts as a worker ID.
@@ -50,12 +61,19 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_ID", c.WorkerID == "" || workerIDPattern.MatchString(c.WorkerID), "%q is not 1-64 characters of A-Z a-z 0-9 . _ -", c.WorkerID)
 	check("WORKER_SLOTS", c.Slots >= 1 && c.Slots <= 256, "%d is outside 1..256", c.Slots)
 	// Both streams of a result must fit in one gRPC message the master
-	// accepts (16 MiB): 2 × 4 MiB leaves room to spare.
+	// accepts (MASTER_GRPC_MAX_RECV_BYTES, 16 MiB by default): 2 × 4 MiB
+	// leaves room to spare. A master set lower gets such a result without
+	// its output (see the agent's reporter); it stores at most
+	// MASTER_MAX_OUTPUT_BYTES of each stream either way.
 	check("WORKER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1 && c.MaxOutputBytes <= 4<<20, "%d is outside 1..4194304", c.MaxOutputBytes)
 	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
 	check("WORKER_METRICS_ADDR", c.MetricsAddr == "" || validHostPort(c.MetricsAddr, true), "%q is not [host]:port", c.MetricsAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
+	check("WORKER_TOKEN", c.Token == "" || validToken(c.Token), "must be %d-%d printable ASCII characters without spaces, equal to the master's MASTER_WORKER_TOKEN", minTokenLen, maxTokenLen)
+	if _, err := clientTLS(c); err != nil {
+		errs = append(errs, err)
+	}
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)
@@ -70,6 +88,26 @@ func validHostPort(addr string, listen bool) bool {
 	}
 	p, err := strconv.Atoi(port)
 	return err == nil && p >= 1 && p <= 65535
+}
+
+// Tokens: see the master's config; the same rules, so a token one accepts
+// the other does too.
+const (
+	minTokenLen = 16
+	maxTokenLen = 4096
+)
+
+func validToken(s string) bool {
+	return len(s) >= minTokenLen && len(s) <= maxTokenLen &&
+		!strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+}
+
+// mask shows whether a secret is set, never its value.
+func mask(secret string) string {
+	if secret == "" {
+		return "unset"
+	}
+	return "set"
 }
 
 func validLevel(s string) bool {

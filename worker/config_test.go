@@ -78,6 +78,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"drain timeout too long", "WORKER_DRAIN_TIMEOUT", "61m", "outside 0s..1h"},
 		{"bad level", "LOG_LEVEL", "loud", "not one of"},
 		{"bad format", "LOG_FORMAT", "xml", "not text or json"},
+		{"token too short", "WORKER_TOKEN", "short", "printable ASCII"},
+		{"token with a space", "WORKER_TOKEN", "0123456789 abcdefgh", "printable ASCII"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -105,7 +105,13 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
 		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr, "metrics_addr", cfg.MetricsAddr,
-		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "token", mask(cfg.Token),
+		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
+		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+	tlsCfg, err := clientTLS(cfg)
+	if err != nil {
+		return err
+	}
 
 	var a *agent.Agent
 	m := metrics.New(func() bool { return a.Registered() })
@@ -117,6 +123,8 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		ReconnectMax: cfg.ReconnectMax,
 		Version:      version,
 		Observer:     m,
+		Token:        cfg.Token,
+		TLS:          tlsCfg,
 	}, log)
 
 	// The health and metrics servers, each optional, run in goroutines owned

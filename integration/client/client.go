@@ -127,13 +127,25 @@ func (w Workers) IDs() []string {
 
 // Client calls one master.
 type Client struct {
-	Base string // e.g. http://127.0.0.1:9092
-	HTTP *http.Client
+	Base  string // e.g. http://127.0.0.1:9092
+	HTTP  *http.Client
+	token string // sent as a bearer token when set
 }
 
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken sends tok as "Authorization: Bearer <tok>" on every request,
+// for a master with MASTER_API_TOKEN set. An empty tok sends nothing.
+func WithToken(tok string) Option { return func(c *Client) { c.token = tok } }
+
 // New returns a client of the master at base.
-func New(base string) *Client {
-	return &Client{Base: base, HTTP: &http.Client{Timeout: 10 * time.Second}}
+func New(base string, opts ...Option) *Client {
+	c := &Client{Base: base, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Submit posts a command and returns the accepted task.
@@ -298,6 +310,9 @@ func (c *Client) send(ctx context.Context, method, path string, h http.Header, w
 	}
 	for k, v := range h {
 		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	hc := c.HTTP
 	if wait > 0 && hc.Timeout > 0 {

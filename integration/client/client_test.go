@@ -177,3 +177,23 @@ func TestWaitWorkers(t *testing.T) {
 		t.Fatal("waiting for a count never reached: want an error")
 	}
 }
+
+func TestWithTokenSendsABearerToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret-token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"unauthenticated: invalid API token"}`))
+			return
+		}
+		w.Write([]byte(`{"workerCount":0,"workers":[]}`))
+	}))
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	if _, err := New(srv.URL, WithToken("s3cret-token")).Workers(ctx); err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	_, err := New(srv.URL).Workers(ctx)
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "invalid API token") {
+		t.Fatalf("without a token: err = %v, want the 401 and its message", err)
+	}
+}

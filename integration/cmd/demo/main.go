@@ -8,6 +8,9 @@
 //	go run ./integration/cmd/demo -master bin/master -worker bin/worker -workers 3
 //	go run ./integration/cmd/demo -api http://127.0.0.1:9092
 //	go run ./integration/cmd/demo -api http://127.0.0.1:9092 -wait-workers 5 -tasks 0
+//
+// -token (default $MASTER_API_TOKEN) is sent as the API's bearer token; the
+// local cluster's master is started with it as its MASTER_API_TOKEN.
 package main
 
 import (
@@ -30,6 +33,7 @@ import (
 
 type options struct {
 	api         string
+	token       string // the REST API's bearer token; empty sends none
 	masterBin   string
 	workerBin   string
 	workers     int
@@ -44,6 +48,7 @@ func main() {
 	flag.StringVar(&o.api, "api", "", "URL of a running master; empty starts a local cluster")
 	flag.StringVar(&o.masterBin, "master", "bin/master", "master binary for the local cluster")
 	flag.StringVar(&o.workerBin, "worker", "bin/worker", "worker binary for the local cluster")
+	flag.StringVar(&o.token, "token", os.Getenv("MASTER_API_TOKEN"), "bearer token for the REST API (default $MASTER_API_TOKEN)")
 	flag.IntVar(&o.workers, "workers", 3, "workers in the local cluster")
 	flag.IntVar(&o.waitWorkers, "wait-workers", 0, "with -api: wait until this many workers are connected")
 	flag.IntVar(&o.tasks, "tasks", 12, "tasks to run")
@@ -72,7 +77,7 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 		api = c.api
 		o.waitWorkers = o.workers
 	}
-	cl := client.New(api)
+	cl := client.New(api, client.WithToken(o.token))
 	var ws client.Workers
 	var err error
 	if o.waitWorkers > 0 {
@@ -146,11 +151,11 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 		return nil
 	}
 	if err = start(o.masterBin, "MASTER_HTTP_ADDR="+httpAddr, "MASTER_GRPC_ADDR="+grpcAddr,
-		"MASTER_DB_PATH="+filepath.Join(dir, "roundhouse.db")); err != nil {
+		"MASTER_DB_PATH="+filepath.Join(dir, "roundhouse.db"), "MASTER_API_TOKEN="+o.token); err != nil {
 		c.stop()
 		return nil, err
 	}
-	cl := client.New(c.api)
+	cl := client.New(c.api, client.WithToken(o.token))
 	// Workers start one at a time so the rotation order is w1, w2, ...
 	for i := 1; i <= o.workers; i++ {
 		if err = start(o.workerBin, fmt.Sprintf("WORKER_ID=w%d", i), "WORKER_MASTER_ADDR="+grpcAddr); err == nil {

@@ -14,7 +14,8 @@ import (
 
 // TestDemoRoundRobinOnLocalProcesses builds the real master and worker and
 // runs the demo against them: three workers, nine tasks one after another,
-// so each worker must run every third task in registration order.
+// so each worker must run every third task in registration order. The
+// master requires an API token, which the demo sends on every request.
 func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	dir := t.TempDir()
 	for _, m := range []string{"master", "worker"} {
@@ -34,6 +35,7 @@ func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	ran, err := run(ctx, options{
 		masterBin: filepath.Join(dir, "master"),
 		workerBin: filepath.Join(dir, "worker"),
+		token:     "demo-test-token-0123456789",
 		workers:   3,
 		tasks:     9,
 		timeout:   time.Minute,

@@ -19,8 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -45,6 +45,8 @@ type Params struct {
 	MaxTimeout     time.Duration
 	MaxAttempts    int           // default deliveries before a task whose workers vanish fails
 	WorkerTimeout  time.Duration // a worker not heard from for this long is dropped
+	MaxQueued      int           // queued tasks at most; Submit answers ErrFull past it. 0: no limit
+	MaxOutputBytes int           // stored per output stream of a result; 0: no limit
 }
 
 // Dispatcher owns the live tasks, queue and rotation. It is safe for
@@ -67,6 +69,7 @@ type Dispatcher struct {
 	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
 	orphans   map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
 	closedCh  chan struct{}              // closed by Close: wakes waiters
+	reserved  int                        // queue places held by submissions waiting for their write
 }
 
 type eviction struct {
@@ -196,20 +199,8 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 // Submit validates, stores and queues a new task. With an idempotency key
 // that was used before it returns that task and created=false instead.
 func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, created bool, err error) {
-	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
+	if s, err = d.Normalize(s); err != nil {
 		return task.Task{}, false, err
-	}
-	if s.Timeout == 0 {
-		s.Timeout = d.p.DefaultTimeout
-	}
-	if s.Timeout < 0 || s.Timeout > d.p.MaxTimeout {
-		return task.Task{}, false, fmt.Errorf("%w: timeout must be between 1ms and %s", task.ErrInvalid, d.p.MaxTimeout)
-	}
-	if s.MaxAttempts == 0 {
-		s.MaxAttempts = d.p.MaxAttempts
-	}
-	if s.MaxAttempts < 1 || s.MaxAttempts > 100 {
-		return task.Task{}, false, fmt.Errorf("%w: max_attempts must be between 1 and 100", task.ErrInvalid)
 	}
 	if s.IdempotencyKey != "" {
 		// One keyed submission at a time, so two requests with the same key
@@ -229,6 +220,13 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		d.mu.Unlock()
 		return task.Task{}, false, task.ErrClosed
 	}
+	// Checked before anything is written, and the place held until the
+	// task is queued, so concurrent submissions cannot overshoot the limit.
+	if d.queueFullLocked() {
+		d.mu.Unlock()
+		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
+	}
+	d.reserved++
 	nt := &task.Task{
 		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: d.p.Now(),
 		Timeout: s.Timeout, MaxAttempts: s.MaxAttempts, IdempotencyKey: s.IdempotencyKey,
@@ -237,11 +235,13 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.mu.Unlock()
 
 	// On disk before anyone hears of it: a 202 means the task survives a crash.
-	if err := <-committed; err != nil {
-		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
-	}
+	err = <-committed
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.reserved--
+	if err != nil {
+		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
+	}
 	d.tasks[nt.ID] = nt
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
@@ -252,6 +252,45 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.assignLocked()
 	return copyTask(nt), true, nil
 }
+
+// queueFullLocked reports whether the queue has no room for one more task.
+// The queue may still hold IDs of tasks canceled or taken back by their
+// worker since; they are swept out only when the queue looks full, so the
+// count is exact when it matters and costs nothing otherwise.
+func (d *Dispatcher) queueFullLocked() bool {
+	if d.p.MaxQueued <= 0 || d.queue.len()+d.reserved < d.p.MaxQueued {
+		return false
+	}
+	d.queue.keep(func(id string) bool {
+		t, ok := d.tasks[id]
+		return ok && t.Status == task.StatusQueued
+	})
+	return d.queue.len()+d.reserved >= d.p.MaxQueued
+}
+
+// Normalize checks a submission and fills in the defaults, as Submit does
+// first; transports call it to report every mistake before any work.
+func (d *Dispatcher) Normalize(s Submission) (Submission, error) {
+	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
+		return s, err
+	}
+	if s.Timeout == 0 {
+		s.Timeout = d.p.DefaultTimeout
+	}
+	if s.Timeout < time.Second || s.Timeout > d.p.MaxTimeout {
+		return s, fmt.Errorf("%w: timeout must be between 1s and %s (MASTER_MAX_TASK_TIMEOUT)", task.ErrInvalid, d.p.MaxTimeout)
+	}
+	if s.MaxAttempts == 0 {
+		s.MaxAttempts = d.p.MaxAttempts
+	}
+	if s.MaxAttempts < 1 || s.MaxAttempts > maxAttempts {
+		return s, fmt.Errorf("%w: max_attempts must be between 1 and %d", task.ErrInvalid, maxAttempts)
+	}
+	return s, nil
+}
+
+// maxAttempts bounds a task's deliveries, as MASTER_MAX_ATTEMPTS is bounded.
+const maxAttempts = 100
 
 func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, error) {
 	d.mu.Lock()
@@ -588,9 +627,12 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	d.completed[r.WorkerID]++
 	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
-	t.Stdout = strings.ToValidUTF8(string(r.Stdout), "\uFFFD")
-	t.Stderr = strings.ToValidUTF8(string(r.Stderr), "\uFFFD")
-	t.StdoutCut, t.StderrCut = r.StdoutCut, r.StderrCut
+	// The worker bounds its output too, but the master does not rely on a
+	// worker's settings for what it stores.
+	var outCut, errCut bool
+	t.Stdout, outCut = task.Output(r.Stdout, d.maxOutput())
+	t.Stderr, errCut = task.Output(r.Stderr, d.maxOutput())
+	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
 	t.Error = r.Error
 	if !r.StartedAt.IsZero() {
 		t.StartedAt = r.StartedAt
@@ -608,6 +650,13 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	d.mu.Unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
 	return false, d.settle(t.ID, <-committed)
+}
+
+func (d *Dispatcher) maxOutput() int {
+	if d.p.MaxOutputBytes <= 0 {
+		return math.MaxInt
+	}
+	return d.p.MaxOutputBytes
 }
 
 // Close ends every session and refuses new work. Reports are still
@@ -918,7 +967,9 @@ func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 			return &t.History[i]
 		}
 	}
-	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, AssignedAt: r.StartedAt})
+	// Running until this result ends it: with no outcome it would pass for
+	// a delivery already reported, and the result would be dropped.
+	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: r.StartedAt})
 	return lastAttempt(t)
 }
 

@@ -37,3 +37,17 @@ func (q *queue) pop() {
 		q.head = 0
 	}
 }
+
+// keep drops the IDs for which ok is false, and repeats of an ID, keeping
+// the order of the rest.
+func (q *queue) keep(ok func(id string) bool) {
+	seen := make(map[string]bool, q.len())
+	kept := make([]string, 0, q.len())
+	for _, id := range q.items[q.head:] {
+		if !seen[id] && ok(id) {
+			seen[id] = true
+			kept = append(kept, id)
+		}
+	}
+	q.items, q.head = kept, 0
+}

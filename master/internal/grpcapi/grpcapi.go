@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -31,9 +32,6 @@ const (
 	maxSlots      = 1024
 	maxRunningIDs = 4096
 	maxIDLen      = 64
-	// maxMessageBytes must hold a result with both output streams at the
-	// worker's largest WORKER_MAX_OUTPUT_BYTES.
-	maxMessageBytes = 16 << 20
 )
 
 var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -47,21 +45,48 @@ type Server struct {
 
 var _ pb.NodeServiceServer = (*Server)(nil)
 
+// Params are the server's dependencies and settings.
+type Params struct {
+	Dispatcher *dispatch.Dispatcher
+	Log        *slog.Logger
+	// WorkerToken, when set, is required from workers as the metadata
+	// "authorization: Bearer <token>" on every NodeService call.
+	WorkerToken string
+	// Creds secures the connections (TLS, optionally mutual); nil serves
+	// plaintext.
+	Creds credentials.TransportCredentials
+	// MaxRecvBytes bounds one incoming message. A result carries stdout
+	// and stderr, so it must exceed twice the worker's output limit; the
+	// dispatcher bounds what it stores (MASTER_MAX_OUTPUT_BYTES).
+	MaxRecvBytes int
+}
+
 // New returns a gRPC server with NodeService, the standard health service
 // and reflection (so grpcurl works against the master as it is) registered.
-func New(d *dispatch.Dispatcher, log *slog.Logger) (*grpc.Server, *health.Server) {
-	gs := grpc.NewServer(
-		// A result carries up to WORKER_MAX_OUTPUT_BYTES (at most 4 MiB) of
-		// stdout and of stderr: above gRPC's default limit of 4 MiB.
-		grpc.MaxRecvMsgSize(maxMessageBytes),
+// Only NodeService needs the worker token: probes and grpcurl's listing
+// carry no secret and reveal nothing a worker could misuse.
+func New(p Params) (*grpc.Server, *health.Server) {
+	log := p.Log.With("component", "grpcapi")
+	auth := newWorkerAuth(p.WorkerToken, log)
+	opts := []grpc.ServerOption{
+		// A result carries up to WORKER_MAX_OUTPUT_BYTES of stdout and of
+		// stderr, so this may need to exceed gRPC's default limit of 4 MiB.
+		grpc.MaxRecvMsgSize(p.MaxRecvBytes),
+		// Recovery outermost, so a panic in the auth check is caught too.
+		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.unary),
+		grpc.ChainStreamInterceptor(recoverStream(log), auth.stream),
 		// Pings every 5 s, dropped after 5 s more without an answer: a worker
 		// that vanished without closing its connection leaves the rotation in
 		// about 10 s instead of waiting for TCP to give up.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
 		// Workers ping every 10 s; anything faster than 5 s is abuse.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	pb.RegisterNodeServiceServer(gs, &Server{d: d, log: log.With("component", "grpcapi")})
+	}
+	if p.Creds != nil {
+		opts = append(opts, grpc.Creds(p.Creds))
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -72,7 +97,7 @@ func New(d *dispatch.Dispatcher, log *slog.Logger) (*grpc.Server, *health.Server
 // worker goes away, reconnects elsewhere, or the master shuts down.
 func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
 	if err := validateRegistration(req); err != nil {
-		return toStatus(err)
+		return s.toStatus(err)
 	}
 	sess, pos, err := s.d.Register(dispatch.Registration{
 		WorkerID:   req.GetWorkerId(),
@@ -82,7 +107,7 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 	})
 	if err != nil {
 		s.log.Warn("registration refused", "worker_id", req.GetWorkerId(), "err", err)
-		return toStatus(err)
+		return s.toStatus(err)
 	}
 	defer s.d.Unregister(sess)
 	log := s.log.With("worker_id", sess.WorkerID)
@@ -127,10 +152,39 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 
 // ReportStatus records one task result; the ack means it is on disk.
 func (s *Server) ReportStatus(ctx context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
-	if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || !workerIDPattern.MatchString(r.GetWorkerId()) {
-		return nil, status.Error(codes.InvalidArgument, "task_id and a valid worker_id are required")
+	res, err := toResult(r)
+	if err != nil {
+		return nil, s.toStatus(err)
 	}
-	dup, err := s.d.Report(ctx, task.Result{
+	dup, err := s.d.Report(ctx, res)
+	if err != nil {
+		return nil, s.toStatus(err, "task_id", res.TaskID, "worker_id", res.WorkerID, "attempt", res.Attempt)
+	}
+	return &pb.ReportAck{Duplicate: dup}, nil
+}
+
+// maxErrorLen bounds the error text a worker may report.
+const maxErrorLen = 4096
+
+// toResult checks a reported result and converts it. Output is left to the
+// dispatcher, which bounds it.
+func toResult(r *pb.TaskResult) (task.Result, error) {
+	switch {
+	case r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen:
+		return task.Result{}, errInvalid("task_id must be 1-64 bytes")
+	case !workerIDPattern.MatchString(r.GetWorkerId()):
+		return task.Result{}, errInvalid("worker_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	case r.GetInstanceId() == "" || len(r.GetInstanceId()) > maxIDLen:
+		return task.Result{}, errInvalid("instance_id must be 1-64 bytes")
+	case r.GetAttempt() < 1:
+		return task.Result{}, errInvalid("attempt must be at least 1")
+	case len(r.GetError()) > maxErrorLen:
+		return task.Result{}, errInvalid(fmt.Sprintf("error is longer than %d bytes", maxErrorLen))
+	case r.StartedAt != nil && r.GetStartedAt().CheckValid() != nil,
+		r.FinishedAt != nil && r.GetFinishedAt().CheckValid() != nil:
+		return task.Result{}, errInvalid("started_at and finished_at must be valid timestamps")
+	}
+	return task.Result{
 		TaskID:     r.GetTaskId(),
 		WorkerID:   r.GetWorkerId(),
 		InstanceID: r.GetInstanceId(),
@@ -145,15 +199,7 @@ func (s *Server) ReportStatus(ctx context.Context, r *pb.TaskResult) (*pb.Report
 		Error:      r.GetError(),
 		TimedOut:   r.GetTimedOut(),
 		Canceled:   r.GetCanceled(),
-	})
-	if err != nil {
-		st := toStatus(err)
-		if status.Code(st) == codes.Internal {
-			s.log.Error("recording a result failed", "task_id", r.GetTaskId(), "worker_id", r.GetWorkerId(), "attempt", r.GetAttempt(), "err", err)
-		}
-		return nil, st
-	}
-	return &pb.ReportAck{Duplicate: dup}, nil
+	}, nil
 }
 
 // Heartbeat renews the worker's lease.
@@ -164,7 +210,7 @@ func (s *Server) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.Heart
 // Drain stops new tasks for the worker; it keeps the ones it runs.
 func (s *Server) Drain(_ context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
 	if err := s.d.Drain(r.GetWorkerId(), r.GetInstanceId()); err != nil {
-		return nil, toStatus(err)
+		return nil, s.toStatus(err)
 	}
 	return &pb.DrainAck{}, nil
 }
@@ -192,8 +238,9 @@ func timeOrZero(t time.Time, ok bool) time.Time {
 	return t
 }
 
-// toStatus maps the task package's sentinel errors to gRPC codes.
-func toStatus(err error) error {
+// toStatus maps the task package's sentinel errors to gRPC codes. Any
+// other error is internal: logged here, once, and answered without detail.
+func (s *Server) toStatus(err error, attrs ...any) error {
 	code := codes.Internal
 	switch {
 	case errors.Is(err, task.ErrInvalid):
@@ -204,6 +251,12 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, task.ErrClosed):
 		code = codes.Unavailable
+	case errors.Is(err, task.ErrFull):
+		code = codes.ResourceExhausted
+	}
+	if code == codes.Internal {
+		s.log.Error("gRPC call failed", append(attrs, "err", err)...)
+		return status.Error(code, "internal error")
 	}
 	return status.Error(code, err.Error())
 }

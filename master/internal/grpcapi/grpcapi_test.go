@@ -24,6 +24,19 @@ import (
 
 func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 	t.Helper()
+	d, addr := startServer(t, Params{})
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return d, cc
+}
+
+// startServer serves NodeService with p (Dispatcher and Log filled in, and
+// limits defaulted) on 127.0.0.1 and returns its address.
+func startServer(t *testing.T, p Params) (*dispatch.Dispatcher, string) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
 	if err != nil {
@@ -34,7 +47,14 @@ func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString,
 		MaxCmdBytes: 1000, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
-	gs, _ := New(d, log)
+	p.Dispatcher = d
+	if p.Log == nil {
+		p.Log = log
+	}
+	if p.MaxRecvBytes == 0 {
+		p.MaxRecvBytes = 16 << 20
+	}
+	gs, _ := New(p)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,12 +68,7 @@ func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return d, cc
+	return d, lis.Addr().String()
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -173,7 +188,7 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
-	if _, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: "nope", WorkerId: "w1"}); status.Code(err) != codes.NotFound {
+	if _, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: "nope", WorkerId: "w1", InstanceId: "i1", Attempt: 1}); status.Code(err) != codes.NotFound {
 		t.Errorf("report for unknown task: %v, want NotFound", err)
 	}
 	if _, err := c.ReportStatus(ctx, &pb.TaskResult{WorkerId: "w1"}); status.Code(err) != codes.InvalidArgument {

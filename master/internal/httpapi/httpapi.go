@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -33,6 +36,10 @@ type Params struct {
 	Events       *events.Hub   // followed by GET /events
 	Metrics      http.Handler  // serves GET /metrics
 	Heartbeat    time.Duration // between comments on an idle event stream; 0 means 15s
+
+	// APIToken, when set, is required as "Authorization: Bearer <token>"
+	// on every request but the public ones (see IsPublic).
+	APIToken string
 }
 
 type api struct {
@@ -54,11 +61,12 @@ func IsPublic(r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
+	// Matched on the raw path, never cleaned: "/ui/../tasks" is not public.
 	switch p := r.URL.Path; {
 	case p == "/healthz", p == "/readyz", p == "/":
 		return true
 	default:
-		return strings.HasPrefix(p, "/ui/")
+		return strings.HasPrefix(p, "/ui/") && !strings.Contains(p, "..")
 	}
 }
 
@@ -70,13 +78,16 @@ func New(p Params) http.Handler {
 		a.heartbeat = 15 * time.Second
 	}
 	r := mux.NewRouter()
+	// No cleaning and redirecting of paths: "/tasks/../x" is no task path
+	// and gets a 404, not a redirect to somewhere else.
+	r.SkipClean(true)
 	r.HandleFunc("/tasks", a.createTask).Methods(http.MethodPost)
 	r.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.getTask).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.cancelTask).Methods(http.MethodDelete)
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
 	if p.Events != nil {
 		r.HandleFunc("/events", a.streamEvents).Methods(http.MethodGet)
 	}
@@ -93,7 +104,15 @@ func New(p Params) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)})
 	})
-	return r
+	auth := newAuthenticator(p.APIToken)
+	// A web page in the user's browser must not be able to POST a command
+	// to a master on localhost (CSRF): browsers mark such requests, curl and
+	// the dashboard (same origin) pass.
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusForbidden, errorBody{"cross-origin request refused: the API does not take state-changing requests from other web sites"})
+	}))
+	return recoverer(a.log, csrf.Handler(auth.wrap(r, a.writeError)))
 }
 
 type createRequest struct {
@@ -106,37 +125,10 @@ type createRequest struct {
 const maxKeyLen = 200
 
 func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
-	wait, err := a.waitParam(r)
+	sub, wait, err := a.parseCreate(w, r)
 	if err != nil {
 		a.writeError(w, err)
 		return
-	}
-	sub := dispatch.Submission{IdempotencyKey: r.Header.Get("Idempotency-Key")}
-	if len(sub.IdempotencyKey) > maxKeyLen || strings.ContainsFunc(sub.IdempotencyKey, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-		a.writeError(w, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters without spaces", task.ErrInvalid, maxKeyLen))
-		return
-	}
-	var req createRequest
-	if err := a.decode(w, r, &req); err != nil {
-		a.writeError(w, err)
-		return
-	}
-	if req.Cmd == nil {
-		a.writeError(w, fmt.Errorf(`%w: field "cmd" is required`, task.ErrInvalid))
-		return
-	}
-	sub.Cmd = *req.Cmd
-	if req.Timeout != nil {
-		if sub.Timeout, err = time.ParseDuration(*req.Timeout); err != nil || sub.Timeout <= 0 {
-			a.writeError(w, fmt.Errorf(`%w: field "timeout" must be a positive duration such as "30s" or "5m"`, task.ErrInvalid))
-			return
-		}
-	}
-	if req.MaxAttempts != nil {
-		if sub.MaxAttempts = *req.MaxAttempts; sub.MaxAttempts < 1 {
-			a.writeError(w, fmt.Errorf(`%w: field "max_attempts" must be at least 1`, task.ErrInvalid))
-			return
-		}
 	}
 	t, created, err := a.d.Submit(r.Context(), sub)
 	if err != nil {
@@ -155,13 +147,95 @@ func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, toTaskJSON(t, true))
 }
 
+// parseCreate reads and checks everything a POST /tasks says, up to what
+// the dispatcher checks on submission: a Submission it returns without an
+// error is accepted by Submit unless the queue is full or the master stops.
+// Errors wrap task.ErrInvalid or errTooLarge.
+func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Submission, time.Duration, error) {
+	if err := checkQuery(r, "wait"); err != nil {
+		return dispatch.Submission{}, 0, err
+	}
+	wait, err := a.waitParam(r)
+	if err != nil {
+		return dispatch.Submission{}, 0, err
+	}
+	sub := dispatch.Submission{IdempotencyKey: r.Header.Get("Idempotency-Key")}
+	if len(r.Header.Values("Idempotency-Key")) > 1 || len(sub.IdempotencyKey) > maxKeyLen ||
+		strings.ContainsFunc(sub.IdempotencyKey, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		return sub, 0, fmt.Errorf("%w: Idempotency-Key must be one header of 1-%d printable ASCII characters without spaces", task.ErrInvalid, maxKeyLen)
+	}
+	var req createRequest
+	if err := a.decode(w, r, &req); err != nil {
+		return sub, 0, err
+	}
+	if req.Cmd == nil {
+		return sub, 0, fmt.Errorf(`%w: field "cmd" is required`, task.ErrInvalid)
+	}
+	sub.Cmd = *req.Cmd
+	if req.Timeout != nil {
+		if sub.Timeout, err = time.ParseDuration(*req.Timeout); err != nil || sub.Timeout <= 0 {
+			return sub, 0, fmt.Errorf(`%w: field "timeout" must be a positive duration such as "30s" or "5m"`, task.ErrInvalid)
+		}
+	}
+	if req.MaxAttempts != nil {
+		if sub.MaxAttempts = *req.MaxAttempts; sub.MaxAttempts < 1 {
+			return sub, 0, fmt.Errorf(`%w: field "max_attempts" must be at least 1`, task.ErrInvalid)
+		}
+	}
+	sub, err = a.d.Normalize(sub)
+	return sub, wait, err
+}
+
+// checkQuery refuses query parameters other than the allowed ones, and any
+// given twice: a typo such as ?wiat=10s should not be silently ignored.
+func checkQuery(r *http.Request, allowed ...string) error {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return fmt.Errorf("%w: the query string is malformed", task.ErrInvalid)
+	}
+	for k, v := range q {
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return fmt.Errorf("%w: unknown query parameter %q; %s takes none", task.ErrInvalid, k, r.URL.Path)
+			}
+			return fmt.Errorf("%w: unknown query parameter %q; use %s", task.ErrInvalid, k, strings.Join(allowed, ", "))
+		}
+		if len(v) > 1 {
+			return fmt.Errorf("%w: query parameter %q is given %d times", task.ErrInvalid, k, len(v))
+		}
+	}
+	return nil
+}
+
+// taskID is the {id} of a task path, checked: IDs are UUIDs, so anything
+// long or odd is a mistake (or a probe), answered 400 without a lookup.
+func taskID(r *http.Request) (string, error) {
+	id := mux.Vars(r)["id"]
+	if len(id) > maxTaskIDLen || strings.ContainsFunc(id, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_')
+	}) {
+		return "", fmt.Errorf("%w: a task ID is 1-%d characters of A-Z a-z 0-9 - _", task.ErrInvalid, maxTaskIDLen)
+	}
+	return id, nil
+}
+
+const maxTaskIDLen = 64
+
 func (a *api) getTask(w http.ResponseWriter, r *http.Request) {
+	if err := checkQuery(r, "wait"); err != nil {
+		a.writeError(w, err)
+		return
+	}
 	wait, err := a.waitParam(r)
 	if err != nil {
 		a.writeError(w, err)
 		return
 	}
-	id := mux.Vars(r)["id"]
+	id, err := taskID(r)
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
 	t, err := a.d.Get(r.Context(), id)
 	if err != nil {
 		a.writeError(w, err)
@@ -198,7 +272,15 @@ func (a *api) waitParam(r *http.Request) (time.Duration, error) {
 }
 
 func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
-	t, err := a.d.Cancel(r.Context(), mux.Vars(r)["id"])
+	id, err := taskID(r)
+	if err == nil {
+		err = checkQuery(r)
+	}
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	t, err := a.d.Cancel(r.Context(), id)
 	if err != nil {
 		a.writeError(w, err)
 		return
@@ -212,6 +294,10 @@ type listJSON struct {
 }
 
 func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
+	if err := checkQuery(r, "status", "worker", "cursor", "limit"); err != nil {
+		a.writeError(w, err)
+		return
+	}
 	q := r.URL.Query()
 	var query dispatch.Query
 	if v := q.Get("status"); v != "" {
@@ -261,7 +347,11 @@ type workersJSON struct {
 	Workers     []workerJSON `json:"workers"`
 }
 
-func (a *api) listWorkers(w http.ResponseWriter, _ *http.Request) {
+func (a *api) listWorkers(w http.ResponseWriter, r *http.Request) {
+	if err := checkQuery(r); err != nil {
+		a.writeError(w, err)
+		return
+	}
 	ws := a.d.Workers()
 	out := workersJSON{WorkerCount: len(ws), Workers: make([]workerJSON, 0, len(ws))}
 	for _, x := range ws {
@@ -290,25 +380,39 @@ func (a *api) readyz(w http.ResponseWriter, _ *http.Request) {
 // decode reads exactly one JSON object with only known fields from a body
 // of bounded size. Errors wrap task.ErrInvalid, or errTooLarge.
 func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return fmt.Errorf("%w: request body is larger than %d bytes", errTooLarge, a.maxBody)
+	case err != nil:
+		return fmt.Errorf("%w: reading the request body: %v", task.ErrInvalid, err)
+	}
+	return decodeBody(body, v)
+}
+
+// decodeBody is decode's checks on a body already read.
+func decodeBody(body []byte, v any) error {
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD: a command
+	// other than the one sent. Refuse it instead.
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: request body is not valid UTF-8", task.ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
 		// Exactly one value: `{"cmd":"a"}{"cmd":"b"}` is a mistake, not two tasks.
 		if err = dec.Decode(new(json.RawMessage)); err == io.EOF {
 			return nil
-		} else if err == nil {
-			return fmt.Errorf("%w: unexpected data after the JSON object", task.ErrInvalid)
 		}
+		return fmt.Errorf("%w: unexpected data after the JSON object", task.ErrInvalid)
 	}
 	var (
-		maxErr    *http.MaxBytesError
 		syntaxErr *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
 	)
 	switch {
-	case errors.As(err, &maxErr):
-		return fmt.Errorf("%w: request body is larger than %d bytes", errTooLarge, a.maxBody)
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf(`%w: request body is empty; send {"cmd": "..."}`, task.ErrInvalid)
 	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
@@ -318,19 +422,30 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) error {
 			return fmt.Errorf("%w: request body must be a JSON object", task.ErrInvalid)
 		}
 		return fmt.Errorf("%w: field %q must be a %s", task.ErrInvalid, typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
-	default:
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// json reports an unknown field only as text: "json: unknown field \"x\"".
 		return fmt.Errorf("%w: %s", task.ErrInvalid, trimJSONPrefix(err.Error()))
+	default:
+		return fmt.Errorf("%w: request body is not a valid task", task.ErrInvalid)
 	}
 }
 
 var errTooLarge = errors.New("too large")
 
+// retryAfterSeconds is the Retry-After of a 429 for a full queue.
+const retryAfterSeconds = 5
+
+// jsonKind names, for a client, the JSON type a Go kind is decoded from.
 func jsonKind(goKind string) string {
-	if goKind == "ptr" || goKind == "string" {
-		return "string"
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
+		return "whole number"
+	case strings.HasPrefix(goKind, "float"):
+		return "number"
+	case goKind == "bool":
+		return "boolean"
 	}
-	return goKind
+	return "string"
 }
 
 func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
@@ -344,6 +459,8 @@ type errorBody struct {
 func (a *api) writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
+	case errors.Is(err, errUnauthenticated):
+		code = http.StatusUnauthorized
 	case errors.Is(err, task.ErrInvalid):
 		code = http.StatusBadRequest
 	case errors.Is(err, errTooLarge):
@@ -354,6 +471,11 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, task.ErrClosed):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, task.ErrFull):
+		code = http.StatusTooManyRequests
+		// Workers take tasks in seconds; a client that waits this long
+		// usually finds room, and does not hammer a full master meanwhile.
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	msg := err.Error()
 	if code == http.StatusInternalServerError {
@@ -367,6 +489,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ") // read by people with curl as much as by programs
-	_ = enc.Encode(v)       // the client went away; nothing to do
+	enc.SetIndent("", "  ")  // read by people with curl as much as by programs
+	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": this is no HTML page
+	_ = enc.Encode(v)        // the client went away; nothing to do
 }

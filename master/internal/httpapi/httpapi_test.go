@@ -22,6 +22,17 @@ import (
 
 func newServer(t *testing.T, ready func() error) (*httptest.Server, *dispatch.Dispatcher) {
 	t.Helper()
+	return newServerWith(t, func(p *Params) {
+		if ready != nil {
+			p.Ready = ready
+		}
+	})
+}
+
+// newServerWith serves the API on a fresh dispatcher and store; set
+// changes the Params first.
+func newServerWith(t *testing.T, set func(*Params)) (*httptest.Server, *dispatch.Dispatcher) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
 	if err != nil {
@@ -32,10 +43,9 @@ func newServer(t *testing.T, ready func() error) (*httptest.Server, *dispatch.Di
 		Log: log, Store: st, Now: time.Now, NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
-	if ready == nil {
-		ready = func() error { return nil }
-	}
-	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second, Ready: ready}))
+	p := Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second, Ready: func() error { return nil }}
+	set(&p)
+	srv := httptest.NewServer(New(p))
 	t.Cleanup(srv.Close)
 	return srv, d
 }

@@ -35,6 +35,8 @@ var (
 	ErrInvalid  = errors.New("invalid request")
 	ErrConflict = errors.New("conflict")
 	ErrClosed   = errors.New("shutting down")
+	// ErrFull: the master holds as many queued tasks as it may; try later.
+	ErrFull = errors.New("queue full")
 )
 
 // Task is one shell command and everything known about its run.
@@ -129,5 +131,26 @@ func ValidateCmd(cmd string, maxBytes int) error {
 	case strings.ContainsRune(cmd, 0):
 		return fmt.Errorf("%w: cmd contains a NUL byte", ErrInvalid)
 	}
+	// Control characters other than tab and line breaks do nothing useful
+	// in a shell command, and can hide what it does from a person reading
+	// the log or the API (ESC sequences rewrite a terminal).
+	if i := strings.IndexFunc(cmd, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("%w: cmd contains the control character U+%04X at byte %d; only tab, CR and LF are allowed", ErrInvalid, cmd[i], i)
+	}
 	return nil
+}
+
+// Output turns what a command wrote into text of at most max bytes: bytes
+// that are not UTF-8 become U+FFFD, and a cut falls between characters, never
+// inside one. cut reports whether anything was left out.
+func Output(b []byte, max int) (text string, cut bool) {
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) <= max {
+		return s, false
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], true
 }

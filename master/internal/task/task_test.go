@@ -44,3 +44,28 @@ func TestFinal(t *testing.T) {
 		}
 	}
 }
+
+func TestOutput(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		max     int
+		want    string
+		wantCut bool
+	}{
+		{"fits", "hello", 5, "hello", false},
+		{"cut", "hello world", 5, "hello", true},
+		{"cut before a rune it would split", "ab€", 4, "ab", true},
+		{"invalid bytes become U+FFFD", "a\xffb", 10, "a\uFFFDb", false},
+		{"replacement counts against the limit", "a\xffb", 4, "a\uFFFD", true},
+		{"empty", "", 3, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, cut := Output([]byte(tt.in), tt.max)
+			if got != tt.want || cut != tt.wantCut {
+				t.Errorf("Output(%q, %d) = %q, %v; want %q, %v", tt.in, tt.max, got, cut, tt.want, tt.wantCut)
+			}
+		})
+	}
+}

@@ -6,10 +6,12 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -48,6 +51,12 @@ type Config struct {
 	ReconnectMax time.Duration
 	Version      string
 	Observer     Observer // hears of registrations and finished runs; nil: nobody
+	// Token is sent on every call as "authorization: Bearer <token>"; empty
+	// sends none.
+	Token string
+	// TLS secures the connection (and may carry a client certificate); nil
+	// connects in plaintext.
+	TLS *tls.Config
 }
 
 // Agent is one worker's connection to the master. Run it once.
@@ -115,7 +124,7 @@ func (a *Agent) Registered() bool { return a.registered.Load() }
 // has been killed and waited for. Results not yet acknowledged are dropped:
 // the master re-queues the tasks of a worker that disconnects.
 func (a *Agent) Run(ctx context.Context) error {
-	conn, err := dial(a.cfg.MasterAddr, a.cfg.ReconnectMax)
+	conn, err := dial(a.cfg)
 	if err != nil {
 		close(a.offline)
 		return fmt.Errorf("master address %q: %w", a.cfg.MasterAddr, err)
@@ -125,7 +134,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.client = client
 	a.mu.Unlock()
-	a.log.Info("agent starting", "master_addr", a.cfg.MasterAddr, "instance_id", a.instanceID, "slots", a.cfg.Slots)
+	a.log.Info("agent starting", "master_addr", a.cfg.MasterAddr, "instance_id", a.instanceID, "slots", a.cfg.Slots,
+		"tls", a.cfg.TLS != nil, "client_cert", a.cfg.TLS != nil && len(a.cfg.TLS.Certificates) > 0)
 
 	a.wg.Add(1)
 	go func() {
@@ -147,9 +157,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			break
 		}
 		d := bo.next()
-		if status.Code(err) == codes.AlreadyExists {
+		switch {
+		case status.Code(err) == codes.AlreadyExists:
 			a.log.Error("master refused registration: another process holds this worker ID", "err", err, "retry_in", d)
-		} else {
+		case status.Code(err) == codes.Unauthenticated:
+			// Not transient: nothing changes until someone fixes the
+			// configuration, so say what to fix, and retry at the slowest pace.
+			d = a.cfg.ReconnectMax
+			a.log.Error("master refused the worker token: set WORKER_TOKEN to the master's MASTER_WORKER_TOKEN", "err", status.Convert(err).Message(), "retry_in", d)
+		case isTLSError(err):
+			d = a.cfg.ReconnectMax
+			a.log.Error("TLS handshake with the master failed: check WORKER_TLS_CA, WORKER_TLS_CERT, WORKER_TLS_KEY and WORKER_TLS_SERVER_NAME against the master's MASTER_TLS_*", "err", err, "retry_in", d)
+		default:
+			if a.cfg.TLS == nil && strings.Contains(status.Convert(err).Message(), "server preface") {
+				// What a TLS master does to a plaintext worker: close at once.
+				a.log.Warn("not connected to master; if it uses TLS (MASTER_TLS_CERT), set WORKER_TLS_CA", "err", err, "retry_in", d)
+				break
+			}
 			a.log.Warn("not connected to master", "err", err, "retry_in", d)
 		}
 		if !sleep(waitCtx, d) {
@@ -164,11 +188,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// dial holds every option of the connection to the master in one place;
-// TLS and authentication belong here when they come.
-func dial(addr string, reconnectMax time.Duration) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+// dial holds every option of the connection to the master in one place.
+func dial(cfg Config) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
 		// Ping every 10 s and give up 5 s later, so a master that vanished
 		// without closing the connection is noticed; the master's enforcement
 		// policy permits pings every 5 s.
@@ -176,10 +203,39 @@ func dial(addr string, reconnectMax time.Duration) (*grpc.ClientConn, error) {
 		// gRPC's own reconnect backoff grows to 120 s by default and calls
 		// fail fast meanwhile, which would override ReconnectMax.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: backoffBase, Multiplier: 2, Jitter: 0.2, MaxDelay: reconnectMax},
+			Backoff:           grpcbackoff.Config{BaseDelay: backoffBase, Multiplier: 2, Jitter: 0.2, MaxDelay: cfg.ReconnectMax},
 			MinConnectTimeout: 5 * time.Second,
 		}),
-	)
+	}
+	if cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, secure: cfg.TLS != nil}))
+	}
+	return grpc.NewClient(cfg.MasterAddr, opts...)
+}
+
+// bearer sends the worker token with every call.
+type bearer struct {
+	token  string
+	secure bool // the connection uses TLS
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is true with TLS, so gRPC refuses to send the
+// token should the connection ever be plaintext; without TLS the operator
+// chose plaintext (the master warns about it at start).
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+// isTLSError reports whether a call failed in the TLS handshake: a
+// configuration problem on one side or the other, not a network blip.
+func isTLSError(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:") || strings.Contains(msg, "authentication handshake failed")
 }
 
 // session registers and runs the tasks the master sends until the stream

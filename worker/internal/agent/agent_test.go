@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -117,13 +118,13 @@ func (f *fakeMaster) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.Repo
 
 // serve serves f on addr ("127.0.0.1:0" for a fresh port) until the test
 // ends or the caller stops the returned server.
-func serve(t *testing.T, f *fakeMaster, addr string) (*grpc.Server, string) {
+func serve(t *testing.T, f *fakeMaster, addr string, opts ...grpc.ServerOption) (*grpc.Server, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	pb.RegisterNodeServiceServer(gs, f)
 	done := make(chan error, 1)
 	go func() { done <- gs.Serve(lis) }()
@@ -140,14 +141,22 @@ func serve(t *testing.T, f *fakeMaster, addr string) (*grpc.Server, string) {
 // at the end of the test, fails the test unless Run returns nil promptly.
 func startAgent(t *testing.T, addr string) (*Agent, func()) {
 	t.Helper()
+	return startAgentWith(t, Config{MasterAddr: addr}, t.Output())
+}
+
+// startAgentWith is startAgent with cfg's Token and TLS, logging to logw.
+func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
+	t.Helper()
 	a := New(Config{
-		MasterAddr:   addr,
+		MasterAddr:   cfg.MasterAddr,
 		WorkerID:     "w1",
 		Slots:        2,
 		MaxOutput:    1024,
 		ReconnectMax: 200 * time.Millisecond,
 		Version:      "test",
-	}, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+		Token:        cfg.Token,
+		TLS:          cfg.TLS,
+	}, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

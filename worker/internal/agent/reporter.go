@@ -49,6 +49,18 @@ func (a *Agent) report(ctx context.Context, client pb.NodeServiceClient) {
 			log.Info("result reported", "duplicate", ack.GetDuplicate())
 			a.acknowledged(r)
 			bo.reset()
+		case codes.ResourceExhausted:
+			if len(r.GetStdout())+len(r.GetStderr()) == 0 {
+				log.Warn("master rejected the result as too large even without output; dropping it", "err", err)
+				a.acknowledged(r)
+				continue
+			}
+			// The master accepts smaller messages than this worker's
+			// WORKER_MAX_OUTPUT_BYTES allows (MASTER_GRPC_MAX_RECV_BYTES):
+			// the exit status still matters, so it goes without the output.
+			log.Warn("result too large for the master; reporting it without its output", "err", err,
+				"stdout_bytes", len(r.GetStdout()), "stderr_bytes", len(r.GetStderr()))
+			a.shrink(r)
 		case codes.NotFound, codes.InvalidArgument:
 			// The master does not know the task: retrying cannot help.
 			log.Warn("master rejected the result; dropping it", "err", err)
@@ -82,4 +94,19 @@ func (a *Agent) acknowledged(r *pb.TaskResult) {
 	a.results = a.results[1:]
 	delete(a.running, r.GetTaskId())
 	a.noteDrained()
+}
+
+// shrink drops the output of r, the oldest result, in place, and says so in
+// its error.
+func (a *Agent) shrink(r *pb.TaskResult) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r.StdoutTruncated = r.StdoutTruncated || len(r.Stdout) > 0
+	r.StderrTruncated = r.StderrTruncated || len(r.Stderr) > 0
+	r.Stdout, r.Stderr = nil, nil
+	note := "output dropped: larger than the master accepts (MASTER_GRPC_MAX_RECV_BYTES)"
+	if r.Error != "" {
+		note = r.Error + "; " + note
+	}
+	r.Error = note
 }

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "CERTIFICATE" {
+		t.Fatalf("%s: no PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestGenerateMakesVerifiableChains(t *testing.T) {
+	dir := t.TempDir()
+	if err := generate(options{out: dir, hosts: []string{"master.lab", "10.1.2.3"}, caName: "Roundhouse lab CA", keyMode: 0o640}); err != nil {
+		t.Fatal(err)
+	}
+	ca := readCert(t, filepath.Join(dir, "ca.pem"))
+	if !ca.IsCA || ca.Subject.CommonName != "Roundhouse lab CA" {
+		t.Fatalf("ca.pem: IsCA=%v CN=%q", ca.IsCA, ca.Subject.CommonName)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+
+	master := readCert(t, filepath.Join(dir, "master.pem"))
+	for _, name := range []string{"master", "localhost", "127.0.0.1", "::1", "master.lab", "10.1.2.3"} {
+		if _, err := master.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("master.pem for %q: %v", name, err)
+		}
+	}
+	if _, err := master.Verify(x509.VerifyOptions{Roots: roots, DNSName: "evil.example"}); err == nil {
+		t.Error("master.pem verifies for a name it was not made for")
+	}
+	worker := readCert(t, filepath.Join(dir, "worker.pem"))
+	if _, err := worker.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("worker.pem as a client certificate: %v", err)
+	}
+	if _, err := worker.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("worker.pem verifies as a server certificate")
+	}
+
+	// Each key matches its certificate and has the mode asked for.
+	for _, pair := range [][2]string{{"master.pem", "master-key.pem"}, {"worker.pem", "worker-key.pem"}, {"ca.pem", "ca-key.pem"}} {
+		if _, err := tls.LoadX509KeyPair(filepath.Join(dir, pair[0]), filepath.Join(dir, pair[1])); err != nil {
+			t.Errorf("%s with %s: %v", pair[0], pair[1], err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, pair[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o640 {
+			t.Errorf("%s has mode %o, want 640", pair[1], fi.Mode().Perm())
+		}
+	}
+
+	// Another CA does not vouch for this one's certificates.
+	other := t.TempDir()
+	if err := generate(options{out: other, caName: "another CA"}); err != nil {
+		t.Fatal(err)
+	}
+	otherRoots := x509.NewCertPool()
+	otherRoots.AddCert(readCert(t, filepath.Join(other, "ca.pem")))
+	if _, err := worker.Verify(x509.VerifyOptions{Roots: otherRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("worker.pem verifies against another CA")
+	}
+	if fi, _ := os.Stat(filepath.Join(other, "worker-key.pem")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("default key mode %o, want 600", fi.Mode().Perm())
+	}
+}
+
+func TestGenerateRefusesToReplaceACA(t *testing.T) {
+	dir := t.TempDir()
+	if err := generate(options{out: dir, caName: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	err := generate(options{out: dir, caName: "second"})
+	if err == nil || !strings.Contains(err.Error(), "-force") {
+		t.Fatalf("second run: err = %v, want a refusal naming -force", err)
+	}
+	if cn := readCert(t, filepath.Join(dir, "ca.pem")).Subject.CommonName; cn != "first" {
+		t.Fatalf("CA replaced without -force: CN %q", cn)
+	}
+	if err := generate(options{out: dir, caName: "second", force: true}); err != nil {
+		t.Fatalf("with force: %v", err)
+	}
+	if cn := readCert(t, filepath.Join(dir, "ca.pem")).Subject.CommonName; cn != "second" {
+		t.Fatalf("CA not replaced with -force: CN %q", cn)
+	}
+}

@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+)
+
+// authenticator lets a request through when it carries the API token, or
+// when it is public (IsPublic: the probes and the dashboard's static page,
+// which hold no data). With no token configured it lets everything through.
+//
+// It wraps the whole router, not single routes, so an unknown path or a
+// wrong method also needs the token: without one the API reveals nothing,
+// not even which endpoints exist.
+type authenticator struct {
+	tokenSum [sha256.Size]byte // of the API token; the token itself is not kept
+	enabled  bool
+}
+
+func newAuthenticator(token string) *authenticator {
+	return &authenticator{tokenSum: sha256.Sum256([]byte(token)), enabled: token != ""}
+}
+
+// errUnauthenticated is answered 401 by writeError.
+var errUnauthenticated = errors.New("unauthenticated")
+
+func (a *authenticator) wrap(next http.Handler, writeError func(http.ResponseWriter, error)) http.Handler {
+	if !a.enabled {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if IsPublic(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if err := a.check(r.Header.Get("Authorization")); err != nil {
+			challenge := `Bearer realm="roundhouse"`
+			if !errors.Is(err, errMissingToken) {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+			writeError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+var errMissingToken = fmt.Errorf(`%w: missing API token; send the header "Authorization: Bearer <MASTER_API_TOKEN>"`, errUnauthenticated)
+
+// check compares the bearer token with the API token in constant time.
+// Both sides are hashed first, so neither the comparison's time nor its
+// early exit on a length mismatch says anything about the token's length.
+func (a *authenticator) check(header string) error {
+	scheme, tok, ok := strings.Cut(header, " ")
+	if header == "" {
+		return errMissingToken
+	}
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return fmt.Errorf(`%w: the Authorization header must be "Bearer <token>"`, errUnauthenticated)
+	}
+	sum := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+		return fmt.Errorf("%w: invalid API token", errUnauthenticated)
+	}
+	return nil
+}
+
+// recoverer turns a panic in a handler into a 500 with a JSON error, logged
+// once with its stack, instead of a dropped connection: no panic reaches a
+// user, and the master keeps serving.
+func recoverer(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { //nolint:errorlint // the sentinel is compared as a value by net/http too
+				panic(v) // net/http's own way to abort a response; it logs nothing
+			}
+			log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			writeJSON(w, http.StatusInternalServerError, errorBody{"internal error"})
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
