@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,6 +121,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		WorkerID:     cfg.WorkerID,
 		Slots:        cfg.Slots,
 		MaxOutput:    cfg.MaxOutputBytes,
+		TaskEnv:      taskEnv(os.Environ()),
 		ReconnectMax: cfg.ReconnectMax,
 		Version:      version,
 		Observer:     m,
@@ -248,4 +250,16 @@ func healthcheck(healthAddr string) error {
 		return fmt.Errorf("/healthz answered %s", resp.Status)
 	}
 	return nil
+}
+
+// taskEnv is the worker's environment without its secrets. A task that runs
+// `env` would otherwise store the worker token in its output, where anyone
+// with the API token reads it. (A task can still read the worker's
+// /proc/<pid>/environ: it runs as the same user. This stops leaks by
+// accident, not a task that goes looking; see the README's threat model.)
+func taskEnv(environ []string) []string {
+	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return name == "WORKER_TOKEN" || strings.HasPrefix(name, "WORKER_TLS_")
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -142,5 +143,13 @@ func TestRunServesMetrics(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + cfg.MetricsAddr + "/metrics"); err == nil {
 		t.Error("metrics still served after the worker stopped")
+	}
+}
+
+func TestTaskEnvDropsTheWorkersSecrets(t *testing.T) {
+	got := taskEnv([]string{"PATH=/bin", "WORKER_TOKEN=secret", "WORKER_TLS_KEY=/k", "WORKER_TLS_CA=/ca", "WORKER_ID=w1", "HOME=/tmp"})
+	want := []string{"PATH=/bin", "WORKER_ID=w1", "HOME=/tmp"}
+	if !slices.Equal(got, want) {
+		t.Errorf("taskEnv = %q, want %q", got, want)
 	}
 }

@@ -47,6 +47,9 @@ type Config struct {
 	WorkerID   string
 	Slots      int // tasks run at once; the master never sends more
 	MaxOutput  int // bytes kept per output stream of a task
+	// TaskEnv is the environment of every task; nil gives tasks the
+	// worker's own, secrets included.
+	TaskEnv []string
 	// ReconnectMax caps the wait between attempts to register or to report.
 	ReconnectMax time.Duration
 	Version      string
@@ -344,7 +347,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	go func() {
 		defer a.wg.Done()
 		defer cancel(nil)
-		res := runner.Run(taskCtx, t.GetCmd(), timeout, a.cfg.MaxOutput)
+		res := runner.Run(taskCtx, t.GetCmd(), timeout, a.cfg.MaxOutput, a.cfg.TaskEnv)
 		if ctx.Err() != nil {
 			log.Info("task stopped by shutdown; not reported")
 			a.killed.Add(1)

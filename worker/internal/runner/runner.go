@@ -38,10 +38,12 @@ type Result struct {
 }
 
 // Run runs cmd with /bin/sh -c in a process group of its own and waits for
-// it. A timeout of 0 means no limit. When the timeout expires or ctx is
-// canceled, the whole group is killed, so background children die too.
-// Each of stdout and stderr keeps its first maxOutput bytes.
-func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int) Result {
+// it. A timeout of 0 means no limit. The task's processes end with it: when
+// the shell exits, times out or ctx is canceled, the whole group is killed,
+// so background children do not outlive the task and pile up in the worker.
+// env is the command's environment (nil: the worker's own). Each of stdout
+// and stderr keeps its first maxOutput bytes.
+func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, env []string) Result {
 	runCtx, cancel := context.WithCancel(ctx)
 	if timeout > 0 {
 		runCtx, cancel = context.WithTimeoutCause(ctx, timeout, errTimedOut)
@@ -53,6 +55,7 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int) 
 	c := exec.CommandContext(runCtx, "/bin/sh", "-c", cmd)
 	c.Stdout = stdout
 	c.Stderr = stderr
+	c.Env = env
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return killGroup(c.Process.Pid) }
 	c.WaitDelay = waitDelay
@@ -71,6 +74,7 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int) 
 	// the exit status.
 	waitErr := c.Wait()
 	res.FinishedAt = time.Now()
+	_ = killGroup(c.Process.Pid) // what the shell left behind; ESRCH when nothing
 	res.Stdout, res.StdoutTruncated = stdout.buf, stdout.dropped > 0
 	res.Stderr, res.StderrTruncated = stderr.buf, stderr.dropped > 0
 
@@ -79,8 +83,6 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int) 
 	case state == nil: // the shell could not be waited for
 		res.Err = "wait: " + waitErr.Error()
 	case state.Exited():
-		// Children the shell left in the background are not killed: the
-		// task ended when the shell did.
 		res.ExitCode = state.ExitCode()
 	case errors.Is(context.Cause(runCtx), errTimedOut):
 		res.TimedOut = true

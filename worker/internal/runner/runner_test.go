@@ -5,9 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -20,7 +18,7 @@ func run(t *testing.T, cmd string, timeout time.Duration, maxOutput int) Result 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
-	res := Run(ctx, cmd, timeout, maxOutput)
+	res := Run(ctx, cmd, timeout, maxOutput, nil)
 	if ctx.Err() != nil {
 		t.Fatalf("%q still running after %s: %+v", cmd, testDeadline, res)
 	}
@@ -100,16 +98,24 @@ func TestRunTimeoutKillsTheGroup(t *testing.T) {
 func TestRunShellExitsLeavingAChild(t *testing.T) {
 	// The shell exits at once, but its background child holds stdout: Run
 	// must return WaitDelay later with the shell's status instead of waiting
-	// for the child.
+	// for the child, and the child must not outlive the task.
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	res := run(t, "echo hi; sh -c 'echo $$ > "+pidFile+"; exec sleep 30' & exit 5", 0, 1024)
-	if b, err := os.ReadFile(pidFile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGKILL) // the test's own leftover
-		}
-	}
 	if res.ExitCode != 5 || res.Err != "" || res.TimedOut || string(res.Stdout) != "hi\n" {
 		t.Fatalf("exit %d, err %q, timed out %v, stdout %q; want exit 5 and hi", res.ExitCode, res.Err, res.TimedOut, res.Stdout)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the background child never started: %v", err)
+	}
+	pid := strings.TrimSpace(string(b))
+	eventually(t, func() bool { return gone(pid) }, 5*time.Second, "background child "+pid+" outlived its task")
+}
+
+func TestRunEnvironment(t *testing.T) {
+	res := Run(context.Background(), `echo "$ONLY_THIS:${WORKER_TOKEN-unset}"`, 5*time.Second, 1024, []string{"ONLY_THIS=yes", "PATH=/usr/bin:/bin"})
+	if got := string(res.Stdout); got != "yes:unset\n" {
+		t.Errorf("stdout %q, want the given environment only", got)
 	}
 }
 
@@ -143,7 +149,7 @@ func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan Result, 1)
-	go func() { done <- Run(ctx, "touch "+marker+"; sleep 30", 0, 1024) }()
+	go func() { done <- Run(ctx, "touch "+marker+"; sleep 30", 0, 1024, nil) }()
 	eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, testDeadline, "the command never started")
 	cancel()
 	select {
@@ -159,7 +165,7 @@ func TestRunCanceled(t *testing.T) {
 func TestRunAlreadyCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res := Run(ctx, "echo never", 0, 1024)
+	res := Run(ctx, "echo never", 0, 1024, nil)
 	if res.ExitCode != -1 || res.Err != "canceled" || len(res.Stdout) != 0 {
 		t.Fatalf("exit %d, err %q, stdout %q; want canceled before start", res.ExitCode, res.Err, res.Stdout)
 	}
