@@ -34,6 +34,7 @@ func TestLoadConfig(t *testing.T) {
 		{"max wait too long", "MASTER_MAX_WAIT", "1h"},
 		{"bad level", "LOG_LEVEL", "loud"},
 		{"bad format", "LOG_FORMAT", "xml"},
+		{"malformed pprof address", "MASTER_PPROF_ADDR", "6060"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
