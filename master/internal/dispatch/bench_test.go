@@ -1,0 +1,78 @@
+package dispatch
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// benchDispatcher returns a recovered dispatcher on a fresh database that
+// already holds that many queued tasks (written in one transaction).
+func benchDispatcher(b *testing.B, queued int) *Dispatcher {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(filepath.Join(b.TempDir(), "rh.db"), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ws := make([]store.Write, queued)
+	for i := range ws {
+		ws[i] = store.Write{Task: &task.Task{ID: fmt.Sprintf("q%09d", i), Cmd: "true", Status: task.StatusQueued,
+			MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now.Add(time.Duration(i))}}
+	}
+	if err := <-st.Apply(ws...); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	d := New(Params{
+		Log: log, Store: st, Now: time.Now,
+		NewID:       func() string { return fmt.Sprintf("t%09d", n.Add(1)) },
+		MaxCmdBytes: 1024, DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
+	})
+	if err := d.Recover(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// BenchmarkAssign measures the assign step: one queued task handed to a
+// worker with a free slot, its running state queued for the store. A
+// worker with b.N slots registers in front of b.N queued tasks, so the
+// timed call is b.N assignments under the dispatcher's lock.
+func BenchmarkAssign(b *testing.B) {
+	d := benchDispatcher(b, b.N)
+	b.ResetTimer()
+	s, _, err := d.Register(Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := len(s.assignments); got != b.N {
+		b.Fatalf("assigned %d of %d", got, b.N)
+	}
+}
+
+// BenchmarkSubmit is a durable submission from 16 callers at once, as the
+// HTTP handlers make them: validate, store (group commit), queue.
+func BenchmarkSubmit(b *testing.B) {
+	d := benchDispatcher(b, 0)
+	b.SetParallelism(8) // 8 x GOMAXPROCS callers
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
