@@ -166,7 +166,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	grace := d.p.Now().Add(d.p.WorkerTimeout)
 	for i := range live {
 		t := &task.Task{}
-		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
+		*t = live[i]        // a copy: a pointer into live would keep the whole slice in memory
 		if t.Attempts > 0 { // Live leaves History out; most queued tasks have none
 			full, err := d.p.Store.Get(ctx, t.ID)
 			if err != nil {
