@@ -44,6 +44,7 @@ type options struct {
 	idleTasks  int           // tasks per idle-latency run
 	rssSteps   []int         // queued tasks at which the master's RSS is read
 	workers    int
+	phases     []string // which of submit, e2e, memory to run
 	containers bool
 	buildImgs  bool
 	masterBin  string
@@ -55,7 +56,7 @@ type options struct {
 func defaults() options {
 	return options{
 		runs: 3, dur: 3 * time.Second, conc: []int{1, 16, 64}, tasks: 3000, idleTasks: 50,
-		rssSteps: []int{100_000, 1_000_000}, workers: 5, buildImgs: true,
+		rssSteps: []int{100_000, 1_000_000}, workers: 5, buildImgs: true, phases: []string{"submit", "e2e", "memory"},
 		out: filepath.Join("bench", "results", "latest.json"), log: os.Stderr,
 	}
 }
@@ -80,7 +81,9 @@ func main() {
 	flag.StringVar(&o.masterBin, "master", "", "master binary (default: go build one)")
 	flag.StringVar(&o.workerBin, "worker", "", "worker binary (default: go build one)")
 	flag.StringVar(&o.out, "out", o.out, "where to write the JSON results (empty: nowhere)")
+	phases := flag.String("phases", strings.Join(o.phases, ","), "which measurements to make: submit (and the machine's limits), e2e, memory")
 	flag.Parse()
+	o.phases = strings.Split(*phases, ",")
 	if *quick {
 		o.runs, o.dur, o.tasks, o.idleTasks, o.rssSteps = 1, 500*time.Millisecond, 200, 10, []int{1000}
 	}
@@ -140,8 +143,18 @@ func (c *collector) fill(r *Report) {
 	}
 }
 
+// steps are the phases of a run, by the names -phases takes.
+var steps = map[string]func(context.Context, options, launcher, *collector) error{
+	"submit": submitAndLimits, "e2e": endToEnd, "memory": memory,
+}
+
 // run does every measurement and returns the report, partial on error.
 func run(ctx context.Context, o options) (*Report, error) {
+	for _, name := range o.phases {
+		if steps[name] == nil {
+			return nil, fmt.Errorf("-phases: no phase %q (use submit, e2e, memory)", name)
+		}
+	}
 	began := time.Now()
 	rep := &Report{Machine: machine(o)}
 	col := newCollector()
@@ -168,9 +181,8 @@ func run(ctx context.Context, o options) (*Report, error) {
 	}
 	defer l.close()
 
-	steps := []func(context.Context, options, launcher, *collector) error{submitAndLimits, endToEnd, memory}
-	for _, step := range steps {
-		if err := step(ctx, o, l, col); err != nil {
+	for _, name := range o.phases {
+		if err := steps[name](ctx, o, l, col); err != nil {
 			return rep, err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,4 +75,13 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+func TestUnknownPhaseFailsBeforeBuilding(t *testing.T) {
+	o := defaults()
+	o.phases = []string{"submit", "warp"}
+	_, err := run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), `"warp"`) {
+		t.Fatalf("run with phase warp: err = %v, want one naming it", err)
+	}
 }
