@@ -23,9 +23,9 @@ type liveTasks struct {
 type queuedTask struct {
 	cmd         string
 	key         string // idempotency key
-	created     time.Time
+	created     int64  // Unix nanoseconds, in UTC as the store keeps it
 	timeout     time.Duration
-	maxAttempts int
+	maxAttempts int32
 }
 
 func newLiveTasks() liveTasks {
@@ -36,19 +36,24 @@ func newLiveTasks() liveTasks {
 func compactable(t *task.Task) bool {
 	return t.Status == task.StatusQueued && t.Attempts == 0 && t.WorkerID == "" && t.ExitCode == nil &&
 		t.Stdout == "" && t.Stderr == "" && !t.StdoutCut && !t.StderrCut && t.Error == "" &&
-		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() && len(t.History) == 0
+		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() && len(t.History) == 0 &&
+		t.CreatedAt.Equal(createdAt(t.CreatedAt.UnixNano())) && t.MaxAttempts == int(int32(t.MaxAttempts))
 }
 
+// createdAt is the inverse of CreatedAt.UnixNano(): the same instant, in
+// UTC and without a monotonic reading, as the store returns every time.
+func createdAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
 func (q queuedTask) task(id string) *task.Task {
-	return &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: q.created,
-		Timeout: q.timeout, MaxAttempts: q.maxAttempts, IdempotencyKey: q.key}
+	return &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
+		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), IdempotencyKey: q.key}
 }
 
 // put adds t, keeping it compact when it can. The caller hands t over.
 func (l *liveTasks) put(t *task.Task) {
 	if compactable(t) {
 		delete(l.full, t.ID)
-		l.queued[t.ID] = queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt, timeout: t.Timeout, maxAttempts: t.MaxAttempts}
+		l.queued[t.ID] = queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts)}
 		return
 	}
 	delete(l.queued, t.ID)
