@@ -16,7 +16,10 @@ import (
 // Guarded by Dispatcher.mu.
 type liveTasks struct {
 	full   map[string]*task.Task
-	queued map[string]queuedTask // by task ID
+	// By task ID. Pointers, not values: a map's table holds its slots
+	// inline and doubles as it grows, so large values would be paid up to
+	// twice over.
+	queued map[string]*queuedTask
 }
 
 // queuedTask is a task as Submit creates it: every field not here is zero.
@@ -29,7 +32,7 @@ type queuedTask struct {
 }
 
 func newLiveTasks() liveTasks {
-	return liveTasks{full: make(map[string]*task.Task), queued: make(map[string]queuedTask)}
+	return liveTasks{full: make(map[string]*task.Task), queued: make(map[string]*queuedTask)}
 }
 
 // compactable reports whether t holds nothing a queuedTask would drop.
@@ -44,7 +47,7 @@ func compactable(t *task.Task) bool {
 // UTC and without a monotonic reading, as the store returns every time.
 func createdAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
-func (q queuedTask) task(id string) *task.Task {
+func (q *queuedTask) task(id string) *task.Task {
 	return &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
 		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), IdempotencyKey: q.key}
 }
@@ -53,7 +56,7 @@ func (q queuedTask) task(id string) *task.Task {
 func (l *liveTasks) put(t *task.Task) {
 	if compactable(t) {
 		delete(l.full, t.ID)
-		l.queued[t.ID] = queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts)}
+		l.queued[t.ID] = &queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts)}
 		return
 	}
 	delete(l.queued, t.ID)
