@@ -15,7 +15,7 @@ import (
 //
 // Guarded by Dispatcher.mu.
 type liveTasks struct {
-	full   map[string]*task.Task
+	full map[string]*task.Task
 	// By task ID. Pointers, not values: a map's table holds its slots
 	// inline and doubles as it grows, so large values would be paid up to
 	// twice over.
