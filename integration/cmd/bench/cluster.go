@@ -291,6 +291,35 @@ func rssMiB(pid int) (float64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
+// cpuTime is a process's CPU time so far: its own (user + system), and that
+// of its children it has waited for (the commands a worker ran).
+type cpuTime struct{ self, children time.Duration }
+
+// readCPU reads /proc/<pid>/stat.
+func readCPU(pid int) (cpuTime, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return cpuTime{}, err
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first; utime, stime, cutime and cstime are
+	// fields 14 to 17 of the whole line.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return cpuTime{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	var ticks [4]float64
+	for i := range ticks {
+		if ticks[i], err = strconv.ParseFloat(f[11+i], 64); err != nil {
+			return cpuTime{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+	}
+	const hz = 100 // USER_HZ, fixed on Linux
+	tick := func(v float64) time.Duration { return time.Duration(v * float64(time.Second) / hz) }
+	return cpuTime{self: tick(ticks[0] + ticks[1]), children: tick(ticks[2] + ticks[3])}, nil
+}
+
 // freeAddr returns a loopback address with a port that was free just now.
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

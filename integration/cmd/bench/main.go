@@ -264,10 +264,22 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	cl := client.New(m.api)
 	hc := newHTTPClient(16)
 	for r := 1; r <= o.runs; r++ {
+		before, err := clusterCPU(m, ws)
+		if err != nil {
+			return err
+		}
 		tp, err := throughput(ctx, cl, hc, m.api, o.tasks)
 		if err != nil {
 			return err
 		}
+		after, err := clusterCPU(m, ws)
+		if err != nil {
+			return err
+		}
+		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
+		col.put("cpu_master_ms_per_task", "ms", perTask(after.master-before.master))
+		col.put("cpu_workers_ms_per_task", "ms", perTask(after.workers-before.workers))
+		col.put("cpu_commands_ms_per_task", "ms", perTask(after.commands-before.commands))
 		col.put("completed_rate", "tasks/s", tp.rate)
 		col.put("queued_to_started_p50_ms", "ms", tp.q2s50)
 		col.put("queued_to_started_p99_ms", "ms", tp.q2s99)
@@ -291,8 +303,33 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
 	}
 	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
+	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
+	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"
+	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"
 	col.notes["idle_queued_to_started_p50_ms"] = fmt.Sprintf("%d tasks one after another (POST ?wait=): started_at - created_at", o.idleTasks)
 	return nil
+}
+
+// cpuShare is the CPU time a cluster has used: the master's, the worker
+// processes' own, and the commands they ran.
+type cpuShare struct{ master, workers, commands time.Duration }
+
+func clusterCPU(m *node, ws map[string]*node) (cpuShare, error) {
+	var c cpuShare
+	mt, err := readCPU(m.pid)
+	if err != nil {
+		return c, err
+	}
+	c.master = mt.self
+	for _, w := range ws {
+		wt, err := readCPU(w.pid)
+		if err != nil {
+			return c, err
+		}
+		c.workers += wt.self
+		c.commands += wt.children
+	}
+	return c, nil
 }
 
 type throughputResult struct{ rate, q2s50, q2s99, s2f50, s2f99 float64 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,23 @@ func TestNum(t *testing.T) {
 		if got := num(tt.v); got != tt.want {
 			t.Errorf("num(%v) = %q, want %q", tt.v, got, tt.want)
 		}
+	}
+}
+
+func TestReadCPU(t *testing.T) {
+	// Burn some CPU so the counters have something to show.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	c, err := readCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.self <= 0 || c.self > time.Hour || c.children < 0 {
+		t.Errorf("readCPU(self) = %+v", c)
+	}
+	if _, err := readCPU(-1); err == nil {
+		t.Error("readCPU of no process: want an error")
 	}
 }
