@@ -8,14 +8,14 @@ import (
 
 // liveTasks holds the dispatcher's live tasks. A task that is queued and
 // has never been sent to a worker (nearly all of them when a backlog builds
-// up) is kept as a queuedTask: what it takes to send it, a third of a
-// task.Task, so that a million queued tasks fit in a few hundred MiB. It
+// up) is kept as a queuedTask: what it takes to send it, a fifth of the size
+// of a task.Task, so that a million queued tasks fit in a few hundred MiB. It
 // becomes a full task.Task the first time the dispatcher takes it to
 // change it (get), so callers change *task.Task as they always did.
 //
 // Guarded by Dispatcher.mu.
 type liveTasks struct {
-	full map[string]*task.Task
+	full map[string]*task.Task // every other live task, and final ones not yet forgotten
 	// By task ID. Pointers, not values: a map's table holds its slots
 	// inline and doubles as it grows, so large values would be paid up to
 	// twice over.
