@@ -117,12 +117,17 @@ vet: ## go vet and gofmt
 	@out=$$(gofmt -l proto master worker integration); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 .PHONY: test
-test: ## unit tests (no Docker needed)
+test: ## unit tests (no Docker needed), and every Go micro-benchmark once so none rots
 	go test -race -count=1 $(UNIT)
+	go test -count=1 -run '^$$' -bench . -benchtime 1x $(UNIT)
 
 .PHONY: integration
 integration: images ## container tests: master + workers with testcontainers, and compose.yaml
 	TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE)" go test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+.PHONY: bench
+bench: ## measure the master beside this machine's limits, write bench/results/latest.json (BENCH_FLAGS=-quick, -no-1m, -containers)
+	go run ./integration/cmd/bench $(BENCH_FLAGS)
 
 .PHONY: check
 check: vet proto-check test integration ## every check and test, as CI runs them

@@ -47,6 +47,7 @@ type config struct {
 	GRPCMaxRecvBytes  int           `env:"MASTER_GRPC_MAX_RECV_BYTES" envDefault:"16777216"` // one gRPC message from a worker
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
+	PprofAddr         string        `env:"MASTER_PPROF_ADDR"` // empty: no profiling endpoint
 }
 
 // loadConfig parses and checks the environment. Every error names the
@@ -85,6 +86,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, err := serverTLS(c); err != nil {
 		errs = append(errs, err)
 	}
+	check("MASTER_PPROF_ADDR", c.PprofAddr == "" || validListenAddr(c.PprofAddr), "%q is not [host]:port", c.PprofAddr)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

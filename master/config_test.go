@@ -52,6 +52,7 @@ func TestLoadConfig(t *testing.T) {
 		{"output limit over the gRPC limit", "MASTER_MAX_OUTPUT_BYTES", "16777216"},
 		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},
 		{"gRPC limit too large", "MASTER_GRPC_MAX_RECV_BYTES", "1073741824"},
+		{"malformed pprof address", "MASTER_PPROF_ADDR", "6060"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

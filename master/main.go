@@ -113,6 +113,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		grpcLis.Close()
 		return fmt.Errorf("MASTER_HTTP_ADDR: %w", err)
 	}
+	stopPprof, err := startPprof(cfg.PprofAddr, log)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return fmt.Errorf("MASTER_PPROF_ADDR: %w", err)
+	}
+	defer stopPprof()
 	return serve(ctx, cfg, log, grpcLis, httpLis)
 }
 

@@ -59,7 +59,7 @@ type Dispatcher struct {
 
 	mu        sync.Mutex // protects every field below, and each Session's mutable fields
 	closed    bool
-	tasks     map[string]*task.Task      // live tasks, and final ones until their final write is committed
+	tasks     liveTasks                  // live tasks, and final ones until their final write is committed
 	waiters   map[string][]chan struct{} // closed when the task becomes final
 	keys      map[string]string          // idempotency key -> task ID, for keys used since start
 	queue     queue                      // IDs waiting for a worker, oldest first
@@ -141,7 +141,7 @@ func New(p Params) *Dispatcher {
 	return &Dispatcher{
 		p:         p,
 		log:       p.Log.With("component", "dispatch"),
-		tasks:     make(map[string]*task.Task),
+		tasks:     newLiveTasks(),
 		waiters:   make(map[string][]chan struct{}),
 		keys:      make(map[string]string),
 		completed: make(map[string]int),
@@ -173,7 +173,8 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	orphaned := 0
 	grace := d.p.Now().Add(d.p.WorkerTimeout)
 	for i := range live {
-		t := &live[i]
+		t := &task.Task{}
+		*t = live[i]        // a copy: a pointer into live would keep the whole slice in memory
 		if t.Attempts > 0 { // Live leaves History out; most queued tasks have none
 			full, err := d.p.Store.Get(ctx, t.ID)
 			if err != nil {
@@ -181,7 +182,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 			}
 			t.History = full.History
 		}
-		d.tasks[t.ID] = t
+		d.tasks.put(t)
 		if t.Status == task.StatusRunning {
 			d.orphans[t.ID] = grace
 			orphaned++
@@ -242,7 +243,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	if err != nil {
 		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
 	}
-	d.tasks[nt.ID] = nt
+	d.tasks.put(nt)
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
 	}
@@ -262,8 +263,8 @@ func (d *Dispatcher) queueFullLocked() bool {
 		return false
 	}
 	d.queue.keep(func(id string) bool {
-		t, ok := d.tasks[id]
-		return ok && t.Status == task.StatusQueued
+		st, ok := d.tasks.status(id)
+		return ok && st == task.StatusQueued
 	})
 	return d.queue.len()+d.reserved >= d.p.MaxQueued
 }
@@ -310,11 +311,10 @@ func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, er
 // Get returns a copy of the task with the given ID.
 func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Lock()
-	t, ok := d.tasks[id]
+	t, ok := d.tasks.view(id)
 	if ok {
-		c := copyTask(t)
 		d.mu.Unlock()
-		return c, nil
+		return t, nil
 	}
 	d.mu.Unlock()
 	return d.p.Store.Get(ctx, id)
@@ -323,7 +323,7 @@ func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
 // Wait returns the task once it is final, or as it is when ctx ends.
 func (d *Dispatcher) Wait(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Lock()
-	t, ok := d.tasks[id]
+	t, ok := d.tasks.view(id)
 	if !ok || t.Status.Final() {
 		d.mu.Unlock()
 		return d.Get(ctx, id)
@@ -372,7 +372,7 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 // its worker. A final task cannot be canceled (ErrConflict).
 func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Lock()
-	t, ok := d.tasks[id]
+	t, ok := d.tasks.get(id)
 	if !ok || t.Status.Final() {
 		d.mu.Unlock()
 		ft, err := d.Get(ctx, id)
@@ -464,7 +464,7 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 	// A task that is already final (its result got here first) or unknown
 	// holds no slot: nobody will report it again.
 	for _, id := range r.Running {
-		t, ok := d.tasks[id]
+		t, ok := d.tasks.get(id)
 		if !ok || t.Status.Final() {
 			continue
 		}
@@ -560,7 +560,7 @@ func (d *Dispatcher) Sweep() {
 			continue
 		}
 		delete(d.orphans, id)
-		if t, ok := d.tasks[id]; ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
+		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
 			d.log.Info("no worker claimed a task running before the restart", "task_id", id, "worker_id", t.WorkerID)
 			d.takeBackLocked(t, "not_reclaimed", "its worker did not come back after the master restarted")
 		}
@@ -590,7 +590,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 			d.assignLocked()
 		}
 	}
-	t, live := d.tasks[r.TaskID]
+	t, live := d.tasks.get(r.TaskID)
 	if !live {
 		fill()
 		freed = false
@@ -694,7 +694,7 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 
 	var lost []*task.Task
 	for id := range s.inflight {
-		if t, ok := d.tasks[id]; ok && t.Status == task.StatusRunning && t.WorkerID == s.WorkerID {
+		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && t.WorkerID == s.WorkerID {
 			lost = append(lost, t)
 		}
 	}
@@ -741,7 +741,7 @@ func (d *Dispatcher) assignLocked() {
 		if !ok {
 			return
 		}
-		t, ok := d.tasks[id]
+		t, ok := d.tasks.get(id)
 		if !ok || t.Status != task.StatusQueued { // canceled, or reclaimed by its reconnecting worker
 			d.queue.pop()
 			continue
@@ -816,14 +816,7 @@ func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := Stats{Workers: len(d.rotation)}
-	for _, t := range d.tasks {
-		switch t.Status {
-		case task.StatusQueued:
-			st.Queued++
-		case task.StatusRunning:
-			st.Running++
-		}
-	}
+	st.Queued, st.Running = d.tasks.counts()
 	return st
 }
 
@@ -892,11 +885,11 @@ func (d *Dispatcher) settle(id string, err error) error {
 }
 
 func (d *Dispatcher) forgetLocked(id string) {
-	t, ok := d.tasks[id]
+	t, ok := d.tasks.get(id)
 	if !ok || !t.Status.Final() {
 		return
 	}
-	delete(d.tasks, id)
+	d.tasks.del(id)
 	if t.IdempotencyKey != "" { // byKey asks the store from now on
 		delete(d.keys, t.IdempotencyKey)
 	}

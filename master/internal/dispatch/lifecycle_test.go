@@ -277,7 +277,7 @@ func TestFinalTasksLeaveMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.mu.Lock()
-	n, e := len(d.tasks), len(d.evicting)
+	n, e := d.tasks.len(), len(d.evicting)
 	d.mu.Unlock()
 	if n != 0 || e != 0 {
 		t.Fatalf("in memory: %d tasks, %d evictions pending; want none: every task is final and on disk", n, e)

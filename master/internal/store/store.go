@@ -40,6 +40,8 @@ type Store struct {
 	stop chan struct{} // closed by Close: drain the queue, then exit
 	done chan struct{} // closed by the writer when it has exited
 
+	checkpointDone chan struct{} // closed by the checkpointer when it has exited
+
 	// Owned by the writer goroutine once Open returns.
 	conn  *sql.Conn
 	stmts *stmts
@@ -92,8 +94,11 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 		done:  make(chan struct{}),
 		conn:  conn,
 		stmts: st,
+
+		checkpointDone: make(chan struct{}),
 	}
 	go s.run()
+	go s.checkpoint()
 	return s, nil
 }
 
@@ -111,6 +116,8 @@ func dsn(path string) (string, error) {
 	// FULL: a commit is fsynced before Apply reports it, so a task the API
 	// accepted survives a power cut, not only a crash of the process.
 	q.Add("_pragma", "synchronous(FULL)")
+	// Checkpoints run beside the writer (checkpoint.go), not inside commits.
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
 	return u.String(), nil
@@ -129,5 +136,6 @@ func (s *Store) Close() error {
 
 	close(s.stop)
 	<-s.done
+	<-s.checkpointDone
 	return errors.Join(s.stmts.close(), s.conn.Close(), s.db.Close())
 }

@@ -161,9 +161,9 @@ func (s *Store) commit(batch []*request) {
 		return
 	}
 
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func() error {
 		for _, r := range batch {
-			if err := s.stmts.apply(ctx, tx, r.ws); err != nil {
+			if err := s.stmts.apply(ctx, r.ws); err != nil {
 				return err
 			}
 		}
@@ -182,25 +182,39 @@ func (s *Store) commit(batch []*request) {
 			r.done <- nil
 			continue
 		}
-		r.done <- s.inTx(ctx, func(tx *sql.Tx) error { return s.stmts.apply(ctx, tx, r.ws) })
+		r.done <- s.inTx(ctx, func() error { return s.stmts.apply(ctx, r.ws) })
 	}
 }
 
 // inTx runs fn in a transaction on the writer's connection and commits it.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.conn.BeginTx(ctx, nil)
-	if err != nil {
+// It says BEGIN and COMMIT itself instead of using a *sql.Tx: Tx.StmtContext
+// prepares a statement that was prepared on a Conn all over again, so every
+// transaction re-parsed both upserts, and that parsing was the master's
+// largest CPU cost under load (see the README's Performance section).
+func (s *Store) inTx(ctx context.Context, fn func() error) error {
+	if _, err := s.conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
-		tx.Rollback() //nolint:errcheck // the write's error is the one that matters
+	if err := fn(); err != nil {
+		s.rollback(ctx)
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		// A COMMIT that fails (e.g. SQLITE_BUSY) can leave the transaction
+		// open; the next batch must start from a clean connection.
+		s.rollback(ctx)
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.commits.Add(1)
 	return nil
+}
+
+func (s *Store) rollback(ctx context.Context) {
+	if _, err := s.conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		// "no transaction is active" after a failed COMMIT that rolled
+		// back by itself is expected; anything else is worth a line.
+		s.log.Debug("rollback", "err", err)
+	}
 }
 
 // stmts are the writer's prepared statements, on its own connection.
@@ -245,10 +259,10 @@ func (st *stmts) close() error {
 	return errors.Join(st.task.Close(), st.attempt.Close())
 }
 
-// apply runs ws in tx.
-func (st *stmts) apply(ctx context.Context, tx *sql.Tx, ws []Write) error {
-	taskStmt := tx.StmtContext(ctx, st.task)
-	attemptStmt := tx.StmtContext(ctx, st.attempt)
+// apply runs ws on the writer's connection, inside the transaction inTx
+// opened there.
+func (st *stmts) apply(ctx context.Context, ws []Write) error {
+	taskStmt, attemptStmt := st.task, st.attempt
 	for _, w := range ws {
 		if t := w.Task; t != nil {
 			var key any // NULL, so that the unique index ignores tasks without a key

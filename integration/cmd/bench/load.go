@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// newHTTPClient is the load generator's client: keep-alive, with an idle
+// connection kept for every concurrent sender, so no request pays for a
+// TCP handshake.
+func newHTTPClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = conns * 2
+	tr.MaxIdleConnsPerHost = conns * 2
+	tr.DisableCompression = true
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// load is one burst of POSTs: conc senders, each sending the next request
+// as soon as its last one is answered, until dur has passed or count
+// requests have been sent (whichever is set; count wins when both are).
+type load struct {
+	client *http.Client
+	url    string
+	body   []byte
+	want   int
+	conc   int
+	dur    time.Duration
+	count  int
+	// onBody, if set, sees every answer's body (it must be safe for
+	// concurrent use).
+	onBody func([]byte)
+}
+
+// loadResult is what one burst measured.
+type loadResult struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration // one per request
+}
+
+func (r loadResult) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+// run sends the burst. Any answer other than want stops it with an error:
+// a benchmark that counts failures as throughput would lie.
+func (l load) run(ctx context.Context) (loadResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		sent     atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex // protects lat and firstErr
+		lat      []time.Duration
+		firstErr error
+	)
+	deadline := time.Now().Add(l.dur)
+	start := time.Now()
+	for range l.conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 1024)
+			defer func() {
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil {
+				if l.count > 0 {
+					if sent.Add(1) > int64(l.count) {
+						return
+					}
+				} else if !time.Now().Before(deadline) {
+					return
+				}
+				t0 := time.Now()
+				body, err := l.post(ctx)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				mine = append(mine, time.Since(t0))
+				if l.onBody != nil {
+					l.onBody(body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res := loadResult{n: len(lat), elapsed: time.Since(start), lat: lat}
+	if firstErr != nil {
+		return res, firstErr
+	}
+	return res, ctx.Err()
+}
+
+func (l load) post(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(l.body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != l.want {
+		return nil, fmt.Errorf("POST %s: %s: %s", l.url, resp.Status, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// forkExecRate runs `sh -c true` with os/exec from conc goroutines for dur
+// and returns the runs per second: the most tasks per second any worker
+// could start on this machine, whatever the scheduler.
+func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, error) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, conc)
+	deadline := time.Now().Add(dur)
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				if err := exec.CommandContext(ctx, "sh", "-c", "true").Run(); err != nil {
+					errc <- err
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := errors.Join(<-errc, ctx.Err()); err != nil {
+		return 0, fmt.Errorf("sh -c true: %w", err)
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+// minimalRole is the environment variable that turns the bench binary into
+// the minimal handler, so that it runs as a process of its own like the
+// master does and the two are measured alike.
+const minimalRole = "ROUNDHOUSE_BENCH_ROLE"
+
+// serveMinimal is the minimal net/http handler: it reads the body and
+// answers 202 with a small JSON object, with the master's server timeouts.
+// It prints its address on stdout, then serves until killed.
+func serveMinimal() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(l.Addr().String())
+	s := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte(`{"id":"0"}` + "\n"))
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return s.Serve(l)
+}
+
+// startMinimal re-executes this binary as the minimal handler and returns
+// its URL and process.
+func startMinimal() (string, *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), minimalRole+"=minimal-handler")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return "", nil, fmt.Errorf("minimal handler did not start: %w", err)
+	}
+	return "http://" + addr[:len(addr)-1], cmd, nil
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the minimal handler, as the bench
+// binary does when it re-executes itself.
+func TestMain(m *testing.M) {
+	if os.Getenv(minimalRole) == "minimal-handler" {
+		if err := serveMinimal(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestBenchTinyRun runs the whole tool in a tiny mode against real local
+// processes, so that `make test` keeps it working: every figure must come
+// out, and the JSON must say so. The figures themselves are not judged
+// here; speed targets belong to `make bench`.
+func TestBenchTinyRun(t *testing.T) {
+	o := defaults()
+	o.runs, o.dur, o.conc, o.tasks, o.idleTasks, o.rssSteps, o.workers = 1, 100*time.Millisecond, []int{1, 4}, 20, 3, []int{200}, 2
+	o.out = filepath.Join(t.TempDir(), "results", "latest.json")
+	o.log = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON(o.out, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{
+		"forkexec_rate_c2", "minimal_rate_c1", "submit_rate_c4", "submit_p99_ms_c4",
+		"completed_rate", "queued_to_started_p99_ms", "submitted_to_finished_p50_ms",
+		"idle_queued_to_started_p50_ms", "dead_worker_rerun_s", "master_rss_mib_200",
+	} {
+		m, ok := rep.metric(name)
+		if !ok {
+			t.Errorf("no metric %s", name)
+			continue
+		}
+		if len(m.Runs) != 1 || !(m.Median > 0) {
+			t.Errorf("%s = %+v, want one positive run", name, m.Stat)
+		}
+	}
+
+	data, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatalf("results are not JSON: %v\n%s", err, data)
+	}
+	if back.Machine.Cores < 1 || back.Machine.Runs != 1 || len(back.Metrics) != len(rep.Metrics) || len(back.Targets) != len(targets) {
+		t.Errorf("results JSON: %+v", back)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func TestUnknownPhaseFailsBeforeBuilding(t *testing.T) {
+	o := defaults()
+	o.phases = []string{"submit", "warp"}
+	_, err := run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), `"warp"`) {
+		t.Fatalf("run with phase warp: err = %v, want one naming it", err)
+	}
+}

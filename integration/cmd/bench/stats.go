@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// percentile returns the p-th percentile (0 < p <= 100) of xs by the
+// nearest-rank method: the smallest value with at least p% of the sample at
+// or below it. It sorts a copy; an empty sample gives NaN.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+// ms converts durations to milliseconds, the unit of every latency figure.
+func ms(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d) / float64(time.Millisecond)
+	}
+	return out
+}
+
+// Stat is one figure over the runs: the median is the headline, min and
+// max show the spread, Runs keeps each run's value in order.
+type Stat struct {
+	Median float64   `json:"median"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+	Runs   []float64 `json:"runs"`
+}
+
+// summarize takes the values of the runs. The median of an even count is
+// the mean of the middle two.
+func summarize(runs []float64) Stat {
+	if len(runs) == 0 {
+		return Stat{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+	}
+	s := slices.Clone(runs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Stat{Median: med, Min: s[0], Max: s[len(s)-1], Runs: slices.Clone(runs)}
+}
+
+// Metric is one measured figure.
+type Metric struct {
+	Name string `json:"name"`
+	Unit string `json:"unit"`
+	Stat
+	Note string `json:"note,omitempty"`
+}
+
+// Ratio is a headline: one metric against another measured in the same
+// run. Each run's ratio is taken on its own, then summarized, so a slow
+// moment of the shared machine hits both sides of a ratio at once.
+type Ratio struct {
+	Name        string `json:"name"`
+	Numerator   string `json:"numerator"`
+	Denominator string `json:"denominator"`
+	Stat
+}
+
+// Target is one goal of issue 6 and whether the run met it. Pass is nil
+// when the metric was not measured (e.g. -no-1m).
+type Target struct {
+	Name   string   `json:"name"`
+	Metric string   `json:"metric"` // a Metric or Ratio name
+	Op     string   `json:"op"`     // ">=" or "<"
+	Limit  float64  `json:"limit"`
+	Value  *float64 `json:"value"` // the median; nil when not measured
+	Pass   *bool    `json:"pass"`
+}
+
+// Machine says where the figures come from.
+type Machine struct {
+	Cores     int    `json:"cores"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Date      string `json:"date"`
+	Commit    string `json:"commit"`
+	Mode      string `json:"mode"` // processes or containers
+	Runs      int    `json:"runs"`
+}
+
+// Report is bench/results/latest.json.
+type Report struct {
+	Machine  Machine  `json:"machine"`
+	Metrics  []Metric `json:"metrics"`
+	Ratios   []Ratio  `json:"ratios"`
+	Targets  []Target `json:"targets"`
+	Duration string   `json:"duration"` // how long the whole bench took
+}
+
+// metric returns the named metric.
+func (r *Report) metric(name string) (Metric, bool) {
+	for _, m := range r.Metrics {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Metric{}, false
+}
+
+// add appends a metric from per-run values; no values adds nothing.
+func (r *Report) add(name, unit string, runs []float64, note string) {
+	if len(runs) == 0 {
+		return
+	}
+	r.Metrics = append(r.Metrics, Metric{Name: name, Unit: unit, Stat: summarize(runs), Note: note})
+}
+
+// ratio adds num/den computed run by run. It needs both metrics with the
+// same number of runs; otherwise it adds nothing.
+func (r *Report) ratio(name, num, den string) {
+	n, ok1 := r.metric(num)
+	d, ok2 := r.metric(den)
+	if !ok1 || !ok2 || len(n.Runs) != len(d.Runs) {
+		return
+	}
+	runs := make([]float64, len(n.Runs))
+	for i := range runs {
+		if d.Runs[i] <= 0 { // JSON has no Inf; such a run measured nothing
+			return
+		}
+		runs[i] = n.Runs[i] / d.Runs[i]
+	}
+	r.Ratios = append(r.Ratios, Ratio{Name: name, Numerator: num, Denominator: den, Stat: summarize(runs)})
+}
+
+// value is the median of a metric or ratio by name.
+func (r *Report) value(name string) (float64, bool) {
+	if m, ok := r.metric(name); ok {
+		return m.Median, true
+	}
+	for _, x := range r.Ratios {
+		if x.Name == name {
+			return x.Median, true
+		}
+	}
+	return 0, false
+}
+
+// targets are issue 6's goals.
+var targets = []Target{
+	{Name: "accepted/s at 64 >= 60% of the minimal handler", Metric: "accepted_vs_minimal_c64", Op: ">=", Limit: 0.60},
+	{Name: "submit p99 at 16 < 5 ms", Metric: "submit_p99_ms_c16", Op: "<", Limit: 5},
+	{Name: "completed/s (true, 5 workers) >= 85% of fork/exec", Metric: "completed_vs_forkexec", Op: ">=", Limit: 0.85},
+	{Name: "queued-to-started p50, idle < 2 ms", Metric: "idle_queued_to_started_p50_ms", Op: "<", Limit: 2},
+	{Name: "master RSS with 1M queued < 512 MiB", Metric: "master_rss_mib_1m", Op: "<", Limit: 512},
+	{Name: "dead worker to re-run < 10 s", Metric: "dead_worker_rerun_s", Op: "<", Limit: 10},
+}
+
+// evaluate fills in the ratios and the targets from the metrics.
+func (r *Report) evaluate() {
+	r.Ratios = nil
+	r.ratio("accepted_vs_minimal_c64", "submit_rate_c64", "minimal_rate_c64")
+	r.ratio("completed_vs_forkexec", "completed_rate", "forkexec_rate_c2")
+	r.Targets = nil
+	for _, t := range targets {
+		v, ok := r.value(t.Metric)
+		if ok {
+			pass := v < t.Limit
+			if t.Op == ">=" {
+				pass = v >= t.Limit
+			}
+			t.Value, t.Pass = &v, &pass
+		}
+		r.Targets = append(r.Targets, t)
+	}
+}
+
+// writeTable prints the report for a human.
+func (r *Report) writeTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "roundhouse bench: %d cores, %s, %s, commit %s, %s, %d run(s) per figure, took %s\n",
+		r.Machine.Cores, r.Machine.GoVersion, r.Machine.Date, r.Machine.Commit, r.Machine.Mode, r.Machine.Runs, r.Duration)
+	fmt.Fprintln(tw, "metric\tunit\tmedian\tmin\tmax\t")
+	for _, m := range r.Metrics {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", m.Name, m.Unit, num(m.Median), num(m.Min), num(m.Max))
+	}
+	for _, x := range r.Ratios {
+		fmt.Fprintf(tw, "%s\tratio\t%s\t%s\t%s\t\n", x.Name, num(x.Median), num(x.Min), num(x.Max))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "targets:")
+	for _, t := range r.Targets {
+		verdict, v := "n/a", math.NaN()
+		if t.Pass != nil {
+			verdict, v = map[bool]string{true: "PASS", false: "FAIL"}[*t.Pass], *t.Value
+		}
+		fmt.Fprintf(w, "  %-4s %-52s %s %s %s\n", verdict, t.Name, num(v), t.Op, num(t.Limit))
+	}
+}
+
+// num prints a figure with about three significant digits.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case math.Abs(v) >= 1:
+		return fmt.Sprintf("%.2f", v)
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", v), "0"), ".")
+}

@@ -1,0 +1,100 @@
+package dispatch
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// benchDispatcher returns a recovered dispatcher on a fresh database.
+func benchDispatcher(b *testing.B) *Dispatcher {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(filepath.Join(b.TempDir(), "rh.db"), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	var n atomic.Int64
+	d := New(Params{
+		Log: log, Store: st, Now: time.Now,
+		NewID:       func() string { return fmt.Sprintf("t%09d", n.Add(1)) },
+		MaxCmdBytes: 1024, DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
+	})
+	if err := d.Recover(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// BenchmarkAssign measures the assign step: one queued task handed to a
+// worker with a free slot, its running state queued for the store. A
+// worker with b.N slots registers in front of b.N queued tasks, so the
+// timed call is b.N assignments under the dispatcher's lock.
+func BenchmarkAssign(b *testing.B) {
+	d := benchDispatcher(b)
+	// Queued as Submit leaves them, without waiting b.N times for the disk.
+	now := time.Now()
+	for i := range b.N {
+		id := fmt.Sprintf("q%09d", i)
+		d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
+		d.queue.pushBack(id)
+	}
+	b.ResetTimer()
+	s, _, err := d.Register(Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := len(s.assignments); got != b.N {
+		b.Fatalf("assigned %d of %d", got, b.N)
+	}
+}
+
+// BenchmarkSubmit is a durable submission from 16 callers at once, as the
+// HTTP handlers make them: validate, store (group commit), queue.
+func BenchmarkSubmit(b *testing.B) {
+	d := benchDispatcher(b)
+	b.SetParallelism(8) // 8 x GOMAXPROCS callers
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkQueuedMemory reports the heap a queued task costs the
+// dispatcher (its entry in the live tasks and in the queue), as Submit
+// leaves it: the figure behind the master's RSS with a million queued.
+func BenchmarkQueuedMemory(b *testing.B) {
+	const n = 1_000_000 // the target's backlog: map growth depends on the size
+	now := time.Now()
+	var before, after runtime.MemStats
+	for b.Loop() {
+		d := New(Params{Log: slog.New(slog.DiscardHandler)})
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			t := &task.Task{ID: fmt.Sprintf("019a0000-0000-7000-8000-%012d", i), Cmd: "true", Status: task.StatusQueued,
+				MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+			d.tasks.put(t)
+			d.queue.pushBack(t.ID)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/queued-task")
+		runtime.KeepAlive(d)
+	}
+}
