@@ -362,10 +362,13 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 			res.Err = errCanceledByMaster.Error()
 		}
 		a.cfg.Observer.TaskDone(outcome(res.ExitCode, res.Err, res.TimedOut, canceled), res.FinishedAt.Sub(res.StartedAt))
+		// Sizes only: the output goes to the master, which keeps it behind
+		// its API token; copying it into the container log would hand it
+		// to anyone who can read logs, megabytes at a time.
 		log.Info("task finished", "exit_code", res.ExitCode, "error", res.Err,
 			"timed_out", res.TimedOut, "canceled", canceled,
 			"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond),
-			"stdout", string(res.Stdout), "stderr", string(res.Stderr),
+			"stdout_bytes", len(res.Stdout), "stderr_bytes", len(res.Stderr),
 			"stdout_truncated", res.StdoutTruncated, "stderr_truncated", res.StderrTruncated)
 		a.enqueue(&pb.TaskResult{
 			TaskId:          id,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,6 +243,35 @@ func TestTaskResultIsReported(t *testing.T) {
 		t.Errorf("started_at %v, finished_at %v", r.GetStartedAt(), r.GetFinishedAt())
 	}
 	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged task still counted as running")
+}
+
+// The output goes to the master only: the worker's log says how much there
+// was, never what it was.
+func TestTaskOutputIsNotLogged(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, f, "127.0.0.1:0")
+	var logged syncBuffer
+	startAgentWith(t, Config{MasterAddr: addr}, &logged)
+
+	// printf joins the pieces, so the output appears nowhere in the command,
+	// which the log does show.
+	f.tasks <- task("t1", "printf 'out-%s\\n' s3cr3t; printf 'err-%s' s3cr3t >&2; exit 4")
+	r := recv(t, f.reports, "report")
+	if string(r.GetStdout()) != "out-s3cr3t\n" || string(r.GetStderr()) != "err-s3cr3t" {
+		t.Fatalf("stdout %q, stderr %q; want the task's output reported", r.GetStdout(), r.GetStderr())
+	}
+	l := logged.String()
+	for _, secret := range []string{"out-s3cr3t", "err-s3cr3t"} {
+		if strings.Contains(l, secret) {
+			t.Errorf("the log holds the task's output %q:\n%s", secret, l)
+		}
+	}
+	for _, want := range []string{"task finished", "task_id=t1", "worker_id=w1", "exit_code=4", "duration=",
+		"stdout_bytes=11", "stderr_bytes=10", "stdout_truncated=false", "stderr_truncated=false"} {
+		if !strings.Contains(l, want) {
+			t.Errorf("the log lacks %q:\n%s", want, l)
+		}
+	}
 }
 
 func TestTimeoutIsReported(t *testing.T) {
