@@ -178,3 +178,78 @@ func TestInternalErrorsAreNotLeaked(t *testing.T) {
 		t.Errorf("want the failure logged once with its details:\n%s", logged.String())
 	}
 }
+
+// Without a token, only requests for a loopback host name get an answer
+// (DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own
+// name as Host); the probes and the static dashboard answer any Host. With a
+// token, the token guards and any Host is fine.
+func TestHostCheckWithoutToken(t *testing.T) {
+	open, _ := newServer(t, nil)
+	guarded, _ := newServerWith(t, func(p *Params) { p.APIToken = testToken })
+	tests := []struct {
+		name, method, path, host string
+		token                    bool // the server has a token, and the request sends it
+		want                     int
+	}{
+		{name: "127.0.0.1 with port", method: "GET", path: "/tasks", host: "127.0.0.1:9092", want: 200},
+		{name: "127.0.0.1 without port", method: "GET", path: "/tasks", host: "127.0.0.1", want: 200},
+		{name: "elsewhere in 127/8", method: "GET", path: "/workers", host: "127.8.9.10:80", want: 200},
+		{name: "localhost with port", method: "POST", path: "/tasks", host: "localhost:9092", want: 202},
+		{name: "localhost without port", method: "GET", path: "/tasks", host: "localhost", want: 200},
+		{name: "localhost in capitals, fully qualified", method: "GET", path: "/tasks", host: "LOCALHOST.:9092", want: 200},
+		{name: "IPv6 loopback with port", method: "GET", path: "/tasks", host: "[::1]:9092", want: 200},
+		{name: "IPv6 loopback without port", method: "GET", path: "/tasks", host: "[::1]", want: 200},
+		{name: "rebound name", method: "POST", path: "/tasks", host: "evil.example:9092", want: 403},
+		{name: "rebound name, read", method: "GET", path: "/tasks", host: "evil.example", want: 403},
+		{name: "localhost as a subdomain", method: "GET", path: "/tasks", host: "localhost.evil.example:9092", want: 403},
+		{name: "loopback address inside a name", method: "GET", path: "/tasks", host: "127.0.0.1.nip.io", want: 403},
+		{name: "LAN address", method: "GET", path: "/workers", host: "192.168.1.5:9092", want: 403},
+		{name: "unspecified address", method: "GET", path: "/tasks", host: "0.0.0.0:9092", want: 403},
+		{name: "IPv6 non-loopback", method: "GET", path: "/tasks", host: "[fe80::1]:9092", want: 403},
+		{name: "compose service name", method: "GET", path: "/events", host: "master:9092", want: 403},
+		{name: "unknown path on a foreign host", method: "GET", path: "/nope", host: "evil.example", want: 403},
+		{name: "healthz answers any host", method: "GET", path: "/healthz", host: "master:9092", want: 200},
+		{name: "readyz answers any host", method: "GET", path: "/readyz", host: "evil.example", want: 200},
+		{name: "dashboard page answers any host", method: "GET", path: "/", host: "evil.example", want: 200},
+		{name: "dashboard asset answers any host", method: "GET", path: "/ui/app.js", host: "evil.example", want: 200},
+		{name: "with a token any host is fine", method: "GET", path: "/tasks", host: "roundhouse.lan:9092", token: true, want: 200},
+		{name: "with a token, POST from any host", method: "POST", path: "/tasks", host: "10.0.0.7:9092", token: true, want: 202},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := open
+			if tt.token {
+				srv = guarded
+			}
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"cmd":"echo hi"}`)
+			}
+			req, _ := http.NewRequest(tt.method, srv.URL+tt.path, body)
+			req.Host = tt.host
+			if tt.token {
+				req.Header.Set("Authorization", "Bearer "+testToken)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("Host %q: status %d, want %d: %s", tt.host, resp.StatusCode, tt.want, got)
+			}
+			if tt.want != 403 {
+				return
+			}
+			var e struct{ Error string }
+			if err := json.Unmarshal(got, &e); err != nil || !strings.Contains(e.Error, "set MASTER_API_TOKEN to serve other host names") {
+				t.Errorf("body %s, want a JSON error saying to set MASTER_API_TOKEN", got)
+			}
+		})
+	}
+	// A refused request changes nothing.
+	if code, _, m := do(t, "GET", open.URL+"/tasks", ""); code != 200 || len(m["tasks"].([]any)) != 1 {
+		t.Errorf("GET /tasks = %d %v, want only the one task submitted for localhost", code, m)
+	}
+}

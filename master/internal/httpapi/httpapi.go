@@ -112,7 +112,11 @@ func New(p Params) http.Handler {
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusForbidden, errorBody{"cross-origin request refused: the API does not take state-changing requests from other web sites"})
 	}))
-	return recoverer(a.log, csrf.Handler(auth.wrap(r, a.writeError)))
+	var h http.Handler = csrf.Handler(auth.wrap(r, a.writeError))
+	if p.APIToken == "" {
+		h = loopbackHostOnly(h)
+	}
+	return recoverer(a.log, h)
 }
 
 type createRequest struct {

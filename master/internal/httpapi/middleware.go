@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 )
@@ -71,6 +73,55 @@ func (a *authenticator) check(header string) error {
 		return fmt.Errorf("%w: invalid API token", errUnauthenticated)
 	}
 	return nil
+}
+
+// loopbackHostOnly guards a master that runs without an API token against
+// DNS rebinding: a web page on evil.example can make its own name resolve to
+// 127.0.0.1, and then its requests to the master are same-origin, so neither
+// the browser nor CrossOriginProtection stops them. Such a request still
+// names the attacker's host in its Host header, while curl, the tools and the
+// dashboard on this machine name localhost or a loopback address. So without
+// a token only loopback Host names get an answer; the public routes (probes
+// and the static dashboard, no data) answer any Host, so a health check by
+// container name keeps working. With a token set, the token is the guard and
+// any Host is fine: that is how the API is opened to other machines.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if IsPublic(r) || isLoopbackHost(r.Host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		writeJSON(w, http.StatusForbidden, errorBody{fmt.Sprintf(
+			"host %q refused: without MASTER_API_TOKEN the API answers only requests for localhost, 127.0.0.1 or [::1] (a guard against DNS rebinding); set MASTER_API_TOKEN to serve other host names",
+			truncateHost(r.Host))})
+	})
+}
+
+// isLoopbackHost reports whether host, a Host header with or without a
+// port, names this machine's loopback interface: "localhost", an address in
+// 127.0.0.0/8 or [::1]. A name such as "localhost.evil.example" or
+// "127.0.0.1.nip.io" does not: only literal addresses and "localhost" count,
+// since any other name may resolve anywhere.
+func isLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1] // "[::1]" without a port
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
+}
+
+// truncateHost keeps an echoed Host header short.
+func truncateHost(h string) string {
+	const max = 100
+	if len(h) > max {
+		return h[:max] + "..."
+	}
+	return h
 }
 
 // recoverer turns a panic in a handler into a 500 with a JSON error, logged
