@@ -220,6 +220,10 @@ function showTask(t) {
 }
 
 const FINAL = ['succeeded', 'failed', 'timed_out', 'canceled'];
+// Each request waits at most 1s for the task to finish, then the page asks
+// again: 1s is the smallest MASTER_MAX_WAIT a master accepts, so no master
+// refuses it with a 400, and a task that ends answers at once anyway.
+const WAIT = '1s';
 
 async function submitTask(ev) {
   ev.preventDefault();
@@ -229,14 +233,14 @@ async function submitTask(ev) {
   const button = $('submit-button');
   button.disabled = true;
   try {
-    let t = await api('/tasks?wait=30s', {
+    let t = await api('/tasks?wait=' + WAIT, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ cmd }),
     });
     showTask(t);
     while (!FINAL.includes(t.status)) {
-      t = await api('/tasks/' + encodeURIComponent(t.id) + '?wait=30s');
+      t = await api('/tasks/' + encodeURIComponent(t.id) + '?wait=' + WAIT);
       showTask(t);
     }
   } catch (e) {
