@@ -9,8 +9,15 @@ export COMPOSE_PROJECT_NAME ?= roundhouse
 export ROUNDHOUSE_HTTP_PORT ?= 9092
 API ?= http://127.0.0.1:$(ROUNDHOUSE_HTTP_PORT)
 # TLS=1: run the lab with mutual TLS between workers and master (make certs).
+# `make up TLS=1` writes TLS_COMPOSE_FILE to .env as COMPOSE_FILE, which both
+# compose versions read from .env: every later compose command (make scale,
+# make down, make logs, docker/lab.sh, a plain `docker compose ps`) then uses
+# the TLS overlay too, and new workers get their certificates. `make up`
+# without TLS=1 (or with TLS=0) takes the line out again.
 TLS ?=
-COMPOSE_FILES := -f compose.yaml $(if $(TLS),-f docker/compose.tls.yaml)
+TLS_ON := $(filter-out 0 no false,$(TLS))
+TLS_COMPOSE_FILE := compose.yaml:docker/compose.tls.yaml
+COMPOSE_FILES := $(if $(TLS_ON),-f compose.yaml -f docker/compose.tls.yaml)
 
 # The lab's secrets live in .env (git-ignored, mode 0600), which `make env`
 # and `make up` write with random tokens; compose reads it by itself. Tools
@@ -32,7 +39,9 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
-up: images env $(if $(TLS),certs) ## build the images and start the lab: master + $(WORKERS) workers (TLS=1: with mTLS)
+up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (TLS=1: with mTLS)
+	@sed -i '/^COMPOSE_FILE=$(subst /,\/,$(TLS_COMPOSE_FILE))$$/d' .env
+	$(if $(TLS_ON),@echo "COMPOSE_FILE=$(TLS_COMPOSE_FILE)" >> .env && echo "env: wrote COMPOSE_FILE=$(TLS_COMPOSE_FILE) to .env: compose commands use the TLS overlay until the next make up without TLS=1")
 	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS)
 	@go run ./integration/cmd/demo -api $(API) -wait-workers $(WORKERS) -tasks 0
 	@echo "lab is up: $(API)  (make demo API=$(API), make logs, make down)"

@@ -12,6 +12,10 @@
 # Environment:
 #   COMPOSE               compose command (default: `docker compose` if present, else docker-compose)
 #   COMPOSE_PROJECT_NAME  the lab's compose project (default roundhouse)
+#   COMPOSE_FILE          the compose files, read by compose itself: from the
+#                         environment, else from .env, where `make up TLS=1`
+#                         writes compose.yaml:docker/compose.tls.yaml so that
+#                         `scale` starts workers with their TLS certificates
 #   ROUNDHOUSE_HTTP_PORT  the master's published REST port (default 9092)
 #   API                   the master's REST base URL (default http://127.0.0.1:$ROUNDHOUSE_HTTP_PORT)
 #   MASTER_API_TOKEN      bearer token for the API, when the master wants one
@@ -59,6 +63,8 @@ N is the number compose gave the container: 3 in roundhouse-worker-3 / roundhous
 EOF
 }
 
+# compose runs compose in the repository root without -f, so compose picks
+# the files itself: COMPOSE_FILE from the environment or .env, else compose.yaml.
 compose() {
 	# $COMPOSE is a command and its first arguments ("docker compose"): split on purpose.
 	# shellcheck disable=SC2086

@@ -310,6 +310,9 @@ func startComposeLab(t *testing.T, n int) *guideLab {
 	cl.env = append(os.Environ(),
 		"COMPOSE="+strings.Join(composeCLI(), " "),
 		"COMPOSE_PROJECT_NAME="+cl.project,
+		// lab.sh lets compose pick the files: this lab is compose.yaml
+		// alone, whatever COMPOSE_FILE a developer's .env holds (make up TLS=1).
+		"COMPOSE_FILE=compose.yaml",
 		fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
 		"API=", // lab.sh derives it from the port
 		// The guide's timings assume the defaults; pin them against the
