@@ -6,16 +6,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
 	"time"
 )
 
-// waitDelay bounds how long Run waits for the output pipes to close after the
-// shell has exited or been killed: a background grandchild that keeps them
-// open must not hang the worker.
-const waitDelay = 2 * time.Second
+// drainDelay bounds how long Run reads the output pipes after the task's
+// process group has been killed. Killed processes close them at once; only
+// a process that left the group (setsid) can hold them open, and it must not
+// hang the worker. What is still buffered in a pipe is read well within it.
+const drainDelay = time.Second
 
 // errTimedOut is the cancellation cause Run gives its own timeout, so that it
 // can tell the timeout apart from the caller canceling ctx.
@@ -41,7 +43,9 @@ type Result struct {
 // it. A timeout of 0 means no limit. The task's processes end with it: when
 // the shell exits, times out or ctx is canceled, the whole group is killed,
 // so background children do not outlive the task and pile up in the worker.
-// env is the command's environment (nil: the worker's own). Each of stdout
+// Run returns when the shell has exited and the output pipes are closed; a
+// process that left the group (setsid) escapes the kill, and Run stops
+// reading its output drainDelay after the kill. env is the command's environment (nil: the worker's own). Each of stdout
 // and stderr keeps its first maxOutput bytes.
 func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, env []string) Result {
 	runCtx, cancel := context.WithCancel(ctx)
@@ -50,31 +54,48 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, 
 	}
 	defer cancel()
 
-	stdout := &boundedWriter{max: maxOutput}
-	stderr := &boundedWriter{max: maxOutput}
+	res := Result{ExitCode: -1, StartedAt: time.Now()}
+	stdout, stderr := &boundedWriter{max: maxOutput}, &boundedWriter{max: maxOutput}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return failedStart(ctx, res, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(outR, outW)
+		return failedStart(ctx, res, err)
+	}
 	c := exec.CommandContext(runCtx, "/bin/sh", "-c", cmd)
-	c.Stdout = stdout
-	c.Stderr = stderr
+	// *os.File, not a Writer: exec hands the write ends to the shell as they
+	// are instead of copying from a pipe of its own in goroutines that Wait
+	// would wait for, so Wait returns as soon as the shell exits, even while
+	// a background child still holds stdout.
+	c.Stdout, c.Stderr = outW, errW
 	c.Env = env
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return killGroup(c.Process.Pid) }
-	c.WaitDelay = waitDelay
 
-	res := Result{ExitCode: -1, StartedAt: time.Now()}
 	if err := c.Start(); err != nil {
-		res.FinishedAt = time.Now()
-		res.Err = "start: " + err.Error()
-		if ctx.Err() != nil {
-			res.Err = "canceled"
-		}
-		return res
+		closeAll(outR, outW, errR, errW)
+		return failedStart(ctx, res, err)
 	}
+	// Only the task's processes hold the write ends now, so the readers see
+	// EOF once the last of them is gone.
+	closeAll(outW, errW)
+	outDone, errDone := drain(outR, stdout), drain(errR, stderr)
+
 	// Once the shell has been waited for, its ProcessState and the context
-	// say more than Wait's error, which puts even exec.ErrWaitDelay after
-	// the exit status.
+	// say more than Wait's error.
 	waitErr := c.Wait()
 	res.FinishedAt = time.Now()
 	_ = killGroup(c.Process.Pid) // what the shell left behind; ESRCH when nothing
+	deadline := time.Now().Add(drainDelay)
+	for _, r := range []*os.File{outR, errR} {
+		_ = r.SetReadDeadline(deadline) // pipes are pollable on Unix
+	}
+	<-outDone
+	<-errDone
+	closeAll(outR, errR)
 	res.Stdout, res.StdoutTruncated = stdout.buf, stdout.dropped > 0
 	res.Stderr, res.StderrTruncated = stderr.buf, stderr.dropped > 0
 
@@ -96,6 +117,35 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, 
 	return res
 }
 
+// failedStart is res for a command that could not be started.
+func failedStart(ctx context.Context, res Result, err error) Result {
+	res.FinishedAt = time.Now()
+	res.Err = "start: " + err.Error()
+	if ctx.Err() != nil {
+		res.Err = "canceled"
+	}
+	return res
+}
+
+// drain copies r into w until EOF or r's read deadline, in a goroutine that
+// Run owns: the returned channel is closed when it is done with w.
+func drain(r *os.File, w *boundedWriter) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// boundedWriter never fails; the copy ends at EOF or at the
+		// deadline, and either way what was read is kept.
+		_, _ = io.Copy(w, r)
+	}()
+	return done
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
+
 // killGroup kills the process group led by pid.
 func killGroup(pid int) error {
 	err := syscall.Kill(-pid, syscall.SIGKILL)
@@ -107,8 +157,8 @@ func killGroup(pid int) error {
 
 // boundedWriter keeps the first max bytes written to it and counts the rest.
 // It never returns an error, so the copy from the pipe goes on and the child
-// never blocks on a full pipe. exec.Cmd gives each stream its own goroutine
-// and Wait synchronizes with it, so no lock is needed.
+// never blocks on a full pipe. Each stream has its own drain goroutine and
+// Run reads the buffer only after that goroutine is done, so no lock is needed.
 type boundedWriter struct {
 	max     int
 	buf     []byte

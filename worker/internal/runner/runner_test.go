@@ -5,7 +5,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,20 +98,53 @@ func TestRunTimeoutKillsTheGroup(t *testing.T) {
 }
 
 func TestRunShellExitsLeavingAChild(t *testing.T) {
-	// The shell exits at once, but its background child holds stdout: Run
-	// must return WaitDelay later with the shell's status instead of waiting
-	// for the child, and the child must not outlive the task.
+	// The shell exits at once, but its background child holds stdout and
+	// stderr. Run must kill the child when the shell exits and return the
+	// shell's status: Run returns only once both pipes are closed, so if the
+	// child is not dead or dying the moment Run returns, it was killed
+	// late (or never), not at the shell's exit. $! is known before the shell
+	// exits, so the PID file is there even if the child dies at once.
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	res := run(t, "echo hi; sh -c 'echo $$ > "+pidFile+"; exec sleep 30' & exit 5", 0, 1024)
+	res := run(t, "echo hi; sleep 30 & echo $! > "+pidFile+"; exit 5", 0, 1024)
+	pid := readPID(t, pidFile)
+	if !gone(pid) {
+		t.Errorf("background child %s still alive when Run returned", pid)
+	}
 	if res.ExitCode != 5 || res.Err != "" || res.TimedOut || string(res.Stdout) != "hi\n" {
 		t.Fatalf("exit %d, err %q, timed out %v, stdout %q; want exit 5 and hi", res.ExitCode, res.Err, res.TimedOut, res.Stdout)
 	}
-	b, err := os.ReadFile(pidFile)
+}
+
+func TestRunChildThatLeftTheGroup(t *testing.T) {
+	// A child that calls setsid escapes the group kill and keeps stdout
+	// open: Run must still return, with the shell's status and output,
+	// instead of waiting for the child (which outlives the test deadline).
+	// The child writes its PID once it is out of the group, and the shell
+	// waits for that, or the group kill could catch it before its setsid.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	res := run(t, "echo hi; setsid sh -c 'echo $$ > "+pidFile+"; exec sleep 60' & "+
+		"until [ -s "+pidFile+" ]; do sleep 0.01; done; exit 0", 0, 1024)
+	pid := readPID(t, pidFile)
+	t.Cleanup(func() {
+		if n, err := strconv.Atoi(pid); err == nil {
+			_ = syscall.Kill(n, syscall.SIGKILL) // the test's leftover, by its own PID
+		}
+	})
+	if res.ExitCode != 0 || res.Err != "" || string(res.Stdout) != "hi\n" {
+		t.Fatalf("exit %d, err %q, stdout %q; want exit 0 and hi", res.ExitCode, res.Err, res.Stdout)
+	}
+	if gone(pid) {
+		t.Errorf("child %s died; the test no longer covers a child outside the group", pid)
+	}
+}
+
+func readPID(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatalf("the background child never started: %v", err)
 	}
-	pid := strings.TrimSpace(string(b))
-	eventually(t, func() bool { return gone(pid) }, 5*time.Second, "background child "+pid+" outlived its task")
+	return strings.TrimSpace(string(b))
 }
 
 func TestRunEnvironment(t *testing.T) {
@@ -119,16 +154,25 @@ func TestRunEnvironment(t *testing.T) {
 	}
 }
 
-// gone reports whether the process is dead: no longer in /proc, or a zombie
-// waiting for a reaper (containers often run without an init).
+// gone reports whether the process is dead or dying: no longer in /proc, a
+// zombie waiting for a reaper (containers often run without an init), or
+// exiting (PF_EXITING: a killed process has closed its files, so its pipes
+// are at EOF, a moment before it turns zombie).
 func gone(pid string) bool {
 	stat, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
 		return true
 	}
-	// The state follows the parenthesised command name.
+	// The fields after the parenthesised command name: state, ppid, pgrp,
+	// session, tty_nr, tpgid, flags, ...
 	_, after, ok := strings.Cut(string(stat), ") ")
-	return ok && strings.HasPrefix(after, "Z")
+	fields := strings.Fields(after)
+	if !ok || len(fields) < 7 {
+		return false
+	}
+	const pfExiting = 0x4
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return fields[0] == "Z" || fields[0] == "X" || (err == nil && flags&pfExiting != 0)
 }
 
 func eventually(t *testing.T, cond func() bool, within time.Duration, msg string) {
