@@ -45,8 +45,9 @@ type Result struct {
 // so background children do not outlive the task and pile up in the worker.
 // Run returns when the shell has exited and the output pipes are closed; a
 // process that left the group (setsid) escapes the kill, and Run stops
-// reading its output drainDelay after the kill. env is the command's environment (nil: the worker's own). Each of stdout
-// and stderr keeps its first maxOutput bytes.
+// reading its output drainDelay after the kill. env is the command's
+// environment (nil: the worker's own). Each of stdout and stderr keeps its
+// first maxOutput bytes.
 func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, env []string) Result {
 	runCtx, cancel := context.WithCancel(ctx)
 	if timeout > 0 {
