@@ -16,8 +16,24 @@ import (
 // runs the demo against them: three workers, nine tasks one after another,
 // so each worker must run every third task in registration order. The
 // master requires an API token, which the demo sends on every request.
+//
+// The environment holds the compose lab's worker token and TLS settings,
+// as after `set -a; . ./.env`: inherited, they would make the local master
+// demand a token and certificates its workers do not have (or, for the
+// missing files, fail to start), and several workers could not share a
+// metrics address.
 func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-file.pem")
+	for k, v := range map[string]string{
+		"MASTER_WORKER_TOKEN": "lab-worker-token-0123456789abcdef",
+		"WORKER_TOKEN":        "another-worker-token-0123456789",
+		"MASTER_TLS_CERT":     missing, "MASTER_TLS_KEY": missing, "MASTER_TLS_CLIENT_CA": missing,
+		"WORKER_TLS_CA": missing, "WORKER_TLS_CERT": missing, "WORKER_TLS_KEY": missing,
+		"WORKER_METRICS_ADDR": "127.0.0.1:1", // one address for all three, if inherited
+	} {
+		t.Setenv(k, v)
+	}
 	for _, m := range []string{"master", "worker"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, m), "github.com/roundhouse-lab/roundhouse/"+m).CombinedOutput()
 		if err != nil {
