@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -96,5 +97,30 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/queued-task")
 		runtime.KeepAlive(d)
+	}
+}
+
+// BenchmarkSubmitQueueFull is a submission refused because the queue is
+// full, with queues of growing length: the time per refusal (and the time
+// the dispatcher's lock is held for it) must not grow with the queue.
+func BenchmarkSubmitQueueFull(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
+			d := benchDispatcher(b)
+			d.p.MaxQueued = n
+			now := time.Now()
+			d.mu.Lock()
+			for i := range n { // queued as Submit leaves them
+				id := fmt.Sprintf("q%09d", i)
+				d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
+				d.queue.pushBack(id)
+			}
+			d.mu.Unlock()
+			for b.Loop() {
+				if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); !errors.Is(err, task.ErrFull) {
+					b.Fatalf("submit to a full queue: %v, want ErrFull", err)
+				}
+			}
+		})
 	}
 }

@@ -255,18 +255,30 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 }
 
 // queueFullLocked reports whether the queue has no room for one more task.
-// The queue may still hold IDs of tasks canceled or taken back by their
-// worker since; they are swept out only when the queue looks full, so the
-// count is exact when it matters and costs nothing otherwise.
+// It costs O(1) whatever the queue holds: a refusal is what an overloaded
+// master answers most, and assignments and reports wait for the same lock.
 func (d *Dispatcher) queueFullLocked() bool {
-	if d.p.MaxQueued <= 0 || d.queue.len()+d.reserved < d.p.MaxQueued {
-		return false
+	return d.p.MaxQueued > 0 && d.queue.waiting()+d.reserved >= d.p.MaxQueued
+}
+
+// compactAt is the fewest stale IDs worth sweeping out of the queue.
+const compactAt = 1024
+
+// leftQueueLocked records that a queued task stopped waiting without being
+// popped (canceled, reclaimed by its worker, finished by a late result). Call
+// it after the task's status changed. Its ID stays in the queue, counted
+// stale, until assignLocked reaches it; once stale IDs outnumber waiting ones
+// (say, tasks canceled while no worker pops) they are swept out at once. A
+// sweep costs the queue's length, paid for by the departures that made at
+// least half of it stale, so memory follows the waiting tasks.
+func (d *Dispatcher) leftQueueLocked() {
+	d.queue.left()
+	if d.queue.stale >= compactAt && d.queue.stale > d.queue.waiting() {
+		d.queue.keep(func(id string) bool {
+			st, ok := d.tasks.status(id)
+			return ok && st == task.StatusQueued
+		})
 	}
-	d.queue.keep(func(id string) bool {
-		st, ok := d.tasks.status(id)
-		return ok && st == task.StatusQueued
-	})
-	return d.queue.len()+d.reserved >= d.p.MaxQueued
 }
 
 // Normalize checks a submission and fills in the defaults, as Submit does
@@ -395,7 +407,11 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	} else {
 		t.Error = "canceled before it ran"
 	}
+	wasQueued := t.Status == task.StatusQueued
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
+	if wasQueued {
+		d.leftQueueLocked()
+	}
 	committed := d.persistLocked(t, nil)
 	c := copyTask(t)
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
@@ -475,6 +491,7 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 		case t.Status == task.StatusQueued:
 			t.Status = task.StatusRunning
 			t.WorkerID = r.WorkerID
+			d.leftQueueLocked()
 			a := lastAttempt(t)
 			if a != nil && a.WorkerID == r.WorkerID {
 				a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
@@ -641,7 +658,11 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	if finished.IsZero() {
 		finished = d.p.Now()
 	}
+	wasQueued := t.Status == task.StatusQueued // a result for a delivery the master had taken back
 	d.finishLocked(t, task.Status(a.Outcome), finished)
+	if wasQueued {
+		d.leftQueueLocked()
+	}
 	committed := d.persistLocked(t, a)
 	run := finished.Sub(t.StartedAt).Seconds()
 	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
@@ -741,16 +762,16 @@ func (d *Dispatcher) assignLocked() {
 		if !ok {
 			return
 		}
-		t, ok := d.tasks.get(id)
-		if !ok || t.Status != task.StatusQueued { // canceled, or reclaimed by its reconnecting worker
-			d.queue.pop()
+		if st, ok := d.tasks.status(id); !ok || st != task.StatusQueued { // stale: see leftQueueLocked
+			d.queue.popStale()
 			continue
 		}
 		s := d.pickLocked(id)
 		if s == nil {
-			return
+			return // the task at the front stays compact until a worker is free
 		}
 		d.queue.pop()
+		t, _ := d.tasks.get(id)
 		now := d.p.Now()
 		queuedAt := t.CreatedAt // until its first delivery; then since the last one was lost
 		if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {

@@ -393,20 +393,3 @@ func TestErrors(t *testing.T) {
 		t.Errorf("Register after Close: %v", err)
 	}
 }
-
-func TestQueueFrontAndCompaction(t *testing.T) {
-	var q queue
-	for i := range 3000 {
-		q.pushBack(fmt.Sprint(i))
-	}
-	for range 2000 {
-		q.pop()
-	}
-	q.pushFront("x")
-	if id, _ := q.peek(); id != "x" || q.len() != 1001 {
-		t.Fatalf("peek=%s len=%d", id, q.len())
-	}
-	if cap(q.items) >= 3000 && q.head > 1024 {
-		t.Fatalf("not compacted: head=%d cap=%d", q.head, cap(q.items))
-	}
-}

@@ -2,9 +2,12 @@ package dispatch
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
@@ -128,5 +131,144 @@ func TestResultForUnrecordedDeliveryIsRecorded(t *testing.T) {
 	}
 	if len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeSucceeded {
 		t.Fatalf("history %+v, want the one delivery, succeeded", tk.History)
+	}
+}
+
+// A refused submission costs O(1): it neither scans nor rebuilds the queue,
+// even when the queue still holds IDs of tasks that stopped waiting.
+func TestRefusedSubmitLeavesTheQueueAlone(t *testing.T) {
+	d, _ := newTest(t)
+	d.p.MaxQueued = 3
+	ids := submit(t, d, 3)
+	if _, err := d.Cancel(ctx, ids[1]); err != nil { // its ID stays in the queue, stale
+		t.Fatal(err)
+	}
+	ids = append(ids, submit(t, d, 1)...)
+	d.mu.Lock()
+	ring, n := &d.queue.ring[0], d.queue.len()
+	d.mu.Unlock()
+	for range 3 {
+		if _, _, err := d.Submit(ctx, Submission{Cmd: "echo over"}); !errors.Is(err, task.ErrFull) {
+			t.Fatalf("4th waiting task: %v, want ErrFull", err)
+		}
+	}
+	d.mu.Lock()
+	if &d.queue.ring[0] != ring || d.queue.len() != n || d.queue.stale != 1 {
+		t.Errorf("after refusals: queue of %d (%d stale), ring moved=%v; want it untouched: %d with 1 stale",
+			d.queue.len(), d.queue.stale, &d.queue.ring[0] != ring, n)
+	}
+	d.mu.Unlock()
+	checkWaiting(t, d, ids[0], ids[2], ids[3])
+	// The stale ID goes when the assigner reaches it.
+	s := register(t, d, "w1", 5)
+	if got := drain(s); len(got) != 3 {
+		t.Fatalf("assigned %v, want the 3 waiting tasks", got)
+	}
+	checkWaiting(t, d)
+	if d.queue.len() != 0 || d.queue.stale != 0 {
+		t.Fatalf("queue of %d (%d stale) after assigning all, want empty", d.queue.len(), d.queue.stale)
+	}
+}
+
+// The count of waiting tasks follows every way a task enters or leaves the
+// queue: submitted, sent, taken back, reclaimed by its worker, finished by a
+// result for a delivery the master took back, canceled.
+func TestWaitingCountFollowsEveryTransition(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	ids := submit(t, d, 3) // ids[0] runs on w
+	checkWaiting(t, d, ids[1], ids[2])
+	d.Unregister(w) // ids[0] back at the front
+	checkWaiting(t, d, ids...)
+	w = register(t, d, "w", 1, ids[0]) // reclaimed: its ID stays in the queue, stale
+	checkWaiting(t, d, ids[1], ids[2])
+	d.Unregister(w) // taken back again: its ID is in the queue twice
+	checkWaiting(t, d, ids...)
+	// A result from a delivery the master has no record of finishes ids[1]
+	// while it waits.
+	if _, err := d.Report(ctx, task.Result{TaskID: ids[1], WorkerID: "x", InstanceID: "x", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	checkWaiting(t, d, ids[0], ids[2])
+	if _, err := d.Cancel(ctx, ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	checkWaiting(t, d, ids[0])
+	s := register(t, d, "other", 5)
+	if got := drain(s); fmt.Sprint(got) != fmt.Sprint(ids[:1]) {
+		t.Fatalf("assigned %v, want only %s, once", got, ids[0])
+	}
+	checkWaiting(t, d)
+	if d.queue.len() != 0 {
+		t.Fatalf("%d IDs left in the queue, want none", d.queue.len())
+	}
+}
+
+// Stale IDs are swept out once they outnumber the waiting ones, so a queue
+// nobody pops (no worker) does not grow with tasks that were canceled.
+func TestStaleIDsAreSweptOut(t *testing.T) {
+	d, _ := newTest(t)
+	const n = 3 * compactAt
+	d.mu.Lock()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("q%06d", i)
+		d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: time.Unix(0, 0).UTC()})
+		d.queue.pushBack(id)
+		ids = append(ids, id)
+	}
+	// Canceled as Cancel does it, without n writes to wait for.
+	for i, id := range ids[:2*n/3] {
+		tk, _ := d.tasks.get(id)
+		d.finishLocked(tk, task.StatusCanceled, time.Unix(1, 0))
+		d.leftQueueLocked()
+		if i+1 < n/2 && d.queue.stale != i+1 {
+			d.mu.Unlock()
+			t.Fatalf("swept at %d stale of %d: too early", d.queue.stale, d.queue.len())
+		}
+	}
+	length, stale := d.queue.len(), d.queue.stale
+	front, _ := d.queue.peek()
+	d.mu.Unlock()
+	// Swept when the (n/2+1)-th left; the rest stale since.
+	if want := n - n/2 - 1; length != want || stale != 2*n/3-n/2-1 {
+		t.Fatalf("queue of %d with %d stale, want %d with %d", length, stale, want, 2*n/3-n/2-1)
+	}
+	if want := ids[n/2+1]; front != want {
+		t.Fatalf("front %s after the sweep, want %s: order lost", front, want)
+	}
+	checkWaiting(t, d, ids[2*n/3:]...)
+}
+
+// checkWaiting fails the test unless the live queued tasks are exactly
+// want, the queue counts that many waiting, and each of them is in it.
+func checkWaiting(t *testing.T, d *Dispatcher, want ...string) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var queued []string
+	for id := range d.tasks.queued {
+		queued = append(queued, id)
+	}
+	for id, tk := range d.tasks.full {
+		if tk.Status == task.StatusQueued {
+			queued = append(queued, id)
+		}
+	}
+	slices.Sort(queued)
+	if w := slices.Sorted(slices.Values(want)); !slices.Equal(queued, w) {
+		t.Fatalf("queued tasks %v, want %v", queued, w)
+	}
+	if got := d.queue.waiting(); got != len(queued) {
+		t.Fatalf("queue counts %d waiting (%d IDs, %d stale), but %d tasks are queued", got, d.queue.len(), d.queue.stale, len(queued))
+	}
+	in := map[string]bool{}
+	for i := range d.queue.len() {
+		in[d.queue.ring[d.queue.at(i)]] = true
+	}
+	for _, id := range queued {
+		if !in[id] {
+			t.Fatalf("queued task %s is not in the queue", id)
+		}
 	}
 }
