@@ -477,28 +477,34 @@ func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
 	// Tasks the worker is still running hold its slots until it reports them.
 	// One that was re-queued meanwhile, and not yet sent elsewhere, stays with
 	// this worker instead of running twice.
-	// A task that is already final (its result got here first) or unknown
-	// holds no slot: nobody will report it again.
 	for _, id := range r.Running {
-		t, ok := d.tasks.get(id)
-		if !ok || t.Status.Final() {
+		st, live := d.tasks.status(id)
+		if !live || st.Final() {
+			// Its result got here first, or it was canceled: nobody will
+			// report it again, so it holds no slot.
+			d.log.Debug("reconnecting worker lists a task that is no longer live", "task_id", id, "worker_id", r.WorkerID)
+			continue
+		}
+		// Only the worker the task was last sent to may claim it: a worker
+		// naming a task it was never given would hold it, and a slot, while
+		// the task waits or runs elsewhere.
+		t, sent := d.tasks.delivered(id)
+		if !sent || lastAttempt(t).WorkerID != r.WorkerID || (st == task.StatusRunning && t.WorkerID != r.WorkerID) {
+			d.log.Warn("worker claims a task the master did not give it; ignored", "task_id", id, "worker_id", r.WorkerID, "status", st)
 			continue
 		}
 		s.inflight[id] = struct{}{}
-		switch {
-		case t.Status == task.StatusRunning && t.WorkerID == r.WorkerID:
+		if st == task.StatusRunning {
 			delete(d.orphans, id) // claimed after a master restart
-		case t.Status == task.StatusQueued:
-			t.Status = task.StatusRunning
-			t.WorkerID = r.WorkerID
-			d.leftQueueLocked()
-			a := lastAttempt(t)
-			if a != nil && a.WorkerID == r.WorkerID {
-				a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
-			}
-			d.persistLocked(t, a)
-			d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: id, WorkerID: r.WorkerID, Attempt: t.Attempts, Reason: "reclaimed"})
+			continue
 		}
+		t.Status = task.StatusRunning
+		t.WorkerID = r.WorkerID
+		d.leftQueueLocked()
+		a := lastAttempt(t)
+		a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
+		d.persistLocked(t, a)
+		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: id, WorkerID: r.WorkerID, Attempt: t.Attempts, Reason: "reclaimed"})
 	}
 	d.rotation = append(d.rotation, s)
 	pos := len(d.rotation) - 1

@@ -3,6 +3,8 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -331,5 +333,88 @@ func TestWaitThatEndsLeavesNoWaiter(t *testing.T) {
 	defer d.mu.Unlock()
 	if len(d.waiters) != 0 {
 		t.Fatalf("waiters left: %v", d.waiters)
+	}
+}
+
+// A worker listing, as still running, a queued task it was never sent does
+// not get it: the task is delivered by the rules (a recorded attempt), and
+// one it names but has no slot for stays queued, and compact.
+func TestWorkerCannotClaimATaskNeverSentToIt(t *testing.T) {
+	d, _ := newTest(t)
+	ids := submit(t, d, 2) // no worker yet: both queued, never sent
+	w := register(t, d, "w", 1, ids...)
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids[:1]) {
+		t.Fatalf("w got %v, want %s sent as a normal delivery", got, ids[0])
+	}
+	tk, err := d.Get(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Status != task.StatusRunning || tk.WorkerID != "w" || tk.Attempts != 1 || len(tk.History) != 1 {
+		t.Fatalf("first task %s on %q, attempts %d, history %+v; want running on w as attempt 1", tk.Status, tk.WorkerID, tk.Attempts, tk.History)
+	}
+	if st, worker := status(t, d, ids[1]); st != task.StatusQueued || worker != "" {
+		t.Fatalf("second task %s on %q, want queued: w was never sent it", st, worker)
+	}
+	d.mu.Lock()
+	_, compact := d.tasks.queued[ids[1]]
+	d.mu.Unlock()
+	if !compact {
+		t.Error("the claimed queued task was expanded: it should have stayed compact")
+	}
+	checkWaiting(t, d, ids[1])
+}
+
+// A worker listing a task that runs on another worker gets no slot for it,
+// and the task stays with the worker it was sent to.
+func TestWorkerCannotClaimATaskRunningElsewhere(t *testing.T) {
+	d, _ := newTest(t)
+	var logged syncBuffer
+	d.log = slog.New(slog.NewJSONHandler(&logged, nil))
+	a := register(t, d, "a", 1)
+	id := submit(t, d, 1)[0]
+	drain(a)
+	b := register(t, d, "b", 1, id)
+	if want := fmt.Sprintf(`"task_id":"%s","worker_id":"b"`, id); !strings.Contains(logged.String(), want) {
+		t.Errorf("no log line with %s about the ignored claim in:\n%s", want, logged.String())
+	}
+	next := submit(t, d, 1)[0]
+	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{next}) {
+		t.Fatalf("b got %v, want %s: its only slot is free", got, next)
+	}
+	if st, worker := status(t, d, id); st != task.StatusRunning || worker != "a" {
+		t.Fatalf("task %s on %q, want still running on a", st, worker)
+	}
+	if dup := finish(t, d, a, id, 0); dup {
+		t.Fatal("a's result counted as duplicate")
+	}
+}
+
+// A task taken back from a worker that dropped, and not yet sent elsewhere,
+// stays with that worker when it reconnects still running it: the same
+// delivery, running again, no new assignment.
+func TestReconnectReclaimsItsRequeuedTask(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	d.Unregister(w) // its connection closed: re-queued, no worker to take it
+	if st, _ := status(t, d, id); st != task.StatusQueued {
+		t.Fatalf("after the drop: %s, want queued", st)
+	}
+	w2 := register(t, d, "w", 1, id)
+	if got := drain(w2); len(got) != 0 {
+		t.Fatalf("reconnected worker was sent %v, want nothing: it runs the task already", got)
+	}
+	tk, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Status != task.StatusRunning || tk.WorkerID != "w" || tk.Attempts != 1 || len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeRunning {
+		t.Fatalf("task %s on %q, attempts %d, history %+v; want running on w, its one delivery running", tk.Status, tk.WorkerID, tk.Attempts, tk.History)
+	}
+	checkWaiting(t, d)
+	if dup := finish(t, d, w2, id, 0); dup {
+		t.Fatal("its result counted as duplicate")
 	}
 }

@@ -78,6 +78,16 @@ func (l *liveTasks) get(id string) (*task.Task, bool) {
 	return t, true
 }
 
+// delivered returns the task to change it if it was ever sent to a worker,
+// or false. A compact task never was, and stays compact.
+func (l *liveTasks) delivered(id string) (*task.Task, bool) {
+	t, ok := l.full[id]
+	if !ok || len(t.History) == 0 {
+		return nil, false
+	}
+	return t, true
+}
+
 // view returns a copy of the task, to read it, leaving a compact one compact.
 func (l *liveTasks) view(id string) (task.Task, bool) {
 	if t, ok := l.full[id]; ok {
