@@ -150,7 +150,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	d := dispatch.New(dispatch.Params{
 		Log:            log,
 		Store:          st,
-		Now:            time.Now,
+		Now:            utcNow,
 		NewID:          newTaskID,
 		Events:         hub,
 		MaxCmdBytes:    cfg.MaxCmdBytes,
@@ -297,6 +297,11 @@ func stopGRPC(ctx context.Context, gs *grpc.Server) {
 
 // newTaskID returns a UUIDv7: unique, and sorted by creation time.
 func newTaskID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// utcNow is the master's clock. In UTC because the store returns every time
+// in UTC: a task's times must read the same in the answer to POST, from
+// memory, as in every later GET, from the store or a compact queued task.
+func utcNow() time.Time { return time.Now().UTC() }
 
 // healthcheck asks the master listening on httpAddr for /healthz.
 func healthcheck(httpAddr string) error {
