@@ -18,15 +18,73 @@ const chromiumPath = "/usr/bin/chromium"
 // The dashboard, driven by a real headless browser against a master and two
 // workers: it lists the workers in rotation order and marks the next one,
 // runs a command typed into its form and shows the output, and shows the
-// task in the live event stream. A screenshot is saved as an artifact.
+// task in the live event stream. It runs once against an open master and
+// once against one with MASTER_API_TOKEN, as the compose lab runs: there the
+// page says it is unauthorized until the token is typed into its token
+// field, and then does everything with it, the fetch-streamed /events too.
+// A screenshot of each run is saved as an artifact.
 func TestDashboard(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("this test drives %s, which is missing: install Debian's chromium (apt-get install chromium; .ci/run does): %v", chromiumPath, err)
 	}
-	l := newLab(t)
-	l.startWorker("worker-a", 1)
-	l.startWorker("worker-b", 2)
+	t.Run("without a token", func(t *testing.T) {
+		l := newLab(t)
+		l.startWorker("worker-a", 1)
+		l.startWorker("worker-b", 2)
+		p := openDashboard(t, l, "dashboard.png")
+		p.seeWorkersAndRun()
+	})
+	t.Run("with a token", func(t *testing.T) {
+		const apiToken, workerToken = "dash-api-token-0123456789abcdef", "dash-worker-token-0123456789abcd"
+		l := newLab(t, withTokens(apiToken, workerToken))
+		l.startWorker("worker-a", 1)
+		l.startWorker("worker-b", 2)
+		p := openDashboard(t, l, "dashboard-token.png")
 
+		// Without the token the page shows no data and says why.
+		p.visible("see the page say it is unauthorized", `#conn-status[data-state="unauthorized"]`)
+		if rows := p.count(`#workers-body tr`); rows != 0 {
+			t.Fatalf("the page lists %d workers without the token, want none", rows)
+		}
+		p.do("submit without the token",
+			chromedp.SendKeys(chromedp.CSS(`#cmd-input`), "echo refused"),
+			chromedp.Click(chromedp.CSS(`#submit-button`)),
+			chromedp.WaitVisible(chromedp.CSS(`#submit-error`)),
+		)
+		if msg := p.text(`#submit-error`); !strings.Contains(msg, "unauthorized") || !strings.Contains(msg, "MASTER_API_TOKEN") {
+			t.Fatalf("the page says %q after a submission without the token, want it to ask for MASTER_API_TOKEN", msg)
+		}
+		if tasks, _, err := l.api.List(l.ctx, nil); err != nil || len(tasks) != 0 {
+			t.Fatalf("GET /tasks: %+v, %v; want no task from the refused submission", tasks, err)
+		}
+
+		// The form keeps what was typed; empty it for the run below.
+		if _, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.querySelector('#cmd-input').value = ''`)); err != nil {
+			t.Fatalf("emptying the command field: %v", err)
+		}
+		p.do("enter the token",
+			chromedp.SendKeys(chromedp.CSS(`#token-input`), apiToken),
+			chromedp.Click(chromedp.CSS(`#token-save`)),
+		)
+		p.seeWorkersAndRun()
+		if p.visibleNow(`#submit-error`) {
+			t.Fatalf("the page still shows an error after the token was entered: %q", p.text(`#submit-error`))
+		}
+	})
+}
+
+// dashboardPage is a headless chromium showing a lab's dashboard, with
+// helpers that fail the test when a step fails.
+type dashboardPage struct {
+	t   *testing.T
+	l   *lab
+	ctx context.Context
+}
+
+// openDashboard starts chromium on the lab's dashboard page; the screenshot
+// named shot is saved when the test ends, also when it fails: it shows why.
+func openDashboard(t *testing.T, l *lab, shot string) *dashboardPage {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.NoSandbox, // CI runs as root, where chromium's sandbox cannot start
@@ -34,54 +92,85 @@ func TestDashboard(t *testing.T) {
 		chromedp.WindowSize(1280, 1000),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(l.ctx, opts...)
-	defer cancelAlloc()
+	t.Cleanup(cancelAlloc)
 	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	defer cancelBrowser()
+	t.Cleanup(cancelBrowser)
 	// The first call starts the browser, which lives as long as that call's
 	// context: bctx, not one with a timeout.
 	if err := chromedp.Do(bctx); err != nil {
 		t.Fatalf("starting %s: %v", chromiumPath, err)
 	}
-	defer screenshot(t, bctx) // also when the test fails: it shows why
+	t.Cleanup(func() { screenshot(t, bctx, shot) }) // runs before the browser is closed
 	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	p := &dashboardPage{t: t, l: l, ctx: ctx}
+	p.do("open the page", chromedp.Navigate(l.api.Base+"/"))
+	return p
+}
 
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+func (p *dashboardPage) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, steps...); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
 	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
-	}
-	visible := func(what, sel string) {
-		t.Helper()
-		do(what, chromedp.WaitVisible(chromedp.CSS(sel)))
-	}
+}
 
-	do("open the page", chromedp.Navigate(l.api.Base+"/"))
-	visible("see worker-b", `#workers-body tr[data-worker-id="worker-b"]`)
-	visible("see the event stream connected", `#conn-status[data-state="live"]`)
-	order, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#workers-body tr')].map(r => r.dataset.workerId)`))
+func (p *dashboardPage) text(sel string) string {
+	p.t.Helper()
+	v, err := chromedp.Run(p.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		p.t.Fatalf("text of %s: %v", sel, err)
+	}
+	return v
+}
+
+func (p *dashboardPage) visible(what, sel string) {
+	p.t.Helper()
+	p.do(what, chromedp.WaitVisible(chromedp.CSS(sel)))
+}
+
+// count is how many elements match sel now.
+func (p *dashboardPage) count(sel string) int {
+	p.t.Helper()
+	n, err := chromedp.Run(p.ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+	if err != nil {
+		p.t.Fatalf("counting %s: %v", sel, err)
+	}
+	return n
+}
+
+// visibleNow reports whether the element sel is shown now.
+func (p *dashboardPage) visibleNow(sel string) bool {
+	p.t.Helper()
+	v, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](fmt.Sprintf(`!document.querySelector(%q).hidden`, sel)))
+	if err != nil {
+		p.t.Fatalf("is %s visible: %v", sel, err)
+	}
+	return v
+}
+
+// seeWorkersAndRun checks that the page lists worker-a and worker-b in
+// rotation order, runs a command through its form on worker-a, shows the
+// output and the task's events, and moves the rotation on.
+func (p *dashboardPage) seeWorkersAndRun() {
+	t, l := p.t, p.l
+	t.Helper()
+	p.visible("see worker-b", `#workers-body tr[data-worker-id="worker-b"]`)
+	p.visible("see the event stream connected", `#conn-status[data-state="live"]`)
+	order, err := chromedp.Run(p.ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#workers-body tr')].map(r => r.dataset.workerId)`))
 	if err != nil || strings.Join(order, ",") != "worker-a,worker-b" {
 		t.Fatalf("workers on the page: %v (%v), want worker-a,worker-b in rotation order", order, err)
 	}
-	visible("see worker-a marked next", `#workers-body tr[data-worker-id="worker-a"][data-next="true"]`)
+	p.visible("see worker-a marked next", `#workers-body tr[data-worker-id="worker-a"][data-next="true"]`)
 
 	const cmd = "echo hello-from-dashboard"
-	do("submit through the form",
+	p.do("submit through the form",
 		chromedp.SendKeys(chromedp.CSS(`#cmd-input`), cmd),
 		chromedp.Click(chromedp.CSS(`#submit-button`)),
 		chromedp.WaitVisible(chromedp.CSS(`#task-result[data-status="succeeded"]`)),
 	)
-	stdout, worker := text(`#task-stdout`), text(`#task-worker`)
-	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`#task-result`), "data-task-id"))
+	stdout, worker := p.text(`#task-stdout`), p.text(`#task-worker`)
+	attr, err := chromedp.Run(p.ctx, chromedp.AttributeValue(chromedp.CSS(`#task-result`), "data-task-id"))
 	if err != nil || attr.Value == "" {
 		t.Fatalf("the page shows no task ID: %v", err)
 	}
@@ -95,17 +184,17 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("GET /tasks/%s: %+v", taskID, tk)
 	}
 	for _, ev := range []string{"task.queued", "task.assigned", "task.finished"} {
-		visible("see "+ev+" in the live stream", fmt.Sprintf(`#event-list li[data-type=%q][data-task-id=%q]`, ev, taskID))
+		p.visible("see "+ev+" in the live stream", fmt.Sprintf(`#event-list li[data-type=%q][data-task-id=%q]`, ev, taskID))
 	}
-	visible("see the rotation move on to worker-b", `#workers-body tr[data-worker-id="worker-b"][data-next="true"]`)
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('#workers-body tr[data-worker-id="worker-a"] td.completed').textContent === "1"`)); err != nil {
+	p.visible("see the rotation move on to worker-b", `#workers-body tr[data-worker-id="worker-b"][data-next="true"]`)
+	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](`document.querySelector('#workers-body tr[data-worker-id="worker-a"] td.completed').textContent === "1"`)); err != nil {
 		t.Fatalf("worker-a's completed count never showed 1: %v", err)
 	}
 }
 
-// screenshot saves what the browser shows as dashboard.png in
-// $ARTIFACTS_DIR, or integration/artifacts.
-func screenshot(t *testing.T, bctx context.Context) {
+// screenshot saves what the browser shows as name in $ARTIFACTS_DIR, or
+// integration/artifacts.
+func screenshot(t *testing.T, bctx context.Context, name string) {
 	dir := os.Getenv("ARTIFACTS_DIR")
 	if dir == "" {
 		dir = "artifacts"
@@ -117,7 +206,7 @@ func screenshot(t *testing.T, bctx context.Context) {
 		t.Errorf("screenshot: %v", err)
 		return
 	}
-	path, err := filepath.Abs(filepath.Join(dir, "dashboard.png"))
+	path, err := filepath.Abs(filepath.Join(dir, name))
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(path), 0o755)
 	}
