@@ -149,8 +149,11 @@ build: ## build bin/master and bin/worker for this host
 .PHONY: dev
 dev: build ## run a master and WORKERS workers as local processes (Ctrl-C stops all)
 	@trap 'kill 0' INT TERM EXIT; \
-	MASTER_HTTP_ADDR=127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) MASTER_GRPC_ADDR=127.0.0.1:50051 bin/master & \
-	for i in $$(seq 1 $(WORKERS)); do WORKER_ID=w$$i WORKER_MASTER_ADDR=127.0.0.1:50051 bin/worker & done; \
+	MASTER_HTTP_ADDR=127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) MASTER_GRPC_ADDR=127.0.0.1:50051 \
+	  MASTER_TLS_CERT= MASTER_TLS_KEY= MASTER_TLS_CLIENT_CA= bin/master & \
+	for i in $$(seq 1 $(WORKERS)); do WORKER_ID=w$$i WORKER_MASTER_ADDR=127.0.0.1:50051 \
+	  WORKER_TOKEN=$${MASTER_WORKER_TOKEN-} WORKER_TLS_CA= WORKER_TLS_CERT= WORKER_TLS_KEY= WORKER_TLS_SERVER_NAME= \
+	  WORKER_HEALTH_ADDR= WORKER_METRICS_ADDR= bin/worker & done; \
 	wait
 
 .PHONY: demo
