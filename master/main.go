@@ -147,6 +147,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	// The hub outlives every stream: Close below ends the open ones. Metrics
 	// follow it synchronously, so they count every event.
 	hub := events.NewHub(eventHistory, eventBuffer)
+	hub.StartAfter(uint64(time.Now().UnixMilli()) * 1000)
 	d := dispatch.New(dispatch.Params{
 		Log:            log,
 		Store:          st,

@@ -29,8 +29,8 @@ const (
 	TaskCanceled   Type = "task.canceled"    // task_id, worker_id (if it was running), status
 )
 
-// Event is one thing that happened. Seq increases by one per event, from 1,
-// for the life of the hub.
+// Event is one thing that happened. Seq increases by one per event for the
+// life of the hub, from 1 or from the number given to StartAfter.
 type Event struct {
 	Seq         uint64    `json:"seq"`
 	Time        time.Time `json:"time"`
@@ -69,6 +69,18 @@ type Hub struct {
 // gives each subscriber a buffer of buffer events.
 func NewHub(history, buffer int) *Hub {
 	return &Hub{bufSize: buffer, ring: make([]Event, history), subs: make(map[*Subscription]struct{})}
+}
+
+// StartAfter makes the first event's number n+1. The master starts each
+// process after its start time in milliseconds × 1000, so numbers keep
+// growing across restarts (below 2^53, for JavaScript, until the year 2255):
+// a client that resumes with a number from an earlier process gets a gap,
+// not a silent jump over the new process's first events. Call it before
+// the first Publish.
+func (h *Hub) StartAfter(n uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seq = n
 }
 
 // Observe registers fn to be called with every event, synchronously and in

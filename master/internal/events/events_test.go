@@ -164,3 +164,37 @@ func BenchmarkPublish(b *testing.B) {
 		<-done
 	}
 }
+
+// A restarted master numbers its events after the earlier process's, so a
+// client resuming with an earlier process's number is told of a gap rather
+// than skipping the new process's first events.
+func TestResumeFromAnEarlierProcess(t *testing.T) {
+	earlier := NewHub(10, 10)
+	earlier.StartAfter(1_000_000)
+	for range 5 {
+		earlier.Publish(Event{Type: TaskQueued})
+	}
+	last := earlier.Seq() // the client saw everything of the earlier process
+
+	h := NewHub(10, 10)
+	h.StartAfter(2_000_000) // started later
+	h.Publish(Event{Type: WorkerJoined})
+	h.Publish(Event{Type: TaskQueued})
+	s, backlog, gap := h.Subscribe(last, true)
+	defer s.Close()
+	if !gap {
+		t.Errorf("resuming from %d on a hub that started after 2000000: no gap", last)
+	}
+	if got := types(backlog); len(got) != 2 || got[0] != 2_000_001 || got[1] != 2_000_002 {
+		t.Errorf("backlog %v, want the new process's events 2000001 and 2000002", got)
+	}
+
+	// Before anything is published, a number from before the start is a gap.
+	fresh := NewHub(10, 10)
+	fresh.StartAfter(3_000_000)
+	s2, backlog, gap := fresh.Subscribe(last, true)
+	defer s2.Close()
+	if !gap || len(backlog) != 0 {
+		t.Errorf("fresh hub: gap %v, backlog %v; want a gap and nothing", gap, backlog)
+	}
+}
