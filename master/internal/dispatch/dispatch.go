@@ -598,6 +598,14 @@ func (d *Dispatcher) Sweep() {
 // attempt, marked duplicate, and changes nothing else. Report returns once
 // the result is on disk, so the worker may forget it.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
+	// The worker bounds its output too, but the master does not rely on a
+	// worker's settings for what it stores. Bounding happens before taking
+	// d.mu: it copies and checks the UTF-8 of everything the report carries
+	// (megabytes per stream, up to the gRPC receive limit), and every
+	// submission, assignment and report waits for that lock. It reads only
+	// d.p, which never changes after New.
+	stdout, outCut := task.Output(r.Stdout, d.maxOutput())
+	stderr, errCut := task.Output(r.Stderr, d.maxOutput())
 	d.mu.Lock()
 	// A freed slot is filled once the result is recorded, so that events
 	// tell of the finish before the next assignment on this worker.
@@ -650,11 +658,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	d.completed[r.WorkerID]++
 	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
-	// The worker bounds its output too, but the master does not rely on a
-	// worker's settings for what it stores.
-	var outCut, errCut bool
-	t.Stdout, outCut = task.Output(r.Stdout, d.maxOutput())
-	t.Stderr, errCut = task.Output(r.Stderr, d.maxOutput())
+	t.Stdout, t.Stderr = stdout, stderr // bounded above, outside the lock
 	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
 	t.Error = r.Error
 	if !r.StartedAt.IsZero() {
