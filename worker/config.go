@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,10 @@ type config struct {
 	TLSServerName string `env:"WORKER_TLS_SERVER_NAME"` // default: the host of WORKER_MASTER_ADDR
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
+
+	// tls is what the TLS settings above load to, nil without TLS. It is
+	// read once, in loadConfig, so the files checked are the files used.
+	tls *tls.Config `env:"-"`
 }
 
 // workerIDPattern is what the master accepts as a worker ID.
@@ -71,9 +76,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
 	check("WORKER_TOKEN", c.Token == "" || validToken(c.Token), "must be %d-%d printable ASCII characters without spaces, equal to the master's MASTER_WORKER_TOKEN", minTokenLen, maxTokenLen)
-	if _, err := clientTLS(c); err != nil {
+	tc, err := clientTLS(c)
+	if err != nil {
 		errs = append(errs, err)
 	}
+	c.tls = tc
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

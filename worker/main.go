@@ -109,10 +109,6 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "token", mask(cfg.Token),
 		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
-	tlsCfg, err := clientTLS(cfg)
-	if err != nil {
-		return err
-	}
 
 	var a *agent.Agent
 	m := metrics.New(func() bool { return a.Registered() })
@@ -126,7 +122,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		Version:      version,
 		Observer:     m,
 		Token:        cfg.Token,
-		TLS:          tlsCfg,
+		TLS:          cfg.tls,
 	}, log)
 
 	// The health and metrics servers, each optional, run in goroutines owned
