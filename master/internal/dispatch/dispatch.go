@@ -266,9 +266,10 @@ const compactAt = 1024
 
 // leftQueueLocked records that a queued task stopped waiting without being
 // popped (canceled, reclaimed by its worker, finished by a late result). Call
-// it after the task's status changed. Its ID stays in the queue, counted
-// stale, until assignLocked reaches it; once stale IDs outnumber waiting ones
-// (say, tasks canceled while no worker pops) they are swept out at once. A
+// it after the task's status changed; finishLocked calls it for every queued
+// task it finishes. Its ID stays in the queue, counted stale, until
+// assignLocked reaches it; once stale IDs outnumber waiting ones (say, tasks
+// canceled while no worker pops) they are swept out at once. A
 // sweep costs the queue's length, paid for by the departures that made at
 // least half of it stale, so memory follows the waiting tasks.
 func (d *Dispatcher) leftQueueLocked() {
@@ -407,11 +408,7 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	} else {
 		t.Error = "canceled before it ran"
 	}
-	wasQueued := t.Status == task.StatusQueued
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
-	if wasQueued {
-		d.leftQueueLocked()
-	}
 	committed := d.persistLocked(t, nil)
 	c := copyTask(t)
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
@@ -668,11 +665,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	if finished.IsZero() {
 		finished = d.p.Now()
 	}
-	wasQueued := t.Status == task.StatusQueued // a result for a delivery the master had taken back
-	d.finishLocked(t, task.Status(a.Outcome), finished)
-	if wasQueued {
-		d.leftQueueLocked()
-	}
+	d.finishLocked(t, task.Status(a.Outcome), finished) // t may be queued: a result for a delivery the master had taken back
 	committed := d.persistLocked(t, a)
 	run := finished.Sub(t.StartedAt).Seconds()
 	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
@@ -878,10 +871,15 @@ func shorten(cmd string) string {
 	return cmd[:cut] + "…"
 }
 
-// finishLocked makes t final and wakes whoever waits for it.
+// finishLocked makes t final and wakes whoever waits for it. A task that
+// was queued leaves the queue here, so no caller can forget to count it out.
 func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
+	wasQueued := t.Status == task.StatusQueued
 	t.Status = st
 	t.FinishedAt = at
+	if wasQueued {
+		d.leftQueueLocked() // after the status changed, as it asks
+	}
 	for _, ch := range d.waiters[t.ID] {
 		close(ch)
 	}

@@ -220,8 +220,7 @@ func TestStaleIDsAreSweptOut(t *testing.T) {
 	// Canceled as Cancel does it, without n writes to wait for.
 	for i, id := range ids[:2*n/3] {
 		tk, _ := d.tasks.get(id)
-		d.finishLocked(tk, task.StatusCanceled, time.Unix(1, 0))
-		d.leftQueueLocked()
+		d.finishLocked(tk, task.StatusCanceled, time.Unix(1, 0)) // leaves the queue too
 		if i+1 < n/2 && d.queue.stale != i+1 {
 			d.mu.Unlock()
 			t.Fatalf("swept at %d stale of %d: too early", d.queue.stale, d.queue.len())
