@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localenv"
 )
 
 // node is one running master or worker.
@@ -114,9 +115,10 @@ func (p *processes) start(name, bin string, env ...string) (*node, error) {
 }
 
 // benchMasterEnv is the master's settings on top of its defaults: room for
-// the million-task backlog, and no tokens (empty is unset), whatever a
+// the million-task backlog, and no API token (empty is unset), whatever a
 // developer's environment or .env holds, since the load generator sends none.
-var benchMasterEnv = []string{"MASTER_MAX_QUEUED=2000000", "MASTER_API_TOKEN=", "MASTER_WORKER_TOKEN="}
+// A local process also gets localenv.MasterEnv; a container inherits nothing.
+var benchMasterEnv = []string{"MASTER_MAX_QUEUED=2000000", "MASTER_API_TOKEN="}
 
 func (p *processes) master(ctx context.Context) (*node, error) {
 	httpAddr, err := freeAddr()
@@ -132,7 +134,7 @@ func (p *processes) master(ctx context.Context) (*node, error) {
 		return nil, err
 	}
 	n, err := p.start("master", p.masterBin, append([]string{"MASTER_HTTP_ADDR=" + httpAddr, "MASTER_GRPC_ADDR=" + grpcAddr,
-		"MASTER_DB_PATH=" + filepath.Join(db, "roundhouse.db")}, benchMasterEnv...)...)
+		"MASTER_DB_PATH=" + filepath.Join(db, "roundhouse.db")}, append(localenv.MasterEnv(), benchMasterEnv...)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +148,7 @@ func (p *processes) master(ctx context.Context) (*node, error) {
 }
 
 func (p *processes) worker(_ context.Context, m *node, id string) (*node, error) {
-	return p.start("worker-"+id, p.workerBin, "WORKER_ID="+id, "WORKER_MASTER_ADDR="+m.grpc, "WORKER_TOKEN=")
+	return p.start("worker-"+id, p.workerBin, append([]string{"WORKER_ID=" + id, "WORKER_MASTER_ADDR=" + m.grpc}, localenv.WorkerEnv()...)...)
 }
 
 // containers runs the project's images on a Docker network of their own;

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localenv"
 )
 
 type options struct {
@@ -120,19 +121,6 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 	return ran, nil
 }
 
-// localMasterEnv and localWorkerEnv clear what a caller's shell may hold for
-// the compose lab (after `set -a; . ./.env`, or with certificates for TLS=1):
-// an inherited MASTER_WORKER_TOKEN or MASTER_TLS_* would make the master
-// refuse the local workers, and several workers on one host cannot share a
-// fixed health or metrics address. Empty is unset for both binaries (env
-// v10), and exec keeps the last of duplicate variables.
-var (
-	localMasterEnv = []string{"MASTER_WORKER_TOKEN=", "MASTER_TLS_CERT=", "MASTER_TLS_KEY=", "MASTER_TLS_CLIENT_CA=",
-		"MASTER_PPROF_ADDR="}
-	localWorkerEnv = []string{"WORKER_TOKEN=", "WORKER_TLS_CA=", "WORKER_TLS_CERT=", "WORKER_TLS_KEY=", "WORKER_TLS_SERVER_NAME=",
-		"WORKER_HEALTH_ADDR=", "WORKER_METRICS_ADDR="}
-)
-
 // cluster is a master and workers run as local processes, owned by run.
 type cluster struct {
 	api   string
@@ -167,14 +155,14 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	}
 	// The API token is passed on purpose: the demo sends it.
 	if err = start(o.masterBin, append([]string{"MASTER_HTTP_ADDR=" + httpAddr, "MASTER_GRPC_ADDR=" + grpcAddr,
-		"MASTER_DB_PATH=" + filepath.Join(dir, "roundhouse.db"), "MASTER_API_TOKEN=" + o.token}, localMasterEnv...)...); err != nil {
+		"MASTER_DB_PATH=" + filepath.Join(dir, "roundhouse.db"), "MASTER_API_TOKEN=" + o.token}, localenv.MasterEnv()...)...); err != nil {
 		c.stop()
 		return nil, err
 	}
 	cl := client.New(c.api, client.WithToken(o.token))
 	// Workers start one at a time so the rotation order is w1, w2, ...
 	for i := 1; i <= o.workers; i++ {
-		if err = start(o.workerBin, append([]string{fmt.Sprintf("WORKER_ID=w%d", i), "WORKER_MASTER_ADDR=" + grpcAddr}, localWorkerEnv...)...); err == nil {
+		if err = start(o.workerBin, append([]string{fmt.Sprintf("WORKER_ID=w%d", i), "WORKER_MASTER_ADDR=" + grpcAddr}, localenv.WorkerEnv()...)...); err == nil {
 			_, err = cl.WaitWorkers(ctx, i)
 		}
 		if err != nil {
