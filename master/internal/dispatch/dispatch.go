@@ -839,9 +839,10 @@ type Stats struct {
 func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := Stats{Workers: len(d.rotation)}
-	st.Queued, st.Running = d.tasks.counts()
-	return st
+	// The queue counts the tasks waiting in it exactly, at no cost, and a
+	// backlog can be millions of them; only the full tasks (running ones,
+	// and the few re-queued or being finished) are walked for Running.
+	return Stats{Queued: d.queue.waiting(), Running: d.tasks.running(), Workers: len(d.rotation)}
 }
 
 // emitLocked publishes e, stamped with the dispatcher's clock unless it

@@ -117,17 +117,14 @@ func (l *liveTasks) status(id string) (task.Status, bool) {
 	return "", false
 }
 
-// counts returns how many live tasks are queued and running. Compact tasks
-// are all queued, so only the full ones are looked at.
-func (l *liveTasks) counts() (queued, running int) {
-	queued = len(l.queued)
+// running returns how many live tasks are running. Compact tasks are all
+// queued, so only the full ones are looked at.
+func (l *liveTasks) running() int {
+	n := 0
 	for _, t := range l.full {
-		switch t.Status {
-		case task.StatusQueued:
-			queued++
-		case task.StatusRunning:
-			running++
+		if t.Status == task.StatusRunning {
+			n++
 		}
 	}
-	return queued, running
+	return n
 }
