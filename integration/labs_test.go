@@ -289,8 +289,7 @@ func TestLabMakeTargets(t *testing.T) {
 // guideLab is a lab started from the real compose.yaml under a project of
 // its own, and driven by docker/lab.sh as a student would drive it.
 type guideLab struct {
-	l       *lab // only its API and context: the containers are compose's
-	ctx     context.Context
+	l       *lab // only its API, token and context: the containers are compose's
 	project string
 	env     []string // for compose and docker/lab.sh
 }
@@ -303,8 +302,9 @@ func startComposeLab(t *testing.T, n int) *guideLab {
 	t.Cleanup(cancel)
 	port := freePort(t)
 	token := randomToken(t)
+	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port), client.WithToken(token))
 	cl := &guideLab{
-		ctx:     ctx,
+		l:       &lab{t: t, ctx: ctx, api: api, apiToken: token},
 		project: fmt.Sprintf("rhlabs%d", time.Now().UnixNano()%1_000_000),
 	}
 	cl.env = append(os.Environ(),
@@ -336,9 +336,7 @@ func startComposeLab(t *testing.T, n int) *guideLab {
 	if out, err := cl.compose("up", "-d", "--scale", fmt.Sprintf("worker=%d", n)); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
 	}
-	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port), client.WithToken(token))
-	cl.l = &lab{t: t, ctx: ctx, api: api}
-	t.Cleanup(cl.dumpWatched)
+	t.Cleanup(cl.l.dumpWatched)
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
 	if _, err := api.WaitWorkers(wctx, n); err != nil {
@@ -347,34 +345,9 @@ func startComposeLab(t *testing.T, n int) *guideLab {
 	return cl
 }
 
-// dumpWatched logs the watched tasks if the test failed. Unlike
-// lab.dumpWatched it goes through the client, which sends the API token.
-func (cl *guideLab) dumpWatched() {
-	t := cl.l.t
-	if !t.Failed() {
-		return
-	}
-	cl.l.mu.Lock()
-	ids := slices.Clone(cl.l.watched)
-	cl.l.mu.Unlock()
-	for _, id := range ids {
-		tk, err := cl.l.api.Get(cl.ctx, id)
-		if err != nil {
-			t.Logf("---- task %s: %v", id, err)
-			continue
-		}
-		why := ""
-		if tk.Error != nil {
-			why = *tk.Error
-		}
-		t.Logf("---- task %s (%q): %s on %s, attempts %d, stdout %q, error %q; history %s",
-			id, tk.Cmd, tk.Status, tk.Worker(), tk.Attempts, tk.Stdout, why, trail(tk))
-	}
-}
-
 func (cl *guideLab) compose(args ...string) (string, error) {
 	cli := composeCLI()
-	cmd := exec.CommandContext(cl.ctx, cli[0], append(append(cli[1:], "-p", cl.project, "-f", "compose.yaml"), args...)...)
+	cmd := exec.CommandContext(cl.l.ctx, cli[0], append(append(cli[1:], "-p", cl.project, "-f", "compose.yaml"), args...)...)
 	cmd.Dir = ".." // the repository root
 	cmd.Env = cl.env
 	out, err := cmd.CombinedOutput()
@@ -383,7 +356,7 @@ func (cl *guideLab) compose(args ...string) (string, error) {
 
 // lab runs docker/lab.sh, as the make targets do.
 func (cl *guideLab) lab(args ...string) (string, error) {
-	cmd := exec.CommandContext(cl.ctx, "bash", append([]string{"docker/lab.sh"}, args...)...)
+	cmd := exec.CommandContext(cl.l.ctx, "bash", append([]string{"docker/lab.sh"}, args...)...)
 	cmd.Dir = ".."
 	cmd.Env = cl.env
 	out, err := cmd.CombinedOutput()
@@ -413,7 +386,7 @@ func (cl *guideLab) longTask(t *testing.T, secs int) (id, worker string) {
 		t.Fatalf("long-task printed no running task")
 	}
 	cl.l.watch(m[1])
-	tk, err := cl.l.api.Get(cl.ctx, m[1])
+	tk, err := cl.l.api.Get(cl.l.ctx, m[1])
 	if err != nil {
 		t.Fatal(err)
 	}
