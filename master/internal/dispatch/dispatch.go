@@ -282,8 +282,8 @@ func (d *Dispatcher) leftQueueLocked() {
 	}
 }
 
-// Normalize checks a submission and fills in the defaults, as Submit does
-// first; transports call it to report every mistake before any work.
+// Normalize checks a submission and fills in the defaults. Submit calls it
+// before any work, so its errors are what a submission's mistakes answer.
 func (d *Dispatcher) Normalize(s Submission) (Submission, error) {
 	if err := task.ValidateCmd(s.Cmd, d.p.MaxCmdBytes); err != nil {
 		return s, err

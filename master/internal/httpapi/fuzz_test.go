@@ -16,9 +16,10 @@ import (
 )
 
 // FuzzCreateTask feeds POST /tasks bodies, Idempotency-Keys and ?wait=
-// values to the decoder and its checks. Whatever comes in, it must not
-// panic, and it must either make a submission the dispatcher accepts as
-// valid, or a 4xx with a JSON error.
+// values to the decoder and its checks, then to the dispatcher's (Normalize,
+// which Submit runs first). Whatever comes in, it must not panic, and it
+// must either make a submission the dispatcher accepts as valid, or a 4xx
+// with a JSON error.
 //
 //	go test -run '^$' -fuzz FuzzCreateTask -fuzztime 60s ./master/internal/httpapi
 func FuzzCreateTask(f *testing.F) {
@@ -49,6 +50,9 @@ func FuzzCreateTask(f *testing.F) {
 		}
 		rec := httptest.NewRecorder()
 		sub, w, err := a.parseCreate(rec, req)
+		if err == nil {
+			sub, err = d.Normalize(sub) // as Submit does before anything else
+		}
 		if err != nil {
 			rec := httptest.NewRecorder()
 			a.writeError(rec, err)

@@ -151,10 +151,11 @@ func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, toTaskJSON(t, true))
 }
 
-// parseCreate reads and checks everything a POST /tasks says, up to what
-// the dispatcher checks on submission: a Submission it returns without an
-// error is accepted by Submit unless the queue is full or the master stops.
-// Errors wrap task.ErrInvalid or errTooLarge.
+// parseCreate reads and checks everything a POST /tasks says up to what the
+// dispatcher checks on submission: Submit checks the command, timeout and
+// max_attempts against the master's limits (Normalize) before any work, and
+// its errors are answered as parseCreate's are. Errors wrap task.ErrInvalid
+// or errTooLarge.
 func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Submission, time.Duration, error) {
 	if err := checkQuery(r, "wait"); err != nil {
 		return dispatch.Submission{}, 0, err
@@ -186,8 +187,7 @@ func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Subm
 			return sub, 0, fmt.Errorf(`%w: field "max_attempts" must be at least 1`, task.ErrInvalid)
 		}
 	}
-	sub, err = a.d.Normalize(sub)
-	return sub, wait, err
+	return sub, wait, nil
 }
 
 // checkQuery refuses query parameters other than the allowed ones, and any
