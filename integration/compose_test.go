@@ -77,19 +77,7 @@ func startCompose(t *testing.T, ctx context.Context, files []string, workers int
 
 	// compose.yaml passes the tokens: the API wants the one from the
 	// environment (the probes none), and the workers registered with theirs.
-	for _, c := range []struct {
-		path, token string
-		want        int
-	}{
-		{"/healthz", "", http.StatusOK},
-		{"/workers", "", http.StatusUnauthorized},
-		{"/tasks", "wrong-" + apiToken, http.StatusUnauthorized},
-		{"/tasks", apiToken, http.StatusOK},
-	} {
-		if got := getStatus(t, cl.base+c.path, c.token); got != c.want {
-			t.Errorf("GET %s with token %q: %d, want %d", c.path, c.token, got, c.want)
-		}
-	}
+	checkAPIAuth(t, cl.base, apiToken)
 	return cl
 }
 
@@ -279,6 +267,30 @@ func randomToken(t *testing.T) string {
 
 // getStatus returns the status of a GET of url, with a bearer token unless
 // token is empty.
+// checkAPIAuth checks that the REST API at base keeps its liveness probe
+// open and wants apiToken everywhere else: 401 without a token or with a
+// wrong one, 200 with the right one.
+func checkAPIAuth(t *testing.T, base, apiToken string) {
+	t.Helper()
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/healthz", "", http.StatusOK},
+		{"/tasks", "", http.StatusUnauthorized},
+		{"/workers", "", http.StatusUnauthorized},
+		{"/tasks", "wrong-" + apiToken, http.StatusUnauthorized},
+		{"/tasks", apiToken[1:], http.StatusUnauthorized},
+		{"/tasks", apiToken, http.StatusOK},
+	} {
+		if got := getStatus(t, base+c.path, c.token); got != c.want {
+			t.Errorf("GET %s with token %q: %d, want %d", c.path, c.token, got, c.want)
+		}
+	}
+}
+
+// getStatus GETs url, with token as a bearer token unless it is empty, and
+// returns the status code.
 func getStatus(t *testing.T, url, token string) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
