@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,6 +49,11 @@ type config struct {
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
 	PprofAddr         string        `env:"MASTER_PPROF_ADDR"` // empty: no profiling endpoint
+
+	// tls is what loadConfig built from MASTER_TLS_*, nil when TLS is off.
+	// Kept so serve uses the files as they were checked, rather than read
+	// them (and parse the certificates) a second time.
+	tls *tls.Config `env:"-"`
 }
 
 // loadConfig parses and checks the environment. Every error names the
@@ -83,7 +89,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	// A result holds both output streams plus a little framing.
 	check("MASTER_GRPC_MAX_RECV_BYTES", c.GRPCMaxRecvBytes >= 2*c.MaxOutputBytes+grpcSlack && c.GRPCMaxRecvBytes <= 256<<20,
 		"%d must be at least 2×MASTER_MAX_OUTPUT_BYTES+%d (%d) and at most 268435456", c.GRPCMaxRecvBytes, grpcSlack, 2*c.MaxOutputBytes+grpcSlack)
-	if _, err := serverTLS(c); err != nil {
+	var err error
+	if c.tls, err = serverTLS(c); err != nil {
 		errs = append(errs, err)
 	}
 	check("MASTER_PPROF_ADDR", c.PprofAddr == "" || validListenAddr(c.PprofAddr), "%q is not [host]:port", c.PprofAddr)

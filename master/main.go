@@ -127,11 +127,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 // then shuts down in reverse order: stop taking tasks, end worker streams,
 // let in-flight reports land, stop gRPC, close the database.
 func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis net.Listener) (err error) {
-	tlsCfg, err := serverTLS(cfg)
-	if err != nil {
-		grpcLis.Close()
-		httpLis.Close()
-		return err
+	tlsCfg := cfg.tls
+	if tlsCfg == nil {
+		// Off, or cfg was not made by loadConfig: with TLS off this reads
+		// nothing, and a hand-made cfg with MASTER_TLS_* still gets TLS
+		// rather than plaintext.
+		if tlsCfg, err = serverTLS(cfg); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			return err
+		}
 	}
 	st, err := store.Open(cfg.DBPath, log)
 	if err != nil {
