@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -605,28 +604,16 @@ func waitWorkersMatch(t *testing.T, l *lab, d time.Duration, what string, ok fun
 // failing the test if one is listed twice.
 func listAll(t *testing.T, l *lab, q url.Values) map[string]client.Task {
 	t.Helper()
-	all := map[string]client.Task{}
-	q = cloneValues(q)
-	for {
-		page, next, err := l.api.List(l.ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tk := range page {
-			if _, dup := all[tk.ID]; dup {
-				t.Errorf("task %s listed twice", tk.ID)
-			}
-			all[tk.ID] = tk
-		}
-		if next == "" {
-			return all
-		}
-		q.Set("cursor", next)
+	tasks, err := l.api.ListAll(l.ctx, q)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func cloneValues(q url.Values) url.Values {
-	c := url.Values{}
-	maps.Copy(c, q) // Set below replaces values, never appends to them
-	return c
+	all := map[string]client.Task{}
+	for _, tk := range tasks {
+		if _, dup := all[tk.ID]; dup {
+			t.Errorf("task %s listed twice", tk.ID)
+		}
+		all[tk.ID] = tk
+	}
+	return all
 }

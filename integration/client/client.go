@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -239,6 +241,40 @@ func (c *Client) List(ctx context.Context, query url.Values) ([]Task, string, er
 		next = *page.NextCursor
 	}
 	return page.Tasks, next, nil
+}
+
+// Pages yields the pages of GET /tasks for query, newest first, following
+// next_cursor to the last page. An error ends it, yielded with a nil page.
+// A loop that stops early reads no further page. query is not changed.
+func (c *Client) Pages(ctx context.Context, query url.Values) iter.Seq2[[]Task, error] {
+	return func(yield func([]Task, error) bool) {
+		q := url.Values{}
+		maps.Copy(q, query) // Set below replaces values, never appends to them
+		for {
+			page, next, err := c.List(ctx, q)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if !yield(page, nil) || next == "" {
+				return
+			}
+			q.Set("cursor", next)
+		}
+	}
+}
+
+// ListAll returns every task GET /tasks lists for query, reading all its
+// pages, newest first.
+func (c *Client) ListAll(ctx context.Context, query url.Values) ([]Task, error) {
+	var all []Task
+	for page, err := range c.Pages(ctx, query) {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+	}
+	return all, nil
 }
 
 // Workers returns the connected workers.

@@ -138,6 +138,58 @@ func TestListPages(t *testing.T) {
 	}
 }
 
+// ListAll follows the cursor to the last page, keeps the caller's filter on
+// every page, and leaves the caller's query as it was.
+func TestListAll(t *testing.T) {
+	c := New(fakeMaster(t).URL)
+	q := url.Values{"status": {"failed"}}
+	tasks, err := c.ListAll(context.Background(), q)
+	var ids []string
+	for _, tk := range tasks {
+		ids = append(ids, tk.ID)
+	}
+	if err != nil || strings.Join(ids, ",") != "t3,t2,t1" || tasks[2].Status != "failed" {
+		t.Fatalf("ListAll = %+v, %v; want t3, t2 and a failed t1", tasks, err)
+	}
+	if len(q) != 1 || q.Get("cursor") != "" {
+		t.Errorf("ListAll changed the caller's query to %v", q)
+	}
+	all, err := c.ListAll(context.Background(), nil)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListAll(nil) = %+v, %v; want 3 tasks", all, err)
+	}
+}
+
+// A loop over Pages that stops reads no further page, and an error ends
+// ListAll with the server's message.
+func TestPagesStopAndError(t *testing.T) {
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch gets.Add(1) {
+		case 1:
+			w.Write([]byte(`{"tasks":[{"id":"t2"}],"next_cursor":"c1"}`))
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`{"error":"database is gone"}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	for page, err := range c.Pages(context.Background(), nil) {
+		if err != nil || len(page) != 1 {
+			t.Fatalf("first page = %+v, %v", page, err)
+		}
+		break
+	}
+	if n := gets.Load(); n != 1 {
+		t.Fatalf("a loop that stopped after one page made %d requests", n)
+	}
+	tasks, err := c.ListAll(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "database is gone") || tasks != nil {
+		t.Fatalf("ListAll over a failing page = %+v, %v; want the server's error", tasks, err)
+	}
+}
+
 func TestSubmitAndWaitFinal(t *testing.T) {
 	c := New(fakeMaster(t).URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -364,13 +364,9 @@ func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api str
 		if page, _, err := cl.List(wctx, live); err != nil || len(page) > 0 {
 			return false, err
 		}
-		cursor := ""
-		for len(done) < len(ids) {
-			q := url.Values{"limit": {"1000"}}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			page, next, err := cl.List(wctx, q)
+		// Stop at the last of this run's tasks: older runs' pages would
+		// only add to the master's CPU time measured around this run.
+		for page, err := range cl.Pages(wctx, url.Values{"limit": {"1000"}}) {
 			if err != nil {
 				return false, err
 			}
@@ -379,10 +375,9 @@ func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api str
 					done = append(done, t)
 				}
 			}
-			if next == "" {
+			if len(done) >= len(ids) {
 				break
 			}
-			cursor = next
 		}
 		return true, nil
 	})
