@@ -2,8 +2,7 @@ package grpcapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/bearer"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -21,16 +21,15 @@ import (
 var nodeServicePrefix = "/" + pb.NodeService_ServiceDesc.ServiceName + "/"
 
 // workerAuth checks the worker token on NodeService calls. The token is
-// kept only as its hash: both sides are hashed before a constant-time
-// comparison, so neither timing nor length tells anything about it.
+// kept only as its hash and compared in constant time (bearer.Token), so
+// neither timing nor length tells anything about it.
 type workerAuth struct {
-	enabled  bool
-	tokenSum [sha256.Size]byte
-	log      *slog.Logger
+	token bearer.Token
+	log   *slog.Logger
 }
 
 func newWorkerAuth(token string, log *slog.Logger) *workerAuth {
-	return &workerAuth{enabled: token != "", tokenSum: sha256.Sum256([]byte(token)), log: log}
+	return &workerAuth{token: bearer.New(token), log: log}
 }
 
 func (a *workerAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
@@ -48,7 +47,7 @@ func (a *workerAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 }
 
 func (a *workerAuth) check(ctx context.Context, method string) error {
-	if !a.enabled || !strings.HasPrefix(method, nodeServicePrefix) {
+	if !a.token.Enabled() || !strings.HasPrefix(method, nodeServicePrefix) {
 		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -60,14 +59,12 @@ func (a *workerAuth) check(ctx context.Context, method string) error {
 	case len(vals) > 1:
 		why = "more than one authorization header"
 	default:
-		scheme, tok, ok := strings.Cut(vals[0], " ")
-		tok = strings.TrimSpace(tok)
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		// One value, but perhaps empty: that is malformed here (ErrMissing),
+		// since the metadata key was sent.
+		switch err := a.token.Check(vals[0]); {
+		case errors.Is(err, bearer.ErrMissing), errors.Is(err, bearer.ErrMalformed):
 			why = `the authorization metadata must be "Bearer <token>"`
-			break
-		}
-		sum := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+		case err != nil:
 			why = "invalid worker token: WORKER_TOKEN does not match the master's MASTER_WORKER_TOKEN"
 		}
 	}

@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,8 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strings"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/bearer"
 )
 
 // authenticator lets a request through when it carries the API token, or
@@ -21,19 +21,18 @@ import (
 // wrong method also needs the token: without one the API reveals nothing,
 // not even which endpoints exist.
 type authenticator struct {
-	tokenSum [sha256.Size]byte // of the API token; the token itself is not kept
-	enabled  bool
+	token bearer.Token // the API token, kept only as its hash
 }
 
 func newAuthenticator(token string) *authenticator {
-	return &authenticator{tokenSum: sha256.Sum256([]byte(token)), enabled: token != ""}
+	return &authenticator{token: bearer.New(token)}
 }
 
 // errUnauthenticated is answered 401 by writeError.
 var errUnauthenticated = errors.New("unauthenticated")
 
 func (a *authenticator) wrap(next http.Handler, writeError func(http.ResponseWriter, error)) http.Handler {
-	if !a.enabled {
+	if !a.token.Enabled() {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -56,23 +55,19 @@ func (a *authenticator) wrap(next http.Handler, writeError func(http.ResponseWri
 
 var errMissingToken = fmt.Errorf(`%w: missing API token; send the header "Authorization: Bearer <MASTER_API_TOKEN>"`, errUnauthenticated)
 
-// check compares the bearer token with the API token in constant time.
-// Both sides are hashed first, so neither the comparison's time nor its
-// early exit on a length mismatch says anything about the token's length.
+// check compares the bearer token with the API token in constant time
+// (bearer.Token.Check), and words what is wrong for an API client.
 func (a *authenticator) check(header string) error {
-	scheme, tok, ok := strings.Cut(header, " ")
-	if header == "" {
+	switch err := a.token.Check(header); {
+	case err == nil:
+		return nil
+	case errors.Is(err, bearer.ErrMissing):
 		return errMissingToken
-	}
-	tok = strings.TrimSpace(tok)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+	case errors.Is(err, bearer.ErrMalformed):
 		return fmt.Errorf(`%w: the Authorization header must be "Bearer <token>"`, errUnauthenticated)
-	}
-	sum := sha256.Sum256([]byte(tok))
-	if subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+	default:
 		return fmt.Errorf("%w: invalid API token", errUnauthenticated)
 	}
-	return nil
 }
 
 // loopbackHostOnly guards a master that runs without an API token against
