@@ -249,7 +249,7 @@ func (s *Server) toStatus(err error, attrs ...any) error {
 		code = codes.NotFound
 	case errors.Is(err, task.ErrConflict):
 		code = codes.AlreadyExists
-	case errors.Is(err, task.ErrClosed):
+	case errors.Is(err, task.ErrClosed), errors.Is(err, task.ErrUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, task.ErrFull):
 		code = codes.ResourceExhausted

@@ -475,6 +475,9 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, task.ErrClosed):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, task.ErrUnavailable):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	case errors.Is(err, task.ErrFull):
 		code = http.StatusTooManyRequests
 		// Workers take tasks in seconds; a client that waits this long

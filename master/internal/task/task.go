@@ -37,6 +37,10 @@ var (
 	ErrClosed   = errors.New("shutting down")
 	// ErrFull: the master holds as many queued tasks as it may; try later.
 	ErrFull = errors.New("queue full")
+	// ErrUnavailable: the master cannot take the request now (its database
+	// refuses writes: disk full, locked, I/O error); try later. Nothing
+	// already accepted is at risk.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Task is one shell command and everything known about its run.
