@@ -157,6 +157,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		Log:            log,
 		Store:          st,
 		Now:            utcNow,
+		Mono:           monoSince(time.Now()),
 		NewID:          newTaskID,
 		Events:         hub,
 		MaxCmdBytes:    cfg.MaxCmdBytes,
@@ -307,7 +308,18 @@ func newTaskID() string { return uuid.Must(uuid.NewV7()).String() }
 // utcNow is the master's clock. In UTC because the store returns every time
 // in UTC: a task's times must read the same in the answer to POST, from
 // memory, as in every later GET, from the store or a compact queued task.
+//
+// UTC strips Go's monotonic reading, so utcNow must never measure a
+// duration: a wall-clock step (NTP, a VM resumed) would move it. The
+// dispatcher measures leases and deadlines on monoSince instead.
 func utcNow() time.Time { return time.Now().UTC() }
+
+// monoSince returns a monotonic clock: the time since start, which
+// time.Since measures on start's monotonic reading, whatever the wall
+// clock does meanwhile.
+func monoSince(start time.Time) func() time.Duration {
+	return func() time.Duration { return time.Since(start) }
+}
 
 // healthcheck asks the master listening on httpAddr for /healthz.
 func healthcheck(httpAddr string) error {

@@ -44,7 +44,13 @@ type RegisterRequest struct {
 	// session; they keep their slots and their results are still accepted.
 	RunningTaskIds []string `protobuf:"bytes,4,rep,name=running_task_ids,json=runningTaskIds,proto3" json:"running_task_ids,omitempty"`
 	// version is the worker's build version, for the logs.
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// running names the same tasks as running_task_ids, each with the attempt
+	// the worker runs (or holds the unacknowledged result of): a task ID and
+	// an attempt name one delivery uniquely, across master restarts. A master
+	// tells a worker to kill a listed delivery it no longer counts on (the
+	// task was canceled, finished elsewhere, or given to another worker).
+	Running       []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -114,6 +120,66 @@ func (x *RegisterRequest) GetVersion() string {
 	return ""
 }
 
+func (x *RegisterRequest) GetRunning() []*RunningTask {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+// RunningTask is one delivery a worker holds.
+type RunningTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunningTask) Reset() {
+	*x = RunningTask{}
+	mi := &file_roundhouse_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunningTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunningTask) ProtoMessage() {}
+
+func (x *RunningTask) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunningTask.ProtoReflect.Descriptor instead.
+func (*RunningTask) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RunningTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RunningTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 type Assignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -128,7 +194,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_roundhouse_proto_msgTypes[1]
+	mi := &file_roundhouse_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +206,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[1]
+	mi := &file_roundhouse_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +219,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{1}
+	return file_roundhouse_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Assignment) GetKind() isAssignment_Kind {
@@ -223,7 +289,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_roundhouse_proto_msgTypes[2]
+	mi := &file_roundhouse_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +301,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[2]
+	mi := &file_roundhouse_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +314,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{2}
+	return file_roundhouse_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -272,7 +338,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_roundhouse_proto_msgTypes[3]
+	mi := &file_roundhouse_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +350,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[3]
+	mi := &file_roundhouse_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +363,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{3}
+	return file_roundhouse_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetRotationPosition() int32 {
@@ -335,7 +401,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_roundhouse_proto_msgTypes[4]
+	mi := &file_roundhouse_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +413,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[4]
+	mi := &file_roundhouse_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +426,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{4}
+	return file_roundhouse_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Task) GetId() string {
@@ -420,7 +486,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_roundhouse_proto_msgTypes[5]
+	mi := &file_roundhouse_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +498,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[5]
+	mi := &file_roundhouse_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +511,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{5}
+	return file_roundhouse_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -557,7 +623,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_roundhouse_proto_msgTypes[6]
+	mi := &file_roundhouse_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +635,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[6]
+	mi := &file_roundhouse_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +648,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{6}
+	return file_roundhouse_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportAck) GetDuplicate() bool {
@@ -602,7 +668,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_roundhouse_proto_msgTypes[7]
+	mi := &file_roundhouse_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +680,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[7]
+	mi := &file_roundhouse_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +693,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{7}
+	return file_roundhouse_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatRequest) GetWorkerId() string {
@@ -656,7 +722,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_roundhouse_proto_msgTypes[8]
+	mi := &file_roundhouse_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +734,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[8]
+	mi := &file_roundhouse_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +747,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{8}
+	return file_roundhouse_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -701,7 +767,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_roundhouse_proto_msgTypes[9]
+	mi := &file_roundhouse_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +779,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[9]
+	mi := &file_roundhouse_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +792,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{9}
+	return file_roundhouse_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DrainRequest) GetWorkerId() string {
@@ -751,7 +817,7 @@ type DrainAck struct {
 
 func (x *DrainAck) Reset() {
 	*x = DrainAck{}
-	mi := &file_roundhouse_proto_msgTypes[10]
+	mi := &file_roundhouse_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +829,7 @@ func (x *DrainAck) String() string {
 func (*DrainAck) ProtoMessage() {}
 
 func (x *DrainAck) ProtoReflect() protoreflect.Message {
-	mi := &file_roundhouse_proto_msgTypes[10]
+	mi := &file_roundhouse_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,21 +842,25 @@ func (x *DrainAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAck.ProtoReflect.Descriptor instead.
 func (*DrainAck) Descriptor() ([]byte, []int) {
-	return file_roundhouse_proto_rawDescGZIP(), []int{10}
+	return file_roundhouse_proto_rawDescGZIP(), []int{11}
 }
 
 var File_roundhouse_proto protoreflect.FileDescriptor
 
 const file_roundhouse_proto_rawDesc = "" +
 	"\n" +
-	"\x10roundhouse.proto\x12\rroundhouse.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
+	"\x10roundhouse.proto\x12\rroundhouse.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12(\n" +
 	"\x10running_task_ids\x18\x04 \x03(\tR\x0erunningTaskIds\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\xa4\x01\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x124\n" +
+	"\arunning\x18\x06 \x03(\v2\x1a.roundhouse.v1.RunningTaskR\arunning\"@\n" +
+	"\vRunningTask\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xa4\x01\n" +
 	"\n" +
 	"Assignment\x122\n" +
 	"\awelcome\x18\x01 \x01(\v2\x16.roundhouse.v1.WelcomeH\x00R\awelcome\x12)\n" +
@@ -861,43 +931,45 @@ func file_roundhouse_proto_rawDescGZIP() []byte {
 	return file_roundhouse_proto_rawDescData
 }
 
-var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_roundhouse_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: roundhouse.v1.RegisterRequest
-	(*Assignment)(nil),            // 1: roundhouse.v1.Assignment
-	(*Cancel)(nil),                // 2: roundhouse.v1.Cancel
-	(*Welcome)(nil),               // 3: roundhouse.v1.Welcome
-	(*Task)(nil),                  // 4: roundhouse.v1.Task
-	(*TaskResult)(nil),            // 5: roundhouse.v1.TaskResult
-	(*ReportAck)(nil),             // 6: roundhouse.v1.ReportAck
-	(*HeartbeatRequest)(nil),      // 7: roundhouse.v1.HeartbeatRequest
-	(*HeartbeatAck)(nil),          // 8: roundhouse.v1.HeartbeatAck
-	(*DrainRequest)(nil),          // 9: roundhouse.v1.DrainRequest
-	(*DrainAck)(nil),              // 10: roundhouse.v1.DrainAck
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*RunningTask)(nil),           // 1: roundhouse.v1.RunningTask
+	(*Assignment)(nil),            // 2: roundhouse.v1.Assignment
+	(*Cancel)(nil),                // 3: roundhouse.v1.Cancel
+	(*Welcome)(nil),               // 4: roundhouse.v1.Welcome
+	(*Task)(nil),                  // 5: roundhouse.v1.Task
+	(*TaskResult)(nil),            // 6: roundhouse.v1.TaskResult
+	(*ReportAck)(nil),             // 7: roundhouse.v1.ReportAck
+	(*HeartbeatRequest)(nil),      // 8: roundhouse.v1.HeartbeatRequest
+	(*HeartbeatAck)(nil),          // 9: roundhouse.v1.HeartbeatAck
+	(*DrainRequest)(nil),          // 10: roundhouse.v1.DrainRequest
+	(*DrainAck)(nil),              // 11: roundhouse.v1.DrainAck
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_roundhouse_proto_depIdxs = []int32{
-	3,  // 0: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
-	4,  // 1: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
-	2,  // 2: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
-	11, // 3: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	11, // 4: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
-	12, // 5: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	12, // 6: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 7: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	5,  // 8: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	7,  // 9: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
-	9,  // 10: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
-	1,  // 11: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	6,  // 12: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	8,  // 13: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
-	10, // 14: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	1,  // 0: roundhouse.v1.RegisterRequest.running:type_name -> roundhouse.v1.RunningTask
+	4,  // 1: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
+	5,  // 2: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
+	3,  // 3: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
+	12, // 4: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	12, // 5: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
+	13, // 6: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	13, // 7: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	6,  // 9: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	8,  // 10: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	10, // 11: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	2,  // 12: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	7,  // 13: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	9,  // 14: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	11, // 15: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }
@@ -905,7 +977,7 @@ func file_roundhouse_proto_init() {
 	if File_roundhouse_proto != nil {
 		return
 	}
-	file_roundhouse_proto_msgTypes[1].OneofWrappers = []any{
+	file_roundhouse_proto_msgTypes[2].OneofWrappers = []any{
 		(*Assignment_Welcome)(nil),
 		(*Assignment_Task)(nil),
 		(*Assignment_Cancel)(nil),
@@ -916,7 +988,7 @@ func file_roundhouse_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roundhouse_proto_rawDesc), len(file_roundhouse_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,12 +51,12 @@ func BenchmarkAssign(b *testing.B) {
 		d.queue.pushBack(id)
 	}
 	b.ResetTimer()
-	s, _, err := d.Register(Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
+	s, _, err := d.Register(context.Background(), Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
-	if got := len(s.assignments); got != b.N {
+	if got := len(s.Take()); got != b.N {
 		b.Fatalf("assigned %d of %d", got, b.N)
 	}
 }

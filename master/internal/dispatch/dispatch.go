@@ -3,15 +3,32 @@
 // exactly one worker, round-robin, never beyond a worker's free slots, and
 // takes tasks back from workers that vanish.
 //
-// Every change is written through to the store; a task is acknowledged to a
-// client only once it is on disk. Live tasks (queued, running) are kept in
-// memory; a final task leaves memory once its final state is committed, and
-// is read from the store after that.
+// Every change is written through to the store. Live tasks (queued,
+// running) are kept in memory; a final task leaves memory once its final
+// state is committed, and is read from the store after that.
 //
 // Transports (grpcapi, httpapi) call it; it calls only the store. All state
-// sits behind one mutex: every step under it is short and in memory, and one
-// lock makes "pick a worker, mark the task, count the slot" a single step.
-// Waiting for the disk happens outside the lock.
+// sits behind one mutex, so that "pick a worker, mark the task, count the
+// slot" is a single step. The dispatcher lives by these rules:
+//
+//   - Nothing blocks on a channel, the network or the disk while holding
+//     the lock. Messages for a worker go to its session's outbox, which the
+//     stream handler drains; writes are queued with store.Apply, which never
+//     waits; their commits are waited for after the lock is released.
+//   - A client or worker is acknowledged only for what is on disk: a 202 after
+//     the task's commit, a report's ack after its result's commit (a retried
+//     report waits for the first one's), a task is sent to a worker only after
+//     its delivery's commit. A failed write is retried by the store until it
+//     lands, never dropped; meanwhile new tasks are refused (ErrUnavailable).
+//   - Durations (leases, claim windows, delivery deadlines) come from the
+//     monotonic clock (Params.Mono), never from wall time; wall time
+//     (Params.Now) only stamps what people read. A wall-clock step moves
+//     timestamps and nothing else.
+//   - Every delivery of a task is identified uniquely, across master
+//     restarts, by (task ID, attempt): the attempt is durable before the
+//     worker hears of it, so a restarted master never hands out a number
+//     twice. A worker's slot is counted per delivery, and only a result for
+//     that delivery frees it.
 package dispatch
 
 import (
@@ -34,8 +51,12 @@ import (
 type Params struct {
 	Log   *slog.Logger
 	Store *store.Store
-	Now   func() time.Time // injected so tests control time
-	NewID func() string    // task IDs
+	// Now is the wall clock, in UTC, for the timestamps people read; Mono
+	// is a monotonic clock (time since any fixed start) for every duration
+	// the dispatcher measures. Both are injected so tests control time.
+	Now   func() time.Time
+	Mono  func() time.Duration
+	NewID func() string // task IDs
 	// Events hears of every task and worker transition, published under the
 	// dispatcher's lock; nil publishes nothing.
 	Events *events.Hub
@@ -55,8 +76,6 @@ type Dispatcher struct {
 	p   Params
 	log *slog.Logger
 
-	keyMu sync.Mutex // serialises submissions with an idempotency key
-
 	mu        sync.Mutex // protects every field below, and each Session's mutable fields
 	closed    bool
 	tasks     liveTasks                  // live tasks, and final ones until their final write is committed
@@ -67,7 +86,7 @@ type Dispatcher struct {
 	next      int                        // index in rotation where the search for a free slot starts
 	completed map[string]int             // results per worker ID; outlives sessions so counts survive reconnects
 	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
-	orphans   map[string]time.Time       // tasks running when the master restarted -> when to re-queue them unclaimed
+	orphans   map[string]time.Duration   // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
 	closedCh  chan struct{}              // closed by Close: wakes waiters
 	reserved  int                        // queue places held by submissions waiting for their write
 }
@@ -75,45 +94,6 @@ type Dispatcher struct {
 type eviction struct {
 	id        string
 	committed <-chan error
-}
-
-// Session is one registered worker stream. The grpcapi handler that
-// registered it drains Assignments and Cancels and calls Unregister when its
-// stream ends.
-type Session struct {
-	WorkerID    string
-	InstanceID  string
-	Slots       int
-	ConnectedAt time.Time
-
-	// assignments has room for Slots tasks and the dispatcher never has more
-	// than Slots in flight for a session, so a send to it never blocks.
-	assignments chan task.Assignment
-	cancels     chan string   // task IDs to kill; sent without blocking
-	done        chan struct{} // closed by the dispatcher when it ends the session
-
-	// Guarded by Dispatcher.mu:
-	inflight map[string]struct{} // task IDs the worker holds a slot for
-	lastSeen time.Time           // registration or last heartbeat
-	draining bool                // takes no new tasks
-}
-
-// Assignments delivers the tasks for this worker, to be sent on its stream.
-func (s *Session) Assignments() <-chan task.Assignment { return s.assignments }
-
-// Cancels delivers the IDs of running tasks the worker must kill.
-func (s *Session) Cancels() <-chan string { return s.cancels }
-
-// Done is closed when the dispatcher ends the session: the same worker
-// reconnected, it timed out, or the master is shutting down.
-func (s *Session) Done() <-chan struct{} { return s.done }
-
-// Registration is what a worker says when it connects.
-type Registration struct {
-	WorkerID   string
-	InstanceID string
-	Slots      int
-	Running    []string // tasks still running on the worker from an earlier session
 }
 
 // WorkerInfo is a worker as the API shows it.
@@ -138,6 +118,10 @@ type Submission struct {
 
 // New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
+	if p.Mono == nil {
+		start := time.Now()
+		p.Mono = func() time.Duration { return time.Since(start) } // time.Since reads the monotonic clock
+	}
 	return &Dispatcher{
 		p:         p,
 		log:       p.Log.With("component", "dispatch"),
@@ -145,7 +129,7 @@ func New(p Params) *Dispatcher {
 		waiters:   make(map[string][]chan struct{}),
 		keys:      make(map[string]string),
 		completed: make(map[string]int),
-		orphans:   make(map[string]time.Time),
+		orphans:   make(map[string]time.Duration),
 		closedCh:  make(chan struct{}),
 	}
 }
@@ -171,7 +155,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	orphaned := 0
-	grace := d.p.Now().Add(d.p.WorkerTimeout)
+	grace := d.p.Mono() + d.p.WorkerTimeout
 	for i := range live {
 		t := &task.Task{}
 		*t = live[i]        // a copy: a pointer into live would keep the whole slice in memory
@@ -204,16 +188,15 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		return task.Task{}, false, err
 	}
 	if s.IdempotencyKey != "" {
-		// One keyed submission at a time, so two requests with the same key
-		// cannot both create a task.
-		d.keyMu.Lock()
-		defer d.keyMu.Unlock()
-		if prev, ok, err := d.byKey(ctx, s.IdempotencyKey); err != nil || ok {
-			if ok && prev.Cmd != s.Cmd {
-				return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another command", task.ErrConflict, s.IdempotencyKey)
-			}
+		if prev, ok, err := d.replay(ctx, s); err != nil || ok {
 			return prev, false, err
 		}
+	}
+	// A write that is failing would hold this submission until the disk
+	// recovers; say so now instead. What was accepted before stays safe:
+	// the store keeps retrying it.
+	if err := d.p.Store.WriteErr(); err != nil {
+		return task.Task{}, false, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
 	}
 
 	d.mu.Lock()
@@ -238,11 +221,20 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	// On disk before anyone hears of it: a 202 means the task survives a crash.
 	err = <-committed
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.reserved--
 	if err != nil {
+		d.mu.Unlock()
+		if errors.Is(err, task.ErrConflict) && s.IdempotencyKey != "" {
+			// Another submission with the same key got there first: the
+			// unique index decided, and this one is its replay. Keyed
+			// submissions never wait for each other otherwise.
+			if prev, ok, err := d.replay(ctx, s); err != nil || ok {
+				return prev, false, err
+			}
+		}
 		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
 	}
+	defer d.mu.Unlock()
 	d.tasks.put(nt)
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
@@ -252,6 +244,19 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.emitLocked(events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd)})
 	d.assignLocked()
 	return copyTask(nt), true, nil
+}
+
+// replay returns the task an earlier submission with s's idempotency key
+// created, if there is one; the same key with another command is a conflict.
+func (d *Dispatcher) replay(ctx context.Context, s Submission) (task.Task, bool, error) {
+	prev, ok, err := d.byKey(ctx, s.IdempotencyKey)
+	if err != nil || !ok {
+		return task.Task{}, false, err
+	}
+	if prev.Cmd != s.Cmd {
+		return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another command", task.ErrConflict, s.IdempotencyKey)
+	}
+	return prev, true, nil
 }
 
 // queueFullLocked reports whether the queue has no room for one more task.
@@ -398,13 +403,10 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	if t.Status == task.StatusRunning {
 		wasOn = t.WorkerID
 		t.Error = "canceled while running on " + t.WorkerID
-		if s := d.sessionLocked(t.WorkerID); s != nil {
-			select {
-			case s.cancels <- id:
-			default:
-				d.log.Warn("cancel not delivered: the worker's cancel queue is full", "task_id", id, "worker_id", s.WorkerID)
-			}
-		}
+		// The delivery keeps its slot until the worker reports the kill. A
+		// worker that is away now is told when it comes back and lists the
+		// task (claimLocked).
+		d.cancelOnLocked(t.WorkerID, id)
 	} else {
 		t.Error = "canceled before it ran"
 	}
@@ -438,155 +440,60 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 	return out
 }
 
-// Register adds a worker at the end of the rotation and returns its session
-// and its 0-based place in the rotation. A reconnect from the same process
-// (same instance ID) replaces its stale session; another process claiming a
-// connected worker's ID gets ErrConflict.
-func (d *Dispatcher) Register(r Registration) (*Session, int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil, 0, task.ErrClosed
-	}
-	if old := d.sessionLocked(r.WorkerID); old != nil {
-		if old.InstanceID != r.InstanceID {
-			return nil, 0, fmt.Errorf("%w: worker ID %q is already connected from another process", task.ErrConflict, r.WorkerID)
-		}
-		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
-		// The tasks it still runs move to the new session: not lost, not re-queued.
-		for _, id := range r.Running {
-			delete(old.inflight, id)
-		}
-		d.endLocked(old, "replaced", "replaced by a new connection")
-	}
-	now := d.p.Now()
-	s := &Session{
-		WorkerID:    r.WorkerID,
-		InstanceID:  r.InstanceID,
-		Slots:       r.Slots,
-		ConnectedAt: now,
-		assignments: make(chan task.Assignment, r.Slots),
-		cancels:     make(chan string, r.Slots+len(r.Running)),
-		done:        make(chan struct{}),
-		inflight:    make(map[string]struct{}, r.Slots),
-		lastSeen:    now,
-	}
-	// Tasks the worker is still running hold its slots until it reports them.
-	// One that was re-queued meanwhile, and not yet sent elsewhere, stays with
-	// this worker instead of running twice.
-	for _, id := range r.Running {
-		st, live := d.tasks.status(id)
-		if !live || st.Final() {
-			// Its result got here first, or it was canceled: nobody will
-			// report it again, so it holds no slot.
-			d.log.Debug("reconnecting worker lists a task that is no longer live", "task_id", id, "worker_id", r.WorkerID)
-			continue
-		}
-		// Only the worker the task was last sent to may claim it: a worker
-		// naming a task it was never given would hold it, and a slot, while
-		// the task waits or runs elsewhere.
-		t, sent := d.tasks.delivered(id)
-		if !sent || lastAttempt(t).WorkerID != r.WorkerID || (st == task.StatusRunning && t.WorkerID != r.WorkerID) {
-			d.log.Warn("worker claims a task the master did not give it; ignored", "task_id", id, "worker_id", r.WorkerID, "status", st)
-			continue
-		}
-		s.inflight[id] = struct{}{}
-		if st == task.StatusRunning {
-			delete(d.orphans, id) // claimed after a master restart
-			continue
-		}
-		t.Status = task.StatusRunning
-		t.WorkerID = r.WorkerID
-		d.leftQueueLocked()
-		a := lastAttempt(t)
-		a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
-		d.persistLocked(t, a)
-		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: id, WorkerID: r.WorkerID, Attempt: t.Attempts, Reason: "reclaimed"})
-	}
-	d.rotation = append(d.rotation, s)
-	pos := len(d.rotation) - 1
-	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "position", pos, "still_running", len(r.Running))
-	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
-	d.assignLocked()
-	return s, pos, nil
-}
-
-// Heartbeat renews a worker's lease. It reports false when the master has
-// no session for that worker process, which should then register again.
-func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.instanceLocked(workerID, instanceID)
-	if s == nil {
-		return false
-	}
-	s.lastSeen = d.p.Now()
-	return true
-}
-
-// Drain stops sending tasks to a worker; the tasks it runs stay with it.
-func (d *Dispatcher) Drain(workerID, instanceID string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.instanceLocked(workerID, instanceID)
-	if s == nil {
-		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
-	}
-	if !s.draining {
-		s.draining = true
-		running := len(s.inflight)
-		d.emitLocked(events.Event{Type: events.WorkerDraining, WorkerID: workerID, Running: &running})
-	}
-	d.log.Info("worker draining", "worker_id", workerID, "in_flight", len(s.inflight))
-	return nil
-}
-
-// Unregister removes a session whose stream ended and re-queues the tasks it
-// held that no other worker has finished or taken over. It is a no-op for a
-// session the dispatcher already ended.
-func (d *Dispatcher) Unregister(s *Session) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !slices.Contains(d.rotation, s) {
-		return
-	}
-	if s.draining {
-		d.endLocked(s, "drained", "it drained and closed its connection")
-	} else {
-		d.endLocked(s, "disconnected", "its connection closed")
-	}
-	d.assignLocked()
-}
-
 // Sweep drops workers whose lease expired (no heartbeat within the worker
-// timeout: dead, paused or cut off) and forgets final tasks that are safely
-// on disk. An owner calls it periodically; tests call it after moving the
-// clock.
+// timeout: dead, paused or cut off), gives up deliveries that outlived their
+// task's timeout plus a grace without a result, re-queues the tasks of
+// workers that did not come back to claim them, and forgets final tasks
+// that are safely on disk. An owner calls it periodically; tests call it
+// after moving the clock. Every duration here is monotonic.
 func (d *Dispatcher) Sweep() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := d.p.Now()
+	now := d.p.Mono()
 	expiry := d.p.WorkerTimeout - d.SweepInterval()
 	for _, s := range slices.Clone(d.rotation) {
-		if silent := now.Sub(s.lastSeen); silent > expiry {
+		if silent := now - s.seenMono; silent > expiry {
 			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
 			why := fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second))
-			d.emitLocked(events.Event{Type: events.WorkerTimedOut, Time: now, WorkerID: s.WorkerID, Reason: "timed_out", Detail: why})
+			d.emitLocked(events.Event{Type: events.WorkerTimedOut, WorkerID: s.WorkerID, Reason: "timed_out", Detail: why})
 			d.endLocked(s, "timed_out", why)
+			continue
 		}
+		d.expireDeliveriesLocked(s, now)
 	}
 	for id, deadline := range d.orphans {
-		if now.Before(deadline) {
+		if now < deadline {
 			continue
 		}
 		delete(d.orphans, id)
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
-			d.log.Info("no worker claimed a task running before the restart", "task_id", id, "worker_id", t.WorkerID)
-			d.takeBackLocked(t, "not_reclaimed", "its worker did not come back after the master restarted")
+			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
+			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
 		}
 	}
 	d.assignLocked()
 	d.evictLocked()
+}
+
+// expireDeliveriesLocked gives up the deliveries on s whose deadline passed:
+// a worker that heartbeats but never reports (or never reads its stream)
+// would otherwise pin them, and its slots, forever. The task is re-queued
+// or fails, and the worker is told to kill the run, should it still go on.
+func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
+	for id, h := range s.inflight {
+		if now < h.deadline {
+			continue
+		}
+		delete(s.inflight, id)
+		t, ok := d.tasks.get(id)
+		if !ok || !d.currentLocked(t, s.WorkerID, h) {
+			d.log.Warn("worker never reported a delivery it was told to kill; freeing its slot", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+			continue
+		}
+		d.log.Warn("no result within the task's timeout plus grace; giving the delivery up", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+		s.send(Message{Cancel: id})
+		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
+	}
 }
 
 // Report records a worker's result for one delivery of a task. The first
@@ -607,8 +514,11 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	// A freed slot is filled once the result is recorded, so that events
 	// tell of the finish before the next assignment on this worker.
 	freed := false
+	// Only a result for the delivery the slot holds frees it: a late result
+	// of an older delivery of the same task must not free the slot of the
+	// one the worker runs now.
 	if s := d.instanceLocked(r.WorkerID, r.InstanceID); s != nil {
-		if _, ok := s.inflight[r.TaskID]; ok {
+		if h, ok := s.inflight[r.TaskID]; ok && (h.attempt == 0 || h.attempt == r.Attempt) {
 			delete(s.inflight, r.TaskID)
 			freed = true
 		}
@@ -631,12 +541,24 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		d.mu.Lock()
 	}
 	a := attemptFor(t, r)
-	if a.WorkerID == r.WorkerID && a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost {
-		// This delivery's result is already recorded: the worker is retrying
-		// a report whose acknowledgement it did not get.
+	if a == nil {
+		// Every delivery is on disk before it is sent, so this one never
+		// was: a confused or forged worker. Its result must not decide a
+		// task, nor take the number of a delivery still to come.
 		fill()
 		d.mu.Unlock()
-		return a.Duplicate, nil
+		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
+		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
+	}
+	if a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost {
+		// This delivery's result is already recorded: the worker is retrying
+		// a report whose acknowledgement it did not get. The first report's
+		// write may not have reached the disk yet; writes land in order, so
+		// once a barrier behind it has, the result is there.
+		fill()
+		dup := a.Duplicate
+		d.mu.Unlock()
+		return dup, d.p.Store.Flush(ctx)
 	}
 	code := r.ExitCode
 	// A canceled task's running delivery ends with this report; that is no
@@ -667,6 +589,11 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	}
 	d.finishLocked(t, task.Status(a.Outcome), finished) // t may be queued: a result for a delivery the master had taken back
 	committed := d.persistLocked(t, a)
+	if last := lastAttempt(t); last != a && last.Outcome == task.OutcomeRunning {
+		// A late result of a lost delivery decided the task: the delivery
+		// that replaced it has nothing left to do.
+		d.cancelOnLocked(last.WorkerID, t.ID)
+	}
 	run := finished.Sub(t.StartedAt).Seconds()
 	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
@@ -695,66 +622,6 @@ func (d *Dispatcher) Close() {
 		close(s.done)
 	}
 	d.rotation = nil
-}
-
-// endLocked takes s out of the rotation, closes it and re-queues the tasks
-// it was running, oldest first at the head of the queue: they were accepted
-// before anything queued now. A task that has used up its attempts fails.
-//
-// reason is a short code for events and metrics (disconnected, drained,
-// replaced, timed_out); why says the same for people.
-func (d *Dispatcher) endLocked(s *Session, reason, why string) {
-	i := slices.Index(d.rotation, s)
-	d.rotation = slices.Delete(d.rotation, i, i+1)
-	if i < d.next {
-		d.next--
-	}
-	if d.next >= len(d.rotation) {
-		d.next = 0
-	}
-	close(s.done)
-	d.log.Info("worker left", "worker_id", s.WorkerID, "why", why, "in_flight", len(s.inflight))
-	d.emitLocked(events.Event{Type: events.WorkerLeft, WorkerID: s.WorkerID, Reason: reason, Detail: why})
-
-	var lost []*task.Task
-	for id := range s.inflight {
-		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && t.WorkerID == s.WorkerID {
-			lost = append(lost, t)
-		}
-	}
-	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	for _, t := range lost { // newest first, each to the front: oldest ends up first
-		d.takeBackLocked(t, "worker_"+reason, "worker "+s.WorkerID+" was lost: "+why)
-	}
-}
-
-// takeBackLocked ends the running delivery of t as lost and re-queues t at
-// the head of the queue, or fails it when it has used up its attempts.
-// reason is a short code for events and metrics; why is for people.
-func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
-	d.loseAttemptLocked(t, why)
-	if t.Attempts >= t.MaxAttempts {
-		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
-		d.finishLocked(t, task.StatusFailed, d.p.Now())
-		// Nobody waits for this write: evictLocked reads its result.
-		d.evicting = append(d.evicting, eviction{id: t.ID, committed: d.persistLocked(t, lastAttempt(t))})
-		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "worker_id", t.WorkerID, "attempts", t.Attempts)
-		d.emitLocked(events.Event{Type: events.TaskFinished, Time: t.FinishedAt, TaskID: t.ID, WorkerID: t.WorkerID, Attempt: t.Attempts,
-			Status: string(task.StatusFailed), Reason: "out_of_attempts", Detail: why})
-		return
-	}
-	workerID := t.WorkerID
-	t.Status = task.StatusQueued
-	t.WorkerID = ""
-	d.queue.pushFront(t.ID)
-	d.persistLocked(t, lastAttempt(t))
-	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts, "reason", reason)
-	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})
-}
-
-// heldLocked reports whether a connected worker holds a slot for the task.
-func (d *Dispatcher) heldLocked(id string) bool {
-	return slices.ContainsFunc(d.rotation, func(s *Session) bool { _, ok := s.inflight[id]; return ok })
 }
 
 // assignLocked sends queued tasks to workers with free slots, in rotation
@@ -789,9 +656,9 @@ func (d *Dispatcher) assignLocked() {
 		t.History = append(t.History, task.Attempt{
 			TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
 		})
-		d.persistLocked(t, lastAttempt(t))
-		s.inflight[t.ID] = struct{}{}
-		s.assignments <- task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}
+		stored := d.persistLocked(t, lastAttempt(t))
+		s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
+		s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
 		d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
 		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
 	}
@@ -951,23 +818,6 @@ func (d *Dispatcher) loseAttemptLocked(t *task.Task, why string) {
 	}
 }
 
-func (d *Dispatcher) sessionLocked(workerID string) *Session {
-	for _, s := range d.rotation {
-		if s.WorkerID == workerID {
-			return s
-		}
-	}
-	return nil
-}
-
-// instanceLocked returns the session of that worker process, or nil.
-func (d *Dispatcher) instanceLocked(workerID, instanceID string) *Session {
-	if s := d.sessionLocked(workerID); s != nil && s.InstanceID == instanceID {
-		return s
-	}
-	return nil
-}
-
 // outcomeOf classifies a worker's result.
 func outcomeOf(r task.Result) task.Outcome {
 	switch {
@@ -981,19 +831,15 @@ func outcomeOf(r task.Result) task.Outcome {
 	return task.OutcomeFailed
 }
 
-// attemptFor returns the delivery a result answers, by its number. A result
-// naming a delivery the master has no record of (it cannot have sent it)
-// gets a record of its own, so that nothing a worker reports goes unseen.
+// attemptFor returns the delivery a result answers, by its number and
+// worker, or nil when no such delivery was sent.
 func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 	for i := range t.History {
-		if t.History[i].N == r.Attempt {
-			return &t.History[i]
+		if a := &t.History[i]; a.N == r.Attempt && a.WorkerID == r.WorkerID {
+			return a
 		}
 	}
-	// Running until this result ends it: with no outcome it would pass for
-	// a delivery already reported, and the result would be dropped.
-	t.History = append(t.History, task.Attempt{TaskID: t.ID, N: r.Attempt, WorkerID: r.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: r.StartedAt})
-	return lastAttempt(t)
+	return nil
 }
 
 func lastAttempt(t *task.Task) *task.Attempt {

@@ -17,19 +17,36 @@ import (
 
 // fakeClock is the dispatcher's time in tests: it moves only when told to
 // (and by 1ms on each reading, so that times are distinct and ordered).
+// It has a wall clock and a monotonic one: Advance moves both, as time
+// passing does; Step moves the wall clock alone, as NTP or a VM resume does.
 type fakeClock struct {
-	mu  sync.Mutex // protects now
-	now time.Time
+	mu   sync.Mutex // protects now and mono
+	now  time.Time
+	mono time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(time.Millisecond)
+	c.mono += time.Millisecond
 	return c.now
 }
 
+func (c *fakeClock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
 func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.mono += d
+}
+
+func (c *fakeClock) Step(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -57,6 +74,7 @@ func newOnDB(t *testing.T, path string, clock *fakeClock, firstID int) (*Dispatc
 		Log:   log,
 		Store: st,
 		Now:   clock.Now,
+		Mono:  clock.Mono,
 		NewID: func() string {
 			n++
 			return fmt.Sprintf("t%04d", n)
@@ -77,11 +95,29 @@ var ctx = context.Background()
 
 func register(t *testing.T, d *Dispatcher, id string, slots int, running ...string) *Session {
 	t.Helper()
-	s, _, err := d.Register(Registration{WorkerID: id, InstanceID: id + "-instance", Slots: slots, Running: running})
+	var claims []Delivery
+	for _, r := range running {
+		claims = append(claims, Delivery{TaskID: r})
+	}
+	s, _, err := d.Register(ctx, Registration{WorkerID: id, InstanceID: id + "-instance", Slots: slots, Running: claims})
 	if err != nil {
 		t.Fatalf("register %s: %v", id, err)
 	}
 	return s
+}
+
+// lose ends s as its stream closing does, and lets the claim window pass
+// with every other worker's lease renewed: the tasks s held are re-queued.
+func lose(d *Dispatcher, clk *fakeClock, s *Session) {
+	d.Unregister(s)
+	clk.Advance(workerTimeout)
+	for _, w := range d.Workers() {
+		d.mu.Lock()
+		other := d.sessionLocked(w.ID)
+		d.mu.Unlock()
+		d.Heartbeat(other.WorkerID, other.InstanceID)
+	}
+	d.Sweep()
 }
 
 func submit(t *testing.T, d *Dispatcher, n int) []string {
@@ -97,17 +133,24 @@ func submit(t *testing.T, d *Dispatcher, n int) []string {
 	return ids
 }
 
-// drain returns the IDs of the assignments waiting on a session.
+// drain returns the IDs of the tasks sent to a session since the last
+// look, and drops the cancels.
 func drain(s *Session) []string {
-	var ids []string
-	for {
-		select {
-		case a := <-s.Assignments():
-			ids = append(ids, a.ID)
-		default:
-			return ids
+	ids, _ := take(s)
+	return ids
+}
+
+// take returns the IDs of the tasks, and of the cancels, sent to a session
+// since the last look.
+func take(s *Session) (tasks, cancels []string) {
+	for _, m := range s.Take() {
+		if m.Task != nil {
+			tasks = append(tasks, m.Task.ID)
+		} else {
+			cancels = append(cancels, m.Cancel)
 		}
 	}
+	return tasks, cancels
 }
 
 // result is a report from s for the delivery of id it was given last.
@@ -203,14 +246,14 @@ func TestTaskWaitsForFirstWorker(t *testing.T) {
 }
 
 func TestLeavingWorkerIsSkippedAndItsTasksRequeued(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	a := register(t, d, "a", 5)
 	b := register(t, d, "b", 5)
 	c := register(t, d, "c", 5)
 	ids := submit(t, d, 3) // a, b, c
 	drain(a)
 	drain(c)
-	d.Unregister(b)
+	lose(d, clk, b)
 	select {
 	case <-b.Done():
 	default:
@@ -282,7 +325,7 @@ func TestReconnectFromSameProcessReplacesSession(t *testing.T) {
 func TestOtherProcessWithSameIDIsRefused(t *testing.T) {
 	d, _ := newTest(t)
 	register(t, d, "w", 1)
-	_, _, err := d.Register(Registration{WorkerID: "w", InstanceID: "impostor", Slots: 1})
+	_, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: "impostor", Slots: 1})
 	if !errors.Is(err, task.ErrConflict) {
 		t.Fatalf("err = %v, want ErrConflict", err)
 	}
@@ -292,11 +335,11 @@ func TestOtherProcessWithSameIDIsRefused(t *testing.T) {
 }
 
 func TestFirstResultWinsLaterIsDuplicate(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	a := register(t, d, "a", 1)
 	ids := submit(t, d, 1)
 	drain(a)
-	d.Unregister(a) // cut off while running: re-queued
+	lose(d, clk, a) // cut off while running: re-queued
 	b := register(t, d, "b", 1)
 	drain(b)
 	if finish(t, d, b, ids[0], 0) {
@@ -389,7 +432,7 @@ func TestErrors(t *testing.T) {
 	if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); !errors.Is(err, task.ErrClosed) {
 		t.Errorf("Submit after Close: %v", err)
 	}
-	if _, _, err := d.Register(Registration{WorkerID: "x", InstanceID: "x", Slots: 1}); !errors.Is(err, task.ErrClosed) {
+	if _, _, err := d.Register(ctx, Registration{WorkerID: "x", InstanceID: "x", Slots: 1}); !errors.Is(err, task.ErrClosed) {
 		t.Errorf("Register after Close: %v", err)
 	}
 }

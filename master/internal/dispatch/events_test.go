@@ -48,7 +48,7 @@ func TestDispatcherPublishesTransitions(t *testing.T) {
 	if err := d.Drain("w1", "w1-instance"); err != nil {
 		t.Fatal(err)
 	}
-	d.Unregister(w1) // still holding t0003
+	lose(d, clock, w1) // still holding t0003
 
 	want := []string{
 		"worker.joined w1 0",
@@ -120,14 +120,14 @@ done:
 }
 
 func TestOutOfAttemptsFinishesAsFailed(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	sub := follow(t, d)
 	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := register(t, d, "w1", 1)
-	d.Unregister(w)
+	lose(d, clk, w)
 	got := received(sub)
 	if last := got[len(got)-1]; last != "task.finished "+tk.ID+" w1 1 failed out_of_attempts" {
 		t.Fatalf("last event %q, want the task failed out of attempts; all: %v", last, got)

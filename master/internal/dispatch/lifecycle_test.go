@@ -63,7 +63,7 @@ func TestLeaseExpiryWithInjectedClock(t *testing.T) {
 // A task whose workers keep vanishing fails after max_attempts deliveries,
 // with an error that says why.
 func TestMaxAttempts(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	tk, _, err := d.Submit(ctx, Submission{Cmd: "crash-the-worker", MaxAttempts: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestMaxAttempts(t *testing.T) {
 		if got := drain(s); len(got) != 1 {
 			t.Fatalf("%s got %v", w, got)
 		}
-		d.Unregister(s)
+		lose(d, clk, s)
 	}
 	got, _ := d.Get(ctx, tk.ID)
 	if got.Status != task.StatusFailed || got.Attempts != 2 || !strings.Contains(got.Error, "gave up after 2 attempts") {
@@ -102,13 +102,8 @@ func TestCancel(t *testing.T) {
 	if c, err = d.Cancel(ctx, ids[1]); err != nil || c.Status != task.StatusCanceled {
 		t.Fatalf("cancel running = %+v, %v", c, err)
 	}
-	select {
-	case id := <-w.Cancels():
-		if id != ids[1] {
-			t.Fatalf("cancel for %s, want %s", id, ids[1])
-		}
-	default:
-		t.Fatal("no cancel sent to the worker")
+	if _, cancels := take(w); len(cancels) != 1 || cancels[0] != ids[1] {
+		t.Fatalf("cancels sent to the worker: %v, want [%s]", cancels, ids[1])
 	}
 	r := result(t, d, w, ids[1], 1, -1)
 	r.Canceled, r.Error = true, "canceled by the master"
@@ -204,7 +199,11 @@ func TestTimeoutIsSentToTheWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	submit(t, d, 1)
-	first, second := <-w.Assignments(), <-w.Assignments()
+	msgs := w.Take()
+	if len(msgs) != 2 {
+		t.Fatalf("worker got %d messages, want 2 tasks", len(msgs))
+	}
+	first, second := msgs[0].Task, msgs[1].Task
 	if first.Timeout != 2*time.Second || second.Timeout != time.Hour {
 		t.Fatalf("timeouts = %s, %s; want 2s and the default 1h", first.Timeout, second.Timeout)
 	}
@@ -289,18 +288,26 @@ func TestFinalTasksLeaveMemory(t *testing.T) {
 	}
 }
 
-// A worker reconnects listing a task whose result the master recorded
-// meanwhile: that task must not hold a slot.
-func TestReconnectWithFinishedTaskKeepsItsSlot(t *testing.T) {
+// A worker reconnects listing a task whose result the master recorded but
+// whose acknowledgement it never got: the task holds its slot until the
+// worker reports it again, which is acknowledged as already recorded.
+func TestReconnectWithFinishedTaskHoldsItsSlotUntilReported(t *testing.T) {
 	d, _ := newTest(t)
 	w := register(t, d, "w", 1)
 	id := submit(t, d, 1)[0]
 	drain(w)
 	finish(t, d, w, id, 0)
+	d.Sweep() // the final task leaves memory: the claim is settled from the store
 	w2 := register(t, d, "w", 1, id)
 	next := submit(t, d, 1)[0]
+	if got, cancels := take(w2); len(got) != 0 || len(cancels) != 0 {
+		t.Fatalf("after reconnect the worker got tasks %v and cancels %v, want nothing: its one slot holds %s's result", got, cancels, id)
+	}
+	if dup, err := d.Report(ctx, result(t, d, w2, id, 1, 0)); err != nil || dup {
+		t.Fatalf("report again: dup=%v err=%v, want the recorded result acknowledged", dup, err)
+	}
 	if got := drain(w2); len(got) != 1 || got[0] != next {
-		t.Fatalf("after reconnect the worker got %v, want %s: a finished task holds its slot", got, next)
+		t.Fatalf("after the report the worker got %v, want %s", got, next)
 	}
 }
 
@@ -337,36 +344,47 @@ func TestWaitThatEndsLeavesNoWaiter(t *testing.T) {
 }
 
 // A worker listing, as still running, a queued task it was never sent does
-// not get it: the task is delivered by the rules (a recorded attempt), and
-// one it names but has no slot for stays queued, and compact.
+// not get it: it is told to kill what it runs under that ID, and that run
+// holds its slot until it reports. The task is delivered by the rules (a
+// recorded attempt), and stays compact until then.
 func TestWorkerCannotClaimATaskNeverSentToIt(t *testing.T) {
 	d, _ := newTest(t)
 	ids := submit(t, d, 2) // no worker yet: both queued, never sent
-	w := register(t, d, "w", 1, ids...)
-	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids[:1]) {
-		t.Fatalf("w got %v, want %s sent as a normal delivery", got, ids[0])
+	w := register(t, d, "w", 2, ids[0])
+	// ids[0] heads the queue and w, which holds a run under its ID, cannot
+	// take it: the queue waits for w's report (FIFO: nothing overtakes it).
+	got, cancels := take(w)
+	if len(got) != 0 || fmt.Sprint(cancels) != fmt.Sprint(ids[:1]) {
+		t.Fatalf("w got tasks %v and cancels %v, want only %s canceled", got, cancels, ids[0])
+	}
+	d.mu.Lock()
+	_, compact := d.tasks.queued[ids[0]]
+	d.mu.Unlock()
+	if !compact {
+		t.Error("the claimed queued task was expanded: it should have stayed compact")
+	}
+	checkWaiting(t, d, ids...)
+	// The killed run's report is refused (no such delivery), and frees the slot.
+	r := result(t, d, w, ids[0], 0, -1)
+	r.Canceled = true
+	if _, err := d.Report(ctx, r); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("report of the killed run: %v, want ErrNotFound", err)
+	}
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("w got %v, want %v sent as normal deliveries", got, ids)
 	}
 	tk, err := d.Get(ctx, ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tk.Status != task.StatusRunning || tk.WorkerID != "w" || tk.Attempts != 1 || len(tk.History) != 1 {
-		t.Fatalf("first task %s on %q, attempts %d, history %+v; want running on w as attempt 1", tk.Status, tk.WorkerID, tk.Attempts, tk.History)
+		t.Fatalf("task %s on %q, attempts %d, history %+v; want running on w as attempt 1", tk.Status, tk.WorkerID, tk.Attempts, tk.History)
 	}
-	if st, worker := status(t, d, ids[1]); st != task.StatusQueued || worker != "" {
-		t.Fatalf("second task %s on %q, want queued: w was never sent it", st, worker)
-	}
-	d.mu.Lock()
-	_, compact := d.tasks.queued[ids[1]]
-	d.mu.Unlock()
-	if !compact {
-		t.Error("the claimed queued task was expanded: it should have stayed compact")
-	}
-	checkWaiting(t, d, ids[1])
 }
 
-// A worker listing a task that runs on another worker gets no slot for it,
-// and the task stays with the worker it was sent to.
+// A worker listing a task that runs on another worker is told to kill its
+// run, which holds its slot until reported; the task stays with the worker
+// it was sent to.
 func TestWorkerCannotClaimATaskRunningElsewhere(t *testing.T) {
 	d, _ := newTest(t)
 	var logged syncBuffer
@@ -376,14 +394,20 @@ func TestWorkerCannotClaimATaskRunningElsewhere(t *testing.T) {
 	drain(a)
 	b := register(t, d, "b", 1, id)
 	if want := fmt.Sprintf(`"task_id":"%s","worker_id":"b"`, id); !strings.Contains(logged.String(), want) {
-		t.Errorf("no log line with %s about the ignored claim in:\n%s", want, logged.String())
+		t.Errorf("no log line with %s about the refused claim in:\n%s", want, logged.String())
 	}
 	next := submit(t, d, 1)[0]
-	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{next}) {
-		t.Fatalf("b got %v, want %s: its only slot is free", got, next)
+	if got, cancels := take(b); len(got) != 0 || fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Fatalf("b got tasks %v and cancels %v, want only a cancel of %s", got, cancels, id)
 	}
 	if st, worker := status(t, d, id); st != task.StatusRunning || worker != "a" {
 		t.Fatalf("task %s on %q, want still running on a", st, worker)
+	}
+	if _, err := d.Report(ctx, result(t, d, b, id, 1, -1)); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("b's report: %v, want ErrNotFound: it was never sent the task", err)
+	}
+	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{next}) {
+		t.Fatalf("b got %v, want %s once its slot is free", got, next)
 	}
 	if dup := finish(t, d, a, id, 0); dup {
 		t.Fatal("a's result counted as duplicate")
@@ -394,11 +418,11 @@ func TestWorkerCannotClaimATaskRunningElsewhere(t *testing.T) {
 // stays with that worker when it reconnects still running it: the same
 // delivery, running again, no new assignment.
 func TestReconnectReclaimsItsRequeuedTask(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
 	id := submit(t, d, 1)[0]
 	drain(w)
-	d.Unregister(w) // its connection closed: re-queued, no worker to take it
+	lose(d, clk, w) // its connection closed: re-queued, no worker to take it
 	if st, _ := status(t, d, id); st != task.StatusQueued {
 		t.Fatalf("after the drop: %s, want queued", st)
 	}

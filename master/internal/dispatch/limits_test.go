@@ -113,24 +113,30 @@ func TestReportedOutputIsBounded(t *testing.T) {
 	}
 }
 
-// A result for a delivery the master has no record of (it sent the task,
-// then crashed before the send was on disk) is recorded, not dropped.
-func TestResultForUnrecordedDeliveryIsRecorded(t *testing.T) {
+// A result for a delivery the master never sent (every delivery is on disk
+// before it is sent, so a confused or forged worker) is refused: it decides
+// nothing, and takes no attempt number a real delivery will need.
+func TestResultForUnknownDeliveryIsRefused(t *testing.T) {
 	d, _ := newTest(t)
 	ids := submit(t, d, 1)
 	r := task.Result{TaskID: ids[0], WorkerID: "w1", InstanceID: "i1", Attempt: 1, ExitCode: 0, Stdout: []byte("done")}
-	if dup, err := d.Report(ctx, r); err != nil || dup {
-		t.Fatalf("report: dup=%v %v", dup, err)
+	if _, err := d.Report(ctx, r); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("report of a delivery never sent: %v, want ErrNotFound", err)
+	}
+	w := register(t, d, "w2", 1)
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("w2 got %v, want %v: the task still waits", got, ids)
 	}
 	tk, err := d.Get(ctx, ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.Status != task.StatusSucceeded || tk.Stdout != "done" || tk.WorkerID != "w1" {
-		t.Fatalf("task %s by %q with %q, want succeeded by w1 with its output", tk.Status, tk.WorkerID, tk.Stdout)
+	if tk.Status != task.StatusRunning || tk.Attempts != 1 || len(tk.History) != 1 || tk.History[0].WorkerID != "w2" {
+		t.Fatalf("task %s, attempts %d, history %+v; want running as w2's attempt 1", tk.Status, tk.Attempts, tk.History)
 	}
-	if len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeSucceeded {
-		t.Fatalf("history %+v, want the one delivery, succeeded", tk.History)
+	// w1's result for attempt 1, which is w2's, is refused too.
+	if _, err := d.Report(ctx, r); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("report for another worker's delivery: %v, want ErrNotFound", err)
 	}
 }
 
@@ -174,29 +180,29 @@ func TestRefusedSubmitLeavesTheQueueAlone(t *testing.T) {
 // queue: submitted, sent, taken back, reclaimed by its worker, finished by a
 // result for a delivery the master took back, canceled.
 func TestWaitingCountFollowsEveryTransition(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
 	ids := submit(t, d, 3) // ids[0] runs on w
 	checkWaiting(t, d, ids[1], ids[2])
-	d.Unregister(w) // ids[0] back at the front
+	lose(d, clk, w) // ids[0] back at the front
 	checkWaiting(t, d, ids...)
 	w = register(t, d, "w", 1, ids[0]) // reclaimed: its ID stays in the queue, stale
 	checkWaiting(t, d, ids[1], ids[2])
-	d.Unregister(w) // taken back again: its ID is in the queue twice
+	lose(d, clk, w) // taken back again: its ID is in the queue twice
 	checkWaiting(t, d, ids...)
-	// A result from a delivery the master has no record of finishes ids[1]
-	// while it waits.
-	if _, err := d.Report(ctx, task.Result{TaskID: ids[1], WorkerID: "x", InstanceID: "x", Attempt: 1}); err != nil {
+	// The result of ids[0]'s delivery, taken back from w, finishes it while
+	// it waits.
+	if _, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "w", InstanceID: w.InstanceID, Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
-	checkWaiting(t, d, ids[0], ids[2])
+	checkWaiting(t, d, ids[1], ids[2])
 	if _, err := d.Cancel(ctx, ids[2]); err != nil {
 		t.Fatal(err)
 	}
-	checkWaiting(t, d, ids[0])
+	checkWaiting(t, d, ids[1])
 	s := register(t, d, "other", 5)
-	if got := drain(s); fmt.Sprint(got) != fmt.Sprint(ids[:1]) {
-		t.Fatalf("assigned %v, want only %s, once", got, ids[0])
+	if got := drain(s); fmt.Sprint(got) != fmt.Sprint(ids[1:2]) {
+		t.Fatalf("assigned %v, want only %s, once", got, ids[1])
 	}
 	checkWaiting(t, d)
 	if d.queue.len() != 0 {

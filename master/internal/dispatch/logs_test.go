@@ -45,7 +45,7 @@ func TestLogLinesCarryTaskAndWorkerIDs(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	n := 0
-	d := New(Params{Log: log, Store: st, Now: clock.Now, NewID: func() string { n++; return fmt.Sprintf("t%04d", n) },
+	d := New(Params{Log: log, Store: st, Now: clock.Now, Mono: clock.Mono, NewID: func() string { n++; return fmt.Sprintf("t%04d", n) },
 		MaxCmdBytes: 1024, DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour, MaxAttempts: 3, WorkerTimeout: workerTimeout})
 
 	// A task's life: queued, assigned to w1, lost when w1 times out,

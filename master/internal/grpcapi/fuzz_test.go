@@ -17,6 +17,7 @@ import (
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -48,6 +49,12 @@ func FuzzReportStatus(f *testing.F) {
 	s := &Server{d: d, log: log}
 	ctx := context.Background()
 	n := 0
+	// Every real task is delivered to w1 (instance i1) as attempt 1: only a
+	// result for that delivery is valid, any other names a delivery never sent.
+	sess, _, err := d.Register(ctx, dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
 
 	f.Fuzz(func(t *testing.T, realTask bool, taskID, workerID, instanceID string, attempt, exitCode int32,
 		stdout, stderr []byte, errText string, startSec int64, timedOut, canceled bool) {
@@ -58,6 +65,7 @@ func FuzzReportStatus(f *testing.F) {
 				t.Fatal(err)
 			}
 			taskID = tk.ID
+			sess.Take()
 		}
 		r := &pb.TaskResult{
 			TaskId: taskID, WorkerId: workerID, InstanceId: instanceID, Attempt: attempt, ExitCode: exitCode,
@@ -79,7 +87,13 @@ func FuzzReportStatus(f *testing.F) {
 			if after, _ := d.Get(ctx, taskID); beforeErr == nil && after.Status != before.Status {
 				t.Fatalf("a refused result moved the task from %s to %s", before.Status, after.Status)
 			}
-		case !realTask && code == codes.NotFound:
+		case code == codes.NotFound:
+			if realTask && workerID == "w1" && attempt == 1 && before.Status == task.StatusRunning {
+				t.Fatalf("the result of the delivery sent answered %v", err)
+			}
+			if after, _ := d.Get(ctx, taskID); beforeErr == nil && after.Status != before.Status {
+				t.Fatalf("a refused result moved the task from %s to %s", before.Status, after.Status)
+			}
 		case code != codes.OK:
 			t.Fatalf("valid result answered %v", err)
 		default:

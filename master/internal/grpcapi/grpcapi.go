@@ -39,8 +39,9 @@ var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // Server implements NodeService on top of a Dispatcher.
 type Server struct {
 	pb.UnimplementedNodeServiceServer
-	d   *dispatch.Dispatcher
-	log *slog.Logger
+	d           *dispatch.Dispatcher
+	log         *slog.Logger
+	sendTimeout time.Duration
 }
 
 var _ pb.NodeServiceServer = (*Server)(nil)
@@ -55,6 +56,9 @@ type Params struct {
 	// Creds secures the connections (TLS, optionally mutual); nil serves
 	// plaintext.
 	Creds credentials.TransportCredentials
+	// SendTimeout bounds one send on a worker's stream: a worker that reads
+	// nothing for that long is dropped. 0: the default, 10s.
+	SendTimeout time.Duration
 	// MaxRecvBytes bounds one incoming message. A result carries stdout
 	// and stderr, so it must exceed twice the worker's output limit; the
 	// dispatcher bounds what it stores (MASTER_MAX_OUTPUT_BYTES).
@@ -86,7 +90,10 @@ func New(p Params) (*grpc.Server, *health.Server) {
 		opts = append(opts, grpc.Creds(p.Creds))
 	}
 	gs := grpc.NewServer(opts...)
-	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log})
+	if p.SendTimeout <= 0 {
+		p.SendTimeout = 10 * time.Second
+	}
+	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log, sendTimeout: p.SendTimeout})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -99,11 +106,11 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 	if err := validateRegistration(req); err != nil {
 		return s.toStatus(err)
 	}
-	sess, pos, err := s.d.Register(dispatch.Registration{
+	sess, pos, err := s.d.Register(stream.Context(), dispatch.Registration{
 		WorkerID:   req.GetWorkerId(),
 		InstanceID: req.GetInstanceId(),
 		Slots:      int(req.GetSlots()),
-		Running:    req.GetRunningTaskIds(),
+		Running:    runningOf(req),
 	})
 	if err != nil {
 		s.log.Warn("registration refused", "worker_id", req.GetWorkerId(), "err", err)
@@ -111,44 +118,123 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 	}
 	defer s.d.Unregister(sess)
 	log := s.log.With("worker_id", sess.WorkerID)
+	out := newSender(stream, s.sendTimeout)
+	defer out.close()
 	welcome := &pb.Welcome{
 		RotationPosition:  int32(pos),
 		Workers:           int32(len(s.d.Workers())),
 		HeartbeatInterval: durationpb.New(s.d.HeartbeatInterval()),
 	}
-	if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: welcome}}); err != nil {
+	if err := out.send(&pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: welcome}}); err != nil {
 		return err
 	}
+	ended := status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, timed out, or shutting down)")
 	for {
-		// An ended session sends nothing more, even if assignments are left:
-		// the dispatcher has taken them back.
+		// An ended session sends nothing more, even if messages are left:
+		// the dispatcher has taken its tasks back.
 		select {
 		case <-sess.Done():
-			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, timed out, or shutting down)")
+			return ended
 		default:
 		}
+		msgs := sess.Take()
+		for _, m := range msgs {
+			if err := m.Ready(stream.Context(), sess.Done()); err != nil {
+				if stream.Context().Err() == nil {
+					log.Warn("a delivery could not be stored; ending the stream", "err", err)
+				}
+				return ended
+			}
+			if err := out.send(toMessage(m)); err != nil {
+				log.Warn("send failed; worker will be dropped", "err", err)
+				return err
+			}
+		}
+		if len(msgs) > 0 {
+			continue
+		}
 		select {
-		case a := <-sess.Assignments():
-			msg := &pb.Task{Id: a.ID, Cmd: a.Cmd, Attempt: int32(a.Attempt)}
-			if a.Timeout > 0 {
-				msg.Timeout = durationpb.New(a.Timeout)
-			}
-			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Task{Task: msg}}); err != nil {
-				log.Warn("send failed; worker will be dropped", "task_id", a.ID, "err", err)
-				return err
-			}
-		case id := <-sess.Cancels():
-			if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: id}}}); err != nil {
-				log.Warn("sending a cancel failed; worker will be dropped", "task_id", id, "err", err)
-				return err
-			}
+		case <-sess.Wake():
 		case <-sess.Done():
-			return status.Error(codes.Unavailable, "session ended by the master (replaced by a newer connection, timed out, or shutting down)")
+			return ended
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
 	}
 }
+
+// runningOf lists the deliveries a registering worker still holds. A worker
+// that names only task IDs (running_task_ids, before running) leaves the
+// attempt to the master: the last one it sent that worker.
+func runningOf(req *pb.RegisterRequest) []dispatch.Delivery {
+	var out []dispatch.Delivery
+	seen := make(map[string]bool)
+	for _, r := range req.GetRunning() {
+		if !seen[r.GetTaskId()] {
+			seen[r.GetTaskId()] = true
+			out = append(out, dispatch.Delivery{TaskID: r.GetTaskId(), Attempt: int(r.GetAttempt())})
+		}
+	}
+	for _, id := range req.GetRunningTaskIds() {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, dispatch.Delivery{TaskID: id})
+		}
+	}
+	return out
+}
+
+func toMessage(m dispatch.Message) *pb.Assignment {
+	if m.Task == nil {
+		return &pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: m.Cancel}}}
+	}
+	t := &pb.Task{Id: m.Task.ID, Cmd: m.Task.Cmd, Attempt: int32(m.Task.Attempt)}
+	if m.Task.Timeout > 0 {
+		t.Timeout = durationpb.New(m.Task.Timeout)
+	}
+	return &pb.Assignment{Kind: &pb.Assignment_Task{Task: t}}
+}
+
+// sender sends on a stream from a goroutine of its own, so that a send can
+// have a deadline: gRPC's Send blocks for as long as the worker does not
+// read (flow control), and would pin the handler, and the worker's tasks,
+// forever. On a missed deadline the handler returns; gRPC then closes the
+// stream, which ends the blocked Send and with it the goroutine.
+type sender struct {
+	msgs    chan *pb.Assignment
+	errs    chan error // one per message taken from msgs; cap 1 so the goroutine never waits on it
+	timeout time.Duration
+}
+
+func newSender(stream pb.NodeService_AssignTaskServer, timeout time.Duration) *sender {
+	s := &sender{msgs: make(chan *pb.Assignment), errs: make(chan error, 1), timeout: timeout}
+	go func() {
+		for m := range s.msgs {
+			err := stream.Send(m)
+			s.errs <- err
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// send hands m to the goroutine and waits for it to be sent, up to the timeout.
+func (s *sender) send(m *pb.Assignment) error {
+	s.msgs <- m // the goroutine waits for the next message whenever send is not waiting on errs
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case err := <-s.errs:
+		return err
+	case <-t.C:
+		return status.Errorf(codes.DeadlineExceeded, "the worker read nothing for %s; dropping it", s.timeout)
+	}
+}
+
+// close ends the goroutine once its current send, if any, is over.
+func (s *sender) close() { close(s.msgs) }
 
 // ReportStatus records one task result; the ack means it is on disk.
 func (s *Server) ReportStatus(ctx context.Context, r *pb.TaskResult) (*pb.ReportAck, error) {
@@ -223,7 +309,7 @@ func validateRegistration(req *pb.RegisterRequest) error {
 		return errInvalid("instance_id must be 1-64 bytes")
 	case req.GetSlots() < 1 || req.GetSlots() > maxSlots:
 		return errInvalid("slots must be between 1 and 1024")
-	case len(req.GetRunningTaskIds()) > maxRunningIDs:
+	case len(req.GetRunningTaskIds())+len(req.GetRunning()) > maxRunningIDs:
 		return errInvalid("too many running_task_ids")
 	}
 	return nil

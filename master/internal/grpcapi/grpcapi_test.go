@@ -131,7 +131,9 @@ func TestRegisterReceiveReport(t *testing.T) {
 	}
 }
 
-func TestStreamEndRequeuesTasks(t *testing.T) {
+// A worker whose stream ends keeps its task for the claim window: it
+// reconnects naming the delivery it still runs, keeps it, and reports it.
+func TestReconnectingWorkerKeepsItsDelivery(t *testing.T) {
 	d, cc := start(t)
 	c := pb.NewNodeServiceClient(cc)
 	sctx, cancel := context.WithCancel(ctxT(t))
@@ -146,11 +148,33 @@ func TestStreamEndRequeuesTasks(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	cancel() // the worker goes away
+	cancel() // the worker gives up on its stream
 	eventually(t, "worker to leave", func() bool { return len(d.Workers()) == 0 })
-	got, _ := d.Get(context.Background(), tk.ID)
-	if got.Status != task.StatusQueued || got.Attempts != 1 {
-		t.Fatalf("task after worker left = %s attempts %d, want queued", got.Status, got.Attempts)
+	if got, _ := d.Get(context.Background(), tk.ID); got.Status != task.StatusRunning || got.Attempts != 1 {
+		t.Fatalf("task after its worker left = %s attempts %d, want still running: it waits for a claim", got.Status, got.Attempts)
+	}
+
+	stream, err = c.AssignTask(ctxT(t), &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1,
+		Running: []*pb.RunningTask{{TaskId: tk.ID, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("first message %v, %v; want the welcome", m, err)
+	}
+	next, _, _ := d.Submit(context.Background(), dispatch.Submission{Cmd: "true"})
+	if w := d.Workers(); len(w) != 1 || w[0].Running != 1 {
+		t.Fatalf("workers %+v, want w1 running its one claimed task", w)
+	}
+	if _, err := c.ReportStatus(ctxT(t), &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil || m.GetTask().GetId() != next.ID || m.GetTask().GetAttempt() != 1 {
+		t.Fatalf("after the report the worker got %v, %v; want %s", m, err, next.ID)
+	}
+	if got, _ := d.Get(context.Background(), tk.ID); got.Status != task.StatusSucceeded || got.Attempts != 1 {
+		t.Fatalf("claimed task = %s attempts %d, want succeeded on its one delivery", got.Status, got.Attempts)
 	}
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -137,7 +138,10 @@ func (o *observed) runOne(t *testing.T, s *dispatch.Session, cmd string, code in
 	if status != http.StatusAccepted {
 		t.Fatalf("POST /tasks: %d %v", status, body)
 	}
-	a := <-s.Assignments()
+	a, ok := nextTask(s)
+	if !ok {
+		t.Fatal("no task sent to the worker within 10s")
+	}
 	if _, err := o.d.Report(t.Context(), task.Result{TaskID: a.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: a.Attempt,
 		ExitCode: code, StartedAt: time.Now(), FinishedAt: time.Now()}); err != nil {
 		t.Fatal(err)
@@ -151,7 +155,7 @@ func TestEventStream(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("Content-Type = %q", ct)
 	}
-	s, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1})
+	s, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +222,7 @@ func TestEventStreamOutlivesServerTimeouts(t *testing.T) {
 			t.Fatalf("unexpected event %s", e.event)
 		}
 	}
-	if _, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
+	if _, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if e := next(t, ch); e.event != "worker.joined" {
@@ -259,7 +263,7 @@ func TestMetricsFollowTasks(t *testing.T) {
 		}
 	}
 
-	s, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1})
+	s, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,12 +291,16 @@ func TestMetricsFollowTasks(t *testing.T) {
 		}
 	}
 
-	// The worker vanishes: its running task is re-queued, and counted.
+	// The worker drains and leaves still holding it: its running task is
+	// re-queued, and counted.
+	if err := o.d.Drain(s.WorkerID, s.InstanceID); err != nil {
+		t.Fatal(err)
+	}
 	o.d.Unregister(s)
 	const requeues = `
-# HELP roundhouse_task_requeues_total Tasks taken back from a worker and queued again, by reason (worker_disconnected, worker_timed_out, worker_drained, worker_replaced, not_reclaimed).
+# HELP roundhouse_task_requeues_total Tasks taken back from a worker and queued again, by reason (worker_timed_out, worker_drained, worker_replaced, not_reclaimed: its worker went away and did not claim it in time, no_result: no result within the task's timeout plus grace).
 # TYPE roundhouse_task_requeues_total counter
-roundhouse_task_requeues_total{reason="worker_disconnected"} 1
+roundhouse_task_requeues_total{reason="worker_drained"} 1
 `
 	if err := testutil.GatherAndCompare(o.m.Registry(), strings.NewReader(requeues), "roundhouse_task_requeues_total"); err != nil {
 		t.Error(err)

@@ -88,12 +88,12 @@ func decodeJSON(t *testing.T, resp *http.Response, v any) {
 // queued counts the tasks waiting in d by giving them all to a worker.
 func queued(t *testing.T, d *dispatch.Dispatcher) int {
 	t.Helper()
-	s, _, err := d.Register(dispatch.Registration{WorkerID: "counter", InstanceID: "c", Slots: 1000})
+	s, _, err := d.Register(context.Background(), dispatch.Registration{WorkerID: "counter", InstanceID: "c", Slots: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Unregister(s)
-	return len(s.Assignments())
+	return len(s.Take())
 }
 
 func TestCreateAndGetTask(t *testing.T) {
@@ -116,7 +116,7 @@ func TestCreateAndGetTask(t *testing.T) {
 	}
 
 	// A worker runs it; GET shows the result.
-	s, _, err := d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i", Slots: 1})
+	s, _, err := d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

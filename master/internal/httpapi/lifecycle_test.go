@@ -31,13 +31,13 @@ func TestCancelEndpoint(t *testing.T) {
 
 func TestWaitParam(t *testing.T) {
 	srv, d := newServer(t, nil)
-	s, _, err := d.Register(dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	s, _, err := d.Register(context.Background(), dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The "worker" answers the task the moment it gets it.
 	go func() {
-		a := <-s.Assignments()
+		a, _ := nextTask(s)
 		d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, Stdout: []byte("hi\n")})
 	}()
 	code, _, body := do(t, "POST", srv.URL+"/tasks?wait=5s", `{"cmd":"echo hi"}`)
@@ -144,9 +144,12 @@ func TestListTasks(t *testing.T) {
 
 func TestFinishedTaskShowsHistory(t *testing.T) {
 	srv, d := newServer(t, nil)
-	s, _, _ := d.Register(dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	s, _, _ := d.Register(context.Background(), dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
 	_, _, body := do(t, "POST", srv.URL+"/tasks", `{"cmd":"exit 2"}`)
-	a := <-s.Assignments()
+	a, ok := nextTask(s)
+	if !ok {
+		t.Fatal("no task sent to the worker within 10s")
+	}
 	now := time.Now()
 	d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, ExitCode: 2, StartedAt: now, FinishedAt: now})
 	_, _, body = do(t, "GET", srv.URL+"/tasks/"+body["id"].(string), "")

@@ -92,6 +92,9 @@ type Agent struct {
 	// the run, and the tasks whose result the master has not acknowledged
 	// yet, with nil: the master keeps counting the slots of both.
 	running map[string]context.CancelCauseFunc
+	// attempts holds the delivery (attempt) of each task in running, which
+	// a registration names so that the master knows which run we hold.
+	attempts map[string]int32
 	results []*pb.TaskResult     // unacknowledged results, oldest first
 	client  pb.NodeServiceClient // set by Run, for Drain
 }
@@ -112,6 +115,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		drained:    make(chan struct{}),
 		offline:    make(chan struct{}),
 		running:    make(map[string]context.CancelCauseFunc),
+		attempts:   make(map[string]int32),
 	}
 	a.draining, a.startDrain = context.WithCancel(context.Background())
 	a.closing, a.closeDown = context.WithCancel(context.Background())
@@ -257,7 +261,8 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		WorkerId:       a.cfg.WorkerID,
 		InstanceId:     a.instanceID,
 		Slots:          int32(a.cfg.Slots),
-		RunningTaskIds: a.runningIDs(),
+		RunningTaskIds: a.runningIDs(), // for a master that predates running
+		Running:        a.holding(),
 		Version:        a.cfg.Version,
 	}
 	stream, err := client.AssignTask(streamCtx, req)
@@ -285,7 +290,7 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		interval = defaultHeartbeatInterval
 	}
 	a.log.Info("registered", "rotation_position", w.GetRotationPosition(), "workers", w.GetWorkers(),
-		"running_task_ids", req.RunningTaskIds, "heartbeat_interval", interval)
+		"running", len(req.Running), "heartbeat_interval", interval)
 
 	// The heartbeat belongs to this session: it ends with the stream, and
 	// the session does not return before it has.
@@ -331,6 +336,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	_, dup := a.running[id]
 	if !dup {
 		a.running[id] = cancel
+		a.attempts[id] = t.GetAttempt()
 	}
 	a.mu.Unlock()
 	if dup {
@@ -428,11 +434,25 @@ func (a *Agent) runningIDs() []string {
 	return ids
 }
 
+// holding lists the deliveries the master must keep counting against our
+// slots: the runs going on here and the results it has not acknowledged.
+func (a *Agent) holding() []*pb.RunningTask {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*pb.RunningTask, 0, len(a.running))
+	for id := range a.running {
+		out = append(out, &pb.RunningTask{TaskId: id, Attempt: a.attempts[id]})
+	}
+	slices.SortFunc(out, func(x, y *pb.RunningTask) int { return strings.Compare(x.TaskId, y.TaskId) })
+	return out
+}
+
 // forget drops a task the master will not hear about from us.
 func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.running, id)
+	delete(a.attempts, id)
 	a.noteDrained()
 }
 

@@ -93,6 +93,7 @@ func (a *Agent) acknowledged(r *pb.TaskResult) {
 	defer a.mu.Unlock()
 	a.results = a.results[1:]
 	delete(a.running, r.GetTaskId())
+	delete(a.attempts, r.GetTaskId())
 	a.noteDrained()
 }
 

@@ -1,0 +1,428 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// Session is one registered worker stream. The grpcapi handler that
+// registered it sends what Take returns, and calls Unregister when its
+// stream ends.
+type Session struct {
+	WorkerID    string
+	InstanceID  string
+	Slots       int
+	ConnectedAt time.Time
+
+	// The dispatcher queues messages here under its own lock and never
+	// waits for the handler: the outbox grows instead. It holds at most one
+	// task per slot plus the cancels, so it stays small.
+	outMu  sync.Mutex // protects outbox; taken after Dispatcher.mu, never before
+	outbox []Message
+	wake   chan struct{} // cap 1: a message was queued
+	done   chan struct{} // closed by the dispatcher when it ends the session
+
+	// Guarded by Dispatcher.mu:
+	inflight map[string]*hold // task ID -> the delivery the worker holds a slot for
+	lastSeen time.Time        // registration or last heartbeat, wall time, for people
+	seenMono time.Duration    // the same on the monotonic clock, for the lease
+	draining bool             // takes no new tasks
+}
+
+// hold is a worker's slot for one delivery of a task. A worker runs at most
+// one delivery of a task at a time (it refuses a second), so the task ID
+// names the slot, and the attempt says which delivery it is for: a result
+// frees the slot only if it answers that delivery.
+type hold struct {
+	attempt  int           // 0: unknown (a claim from a worker that did not say)
+	deadline time.Duration // monotonic; past it the master gives up on the delivery
+	canceled bool          // the worker was told to kill it
+}
+
+// Message is one thing to send on a worker's stream: a task to run, or the
+// ID of a task to kill.
+type Message struct {
+	Task   *task.Assignment // nil for a cancel
+	Cancel string
+	// stored receives the commit of the task's delivery. A task is sent only
+	// once its delivery is on disk, so that a master crash cannot forget an
+	// attempt a worker is running.
+	stored <-chan error
+}
+
+// Ready waits until m may be sent: for a task, until its delivery is on
+// disk. It returns early with an error when done is closed or ctx ends, and
+// with the store's error if the delivery could not be stored.
+func (m Message) Ready(ctx context.Context, done <-chan struct{}) error {
+	if m.stored == nil {
+		return nil
+	}
+	select {
+	case err := <-m.stored:
+		return err
+	case <-done:
+		return errors.New("session ended")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wake receives when messages were queued for Take.
+func (s *Session) Wake() <-chan struct{} { return s.wake }
+
+// Done is closed when the dispatcher ends the session: the same worker
+// reconnected, it timed out, or the master is shutting down.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Take returns the messages queued for the worker, oldest first, and
+// empties the queue.
+func (s *Session) Take() []Message {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	out := s.outbox
+	s.outbox = nil
+	return out
+}
+
+// send queues m for the worker without waiting.
+func (s *Session) send(m Message) {
+	s.outMu.Lock()
+	s.outbox = append(s.outbox, m)
+	s.outMu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// Delivery names one delivery of a task: the task and its attempt number.
+// (task ID, attempt) is unique across master restarts, since a delivery is
+// on disk before it is sent.
+type Delivery struct {
+	TaskID  string
+	Attempt int // 0: unknown, taken as the last delivery sent to that worker
+}
+
+// Registration is what a worker says when it connects.
+type Registration struct {
+	WorkerID   string
+	InstanceID string
+	Slots      int
+	Running    []Delivery // deliveries the worker still runs, or holds an unacknowledged result of
+}
+
+// Register adds a worker at the end of the rotation and returns its session
+// and its 0-based place in the rotation. A reconnect from the same process
+// (same instance ID) replaces its stale session; another process claiming a
+// connected worker's ID gets ErrConflict.
+//
+// Every delivery the worker lists holds one of its slots until it reports
+// it. One the master still counts on (running on this worker) is kept; any
+// other (its task is final, or was given to another worker since) is
+// cancelled: the worker is told to kill it.
+func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, int, error) {
+	gone, err := d.lookUpGone(ctx, r.Running)
+	if err != nil {
+		return nil, 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, 0, task.ErrClosed
+	}
+	if old := d.sessionLocked(r.WorkerID); old != nil {
+		if old.InstanceID != r.InstanceID {
+			return nil, 0, fmt.Errorf("%w: worker ID %q is already connected from another process", task.ErrConflict, r.WorkerID)
+		}
+		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
+		// The tasks it still runs move to the new session: not lost, not re-queued.
+		for _, c := range r.Running {
+			delete(old.inflight, c.TaskID)
+		}
+		d.endLocked(old, "replaced", "replaced by a new connection")
+	}
+	now, mono := d.p.Now(), d.p.Mono()
+	s := &Session{
+		WorkerID:    r.WorkerID,
+		InstanceID:  r.InstanceID,
+		Slots:       r.Slots,
+		ConnectedAt: now,
+		wake:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		inflight:    make(map[string]*hold, min(r.Slots, 64)), // sized for the usual few slots, not for any claim
+		lastSeen:    now,
+		seenMono:    mono,
+	}
+	for _, c := range r.Running {
+		d.claimLocked(s, c, gone[c.TaskID])
+	}
+	d.rotation = append(d.rotation, s)
+	pos := len(d.rotation) - 1
+	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "position", pos, "still_running", len(r.Running))
+	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
+	d.assignLocked()
+	return s, pos, nil
+}
+
+// lookUpGone reads from the store the claimed tasks that are not in memory:
+// final ones (only those leave memory), or ones the master never had. It
+// runs before Register takes the lock, which must not wait for the disk; a
+// final task never changes again, so what it reads stays true.
+func (d *Dispatcher) lookUpGone(ctx context.Context, claims []Delivery) (map[string]*task.Task, error) {
+	d.mu.Lock()
+	var ids []string
+	for _, c := range claims {
+		if _, live := d.tasks.status(c.TaskID); !live {
+			ids = append(ids, c.TaskID)
+		}
+	}
+	d.mu.Unlock()
+	gone := make(map[string]*task.Task, len(ids))
+	for _, id := range ids {
+		t, err := d.p.Store.Get(ctx, id)
+		switch {
+		case errors.Is(err, task.ErrNotFound):
+			gone[id] = nil
+		case err != nil:
+			return nil, fmt.Errorf("looking up task %s a worker runs: %w", id, err)
+		default:
+			gone[id] = &t
+		}
+	}
+	return gone, nil
+}
+
+// claimLocked settles one delivery a registering worker says it runs: it
+// keeps it, takes back a task re-queued meanwhile, or tells the worker to
+// kill it. stored is the task as the store has it when it is not live.
+func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
+	log := d.log.With("task_id", c.TaskID, "worker_id", s.WorkerID, "attempt", c.Attempt)
+	mono := d.p.Mono()
+	var t *task.Task
+	if _, live := d.tasks.status(c.TaskID); live {
+		t, _ = d.tasks.delivered(c.TaskID) // nil for a task never sent, which stays compact
+	} else {
+		t = stored
+	}
+	var a *task.Attempt
+	if t != nil {
+		a = deliveryOf(t, s.WorkerID, c.Attempt)
+	}
+	// A slot for the delivery until the worker reports it, whatever happens
+	// to the task: the worker runs it, or holds its result, until then.
+	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace}
+	if a != nil {
+		h.attempt = a.N
+	}
+	s.inflight[c.TaskID] = h
+	switch {
+	case t == nil, a == nil:
+		log.Warn("worker runs a delivery the master did not give it; telling it to kill it")
+	case a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost:
+		// Its result is recorded; the worker waits for the acknowledgement
+		// of its report, which it will send again.
+		log.Debug("reconnecting worker holds a result the master has recorded")
+		return
+	case t.Status.Final():
+		log.Info("reconnecting worker runs a task that is final; telling it to kill it", "status", t.Status)
+	case a.N != t.Attempts:
+		log.Warn("reconnecting worker runs a delivery the master has replaced; telling it to kill it", "current_attempt", t.Attempts)
+	case t.Status == task.StatusRunning:
+		// Still its delivery: it keeps running it (a master restart, or a
+		// reconnect within the claim window).
+		h.deadline = mono + t.Timeout + reportGrace
+		delete(d.orphans, t.ID)
+		return
+	default:
+		// Re-queued when the worker was lost, and not yet sent elsewhere: it
+		// stays with this worker instead of running twice.
+		h.deadline = mono + t.Timeout + reportGrace
+		t.Status = task.StatusRunning
+		t.WorkerID = s.WorkerID
+		d.leftQueueLocked()
+		a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
+		d.persistLocked(t, a)
+		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: d.p.Now(), TaskID: t.ID, WorkerID: s.WorkerID, Attempt: a.N, Reason: "reclaimed"})
+		return
+	}
+	h.canceled = true
+	s.send(Message{Cancel: c.TaskID})
+}
+
+// deliveryOf returns the attempt of t sent to workerID that a claim names:
+// attempt n, or the last one sent to that worker when n is 0; nil when
+// there is none.
+func deliveryOf(t *task.Task, workerID string, n int) *task.Attempt {
+	for i := len(t.History) - 1; i >= 0; i-- {
+		a := &t.History[i]
+		if a.WorkerID == workerID && (n == 0 || a.N == n) {
+			return a
+		}
+	}
+	return nil
+}
+
+// reportGrace is how long past a delivery's timeout the master waits for
+// its result before it gives the delivery up: the worker's kill, and a
+// report that is retried, take that long at worst.
+const reportGrace = 30 * time.Second
+
+// Heartbeat renews a worker's lease. It reports false when the master has
+// no session for that worker process, which should then register again.
+func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.instanceLocked(workerID, instanceID)
+	if s == nil {
+		return false
+	}
+	s.lastSeen, s.seenMono = d.p.Now(), d.p.Mono()
+	return true
+}
+
+// Drain stops sending tasks to a worker; the tasks it runs stay with it.
+func (d *Dispatcher) Drain(workerID, instanceID string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.instanceLocked(workerID, instanceID)
+	if s == nil {
+		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
+	}
+	if !s.draining {
+		s.draining = true
+		running := len(s.inflight)
+		d.emitLocked(events.Event{Type: events.WorkerDraining, WorkerID: workerID, Running: &running})
+	}
+	d.log.Info("worker draining", "worker_id", workerID, "in_flight", len(s.inflight))
+	return nil
+}
+
+// Unregister removes a session whose stream ended. A worker whose
+// connection merely closed may be reconnecting (it gave up on a stream that
+// stopped answering): its tasks wait one worker timeout for it to claim
+// them, as after a master restart, before Sweep re-queues them. It is a
+// no-op for a session the dispatcher already ended.
+func (d *Dispatcher) Unregister(s *Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !slices.Contains(d.rotation, s) {
+		return
+	}
+	if s.draining {
+		d.endLocked(s, "drained", "it drained and closed its connection")
+	} else {
+		claimBy := d.p.Mono() + d.p.WorkerTimeout
+		for id, h := range s.inflight {
+			if t, ok := d.tasks.get(id); ok && d.currentLocked(t, s.WorkerID, h) {
+				d.orphans[id] = claimBy
+				delete(s.inflight, id)
+			}
+		}
+		d.endLocked(s, "disconnected", "its connection closed")
+	}
+	d.assignLocked()
+}
+
+// currentLocked reports whether h is the delivery t runs on now, on workerID.
+func (d *Dispatcher) currentLocked(t *task.Task, workerID string, h *hold) bool {
+	return t.Status == task.StatusRunning && t.WorkerID == workerID && (h.attempt == 0 || h.attempt == t.Attempts)
+}
+
+// endLocked takes s out of the rotation, closes it and re-queues the tasks
+// it was running, oldest first at the head of the queue: they were accepted
+// before anything queued now. A task that has used up its attempts fails.
+//
+// reason is a short code for events and metrics (disconnected, drained,
+// replaced, timed_out); why says the same for people.
+func (d *Dispatcher) endLocked(s *Session, reason, why string) {
+	i := slices.Index(d.rotation, s)
+	d.rotation = slices.Delete(d.rotation, i, i+1)
+	if i < d.next {
+		d.next--
+	}
+	if d.next >= len(d.rotation) {
+		d.next = 0
+	}
+	close(s.done)
+	d.log.Info("worker left", "worker_id", s.WorkerID, "why", why, "in_flight", len(s.inflight))
+	d.emitLocked(events.Event{Type: events.WorkerLeft, WorkerID: s.WorkerID, Reason: reason, Detail: why})
+
+	var lost []*task.Task
+	for id, h := range s.inflight {
+		if t, ok := d.tasks.get(id); ok && d.currentLocked(t, s.WorkerID, h) {
+			lost = append(lost, t)
+		}
+	}
+	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	for _, t := range lost { // newest first, each to the front: oldest ends up first
+		d.takeBackLocked(t, "worker_"+reason, "worker "+s.WorkerID+" was lost: "+why)
+	}
+}
+
+// takeBackLocked ends the running delivery of t as lost and re-queues t at
+// the head of the queue, or fails it when it has used up its attempts.
+// reason is a short code for events and metrics; why is for people.
+func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
+	d.loseAttemptLocked(t, why)
+	if t.Attempts >= t.MaxAttempts {
+		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
+		d.finishLocked(t, task.StatusFailed, d.p.Now())
+		// Nobody waits for this write: evictLocked reads its result.
+		d.evicting = append(d.evicting, eviction{id: t.ID, committed: d.persistLocked(t, lastAttempt(t))})
+		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "worker_id", t.WorkerID, "attempts", t.Attempts)
+		d.emitLocked(events.Event{Type: events.TaskFinished, Time: t.FinishedAt, TaskID: t.ID, WorkerID: t.WorkerID, Attempt: t.Attempts,
+			Status: string(task.StatusFailed), Reason: "out_of_attempts", Detail: why})
+		return
+	}
+	workerID := t.WorkerID
+	t.Status = task.StatusQueued
+	t.WorkerID = ""
+	d.queue.pushFront(t.ID)
+	d.persistLocked(t, lastAttempt(t))
+	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts, "reason", reason)
+	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})
+}
+
+// cancelOnLocked tells the worker holding a delivery of task id to kill it,
+// if that worker is connected; one that is not is told when it reconnects
+// and lists the task (claimLocked). The delivery keeps its slot until the
+// worker reports it.
+func (d *Dispatcher) cancelOnLocked(workerID, id string) {
+	s := d.sessionLocked(workerID)
+	if s == nil {
+		return
+	}
+	if h, ok := s.inflight[id]; ok && !h.canceled {
+		h.canceled = true
+		s.send(Message{Cancel: id})
+	}
+}
+
+// heldLocked reports whether a connected worker holds a slot for the task.
+func (d *Dispatcher) heldLocked(id string) bool {
+	return slices.ContainsFunc(d.rotation, func(s *Session) bool { _, ok := s.inflight[id]; return ok })
+}
+
+func (d *Dispatcher) sessionLocked(workerID string) *Session {
+	for _, s := range d.rotation {
+		if s.WorkerID == workerID {
+			return s
+		}
+	}
+	return nil
+}
+
+// instanceLocked returns the session of that worker process, or nil.
+func (d *Dispatcher) instanceLocked(workerID, instanceID string) *Session {
+	if s := d.sessionLocked(workerID); s != nil && s.InstanceID == instanceID {
+		return s
+	}
+	return nil
+}
