@@ -220,10 +220,12 @@ func (s *Store) commit(batch []*request, final bool) {
 		return nil
 	})
 	if batchErr == nil {
+		// Recovered before answering: a caller told its write committed
+		// must not then see WriteErr say writes are failing.
+		s.recovered("writes recovered")
 		for _, r := range batch {
 			r.done <- nil
 		}
-		s.recovered("writes recovered")
 		return
 	}
 
@@ -243,8 +245,8 @@ func (s *Store) commit(batch []*request, final bool) {
 		}
 		switch {
 		case err == nil:
-			r.done <- nil
 			s.recovered("writes recovered")
+			r.done <- nil
 		case r.del != nil || permanent(err):
 			r.done <- err
 		case final:
@@ -339,13 +341,11 @@ func (s *Store) giveUp(rs []*request, err error) {
 	s.queue = nil
 	s.mu.Unlock()
 
+	// WriteErr keeps saying writes fail: they did, to the end.
+	s.fail = nil
 	s.log.Error("closing with writes that did not commit", "requests", len(rs), "err", err)
 	for _, r := range rs {
 		r.done <- fmt.Errorf("store: not committed before close: %w: %w", task.ErrUnavailable, err)
-	}
-	if s.fail != nil {
-		s.fail = nil
-		s.writeErr.Store(nil)
 	}
 }
 
