@@ -4,6 +4,9 @@
 // Reads go straight to the database. Writes go through Apply, which queues
 // them for one writer goroutine; it commits whatever is queued in a single
 // transaction (group commit), so under load many callers share one fsync.
+// A write that fails for a reason that may pass (a lock another process
+// holds, a full disk, an I/O error) is retried until it commits, with the
+// writes behind it waiting in order; WriteErr reports it meanwhile.
 package store
 
 import (

@@ -150,8 +150,9 @@ func (s *Store) run() {
 			continue
 		}
 		if s.fail != nil {
-			// The write that failed was answered (a constraint violation)
-			// and nothing is queued behind it: nothing is failing now.
+			// The request at the head was answered without committing (a
+			// constraint violation, or a delete, which is not retried) and
+			// nothing is queued behind it: nothing is failing now.
 			s.recovered("no writes waiting")
 		}
 		if final {
