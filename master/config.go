@@ -27,6 +27,9 @@ type config struct {
 	MaxTaskTimeout  time.Duration `env:"MASTER_MAX_TASK_TIMEOUT" envDefault:"24h"`
 	MaxAttempts     int           `env:"MASTER_MAX_ATTEMPTS" envDefault:"3"`
 	MaxWait         time.Duration `env:"MASTER_MAX_WAIT" envDefault:"60s"`
+	// Retention is how long finished tasks are kept before they are
+	// deleted, with their attempts; 0 keeps them for ever.
+	Retention time.Duration `env:"MASTER_RETENTION" envDefault:"168h"`
 	// APIToken, when set, is required as a bearer token on every REST
 	// request but the probes. A secret: logged only as set or unset.
 	APIToken string `env:"MASTER_API_TOKEN"`
@@ -80,6 +83,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_TASK_TIMEOUT", c.TaskTimeout >= time.Second && c.TaskTimeout <= c.MaxTaskTimeout, "%s is outside 1s..MASTER_MAX_TASK_TIMEOUT (%s)", c.TaskTimeout, c.MaxTaskTimeout)
 	check("MASTER_MAX_ATTEMPTS", c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "%d is outside 1..100", c.MaxAttempts)
 	check("MASTER_MAX_WAIT", c.MaxWait >= time.Second && c.MaxWait <= 5*time.Minute, "%s is outside 1s..5m", c.MaxWait)
+	check("MASTER_RETENTION", c.Retention == 0 || c.Retention >= time.Minute && c.Retention <= 87600*time.Hour, "%s is neither 0 (keep for ever) nor within 1m..87600h", c.Retention)
 	check("MASTER_API_TOKEN", c.APIToken == "" || validToken(c.APIToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
 	check("MASTER_WORKER_TOKEN", c.WorkerToken == "" || validToken(c.WorkerToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
 	check("MASTER_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 4096 && c.MaxHeaderBytes <= 1<<20, "%d is outside 4096..1048576", c.MaxHeaderBytes)

@@ -23,6 +23,14 @@ func TestLoadConfig(t *testing.T) {
 	if _, err := loadConfig(map[string]string{"MASTER_HTTP_ADDR": "127.0.0.1:8080", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"}); err != nil {
 		t.Fatalf("valid values: %v", err)
 	}
+	if c.Retention != 168*time.Hour {
+		t.Errorf("default MASTER_RETENTION = %s, want 168h", c.Retention)
+	}
+	for _, v := range []string{"0", "1m", "87600h"} {
+		if _, err := loadConfig(map[string]string{"MASTER_RETENTION": v}); err != nil {
+			t.Errorf("MASTER_RETENTION=%s: %v", v, err)
+		}
+	}
 
 	tests := []struct {
 		name, key, value string
@@ -38,6 +46,10 @@ func TestLoadConfig(t *testing.T) {
 		{"max attempts zero", "MASTER_MAX_ATTEMPTS", "0"},
 		{"max attempts not a number", "MASTER_MAX_ATTEMPTS", "three"},
 		{"max wait too long", "MASTER_MAX_WAIT", "1h"},
+		{"retention too short", "MASTER_RETENTION", "59s"},
+		{"retention too long", "MASTER_RETENTION", "87601h"},
+		{"retention negative", "MASTER_RETENTION", "-1h"},
+		{"retention not a duration", "MASTER_RETENTION", "7d"},
 		{"bad level", "LOG_LEVEL", "loud"},
 		{"bad format", "LOG_FORMAT", "xml"},
 		{"api token too short", "MASTER_API_TOKEN", "short"},

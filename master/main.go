@@ -96,7 +96,7 @@ func newLogger(level, format string) *slog.Logger {
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("master starting", "version", version, "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr,
 		"db_path", cfg.DBPath, "worker_timeout", cfg.WorkerTimeout, "task_timeout", cfg.TaskTimeout,
-		"max_task_timeout", cfg.MaxTaskTimeout, "max_attempts", cfg.MaxAttempts, "max_wait", cfg.MaxWait,
+		"max_task_timeout", cfg.MaxTaskTimeout, "max_attempts", cfg.MaxAttempts, "max_wait", cfg.MaxWait, "retention", cfg.Retention,
 		"max_body_bytes", cfg.MaxBodyBytes, "max_cmd_bytes", cfg.MaxCmdBytes, "shutdown_timeout", cfg.ShutdownTimeout,
 		"api_token", mask(cfg.APIToken), "worker_token", mask(cfg.WorkerToken),
 		"tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_client_ca", cfg.TLSClientCA,
@@ -199,7 +199,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 				if err := st.Ping(ctx); err != nil {
 					return fmt.Errorf("database: %w", err)
 				}
-				return nil
+				// Reads answer while writes fail (a full disk, a lock
+				// another process holds): not ready, since no task would
+				// be accepted.
+				return st.WriteErr()
 			},
 		}),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, // a client trickling its headers is cut off
@@ -212,10 +215,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 
 	// Each server runs in a goroutine owned by serve: errc receives its end,
 	// wg waits for both before serve returns. The sweeper is owned the same
-	// way and stops with sweepStop.
+	// way and stops with sweepStop; retention stops with stopRetention,
+	// which also gives up a delete waiting behind writes that fail, so that
+	// wg.Wait never waits for the store it comes before the Close of.
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
 	sweepStop := make(chan struct{})
+	retentionCtx, stopRetention := context.WithCancel(context.Background())
+	if cfg.Retention > 0 {
+		wg.Go(func() { runRetention(retentionCtx, st, cfg.Retention, log) })
+	}
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -271,6 +280,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	}
 	stopGRPC(sctx, gs)
 	close(sweepStop)
+	stopRetention()
 	wg.Wait()
 	log.Info("master stopped")
 	return runErr

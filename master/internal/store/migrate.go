@@ -61,6 +61,12 @@ CREATE TABLE attempts (
 	PRIMARY KEY (task_id, n)
 );
 `,
+	// 2: retention (DeleteFinished) finds final tasks finished before a
+	// cutoff, oldest first, without scanning the table. The WHERE must
+	// read as DeleteFinished's does, or SQLite will not use the index.
+	`
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('queued', 'running');
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

@@ -4,6 +4,9 @@
 // Reads go straight to the database. Writes go through Apply, which queues
 // them for one writer goroutine; it commits whatever is queued in a single
 // transaction (group commit), so under load many callers share one fsync.
+// A write that fails for a reason that may pass (a lock another process
+// holds, a full disk, an I/O error) is retried until it commits, with the
+// writes behind it waiting in order; WriteErr reports it meanwhile.
 package store
 
 import (
@@ -16,6 +19,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 
@@ -26,6 +30,41 @@ import (
 // its whole life, the rest serve concurrent readers, which WAL lets run
 // beside the writer.
 const maxOpenConns = 8
+
+// Defaults of the Options.
+const (
+	defaultBusyTimeout = 5 * time.Second
+	defaultBackoffMin  = 50 * time.Millisecond
+	defaultBackoffMax  = 5 * time.Second
+)
+
+// Option changes a default of Open.
+type Option func(*options)
+
+type options struct {
+	busyTimeout            time.Duration
+	backoffMin, backoffMax time.Duration
+}
+
+// WithBusyTimeout sets how long one statement waits for a write lock that
+// another connection or process holds before it fails with SQLITE_BUSY
+// (default 5s). The writer retries a busy write, so this bounds how long
+// Close may wait on one attempt rather than whether the write lands.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(o *options) { o.busyTimeout = max(d, 0) }
+}
+
+// WithRetryBackoff sets the wait between tries of a failing write: it
+// starts at min and doubles up to max (defaults 50ms and 5s). A min <= 0
+// keeps the default; a max below min is raised to min.
+func WithRetryBackoff(minWait, maxWait time.Duration) Option {
+	return func(o *options) {
+		if minWait > 0 {
+			o.backoffMin = minWait
+		}
+		o.backoffMax = maxWait
+	}
+}
 
 // Store is the master's database. Its methods are safe for concurrent use.
 type Store struct {
@@ -45,18 +84,31 @@ type Store struct {
 	// Owned by the writer goroutine once Open returns.
 	conn  *sql.Conn
 	stmts *stmts
+	fail  *failing // nil while writes succeed
+
+	backoffMin, backoffMax time.Duration
+
+	// writeErr is what WriteErr reports: a copy of fail's state, published
+	// by the writer, nil while writes succeed. An atomic because callers
+	// read it on every submission.
+	writeErr atomic.Pointer[writeFailure]
 
 	commits atomic.Int64 // transactions the writer committed; tests read it
 }
 
 // Open opens or creates the database at path, applies pending migrations,
 // and starts the writer goroutine. A nil log discards.
-func Open(path string, log *slog.Logger) (*Store, error) {
+func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "store")
-	dsn, err := dsn(path)
+	o := options{busyTimeout: defaultBusyTimeout, backoffMin: defaultBackoffMin, backoffMax: defaultBackoffMax}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.backoffMax = max(o.backoffMax, o.backoffMin)
+	dsn, err := dsn(path, o.busyTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +147,9 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 		conn:  conn,
 		stmts: st,
 
+		backoffMin: o.backoffMin,
+		backoffMax: o.backoffMax,
+
 		checkpointDone: make(chan struct{}),
 	}
 	go s.run()
@@ -105,13 +160,13 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 // dsn builds a file: URI carrying the pragmas. They go in the DSN, not in
 // an Exec after Open, because database/sql opens connections on demand and
 // each one must get them.
-func dsn(path string) (string, error) {
+func dsn(path string, busyTimeout time.Duration) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", fmt.Errorf("store: %w", err)
 	}
 	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	// FULL: a commit is fsynced before Apply reports it, so a task the API
 	// accepted survives a power cut, not only a crash of the process.
@@ -125,6 +180,12 @@ func dsn(path string) (string, error) {
 
 // Close flushes queued writes, stops the writer and closes the database.
 // Calls after the first return an error wrapping task.ErrClosed.
+//
+// Close returns in bounded time even while writes fail: the writer makes
+// one last try of what is queued, and the requests it cannot commit are
+// answered with an error wrapping task.ErrUnavailable. The bound is the
+// try in progress when Close is called plus the last one, each at most
+// about two busy timeouts (a batch, then its first request alone).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 
@@ -26,31 +29,50 @@ type Write struct {
 	Attempt *task.Attempt
 }
 
-// request is one Apply call waiting for the writer.
+// request is one Apply or DeleteFinished call waiting for the writer.
 type request struct {
-	ws   []Write    // copies, owned by the writer once queued
-	done chan error // cap 1; receives exactly one value
+	ws []Write // copies, owned by the writer once queued
+	// del, when set, is a DeleteFinished: it runs in the writer's
+	// transaction like ws, but a failure of any kind is answered rather
+	// than retried, because the next retention round retries it anyway.
+	del    func(ctx context.Context) error
+	weight int        // counted against maxBatch
+	done   chan error // cap 1; receives exactly one value
 }
+
+// barrier reports whether r changes nothing: a Flush.
+func (r *request) barrier() bool { return len(r.ws) == 0 && r.del == nil }
 
 // Apply queues writes for the writer goroutine and returns at once; it
 // never waits for the disk. Writes are applied in the order the calls
 // entered Apply, and the writes of one call are committed together or not
 // at all. The returned channel receives exactly one value: nil once all
-// the writes are committed to disk, or the error. A unique-key violation
-// (a second task with the same idempotency key) wraps task.ErrConflict;
-// after Close the error wraps task.ErrClosed.
+// the writes are committed to disk, or the error.
+//
+// Only a constraint violation fails a write for good: a unique-key
+// violation (a second task with the same idempotency key) wraps
+// task.ErrConflict. Any other failure (SQLITE_BUSY, a full disk, an I/O
+// error) is retried, with backoff, until the write commits, and the calls
+// queued behind it wait for it so that the order holds; WriteErr says so
+// meanwhile. A write still failing when Close gives up on it gets an error
+// wrapping task.ErrUnavailable; after Close the error wraps task.ErrClosed.
 //
 // Apply copies what ws points to, so the caller may change its tasks once
 // Apply returns.
 func (s *Store) Apply(ws ...Write) <-chan error {
-	done := make(chan error, 1)
-	r := &request{ws: copyWrites(ws), done: done}
+	r := &request{ws: copyWrites(ws), weight: len(ws), done: make(chan error, 1)}
+	if err := s.enqueue(r); err != nil {
+		r.done <- fmt.Errorf("store: apply: %w", err)
+	}
+	return r.done
+}
 
+// enqueue queues r for the writer, or returns task.ErrClosed.
+func (s *Store) enqueue(r *request) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		done <- fmt.Errorf("store: apply: %w", task.ErrClosed)
-		return done
+		return task.ErrClosed
 	}
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
@@ -59,7 +81,7 @@ func (s *Store) Apply(ws ...Write) <-chan error {
 	case s.wake <- struct{}{}:
 	default: // the writer has a wake-up pending already
 	}
-	return done
+	return nil
 }
 
 func copyWrites(ws []Write) []Write {
@@ -89,7 +111,9 @@ func copyInt(p *int) *int {
 }
 
 // Flush waits until every write queued before the call has been committed
-// (or has failed, in which case its own Apply channel says so).
+// (or has failed for good, in which case its own Apply channel says so).
+// It waits through retries of failing writes; once Close gives up on them
+// it returns an error wrapping task.ErrUnavailable.
 func (s *Store) Flush(ctx context.Context) error {
 	// An empty Apply is a barrier: the writer answers it only after
 	// everything queued ahead of it.
@@ -102,37 +126,64 @@ func (s *Store) Flush(ctx context.Context) error {
 }
 
 // run is the writer goroutine, started by Open and stopped by Close. It
-// alone uses s.conn and s.stmts.
+// alone uses s.conn, s.stmts and s.fail.
 func (s *Store) run() {
 	defer close(s.done)
+	final := false // Close was called: make one last try, then exit
 	for {
-		if batch := s.take(); len(batch) > 0 {
-			s.commit(batch)
+		if s.fail != nil && s.fail.held {
+			s.fail.held = false
+			if !final {
+				t := time.NewTimer(s.fail.jittered())
+				select {
+				case <-t.C:
+				case <-s.stop:
+					t.Stop()
+				}
+			}
+		}
+		// Close set closed before closing stop, so once stop is closed
+		// nothing more can be queued: what take finds is all there is.
+		final = final || isClosed(s.stop)
+		if batch := s.take(s.fail != nil); len(batch) > 0 {
+			s.commit(batch, final)
 			continue
+		}
+		if s.fail != nil {
+			// The request at the head was answered without committing (a
+			// constraint violation, or a delete, which is not retried) and
+			// nothing is queued behind it: nothing is failing now.
+			s.recovered("no writes waiting")
+		}
+		if final {
+			return
 		}
 		select {
 		case <-s.wake:
 		case <-s.stop:
-			// Close set closed before closing stop, so nothing can be
-			// queued any more: an empty queue means we are done.
-			s.mu.Lock()
-			empty := len(s.queue) == 0
-			s.mu.Unlock()
-			if empty {
-				return
-			}
 		}
 	}
 }
 
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // take removes from the queue the oldest requests, up to maxBatch writes
-// (at least one request when any is queued).
-func (s *Store) take() []*request {
+// (at least one request when any is queued). While writes are failing it
+// takes only the oldest: a batch would fail as well, and then cost a
+// second try of its first request alone.
+func (s *Store) take(one bool) []*request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n, writes := 0, 0
-	for n < len(s.queue) && (n == 0 || writes+len(s.queue[n].ws) <= maxBatch) {
-		writes += len(s.queue[n].ws)
+	for n < len(s.queue) && (n == 0 || !one && writes+s.queue[n].weight <= maxBatch) {
+		writes += s.queue[n].weight
 		n++
 	}
 	if n == 0 {
@@ -146,45 +197,191 @@ func (s *Store) take() []*request {
 }
 
 // commit applies batch in one transaction and answers every request in
-// it. If that fails, it retries each request in a transaction of its own,
-// so that one bad write fails only its own caller.
-func (s *Store) commit(batch []*request) {
+// it. If that fails, it tries each request in a transaction of its own, in
+// order, so that one bad write fails only its own caller. The first
+// request that fails with a transient error is held: it and everything
+// after it go back to the head of the queue, for run to retry after a
+// backoff; or, once Close was called (final), they are answered with
+// task.ErrUnavailable.
+func (s *Store) commit(batch []*request, final bool) {
 	ctx := context.Background() // queued writes are finished even during Close
-	writes := 0
-	for _, r := range batch {
-		writes += len(r.ws)
-	}
-	if writes == 0 { // only Flush barriers
-		for _, r := range batch {
+	if !slices.ContainsFunc(batch, func(r *request) bool { return !r.barrier() }) {
+		for _, r := range batch { // only Flush barriers
 			r.done <- nil
 		}
 		return
 	}
 
-	err := s.inTx(ctx, func() error {
+	batchErr := s.inTx(ctx, func() error {
 		for _, r := range batch {
-			if err := s.stmts.apply(ctx, r.ws); err != nil {
+			if err := s.exec(ctx, r); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil || len(batch) == 1 {
+	if batchErr == nil {
+		// Recovered before answering: a caller told its write committed
+		// must not then see WriteErr say writes are failing.
+		s.recovered("writes recovered")
 		for _, r := range batch {
-			r.done <- err
+			r.done <- nil
 		}
 		return
 	}
 
-	s.log.Warn("batch failed; retrying it one call at a time", "calls", len(batch), "writes", writes, "err", err)
-	for _, r := range batch {
-		if len(r.ws) == 0 {
+	if len(batch) > 1 {
+		s.log.Warn("batch failed; retrying it one call at a time", "calls", len(batch), "err", batchErr)
+	}
+	for i, r := range batch {
+		var err error
+		switch {
+		case r.barrier():
 			r.done <- nil
 			continue
+		case len(batch) == 1:
+			err = batchErr // it was alone already
+		default:
+			err = s.inTx(ctx, func() error { return s.exec(ctx, r) })
 		}
-		r.done <- s.inTx(ctx, func() error { return s.stmts.apply(ctx, r.ws) })
+		switch {
+		case err == nil:
+			s.recovered("writes recovered")
+			r.done <- nil
+		case r.del != nil || permanent(err):
+			r.done <- err
+		case final:
+			s.giveUp(batch[i:], err)
+			return
+		default:
+			s.hold(batch[i:], err)
+			return
+		}
 	}
 }
+
+// exec runs r's change inside the transaction inTx opened.
+func (s *Store) exec(ctx context.Context, r *request) error {
+	if r.del != nil {
+		return r.del(ctx)
+	}
+	return s.stmts.apply(ctx, r.ws)
+}
+
+// permanent reports whether err will fail the same write however often it
+// is tried: a constraint violation. Everything else (a lock held by
+// another process, a full disk, an I/O error) may pass.
+func permanent(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+}
+
+// failing is the writer's state while a write fails transiently.
+type failing struct {
+	since  time.Time     // the first failure
+	tries  int           // failed tries of the held request(s) so far
+	wait   time.Duration // the backoff before the next try
+	logged time.Time     // the last Error line, to log about once per backoff max
+	held   bool          // the head of the queue is a failed request waiting for its retry
+}
+
+// jittered is f.wait less up to half, so that two processes fighting
+// over the lock do not retry in step.
+func (f *failing) jittered() time.Duration {
+	if f.wait < 2 {
+		return f.wait
+	}
+	return f.wait - rand.N(f.wait/2)
+}
+
+// hold puts rs, a request that failed transiently and those behind it,
+// back at the head of the queue, and records the failure.
+func (s *Store) hold(rs []*request, err error) {
+	s.mu.Lock()
+	s.queue = slices.Concat(rs, s.queue)
+	s.mu.Unlock()
+
+	now := time.Now()
+	f := s.fail
+	switch {
+	case f == nil:
+		f = &failing{since: now, wait: s.backoffMin, logged: now}
+		s.fail = f
+		s.log.Error("write failed; retrying it, and holding the writes behind it, until it commits",
+			"queued", len(rs), "err", err)
+	default:
+		f.wait = min(2*f.wait, s.backoffMax)
+		if now.Sub(f.logged) >= s.backoffMax {
+			f.logged = now
+			s.log.Error("writes still failing", "failing_for", now.Sub(f.since), "tries", f.tries+1, "err", err)
+		}
+	}
+	f.tries++
+	f.held = true
+	s.writeErr.Store(&writeFailure{since: f.since, tries: f.tries, err: err})
+}
+
+// recovered ends the failing state, if any.
+func (s *Store) recovered(msg string) {
+	f := s.fail
+	if f == nil {
+		return
+	}
+	s.fail = nil
+	s.writeErr.Store(nil)
+	s.log.Info(msg, "failed_for", time.Since(f.since), "tries", f.tries)
+}
+
+// giveUp answers rs, the requests from the first that failed on the last
+// try before Close, and everything still queued behind them: none may
+// commit before the write ahead of it.
+func (s *Store) giveUp(rs []*request, err error) {
+	s.mu.Lock()
+	rs = slices.Concat(rs, s.queue)
+	clear(s.queue)
+	s.queue = nil
+	s.mu.Unlock()
+
+	// WriteErr keeps saying writes fail: they did, to the end.
+	s.fail = nil
+	s.log.Error("closing with writes that did not commit", "requests", len(rs), "err", err)
+	for _, r := range rs {
+		r.done <- fmt.Errorf("store: not committed before close: %w: %w", task.ErrUnavailable, err)
+	}
+}
+
+// WriteErr returns nil while writes succeed. While a write is failing and
+// being retried it returns an error saying for how long, how many tries
+// and the last failure; the error wraps task.ErrUnavailable and that
+// failure. The next commit clears it. It is cheap: one atomic load.
+func (s *Store) WriteErr() error {
+	f := s.writeErr.Load()
+	if f == nil {
+		return nil
+	}
+	return &failingError{failingFor: time.Since(f.since), tries: f.tries, err: f.err}
+}
+
+// writeFailure is what the writer publishes for WriteErr; never changed
+// once stored.
+type writeFailure struct {
+	since time.Time
+	tries int
+	err   error
+}
+
+// failingError is WriteErr's error.
+type failingError struct {
+	failingFor time.Duration
+	tries      int
+	err        error
+}
+
+func (e *failingError) Error() string {
+	return fmt.Sprintf("store: writes failing for %s (%d tries): %v", e.failingFor.Round(time.Millisecond), e.tries, e.err)
+}
+
+func (e *failingError) Unwrap() []error { return []error{task.ErrUnavailable, e.err} }
 
 // inTx runs fn in a transaction on the writer's connection and commits it.
 // It says BEGIN and COMMIT itself instead of using a *sql.Tx: Tx.StmtContext

@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+func TestDeleteFinished(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	// finished makes a task in status st that finished at second sec, with
+	// one attempt, so that deleting it must delete an attempt row too.
+	finished := func(id string, st task.Status, sec int) []Write {
+		tk := newTask(id, at(0), st)
+		tk.Attempts = 1
+		if sec > 0 {
+			tk.FinishedAt = at(sec)
+		}
+		a := &task.Attempt{TaskID: id, N: 1, WorkerID: "w", Outcome: task.OutcomeRunning, AssignedAt: at(0)}
+		return []Write{{Task: tk}, {Attempt: a}}
+	}
+	for _, ws := range [][]Write{
+		finished("queued", task.StatusQueued, 0),
+		finished("running", task.StatusRunning, 0),
+		finished("succeeded", task.StatusSucceeded, 1), // oldest
+		finished("failed", task.StatusFailed, 2),
+		finished("timed_out", task.StatusTimedOut, 3),
+		finished("canceled", task.StatusCanceled, 4),
+		finished("at-cutoff", task.StatusSucceeded, 10), // not before the cutoff
+		finished("newer", task.StatusFailed, 20),
+	} {
+		apply(t, s, ws...)
+	}
+	cutoff := at(10)
+
+	// Rounds as retention runs them: oldest first, at most limit each.
+	tests := []struct {
+		name   string
+		limit  int
+		want   int
+		remain []string
+	}{
+		{"limited", 2, 2, []string{"queued", "running", "timed_out", "canceled", "at-cutoff", "newer"}},
+		{"the rest", 10, 2, []string{"queued", "running", "at-cutoff", "newer"}},
+		{"nothing left", 10, 0, []string{"queued", "running", "at-cutoff", "newer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := s.DeleteFinished(ctx, cutoff, tt.limit)
+			if err != nil || n != tt.want {
+				t.Fatalf("DeleteFinished(limit %d) = %d, %v; want %d, nil", tt.limit, n, err, tt.want)
+			}
+			if got := storedIDs(t, s, "SELECT id FROM tasks"); !sameSet(got, tt.remain) {
+				t.Errorf("tasks left %v, want %v", got, tt.remain)
+			}
+			if got := storedIDs(t, s, "SELECT DISTINCT task_id FROM attempts"); !sameSet(got, tt.remain) {
+				t.Errorf("attempts left of %v, want of %v", got, tt.remain)
+			}
+		})
+	}
+
+	if _, err := s.DeleteFinished(ctx, cutoff, 0); err == nil {
+		t.Error("DeleteFinished with limit 0: want an error")
+	}
+}
+
+// The retention query reads the index migration 2 made, not the table.
+func TestDeleteFinishedUsesIndex(t *testing.T) {
+	s, _ := open(t)
+	rows, err := s.db.Query("EXPLAIN QUERY PLAN "+finishedQuery, time.Now().UnixNano(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if p := strings.Join(plan, "; "); !strings.Contains(p, "tasks_finished") || strings.Contains(p, "TEMP B-TREE") {
+		t.Errorf("plan %q; want a search of tasks_finished with no sort", p)
+	}
+}
+
+func storedIDs(t *testing.T, s *Store, query string) []string {
+	t.Helper()
+	rows, err := s.db.Query(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
