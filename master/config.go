@@ -47,6 +47,7 @@ type config struct {
 	MaxHeaderBytes    int           `env:"MASTER_MAX_HEADER_BYTES" envDefault:"65536"`       // request line and headers of one HTTP request
 	ReadHeaderTimeout time.Duration `env:"MASTER_READ_HEADER_TIMEOUT" envDefault:"5s"`       // to send them: a slow client is cut off after this
 	MaxQueued         int           `env:"MASTER_MAX_QUEUED" envDefault:"10000"`             // queued tasks; past it POST /tasks answers 429
+	MaxEventStreams   int           `env:"MASTER_MAX_EVENT_STREAMS" envDefault:"64"`         // open GET /events streams; past it /events answers 429
 	MaxOutputBytes    int           `env:"MASTER_MAX_OUTPUT_BYTES" envDefault:"4194304"`     // stored per output stream of a result
 	GRPCMaxRecvBytes  int           `env:"MASTER_GRPC_MAX_RECV_BYTES" envDefault:"16777216"` // one gRPC message from a worker
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
@@ -89,6 +90,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 4096 && c.MaxHeaderBytes <= 1<<20, "%d is outside 4096..1048576", c.MaxHeaderBytes)
 	check("MASTER_READ_HEADER_TIMEOUT", c.ReadHeaderTimeout >= 100*time.Millisecond && c.ReadHeaderTimeout <= time.Minute, "%s is outside 100ms..1m", c.ReadHeaderTimeout)
 	check("MASTER_MAX_QUEUED", c.MaxQueued >= 1 && c.MaxQueued <= 10_000_000, "%d is outside 1..10000000", c.MaxQueued)
+	check("MASTER_MAX_EVENT_STREAMS", c.MaxEventStreams >= 1 && c.MaxEventStreams <= 10_000, "%d is outside 1..10000", c.MaxEventStreams)
 	check("MASTER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1024 && c.MaxOutputBytes <= 64<<20, "%d is outside 1024..67108864", c.MaxOutputBytes)
 	// A result holds both output streams plus a little framing.
 	check("MASTER_GRPC_MAX_RECV_BYTES", c.GRPCMaxRecvBytes >= 2*c.MaxOutputBytes+grpcSlack && c.GRPCMaxRecvBytes <= 256<<20,

@@ -12,15 +12,16 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second ||
-		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 ||
+		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 || c.MaxEventStreams != 64 ||
 		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
 		t.Fatalf("defaults = %+v", c)
 	}
 	if _, err := loadConfig(map[string]string{"MASTER_MAX_OUTPUT_BYTES": "1024", "MASTER_GRPC_MAX_RECV_BYTES": "67584",
-		"MASTER_API_TOKEN": "0123456789abcdef", "MASTER_WORKER_TOKEN": "fedcba9876543210", "MASTER_READ_HEADER_TIMEOUT": "300ms"}); err != nil {
+		"MASTER_API_TOKEN": "0123456789abcdef", "MASTER_WORKER_TOKEN": "fedcba9876543210", "MASTER_READ_HEADER_TIMEOUT": "300ms",
+		"MASTER_MAX_EVENT_STREAMS": "1"}); err != nil {
 		t.Fatalf("valid limits and tokens: %v", err)
 	}
-	if _, err := loadConfig(map[string]string{"MASTER_HTTP_ADDR": "127.0.0.1:8080", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"}); err != nil {
+	if _, err := loadConfig(map[string]string{"MASTER_HTTP_ADDR": "127.0.0.1:8080", "LOG_FORMAT": "json", "LOG_LEVEL": "debug", "MASTER_MAX_EVENT_STREAMS": "10000"}); err != nil {
 		t.Fatalf("valid values: %v", err)
 	}
 	if c.Retention != 168*time.Hour {
@@ -60,6 +61,9 @@ func TestLoadConfig(t *testing.T) {
 		{"read header timeout too short", "MASTER_READ_HEADER_TIMEOUT", "1ms"},
 		{"read header timeout too long", "MASTER_READ_HEADER_TIMEOUT", "10m"},
 		{"queue limit zero", "MASTER_MAX_QUEUED", "0"},
+		{"event stream limit zero", "MASTER_MAX_EVENT_STREAMS", "0"},
+		{"event stream limit too large", "MASTER_MAX_EVENT_STREAMS", "10001"},
+		{"event stream limit not a number", "MASTER_MAX_EVENT_STREAMS", "many"},
 		{"output limit too small", "MASTER_MAX_OUTPUT_BYTES", "10"},
 		{"output limit over the gRPC limit", "MASTER_MAX_OUTPUT_BYTES", "16777216"},
 		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},

@@ -24,7 +24,7 @@ func TestStartupLogMasksSecrets(t *testing.T) {
 	var logged syncBuffer
 	runUntilReady(t, cfg, &logged)
 	l := logged.String()
-	for _, want := range []string{"api_token=set", "worker_token=set", "max_queued=10000", "read_header_timeout=5s", "MASTER_TLS_CERT is unset"} {
+	for _, want := range []string{"api_token=set", "worker_token=set", "max_queued=10000", "max_event_streams=64", "read_header_timeout=5s", "MASTER_TLS_CERT is unset"} {
 		if !strings.Contains(l, want) {
 			t.Errorf("start-up log lacks %q:\n%s", want, l)
 		}

@@ -101,7 +101,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"api_token", mask(cfg.APIToken), "worker_token", mask(cfg.WorkerToken),
 		"tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_client_ca", cfg.TLSClientCA,
 		"max_header_bytes", cfg.MaxHeaderBytes, "read_header_timeout", cfg.ReadHeaderTimeout, "max_queued", cfg.MaxQueued,
-		"max_output_bytes", cfg.MaxOutputBytes, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes,
+		"max_event_streams", cfg.MaxEventStreams, "max_output_bytes", cfg.MaxOutputBytes, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	warnInsecure(cfg, log)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -183,13 +183,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	var grpcServing atomic.Bool
 	hs := &http.Server{
 		Handler: httpapi.New(httpapi.Params{
-			Dispatcher:   d,
-			Log:          log,
-			MaxBodyBytes: cfg.MaxBodyBytes,
-			MaxWait:      cfg.MaxWait,
-			Events:       hub,
-			Metrics:      m.Handler(),
-			APIToken:     cfg.APIToken,
+			Dispatcher:      d,
+			Log:             log,
+			MaxBodyBytes:    cfg.MaxBodyBytes,
+			MaxWait:         cfg.MaxWait,
+			Events:          hub,
+			MaxEventStreams: cfg.MaxEventStreams,
+			Metrics:         m.Handler(),
+			APIToken:        cfg.APIToken,
 			Ready: func() error {
 				if !grpcServing.Load() {
 					return errors.New("gRPC server is not serving")

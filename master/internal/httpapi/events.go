@@ -36,6 +36,13 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !a.acquireStream() {
+		a.writeError(w, fmt.Errorf("%w (MASTER_MAX_EVENT_STREAMS=%d); close one or retry later", errTooManyStreams, a.maxStreams))
+		return
+	}
+	// The place is held by this handler, not by a subscription: a reader
+	// that lags is resubscribed below and keeps it; any return frees it.
+	defer a.releaseStream()
 	sub, backlog, gap := a.events.Subscribe(after, resume)
 	defer func() { sub.Close() }()
 
@@ -101,6 +108,34 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+}
+
+// acquireStream takes a place for one more event stream, or reports that
+// none is free. Each stream holds a goroutine and a subscription buffer
+// until its client leaves, so without a bound a client could open them
+// until the master runs out of memory.
+func (a *api) acquireStream() bool {
+	if a.maxStreams <= 0 {
+		return true
+	}
+	// Compare-and-swap rather than add-then-undo: an add past the limit,
+	// even briefly, would refuse a concurrent request that fits.
+	for {
+		n := a.streams.Load()
+		if n >= a.maxStreams {
+			return false
+		}
+		if a.streams.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// releaseStream gives back a place taken by acquireStream.
+func (a *api) releaseStream() {
+	if a.maxStreams > 0 {
+		a.streams.Add(-1)
 	}
 }
 

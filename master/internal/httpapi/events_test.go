@@ -32,10 +32,11 @@ type observed struct {
 	m   *metrics.Metrics
 }
 
-func newObserved(t *testing.T) *observed { return newObservedWith(t, nil) }
+func newObserved(t *testing.T) *observed { return newObservedWith(t, nil, nil) }
 
-// newObservedWith lets configure change the http.Server before it starts.
-func newObservedWith(t *testing.T, configure func(*http.Server)) *observed {
+// newObservedWith lets set change the API's Params, and configure the
+// http.Server, before it starts; either may be nil.
+func newObservedWith(t *testing.T, set func(*Params), configure func(*http.Server)) *observed {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
@@ -50,8 +51,12 @@ func newObservedWith(t *testing.T, configure func(*http.Server)) *observed {
 	})
 	m := metrics.New(d.Stats)
 	hub.Observe(m.Observe)
-	srv := httptest.NewUnstartedServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second,
-		Ready: func() error { return nil }, Events: hub, Metrics: m.Handler(), Heartbeat: 20 * time.Millisecond}))
+	p := Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second,
+		Ready: func() error { return nil }, Events: hub, Metrics: m.Handler(), Heartbeat: 20 * time.Millisecond}
+	if set != nil {
+		set(&p)
+	}
+	srv := httptest.NewUnstartedServer(New(p))
 	if configure != nil {
 		configure(srv.Config)
 	}
@@ -212,7 +217,7 @@ func TestEventStream(t *testing.T) {
 // for ordinary requests.
 func TestEventStreamOutlivesServerTimeouts(t *testing.T) {
 	const timeout = 100 * time.Millisecond
-	o := newObservedWith(t, func(s *http.Server) { s.ReadTimeout, s.WriteTimeout = timeout, timeout })
+	o := newObservedWith(t, nil, func(s *http.Server) { s.ReadTimeout, s.WriteTimeout = timeout, timeout })
 	ch, _ := openStream(t, o.srv.URL, "")
 	opened := time.Now()
 	for time.Since(opened) < 5*timeout { // heartbeats keep coming past both timeouts
@@ -242,6 +247,116 @@ func TestEventStreamBadLastEventID(t *testing.T) {
 	var body errorBody
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(body.Error, "Last-Event-ID") {
 		t.Fatalf("bad Last-Event-ID: %d %+v %v, want 400 naming the header", resp.StatusCode, body, err)
+	}
+}
+
+// getEvents asks for GET /events once and returns the response, whose
+// body the caller closes.
+func getEvents(t *testing.T, url, lastID string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url+"/events", nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// heartbeat waits for a heartbeat on ch: proof that the stream is being
+// served, not merely that its headers arrived.
+func heartbeat(t *testing.T, ch <-chan sseEvent) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatal("event stream ended")
+			}
+			if e.event == "heartbeat" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat within 10s")
+		}
+	}
+}
+
+func TestEventStreamLimit(t *testing.T) {
+	o := newObservedWith(t, func(p *Params) { p.MaxEventStreams = 2 }, nil)
+	first, firstResp := openStream(t, o.srv.URL, "")
+	second, _ := openStream(t, o.srv.URL, "")
+	heartbeat(t, first)
+	heartbeat(t, second)
+
+	// Past the limit: refused before any of the stream is written. A bad
+	// Last-Event-ID is still a 400, checked before the limit.
+	tests := []struct {
+		name, lastID string
+		want         int
+		wantErr      string
+	}{
+		{"new reader", "", http.StatusTooManyRequests, "too many event streams are open (MASTER_MAX_EVENT_STREAMS=2)"},
+		{"resuming reader", "1", http.StatusTooManyRequests, "MASTER_MAX_EVENT_STREAMS=2"},
+		{"bad Last-Event-ID", "yesterday", http.StatusBadRequest, "Last-Event-ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := getEvents(t, o.srv.URL, tt.lastID)
+			defer resp.Body.Close()
+			var body errorBody
+			decodeJSON(t, resp, &body)
+			if resp.StatusCode != tt.want || !strings.Contains(body.Error, tt.wantErr) {
+				t.Fatalf("GET /events: %d %q, want %d with %q", resp.StatusCode, body.Error, tt.want, tt.wantErr)
+			}
+			if ra := resp.Header.Get("Retry-After"); (tt.want == http.StatusTooManyRequests) != (ra != "") {
+				t.Errorf("Retry-After = %q on a %d", ra, resp.StatusCode)
+			}
+		})
+	}
+
+	// The refusals took nothing from the streams being served.
+	if _, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []<-chan sseEvent{first, second} {
+		if e := next(t, ch); e.event != "worker.joined" {
+			t.Fatalf("got %s, want worker.joined", e.event)
+		}
+	}
+
+	// A reader that leaves frees its place at once: the next one in is
+	// served, and the one after it is refused again.
+	firstResp.Body.Close()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		resp := getEvents(t, o.srv.URL, "")
+		if resp.StatusCode == http.StatusOK {
+			t.Cleanup(func() { resp.Body.Close() })
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+				t.Fatalf("accepted stream has Content-Type %q", ct)
+			}
+			break
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("GET /events while a place frees: %s", resp.Status)
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("no stream accepted within 10s of one closing")
+		}
+	}
+	resp := getEvents(t, o.srv.URL, "")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third stream beside two open ones: %s, want 429", resp.Status)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -36,6 +37,9 @@ type Params struct {
 	Events       *events.Hub   // followed by GET /events
 	Metrics      http.Handler  // serves GET /metrics
 	Heartbeat    time.Duration // between comments on an idle event stream; 0 means 15s
+	// MaxEventStreams bounds the GET /events streams served at once; past
+	// it the request is answered 429. 0 means no limit.
+	MaxEventStreams int
 
 	// APIToken, when set, is required as "Authorization: Bearer <token>"
 	// on every request but the public ones (see IsPublic).
@@ -49,8 +53,10 @@ type api struct {
 	maxWait time.Duration
 	ready   func() error
 
-	events    *events.Hub
-	heartbeat time.Duration
+	events     *events.Hub
+	heartbeat  time.Duration
+	maxStreams int64        // 0: no limit
+	streams    atomic.Int64 // event streams being served; see acquireStream
 }
 
 // IsPublic reports whether r asks for a route that holds no data and is
@@ -73,7 +79,7 @@ func IsPublic(r *http.Request) bool {
 // New returns the router.
 func New(p Params) http.Handler {
 	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready,
-		events: p.Events, heartbeat: p.Heartbeat}
+		events: p.Events, heartbeat: p.Heartbeat, maxStreams: int64(p.MaxEventStreams)}
 	if a.heartbeat <= 0 {
 		a.heartbeat = 15 * time.Second
 	}
@@ -436,7 +442,12 @@ func decodeBody(body []byte, v any) error {
 
 var errTooLarge = errors.New("too large")
 
-// retryAfterSeconds is the Retry-After of a 429 for a full queue.
+// errTooManyStreams: as many GET /events streams are open as the master
+// serves at once (Params.MaxEventStreams).
+var errTooManyStreams = errors.New("too many event streams are open")
+
+// retryAfterSeconds is the Retry-After of a 429 for a full queue or too
+// many event streams, and of a 503 while the master is unavailable.
 const retryAfterSeconds = 5
 
 // jsonKind names, for a client, the JSON type a Go kind is decoded from.
@@ -477,6 +488,9 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, task.ErrUnavailable):
 		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	case errors.Is(err, errTooManyStreams):
+		code = http.StatusTooManyRequests
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	case errors.Is(err, task.ErrFull):
 		code = http.StatusTooManyRequests

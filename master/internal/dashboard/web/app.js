@@ -171,6 +171,7 @@ function handleBlock(block) {
 async function streamEvents() {
   for (;;) {
     streamAbort = new AbortController();
+    let retryMs = 2000;
     try {
       const headers = authHeaders();
       if (lastEventId) headers['Last-Event-ID'] = lastEventId;
@@ -193,13 +194,19 @@ async function streamEvents() {
           }
         }
         setConn('reconnecting', 'reconnecting…');
+      } else if (resp.status === 429) {
+        // The master serves as many streams as MASTER_MAX_EVENT_STREAMS
+        // allows; wait as long as it asks before taking a place again.
+        setConn('reconnecting', 'events: too many streams open, retrying');
+        const s = parseInt(resp.headers.get('Retry-After'), 10);
+        if (s > 0) retryMs = s * 1000;
       } else {
         setConn('reconnecting', 'events: ' + resp.status);
       }
     } catch (err) {
       if (!streamAbort.signal.aborted) setConn('reconnecting', 'reconnecting…');
     }
-    await new Promise((r) => setTimeout(r, streamAbort.signal.aborted ? 0 : 2000));
+    await new Promise((r) => setTimeout(r, streamAbort.signal.aborted ? 0 : retryMs));
   }
 }
 
