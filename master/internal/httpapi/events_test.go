@@ -319,7 +319,7 @@ func TestEventStreamLimit(t *testing.T) {
 	}
 
 	// The refusals took nothing from the streams being served.
-	if _, _, err := o.d.Register(dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
+	if _, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range []<-chan sseEvent{first, second} {
