@@ -484,13 +484,16 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		if now < h.deadline {
 			continue
 		}
-		delete(s.inflight, id)
 		t, ok := d.tasks.get(id)
 		if !ok || !d.currentLocked(t, s.WorkerID, h) {
+			delete(s.inflight, id)
 			d.log.Warn("worker never reported a delivery it was told to kill; freeing its slot", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
 			continue
 		}
 		d.log.Warn("no result within the task's timeout plus grace; giving the delivery up", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+		// The run may go on: it keeps its slot, and the task goes to another
+		// worker, until the worker reports the kill or one more grace passes.
+		h.canceled, h.deadline = true, now+reportGrace
 		s.send(Message{Cancel: id})
 		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
 	}
@@ -561,6 +564,16 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		return dup, d.p.Store.Flush(ctx)
 	}
 	code := r.ExitCode
+	if r.Canceled && !t.Status.Final() {
+		// The master killed this run because it had given the delivery up
+		// (replaced, or no result in time), not because the task was
+		// canceled: the kill is recorded on its attempt, the task goes on.
+		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeCanceled, &code, "killed: the master had given this delivery up", r.FinishedAt
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		fill()
+		d.mu.Unlock()
+		return false, <-committed
+	}
 	// A canceled task's running delivery ends with this report; that is no
 	// duplicate. Any other report for a final task is.
 	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning)

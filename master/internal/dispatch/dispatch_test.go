@@ -61,10 +61,10 @@ func newTest(t *testing.T) (*Dispatcher, *fakeClock) {
 	return newOnDB(t, filepath.Join(t.TempDir(), "rh.db"), &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
 }
 
-func newOnDB(t *testing.T, path string, clock *fakeClock, firstID int) (*Dispatcher, *fakeClock) {
+func newOnDB(t *testing.T, path string, clock *fakeClock, firstID int, opts ...store.Option) (*Dispatcher, *fakeClock) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(path, log)
+	st, err := store.Open(path, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
