@@ -204,10 +204,10 @@ func TestKillMasterAndWorkerMidBurst(t *testing.T) {
 		mine[id] = true
 	}
 	for id, tk := range listed {
-		var i int
 		if mine[id] {
 			continue
 		}
+		var i int
 		if _, err := fmt.Sscanf(tk.Cmd, "echo out-%d;", &i); err != nil || !failed[i] || burstCmd(i) != tk.Cmd {
 			t.Errorf("task %s (%q) is listed but was neither accepted nor a failed submission", id, tk.Cmd)
 		}
