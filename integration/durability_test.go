@@ -235,30 +235,17 @@ func TestChaos2000(t *testing.T) {
 
 	ids := make([]string, n)
 	var submitted atomic.Int64
-	next := make(chan int)
 	var wg sync.WaitGroup
-	for range concurrency {
-		wg.Go(func() {
-			for i := range next {
-				tk, err := l.api.Submit(ctx, "true")
-				if err != nil {
-					t.Errorf("submit %d: %v", i, err)
-					continue
-				}
-				ids[i] = tk.ID
-				submitted.Add(1)
-			}
-		})
-	}
 	wg.Go(func() {
-		defer close(next)
-		for i := range n {
-			select {
-			case next <- i:
-			case <-ctx.Done():
+		fanOut(ctx, n, concurrency, func(i int) {
+			tk, err := l.api.Submit(ctx, "true")
+			if err != nil {
+				t.Errorf("submit %d: %v", i, err)
 				return
 			}
-		}
+			ids[i] = tk.ID
+			submitted.Add(1)
+		})
 	})
 
 	// The chaos, spread over the submission.
@@ -525,6 +512,30 @@ func TestDrainOnStop(t *testing.T) {
 	}
 	if after := l.waitFinal(l.submit("echo after").ID); after.Status != "succeeded" || after.Worker() != "db" {
 		t.Errorf("task after da stopped: %s on %s, want succeeded on db", after.Status, after.Worker())
+	}
+}
+
+// fanOut calls do(i) for each i in [0, n) from workers goroutines, and
+// returns once they have all returned. When ctx ends, the calls not yet
+// begun are skipped.
+func fanOut(ctx context.Context, n, workers int, do func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				do(i)
+			}
+		})
+	}
+	defer close(next)
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -180,6 +180,14 @@ func (l *lab) restartMaster() {
 	if err := l.master.Stop(l.ctx, &stop); err != nil {
 		l.t.Fatalf("stop master: %v", err)
 	}
+	l.startMaster()
+}
+
+// startMaster starts the stopped or killed master container again, from
+// the same database, and waits for /healthz. l.api follows the mapped port,
+// which may have changed.
+func (l *lab) startMaster() {
+	l.t.Helper()
 	if err := l.master.Start(l.ctx); err != nil {
 		l.t.Fatalf("start master: %v", err)
 	}

@@ -91,7 +91,9 @@ func TestLabs(t *testing.T) {
 		// Its connection closes: dropped at once, not after a timeout.
 		waitWorkerGone(t, l, victim, 3*time.Second)
 		t.Logf("killed %s dropped after %s", victim, time.Since(killed).Round(100*time.Millisecond))
-		tk := waitTask(t, l, id, 10*time.Second+time.Minute, "the killed worker's task to finish", client.Task.Final)
+		// Its task waits one worker timeout for a claim, then runs for 10 s
+		// elsewhere.
+		tk := waitTask(t, l, id, labWorkerTimeout+10*time.Second+time.Minute, "the killed worker's task to finish", client.Task.Final)
 		if tk.Status != "succeeded" || tk.Stdout != "slept 10s\n" || tk.Attempts != 2 || len(tk.History) != 2 {
 			t.Fatalf("task: %s, stdout %q, history %s; want succeeded after 2 deliveries", tk.Status, tk.Stdout, trail(tk))
 		}
