@@ -95,8 +95,8 @@ type Agent struct {
 	// attempts holds the delivery (attempt) of each task in running, which
 	// a registration names so that the master knows which run we hold.
 	attempts map[string]int32
-	results []*pb.TaskResult     // unacknowledged results, oldest first
-	client  pb.NodeServiceClient // set by Run, for Drain
+	results  []*pb.TaskResult     // unacknowledged results, oldest first
+	client   pb.NodeServiceClient // set by Run, for Drain
 }
 
 // New returns an agent; nothing happens until Run.
