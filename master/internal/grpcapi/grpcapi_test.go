@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -260,5 +261,34 @@ func TestHealthServiceRegistered(t *testing.T) {
 	resp, err := healthpb.NewHealthClient(cc).Check(ctxT(t), &healthpb.HealthCheckRequest{})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", resp, err)
+	}
+}
+
+func TestRunningOf(t *testing.T) {
+	tests := []struct {
+		name string
+		req  *pb.RegisterRequest
+		want []dispatch.Delivery
+	}{
+		{"nothing running", &pb.RegisterRequest{}, nil},
+		{"only running_task_ids: the attempt is left to the master",
+			&pb.RegisterRequest{RunningTaskIds: []string{"a", "b"}},
+			[]dispatch.Delivery{{TaskID: "a"}, {TaskID: "b"}}},
+		{"only running",
+			&pb.RegisterRequest{Running: []*pb.RunningTask{{TaskId: "a", Attempt: 2}, {TaskId: "b", Attempt: 1}}},
+			[]dispatch.Delivery{{TaskID: "a", Attempt: 2}, {TaskID: "b", Attempt: 1}}},
+		{"both, with duplicates: the first delivery named wins, running before running_task_ids",
+			&pb.RegisterRequest{
+				Running:        []*pb.RunningTask{{TaskId: "a", Attempt: 2}, {TaskId: "a", Attempt: 3}, {TaskId: "b", Attempt: 1}},
+				RunningTaskIds: []string{"b", "c", "a", "c"},
+			},
+			[]dispatch.Delivery{{TaskID: "a", Attempt: 2}, {TaskID: "b", Attempt: 1}, {TaskID: "c"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := runningOf(tt.req); !slices.Equal(got, tt.want) {
+				t.Fatalf("runningOf = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
