@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -25,28 +26,63 @@ import (
 func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 	t.Helper()
 	d, addr := startServer(t, Params{})
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return d, dial(t, addr)
+}
+
+// dial connects to addr in plaintext with opts added; the connection is
+// closed when the test ends.
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return d, cc
+	return cc
 }
 
 // startServer serves NodeService with p (Dispatcher and Log filled in, and
 // limits defaulted) on 127.0.0.1 and returns its address.
 func startServer(t *testing.T, p Params) (*dispatch.Dispatcher, string) {
 	t.Helper()
+	s := startWith(t, setup{params: p})
+	return s.d, s.addr
+}
+
+// setup is what a test changes in the server startWith builds.
+type setup struct {
+	params      Params         // Dispatcher and Log are filled in, MaxRecvBytes defaulted
+	storeOpts   []store.Option // passed to store.Open
+	maxCmdBytes int            // the dispatcher's limit; 0: 1000
+}
+
+// served is a running NodeService and what stands behind it.
+type served struct {
+	d      *dispatch.Dispatcher
+	st     *store.Store
+	dbPath string
+	addr   string
+}
+
+// startWith serves NodeService as su says on 127.0.0.1, over a store in
+// t.TempDir(); everything stops when the test ends.
+func startWith(t *testing.T, su setup) served {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
+	dbPath := filepath.Join(t.TempDir(), "rh.db")
+	st, err := store.Open(dbPath, log, su.storeOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if su.maxCmdBytes == 0 {
+		su.maxCmdBytes = 1000
+	}
 	d := dispatch.New(dispatch.Params{
 		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString,
-		MaxCmdBytes: 1000, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
+		MaxCmdBytes: su.maxCmdBytes, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
+	p := su.params
 	p.Dispatcher = d
 	if p.Log == nil {
 		p.Log = log
@@ -59,16 +95,16 @@ func startServer(t *testing.T, p Params) (*dispatch.Dispatcher, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- gs.Serve(lis) }()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
 	t.Cleanup(func() {
 		d.Close()
 		gs.Stop()
-		if err := <-served; err != nil {
+		if err := <-serveErr; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return d, lis.Addr().String()
+	return served{d: d, st: st, dbPath: dbPath, addr: lis.Addr().String()}
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -225,5 +261,34 @@ func TestHealthServiceRegistered(t *testing.T) {
 	resp, err := healthpb.NewHealthClient(cc).Check(ctxT(t), &healthpb.HealthCheckRequest{})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", resp, err)
+	}
+}
+
+func TestRunningOf(t *testing.T) {
+	tests := []struct {
+		name string
+		req  *pb.RegisterRequest
+		want []dispatch.Delivery
+	}{
+		{"nothing running", &pb.RegisterRequest{}, nil},
+		{"only running_task_ids: the attempt is left to the master",
+			&pb.RegisterRequest{RunningTaskIds: []string{"a", "b"}},
+			[]dispatch.Delivery{{TaskID: "a"}, {TaskID: "b"}}},
+		{"only running",
+			&pb.RegisterRequest{Running: []*pb.RunningTask{{TaskId: "a", Attempt: 2}, {TaskId: "b", Attempt: 1}}},
+			[]dispatch.Delivery{{TaskID: "a", Attempt: 2}, {TaskID: "b", Attempt: 1}}},
+		{"both, with duplicates: the first delivery named wins, running before running_task_ids",
+			&pb.RegisterRequest{
+				Running:        []*pb.RunningTask{{TaskId: "a", Attempt: 2}, {TaskId: "a", Attempt: 3}, {TaskId: "b", Attempt: 1}},
+				RunningTaskIds: []string{"b", "c", "a", "c"},
+			},
+			[]dispatch.Delivery{{TaskID: "a", Attempt: 2}, {TaskID: "b", Attempt: 1}, {TaskID: "c"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := runningOf(tt.req); !slices.Equal(got, tt.want) {
+				t.Fatalf("runningOf = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
