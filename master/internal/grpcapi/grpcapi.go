@@ -145,6 +145,11 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 				}
 				return ended
 			}
+			select {
+			case <-sess.Done(): // Ready may have seen the write land and the end at once
+				return ended
+			default:
+			}
 			if err := out.send(toMessage(m)); err != nil {
 				log.Warn("send failed; worker will be dropped", "err", err)
 				return err
