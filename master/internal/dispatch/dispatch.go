@@ -564,7 +564,8 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		return dup, d.p.Store.Flush(ctx)
 	}
 	code := r.ExitCode
-	if r.Canceled && !t.Status.Final() {
+	current := t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && a.N == t.Attempts
+	if r.Canceled && !t.Status.Final() && !current {
 		// The master killed this run because it had given the delivery up
 		// (replaced, or no result in time), not because the task was
 		// canceled: the kill is recorded on its attempt, the task goes on.
