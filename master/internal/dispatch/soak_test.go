@@ -861,3 +861,39 @@ func showHistory(h []task.Attempt) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
+
+// BUG, found by TestSoak, left failing for the dispatcher's owner to fix:
+// when the master tells a worker to kill a delivery it has replaced (the
+// worker came back after its task was re-queued and sent elsewhere), the
+// worker's report of that kill (Canceled) is taken as the task's result.
+// The task ends canceled though nobody canceled it, the live delivery is
+// told to stop, and its own report then counts too (not a duplicate).
+func TestBugKillOfAReplacedDeliveryCancelsTheTask(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	id := submit(t, d, 1)[0]
+	drain(a)
+	lose(d, clk, a) // a's stream closed and it did not come back in time: re-queued
+	b := register(t, d, "b", 1)
+	if got := drain(b); len(got) != 1 || got[0] != id {
+		t.Fatalf("b got %v, want attempt 2 of %s", got, id)
+	}
+	// a reconnects, still running attempt 1, and is told to kill it.
+	a2, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1, Running: []Delivery{{TaskID: id, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cancels := take(a2); len(cancels) != 1 || cancels[0] != id {
+		t.Fatalf("a was told to cancel %v, want %s", cancels, id)
+	}
+	// It does, and says so.
+	if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: -1, Canceled: true, Error: "killed"}); err != nil {
+		t.Fatal(err)
+	}
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusRunning || tk.WorkerID != "b" {
+		t.Errorf("task is %s on %q after the kill the master ordered; want still running on b: nobody canceled it", tk.Status, tk.WorkerID)
+	}
+	if _, cancels := take(b); len(cancels) != 0 {
+		t.Errorf("b, running the live delivery, was told to cancel %v", cancels)
+	}
+}
