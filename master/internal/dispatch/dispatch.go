@@ -553,7 +553,9 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
 		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
-	if a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost {
+	// Recorded: any outcome but running, or lost with the worker's own word
+	// on it (the kill of a delivery the master had given up).
+	if a.Outcome != task.OutcomeRunning && (a.Outcome != task.OutcomeLost || a.ExitCode != nil) {
 		// This delivery's result is already recorded: the worker is retrying
 		// a report whose acknowledgement it did not get. The first report's
 		// write may not have reached the disk yet; writes land in order, so
@@ -568,8 +570,9 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	if r.Canceled && !t.Status.Final() && !current {
 		// The master killed this run because it had given the delivery up
 		// (replaced, or no result in time), not because the task was
-		// canceled: the kill is recorded on its attempt, the task goes on.
-		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeCanceled, &code, "killed: the master had given this delivery up", r.FinishedAt
+		// canceled: the delivery stays lost, its end is noted, and the task
+		// goes on.
+		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		fill()
 		d.mu.Unlock()

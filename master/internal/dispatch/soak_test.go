@@ -862,13 +862,11 @@ func showHistory(h []task.Attempt) string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
-// BUG, found by TestSoak, left failing for the dispatcher's owner to fix:
-// when the master tells a worker to kill a delivery it has replaced (the
-// worker came back after its task was re-queued and sent elsewhere), the
-// worker's report of that kill (Canceled) is taken as the task's result.
-// The task ends canceled though nobody canceled it, the live delivery is
-// told to stop, and its own report then counts too (not a duplicate).
-func TestBugKillOfAReplacedDeliveryCancelsTheTask(t *testing.T) {
+// Found by TestSoak: when the master tells a worker to kill a delivery it
+// has replaced (the worker came back after its task was re-queued and sent
+// elsewhere), the worker's report of that kill (Canceled) must not be taken
+// as the task's result: the task goes on with the delivery that replaced it.
+func TestKillOfAReplacedDeliveryLeavesTheTaskRunning(t *testing.T) {
 	d, clk := newTest(t)
 	a := register(t, d, "a", 1)
 	id := submit(t, d, 1)[0]
