@@ -466,7 +466,9 @@ func (d *Dispatcher) Sweep() {
 			continue
 		}
 		delete(d.orphans, id)
-		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.heldLocked(id) {
+		// A claim of the delivery deletes its entry, so none came: a slot
+		// another worker holds for an older delivery of it does not count.
+		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.runsOnItsWorkerLocked(t) {
 			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
 		}
@@ -481,7 +483,7 @@ func (d *Dispatcher) Sweep() {
 // or fails, and the worker is told to kill the run, should it still go on.
 func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 	for id, h := range s.inflight {
-		if now < h.deadline {
+		if now < h.deadline || !h.sent {
 			continue
 		}
 		t, ok := d.tasks.get(id)
@@ -553,9 +555,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
 		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
-	// Recorded: any outcome but running, or lost with the worker's own word
-	// on it (the kill of a delivery the master had given up).
-	if a.Outcome != task.OutcomeRunning && (a.Outcome != task.OutcomeLost || a.ExitCode != nil) {
+	if reported(a) {
 		// This delivery's result is already recorded: the worker is retrying
 		// a report whose acknowledgement it did not get. The first report's
 		// write may not have reached the disk yet; writes land in order, so
@@ -566,12 +566,16 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		return dup, d.p.Store.Flush(ctx)
 	}
 	code := r.ExitCode
-	current := t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && a.N == t.Attempts
-	if r.Canceled && !t.Status.Final() && !current {
-		// The master killed this run because it had given the delivery up
-		// (replaced, or no result in time), not because the task was
-		// canceled: the delivery stays lost, its end is noted, and the task
-		// goes on.
+	if r.Canceled && !t.Status.Final() {
+		// The master sends a kill only for a task that is final or a
+		// delivery it gave up (replaced, or no result in time), never to
+		// cancel a task that goes on: this run's end is no result of the
+		// task. The delivery is lost, its end noted; should it still be the
+		// current one (its worker took it back before the kill landed), the
+		// task is taken back, to run again.
+		if t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && a.N == t.Attempts {
+			d.takeBackLocked(t, "killed", "worker "+r.WorkerID+" killed a delivery the master had given up")
+		}
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		fill()
@@ -857,6 +861,13 @@ func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 		}
 	}
 	return nil
+}
+
+// reported tells whether a delivery's result is recorded: any outcome but
+// running, or lost with its worker's own word on it (the kill of a delivery
+// the master had given up).
+func reported(a *task.Attempt) bool {
+	return a.Outcome != task.OutcomeRunning && (a.Outcome != task.OutcomeLost || a.ExitCode != nil)
 }
 
 func lastAttempt(t *task.Task) *task.Attempt {

@@ -523,7 +523,7 @@ func TestDeliveryWithoutResultIsGivenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drain(w)
+	deliver(d, w)
 	x := register(t, d, "x", 1)
 	for range 10 { // past the timeout and the grace, heartbeats all along
 		clk.Advance((2*time.Second + reportGrace) / 9)
@@ -534,7 +534,7 @@ func TestDeliveryWithoutResultIsGivenUp(t *testing.T) {
 	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{tk.ID}) {
 		t.Fatalf("w was told to kill %v, want %s", cancels, tk.ID)
 	}
-	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{tk.ID}) {
+	if got := deliver(d, x); fmt.Sprint(got) != fmt.Sprint([]string{tk.ID}) {
 		t.Fatalf("x got %v, want %s re-delivered", got, tk.ID)
 	}
 	got, _ := d.Get(ctx, tk.ID)
@@ -555,5 +555,145 @@ func TestDeliveryWithoutResultIsGivenUp(t *testing.T) {
 	d.Sweep()
 	if ws := d.Workers(); ws[0].ID != "w" || ws[0].Running != 0 {
 		t.Fatalf("workers %+v; want w's slot free at last", ws)
+	}
+}
+
+// deliver takes the tasks sent to s and tells d they were sent, as the
+// stream handler does once they are on the wire: their deadlines run.
+func deliver(d *Dispatcher, s *Session) []string {
+	var ids []string
+	for _, m := range s.Take() {
+		if m.Task != nil {
+			d.Sent(s, *m.Task)
+			ids = append(ids, m.Task.ID)
+		}
+	}
+	return ids
+}
+
+// beat renews the leases of ss.
+func beat(d *Dispatcher, ss ...*Session) {
+	for _, s := range ss {
+		d.Heartbeat(s.WorkerID, s.InstanceID)
+	}
+}
+
+// giveUp moves the clock past a 2s task's timeout and the report grace,
+// heartbeats and sweeps along the way, so that its delivery is given up.
+func giveUp(d *Dispatcher, clk *fakeClock, ss ...*Session) {
+	for range 10 {
+		clk.Advance((2*time.Second + reportGrace) / 9)
+		beat(d, ss...)
+		d.Sweep()
+	}
+}
+
+// A worker that comes back listing a delivery the master gave up and told
+// it to kill may take it back (it may not have heard of the kill); its
+// report of the kill then takes the task back again, and never ends it as
+// canceled: nobody canceled it.
+func TestKillOfAGivenUpDeliveryNeverCancelsTheTask(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(d, w)
+	giveUp(d, clk, w)
+	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{tk.ID}) {
+		t.Fatalf("w was told to kill %v, want %s", cancels, tk.ID)
+	}
+	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := result(t, d, w2, tk.ID, 1, -1)
+	r.Canceled, r.Error = true, "canceled by the master"
+	if dup, err := d.Report(ctx, r); err != nil || dup {
+		t.Fatalf("report of the kill: dup=%v %v", dup, err)
+	}
+	got, _ := d.Get(ctx, tk.ID)
+	if got.Status.Final() || got.History[0].Outcome != task.OutcomeLost {
+		t.Fatalf("task %s, history %+v; want it going on, attempt 1 lost", got.Status, got.History)
+	}
+}
+
+// A task whose worker went away unclaimed is re-queued even while another
+// worker still holds a slot for an older, given-up delivery of it.
+func TestOrphanIsRequeuedDespiteAStaleSlotElsewhere(t *testing.T) {
+	d, clk := newTest(t)
+	w1 := register(t, d, "w1", 1)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(d, w1)
+	w2 := register(t, d, "w2", 1)
+	giveUp(d, clk, w1, w2)
+	if got := deliver(d, w2); fmt.Sprint(got) != fmt.Sprint([]string{tk.ID}) {
+		t.Fatalf("w2 got %v, want %s", got, tk.ID)
+	}
+	d.Unregister(w2) // it never comes back; w1 still holds its killed run
+	clk.Advance(workerTimeout)
+	beat(d, w1)
+	d.Sweep()
+	if got, _ := d.Get(ctx, tk.ID); got.Status != task.StatusQueued && got.WorkerID == "w2" {
+		t.Fatalf("task %s on %s after w2's claim window; want it taken back", got.Status, got.WorkerID)
+	}
+}
+
+// A worker that reconnects listing an older delivery of a task keeps the
+// slot of the current one in its stale session only if it lists it: the
+// current delivery it does not list is taken back, not lost track of.
+func TestReplacedSessionTakesBackADeliveryNotListed(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(d, w)
+	giveUp(d, clk, w)
+	clk.Advance(reportGrace) // w never reports the kill: its slot is freed
+	beat(d, w)
+	d.Sweep()
+	if got := deliver(d, w); fmt.Sprint(got) != fmt.Sprint([]string{tk.ID}) {
+		t.Fatalf("w got %v, want %s as attempt 2", got, tk.ID)
+	}
+	// The worker refused attempt 2 (attempt 1 still runs), and reconnects.
+	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := d.Get(ctx, tk.ID)
+	if got.Status == task.StatusRunning && got.Attempts == 2 {
+		t.Fatalf("attempt 2, which w does not list, still counts as running on w: %+v", got.History)
+	}
+	_ = w2
+}
+
+// During a store outage deliveries wait for their writes, not on their
+// workers: no deadline runs until a delivery is sent, so no task uses up
+// its attempts without ever reaching a worker.
+func TestOutageBurnsNoAttempts(t *testing.T) {
+	d, clk, path := newFlaky(t)
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock := lockDB(t, path)
+	w := register(t, d, "w", 1) // gets the task; its delivery's write cannot land
+	x := register(t, d, "x", 1)
+	failing(t, d)
+	for range 40 {
+		clk.Advance(5 * time.Second)
+		beat(d, w, x)
+		d.Sweep()
+	}
+	unlock()
+	got, _ := d.Get(ctx, tk.ID)
+	if got.Status != task.StatusRunning || got.Attempts != 1 {
+		t.Fatalf("after the outage: %s, attempts %d; want still its first delivery, waiting to be sent", got.Status, got.Attempts)
 	}
 }

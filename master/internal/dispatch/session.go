@@ -44,6 +44,10 @@ type hold struct {
 	attempt  int           // 0: unknown (a claim from a worker that did not say)
 	deadline time.Duration // monotonic; past it the master gives up on the delivery
 	canceled bool          // the worker was told to kill it
+	// sent: the worker has the delivery (its stream handler sent it, or the
+	// worker listed it). Only then does the deadline run: a delivery that
+	// waits for its write during a store outage is not the worker's fault.
+	sent bool
 }
 
 // Message is one thing to send on a worker's stream: a task to run, or the
@@ -144,7 +148,9 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
 		// The tasks it still runs move to the new session: not lost, not re-queued.
 		for _, c := range r.Running {
-			delete(old.inflight, c.TaskID)
+			if h, ok := old.inflight[c.TaskID]; ok && (h.attempt == 0 || c.Attempt == 0 || h.attempt == c.Attempt) {
+				delete(old.inflight, c.TaskID)
+			}
 		}
 		d.endLocked(old, "replaced", "replaced by a new connection")
 	}
@@ -217,7 +223,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	}
 	// A slot for the delivery until the worker reports it, whatever happens
 	// to the task: the worker runs it, or holds its result, until then.
-	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace}
+	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace, sent: true}
 	if a != nil {
 		h.attempt = a.N
 	}
@@ -225,7 +231,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	switch {
 	case t == nil, a == nil:
 		log.Warn("worker runs a delivery the master did not give it; telling it to kill it")
-	case a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost:
+	case reported(a):
 		// Its result is recorded; the worker waits for the acknowledgement
 		// of its report, which it will send again.
 		log.Debug("reconnecting worker holds a result the master has recorded")
@@ -285,6 +291,16 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
 	}
 	s.lastSeen, s.seenMono = d.p.Now(), d.p.Mono()
 	return true
+}
+
+// Sent records that the stream handler sent s the delivery of a: its
+// deadline (the task's timeout plus a grace for the report) runs from now.
+func (d *Dispatcher) Sent(s *Session, a task.Assignment) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h, ok := s.inflight[a.ID]; ok && h.attempt == a.Attempt && !h.canceled {
+		h.sent, h.deadline = true, d.p.Mono()+a.Timeout+reportGrace
+	}
 }
 
 // Drain stops sending tasks to a worker; the tasks it runs stay with it.
@@ -405,9 +421,15 @@ func (d *Dispatcher) cancelOnLocked(workerID, id string) {
 	}
 }
 
-// heldLocked reports whether a connected worker holds a slot for the task.
-func (d *Dispatcher) heldLocked(id string) bool {
-	return slices.ContainsFunc(d.rotation, func(s *Session) bool { _, ok := s.inflight[id]; return ok })
+// runsOnItsWorkerLocked reports whether t's worker is connected and holds
+// t's current delivery.
+func (d *Dispatcher) runsOnItsWorkerLocked(t *task.Task) bool {
+	s := d.sessionLocked(t.WorkerID)
+	if s == nil {
+		return false
+	}
+	h, ok := s.inflight[t.ID]
+	return ok && d.currentLocked(t, s.WorkerID, h)
 }
 
 func (d *Dispatcher) sessionLocked(workerID string) *Session {

@@ -573,6 +573,7 @@ func (w *simWorker) take() {
 			continue
 		}
 		w.k.recordSent(m.Task, w.id)
+		w.d().Sent(w.s, *m.Task) // as the stream handler does: the delivery's deadline runs
 		if _, runs := w.held[m.Task.ID]; runs {
 			w.k.count("second_delivery_ignored")
 			continue

@@ -154,6 +154,9 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 				log.Warn("send failed; worker will be dropped", "err", err)
 				return err
 			}
+			if m.Task != nil {
+				s.d.Sent(sess, *m.Task) // its deadline runs from now
+			}
 		}
 		if len(msgs) > 0 {
 			continue
