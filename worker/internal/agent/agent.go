@@ -333,7 +333,14 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	// A task that arrives while draining was sent before the master took
 	// note of the drain: it runs, and the drain waits for it. Left unrun, it
 	// would come back to the master as a lost attempt.
-	_, dup := a.running[id]
+	stop, dup := a.running[id]
+	if dup && stop == nil && t.GetAttempt() > a.attempts[id] {
+		// A newer delivery of a task whose last run is over and only waits
+		// for the master's ack (the master gave that delivery up, and has
+		// the kill's report): it runs. Refused, it would sit on the
+		// master's books as running until its deadline.
+		dup = false
+	}
 	if !dup {
 		a.running[id] = cancel
 		a.attempts[id] = t.GetAttempt()

@@ -367,6 +367,9 @@ func TestReregistrationListsRunningTasks(t *testing.T) {
 	if !slices.Equal(second.GetRunningTaskIds(), []string{"long"}) {
 		t.Errorf("running_task_ids = %q, want [long]", second.GetRunningTaskIds())
 	}
+	if r := second.GetRunning(); len(r) != 1 || r[0].GetTaskId() != "long" || r[0].GetAttempt() != 1 {
+		t.Errorf("running = %v, want long's delivery 1", r)
+	}
 
 	// Shutdown kills the task well before its 30 s, and does not report it:
 	// the master re-queues the tasks of a worker that goes away.
@@ -584,4 +587,42 @@ func TestDrainWithoutMaster(t *testing.T) {
 	if err := recv(t, startDrain(ctx, a), "end of the drain"); err != nil {
 		t.Errorf("Drain without a master = %v, want nil: there was nothing to wait for", err)
 	}
+}
+
+// A newer delivery of a task whose earlier run is over and only waits for
+// the master's ack runs: the master gave the earlier delivery up and counts
+// on this one. Both results are reported, each under its own attempt.
+func TestNewerDeliveryRunsWhileTheOlderAwaitsItsAck(t *testing.T) {
+	f := newFakeMaster()
+	var ackFirst atomic.Bool
+	f.reportErr = func(r *pb.TaskResult, _ int32) error {
+		if r.GetAttempt() == 1 && !ackFirst.Load() {
+			return status.Error(codes.Unavailable, "not now")
+		}
+		return nil
+	}
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+
+	first := task("t1", "echo one")
+	f.tasks <- first
+	eventually(t, func() bool { return f.reportCalls.Load() >= 1 }, "the first run was never reported")
+	second := task("t1", "echo two")
+	second.Attempt = first.GetAttempt() + 1
+	f.tasks <- second
+	eventually(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.attempts["t1"] == second.Attempt && a.running["t1"] == nil
+	}, "the newer delivery never ran")
+	ackFirst.Store(true)
+	got := map[int32]string{}
+	for range 2 {
+		r := recv(t, f.reports, "report")
+		got[r.GetAttempt()] = string(r.GetStdout())
+	}
+	if got[first.GetAttempt()] != "one\n" || got[second.Attempt] != "two\n" {
+		t.Fatalf("reports by attempt %q; want one and two, each under its own", got)
+	}
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged runs still held")
 }

@@ -92,8 +92,11 @@ func (a *Agent) acknowledged(r *pb.TaskResult) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.results = a.results[1:]
-	delete(a.running, r.GetTaskId())
-	delete(a.attempts, r.GetTaskId())
+	// A newer delivery of the same task may run here by now: it keeps its slot.
+	if id := r.GetTaskId(); a.attempts[id] == r.GetAttempt() {
+		delete(a.running, id)
+		delete(a.attempts, id)
+	}
 	a.noteDrained()
 }
 
