@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,9 +10,8 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
-
-	_ "modernc.org/sqlite" // the "sqlite" driver, for a second connection that holds the write lock
 )
 
 // The tests of the promise at its edges: what must hold when a result comes
@@ -22,39 +20,13 @@ import (
 
 // newFlaky returns a dispatcher whose store gives up on a locked database
 // fast and retries often, and the path of its database, so that a test can
-// take the write lock from outside (lockDB) as another process would.
+// take the write lock from outside (storetest.HoldWriteLock) as another process would.
 func newFlaky(t *testing.T) (*Dispatcher, *fakeClock, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "rh.db")
 	d, clk := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0,
 		store.WithBusyTimeout(20*time.Millisecond), store.WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
 	return d, clk, path
-}
-
-// lockDB takes the database's write lock from a connection of its own and
-// returns the function that releases it.
-func lockDB(t *testing.T, path string) (unlock func()) {
-	t.Helper()
-	// It waits for the store's writer to finish a commit, as a process would.
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		t.Helper()
-		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close()
-	}
 }
 
 // eventually polls cond until it holds, or fails the test after 10s.
@@ -167,7 +139,7 @@ func TestReportIsAckedOnlyOnDisk(t *testing.T) {
 	w := register(t, d, "w", 1)
 	id := submit(t, d, 1)[0]
 	drain(w)
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 	r := result(t, d, w, id, 1, 0)
 	first := goErr(func() error { _, err := d.Report(ctx, r); return err })
 	failing(t, d)
@@ -194,7 +166,7 @@ func TestReportIsAckedOnlyOnDisk(t *testing.T) {
 // once (503), and the ones accepted before are kept.
 func TestSubmitRefusedWhileWritesFail(t *testing.T) {
 	d, _, path := newFlaky(t)
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 	type submitted struct {
 		t   task.Task
 		err error
@@ -230,7 +202,7 @@ func TestDeliveryIsOnDiskBeforeItIsSent(t *testing.T) {
 	w := register(t, d, "w", 1)
 	ids := submit(t, d, 2) // ids[0] runs on w, ids[1] waits for its slot
 	drain(w)
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 	// ids[0]'s result frees the slot at once; its write, and the delivery of
 	// ids[1] made in the same step, cannot land.
 	reported := goErr(func() error { _, err := d.Report(ctx, result(t, d, w, ids[0], 1, 0)); return err })
@@ -394,7 +366,7 @@ func TestKeyedReplayDoesNotWaitForAnotherKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 	defer unlock()
 	blocked := goErr(func() error { _, _, err := d.Submit(ctx, Submission{Cmd: "echo k1", IdempotencyKey: "k1"}); return err })
 	failing(t, d)

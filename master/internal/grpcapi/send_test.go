@@ -2,17 +2,15 @@ package grpcapi
 
 import (
 	"context"
-	"database/sql"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	_ "modernc.org/sqlite" // registers "sqlite", for holdWriteLock
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
@@ -83,7 +81,7 @@ func TestTaskIsSentOnlyOnceOnDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	release := holdWriteLock(t, s.dbPath)
+	release := storetest.HoldWriteLock(t, s.dbPath)
 	// A's result frees the slot, and B is assigned to it; neither write can
 	// land, so the report's ack, which means "on disk", waits.
 	reported := make(chan error, 1)
@@ -139,38 +137,4 @@ func TestTaskIsSentOnlyOnceOnDisk(t *testing.T) {
 	if got, err := s.st.Get(context.Background(), a.ID); err != nil || got.Status != task.StatusSucceeded {
 		t.Fatalf("stored A = %s, %v; want succeeded", got.Status, err)
 	}
-}
-
-// holdWriteLock takes the database's write lock from a connection of its
-// own, as another process would, and returns the function that releases
-// it; the lock is released when the test ends at the latest.
-func holdWriteLock(t *testing.T, path string) (release func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		conn.Close()
-		db.Close()
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-				t.Errorf("releasing the write lock: %v", err)
-			}
-			conn.Close()
-			db.Close()
-		})
-	}
-	t.Cleanup(release)
-	return release
 }

@@ -2,13 +2,13 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 
 	"modernc.org/sqlite"
@@ -29,32 +29,6 @@ func openFast(t *testing.T) (*Store, string) {
 		t.Fatalf("Open: %v", err)
 	}
 	return s, path
-}
-
-// lockDB takes the database's write lock from a connection of its own, as
-// another process would, and returns the function that releases it.
-func lockDB(t *testing.T, path string) (unlock func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ctx := context.Background()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		t.Helper()
-		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close()
-	}
 }
 
 // waitFor polls cond until it holds, failing the test after waitLimit.
@@ -113,7 +87,7 @@ func isBusy(err error) bool {
 func TestRetryWhileLocked(t *testing.T) {
 	s, path := openFast(t)
 	defer s.Close()
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 
 	first := s.Apply(Write{Task: newTask("first", at(0), task.StatusQueued)})
 	waitFor(t, "WriteErr to report the failing write", func() bool { return s.WriteErr() != nil })
@@ -158,7 +132,7 @@ func TestRetryWhileLocked(t *testing.T) {
 // queued behind it, with ErrUnavailable: none of them committed.
 func TestCloseWhileFailing(t *testing.T) {
 	s, path := openFast(t)
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 
 	first := s.Apply(Write{Task: newTask("first", at(0), task.StatusQueued)})
 	waitFor(t, "WriteErr to report the failing write", func() bool { return s.WriteErr() != nil })
@@ -247,7 +221,7 @@ func TestDeleteFinishedWhileLocked(t *testing.T) {
 	old.FinishedAt = at(1)
 	apply(t, s, Write{Task: old})
 
-	unlock := lockDB(t, path)
+	unlock := storetest.HoldWriteLock(t, path)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	if n, err := s.DeleteFinished(ctx, at(2), 10); !isBusy(err) {
