@@ -128,8 +128,9 @@ type Registration struct {
 // connected worker's ID gets ErrConflict.
 //
 // Every delivery the worker lists holds one of its slots until it reports
-// it. One the master still counts on (running on this worker) is kept; any
-// other (its task is final, or was given to another worker since) is
+// it. One the master still counts on (running on this worker) is kept, and
+// so is one given to another worker since (the first result wins); one of
+// a task that is final, or that the master never sent this worker, is
 // cancelled: the worker is told to kill it.
 func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, int, error) {
 	gone, err := d.lookUpGone(ctx, r.Running)
@@ -239,7 +240,11 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	case t.Status.Final():
 		log.Info("reconnecting worker runs a task that is final; telling it to kill it", "status", t.Status)
 	case a.N != t.Attempts:
-		log.Warn("reconnecting worker runs a delivery the master has replaced; telling it to kill it", "current_attempt", t.Attempts)
+		// Given to another worker since: both run, the first result wins,
+		// and the other delivery is then killed (Report). Its slot counts.
+		log.Info("reconnecting worker runs a delivery the master has replaced; the first result wins", "current_attempt", t.Attempts)
+		h.deadline = mono + t.Timeout + reportGrace
+		return
 	case t.Status == task.StatusRunning:
 		// Still its delivery: it keeps running it (a master restart, or a
 		// reconnect within the claim window).
