@@ -152,20 +152,26 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading live tasks: %w", err)
 	}
+	// Histories are read before the lock is taken: nothing waits for the
+	// disk under it, even at start.
+	histories := make(map[string][]task.Attempt)
+	for i := range live {
+		if t := &live[i]; t.Attempts > 0 { // Live leaves History out; most queued tasks have none
+			full, err := d.p.Store.Get(ctx, t.ID)
+			if err != nil {
+				return fmt.Errorf("loading task %s: %w", t.ID, err)
+			}
+			histories[t.ID] = full.History
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	orphaned := 0
 	grace := d.p.Mono() + d.p.WorkerTimeout
 	for i := range live {
 		t := &task.Task{}
-		*t = live[i]        // a copy: a pointer into live would keep the whole slice in memory
-		if t.Attempts > 0 { // Live leaves History out; most queued tasks have none
-			full, err := d.p.Store.Get(ctx, t.ID)
-			if err != nil {
-				return fmt.Errorf("loading task %s: %w", t.ID, err)
-			}
-			t.History = full.History
-		}
+		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
+		t.History = histories[t.ID]
 		d.tasks.put(t)
 		if t.Status == task.StatusRunning {
 			d.orphans[t.ID] = grace

@@ -317,8 +317,18 @@ func validateRegistration(req *pb.RegisterRequest) error {
 		return errInvalid("instance_id must be 1-64 bytes")
 	case req.GetSlots() < 1 || req.GetSlots() > maxSlots:
 		return errInvalid("slots must be between 1 and 1024")
-	case len(req.GetRunningTaskIds())+len(req.GetRunning()) > maxRunningIDs:
-		return errInvalid("too many running_task_ids")
+	case len(req.GetRunningTaskIds()) > maxRunningIDs || len(req.GetRunning()) > maxRunningIDs:
+		return errInvalid(fmt.Sprintf("running_task_ids and running may name at most %d tasks each", maxRunningIDs))
+	}
+	for _, r := range req.GetRunning() {
+		if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || r.GetAttempt() < 0 {
+			return errInvalid("each running task needs a task_id of 1-64 bytes and an attempt of 0 or more")
+		}
+	}
+	for _, id := range req.GetRunningTaskIds() {
+		if id == "" || len(id) > maxIDLen {
+			return errInvalid("running_task_ids must be 1-64 bytes each")
+		}
 	}
 	return nil
 }

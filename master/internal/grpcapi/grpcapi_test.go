@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,6 +237,14 @@ func TestRefusals(t *testing.T) {
 		{"no instance ID", &pb.RegisterRequest{WorkerId: "w2", Slots: 1}, codes.InvalidArgument},
 		{"zero slots", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 0}, codes.InvalidArgument},
 		{"too many slots", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 5000}, codes.InvalidArgument},
+		{"a running task ID too long", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 1,
+			Running: []*pb.RunningTask{{TaskId: strings.Repeat("x", 65), Attempt: 1}}}, codes.InvalidArgument},
+		{"a running task without an ID", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 1,
+			Running: []*pb.RunningTask{{Attempt: 1}}}, codes.InvalidArgument},
+		{"a negative attempt", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 1,
+			Running: []*pb.RunningTask{{TaskId: "t", Attempt: -1}}}, codes.InvalidArgument},
+		{"a running_task_id too long", &pb.RegisterRequest{WorkerId: "w2", InstanceId: "i", Slots: 1,
+			RunningTaskIds: []string{strings.Repeat("x", 65)}}, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
