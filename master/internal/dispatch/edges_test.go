@@ -492,18 +492,10 @@ func TestLateResultCancelsTheRedelivery(t *testing.T) {
 func TestDeliveryWithoutResultIsGivenUp(t *testing.T) {
 	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
-	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := submitShort(t, d)
 	deliver(d, w)
 	x := register(t, d, "x", 1)
-	for range 10 { // past the timeout and the grace, heartbeats all along
-		clk.Advance((2*time.Second + reportGrace) / 9)
-		d.Heartbeat(w.WorkerID, w.InstanceID)
-		d.Heartbeat(x.WorkerID, x.InstanceID)
-		d.Sweep()
-	}
+	giveUp(d, clk, w, x) // past the timeout and the grace, heartbeats all along
 	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{tk.ID}) {
 		t.Fatalf("w was told to kill %v, want %s", cancels, tk.ID)
 	}
@@ -551,6 +543,16 @@ func beat(d *Dispatcher, ss ...*Session) {
 	}
 }
 
+// submitShort submits a task with a 2s timeout, for giveUp.
+func submitShort(t *testing.T, d *Dispatcher) task.Task {
+	t.Helper()
+	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
 // giveUp moves the clock past a 2s task's timeout and the report grace,
 // heartbeats and sweeps along the way, so that its delivery is given up.
 func giveUp(d *Dispatcher, clk *fakeClock, ss ...*Session) {
@@ -568,10 +570,7 @@ func giveUp(d *Dispatcher, clk *fakeClock, ss ...*Session) {
 func TestKillOfAGivenUpDeliveryNeverCancelsTheTask(t *testing.T) {
 	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
-	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := submitShort(t, d)
 	deliver(d, w)
 	giveUp(d, clk, w)
 	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{tk.ID}) {
@@ -597,10 +596,7 @@ func TestKillOfAGivenUpDeliveryNeverCancelsTheTask(t *testing.T) {
 func TestOrphanIsRequeuedDespiteAStaleSlotElsewhere(t *testing.T) {
 	d, clk := newTest(t)
 	w1 := register(t, d, "w1", 1)
-	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := submitShort(t, d)
 	deliver(d, w1)
 	w2 := register(t, d, "w2", 1)
 	giveUp(d, clk, w1, w2)
@@ -622,10 +618,7 @@ func TestOrphanIsRequeuedDespiteAStaleSlotElsewhere(t *testing.T) {
 func TestReplacedSessionTakesBackADeliveryNotListed(t *testing.T) {
 	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
-	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := submitShort(t, d)
 	deliver(d, w)
 	giveUp(d, clk, w)
 	clk.Advance(reportGrace) // w never reports the kill: its slot is freed
@@ -651,10 +644,7 @@ func TestReplacedSessionTakesBackADeliveryNotListed(t *testing.T) {
 // its attempts without ever reaching a worker.
 func TestOutageBurnsNoAttempts(t *testing.T) {
 	d, clk, path := newFlaky(t)
-	tk, _, err := d.Submit(ctx, Submission{Cmd: "sleep 1", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tk := submitShort(t, d)
 	unlock := storetest.HoldWriteLock(t, path)
 	w := register(t, d, "w", 1) // gets the task; its delivery's write cannot land
 	x := register(t, d, "x", 1)
