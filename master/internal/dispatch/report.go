@@ -1,0 +1,172 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// Report records a worker's result for one delivery of a task. The first
+// result for a task is final. A result that arrives after the task is final
+// (it was re-queued and finished elsewhere) is recorded on its delivery's
+// attempt, marked duplicate, and changes nothing else. Report returns once
+// the result is on disk, so the worker may forget it.
+func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
+	// The worker bounds its output too, but the master does not rely on a
+	// worker's settings for what it stores. Bounding happens before taking
+	// d.mu: it copies and checks the UTF-8 of everything the report carries
+	// (megabytes per stream, up to the gRPC receive limit), and every
+	// submission, assignment and report waits for that lock. It reads only
+	// d.p, which never changes after New.
+	stdout, outCut := task.Output(r.Stdout, d.maxOutput())
+	stderr, errCut := task.Output(r.Stderr, d.maxOutput())
+	d.mu.Lock()
+	// A freed slot is filled once the result is recorded, so that events
+	// tell of the finish before the next assignment on this worker.
+	freed := false
+	// Only a result for the delivery the slot holds frees it: a late result
+	// of an older delivery of the same task must not free the slot of the
+	// one the worker runs now.
+	if s := d.instanceLocked(r.WorkerID, r.InstanceID); s != nil {
+		if h, ok := s.inflight[r.TaskID]; ok && (h.attempt == 0 || h.attempt == r.Attempt) {
+			delete(s.inflight, r.TaskID)
+			freed = true
+		}
+	}
+	fill := func() {
+		if freed {
+			d.assignLocked()
+		}
+	}
+	t, live := d.tasks.get(r.TaskID)
+	if !live {
+		fill()
+		freed = false
+		d.mu.Unlock()
+		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
+		if err != nil {
+			return false, err
+		}
+		t = &ft
+		d.mu.Lock()
+	}
+	a := attemptFor(t, r)
+	if a == nil {
+		// Every delivery is on disk before it is sent, so this one never
+		// was: a confused or forged worker. Its result must not decide a
+		// task, nor take the number of a delivery still to come.
+		fill()
+		d.mu.Unlock()
+		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
+		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
+	}
+	if reported(a) {
+		// This delivery's result is already recorded: the worker is retrying
+		// a report whose acknowledgement it did not get. The first report's
+		// write may not have reached the disk yet; writes land in order, so
+		// once a barrier behind it has, the result is there.
+		fill()
+		dup := a.Duplicate
+		d.mu.Unlock()
+		return dup, d.p.Store.Flush(ctx)
+	}
+	code := r.ExitCode
+	if r.Canceled && !t.Status.Final() {
+		// The master sends a kill only for a task that is final or a
+		// delivery it gave up (replaced, or no result in time), never to
+		// cancel a task that goes on: this run's end is no result of the
+		// task. The delivery is lost, its end noted; should it still be the
+		// current one (its worker took it back before the kill landed), the
+		// task is taken back, to run again.
+		if t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && a.N == t.Attempts {
+			d.takeBackLocked(t, "killed", "worker "+r.WorkerID+" killed a delivery the master had given up")
+		}
+		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		fill()
+		d.mu.Unlock()
+		return false, <-committed
+	}
+	// A canceled task's running delivery ends with this report; that is no
+	// duplicate. Any other report for a final task is.
+	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning)
+	a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, dup
+	if t.Status.Final() {
+		if dup {
+			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
+		}
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		fill()
+		d.mu.Unlock()
+		return dup, <-committed
+	}
+	d.completed[r.WorkerID]++
+	t.WorkerID = r.WorkerID
+	t.ExitCode = &code
+	t.Stdout, t.Stderr = stdout, stderr // bounded above, outside the lock
+	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
+	t.Error = r.Error
+	if !r.StartedAt.IsZero() {
+		t.StartedAt = r.StartedAt
+	}
+	finished := r.FinishedAt
+	if finished.IsZero() {
+		finished = d.p.Now()
+	}
+	d.finishLocked(t, task.Status(a.Outcome), finished) // t may be queued: a result for a delivery the master had taken back
+	committed := d.persistLocked(t, a)
+	if last := lastAttempt(t); last != a && last.Outcome == task.OutcomeRunning {
+		// A late result of a lost delivery decided the task: the delivery
+		// that replaced it has nothing left to do.
+		d.cancelOnLocked(last.WorkerID, t.ID)
+	}
+	run := finished.Sub(t.StartedAt).Seconds()
+	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
+		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
+	fill()
+	d.mu.Unlock()
+	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
+	return false, d.settle(t.ID, <-committed)
+}
+
+func (d *Dispatcher) maxOutput() int {
+	if d.p.MaxOutputBytes <= 0 {
+		return math.MaxInt
+	}
+	return d.p.MaxOutputBytes
+}
+
+// outcomeOf classifies a worker's result.
+func outcomeOf(r task.Result) task.Outcome {
+	switch {
+	case r.Canceled:
+		return task.OutcomeCanceled
+	case r.TimedOut:
+		return task.OutcomeTimedOut
+	case r.ExitCode == 0 && r.Error == "":
+		return task.OutcomeSucceeded
+	}
+	return task.OutcomeFailed
+}
+
+// attemptFor returns the delivery a result answers, by its number and
+// worker, or nil when no such delivery was sent.
+func attemptFor(t *task.Task, r task.Result) *task.Attempt {
+	for i := range t.History {
+		if a := &t.History[i]; a.N == r.Attempt && a.WorkerID == r.WorkerID {
+			return a
+		}
+	}
+	return nil
+}
+
+// reported tells whether a delivery's result is recorded: any outcome but
+// running, or lost with its worker's own word on it (the kill of a delivery
+// the master had given up).
+func reported(a *task.Attempt) bool {
+	return a.Outcome != task.OutcomeRunning && (a.Outcome != task.OutcomeLost || a.ExitCode != nil)
+}

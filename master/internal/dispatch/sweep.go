@@ -1,0 +1,71 @@
+package dispatch
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// Sweep drops workers whose lease expired (no heartbeat within the worker
+// timeout: dead, paused or cut off), gives up deliveries that outlived their
+// task's timeout plus a grace without a result, re-queues the tasks of
+// workers that did not come back to claim them, and forgets final tasks
+// that are safely on disk. An owner calls it periodically; tests call it
+// after moving the clock. Every duration here is monotonic.
+func (d *Dispatcher) Sweep() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.p.Mono()
+	expiry := d.p.WorkerTimeout - d.SweepInterval()
+	for _, s := range slices.Clone(d.rotation) {
+		if silent := now - s.seenMono; silent > expiry {
+			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
+			why := fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second))
+			d.emitLocked(events.Event{Type: events.WorkerTimedOut, WorkerID: s.WorkerID, Reason: "timed_out", Detail: why})
+			d.endLocked(s, "timed_out", why)
+			continue
+		}
+		d.expireDeliveriesLocked(s, now)
+	}
+	for id, deadline := range d.orphans {
+		if now < deadline {
+			continue
+		}
+		delete(d.orphans, id)
+		// A claim of the delivery deletes its entry, so none came: a slot
+		// another worker holds for an older delivery of it does not count.
+		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.runsOnItsWorkerLocked(t) {
+			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
+			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
+		}
+	}
+	d.assignLocked()
+	d.evictLocked()
+}
+
+// expireDeliveriesLocked gives up the deliveries on s whose deadline passed:
+// a worker that heartbeats but never reports (or never reads its stream)
+// would otherwise pin them, and its slots, forever. The task is re-queued
+// or fails, and the worker is told to kill the run, should it still go on.
+func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
+	for id, h := range s.inflight {
+		if now < h.deadline || !h.sent {
+			continue
+		}
+		t, ok := d.tasks.get(id)
+		if !ok || !d.currentLocked(t, s.WorkerID, h) {
+			delete(s.inflight, id)
+			d.log.Warn("worker never reported a delivery it was told to kill; freeing its slot", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+			continue
+		}
+		d.log.Warn("no result within the task's timeout plus grace; giving the delivery up", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+		// The run may go on: it keeps its slot, and the task goes to another
+		// worker, until the worker reports the kill or one more grace passes.
+		h.canceled, h.deadline = true, now+reportGrace
+		s.send(Message{Cancel: id})
+		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
+	}
+}
