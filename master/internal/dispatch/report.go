@@ -25,8 +25,6 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	stdout, outCut := task.Output(r.Stdout, d.maxOutput())
 	stderr, errCut := task.Output(r.Stderr, d.maxOutput())
 	d.mu.Lock()
-	// A freed slot is filled once the result is recorded, so that events
-	// tell of the finish before the next assignment on this worker.
 	freed := false
 	// Only a result for the delivery the slot holds frees it: a late result
 	// of an older delivery of the same task must not free the slot of the
@@ -37,16 +35,19 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 			freed = true
 		}
 	}
-	fill := func() {
+	// A freed slot is filled once the result is recorded, so that events
+	// tell of the finish before the next assignment on this worker; every
+	// way out unlocks through here.
+	unlock := func() {
 		if freed {
+			freed = false
 			d.assignLocked()
 		}
+		d.mu.Unlock()
 	}
 	t, live := d.tasks.get(r.TaskID)
 	if !live {
-		fill()
-		freed = false
-		d.mu.Unlock()
+		unlock()
 		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
 		if err != nil {
 			return false, err
@@ -59,8 +60,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		// Every delivery is on disk before it is sent, so this one never
 		// was: a confused or forged worker. Its result must not decide a
 		// task, nor take the number of a delivery still to come.
-		fill()
-		d.mu.Unlock()
+		unlock()
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
 		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
@@ -69,9 +69,8 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		// a report whose acknowledgement it did not get. The first report's
 		// write may not have reached the disk yet; writes land in order, so
 		// once a barrier behind it has, the result is there.
-		fill()
 		dup := a.Duplicate
-		d.mu.Unlock()
+		unlock()
 		return dup, d.p.Store.Flush(ctx)
 	}
 	code := r.ExitCode
@@ -82,13 +81,12 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		// task. The delivery is lost, its end noted; should it still be the
 		// current one (its worker took it back before the kill landed), the
 		// task is taken back, to run again.
-		if t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && a.N == t.Attempts {
+		if isCurrent(t, r.WorkerID, a.N) {
 			d.takeBackLocked(t, "killed", "worker "+r.WorkerID+" killed a delivery the master had given up")
 		}
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
-		fill()
-		d.mu.Unlock()
+		unlock()
 		return false, <-committed
 	}
 	// A canceled task's running delivery ends with this report; that is no
@@ -100,8 +98,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
 		}
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
-		fill()
-		d.mu.Unlock()
+		unlock()
 		return dup, <-committed
 	}
 	d.completed[r.WorkerID]++
@@ -127,8 +124,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	run := finished.Sub(t.StartedAt).Seconds()
 	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
-	fill()
-	d.mu.Unlock()
+	unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
 	return false, d.settle(t.ID, <-committed)
 }

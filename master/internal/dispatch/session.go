@@ -341,7 +341,7 @@ func (d *Dispatcher) Unregister(s *Session) {
 	} else {
 		claimBy := d.p.Mono() + d.p.WorkerTimeout
 		for id, h := range s.inflight {
-			if t, ok := d.tasks.get(id); ok && d.currentLocked(t, s.WorkerID, h) {
+			if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 				d.orphans[id] = claimBy
 				delete(s.inflight, id)
 			}
@@ -351,9 +351,10 @@ func (d *Dispatcher) Unregister(s *Session) {
 	d.assignLocked()
 }
 
-// currentLocked reports whether h is the delivery t runs on now, on workerID.
-func (d *Dispatcher) currentLocked(t *task.Task, workerID string, h *hold) bool {
-	return t.Status == task.StatusRunning && t.WorkerID == workerID && (h.attempt == 0 || h.attempt == t.Attempts)
+// isCurrent reports whether attempt (0: unknown, any) is the delivery t
+// runs on now, on workerID.
+func isCurrent(t *task.Task, workerID string, attempt int) bool {
+	return t.Status == task.StatusRunning && t.WorkerID == workerID && (attempt == 0 || attempt == t.Attempts)
 }
 
 // endLocked takes s out of the rotation, closes it and re-queues the tasks
@@ -377,7 +378,7 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 
 	var lost []*task.Task
 	for id, h := range s.inflight {
-		if t, ok := d.tasks.get(id); ok && d.currentLocked(t, s.WorkerID, h) {
+		if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 			lost = append(lost, t)
 		}
 	}
@@ -434,7 +435,7 @@ func (d *Dispatcher) runsOnItsWorkerLocked(t *task.Task) bool {
 		return false
 	}
 	h, ok := s.inflight[t.ID]
-	return ok && d.currentLocked(t, s.WorkerID, h)
+	return ok && isCurrent(t, s.WorkerID, h.attempt)
 }
 
 func (d *Dispatcher) sessionLocked(workerID string) *Session {

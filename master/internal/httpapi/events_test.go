@@ -75,14 +75,7 @@ type sseEvent struct {
 // channel (closed at the end of the stream) and counting heartbeats.
 func openStream(t *testing.T, url, lastID string) (<-chan sseEvent, *http.Response) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url+"/events", nil)
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getEvents(t, url, lastID)
 	t.Cleanup(func() { resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /events: %s", resp.Status)
