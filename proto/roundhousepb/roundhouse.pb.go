@@ -659,9 +659,15 @@ func (x *ReportAck) GetDuplicate() bool {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	InstanceId string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// running lists the deliveries the worker holds now, as at registration;
+	// running_listed says the list is there (a worker that predates it sends
+	// neither). A delivery the worker listed when it registered and no longer
+	// holds (its result was acknowledged meanwhile) frees its slot.
+	Running       []*RunningTask `protobuf:"bytes,3,rep,name=running,proto3" json:"running,omitempty"`
+	RunningListed bool           `protobuf:"varint,4,opt,name=running_listed,json=runningListed,proto3" json:"running_listed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -708,6 +714,20 @@ func (x *HeartbeatRequest) GetInstanceId() string {
 		return x.InstanceId
 	}
 	return ""
+}
+
+func (x *HeartbeatRequest) GetRunning() []*RunningTask {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetRunningListed() bool {
+	if x != nil {
+		return x.RunningListed
+	}
+	return false
 }
 
 type HeartbeatAck struct {
@@ -899,11 +919,13 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\ttimed_out\x18\r \x01(\bR\btimedOut\x12\x1a\n" +
 	"\bcanceled\x18\x0e \x01(\bR\bcanceled\")\n" +
 	"\tReportAck\x12\x1c\n" +
-	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"P\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"\xad\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
-	"instanceId\"$\n" +
+	"instanceId\x124\n" +
+	"\arunning\x18\x03 \x03(\v2\x1a.roundhouse.v1.RunningTaskR\arunning\x12%\n" +
+	"\x0erunning_listed\x18\x04 \x01(\bR\rrunningListed\"$\n" +
 	"\fHeartbeatAck\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\"L\n" +
 	"\fDrainRequest\x12\x1b\n" +
@@ -957,19 +979,20 @@ var file_roundhouse_proto_depIdxs = []int32{
 	12, // 5: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
 	13, // 6: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
 	13, // 7: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	6,  // 9: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	8,  // 10: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
-	10, // 11: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
-	2,  // 12: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	7,  // 13: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	9,  // 14: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
-	11, // 15: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 8: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
+	0,  // 9: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	6,  // 10: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	8,  // 11: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	10, // 12: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	2,  // 13: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	7,  // 14: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	9,  // 15: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	11, // 16: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }

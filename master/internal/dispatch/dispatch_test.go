@@ -115,7 +115,7 @@ func lose(d *Dispatcher, clk *fakeClock, s *Session) {
 		d.mu.Lock()
 		other := d.sessionLocked(w.ID)
 		d.mu.Unlock()
-		d.Heartbeat(other.WorkerID, other.InstanceID)
+		d.Heartbeat(other.WorkerID, other.InstanceID, nil)
 	}
 	d.Sweep()
 }

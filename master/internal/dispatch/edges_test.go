@@ -91,7 +91,7 @@ func TestOlderDeliveryResultKeepsTheCurrentSlot(t *testing.T) {
 	// lost too.
 	x := register(t, d, "x", 1)
 	clk.Advance(workerTimeout)
-	d.Heartbeat(x.WorkerID, x.InstanceID)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
 	d.Sweep()
 	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
 		t.Fatalf("x got %v, want %s", got, id)
@@ -240,7 +240,7 @@ func TestDeliveryIsOnDiskBeforeItIsSent(t *testing.T) {
 		t.Fatalf("x got %v while w may still claim its run", got)
 	}
 	clk.Advance(workerTimeout)
-	d2.Heartbeat(x.WorkerID, x.InstanceID)
+	d2.Heartbeat(x.WorkerID, x.InstanceID, nil)
 	d2.Sweep()
 	got := x.Take()
 	if len(got) != 1 || got[0].Task == nil || got[0].Task.ID != m.Task.ID || got[0].Task.Attempt != 2 {
@@ -282,7 +282,7 @@ func TestWallClockStepMovesNoLease(t *testing.T) {
 	}
 	clk.Step(-2 * time.Hour)
 	clk.Advance(workerTimeout)
-	d.Heartbeat(a.WorkerID, a.InstanceID) // b stays silent
+	d.Heartbeat(a.WorkerID, a.InstanceID, nil) // b stays silent
 	d.Sweep()
 	if w := d.Workers(); len(w) != 1 || w[0].ID != "a" {
 		t.Fatalf("workers after a step back and b's silence = %+v, want a alone", w)
@@ -436,15 +436,15 @@ func TestReconnectWithinTheClaimWindowRunsNothingTwice(t *testing.T) {
 	x := register(t, d, "x", 1)
 	d.Unregister(w)
 	clk.Advance(workerTimeout / 2)
-	d.Heartbeat(x.WorkerID, x.InstanceID)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
 	d.Sweep()
 	if got := drain(x); len(got) != 0 {
 		t.Fatalf("x got %v within w's claim window", got)
 	}
 	w = register(t, d, "w", 1, id)
 	clk.Advance(workerTimeout)
-	d.Heartbeat(x.WorkerID, x.InstanceID)
-	d.Heartbeat(w.WorkerID, w.InstanceID)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
+	d.Heartbeat(w.WorkerID, w.InstanceID, nil)
 	d.Sweep()
 	if got := drain(x); len(got) != 0 {
 		t.Fatalf("x got %v after w claimed it", got)
@@ -515,8 +515,8 @@ func TestDeliveryWithoutResultIsGivenUp(t *testing.T) {
 		t.Fatal("x's result counted as duplicate")
 	}
 	clk.Advance(reportGrace)
-	d.Heartbeat(w.WorkerID, w.InstanceID)
-	d.Heartbeat(x.WorkerID, x.InstanceID)
+	d.Heartbeat(w.WorkerID, w.InstanceID, nil)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
 	d.Sweep()
 	if ws := d.Workers(); ws[0].ID != "w" || ws[0].Running != 0 {
 		t.Fatalf("workers %+v; want w's slot free at last", ws)
@@ -539,7 +539,7 @@ func deliver(d *Dispatcher, s *Session) []string {
 // beat renews the leases of ss.
 func beat(d *Dispatcher, ss ...*Session) {
 	for _, s := range ss {
-		d.Heartbeat(s.WorkerID, s.InstanceID)
+		d.Heartbeat(s.WorkerID, s.InstanceID, nil)
 	}
 }
 
@@ -658,5 +658,28 @@ func TestOutageBurnsNoAttempts(t *testing.T) {
 	got, _ := d.Get(ctx, tk.ID)
 	if got.Status != task.StatusRunning || got.Attempts != 1 {
 		t.Fatalf("after the outage: %s, attempts %d; want still its first delivery, waiting to be sent", got.Status, got.Attempts)
+	}
+}
+
+// A worker's registration can list a delivery whose result is acknowledged
+// a moment later (the report and the registration cross): no report of it
+// comes again, so its slot is freed by the next heartbeat, which does not
+// list it. A claim the worker still lists keeps its slot.
+func TestHeartbeatFreesAClaimTheWorkerNoLongerHolds(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	finish(t, d, w, id, 0)
+	d.Sweep() // the final task leaves memory
+	w2 := register(t, d, "w", 1, id)
+	next := submit(t, d, 1)[0]
+	d.Heartbeat(w2.WorkerID, w2.InstanceID, []Delivery{{TaskID: id, Attempt: 1}})
+	if got := drain(w2); len(got) != 0 {
+		t.Fatalf("w got %v while it still lists %s", got, id)
+	}
+	d.Heartbeat(w2.WorkerID, w2.InstanceID, []Delivery{})
+	if got := drain(w2); fmt.Sprint(got) != fmt.Sprint([]string{next}) {
+		t.Fatalf("after a heartbeat without %s, w got %v, want %s", id, got, next)
 	}
 }

@@ -40,7 +40,7 @@ func TestDispatcherPublishesTransitions(t *testing.T) {
 	drain(w1)
 	finish(t, d, w1, ids[0], 0) // w1 takes t0003
 	clock.Advance(workerTimeout)
-	d.Heartbeat("w1", "w1-instance")
+	d.Heartbeat("w1", "w1-instance", nil)
 	d.Sweep() // w2 is silent: t0002 goes back to the queue
 	if _, err := d.Cancel(ctx, ids[1]); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func TestLeaseExpiryWithInjectedClock(t *testing.T) {
 	drain(alive)
 
 	clock.Advance(workerTimeout / 2)
-	if !d.Heartbeat("alive", alive.InstanceID) {
+	if !d.Heartbeat("alive", alive.InstanceID, nil) {
 		t.Fatal("heartbeat of a connected worker: known = false")
 	}
 	d.Sweep()
@@ -46,7 +46,7 @@ func TestLeaseExpiryWithInjectedClock(t *testing.T) {
 	default:
 		t.Fatal("the timed-out session was not ended")
 	}
-	if d.Heartbeat("silent", silent.InstanceID) {
+	if d.Heartbeat("silent", silent.InstanceID, nil) {
 		t.Error("heartbeat of a timed-out worker: known = true, want false so it re-registers")
 	}
 	// silent's task is first in the queue again; it runs when alive is free.
@@ -248,8 +248,8 @@ func TestRecoverAfterRestart(t *testing.T) {
 		t.Fatalf("claimed task = %s on %q", st, worker)
 	}
 	clock.Advance(workerTimeout)
-	d2.Heartbeat("w", w2.InstanceID)
-	d2.Heartbeat("other", other.InstanceID)
+	d2.Heartbeat("w", w2.InstanceID, nil)
+	d2.Heartbeat("other", other.InstanceID, nil)
 	d2.Sweep()
 	tk, _ := d2.Get(ctx, ids[2])
 	if tk.Status != task.StatusRunning || tk.Attempts != 2 || tk.History[0].Outcome != task.OutcomeLost {

@@ -44,6 +44,7 @@ type hold struct {
 	attempt  int           // 0: unknown (a claim from a worker that did not say)
 	deadline time.Duration // monotonic; past it the master gives up on the delivery
 	canceled bool          // the worker was told to kill it
+	claimed  bool          // listed by the worker when it registered, not sent
 	// sent: the worker has the delivery (its stream handler sent it, or the
 	// worker listed it). Only then does the deadline run: a delivery that
 	// waits for its write during a store outage is not the worker's fault.
@@ -224,7 +225,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	}
 	// A slot for the delivery until the worker reports it, whatever happens
 	// to the task: the worker runs it, or holds its result, until then.
-	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace, sent: true}
+	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace, sent: true, claimed: true}
 	if a != nil {
 		h.attempt = a.N
 	}
@@ -287,7 +288,13 @@ const reportGrace = 30 * time.Second
 
 // Heartbeat renews a worker's lease. It reports false when the master has
 // no session for that worker process, which should then register again.
-func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
+//
+// holding, when not nil, is what the worker holds now. A delivery it
+// listed when it registered, other than the one its task runs on now, and
+// that it no longer holds, frees its slot: its result was acknowledged
+// between the worker's list and its registration (the master may have read
+// the task before that result), and no report of it will come again.
+func (d *Dispatcher) Heartbeat(workerID, instanceID string, holding []Delivery) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.instanceLocked(workerID, instanceID)
@@ -295,6 +302,27 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string) bool {
 		return false
 	}
 	s.lastSeen, s.seenMono = d.p.Now(), d.p.Mono()
+	if holding == nil {
+		return true
+	}
+	held := make(map[Delivery]bool, len(holding))
+	for _, h := range holding {
+		held[h] = true
+	}
+	freed := false
+	for id, h := range s.inflight {
+		if !h.claimed || held[Delivery{TaskID: id, Attempt: h.attempt}] || held[Delivery{TaskID: id}] {
+			continue
+		}
+		if t, ok := d.tasks.delivered(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
+			continue // its own deadline, or a claim window, settles it
+		}
+		delete(s.inflight, id)
+		freed = true
+	}
+	if freed {
+		d.assignLocked()
+	}
 	return true
 }
 

@@ -532,7 +532,7 @@ func (w *simWorker) step() {
 		return
 	}
 	w.take()
-	d.Heartbeat(w.id, w.instance()) // false: the session ended, which the next step sees
+	d.Heartbeat(w.id, w.instance(), nil) // false: the session ended, which the next step sees
 	w.report(false)
 	switch n := w.r.IntN(1000); {
 	case n < 15: // the stream broke; the handler may notice before the worker reconnects, or after
@@ -715,7 +715,7 @@ func (k *soak) settle(workers []*simWorker) {
 		}
 		k.clk.Advance(workerTimeout)
 		for _, s := range final {
-			d.Heartbeat(s.WorkerID, s.InstanceID)
+			d.Heartbeat(s.WorkerID, s.InstanceID, nil)
 		}
 		d.Sweep()
 	}

@@ -298,7 +298,17 @@ func toResult(r *pb.TaskResult) (task.Result, error) {
 
 // Heartbeat renews the worker's lease.
 func (s *Server) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.HeartbeatAck, error) {
-	return &pb.HeartbeatAck{Known: s.d.Heartbeat(r.GetWorkerId(), r.GetInstanceId())}, nil
+	if len(r.GetRunning()) > maxRunningIDs {
+		return nil, s.toStatus(errInvalid(fmt.Sprintf("running may name at most %d tasks", maxRunningIDs)))
+	}
+	var holding []dispatch.Delivery
+	if r.GetRunningListed() {
+		holding = make([]dispatch.Delivery, 0, len(r.GetRunning()))
+		for _, t := range r.GetRunning() {
+			holding = append(holding, dispatch.Delivery{TaskID: t.GetTaskId(), Attempt: int(t.GetAttempt())})
+		}
+	}
+	return &pb.HeartbeatAck{Known: s.d.Heartbeat(r.GetWorkerId(), r.GetInstanceId(), holding)}, nil
 }
 
 // Drain stops new tasks for the worker; it keeps the ones it runs.

@@ -35,6 +35,9 @@ func (a *Agent) heartbeat(ctx context.Context, client pb.NodeServiceClient, inte
 			return
 		case <-tick.C:
 		}
+		// What we hold now: the master frees the slots of deliveries we
+		// listed when we registered and no longer hold.
+		req.Running, req.RunningListed = a.holding(), true
 		callCtx, cancel := context.WithTimeout(ctx, interval)
 		ack, err := client.Heartbeat(callCtx, req)
 		cancel()
