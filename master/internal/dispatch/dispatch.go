@@ -98,6 +98,7 @@ type eviction struct {
 type WorkerInfo struct {
 	ID          string
 	Slots       int
+	Labels      map[string]string
 	ConnectedAt time.Time
 	LastSeen    time.Time
 	Draining    bool

@@ -19,6 +19,7 @@ type Session struct {
 	WorkerID    string
 	InstanceID  string
 	Slots       int
+	Labels      map[string]string // never changed after Register
 	ConnectedAt time.Time
 
 	// The dispatcher queues messages here under its own lock and never
@@ -120,7 +121,8 @@ type Registration struct {
 	WorkerID   string
 	InstanceID string
 	Slots      int
-	Running    []Delivery // deliveries the worker still runs, or holds an unacknowledged result of
+	Running    []Delivery        // deliveries the worker still runs, or holds an unacknowledged result of
+	Labels     map[string]string // capabilities; a task runs only where its Requires are all here
 }
 
 // Register adds a worker at the end of the rotation and returns its session

@@ -16,6 +16,19 @@ type Submission struct {
 	Timeout        time.Duration // 0: the default
 	MaxAttempts    int           // 0: the default
 	IdempotencyKey string
+
+	Priority int               // 1 (most urgent) to 5; 0: task.DefaultPriority
+	Requires map[string]string // labels a worker must have to run it
+	// RunAt or Delay (not both) make a delayed run: the task is scheduled
+	// until then. A RunAt in the past queues it at once.
+	RunAt time.Time
+	Delay time.Duration
+	// RetryOn (failed, timed_out) runs the task again after those outcomes,
+	// up to MaxAttempts, waiting Backoff (0: 1s) doubled each time with
+	// jitter, at most MaxBackoff (0: 5m).
+	RetryOn    []task.Outcome
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 }
 
 // Submit validates, stores and queues a new task. With an idempotency key

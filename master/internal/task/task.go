@@ -10,11 +10,14 @@ import (
 	"unicode/utf8"
 )
 
-// Status is where a task is in its life. Queued and Running are live; the
-// others are final and never change again.
+// Status is where a task is in its life. Scheduled, Queued and Running are
+// live; the others are final and never change again.
 type Status string
 
 const (
+	// StatusScheduled: waiting for its run time (a delayed run, or the
+	// backoff before a retry), then queued.
+	StatusScheduled Status = "scheduled"
 	StatusQueued    Status = "queued"
 	StatusRunning   Status = "running"
 	StatusSucceeded Status = "succeeded"
@@ -24,10 +27,10 @@ const (
 )
 
 // Statuses lists every status, live ones first.
-var Statuses = []Status{StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusTimedOut, StatusCanceled}
+var Statuses = []Status{StatusScheduled, StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusTimedOut, StatusCanceled}
 
 // Final reports whether no further change can happen to a task in s.
-func (s Status) Final() bool { return s != StatusQueued && s != StatusRunning }
+func (s Status) Final() bool { return s != StatusScheduled && s != StatusQueued && s != StatusRunning }
 
 // Sentinel errors, wrapped with %w and mapped once by each transport.
 var (
@@ -62,8 +65,30 @@ type Task struct {
 	FinishedAt time.Time
 
 	Timeout        time.Duration // the worker kills the run after this long
-	MaxAttempts    int           // deliveries before a task whose workers keep vanishing fails
+	MaxAttempts    int           // deliveries before a task whose workers keep vanishing (or that keeps failing, with RetryOn) fails
 	IdempotencyKey string        // optional; the same key always names this task
+
+	// Scheduling. Priority is 1 (most urgent) to 5; a free worker takes the
+	// most urgent task it can run, oldest first within a priority.
+	Priority int
+	// Requires are labels a worker must have, every pair, to run the task.
+	Requires map[string]string
+	// RunAt is when a scheduled task is queued (a delayed run, or the next
+	// try after a backoff); zero for a task never scheduled.
+	RunAt time.Time
+	// RetryOn lists the outcomes (failed, timed_out) after which the task
+	// runs again, up to MaxAttempts, waiting Backoff doubled each time (with
+	// jitter, at most MaxBackoff) as a scheduled task in between.
+	RetryOn    []Outcome
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// AttemptBase is Attempts when the task was last retried by hand
+	// (POST /tasks/{id}/retry): MaxAttempts counts the deliveries after it.
+	AttemptBase int
+
+	// WaitingFor says, for a live task that waits, what for ("no connected
+	// worker has gpu=nvidia"). It is worked out when read, never stored.
+	WaitingFor string
 
 	// History has one entry per delivery, oldest first. Only the store
 	// fills it in (Store.Get); live tasks in memory leave it empty.
@@ -114,6 +139,17 @@ type Result struct {
 	TimedOut   bool
 	Canceled   bool
 }
+
+// MinPriority and MaxPriority bound Task.Priority; DefaultPriority is
+// what a task submitted without one gets.
+const (
+	MinPriority     = 1
+	MaxPriority     = 5
+	DefaultPriority = 3
+)
+
+// Retryable lists the outcomes a retry policy may name.
+var Retryable = []Outcome{OutcomeFailed, OutcomeTimedOut}
 
 // Assignment is what the master sends a worker: the part of a task it needs.
 type Assignment struct {
