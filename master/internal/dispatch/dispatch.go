@@ -308,9 +308,11 @@ func (d *Dispatcher) Close() {
 
 // Stats are counts for gauges.
 type Stats struct {
-	Queued  int // live tasks waiting for a worker
-	Running int // tasks a worker holds
-	Workers int // connected workers
+	Queued     int                   // live tasks waiting for a worker
+	ByPriority [task.MaxPriority]int // of Queued, by priority: [0] is priority 1
+	Scheduled  int                   // live tasks waiting for their run time
+	Running    int                   // tasks a worker holds
+	Workers    int                   // connected workers
 }
 
 // Stats counts the live tasks and workers now.

@@ -22,32 +22,37 @@ const (
 	WorkerDraining Type = "worker.draining"  // worker_id, running
 	WorkerTimedOut Type = "worker.timed_out" // worker_id, reason (how long it was silent); worker.left follows
 	WorkerLeft     Type = "worker.left"      // worker_id, reason: disconnected, drained, replaced, timed_out
-	TaskQueued     Type = "task.queued"      // task_id, cmd
+	TaskQueued     Type = "task.queued"      // task_id, cmd, priority, requires; reason "due" when a scheduled task's time came (it was counted when submitted)
+	TaskScheduled  Type = "task.scheduled"   // task_id, cmd, priority, run_at; reason "delayed" (submitted with run_at or delay) or "retry" (attempt failed, detail says how)
 	TaskAssigned   Type = "task.assigned"    // task_id, worker_id, attempt, wait_seconds; reason "reclaimed" when its worker kept it across a reconnect
 	TaskFinished   Type = "task.finished"    // task_id, worker_id, attempt, status, exit_code, run_seconds; reason "out_of_attempts" when it failed for lost workers
 	TaskRequeued   Type = "task.requeued"    // task_id, worker_id (the one lost), attempt, reason, detail
 	TaskCanceled   Type = "task.canceled"    // task_id, worker_id (if it was running), status
+	TaskRetried    Type = "task.retried"     // task_id: a final task was queued again by hand (POST /tasks/{id}/retry)
 )
 
 // Event is one thing that happened. Seq increases by one per event for the
 // life of the hub, from 1 or from the number given to StartAfter.
 type Event struct {
-	Seq         uint64    `json:"seq"`
-	Time        time.Time `json:"time"`
-	Type        Type      `json:"type"`
-	TaskID      string    `json:"task_id,omitempty"`
-	WorkerID    string    `json:"worker_id,omitempty"`
-	Attempt     int       `json:"attempt,omitempty"`
-	Status      string    `json:"status,omitempty"`
-	ExitCode    *int      `json:"exit_code,omitempty"`
-	Reason      string    `json:"reason,omitempty"` // a short code, fit for a metric label
-	Detail      string    `json:"detail,omitempty"` // the same, for people
-	Cmd         string    `json:"cmd,omitempty"`
-	Slots       int       `json:"slots,omitempty"`
-	Position    *int      `json:"position,omitempty"` // place in the rotation, from 0
-	Running     *int      `json:"running,omitempty"`
-	WaitSeconds *float64  `json:"wait_seconds,omitempty"` // queued -> assigned
-	RunSeconds  *float64  `json:"run_seconds,omitempty"`  // started -> finished
+	Seq         uint64            `json:"seq"`
+	Time        time.Time         `json:"time"`
+	Type        Type              `json:"type"`
+	TaskID      string            `json:"task_id,omitempty"`
+	WorkerID    string            `json:"worker_id,omitempty"`
+	Attempt     int               `json:"attempt,omitempty"`
+	Status      string            `json:"status,omitempty"`
+	ExitCode    *int              `json:"exit_code,omitempty"`
+	Reason      string            `json:"reason,omitempty"` // a short code, fit for a metric label
+	Detail      string            `json:"detail,omitempty"` // the same, for people
+	Cmd         string            `json:"cmd,omitempty"`
+	Slots       int               `json:"slots,omitempty"`
+	Position    *int              `json:"position,omitempty"` // place in the rotation, from 0
+	Running     *int              `json:"running,omitempty"`
+	WaitSeconds *float64          `json:"wait_seconds,omitempty"` // queued -> assigned
+	RunSeconds  *float64          `json:"run_seconds,omitempty"`  // started -> finished
+	Priority    int               `json:"priority,omitempty"`
+	Requires    map[string]string `json:"requires,omitempty"`
+	RunAt       *time.Time        `json:"run_at,omitempty"` // when a scheduled task will be queued
 }
 
 // Hub fans events out to subscribers. The zero value is not usable; call
