@@ -3,6 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 WORKERS ?= 5
+# Workers of the labelled group (compose service worker-gpu, WORKER_LABELS
+# gpu=nvidia). `make up` starts none unless told; `make scale` leaves the
+# group as it is unless told.
+GPU_WORKERS ?=
 # Compose v2 plugin if there is one, else the v1 docker-compose binary.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= roundhouse
@@ -39,11 +43,11 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
-up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (TLS=1: with mTLS)
+up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (GPU_WORKERS=n: and n labelled gpu=nvidia; TLS=1: with mTLS)
 	@sed -i '/^COMPOSE_FILE=$(subst /,\/,$(TLS_COMPOSE_FILE))$$/d' .env
 	$(if $(TLS_ON),@echo "COMPOSE_FILE=$(TLS_COMPOSE_FILE)" >> .env && echo "env: wrote COMPOSE_FILE=$(TLS_COMPOSE_FILE) to .env: compose commands use the TLS overlay until the next make up without TLS=1")
-	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS)
-	@go run ./integration/cmd/demo -api $(API) -wait-workers $(WORKERS) -tasks 0
+	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS) --scale worker-gpu=$(or $(GPU_WORKERS),0)
+	@go run ./integration/cmd/demo -api $(API) -wait-workers $$(( $(WORKERS) + $(or $(GPU_WORKERS),0) )) -tasks 0
 	@echo "lab is up: $(API)  (make demo API=$(API), make logs, make down)"
 	@echo "the API token is in .env: export \$$(grep MASTER_API_TOKEN .env) for curl; make demo reads it"
 
@@ -84,8 +88,8 @@ COUNT ?= 200
 	restart-master stop-master start-master long-task flood
 status: ## workers in rotation order, worker containers, task counts
 	@$(LAB) status
-scale: ## run WORKERS workers: make scale WORKERS=8
-	@$(LAB) scale $(WORKERS)
+scale: ## run WORKERS workers (and GPU_WORKERS labelled ones): make scale WORKERS=3 GPU_WORKERS=2
+	@$(LAB) scale $(WORKERS) $(GPU_WORKERS)
 kill-worker: ## SIGKILL worker N (default: one running a task): make kill-worker N=2
 	@$(LAB) kill-worker $(N)
 pause-worker: ## freeze worker N with docker pause (default: one running a task)
