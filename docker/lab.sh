@@ -44,8 +44,9 @@ usage() {
 	cat <<EOF
 usage: docker/lab.sh <command> [args]   (project "$PROJECT", API $API)
 
-  status                   workers in rotation order, worker containers, task counts
-  scale N                  run N workers (new ones join the end of the rotation;
+  status                   workers in rotation order with their labels, worker containers, task counts
+  scale N [G]              run N plain workers, and G labelled ones (compose service worker-gpu)
+                           if G is given (new ones join the end of the rotation;
                            removed ones get SIGTERM and drain first)
   kill-worker [N]          SIGKILL worker container N (default: one running a task)
   pause-worker [N]         freeze worker N with docker pause (default: one running a task)
@@ -59,7 +60,8 @@ usage: docker/lab.sh <command> [args]   (project "$PROJECT", API $API)
   flood [COUNT] [SECONDS]  submit COUNT tasks (default 200) of "sleep SECONDS" (default 0.2),
                            8 at a time, then wait for all and count how they ended
 
-N is the number compose gave the container: 3 in roundhouse-worker-3 / roundhouse_worker_3.
+N is the number compose gave the container: 3 in roundhouse-worker-3 / roundhouse_worker_3;
+gpu-2 names worker 2 of the labelled group (roundhouse-worker-gpu-2 / roundhouse_worker-gpu_2).
 EOF
 }
 
@@ -116,8 +118,16 @@ field() {
 workers_lines() {
 	api GET /workers
 	[[ $CODE == 200 ]] || die "GET /workers: $CODE $BODY"
-	# Worker objects hold no nested objects: split them one per line.
+	# A worker object's only nested object is its labels, and "},{" occurs
+	# only between workers: split there, one per line.
 	printf '%s' "$BODY" | sed -n 's/.*"workers":\[\(.*\)\].*/\1/p' | sed 's/},{/}\n{/g' | grep '"id"' || true
+}
+
+# labels_of: the labels of the worker object on stdin as k=v,k=v; - for none.
+labels_of() {
+	local l
+	l=$(sed -n 's/.*"labels":{\([^}]*\)}.*/\1/p' | sed -e 's/":"/=/g' -e 's/"//g')
+	echo "${l:--}"
 }
 
 # count_tasks STATUS: how many tasks have that status (pages through GET /tasks).
@@ -156,9 +166,28 @@ containers() {
 		${n:+--filter "label=com.docker.compose.container-number=$n"} "$@"
 }
 
+# The compose services whose containers are workers: the plain group, then
+# the labelled one.
+WORKER_SERVICES=(worker worker-gpu)
+
+# worker_containers [docker ps filters...]: IDs of the project's workers, both groups.
+worker_containers() {
+	local s
+	for s in "${WORKER_SERVICES[@]}"; do containers "$s" "" "$@"; done
+}
+
 name_of() { docker inspect -f '{{.Name}}' "$1" | sed 's#^/##'; }
 networks_of() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$1"; }
 number_of() { docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$1"; }
+# ref_of: how N names a worker container: 3 for worker 3, gpu-2 for worker-gpu 2.
+ref_of() {
+	local svc_n
+	svc_n=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{index .Config.Labels "com.docker.compose.container-number"}}' "$1")
+	case ${svc_n% *} in
+	worker-gpu) echo "gpu-${svc_n#* }" ;;
+	*) echo "${svc_n#* }" ;;
+	esac
+}
 
 master_container() {
 	local c
@@ -173,24 +202,31 @@ network() {
 		die "the master container is on no network"
 }
 
-# worker N: the container ID of worker N; it must exist.
+# worker N: the container ID of worker N (gpu-N: of the labelled group); it must exist.
 worker() {
-	[[ $1 =~ ^[0-9]+$ ]] || die "N must be a worker's container number, got \"$1\""
 	local c
-	c=$(containers worker "$1")
+	if [[ $1 =~ ^[0-9]+$ ]]; then
+		c=$(containers worker "$1")
+	elif [[ $1 =~ ^gpu-([0-9]+)$ ]]; then
+		c=$(containers worker-gpu "${BASH_REMATCH[1]}")
+	else
+		die "N must be a worker's container number (3, or gpu-2 in the labelled group), got \"$1\""
+	fi
 	[[ -n $c ]] || die "no worker $1 in compose project \"$PROJECT\" (have: $(worker_numbers))"
 	echo "$c"
 }
 
-# sorted_workers: the project's worker containers, by number.
+# sorted_workers: the project's worker containers, plain ones first, each group by number.
 sorted_workers() {
-	local c
-	for c in $(containers worker); do echo "$(number_of "$c") $c"; done | sort -n | cut -d' ' -f2
+	local s c
+	for s in "${WORKER_SERVICES[@]}"; do
+		for c in $(containers "$s"); do echo "$(number_of "$c") $c"; done | sort -n | cut -d' ' -f2
+	done
 }
 
 worker_numbers() {
 	local c out=""
-	for c in $(sorted_workers); do out+="${out:+ }$(number_of "$c")"; done
+	for c in $(sorted_workers); do out+="${out:+ }$(ref_of "$c")"; done
 	echo "${out:-none}"
 }
 
@@ -204,7 +240,7 @@ busy_worker() {
 	[[ -n $lines ]] || die "the master lists no workers: nothing to break (make status)"
 	id=$({ grep -m 1 '"running":[1-9]' || true; } <<<"$lines" | field id)
 	[[ -n $id ]] || id=$(head -n 1 <<<"$lines" | field id)
-	number_of "$id" 2>/dev/null || die "worker $id is not a container of project \"$PROJECT\""
+	ref_of "$id" 2>/dev/null || die "worker $id is not a container of project \"$PROJECT\""
 }
 
 # target N|"": worker N, or busy_worker when N is empty. Prints "ID NAME N".
@@ -231,43 +267,48 @@ cmd_status() {
 		[[ -n $lines ]] || echo "  none"
 	fi
 	if [[ -n $lines ]]; then
-		printf '  %-28s %-9s %5s %7s %9s\n' ID STATE SLOTS RUNNING COMPLETED
+		printf '  %-28s %-9s %5s %7s %9s  %-16s\n' ID STATE SLOTS RUNNING COMPLETED LABELS
 		while IFS= read -r w; do
 			local next=""
 			grep -q '"next":true' <<<"$w" && next="  <- next"
-			printf '  %-28s %-9s %5s %7s %9s%s\n' "$(field id <<<"$w")" "$(field state <<<"$w")" \
-				"$(field slots <<<"$w")" "$(field running <<<"$w")" "$(field completed <<<"$w")" "$next"
+			printf '  %-28s %-9s %5s %7s %9s  %-16s%s\n' "$(field id <<<"$w")" "$(field state <<<"$w")" \
+				"$(field slots <<<"$w")" "$(field running <<<"$w")" "$(field completed <<<"$w")" "$(labels_of <<<"$w")" "$next"
 		done <<<"$lines"
 	fi
 	local net c nets
 	net=$(network)
 	echo "worker containers (project $PROJECT, network $net):"
-	printf '  %-3s %-28s %-8s %-14s %s\n' N NAME DOCKER NETWORK MASTER
+	printf '  %-5s %-28s %-8s %-14s %s\n' N NAME DOCKER NETWORK MASTER
 	for c in $(sorted_workers); do
 		local name on="connected" listed="in rotation"
 		name=$(name_of "$c")
 		nets=$(networks_of "$c")
 		[[ " $nets " == *" $net "* ]] || on="CUT OFF"
 		grep -q "\"id\":\"$name\"" <<<"$lines" || listed="not listed"
-		printf '  %-3s %-28s %-8s %-14s %s\n' "$(number_of "$c")" "$name" "$(docker inspect -f '{{.State.Status}}' "$c")" "$on" "$listed"
+		printf '  %-5s %-28s %-8s %-14s %s\n' "$(ref_of "$c")" "$name" "$(docker inspect -f '{{.State.Status}}' "$c")" "$on" "$listed"
 	done
 	[[ -n $up ]] || return 0
 	local s counts=""
-	for s in queued running succeeded failed timed_out canceled; do
+	for s in scheduled queued running succeeded failed timed_out canceled; do
 		counts+="$s $(count_tasks "$s")  "
 	done
 	echo "tasks: $counts"
 }
 
 cmd_scale() {
-	local n=${1:-}
-	[[ $n =~ ^[0-9]+$ ]] || die "usage: scale N (how many workers to run)"
+	local n=${1:-} g=${2:-}
+	[[ $n =~ ^[0-9]+$ && $g =~ ^[0-9]*$ ]] || die "usage: scale N [G] (how many plain workers to run, and labelled ones)"
 	master_container >/dev/null
 	# Scaling never touches the master nor replaces a running worker, even if
 	# the environment differs from when the lab was started; a killed worker
-	# is started again.
-	compose up -d --no-recreate --no-deps --no-build --scale "worker=$n" worker
-	echo "scaled to $n workers; the master lists them as they register (make status)"
+	# is started again. Without G the labelled group is left as it is.
+	if [[ -z $g ]]; then
+		compose up -d --no-recreate --no-deps --no-build --scale "worker=$n" worker
+		echo "scaled to $n workers; the master lists them as they register (make status)"
+	else
+		compose up -d --no-recreate --no-deps --no-build --scale "worker=$n" --scale "worker-gpu=$g" worker worker-gpu
+		echo "scaled to $n plain workers and $g labelled ones (worker-gpu); the master lists them as they register (make status)"
+	fi
 }
 
 cmd_kill_worker() {
@@ -277,7 +318,7 @@ cmd_kill_worker() {
 	docker kill "$c" >/dev/null
 	echo "killed worker $n ($name) with SIGKILL: its connection closed, so the master drops it at once"
 	echo "and re-queues its running task after MASTER_WORKER_TIMEOUT (10s by default), unless it comes back"
-	echo "to claim it. Bring it back: make scale WORKERS=<as before>"
+	echo "to claim it. Bring it back: make scale WORKERS=<as before> (and GPU_WORKERS=<as before> for a gpu-N)"
 }
 
 cmd_pause_worker() {
@@ -291,12 +332,12 @@ cmd_pause_worker() {
 
 cmd_unpause_worker() {
 	local cs
-	if [[ -n ${1:-} ]]; then cs=$(worker "$1"); else cs=$(containers worker "" --filter status=paused); fi
+	if [[ -n ${1:-} ]]; then cs=$(worker "$1"); else cs=$(worker_containers --filter status=paused); fi
 	[[ -n $cs ]] || die "no paused worker in project \"$PROJECT\""
 	local c
 	for c in $cs; do
 		docker unpause "$c" >/dev/null
-		echo "unpaused worker $(number_of "$c") ($(name_of "$c")): it reconnects and rejoins at the end of the rotation"
+		echo "unpaused worker $(ref_of "$c") ($(name_of "$c")): it reconnects and rejoins at the end of the rotation"
 	done
 }
 
@@ -314,14 +355,14 @@ cmd_partition_worker() {
 cmd_heal_worker() {
 	local net cs c healed=0
 	net=$(network)
-	if [[ -n ${1:-} ]]; then cs=$(worker "$1"); else cs=$(containers worker); fi
+	if [[ -n ${1:-} ]]; then cs=$(worker "$1"); else cs=$(worker_containers); fi
 	for c in $cs; do
 		if [[ " $(networks_of "$c") " == *" $net "* ]]; then
 			[[ -z ${1:-} ]] || die "worker $1 is not cut off from $net"
 			continue
 		fi
-		docker network connect --alias worker "$net" "$c"
-		echo "reconnected worker $(number_of "$c") ($(name_of "$c")) to $net: it rejoins within WORKER_RECONNECT_MAX (5s) or so"
+		docker network connect --alias "$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$c")" "$net" "$c"
+		echo "reconnected worker $(ref_of "$c") ($(name_of "$c")) to $net: it rejoins within WORKER_RECONNECT_MAX (5s) or so"
 		healed=$((healed + 1))
 	done
 	((healed > 0)) || die "no worker is cut off from $net"
@@ -359,7 +400,7 @@ cmd_start_master() {
 	compose start master
 	wait_healthy 60
 	echo "master is back at $API"
-	wait_workers "$(containers worker "" --filter status=running | grep -c . || true)"
+	wait_workers "$(worker_containers --filter status=running | grep -c . || true)"
 }
 
 cmd_long_task() {
@@ -378,7 +419,7 @@ cmd_long_task() {
 	worker=$(field worker_id <<<"$BODY")
 	[[ $worker != null ]] || worker=""
 	if [[ $status == running ]]; then
-		echo "task $id running on $worker (N=$(number_of "$worker" 2>/dev/null || echo '?')) for ${secs}s"
+		echo "task $id running on $worker (N=$(ref_of "$worker" 2>/dev/null || echo '?')) for ${secs}s"
 	else
 		echo "task $id is $status${worker:+ on $worker} (every worker busy, or none connected?)"
 	fi
@@ -414,7 +455,7 @@ cmd_flood() {
 		while :; do
 			api GET "/tasks/$id?wait=30s"
 			status=$(field status <<<"$BODY")
-			[[ $status == queued || $status == running ]] || break
+			[[ $status == scheduled || $status == queued || $status == running ]] || break
 			((SECONDS < deadline)) || die "task $id still $status after 10 minutes"
 		done
 		ended[$status]=$((${ended[$status]:-0} + 1))
