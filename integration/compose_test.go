@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -105,7 +106,9 @@ func TestComposeScaleFive(t *testing.T) {
 		}
 	}
 
-	checkHardening(t, ctx, project)
+	// Five plain workers and none of the labelled group, which compose.yaml
+	// scales to 0 by default.
+	checkHardening(t, ctx, project, map[string]int{"master": 1, "worker": 5})
 
 	rotation := ws.IDs()
 	for i := range 10 {
@@ -198,9 +201,10 @@ type hardening struct {
 
 // checkHardening asserts, through docker inspect, that compose.yaml
 // confines the lab's containers: non-root, read-only root filesystems, no
-// capabilities, no privilege gain; workers also with pids, memory and CPU
-// limits, a tmpfs /tmp and an init process.
-func checkHardening(t *testing.T, ctx context.Context, project string) {
+// capabilities, no privilege gain; workers of both groups (worker,
+// worker-gpu) also with pids, memory and CPU limits, a tmpfs /tmp and an
+// init process. want is how many containers each service runs.
+func checkHardening(t *testing.T, ctx context.Context, project string, want map[string]int) {
 	t.Helper()
 	ids, err := exec.CommandContext(ctx, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+project).Output()
 	if err != nil {
@@ -231,27 +235,27 @@ func checkHardening(t *testing.T, ctx context.Context, project string) {
 		if !slices.Contains(h.SecurityOpt, "no-new-privileges:true") {
 			t.Errorf("%s: security_opt %v, want no-new-privileges:true", svc, h.SecurityOpt)
 		}
-		if svc != "worker" {
+		if svc != "worker" && svc != "worker-gpu" {
 			continue
 		}
 		if h.PidsLimit == nil || *h.PidsLimit <= 0 || *h.PidsLimit > 4096 {
-			t.Errorf("worker: pids limit %v, want one", h.PidsLimit)
+			t.Errorf("%s: pids limit %v, want one", svc, h.PidsLimit)
 		}
 		if h.Memory != 256<<20 {
-			t.Errorf("worker: memory limit %d, want the default 256m", h.Memory)
+			t.Errorf("%s: memory limit %d, want the default 256m", svc, h.Memory)
 		}
 		if h.NanoCpus != 1e9 {
-			t.Errorf("worker: cpus %d nano, want the default 1", h.NanoCpus)
+			t.Errorf("%s: cpus %d nano, want the default 1", svc, h.NanoCpus)
 		}
 		if h.Init == nil || !*h.Init {
-			t.Errorf("worker: no init process to reap orphans")
+			t.Errorf("%s: no init process to reap orphans", svc)
 		}
 		if opts := h.Tmpfs["/tmp"]; !strings.Contains(opts, "size=64m") || !strings.Contains(opts, "exec") {
-			t.Errorf("worker: tmpfs /tmp %q, want an executable 64m tmpfs", opts)
+			t.Errorf("%s: tmpfs /tmp %q, want an executable 64m tmpfs", svc, opts)
 		}
 	}
-	if seen["master"] != 1 || seen["worker"] != 5 {
-		t.Errorf("inspected %v, want 1 master and 5 workers", seen)
+	if !maps.Equal(seen, want) {
+		t.Errorf("inspected %v, want %v", seen, want)
 	}
 }
 
