@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -245,6 +247,147 @@ func TestLabs(t *testing.T) {
 			}
 		}
 	})
+
+	// Exercise 7: make scale WORKERS=3 GPU_WORKERS=2, tasks that require
+	// gpu=nvidia, one that requires a label nobody has, the gpu group
+	// scaled to 0 and back to 1.
+	t.Run("routing", func(t *testing.T) {
+		plain := l.waitWorkers(3).IDs()
+		cl.run(t, "scale", "3", "2")
+		ws := l.waitWorkers(5)
+		ids := ws.IDs()
+		gpuName := regexp.MustCompile(`^` + cl.project + `[-_]worker-gpu[-_][12]$`)
+		if !slices.Equal(ids[:3], plain) || !gpuName.MatchString(ids[3]) || !gpuName.MatchString(ids[4]) {
+			t.Fatalf("after scale 3 2 the rotation is %v, want %v and two workers of worker-gpu at the end", ids, plain)
+		}
+		for i, w := range ws.Workers {
+			want := map[string]string{}
+			if i >= 3 {
+				want = gpu
+			}
+			if !maps.Equal(w.Labels, want) {
+				t.Errorf("GET /workers: %s has labels %v, want %v", w.ID, w.Labels, want)
+			}
+		}
+		// The labelled group is the same worker: the same confinement.
+		checkHardening(t, l.ctx, cl.project, map[string]int{"master": 1, "worker": 3, "worker-gpu": 2})
+		if out := cl.run(t, "status"); !strings.Contains(out, "gpu=nvidia") || !strings.Contains(out, "gpu-2 ") {
+			t.Errorf("status shows no gpu=nvidia label or no worker gpu-2")
+		}
+
+		// for i in 1 2 3 4; do curl -XPOST 'localhost:9092/tasks?wait=10s' -d '{..."requires":{"gpu":"nvidia"}}'
+		var ran []string
+		for i := range 4 {
+			tk, code, err := l.api.SubmitWith(l.ctx, client.Submit{Cmd: "echo render", Requires: gpu, Wait: 10 * time.Second})
+			if err != nil || code != http.StatusAccepted || tk.Status != "succeeded" {
+				t.Fatalf("gpu task %d: %d %s, %v; want it to succeed within 10s", i, code, tk.Status, err)
+			}
+			ran = append(ran, tk.Worker())
+		}
+		if !slices.Equal(ran, []string{ids[3], ids[4], ids[3], ids[4]}) && !slices.Equal(ran, []string{ids[4], ids[3], ids[4], ids[3]}) {
+			t.Errorf("gpu tasks ran on %v, want the two gpu workers (%v) in turn", ran, ids[3:])
+		}
+		// Plain tasks one after another go round all five, gpu workers too.
+		seen := map[string]int{}
+		for i := range 5 {
+			tk, code, err := l.api.SubmitWith(l.ctx, client.Submit{Cmd: "echo plain", Wait: 10 * time.Second})
+			if err != nil || code != http.StatusAccepted || tk.Status != "succeeded" {
+				t.Fatalf("plain task %d: %d %s, %v; want it to succeed within 10s", i, code, tk.Status, err)
+			}
+			seen[tk.Worker()]++
+		}
+		for _, id := range ids {
+			if seen[id] != 1 {
+				t.Errorf("5 plain tasks ran on %v, want one on each of %v", seen, ids)
+				break
+			}
+		}
+		if _, code, err := l.api.SubmitWith(l.ctx, client.Submit{Cmd: "echo bad", Requires: map[string]string{"gpu": "nvidia a100"}}); code != http.StatusBadRequest || err == nil || !strings.Contains(err.Error(), "nvidia a100") {
+			t.Errorf("requires gpu=\"nvidia a100\": %d, %v; want 400 saying what is wrong", code, err)
+		}
+
+		mars := submitTask(t, l, client.Submit{Cmd: "echo hello from mars", Requires: map[string]string{"zone": "mars"}})
+		if tk, err := l.api.Get(l.ctx, mars.ID); err != nil || tk.Status != "queued" || tk.WaitingFor != "no connected worker has zone=mars" {
+			t.Errorf("zone=mars task: %s, waiting_for %q, %v; want queued, waiting for no connected worker has zone=mars", tk.Status, tk.WaitingFor, err)
+		}
+		if tk, code, err := l.api.Cancel(l.ctx, mars.ID); err != nil || code != http.StatusOK || tk.Status != "canceled" {
+			t.Errorf("DELETE the zone=mars task: %d %s, %v; want 200 canceled", code, tk.Status, err)
+		}
+
+		// make scale WORKERS=3 GPU_WORKERS=0: a gpu task waits; GPU_WORKERS=1: it runs.
+		cl.run(t, "scale", "3", "0")
+		if got := l.waitWorkers(3).IDs(); !slices.Equal(got, plain) {
+			t.Errorf("after scale 3 0 the rotation is %v, want %v", got, plain)
+		}
+		waiting := submitTask(t, l, client.Submit{Cmd: "echo finally", Requires: gpu})
+		if tk, err := l.api.Get(l.ctx, waiting.ID); err != nil || tk.Status != "queued" || !strings.Contains(tk.WaitingFor, "gpu=nvidia") {
+			t.Errorf("gpu task without gpu workers: %s, waiting_for %q, %v; want queued, waiting for gpu=nvidia", tk.Status, tk.WaitingFor, err)
+		}
+		cl.run(t, "scale", "3", "1")
+		tk := waitTask(t, l, waiting.ID, labRejoin, "the gpu task to run once a gpu worker joins", client.Task.Final)
+		if want := regexp.MustCompile(`^` + cl.project + `[-_]worker-gpu[-_]1$`); tk.Status != "succeeded" || !want.MatchString(tk.Worker()) {
+			t.Errorf("gpu task: %s on %s, want succeeded on worker-gpu 1", tk.Status, tk.Worker())
+		}
+	})
+
+	// Exercise 7, priorities: make scale WORKERS=1 GPU_WORKERS=0, make
+	// long-task, then priority 5, 5, 5, 1, 1, 1: the 1s run first.
+	t.Run("priorities", func(t *testing.T) {
+		cl.run(t, "scale", "1", "0")
+		l.waitWorkers(1)
+		long, worker := cl.longTask(t, 10)
+		var ids []string
+		for _, p := range []int{5, 5, 5, 1, 1, 1} {
+			ids = append(ids, submitTask(t, l, client.Submit{Cmd: fmt.Sprintf("echo priority %d", p), Priority: p}).ID)
+		}
+		if q, err := l.api.Queue(l.ctx); err != nil || q.ByPriority[1] != 3 || q.ByPriority[5] != 3 {
+			t.Errorf("GET /queue: %+v, %v; want 3 tasks at priority 1 and 3 at 5", q, err)
+		}
+		tasks := map[string]client.Task{}
+		for _, id := range ids {
+			tk := waitTask(t, l, id, 10*time.Second+time.Minute, "it to finish", client.Task.Final)
+			if tk.Status != "succeeded" || tk.Worker() != worker || len(tk.History) != 1 {
+				t.Fatalf("task %q: %s on %s, history %s; want succeeded on %s, the one worker", tk.Cmd, tk.Status, tk.Worker(), trail(tk), worker)
+			}
+			tasks[id] = tk
+		}
+		if lt, err := l.api.Get(l.ctx, long); err != nil || lt.FinishedAt == nil || lt.FinishedAt.Before(tasks[ids[5]].CreatedAt) {
+			t.Fatalf("the long task finished (%v) before the last priority task was submitted: nothing to prove (%v)", lt.FinishedAt, err)
+		}
+		got := slices.SortedFunc(maps.Keys(tasks), func(a, b string) int {
+			return tasks[a].History[0].AssignedAt.Compare(*tasks[b].History[0].AssignedAt)
+		})
+		if want := append(slices.Clone(ids[3:]), ids[:3]...); !slices.Equal(got, want) {
+			t.Errorf("the worker ran %v, want %v: priority 1 first, each level oldest first", cmds(tasks, got), cmds(tasks, want))
+		}
+	})
+
+	// Exercise 7, retries: exit 3 with retry_on failed, max_attempts 3,
+	// backoff 1s; then POST /tasks/{id}/retry.
+	t.Run("retries", func(t *testing.T) {
+		later := submitTask(t, l, client.Submit{Cmd: "date", Delay: "5s"})
+		if later.Status != "scheduled" || later.RunAt == nil {
+			t.Errorf("delayed task: %s, run_at %v; want scheduled with a run_at", later.Status, later.RunAt)
+		}
+		tk := submitTask(t, l, client.Submit{Cmd: "echo try; exit 3", RetryOn: []string{"failed"}, MaxAttempts: 3, Backoff: "1s"})
+		failed := waitRetries(t, l, tk.ID, 3)
+		checkBackoff(t, failed, 0)
+		if again, code, err := l.api.Retry(l.ctx, tk.ID); err != nil || code != http.StatusAccepted {
+			t.Fatalf("POST /tasks/%s/retry: %d %s, %v; want 202", tk.ID, code, again.Status, err)
+		}
+		if _, code, err := l.api.Retry(l.ctx, tk.ID); err != nil || code != http.StatusConflict {
+			t.Errorf("a second retry while it runs: %d, %v; want 409", code, err)
+		}
+		waitRetries(t, l, tk.ID, 6)
+
+		done := waitTask(t, l, later.ID, time.Minute, "the delayed task to finish", client.Task.Final)
+		if done.Status != "succeeded" || len(done.History) != 1 || done.History[0].AssignedAt == nil {
+			t.Fatalf("delayed task: %s, history %s; want succeeded once", done.Status, trail(done))
+		}
+		if after := done.History[0].AssignedAt.Sub(later.CreatedAt); after < 5*time.Second {
+			t.Errorf("delayed task assigned %s after its creation, want no sooner than 5s", after)
+		}
+	})
 }
 
 // The make targets of docs/labs.md run docker/lab.sh with their arguments:
@@ -258,8 +401,10 @@ func TestLabMakeTargets(t *testing.T) {
 	}{
 		{"status", []string{"status"}, "docker/lab.sh status"},
 		{"scale", []string{"scale", "WORKERS=8"}, "docker/lab.sh scale 8"},
+		{"scale GPU_WORKERS", []string{"scale", "WORKERS=3", "GPU_WORKERS=2"}, "docker/lab.sh scale 3 2"},
 		{"kill-worker", []string{"kill-worker"}, "docker/lab.sh kill-worker"},
 		{"kill-worker N", []string{"kill-worker", "N=2"}, "docker/lab.sh kill-worker 2"},
+		{"kill-worker gpu-N", []string{"kill-worker", "N=gpu-2"}, "docker/lab.sh kill-worker gpu-2"},
 		{"pause-worker", []string{"pause-worker", "N=3"}, "docker/lab.sh pause-worker 3"},
 		{"unpause-worker", []string{"unpause-worker"}, "docker/lab.sh unpause-worker"},
 		{"partition-worker", []string{"partition-worker", "N=1"}, "docker/lab.sh partition-worker 1"},
