@@ -47,8 +47,9 @@ func BenchmarkAssign(b *testing.B) {
 	now := time.Now()
 	for i := range b.N {
 		id := fmt.Sprintf("q%09d", i)
-		d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
-		d.queue.pushBack(id)
+		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+		d.queue.push(qt, false)
+		d.tasks.put(qt)
 	}
 	b.ResetTimer()
 	s, _, err := d.Register(context.Background(), Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
@@ -91,8 +92,8 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		for i := range n {
 			t := &task.Task{ID: fmt.Sprintf("019a0000-0000-7000-8000-%012d", i), Cmd: "true", Status: task.StatusQueued,
 				MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+			d.queue.push(t, false)
 			d.tasks.put(t)
-			d.queue.pushBack(t.ID)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -113,8 +114,9 @@ func BenchmarkSubmitQueueFull(b *testing.B) {
 			d.mu.Lock()
 			for i := range n { // queued as Submit leaves them
 				id := fmt.Sprintf("q%09d", i)
-				d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
-				d.queue.pushBack(id)
+				qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+				d.queue.push(qt, false)
+				d.tasks.put(qt)
 			}
 			d.mu.Unlock()
 			for b.Loop() {

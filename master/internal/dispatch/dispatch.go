@@ -3,6 +3,15 @@
 // exactly one worker, round-robin, never beyond a worker's free slots, and
 // takes tasks back from workers that vanish.
 //
+// Scheduling: a free worker takes the most urgent queued task it can run,
+// priority 1 before 5 and oldest first within a priority (strict order: a
+// steady stream of urgent tasks starves the others). A task runs only on a
+// worker that has every label it requires; among those, each task goes to
+// the first one with a free slot in rotation order after the worker that
+// got the previous task, so round-robin holds for every kind of task. A
+// task with a run time (a delayed run, or a retry waiting out its backoff)
+// is scheduled until then, then queued.
+//
 // Every change is written through to the store. Live tasks (queued,
 // running) are kept in memory; a final task leaves memory once its final
 // state is committed, and is read from the store after that.
@@ -35,6 +44,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -55,6 +65,9 @@ type Params struct {
 	Now   func() time.Time
 	Mono  func() time.Duration
 	NewID func() string // task IDs
+	// Rand returns a number in [0, 1), for the jitter of retry backoffs;
+	// nil uses math/rand/v2.
+	Rand func() float64
 	// Events hears of every task and worker transition, published under the
 	// dispatcher's lock; nil publishes nothing.
 	Events *events.Hub
@@ -87,6 +100,9 @@ type Dispatcher struct {
 	orphans   map[string]time.Duration   // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
 	closedCh  chan struct{}              // closed by Close: wakes waiters
 	reserved  int                        // queue places held by submissions waiting for their write
+	timers    timers                     // scheduled tasks by when they are due
+	kick      chan struct{}              // cap 1: a timer earlier than any before was set; wakes Run
+	rand      func() float64             // in [0, 1), for the jitter of retry backoffs
 }
 
 type eviction struct {
@@ -109,6 +125,9 @@ type WorkerInfo struct {
 
 // New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
+	if p.Rand == nil {
+		p.Rand = rand.Float64
+	}
 	if p.Mono == nil {
 		start := time.Now()
 		p.Mono = func() time.Duration { return time.Since(start) } // time.Since reads the monotonic clock
@@ -122,6 +141,8 @@ func New(p Params) *Dispatcher {
 		completed: make(map[string]int),
 		orphans:   make(map[string]time.Duration),
 		closedCh:  make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		rand:      p.Rand,
 	}
 }
 
@@ -157,24 +178,31 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	orphaned := 0
+	orphaned, scheduled := 0, 0
 	grace := d.p.Mono() + d.p.WorkerTimeout
+	now := d.p.Now()
 	for i := range live {
 		t := &task.Task{}
 		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
 		t.History = histories[t.ID]
-		d.tasks.put(t)
-		if t.Status == task.StatusRunning {
+		switch t.Status {
+		case task.StatusRunning:
 			d.orphans[t.ID] = grace
 			orphaned++
-		} else {
-			d.queue.pushBack(t.ID)
+		case task.StatusScheduled:
+			// The wall clock is all that outlives a process: the wait left
+			// is counted from it once, then on the monotonic clock.
+			d.scheduleLocked(t, t.RunAt, t.RunAt.Sub(now))
+			scheduled++
+		default:
+			d.queue.push(t, false)
 		}
+		d.tasks.put(t)
 		if t.IdempotencyKey != "" {
 			d.keys[t.IdempotencyKey] = t.ID
 		}
 	}
-	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned)
+	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled)
 	return nil
 }
 
@@ -183,6 +211,7 @@ func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
 	d.mu.Lock()
 	t, ok := d.tasks.view(id)
 	if ok {
+		t.WaitingFor = d.waitingForLocked(&t)
 		d.mu.Unlock()
 		return t, nil
 	}
@@ -252,14 +281,17 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
 	}
 	wasOn := ""
-	if t.Status == task.StatusRunning {
+	switch t.Status {
+	case task.StatusRunning:
 		wasOn = t.WorkerID
 		t.Error = "canceled while running on " + t.WorkerID
 		// The delivery keeps its slot until the worker reports the kill. A
 		// worker that is away now is told when it comes back and lists the
 		// task (claimLocked).
 		d.cancelOnLocked(t.WorkerID, id)
-	} else {
+	case task.StatusScheduled:
+		t.Error = "canceled while scheduled to run at " + t.RunAt.Format(time.RFC3339)
+	default:
 		t.Error = "canceled before it ran"
 	}
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
@@ -281,6 +313,7 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 		out = append(out, WorkerInfo{
 			ID:          s.WorkerID,
 			Slots:       s.Slots,
+			Labels:      s.Labels,
 			ConnectedAt: s.ConnectedAt,
 			LastSeen:    s.lastSeen,
 			Draining:    s.draining,
@@ -322,7 +355,8 @@ func (d *Dispatcher) Stats() Stats {
 	// The queue counts the tasks waiting in it exactly, at no cost, and a
 	// backlog can be millions of them; only the full tasks (running ones,
 	// and the few re-queued or being finished) are walked for Running.
-	return Stats{Queued: d.queue.waiting(), Running: d.tasks.running(), Workers: len(d.rotation)}
+	return Stats{Queued: d.queue.waiting(), ByPriority: d.queue.byPriority, Scheduled: d.timers.waiting(),
+		Running: d.tasks.running(), Workers: len(d.rotation)}
 }
 
 // emitLocked publishes e, stamped with the dispatcher's clock unless it
@@ -353,13 +387,17 @@ func shorten(cmd string) string {
 }
 
 // finishLocked makes t final and wakes whoever waits for it. A task that
-// was queued leaves the queue here, so no caller can forget to count it out.
+// was queued or scheduled leaves the queue or its timer here, so no caller
+// can forget to count it out.
 func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
-	wasQueued := t.Status == task.StatusQueued
+	was := t.Status
 	t.Status = st
 	t.FinishedAt = at
-	if wasQueued {
-		d.leftQueueLocked() // after the status changed, as it asks
+	switch was { // after the status changed, as they ask
+	case task.StatusQueued:
+		d.leftQueueLocked(t)
+	case task.StatusScheduled:
+		d.leftScheduleLocked()
 	}
 	for _, ch := range d.waiters[t.ID] {
 		close(ch)

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -12,8 +13,8 @@ import (
 // Sweep drops workers whose lease expired (no heartbeat within the worker
 // timeout: dead, paused or cut off), gives up deliveries that outlived their
 // task's timeout plus a grace without a result, re-queues the tasks of
-// workers that did not come back to claim them, and forgets final tasks
-// that are safely on disk. An owner calls it periodically; tests call it
+// workers that did not come back to claim them, queues the scheduled tasks
+// that are due, and forgets final tasks that are safely on disk. An owner calls it periodically; tests call it
 // after moving the clock. Every duration here is monotonic.
 func (d *Dispatcher) Sweep() {
 	d.mu.Lock()
@@ -42,6 +43,7 @@ func (d *Dispatcher) Sweep() {
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
 		}
 	}
+	d.promoteLocked()
 	d.assignLocked()
 	d.evictLocked()
 }
@@ -67,5 +69,38 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		h.canceled, h.deadline = true, now+reportGrace
 		s.send(Message{Cancel: id})
 		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
+	}
+}
+
+// Run sweeps every SweepInterval and queues each scheduled task when it is
+// due, until ctx ends. The master's main owns the goroutine that runs it;
+// tests call Sweep themselves after moving their clock.
+func (d *Dispatcher) Run(ctx context.Context) {
+	next := d.p.Mono() + d.SweepInterval()
+	t := time.NewTimer(d.SweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.kick: // a timer earlier than the one slept for was set
+		}
+		now := d.p.Mono()
+		if now >= next {
+			d.Sweep() // queues the due tasks too
+			next = now + d.SweepInterval()
+		} else {
+			d.mu.Lock()
+			d.promoteLocked()
+			d.mu.Unlock()
+		}
+		wake := next
+		d.mu.Lock()
+		if due, ok := d.timers.next(); ok && due < wake {
+			wake = due
+		}
+		d.mu.Unlock()
+		t.Reset(max(wake-d.p.Mono(), time.Millisecond))
 	}
 }
