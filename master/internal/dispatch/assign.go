@@ -1,6 +1,8 @@
 package dispatch
 
 import (
+	"slices"
+
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
@@ -11,7 +13,7 @@ import (
 // priority, then oldest first) goes to the first worker in rotation order,
 // from d.next on, that has a free slot and every label it requires.
 func (d *Dispatcher) assignLocked() {
-	var blocked map[*class]bool // classes no free worker can take; free slots only shrink here
+	var blocked map[*class]bool                    // classes no free worker can take; free slots only shrink here
 	for d.queue.len() > 0 && d.nextLocked() >= 0 { // stale IDs too: they go as the heads are cleaned
 		c, idx := d.urgentLocked(&blocked)
 		if c == nil {
@@ -26,34 +28,51 @@ func (d *Dispatcher) assignLocked() {
 }
 
 // urgentLocked returns the class whose head is the most urgent task that a
-// free worker can run, and the index of that worker, or nil. Classes found
-// to have no eligible free worker are added to *blocked.
+// free worker can run, and the index of that worker, or nil. A class no
+// connected worker can serve is passed over at once; only one whose head
+// is older than the best found so far has its workers looked at, and one
+// found to have no eligible free worker is added to *blocked. A step costs
+// at most the classes plus, for some, their eligible workers; never the
+// tasks.
 func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 	waits := func(id string) bool {
 		st, ok := d.tasks.status(id)
 		return ok && st == task.StatusQueued
 	}
 	for level := range d.queue.levels {
-		d.queue.clean(level, waits)
-		for {
-			var best *class
-			var head int64
-			for _, c := range d.queue.levels[level] {
-				if e, _ := c.q.peek(); !(*blocked)[c] && (best == nil || e.seq < head) {
-					best, head = c, e.seq
+		var best *class
+		var head int64
+		idx := -1
+		// By index: cleaning a class may drop it from the level, moving
+		// the last class into its place.
+		for i := 0; i < len(d.queue.levels[level]); i++ {
+			c := d.queue.levels[level][i]
+			if (*blocked)[c] || len(d.eligibleOf(c)) == 0 {
+				continue
+			}
+			e, _ := c.q.peek()
+			if !waits(e.id) { // a stale head: clean it, then look again
+				if d.queue.clean(c, waits); c.q.n == 0 {
+					i-- // dropped: another class is at i now
+					continue
 				}
+				e, _ = c.q.peek()
 			}
-			if best == nil {
-				break // on to the next priority
+			if best != nil && e.seq >= head {
+				continue
 			}
-			e, _ := best.q.peek()
-			if idx := d.findLocked(best.requires, e.id); idx >= 0 {
-				return best, idx
+			w := d.freeAmongLocked(c.eligible, e.id)
+			if w < 0 {
+				if *blocked == nil {
+					*blocked = make(map[*class]bool)
+				}
+				(*blocked)[c] = true
+				continue
 			}
-			if *blocked == nil {
-				*blocked = make(map[*class]bool)
-			}
-			(*blocked)[best] = true
+			best, head, idx = c, e.seq, w
+		}
+		if best != nil {
+			return best, idx
 		}
 	}
 	return nil, -1
@@ -87,6 +106,46 @@ func (d *Dispatcher) sendLocked(id string, s *Session) {
 	d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
 }
 
+// eligibleOf returns the indexes of the workers in the rotation that can
+// run c's tasks, worked out again when the rotation changed.
+func (d *Dispatcher) eligibleOf(c *class) []int {
+	if c.gen == d.rotationGen && c.eligible != nil {
+		return c.eligible
+	}
+	c.eligible, c.gen = c.eligible[:0], d.rotationGen
+	if c.eligible == nil {
+		c.eligible = []int{}
+	}
+	for i, s := range d.rotation {
+		if labels.Satisfies(s.Labels, c.requires) {
+			c.eligible = append(c.eligible, i)
+		}
+	}
+	return c.eligible
+}
+
+// freeAmongLocked returns the first of the eligible workers (indexes in the
+// rotation, ascending), from d.next on in rotation order, that can take
+// task id now, or -1.
+func (d *Dispatcher) freeAmongLocked(eligible []int, id string) int {
+	start, _ := slices.BinarySearch(eligible, d.next)
+	for k := range len(eligible) {
+		idx := eligible[(start+k)%len(eligible)]
+		if s := d.rotation[idx]; s.free(id) {
+			return idx
+		}
+	}
+	return -1
+}
+
+// free reports whether s can take task id now: it has a free slot, takes
+// tasks, and does not hold id already (from an earlier delivery: its slot
+// count would not grow).
+func (s *Session) free(id string) bool {
+	_, holds := s.inflight[id]
+	return !holds && !s.draining && len(s.inflight) < s.Slots
+}
+
 // nextLocked returns the index of the worker a new task that requires no
 // label would go to now, or -1 when every worker is busy or draining.
 func (d *Dispatcher) nextLocked() int { return d.findLocked(nil, "") }
@@ -100,7 +159,7 @@ func (d *Dispatcher) findLocked(requires map[string]string, id string) int {
 	for i := range n {
 		idx := (d.next + i) % n
 		s := d.rotation[idx]
-		if _, holds := s.inflight[id]; !holds && !s.draining && len(s.inflight) < s.Slots && labels.Satisfies(s.Labels, requires) {
+		if s.free(id) && labels.Satisfies(s.Labels, requires) {
 			return idx
 		}
 	}

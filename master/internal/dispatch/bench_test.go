@@ -127,3 +127,59 @@ func BenchmarkSubmitQueueFull(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAssignStep measures one assign step (a worker's slot frees, the
+// most urgent task it can run is handed to it) with queues of growing
+// length spread over 5 priorities and 100 requirement sets: 500 classes.
+// The queue is kept at its length by queuing a task into the class just
+// served. The time per step must not grow with the queue: the step walks
+// classes, never tasks.
+func BenchmarkAssignStep(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
+			d := benchDispatcher(b)
+			now := time.Now()
+			sets := make([]map[string]string, 100)
+			for i := range sets {
+				sets[i] = map[string]string{"zone": fmt.Sprint("z", i/10), "size": fmt.Sprint("s", i%10)}
+			}
+			seq := 0
+			queue := func(prio int, set map[string]string) {
+				seq++
+				t := &task.Task{ID: fmt.Sprintf("q%09d", seq), Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour,
+					CreatedAt: now, Priority: prio, Requires: set}
+				d.queue.push(t, false)
+				d.tasks.put(t)
+			}
+			d.mu.Lock()
+			for i := range n {
+				queue(1+i%5, sets[(i/5)%100])
+			}
+			d.mu.Unlock()
+			// The worker serves the last set only: each step looks at every
+			// class, and at the worker for those whose head is older.
+			s, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: "i", Slots: 1, Labels: sets[99]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Take()
+			d.mu.Lock()
+			queue(1, sets[99]) // for the task it took
+			d.mu.Unlock()
+			for b.Loop() {
+				d.mu.Lock()
+				clear(s.inflight) // its slot frees, as a result does
+				d.assignLocked()
+				for id := range s.inflight {
+					t, _ := d.tasks.view(id)
+					queue(t.Priority, sets[99])
+				}
+				d.mu.Unlock()
+				s.Take()
+			}
+			if got := d.Stats().Queued; got != n {
+				b.Fatalf("queue of %d after the steps, want %d", got, n)
+			}
+		})
+	}
+}

@@ -87,22 +87,25 @@ type Dispatcher struct {
 	p   Params
 	log *slog.Logger
 
-	mu        sync.Mutex // protects every field below, and each Session's mutable fields
-	closed    bool
-	tasks     liveTasks                  // live tasks, and final ones until their final write is committed
-	waiters   map[string][]chan struct{} // closed when the task becomes final
-	keys      map[string]string          // idempotency key -> task ID, for keys used since start
-	queue     queue                      // IDs waiting for a worker, oldest first
-	rotation  []*Session                 // connected workers in the order they registered
-	next      int                        // index in rotation where the search for a free slot starts
-	completed map[string]int             // results per worker ID; outlives sessions so counts survive reconnects
-	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
-	orphans   map[string]time.Duration   // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
-	closedCh  chan struct{}              // closed by Close: wakes waiters
-	reserved  int                        // queue places held by submissions waiting for their write
-	timers    timers                     // scheduled tasks by when they are due
-	kick      chan struct{}              // cap 1: a timer earlier than any before was set; wakes Run
-	rand      func() float64             // in [0, 1), for the jitter of retry backoffs
+	mu       sync.Mutex // protects every field below, and each Session's mutable fields
+	closed   bool
+	tasks    liveTasks                  // live tasks, and final ones until their final write is committed
+	waiters  map[string][]chan struct{} // closed when the task becomes final
+	keys     map[string]string          // idempotency key -> task ID, for keys used since start
+	queue    queue                      // IDs waiting for a worker, oldest first
+	rotation []*Session                 // connected workers in the order they registered
+	// rotationGen counts changes of the rotation, so classes know when
+	// to work out their eligible workers again.
+	rotationGen uint64
+	next        int                      // index in rotation where the search for a free slot starts
+	completed   map[string]int           // results per worker ID; outlives sessions so counts survive reconnects
+	evicting    []eviction               // final tasks nobody waits for, to drop from memory once committed
+	orphans     map[string]time.Duration // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
+	closedCh    chan struct{}            // closed by Close: wakes waiters
+	reserved    int                      // queue places held by submissions waiting for their write
+	timers      timers                   // scheduled tasks by when they are due
+	kick        chan struct{}            // cap 1: a timer earlier than any before was set; wakes Run
+	rand        func() float64           // in [0, 1), for the jitter of retry backoffs
 }
 
 type eviction struct {
@@ -337,6 +340,7 @@ func (d *Dispatcher) Close() {
 		close(s.done)
 	}
 	d.rotation = nil
+	d.rotationGen++
 }
 
 // Stats are counts for gauges.

@@ -41,6 +41,13 @@ type class struct {
 	key      string            // labels.String(requires): "" for none
 	requires map[string]string // shared with the tasks; never changed
 	q        fifo
+
+	// eligible are the indexes in the rotation of the workers that have
+	// every label in requires, as of rotation generation gen: worked out
+	// again only when workers join or leave, so that a class nobody can
+	// serve costs the assign step nothing.
+	eligible []int
+	gen      uint64
 }
 
 type classKey struct {
@@ -148,20 +155,14 @@ func (q *queue) dropIfEmpty(c *class) {
 	}
 }
 
-// clean pops the stale heads of the classes of one priority, so that each
-// head left is a waiting task. waits tells whether a task still waits.
-func (q *queue) clean(level int, waits func(id string) bool) {
-	for i := 0; i < len(q.levels[level]); {
-		c := q.levels[level][i]
-		for c.q.n > 0 {
-			if e, _ := c.q.peek(); waits(e.id) {
-				break
-			}
-			q.popStale(c) // may drop c from the level, moving the last class to i
+// clean pops the stale heads of c, so that its head, if any, is a waiting
+// task. waits tells whether a task still waits.
+func (q *queue) clean(c *class, waits func(id string) bool) {
+	for c.q.n > 0 {
+		if e, _ := c.q.peek(); waits(e.id) {
+			return
 		}
-		if i < len(q.levels[level]) && q.levels[level][i] == c {
-			i++
-		}
+		q.popStale(c) // drops c from the index once it is empty
 	}
 }
 

@@ -180,6 +180,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		d.claimLocked(s, c, gone[c.TaskID])
 	}
 	d.rotation = append(d.rotation, s)
+	d.rotationGen++
 	pos := len(d.rotation) - 1
 	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
 	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
@@ -402,6 +403,7 @@ func isCurrent(t *task.Task, workerID string, attempt int) bool {
 func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 	i := slices.Index(d.rotation, s)
 	d.rotation = slices.Delete(d.rotation, i, i+1)
+	d.rotationGen++
 	if i < d.next {
 		d.next--
 	}

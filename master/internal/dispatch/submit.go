@@ -119,9 +119,9 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	d.tasks.put(nt)
 	d.emitLocked(ev)
 	d.assignLocked()
-	if st, _ := d.tasks.status(c.ID); st == task.StatusQueued {
+	if st, _ := d.tasks.status(c.ID); st == task.StatusQueued || st == task.StatusScheduled {
 		c.WaitingFor = d.waitingForLocked(&c)
-		if len(c.Requires) > 0 && d.eligibleLocked(c.Requires) == 0 {
+		if st == task.StatusQueued && len(c.Requires) > 0 && d.eligibleLocked(c.Requires) == 0 {
 			d.log.Warn("task queued that no connected worker can run", "task_id", c.ID, "waiting_for", c.WaitingFor)
 		}
 	}
