@@ -48,6 +48,8 @@ func TestIsPublic(t *testing.T) {
 		{"GET", "/events", false},
 		{"GET", "/metrics", false},
 		{"GET", "/workers", false},
+		{"GET", "/queue", false},
+		{"POST", "/tasks/x/retry", false},
 		{"GET", "/tasks", false},
 		{"POST", "/tasks", false},
 		{"POST", "/", false},
