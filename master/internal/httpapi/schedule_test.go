@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
@@ -385,5 +386,34 @@ func TestWorkersShowLabels(t *testing.T) {
 		if labels, ok := w["labels"].(map[string]any); !ok || fmt.Sprint(labels) != want {
 			t.Errorf("worker %v: labels %v, want %s", w["id"], w["labels"], want)
 		}
+	}
+}
+
+// /metrics counts the queue by priority, and the scheduled tasks apart.
+func TestMetricsCountPrioritiesAndScheduled(t *testing.T) {
+	o := newObserved(t)
+	for _, body := range []string{`{"cmd":"true","priority":1}`, `{"cmd":"true"}`, `{"cmd":"true","priority":5}`,
+		`{"cmd":"true","priority":5}`, `{"cmd":"true","delay":"1h"}`} {
+		if code, _, m := do(t, http.MethodPost, o.srv.URL+"/tasks", body); code != http.StatusAccepted {
+			t.Fatalf("POST %s = %d %v", body, code, m)
+		}
+	}
+	const want = `
+# HELP roundhouse_queue_depth_by_priority Tasks waiting for a worker, by priority (1 most urgent, to 5); a free worker takes the most urgent it can run.
+# TYPE roundhouse_queue_depth_by_priority gauge
+roundhouse_queue_depth_by_priority{priority="1"} 1
+roundhouse_queue_depth_by_priority{priority="2"} 0
+roundhouse_queue_depth_by_priority{priority="3"} 1
+roundhouse_queue_depth_by_priority{priority="4"} 0
+roundhouse_queue_depth_by_priority{priority="5"} 2
+# HELP roundhouse_tasks_scheduled Tasks waiting for their run time: delayed, or backing off before a retry.
+# TYPE roundhouse_tasks_scheduled gauge
+roundhouse_tasks_scheduled 1
+`
+	if err := testutil.GatherAndCompare(o.m.Registry(), strings.NewReader(want), "roundhouse_queue_depth_by_priority", "roundhouse_tasks_scheduled"); err != nil {
+		t.Error(err)
+	}
+	if got := gaugeFrom(t, o, "roundhouse_queue_depth"); got != 4 {
+		t.Errorf("queue depth = %v, want 4 (the scheduled task is not queued yet)", got)
 	}
 }
