@@ -15,6 +15,8 @@ func TestDashboardIsServed(t *testing.T) {
 	}{
 		{"/", "text/html", `id="workers"`},
 		{"/ui/app.js", "javascript", "Last-Event-ID"},
+		{"/", "text/html", `id="waiting-list"`},
+		{"/ui/app.js", "javascript", "api('/queue')"},
 		{"/ui/style.css", "text/css", "#event-list"},
 	}
 	for _, tt := range tests {
