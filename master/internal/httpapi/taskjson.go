@@ -17,6 +17,7 @@ type taskJSON struct {
 	Status          string            `json:"status"`
 	Attempts        int               `json:"attempts"`
 	MaxAttempts     int               `json:"max_attempts"`
+	AttemptBase     int               `json:"attempt_base"` // attempts made before the last manual retry; max_attempts counts from here
 	Timeout         string            `json:"timeout"`
 	WorkerID        *string           `json:"worker_id"`
 	ExitCode        *int              `json:"exit_code"`
@@ -60,6 +61,7 @@ func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 		Status:          string(t.Status),
 		Attempts:        t.Attempts,
 		MaxAttempts:     t.MaxAttempts,
+		AttemptBase:     t.AttemptBase,
 		Timeout:         t.Timeout.String(),
 		WorkerID:        nonEmpty(t.WorkerID),
 		ExitCode:        t.ExitCode,

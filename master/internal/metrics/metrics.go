@@ -109,8 +109,13 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 // and never blocks, as events.Hub.Observe requires.
 func (m *Metrics) Observe(e events.Event) {
 	switch e.Type {
-	case events.TaskQueued:
-		m.submitted.Inc()
+	case events.TaskQueued, events.TaskScheduled:
+		// Counted once, when submitted: a scheduled task queued when due,
+		// a retry waiting out its backoff and a task retried by hand carry
+		// a reason other than these.
+		if e.Reason == "" || e.Reason == "delayed" {
+			m.submitted.Inc()
+		}
 	case events.TaskAssigned:
 		if e.WaitSeconds != nil { // a reclaimed task was not waiting in the queue
 			m.latency.Observe(*e.WaitSeconds)
