@@ -215,31 +215,19 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	}
 
 	// Each server runs in a goroutine owned by serve: errc receives its end,
-	// wg waits for both before serve returns. The sweeper is owned the same
-	// way and stops with sweepStop; retention stops with stopRetention,
+	// wg waits for both before serve returns. The dispatcher's sweep loop is
+	// owned the same way and stops with stopSweep; retention stops with stopRetention,
 	// which also gives up a delete waiting behind writes that fail, so that
 	// wg.Wait never waits for the store it comes before the Close of.
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
-	sweepStop := make(chan struct{})
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	retentionCtx, stopRetention := context.WithCancel(context.Background())
 	if cfg.Retention > 0 {
 		wg.Go(func() { runRetention(retentionCtx, st, cfg.Retention, log) })
 	}
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(d.SweepInterval())
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				d.Sweep()
-			case <-sweepStop:
-				return
-			}
-		}
-	}()
+	wg.Add(2)
+	wg.Go(func() { d.Run(sweepCtx) })
 	go func() {
 		defer wg.Done()
 		grpcServing.Store(true)
@@ -280,7 +268,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		log.Warn("HTTP shutdown", "err", err)
 	}
 	stopGRPC(sctx, gs)
-	close(sweepStop)
+	stopSweep()
 	stopRetention()
 	wg.Wait()
 	log.Info("master stopped")

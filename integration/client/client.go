@@ -36,6 +36,14 @@ type Task struct {
 	FinishedAt  *time.Time `json:"finished_at"`
 	History     []Attempt  `json:"history"` // one entry per delivery, oldest first
 
+	Priority   int               `json:"priority"` // 1 (most urgent) to 5
+	Requires   map[string]string `json:"requires"` // labels a worker must have to run it
+	RunAt      *time.Time        `json:"run_at"`   // when a scheduled task is queued
+	RetryOn    []string          `json:"retry_on"` // failed, timed_out
+	Backoff    string            `json:"backoff"`  // "" without retry_on
+	MaxBackoff string            `json:"max_backoff"`
+	WaitingFor string            `json:"waiting_for"` // why a live task waits, e.g. "no connected worker has gpu=nvidia"
+
 	// Replayed is set by SubmitWith from the Idempotent-Replayed header: the
 	// key was seen before and this is the task it made then.
 	Replayed bool `json:"-"`
@@ -86,14 +94,15 @@ func (t Task) Worker() string {
 type Workers struct {
 	WorkerCount int `json:"workerCount"`
 	Workers     []struct {
-		ID          string    `json:"id"`
-		State       string    `json:"state"` // active or draining
-		Slots       int       `json:"slots"`
-		ConnectedAt time.Time `json:"connected_at"`
-		LastSeen    time.Time `json:"last_seen"`
-		Running     int       `json:"running"`
-		Completed   int       `json:"completed"`
-		Next        bool      `json:"next"` // first in line for the next task
+		ID          string            `json:"id"`
+		State       string            `json:"state"` // active or draining
+		Slots       int               `json:"slots"`
+		Labels      map[string]string `json:"labels"`
+		ConnectedAt time.Time         `json:"connected_at"`
+		LastSeen    time.Time         `json:"last_seen"`
+		Running     int               `json:"running"`
+		Completed   int               `json:"completed"`
+		Next        bool              `json:"next"` // first in line for the next task
 	} `json:"workers"`
 }
 
@@ -159,12 +168,21 @@ func (c *Client) Submit(ctx context.Context, cmd string) (Task, error) {
 }
 
 // Submit is a POST /tasks with every option. Zero fields are left out.
+// Durations are strings, sent as given, as Timeout always was.
 type Submit struct {
 	Cmd            string
 	Timeout        string        // a Go duration, e.g. "30s"
 	MaxAttempts    int           // deliveries before the master gives up
 	IdempotencyKey string        // sent as the Idempotency-Key header
 	Wait           time.Duration // ?wait=: the master answers when the task is final or this passes
+
+	Priority   int               // 1 (most urgent) to 5; 0: the master's default, 3
+	Requires   map[string]string // labels a worker must have to run it
+	RunAt      time.Time         // a delayed run: scheduled until then
+	Delay      string            // a delayed run: scheduled for this long (not with RunAt)
+	RetryOn    []string          // failed, timed_out: run again after these, up to MaxAttempts
+	Backoff    string            // the first wait before a retry, doubled each time
+	MaxBackoff string            // the longest wait before a retry
 }
 
 // SubmitWith posts a task. It returns the task and the HTTP status: 202 for
@@ -178,6 +196,23 @@ func (c *Client) SubmitWith(ctx context.Context, s Submit) (Task, int, error) {
 	}
 	if s.MaxAttempts != 0 {
 		req["max_attempts"] = s.MaxAttempts
+	}
+	if s.Priority != 0 {
+		req["priority"] = s.Priority
+	}
+	if s.Requires != nil {
+		req["requires"] = s.Requires
+	}
+	if !s.RunAt.IsZero() {
+		req["run_at"] = s.RunAt.Format(time.RFC3339Nano)
+	}
+	for k, v := range map[string]string{"delay": s.Delay, "backoff": s.Backoff, "max_backoff": s.MaxBackoff} {
+		if v != "" {
+			req[k] = v
+		}
+	}
+	if s.RetryOn != nil {
+		req["retry_on"] = s.RetryOn
 	}
 	body, _ := json.Marshal(req)
 	path := "/tasks"
@@ -219,6 +254,43 @@ func (c *Client) Cancel(ctx context.Context, id string) (Task, int, error) {
 		t = Task{}
 	}
 	return t, code, err
+}
+
+// Retry runs a final task again (POST /tasks/{id}/retry). It returns the
+// task, queued or scheduled again, and 202, or a zero Task and 409 while the
+// task is not final; both are answers, not errors. Any other status is an
+// error, returned with its code.
+func (c *Client) Retry(ctx context.Context, id string) (Task, int, error) {
+	var t Task
+	code, _, err := c.send(ctx, http.MethodPost, "/tasks/"+id+"/retry", nil, 0, nil, &t, http.StatusAccepted, http.StatusConflict)
+	if code == http.StatusConflict {
+		t = Task{}
+	}
+	return t, code, err
+}
+
+// Queue is GET /queue: what waits in the master.
+type Queue struct {
+	Queued     int         `json:"queued"`
+	ByPriority map[int]int `json:"by_priority"` // of Queued, by priority 1 to 5
+	Scheduled  int         `json:"scheduled"`
+	NextRunAt  *time.Time  `json:"next_run_at"` // nil with nothing scheduled
+	Groups     []Group     `json:"groups"`      // the most queued first
+}
+
+// Group is the queued tasks that require the same labels.
+type Group struct {
+	Requires   map[string]string `json:"requires"` // empty: any worker
+	Queued     int               `json:"queued"`
+	Eligible   int               `json:"eligible"`    // connected workers that could run them
+	WaitingFor string            `json:"waiting_for"` // set when none could
+}
+
+// Queue returns what waits in the master.
+func (c *Client) Queue(ctx context.Context) (Queue, error) {
+	var q Queue
+	err := c.do(ctx, http.MethodGet, "/queue", nil, http.StatusOK, &q)
+	return q, err
 }
 
 // List returns one page of GET /tasks, newest first, and the cursor of the

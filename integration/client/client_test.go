@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -247,5 +248,116 @@ func TestWithTokenSendsABearerToken(t *testing.T) {
 	_, err := New(srv.URL).Workers(ctx)
 	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "invalid API token") {
 		t.Fatalf("without a token: err = %v, want the 401 and its message", err)
+	}
+}
+
+// SubmitWith sends the scheduling fields as the API names them, leaves
+// zero ones out, and reads them back from the task.
+func TestSubmitWithScheduling(t *testing.T) {
+	var got map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = nil
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"id":"t1","status":"scheduled","priority":1,"requires":{"gpu":"nvidia"},"run_at":"2026-12-01T09:30:00Z",` +
+			`"retry_on":["failed","timed_out"],"backoff":"2s","max_backoff":"1m0s","waiting_for":null}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	runAt := time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		s    Submit
+		want string // the body sent, as JSON with sorted keys
+	}{
+		{name: "none", s: Submit{Cmd: "true"}, want: `{"cmd":"true"}`},
+		{
+			name: "every field",
+			s: Submit{Cmd: "exit 3", Priority: 1, Requires: map[string]string{"gpu": "nvidia"}, RunAt: runAt,
+				RetryOn: []string{"failed", "timed_out"}, Backoff: "2s", MaxBackoff: "1m"},
+			want: `{"backoff":"2s","cmd":"exit 3","max_backoff":"1m","priority":1,"requires":{"gpu":"nvidia"},"retry_on":["failed","timed_out"],"run_at":"2026-12-01T09:30:00Z"}`,
+		},
+		{name: "delay", s: Submit{Cmd: "true", Delay: "30s"}, want: `{"cmd":"true","delay":"30s"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk, code, err := c.SubmitWith(context.Background(), tt.s)
+			if err != nil || code != http.StatusAccepted {
+				t.Fatalf("SubmitWith = %d, %v", code, err)
+			}
+			if b, _ := json.Marshal(got); string(b) != tt.want {
+				t.Errorf("sent %s, want %s", b, tt.want)
+			}
+			if tk.Status != "scheduled" || tk.Final() || tk.Priority != 1 || tk.Requires["gpu"] != "nvidia" || tk.RunAt == nil || !tk.RunAt.Equal(runAt) ||
+				strings.Join(tk.RetryOn, ",") != "failed,timed_out" || tk.Backoff != "2s" || tk.MaxBackoff != "1m0s" || tk.WaitingFor != "" {
+				t.Errorf("task read back = %+v", tk)
+			}
+		})
+	}
+}
+
+func TestRetry(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /tasks/failed/retry", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"id":"failed","status":"queued","attempts":1,"history":[{"attempt":1,"outcome":"failed","exit_code":3}]}`))
+	})
+	mux.HandleFunc("POST /tasks/running/retry", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":"conflict: task running is running; only a final task can be retried"}`))
+	})
+	mux.HandleFunc("POST /tasks/nope/retry", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"not found: task nope"}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	tests := []struct {
+		name, id   string
+		wantCode   int
+		wantStatus string
+		wantErr    bool
+	}{
+		{name: "final", id: "failed", wantCode: http.StatusAccepted, wantStatus: "queued"},
+		{name: "not final", id: "running", wantCode: http.StatusConflict},
+		{name: "missing", id: "nope", wantCode: http.StatusNotFound, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk, code, err := c.Retry(context.Background(), tt.id)
+			if code != tt.wantCode || tk.Status != tt.wantStatus || (err != nil) != tt.wantErr {
+				t.Fatalf("Retry(%s) = %+v, %d, %v", tt.id, tk, code, err)
+			}
+		})
+	}
+}
+
+func TestQueueAndWorkerLabels(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"queued":3,"by_priority":{"1":1,"2":0,"3":0,"4":0,"5":2},"scheduled":1,"next_run_at":"2026-12-01T09:30:00Z",` +
+			`"groups":[{"requires":{},"queued":2,"eligible":1,"waiting_for":null},` +
+			`{"requires":{"gpu":"nvidia"},"queued":1,"eligible":0,"waiting_for":"no connected worker has gpu=nvidia"}]}`))
+	})
+	mux.HandleFunc("GET /workers", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"workerCount":2,"workers":[{"id":"a","labels":{}},{"id":"b","labels":{"gpu":"nvidia"}}]}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	q, err := c.Queue(context.Background())
+	if err != nil || q.Queued != 3 || q.ByPriority[1] != 1 || q.ByPriority[5] != 2 || q.Scheduled != 1 || q.NextRunAt == nil || len(q.Groups) != 2 {
+		t.Fatalf("Queue = %+v, %v", q, err)
+	}
+	if g := q.Groups[1]; g.Requires["gpu"] != "nvidia" || g.Eligible != 0 || g.WaitingFor != "no connected worker has gpu=nvidia" || q.Groups[0].WaitingFor != "" {
+		t.Errorf("groups = %+v", q.Groups)
+	}
+	ws, err := c.Workers(context.Background())
+	if err != nil || len(ws.Workers) != 2 || len(ws.Workers[0].Labels) != 0 || ws.Workers[1].Labels["gpu"] != "nvidia" {
+		t.Fatalf("Workers = %+v, %v", ws, err)
 	}
 }

@@ -1,75 +1,165 @@
 package dispatch
 
 import (
+	"slices"
+
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
-// assignLocked sends queued tasks to workers with free slots, in rotation
-// order, until either runs out.
+// assignLocked sends queued tasks to workers with free slots until either
+// runs out. Each time, the most urgent task some free worker can run (by
+// priority, then oldest first) goes to the first worker in rotation order,
+// from d.next on, that has a free slot and every label it requires.
 func (d *Dispatcher) assignLocked() {
-	for {
-		id, ok := d.queue.peek()
-		if !ok {
-			return
+	var blocked map[*class]bool                    // classes no free worker can take; free slots only shrink here
+	for d.queue.len() > 0 && d.nextLocked() >= 0 { // stale IDs too: they go as the heads are cleaned
+		c, idx := d.urgentLocked(&blocked)
+		if c == nil {
+			return // what waits needs a worker that is busy, or that nobody has
 		}
-		if st, ok := d.tasks.status(id); !ok || st != task.StatusQueued { // stale: see leftQueueLocked
-			d.queue.popStale()
-			continue
-		}
-		s := d.pickLocked(id)
-		if s == nil {
-			return // the task at the front stays compact until a worker is free
-		}
-		d.queue.pop()
-		t, _ := d.tasks.get(id)
-		now := d.p.Now()
-		queuedAt := t.CreatedAt // until its first delivery; then since the last one was lost
-		if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {
-			queuedAt = a.FinishedAt
-		}
-		wait := max(now.Sub(queuedAt), 0).Seconds()
-		t.Status = task.StatusRunning
-		t.WorkerID = s.WorkerID
-		t.Attempts++
-		t.AssignedAt = now
-		t.StartedAt = now // until the worker reports when it really started
-		t.History = append(t.History, task.Attempt{
-			TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
-		})
-		stored := d.persistLocked(t, lastAttempt(t))
-		s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
-		s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
-		d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
-		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
+		e, _ := c.q.peek()
+		d.queue.pop(c)
+		s := d.rotation[idx]
+		d.next = (idx + 1) % len(d.rotation)
+		d.sendLocked(e.id, s)
 	}
 }
 
-// pickLocked returns the next worker in the rotation with a free slot and
-// moves the rotation past it, or nil when every worker is busy. A worker
-// that still holds the task from an earlier delivery is skipped: its slot
-// count would not grow, and its assignment buffer could overflow.
-func (d *Dispatcher) pickLocked(id string) *Session {
-	idx := d.findLocked(id)
-	if idx < 0 {
-		return nil
+// urgentLocked returns the class whose head is the most urgent task that a
+// free worker can run, and the index of that worker, or nil. A class no
+// connected worker can serve is passed over at once; only one whose head
+// is older than the best found so far has its workers looked at, and one
+// found to have no eligible free worker is added to *blocked. A step costs
+// at most the classes plus, for some, their eligible workers; never the
+// tasks.
+func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
+	waits := func(id string) bool {
+		st, ok := d.tasks.status(id)
+		return ok && st == task.StatusQueued
 	}
-	d.next = (idx + 1) % len(d.rotation)
-	return d.rotation[idx]
+	for level := range d.queue.levels {
+		var best *class
+		var head int64
+		idx := -1
+		// By index: cleaning a class may drop it from the level, moving
+		// the last class into its place.
+		for i := 0; i < len(d.queue.levels[level]); i++ {
+			c := d.queue.levels[level][i]
+			if (*blocked)[c] || len(d.eligibleOf(c)) == 0 {
+				continue
+			}
+			e, _ := c.q.peek()
+			if !waits(e.id) { // a stale head: clean it, then look again
+				if d.queue.clean(c, waits); c.q.n == 0 {
+					i-- // dropped: another class is at i now
+					continue
+				}
+				e, _ = c.q.peek()
+			}
+			if best != nil && e.seq >= head {
+				continue
+			}
+			w := d.freeAmongLocked(c.eligible, e.id)
+			if w < 0 {
+				if *blocked == nil {
+					*blocked = make(map[*class]bool)
+				}
+				(*blocked)[c] = true
+				continue
+			}
+			best, head, idx = c, e.seq, w
+		}
+		if best != nil {
+			return best, idx
+		}
+	}
+	return nil, -1
 }
 
-// nextLocked returns the index of the worker a new task would go to now, by
-// the rule pickLocked follows, or -1 when every worker is busy or draining.
-func (d *Dispatcher) nextLocked() int { return d.findLocked("") }
+// sendLocked hands queued task id to s: its delivery is stored, counted in
+// a slot and queued on the worker's stream.
+func (d *Dispatcher) sendLocked(id string, s *Session) {
+	t, _ := d.tasks.get(id)
+	now := d.p.Now()
+	queuedAt := t.CreatedAt // until its first delivery; then since the last one ended, or its run time
+	if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {
+		queuedAt = a.FinishedAt
+	}
+	if t.RunAt.After(queuedAt) {
+		queuedAt = t.RunAt
+	}
+	wait := max(now.Sub(queuedAt), 0).Seconds()
+	t.Status = task.StatusRunning
+	t.WorkerID = s.WorkerID
+	t.Attempts++
+	t.AssignedAt = now
+	t.StartedAt = now // until the worker reports when it really started
+	t.History = append(t.History, task.Attempt{
+		TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
+	})
+	stored := d.persistLocked(t, lastAttempt(t))
+	s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
+	s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
+	d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
+	d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
+}
+
+// eligibleOf returns the indexes of the workers in the rotation that can
+// run c's tasks, worked out again when the rotation changed.
+func (d *Dispatcher) eligibleOf(c *class) []int {
+	if c.gen == d.rotationGen && c.eligible != nil {
+		return c.eligible
+	}
+	c.eligible, c.gen = c.eligible[:0], d.rotationGen
+	if c.eligible == nil {
+		c.eligible = []int{}
+	}
+	for i, s := range d.rotation {
+		if labels.Satisfies(s.Labels, c.requires) {
+			c.eligible = append(c.eligible, i)
+		}
+	}
+	return c.eligible
+}
+
+// freeAmongLocked returns the first of the eligible workers (indexes in the
+// rotation, ascending), from d.next on in rotation order, that can take
+// task id now, or -1.
+func (d *Dispatcher) freeAmongLocked(eligible []int, id string) int {
+	start, _ := slices.BinarySearch(eligible, d.next)
+	for k := range len(eligible) {
+		idx := eligible[(start+k)%len(eligible)]
+		if s := d.rotation[idx]; s.free(id) {
+			return idx
+		}
+	}
+	return -1
+}
+
+// free reports whether s can take task id now: it has a free slot, takes
+// tasks, and does not hold id already (from an earlier delivery: its slot
+// count would not grow).
+func (s *Session) free(id string) bool {
+	_, holds := s.inflight[id]
+	return !holds && !s.draining && len(s.inflight) < s.Slots
+}
+
+// nextLocked returns the index of the worker a new task that requires no
+// label would go to now, or -1 when every worker is busy or draining.
+func (d *Dispatcher) nextLocked() int { return d.findLocked(nil, "") }
 
 // findLocked returns the index of the first worker, from d.next on in
-// rotation order, that can take task id, or -1.
-func (d *Dispatcher) findLocked(id string) int {
+// rotation order, that can take task id: it has a free slot, every label
+// in requires, and does not hold the task already (from an earlier
+// delivery: its slot count would not grow). -1 when there is none.
+func (d *Dispatcher) findLocked(requires map[string]string, id string) int {
 	n := len(d.rotation)
 	for i := range n {
 		idx := (d.next + i) % n
 		s := d.rotation[idx]
-		if _, holds := s.inflight[id]; !holds && !s.draining && len(s.inflight) < s.Slots {
+		if s.free(id) && labels.Satisfies(s.Labels, requires) {
 			return idx
 		}
 	}

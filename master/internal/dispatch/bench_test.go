@@ -47,8 +47,9 @@ func BenchmarkAssign(b *testing.B) {
 	now := time.Now()
 	for i := range b.N {
 		id := fmt.Sprintf("q%09d", i)
-		d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
-		d.queue.pushBack(id)
+		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+		d.queue.push(qt, false)
+		d.tasks.put(qt)
 	}
 	b.ResetTimer()
 	s, _, err := d.Register(context.Background(), Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})
@@ -91,8 +92,8 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		for i := range n {
 			t := &task.Task{ID: fmt.Sprintf("019a0000-0000-7000-8000-%012d", i), Cmd: "true", Status: task.StatusQueued,
 				MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+			d.queue.push(t, false)
 			d.tasks.put(t)
-			d.queue.pushBack(t.ID)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -113,14 +114,71 @@ func BenchmarkSubmitQueueFull(b *testing.B) {
 			d.mu.Lock()
 			for i := range n { // queued as Submit leaves them
 				id := fmt.Sprintf("q%09d", i)
-				d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now})
-				d.queue.pushBack(id)
+				qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+				d.queue.push(qt, false)
+				d.tasks.put(qt)
 			}
 			d.mu.Unlock()
 			for b.Loop() {
 				if _, _, err := d.Submit(ctx, Submission{Cmd: "true"}); !errors.Is(err, task.ErrFull) {
 					b.Fatalf("submit to a full queue: %v, want ErrFull", err)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkAssignStep measures one assign step (a worker's slot frees, the
+// most urgent task it can run is handed to it) with queues of growing
+// length spread over 5 priorities and 100 requirement sets: 500 classes.
+// The queue is kept at its length by queuing a task into the class just
+// served. The time per step must not grow with the queue: the step walks
+// classes, never tasks.
+func BenchmarkAssignStep(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
+			d := benchDispatcher(b)
+			now := time.Now()
+			sets := make([]map[string]string, 100)
+			for i := range sets {
+				sets[i] = map[string]string{"zone": fmt.Sprint("z", i/10), "size": fmt.Sprint("s", i%10)}
+			}
+			seq := 0
+			queue := func(prio int, set map[string]string) {
+				seq++
+				t := &task.Task{ID: fmt.Sprintf("q%09d", seq), Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour,
+					CreatedAt: now, Priority: prio, Requires: set}
+				d.queue.push(t, false)
+				d.tasks.put(t)
+			}
+			d.mu.Lock()
+			for i := range n {
+				queue(1+i%5, sets[(i/5)%100])
+			}
+			d.mu.Unlock()
+			// The worker serves the last set only: each step looks at every
+			// class, and at the worker for those whose head is older.
+			s, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: "i", Slots: 1, Labels: sets[99]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Take()
+			d.mu.Lock()
+			queue(1, sets[99]) // for the task it took
+			d.mu.Unlock()
+			for b.Loop() {
+				d.mu.Lock()
+				clear(s.inflight) // its slot frees, as a result does
+				d.assignLocked()
+				for id := range s.inflight {
+					t, _ := d.tasks.view(id)
+					queue(t.Priority, sets[99])
+				}
+				d.mu.Unlock()
+				s.Take()
+			}
+			if got := d.Stats().Queued; got != n {
+				b.Fatalf("queue of %d after the steps, want %d", got, n)
 			}
 		})
 	}

@@ -3,6 +3,15 @@
 // exactly one worker, round-robin, never beyond a worker's free slots, and
 // takes tasks back from workers that vanish.
 //
+// Scheduling: a free worker takes the most urgent queued task it can run,
+// priority 1 before 5 and oldest first within a priority (strict order: a
+// steady stream of urgent tasks starves the others). A task runs only on a
+// worker that has every label it requires; among those, each task goes to
+// the first one with a free slot in rotation order after the worker that
+// got the previous task, so round-robin holds for every kind of task. A
+// task with a run time (a delayed run, or a retry waiting out its backoff)
+// is scheduled until then, then queued.
+//
 // Every change is written through to the store. Live tasks (queued,
 // running) are kept in memory; a final task leaves memory once its final
 // state is committed, and is read from the store after that.
@@ -32,10 +41,8 @@
 package dispatch
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
-	"slices"
+	"math/rand/v2"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -55,6 +62,9 @@ type Params struct {
 	Now   func() time.Time
 	Mono  func() time.Duration
 	NewID func() string // task IDs
+	// Rand returns a number in [0, 1), for the jitter of retry backoffs;
+	// nil uses math/rand/v2.
+	Rand func() float64
 	// Events hears of every task and worker transition, published under the
 	// dispatcher's lock; nil publishes nothing.
 	Events *events.Hub
@@ -74,19 +84,25 @@ type Dispatcher struct {
 	p   Params
 	log *slog.Logger
 
-	mu        sync.Mutex // protects every field below, and each Session's mutable fields
-	closed    bool
-	tasks     liveTasks                  // live tasks, and final ones until their final write is committed
-	waiters   map[string][]chan struct{} // closed when the task becomes final
-	keys      map[string]string          // idempotency key -> task ID, for keys used since start
-	queue     queue                      // IDs waiting for a worker, oldest first
-	rotation  []*Session                 // connected workers in the order they registered
-	next      int                        // index in rotation where the search for a free slot starts
-	completed map[string]int             // results per worker ID; outlives sessions so counts survive reconnects
-	evicting  []eviction                 // final tasks nobody waits for, to drop from memory once committed
-	orphans   map[string]time.Duration   // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
-	closedCh  chan struct{}              // closed by Close: wakes waiters
-	reserved  int                        // queue places held by submissions waiting for their write
+	mu       sync.Mutex // protects every field below, and each Session's mutable fields
+	closed   bool
+	tasks    liveTasks                  // live tasks, and final ones until their final write is committed
+	waiters  map[string][]chan struct{} // closed when the task becomes final
+	keys     map[string]string          // idempotency key -> task ID, for keys used since start
+	queue    queue                      // IDs waiting for a worker, oldest first
+	rotation []*Session                 // connected workers in the order they registered
+	// rotationGen counts changes of the rotation, so classes know when
+	// to work out their eligible workers again.
+	rotationGen uint64
+	next        int                      // index in rotation where the search for a free slot starts
+	completed   map[string]int           // results per worker ID; outlives sessions so counts survive reconnects
+	evicting    []eviction               // final tasks nobody waits for, to drop from memory once committed
+	orphans     map[string]time.Duration // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
+	closedCh    chan struct{}            // closed by Close: wakes waiters
+	reserved    int                      // queue places held by submissions waiting for their write
+	timers      timers                   // scheduled tasks by when they are due
+	kick        chan struct{}            // cap 1: a timer earlier than any before was set; wakes Run
+	rand        func() float64           // in [0, 1), for the jitter of retry backoffs
 }
 
 type eviction struct {
@@ -109,6 +125,9 @@ type WorkerInfo struct {
 
 // New returns a Dispatcher. Call Recover before serving.
 func New(p Params) *Dispatcher {
+	if p.Rand == nil {
+		p.Rand = rand.Float64
+	}
 	if p.Mono == nil {
 		start := time.Now()
 		p.Mono = func() time.Duration { return time.Since(start) } // time.Since reads the monotonic clock
@@ -122,6 +141,8 @@ func New(p Params) *Dispatcher {
 		completed: make(map[string]int),
 		orphans:   make(map[string]time.Duration),
 		closedCh:  make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		rand:      p.Rand,
 	}
 }
 
@@ -134,143 +155,6 @@ func (d *Dispatcher) HeartbeatInterval() time.Duration { return d.p.WorkerTimeou
 // the timeout however the sweeps fall.
 func (d *Dispatcher) SweepInterval() time.Duration { return d.p.WorkerTimeout / 10 }
 
-// Recover loads the live tasks from the store after a start. Queued tasks
-// queue again in their order. Tasks that were running stay with their worker
-// for one worker timeout: a worker that reconnects still running one keeps
-// it (Register); Sweep re-queues the ones nobody claimed.
-func (d *Dispatcher) Recover(ctx context.Context) error {
-	live, err := d.p.Store.Live(ctx)
-	if err != nil {
-		return fmt.Errorf("loading live tasks: %w", err)
-	}
-	// Histories are read before the lock is taken: nothing waits for the
-	// disk under it, even at start.
-	histories := make(map[string][]task.Attempt)
-	for i := range live {
-		if t := &live[i]; t.Attempts > 0 { // Live leaves History out; most queued tasks have none
-			full, err := d.p.Store.Get(ctx, t.ID)
-			if err != nil {
-				return fmt.Errorf("loading task %s: %w", t.ID, err)
-			}
-			histories[t.ID] = full.History
-		}
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	orphaned := 0
-	grace := d.p.Mono() + d.p.WorkerTimeout
-	for i := range live {
-		t := &task.Task{}
-		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
-		t.History = histories[t.ID]
-		d.tasks.put(t)
-		if t.Status == task.StatusRunning {
-			d.orphans[t.ID] = grace
-			orphaned++
-		} else {
-			d.queue.pushBack(t.ID)
-		}
-		if t.IdempotencyKey != "" {
-			d.keys[t.IdempotencyKey] = t.ID
-		}
-	}
-	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned)
-	return nil
-}
-
-// Get returns a copy of the task with the given ID.
-func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
-	d.mu.Lock()
-	t, ok := d.tasks.view(id)
-	if ok {
-		d.mu.Unlock()
-		return t, nil
-	}
-	d.mu.Unlock()
-	return d.p.Store.Get(ctx, id)
-}
-
-// Wait returns the task once it is final, or as it is when ctx ends.
-func (d *Dispatcher) Wait(ctx context.Context, id string) (task.Task, error) {
-	d.mu.Lock()
-	t, ok := d.tasks.view(id)
-	if !ok || t.Status.Final() {
-		d.mu.Unlock()
-		return d.Get(ctx, id)
-	}
-	ch := make(chan struct{})
-	d.waiters[id] = append(d.waiters[id], ch)
-	d.mu.Unlock()
-	select {
-	case <-ch:
-	case <-d.closedCh:
-		d.dropWaiter(id, ch)
-	case <-ctx.Done():
-		d.dropWaiter(id, ch)
-	}
-	// The caller's wait is over; the answer still needs a live context.
-	return d.Get(context.WithoutCancel(ctx), id)
-}
-
-func (d *Dispatcher) dropWaiter(id string, ch chan struct{}) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ws := slices.DeleteFunc(d.waiters[id], func(c chan struct{}) bool { return c == ch })
-	if len(ws) == 0 {
-		delete(d.waiters, id)
-	} else {
-		d.waiters[id] = ws
-	}
-}
-
-// Query and Page are the store's, named here so that transports need not
-// know the store is there.
-type (
-	Query = store.Query
-	Page  = store.Page
-)
-
-// List returns a page of tasks, newest first, as committed to the store.
-func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
-	if err := d.p.Store.Flush(ctx); err != nil {
-		return Page{}, err
-	}
-	return d.p.Store.List(ctx, q)
-}
-
-// Cancel ends a task: a queued one never runs, a running one is killed on
-// its worker. A final task cannot be canceled (ErrConflict).
-func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
-	d.mu.Lock()
-	t, ok := d.tasks.get(id)
-	if !ok || t.Status.Final() {
-		d.mu.Unlock()
-		ft, err := d.Get(ctx, id)
-		if err != nil {
-			return task.Task{}, err
-		}
-		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
-	}
-	wasOn := ""
-	if t.Status == task.StatusRunning {
-		wasOn = t.WorkerID
-		t.Error = "canceled while running on " + t.WorkerID
-		// The delivery keeps its slot until the worker reports the kill. A
-		// worker that is away now is told when it comes back and lists the
-		// task (claimLocked).
-		d.cancelOnLocked(t.WorkerID, id)
-	} else {
-		t.Error = "canceled before it ran"
-	}
-	d.finishLocked(t, task.StatusCanceled, d.p.Now())
-	committed := d.persistLocked(t, nil)
-	c := copyTask(t)
-	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
-	d.mu.Unlock()
-	d.log.Info("task canceled", "task_id", id, "worker_id", wasOn)
-	return c, d.settle(id, <-committed)
-}
-
 // Workers lists the connected workers in rotation order.
 func (d *Dispatcher) Workers() []WorkerInfo {
 	d.mu.Lock()
@@ -281,6 +165,7 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 		out = append(out, WorkerInfo{
 			ID:          s.WorkerID,
 			Slots:       s.Slots,
+			Labels:      s.Labels,
 			ConnectedAt: s.ConnectedAt,
 			LastSeen:    s.lastSeen,
 			Draining:    s.draining,
@@ -304,6 +189,7 @@ func (d *Dispatcher) Close() {
 		close(s.done)
 	}
 	d.rotation = nil
+	d.rotationGen++
 }
 
 // Stats are counts for gauges.
@@ -322,7 +208,8 @@ func (d *Dispatcher) Stats() Stats {
 	// The queue counts the tasks waiting in it exactly, at no cost, and a
 	// backlog can be millions of them; only the full tasks (running ones,
 	// and the few re-queued or being finished) are walked for Running.
-	return Stats{Queued: d.queue.waiting(), Running: d.tasks.running(), Workers: len(d.rotation)}
+	return Stats{Queued: d.queue.waiting(), ByPriority: d.queue.byPriority, Scheduled: d.timers.waiting(),
+		Running: d.tasks.running(), Workers: len(d.rotation)}
 }
 
 // emitLocked publishes e, stamped with the dispatcher's clock unless it
@@ -350,101 +237,4 @@ func shorten(cmd string) string {
 		cut--
 	}
 	return cmd[:cut] + "…"
-}
-
-// finishLocked makes t final and wakes whoever waits for it. A task that
-// was queued leaves the queue here, so no caller can forget to count it out.
-func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
-	wasQueued := t.Status == task.StatusQueued
-	t.Status = st
-	t.FinishedAt = at
-	if wasQueued {
-		d.leftQueueLocked() // after the status changed, as it asks
-	}
-	for _, ch := range d.waiters[t.ID] {
-		close(ch)
-	}
-	delete(d.waiters, t.ID)
-}
-
-// persistLocked queues t (and attempt a, if any) for the store. Snapshots
-// are passed, since the store writes them later. Writes leave in the order
-// they are made, so the store always converges on the memory's state.
-func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
-	snap := copyTask(t)
-	snap.History = nil
-	w := store.Write{Task: &snap}
-	if a != nil {
-		w.Attempt = copyAttempt(a)
-	}
-	return d.p.Store.Apply(w)
-}
-
-// settle is called by whoever waited for the commit of a task's final
-// state: once that is on disk, the task leaves memory, and the store
-// answers for it from then on.
-func (d *Dispatcher) settle(id string, err error) error {
-	if err != nil {
-		d.log.Error("storing a final task failed; keeping it in memory", "task_id", id, "err", err)
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.forgetLocked(id)
-	return nil
-}
-
-func (d *Dispatcher) forgetLocked(id string) {
-	t, ok := d.tasks.get(id)
-	if !ok || !t.Status.Final() {
-		return
-	}
-	d.tasks.del(id)
-	if t.IdempotencyKey != "" { // byKey asks the store from now on
-		delete(d.keys, t.IdempotencyKey)
-	}
-}
-
-// evictLocked drops from memory the final tasks whose final write is on
-// disk. A failed write keeps the task in memory, so it stays readable.
-func (d *Dispatcher) evictLocked() {
-	keep := d.evicting[:0]
-	for _, e := range d.evicting {
-		select {
-		case err := <-e.committed:
-			if err != nil {
-				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.id, "err", err)
-				continue
-			}
-			d.forgetLocked(e.id)
-		default:
-			keep = append(keep, e)
-		}
-	}
-	clear(d.evicting[len(keep):])
-	d.evicting = keep
-}
-
-func (d *Dispatcher) loseAttemptLocked(t *task.Task, why string) {
-	if a := lastAttempt(t); a != nil && a.Outcome == task.OutcomeRunning {
-		a.Outcome, a.Error, a.FinishedAt = task.OutcomeLost, why, d.p.Now()
-	}
-}
-
-func lastAttempt(t *task.Task) *task.Attempt {
-	if len(t.History) == 0 {
-		return nil
-	}
-	return &t.History[len(t.History)-1]
-}
-
-func copyTask(t *task.Task) task.Task {
-	c := *t
-	c.History = slices.Clone(t.History)
-	return c
-}
-
-func copyAttempt(a *task.Attempt) *task.Attempt {
-	c := *a
-	return &c
 }

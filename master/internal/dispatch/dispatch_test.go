@@ -141,10 +141,14 @@ func drain(s *Session) []string {
 }
 
 // take returns the IDs of the tasks, and of the cancels, sent to a session
-// since the last look.
+// since the last look. Like the stream handler, it waits until each task's
+// delivery is on disk.
 func take(s *Session) (tasks, cancels []string) {
 	for _, m := range s.Take() {
 		if m.Task != nil {
+			if err := m.Ready(context.Background(), nil); err != nil {
+				panic(fmt.Sprintf("delivery of %s not stored: %v", m.Task.ID, err))
+			}
 			tasks = append(tasks, m.Task.ID)
 		} else {
 			cancels = append(cancels, m.Cancel)

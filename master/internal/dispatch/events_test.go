@@ -187,7 +187,7 @@ func TestStats(t *testing.T) {
 	d, _ := newTest(t)
 	submit(t, d, 3)
 	register(t, d, "w1", 2)
-	if got, want := d.Stats(), (Stats{Queued: 1, Running: 2, Workers: 1}); got != want {
+	if got, want := d.Stats(), (Stats{Queued: 1, ByPriority: [5]int{2: 1}, Running: 2, Workers: 1}); got != want {
 		t.Fatalf("Stats() = %+v, want %+v", got, want)
 	}
 }

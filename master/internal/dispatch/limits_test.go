@@ -151,7 +151,8 @@ func TestRefusedSubmitLeavesTheQueueAlone(t *testing.T) {
 	}
 	ids = append(ids, submit(t, d, 1)...)
 	d.mu.Lock()
-	ring, n := &d.queue.ring[0], d.queue.len()
+	c := d.queue.levels[task.DefaultPriority-1][0]
+	ring, n := &c.q.ring[0], d.queue.len()
 	d.mu.Unlock()
 	for range 3 {
 		if _, _, err := d.Submit(ctx, Submission{Cmd: "echo over"}); !errors.Is(err, task.ErrFull) {
@@ -159,9 +160,9 @@ func TestRefusedSubmitLeavesTheQueueAlone(t *testing.T) {
 		}
 	}
 	d.mu.Lock()
-	if &d.queue.ring[0] != ring || d.queue.len() != n || d.queue.stale != 1 {
+	if &c.q.ring[0] != ring || d.queue.len() != n || d.queue.stale != 1 {
 		t.Errorf("after refusals: queue of %d (%d stale), ring moved=%v; want it untouched: %d with 1 stale",
-			d.queue.len(), d.queue.stale, &d.queue.ring[0] != ring, n)
+			d.queue.len(), d.queue.stale, &c.q.ring[0] != ring, n)
 	}
 	d.mu.Unlock()
 	checkWaiting(t, d, ids[0], ids[2], ids[3])
@@ -219,8 +220,9 @@ func TestStaleIDsAreSweptOut(t *testing.T) {
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("q%06d", i)
-		d.tasks.put(&task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: time.Unix(0, 0).UTC()})
-		d.queue.pushBack(id)
+		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: time.Unix(0, 0).UTC()}
+		d.queue.push(qt, false)
+		d.tasks.put(qt)
 		ids = append(ids, id)
 	}
 	// Canceled as Cancel does it, without n writes to wait for.
@@ -233,7 +235,8 @@ func TestStaleIDsAreSweptOut(t *testing.T) {
 		}
 	}
 	length, stale := d.queue.len(), d.queue.stale
-	front, _ := d.queue.peek()
+	head, _ := d.queue.levels[task.DefaultPriority-1][0].q.peek()
+	front := head.id
 	d.mu.Unlock()
 	// Swept when the (n/2+1)-th left; the rest stale since.
 	if want := n - n/2 - 1; length != want || stale != 2*n/3-n/2-1 {
@@ -268,8 +271,10 @@ func checkWaiting(t *testing.T, d *Dispatcher, want ...string) {
 		t.Fatalf("queue counts %d waiting (%d IDs, %d stale), but %d tasks are queued", got, d.queue.len(), d.queue.stale, len(queued))
 	}
 	in := map[string]bool{}
-	for i := range d.queue.len() {
-		in[d.queue.ring[d.queue.at(i)]] = true
+	for _, c := range d.queue.classes {
+		for i := range c.q.len() {
+			in[c.q.ring[c.q.at(i)].id] = true
+		}
 	}
 	for _, id := range queued {
 		if !in[id] {

@@ -1,15 +1,19 @@
 package dispatch
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
-// liveTasks holds the dispatcher's live tasks. A task that is queued and
-// has never been sent to a worker (nearly all of them when a backlog builds
-// up) is kept as a queuedTask: what it takes to send it, a fifth of the size
-// of a task.Task, so that a million queued tasks fit in a few hundred MiB. It
+// liveTasks holds the dispatcher's live tasks. A task that is queued or
+// scheduled and has never been sent to a worker (nearly all of them when a
+// backlog builds up) is kept as a queuedTask: what it takes to send it, a
+// fifth of the size of a task.Task, so that a million queued tasks fit in a
+// few hundred MiB. It
 // becomes a full task.Task the first time the dispatcher takes it to
 // change it (get), so callers change *task.Task as they always did.
 //
@@ -20,6 +24,9 @@ type liveTasks struct {
 	// inline and doubles as it grows, so large values would be paid up to
 	// twice over.
 	queued map[string]*queuedTask
+	// sets interns the requirements of compact tasks: a backlog of a
+	// million tasks that require the same labels holds one map of them.
+	sets map[string]*reqSet
 }
 
 // queuedTask is a task as Submit creates it: every field not here is zero.
@@ -29,18 +36,41 @@ type queuedTask struct {
 	created     int64  // Unix nanoseconds, in UTC as the store keeps it
 	timeout     time.Duration
 	maxAttempts int32
+	priority    int8
+	scheduled   bool
+	requires    *reqSet      // nil: none
+	extra       *queuedExtra // nil: no run time and no retry policy, as most tasks
+}
+
+// queuedExtra is what few compact tasks have.
+type queuedExtra struct {
+	runAt      int64 // Unix nanoseconds, as created
+	retryOn    []task.Outcome
+	backoff    time.Duration
+	maxBackoff time.Duration
+}
+
+// reqSet is one set of required labels, shared by the compact tasks that
+// require it; refs counts them.
+type reqSet struct {
+	key    string
+	labels map[string]string // never changed
+	refs   int
 }
 
 func newLiveTasks() liveTasks {
-	return liveTasks{full: make(map[string]*task.Task), queued: make(map[string]*queuedTask)}
+	return liveTasks{full: make(map[string]*task.Task), queued: make(map[string]*queuedTask), sets: make(map[string]*reqSet)}
 }
 
 // compactable reports whether t holds nothing a queuedTask would drop.
 func compactable(t *task.Task) bool {
-	return t.Status == task.StatusQueued && t.Attempts == 0 && t.WorkerID == "" && t.ExitCode == nil &&
+	return (t.Status == task.StatusQueued || t.Status == task.StatusScheduled) && t.Attempts == 0 && t.WorkerID == "" && t.ExitCode == nil &&
 		t.Stdout == "" && t.Stderr == "" && !t.StdoutCut && !t.StderrCut && t.Error == "" &&
 		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() && len(t.History) == 0 &&
-		t.CreatedAt.Equal(createdAt(t.CreatedAt.UnixNano())) && t.MaxAttempts == int(int32(t.MaxAttempts))
+		t.CreatedAt.Equal(createdAt(t.CreatedAt.UnixNano())) && t.MaxAttempts == int(int32(t.MaxAttempts)) &&
+		t.Priority >= 0 && t.Priority <= task.MaxPriority && t.AttemptBase == 0 && t.WaitingFor == "" &&
+		(t.RunAt.IsZero() || t.RunAt.Equal(createdAt(t.RunAt.UnixNano()))) &&
+		(t.Requires == nil || len(t.Requires) > 0) && (t.RetryOn == nil || len(t.RetryOn) > 0)
 }
 
 // createdAt is the inverse of CreatedAt.UnixNano(): the same instant, in
@@ -48,19 +78,62 @@ func compactable(t *task.Task) bool {
 func createdAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
 func (q *queuedTask) task(id string) *task.Task {
-	return &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
-		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), IdempotencyKey: q.key}
+	t := &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
+		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), IdempotencyKey: q.key, Priority: int(q.priority)}
+	if q.scheduled {
+		t.Status = task.StatusScheduled
+	}
+	if q.requires != nil {
+		t.Requires = maps.Clone(q.requires.labels)
+	}
+	if x := q.extra; x != nil {
+		if x.runAt != 0 {
+			t.RunAt = createdAt(x.runAt)
+		}
+		t.RetryOn, t.Backoff, t.MaxBackoff = slices.Clone(x.retryOn), x.backoff, x.maxBackoff
+	}
+	return t
 }
 
 // put adds t, keeping it compact when it can. The caller hands t over.
 func (l *liveTasks) put(t *task.Task) {
-	if compactable(t) {
-		delete(l.full, t.ID)
-		l.queued[t.ID] = &queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts)}
+	l.drop(t.ID)
+	if !compactable(t) {
+		l.full[t.ID] = t
 		return
 	}
-	delete(l.queued, t.ID)
-	l.full[t.ID] = t
+	q := &queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout,
+		maxAttempts: int32(t.MaxAttempts), priority: int8(t.Priority), scheduled: t.Status == task.StatusScheduled}
+	if len(t.Requires) > 0 {
+		key := labels.String(t.Requires)
+		rs := l.sets[key]
+		if rs == nil {
+			rs = &reqSet{key: key, labels: maps.Clone(t.Requires)}
+			l.sets[key] = rs
+		}
+		rs.refs++
+		q.requires = rs
+	}
+	if !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 {
+		q.extra = &queuedExtra{retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff}
+		if !t.RunAt.IsZero() {
+			q.extra.runAt = t.RunAt.UnixNano()
+		}
+	}
+	l.queued[t.ID] = q
+}
+
+// drop removes the task, compact or full, releasing its requirements.
+func (l *liveTasks) drop(id string) {
+	if q, ok := l.queued[id]; ok {
+		if rs := q.requires; rs != nil {
+			if rs.refs--; rs.refs == 0 {
+				delete(l.sets, rs.key)
+			}
+		}
+		delete(l.queued, id)
+	}
+	delete(l.full, id)
 }
 
 // get returns the task to change it: a compact one becomes a full one.
@@ -73,7 +146,7 @@ func (l *liveTasks) get(id string) (*task.Task, bool) {
 		return nil, false
 	}
 	t := q.task(id)
-	delete(l.queued, id)
+	l.drop(id)
 	l.full[id] = t
 	return t, true
 }
@@ -99,10 +172,7 @@ func (l *liveTasks) view(id string) (task.Task, bool) {
 	return task.Task{}, false
 }
 
-func (l *liveTasks) del(id string) {
-	delete(l.full, id)
-	delete(l.queued, id)
-}
+func (l *liveTasks) del(id string) { l.drop(id) }
 
 func (l *liveTasks) len() int { return len(l.full) + len(l.queued) }
 
@@ -111,7 +181,10 @@ func (l *liveTasks) status(id string) (task.Status, bool) {
 	if t, ok := l.full[id]; ok {
 		return t.Status, true
 	}
-	if _, ok := l.queued[id]; ok {
+	if q, ok := l.queued[id]; ok {
+		if q.scheduled {
+			return task.StatusScheduled, true
+		}
 		return task.StatusQueued, true
 	}
 	return "", false

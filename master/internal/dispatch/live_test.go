@@ -84,6 +84,10 @@ func setNonZero(t *testing.T, v reflect.Value) {
 		v.Set(reflect.New(v.Type().Elem()))
 	case reflect.Slice:
 		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		m.SetMapIndex(reflect.ValueOf("k").Convert(v.Type().Key()), reflect.ValueOf("v").Convert(v.Type().Elem()))
+		v.Set(m)
 	case reflect.Struct:
 		if v.Type() != reflect.TypeOf(time.Time{}) {
 			t.Fatalf("no rule for struct field of type %s", v.Type())

@@ -1,27 +1,59 @@
 package dispatch
 
-// queue is a FIFO of task IDs that can also put a task back at the front
-// (a re-queued task was accepted before everything behind it). It is a ring
-// buffer, so that a push at either end costs O(1) however long the queue is:
-// the dispatcher pushes under its lock, and a re-queue in front of a million
-// waiting tasks must not copy them. The ring doubles when full and halves
-// when a quarter full, so memory follows the queue's length, not its history.
+import (
+	"container/heap"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
+)
+
+// queue holds the tasks waiting for a worker, indexed so that the assign
+// step never scans it: one fifo per class (a priority and a set of
+// required labels), the classes of each priority listed apart. The most
+// urgent task a free worker can run is then the oldest head among the
+// classes of the most urgent priority that have an eligible free worker:
+// a walk over the classes (at most the priorities times the distinct
+// requirement sets queued), never over the tasks, so the step costs the
+// same with a thousand or a million queued.
 //
-// An ID whose task stopped waiting without being popped (canceled, taken
-// back by its reconnecting worker, finished by a late result, or a repeat of
-// an ID queued again) stays in the queue until it reaches the front or the
-// queue is compacted: removing it from the middle would cost a scan. stale
-// counts such IDs, so that waiting is exact at no cost.
+// Order within a priority is the order tasks were queued in, by entry.seq:
+// a task queued at the back gets the next number, one put back at the front
+// (its worker was lost) a number below every other, since it was accepted
+// before anything waiting now.
+//
+// A class leaves the index once it holds no ID. Guarded by Dispatcher.mu.
 type queue struct {
-	ring  []string // len(ring) is 0 or a power of two
-	head  int      // ring[head] is the front, when n > 0
-	n     int      // IDs in the queue, stale ones included
-	stale int      // IDs in the queue whose task no longer waits
+	classes map[classKey]*class
+	levels  [task.MaxPriority][]*class // the same classes, by priority: levels[0] is priority 1
+
+	n, stale   int                   // IDs in every fifo, and how many are stale
+	byPriority [task.MaxPriority]int // waiting tasks by priority
+	back       int64                 // the seq of the last ID pushed at the back
+	front      int64                 // the seq of the last ID pushed at the front (negative)
 }
 
-// minRing is the smallest ring kept once there is one: below it, halving
-// saves nothing worth the copies.
-const minRing = 64
+// class is the tasks of one priority that require the same labels.
+type class struct {
+	priority int
+	key      string            // labels.String(requires): "" for none
+	requires map[string]string // shared with the tasks; never changed
+	q        fifo
+
+	// eligible are the indexes in the rotation of the workers that have
+	// every label in requires, as of rotation generation gen: worked out
+	// again only when workers join or leave, so that a class nobody can
+	// serve costs the assign step nothing.
+	eligible []int
+	gen      uint64
+}
+
+type classKey struct {
+	priority int
+	key      string
+}
 
 // len is the number of IDs in the queue, stale ones included.
 func (q *queue) len() int { return q.n }
@@ -29,89 +61,226 @@ func (q *queue) len() int { return q.n }
 // waiting is the number of tasks that wait in the queue.
 func (q *queue) waiting() int { return q.n - q.stale }
 
-// at returns the index in ring of the i-th ID from the front.
-func (q *queue) at(i int) int { return (q.head + i) & (len(q.ring) - 1) }
-
-func (q *queue) pushBack(id string) {
-	q.grow()
-	q.ring[q.at(q.n)] = id
-	q.n++
-}
-
-func (q *queue) pushFront(id string) {
-	q.grow()
-	q.head = (q.head - 1) & (len(q.ring) - 1)
-	q.ring[q.head] = id
-	q.n++
-}
-
-func (q *queue) peek() (string, bool) {
-	if q.n == 0 {
-		return "", false
+// priorityOf is t's priority, the default for a task made without one.
+func priorityOf(t *task.Task) int {
+	if t.Priority < task.MinPriority || t.Priority > task.MaxPriority {
+		return task.DefaultPriority
 	}
-	return q.ring[q.head], true
+	return t.Priority
 }
 
-// pop removes the front ID, a waiting task's.
-func (q *queue) pop() {
-	q.ring[q.head] = "" // the ring must not keep the ID's memory
-	q.head = q.at(1)
+func keyOf(t *task.Task) classKey { return classKey{priorityOf(t), labels.String(t.Requires)} }
+
+// classOf returns t's class, made if it has none yet.
+func (q *queue) classOf(t *task.Task) *class {
+	k := keyOf(t)
+	if c, ok := q.classes[k]; ok {
+		return c
+	}
+	if q.classes == nil {
+		q.classes = make(map[classKey]*class)
+	}
+	c := &class{priority: k.priority, key: k.key, requires: t.Requires}
+	q.classes[k] = c
+	q.levels[k.priority-1] = append(q.levels[k.priority-1], c)
+	return c
+}
+
+// push queues t at the back of its class, or at the front.
+func (q *queue) push(t *task.Task, front bool) {
+	c := q.classOf(t)
+	if front {
+		q.front--
+		c.q.pushFront(entry{id: t.ID, seq: q.front})
+	} else {
+		q.back++
+		c.q.pushBack(entry{id: t.ID, seq: q.back})
+	}
+	q.n++
+	q.byPriority[c.priority-1]++
+}
+
+// pop removes the head of c, a waiting task's.
+func (q *queue) pop(c *class) {
+	c.q.pop()
 	q.n--
-	if len(q.ring) > minRing && q.n <= len(q.ring)/4 {
-		q.resize(len(q.ring) / 2)
-	}
+	q.byPriority[c.priority-1]--
+	q.dropIfEmpty(c)
 }
 
-// popStale removes the front ID, one counted stale by left.
-func (q *queue) popStale() {
-	q.pop()
+// popStale removes the head of c, one counted stale by left.
+func (q *queue) popStale(c *class) {
+	c.q.popStale()
+	q.n--
 	q.stale--
+	q.dropIfEmpty(c)
 }
 
-// left records that the task of an ID in the queue stopped waiting without
-// being popped.
-func (q *queue) left() { q.stale++ }
-
-func (q *queue) grow() {
-	if q.n == len(q.ring) {
-		q.resize(max(2*len(q.ring), minRing))
+// left records that t, whose ID is in the queue, stopped waiting without
+// being popped, and returns its class.
+func (q *queue) left(t *task.Task) *class {
+	c := q.classes[keyOf(t)]
+	if c == nil {
+		return nil // cannot happen: a queued task's ID is in its class
 	}
+	c.q.left()
+	q.stale++
+	q.byPriority[c.priority-1]--
+	return c
 }
 
-// resize moves the IDs, in order, to a ring of size c (a power of two, at
-// least q.n).
-func (q *queue) resize(c int) {
-	ring := make([]string, c)
-	if q.n > 0 {
-		end := q.head + q.n
-		if end <= len(q.ring) {
-			copy(ring, q.ring[q.head:end])
-		} else {
-			k := copy(ring, q.ring[q.head:])
-			copy(ring[k:], q.ring[:end-len(q.ring)])
+// keep compacts c (see fifo.keep) and counts what it dropped.
+func (q *queue) keep(c *class, ok func(id string) bool) {
+	n, stale := c.q.n, c.q.stale
+	c.q.keep(ok)
+	q.n -= n - c.q.n
+	q.stale -= stale
+	q.dropIfEmpty(c)
+}
+
+func (q *queue) dropIfEmpty(c *class) {
+	if c.q.n > 0 {
+		return
+	}
+	delete(q.classes, classKey{c.priority, c.key})
+	lv := q.levels[c.priority-1]
+	for i, o := range lv {
+		if o == c {
+			last := len(lv) - 1
+			lv[i] = lv[last]
+			lv[last] = nil
+			q.levels[c.priority-1] = lv[:last]
+			return
 		}
 	}
-	q.ring, q.head = ring, 0
 }
 
-// keep drops the IDs for which ok is false, and repeats of an ID, keeping
-// the order of the rest; it costs the queue's length. ok must be false
-// exactly for the stale IDs: none is left after it.
-func (q *queue) keep(ok func(id string) bool) {
-	seen := make(map[string]bool, q.waiting())
-	kept := make([]string, 0, q.waiting())
-	for i := range q.n {
-		id := q.ring[q.at(i)]
-		if !seen[id] && ok(id) {
-			seen[id] = true
-			kept = append(kept, id)
+// clean pops the stale heads of c, so that its head, if any, is a waiting
+// task. waits tells whether a task still waits.
+func (q *queue) clean(c *class, waits func(id string) bool) {
+	for c.q.n > 0 {
+		if e, _ := c.q.peek(); waits(e.id) {
+			return
+		}
+		q.popStale(c) // drops c from the index once it is empty
+	}
+}
+
+// waitingForLocked says what a live task t waits for, or "" when it waits
+// for nothing but its turn.
+func (d *Dispatcher) waitingForLocked(t *task.Task) string {
+	switch t.Status {
+	case task.StatusScheduled:
+		return "its run time, " + t.RunAt.Format(time.RFC3339)
+	case task.StatusQueued:
+	default:
+		return ""
+	}
+	if len(d.rotation) == 0 {
+		return "a worker: none is connected"
+	}
+	if len(t.Requires) == 0 {
+		return ""
+	}
+	if d.eligibleLocked(t.Requires) == 0 {
+		return "a worker with " + labels.String(t.Requires) + ": no connected worker has " + strings.Join(d.missingLocked(t.Requires), ",")
+	}
+	return ""
+}
+
+// eligibleLocked counts the connected workers that have every label in
+// requires.
+func (d *Dispatcher) eligibleLocked(requires map[string]string) int {
+	n := 0
+	for _, s := range d.rotation {
+		if labels.Satisfies(s.Labels, requires) {
+			n++
 		}
 	}
-	c := minRing
-	for c < len(kept) {
-		c *= 2
+	return n
+}
+
+// missingLocked returns the pairs of requires that the closest connected
+// worker (the one that has the most of them) lacks: what a person must add
+// for the task to run.
+func (d *Dispatcher) missingLocked(requires map[string]string) []string {
+	best := labels.Missing(nil, requires)
+	for _, s := range d.rotation {
+		if m := labels.Missing(s.Labels, requires); len(m) < len(best) {
+			best = m
+		}
 	}
-	ring := make([]string, c)
-	copy(ring, kept)
-	q.ring, q.head, q.n, q.stale = ring, 0, len(kept), 0
+	return best
+}
+
+// Backlog is what waits in the master, for GET /queue, /metrics and the
+// dashboard.
+type Backlog struct {
+	Queued     int                   // tasks waiting for a worker
+	ByPriority [task.MaxPriority]int // of Queued, by priority: [0] is priority 1
+	Scheduled  int                   // tasks waiting for their run time
+	NextRunAt  time.Time             // the run time of the scheduled task due first; zero with none
+	// Groups has one entry per requirement set with queued tasks, the most
+	// tasks first: how many wait, how many connected workers could run
+	// them, and, when none can, why (WaitingFor).
+	Groups []Group
+}
+
+// Group is the queued tasks that require the same labels.
+type Group struct {
+	Requires   map[string]string // nil: any worker
+	Queued     int
+	Eligible   int    // connected workers with every required label
+	WaitingFor string // set when no connected worker can run them
+}
+
+// Backlog counts what waits now. It costs the classes of the queue, not
+// its tasks.
+func (d *Dispatcher) Backlog() Backlog {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := Backlog{Queued: d.queue.waiting(), ByPriority: d.queue.byPriority, Scheduled: d.timers.waiting()}
+	b.NextRunAt = d.nextRunAtLocked()
+	groups := map[string]*Group{}
+	var keys []string
+	for _, c := range d.queue.classes {
+		g := groups[c.key]
+		if g == nil {
+			g = &Group{Requires: c.requires, Eligible: d.eligibleLocked(c.requires)}
+			if g.Eligible == 0 {
+				probe := task.Task{Status: task.StatusQueued, Requires: c.requires}
+				if g.WaitingFor = d.waitingForLocked(&probe); g.WaitingFor == "" {
+					g.WaitingFor = "a worker: none is connected"
+				}
+			}
+			groups[c.key] = g
+			keys = append(keys, c.key)
+		}
+		g.Queued += c.q.waiting()
+	}
+	for _, k := range keys {
+		if g := groups[k]; g.Queued > 0 {
+			b.Groups = append(b.Groups, *g)
+		}
+	}
+	slices.SortFunc(b.Groups, func(x, y Group) int {
+		if x.Queued != y.Queued {
+			return y.Queued - x.Queued
+		}
+		return strings.Compare(labels.String(x.Requires), labels.String(y.Requires))
+	})
+	return b
+}
+
+// nextRunAtLocked returns the run time of the scheduled task that is due
+// first: the heap's top, once stale timers there are dropped.
+func (d *Dispatcher) nextRunAtLocked() time.Time {
+	for len(d.timers.h) > 0 {
+		if tm := d.timers.h[0]; d.timerLiveLocked(tm) {
+			return time.Unix(0, tm.runAt).UTC()
+		}
+		heap.Pop(&d.timers.h)
+		d.timers.stale--
+	}
+	return time.Time{}
 }

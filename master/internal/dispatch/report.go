@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
@@ -101,6 +103,9 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		unlock()
 		return dup, <-committed
 	}
+	if slices.Contains(t.RetryOn, a.Outcome) && t.Attempts-t.AttemptBase < t.MaxAttempts {
+		return false, d.retryLocked(t, a, r, stdout, stderr, outCut, errCut, unlock)
+	}
 	d.completed[r.WorkerID]++
 	t.WorkerID = r.WorkerID
 	t.ExitCode = &code
@@ -165,4 +170,50 @@ func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 // the master had given up).
 func reported(a *task.Attempt) bool {
 	return a.Outcome != task.OutcomeRunning && (a.Outcome != task.OutcomeLost || a.ExitCode != nil)
+}
+
+// retryLocked handles a result whose outcome t's retry policy names, with
+// attempts left: when it ends the delivery t runs on, t keeps the result
+// and is scheduled to run again after its backoff. Otherwise another
+// delivery goes on, or t already waits to run again: the result is recorded
+// on its attempt only. It leaves the lock through unlock and returns once
+// the result is on disk.
+func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, stdout, stderr string, outCut, errCut bool, unlock func()) error {
+	if !isCurrent(t, r.WorkerID, a.N) {
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		unlock()
+		return <-committed
+	}
+	d.completed[r.WorkerID]++
+	t.ExitCode = a.ExitCode
+	t.Stdout, t.Stderr = stdout, stderr
+	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
+	t.Error = r.Error
+	if !r.StartedAt.IsZero() {
+		t.StartedAt = r.StartedAt
+	}
+	wait := d.backoffLocked(t)
+	d.scheduleLocked(t, d.p.Now().Add(wait), wait)
+	committed := d.persistLocked(t, a)
+	why := fmt.Sprintf("attempt %d of %d %s (exit code %d); the next runs after %s", a.N-t.AttemptBase, t.MaxAttempts, a.Outcome, *a.ExitCode, wait.Round(time.Millisecond))
+	d.log.Info("task scheduled to retry", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", a.N, "outcome", a.Outcome, "run_at", t.RunAt)
+	d.emitLocked(events.Event{Type: events.TaskScheduled, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N, Status: string(a.Outcome),
+		ExitCode: a.ExitCode, Priority: priorityOf(t), Requires: t.Requires, RunAt: &t.RunAt, Reason: "retry", Detail: why})
+	unlock()
+	return <-committed
+}
+
+// backoffLocked is the wait before t's next try: Backoff doubled for each
+// try since its budget began, at most MaxBackoff, less up to a fifth at
+// random, so that tasks that failed together do not all retry together.
+func (d *Dispatcher) backoffLocked(t *task.Task) time.Duration {
+	w := t.Backoff
+	for range t.Attempts - t.AttemptBase - 1 {
+		if w >= t.MaxBackoff {
+			break
+		}
+		w *= 2
+	}
+	w = min(w, t.MaxBackoff)
+	return w - time.Duration(d.rand()*float64(w)/5)
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
 // Session is one registered worker stream. The grpcapi handler that
@@ -140,6 +142,9 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := labels.Validate(r.Labels); err != nil {
+		return nil, 0, fmt.Errorf("%w: worker labels: %v", task.ErrInvalid, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -163,6 +168,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		WorkerID:    r.WorkerID,
 		InstanceID:  r.InstanceID,
 		Slots:       r.Slots,
+		Labels:      maps.Clone(r.Labels),
 		ConnectedAt: now,
 		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
@@ -174,8 +180,9 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		d.claimLocked(s, c, gone[c.TaskID])
 	}
 	d.rotation = append(d.rotation, s)
+	d.rotationGen++
 	pos := len(d.rotation) - 1
-	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "position", pos, "still_running", len(r.Running))
+	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
 	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
 	d.assignLocked()
 	return s, pos, nil
@@ -260,7 +267,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		h.deadline = mono + t.Timeout + reportGrace
 		t.Status = task.StatusRunning
 		t.WorkerID = s.WorkerID
-		d.leftQueueLocked()
+		d.leftQueueLocked(t)
 		a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
 		d.persistLocked(t, a)
 		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: d.p.Now(), TaskID: t.ID, WorkerID: s.WorkerID, Attempt: a.N, Reason: "reclaimed"})
@@ -396,6 +403,7 @@ func isCurrent(t *task.Task, workerID string, attempt int) bool {
 func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 	i := slices.Index(d.rotation, s)
 	d.rotation = slices.Delete(d.rotation, i, i+1)
+	d.rotationGen++
 	if i < d.next {
 		d.next--
 	}
@@ -436,7 +444,7 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 	workerID := t.WorkerID
 	t.Status = task.StatusQueued
 	t.WorkerID = ""
-	d.queue.pushFront(t.ID)
+	d.queue.push(t, true)
 	d.persistLocked(t, lastAttempt(t))
 	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts, "reason", reason)
 	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})

@@ -77,6 +77,9 @@ func TestSoak(t *testing.T) {
 	for i := range workers {
 		r := rng()
 		w := &simWorker{k: k, r: r, id: fmt.Sprintf("w%d", i+1), slots: 1 + r.IntN(3), held: make(map[string]*holding)}
+		if i%2 == 1 {
+			w.labels = map[string]string{"pool": "gpu"}
+		}
 		w.register(false)
 		workers[i] = w
 		goroutine(func() { w.run(stop) })
@@ -276,9 +279,20 @@ func (k *soak) submitter(r *rand.Rand, stop <-chan struct{}, cancels chan<- stru
 		if full || r.IntN(2) == 0 {
 			continue
 		}
-		sub := Submission{Cmd: fmt.Sprintf("echo %d", r.IntN(1000)), MaxAttempts: r.IntN(5)} // 0: the default, 3
+		sub := Submission{Cmd: fmt.Sprintf("echo %d", r.IntN(1000)), MaxAttempts: r.IntN(5), Priority: r.IntN(6)} // 0: the defaults, 3 and 3
 		if r.IntN(2) == 0 {
 			sub.Timeout = time.Duration(5+r.IntN(60)) * time.Second // else the default, 1h
+		}
+		// Scheduling: some tasks run later, retry failures, or need a
+		// worker of the "gpu" pool (every other worker).
+		if r.IntN(8) == 0 {
+			sub.Delay = time.Duration(r.IntN(30)) * time.Second
+		}
+		if r.IntN(4) == 0 {
+			sub.RetryOn, sub.Backoff = []task.Outcome{task.OutcomeFailed}, time.Duration(1+r.IntN(5))*time.Second
+		}
+		if r.IntN(5) == 0 {
+			sub.Requires = map[string]string{"pool": "gpu"}
 		}
 		key := ""
 		switch n := r.IntN(100); {
@@ -454,8 +468,9 @@ func (k *soak) stepAndSweep(r *rand.Rand) {
 type simWorker struct {
 	k     *soak
 	r     *rand.Rand
-	id    string
-	slots int
+	id     string
+	slots  int
+	labels map[string]string
 
 	gen      int // the process: its instance ID is id-gen
 	s        *Session
@@ -486,7 +501,7 @@ func (w *simWorker) register(claim bool) {
 		running = append(running, Delivery{TaskID: id, Attempt: h.attempt})
 	}
 	slices.SortFunc(running, func(a, b Delivery) int { return strings.Compare(a.TaskID, b.TaskID) })
-	s, _, err := w.k.d.Register(ctx, Registration{WorkerID: w.id, InstanceID: w.instance(), Slots: w.slots, Running: running})
+	s, _, err := w.k.d.Register(ctx, Registration{WorkerID: w.id, InstanceID: w.instance(), Slots: w.slots, Running: running, Labels: w.labels})
 	if err != nil {
 		w.k.breach("register %s (%d claims): %v", w.instance(), len(running), err)
 		return // keeps the ended session: the next step tries again
@@ -678,7 +693,7 @@ func (k *soak) settle(workers []*simWorker) {
 	var final []*Session
 	for i := range 3 {
 		id := fmt.Sprintf("final%d", i+1)
-		s, _, err := d.Register(ctx, Registration{WorkerID: id, InstanceID: id, Slots: 4})
+		s, _, err := d.Register(ctx, Registration{WorkerID: id, InstanceID: id, Slots: 4, Labels: map[string]string{"pool": "gpu"}})
 		if err != nil {
 			k.t.Fatalf("seed %d: register %s: %v", k.seed, id, err)
 		}
@@ -704,7 +719,7 @@ func (k *soak) settle(workers []*simWorker) {
 			}
 		}
 		st := d.Stats()
-		if st.Queued == 0 && st.Running == 0 {
+		if st.Queued == 0 && st.Running == 0 && st.Scheduled == 0 {
 			k.t.Logf("settled in %d rounds", round)
 			break
 		}
@@ -732,8 +747,8 @@ func (k *soak) check() {
 	k.mu.Lock() // the run is over: nothing else reads or writes these now
 	submitted, sent := slices.Clone(k.ids), maps.Clone(k.sent)
 	k.mu.Unlock()
-	if st := d.Stats(); st.Queued != 0 || st.Running != 0 {
-		k.t.Errorf("seed %d: stuck: %d queued, %d running at the end", k.seed, st.Queued, st.Running)
+	if st := d.Stats(); st.Queued != 0 || st.Running != 0 || st.Scheduled != 0 {
+		k.t.Errorf("seed %d: stuck: %d queued, %d running, %d scheduled at the end", k.seed, st.Queued, st.Running, st.Scheduled)
 	}
 	ids := make(map[string]bool)
 	for _, id := range submitted {
@@ -814,6 +829,25 @@ func historyBreaches(t task.Task, sent map[Delivery]string, sentOf []int) []stri
 		if a.Outcome != task.OutcomeRunning && a.Outcome != task.OutcomeLost && !a.Duplicate {
 			decided = append(decided, a)
 		}
+	}
+	if len(t.RetryOn) > 0 {
+		// Results of outcomes the task retries counted without deciding
+		// it, all but the last of them when the task ended so.
+		last := -1
+		if slices.Contains(t.RetryOn, task.Outcome(t.Status)) && !strings.HasPrefix(t.Error, "gave up") {
+			for i, a := range decided {
+				if a.Outcome == task.Outcome(t.Status) {
+					last = i
+				}
+			}
+		}
+		var deciding []task.Attempt
+		for i, a := range decided {
+			if !slices.Contains(t.RetryOn, a.Outcome) || i == last {
+				deciding = append(deciding, a)
+			}
+		}
+		decided = deciding
 	}
 	for _, n := range sentOf {
 		if n < 1 || n > len(t.History) {

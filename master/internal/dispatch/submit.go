@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
 // Submission is a request for a new task.
@@ -61,9 +64,24 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
 	d.reserved++
+	now := d.p.Now()
 	nt := &task.Task{
-		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: d.p.Now(),
+		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: now,
 		Timeout: s.Timeout, MaxAttempts: s.MaxAttempts, IdempotencyKey: s.IdempotencyKey,
+		Priority: s.Priority, Requires: s.Requires, RetryOn: s.RetryOn, Backoff: s.Backoff, MaxBackoff: s.MaxBackoff,
+	}
+	// The wait is measured on the monotonic clock from now; RunAt says
+	// when that is for people and for a restarted master.
+	wait := s.Delay
+	switch {
+	case s.Delay > 0:
+		nt.RunAt = now.Add(s.Delay)
+	case !s.RunAt.IsZero():
+		nt.RunAt = s.RunAt.UTC()
+		wait = s.RunAt.Sub(now)
+	}
+	if wait > 0 {
+		nt.Status = task.StatusScheduled
 	}
 	committed := d.persistLocked(nt, nil)
 	d.mu.Unlock()
@@ -85,15 +103,29 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
 	}
 	defer d.mu.Unlock()
-	d.tasks.put(nt)
+	c := copyTask(nt) // put hands nt over
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
 	}
-	d.queue.pushBack(nt.ID)
-	d.log.Debug("task queued", "task_id", nt.ID)
-	d.emitLocked(events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd)})
+	ev := events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd), Priority: nt.Priority, Requires: nt.Requires}
+	if nt.Status == task.StatusScheduled {
+		d.scheduleLocked(nt, nt.RunAt, wait)
+		d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
+		ev.Type, ev.Reason, ev.RunAt = events.TaskScheduled, "delayed", &c.RunAt
+	} else {
+		d.queue.push(nt, false)
+		d.log.Debug("task queued", "task_id", nt.ID)
+	}
+	d.tasks.put(nt)
+	d.emitLocked(ev)
 	d.assignLocked()
-	return copyTask(nt), true, nil
+	if st, _ := d.tasks.status(c.ID); st == task.StatusQueued || st == task.StatusScheduled {
+		c.WaitingFor = d.waitingForLocked(&c)
+		if st == task.StatusQueued && len(c.Requires) > 0 && d.eligibleLocked(c.Requires) == 0 {
+			d.log.Warn("task queued that no connected worker can run", "task_id", c.ID, "waiting_for", c.WaitingFor)
+		}
+	}
+	return c, true, nil
 }
 
 // replay returns the task an earlier submission with s's idempotency key
@@ -113,7 +145,7 @@ func (d *Dispatcher) replay(ctx context.Context, s Submission) (task.Task, bool,
 // It costs O(1) whatever the queue holds: a refusal is what an overloaded
 // master answers most, and assignments and reports wait for the same lock.
 func (d *Dispatcher) queueFullLocked() bool {
-	return d.p.MaxQueued > 0 && d.queue.waiting()+d.reserved >= d.p.MaxQueued
+	return d.p.MaxQueued > 0 && d.queue.waiting()+d.timers.waiting()+d.reserved >= d.p.MaxQueued
 }
 
 // compactAt is the fewest stale IDs worth sweeping out of the queue.
@@ -124,13 +156,13 @@ const compactAt = 1024
 // it after the task's status changed; finishLocked calls it for every queued
 // task it finishes. Its ID stays in the queue, counted stale, until
 // assignLocked reaches it; once stale IDs outnumber waiting ones (say, tasks
-// canceled while no worker pops) they are swept out at once. A
-// sweep costs the queue's length, paid for by the departures that made at
+// canceled while no worker pops) in its class, they are swept out at once. A
+// sweep costs the class's length, paid for by the departures that made at
 // least half of it stale, so memory follows the waiting tasks.
-func (d *Dispatcher) leftQueueLocked() {
-	d.queue.left()
-	if d.queue.stale >= compactAt && d.queue.stale > d.queue.waiting() {
-		d.queue.keep(func(id string) bool {
+func (d *Dispatcher) leftQueueLocked(t *task.Task) {
+	c := d.queue.left(t)
+	if c != nil && c.q.stale >= compactAt && c.q.stale > c.q.waiting() {
+		d.queue.keep(c, func(id string) bool {
 			st, ok := d.tasks.status(id)
 			return ok && st == task.StatusQueued
 		})
@@ -154,6 +186,72 @@ func (d *Dispatcher) Normalize(s Submission) (Submission, error) {
 	}
 	if s.MaxAttempts < 1 || s.MaxAttempts > maxAttempts {
 		return s, fmt.Errorf("%w: max_attempts must be between 1 and %d", task.ErrInvalid, maxAttempts)
+	}
+	return normalizeSchedule(s)
+}
+
+// Bounds of the scheduling fields.
+const (
+	maxDelay          = 366 * 24 * time.Hour // how far ahead a run may be scheduled
+	defaultBackoff    = time.Second
+	defaultMaxBackoff = 5 * time.Minute
+	minBackoff        = 10 * time.Millisecond
+	maxBackoff        = 24 * time.Hour
+)
+
+// normalizeSchedule checks and completes the priority, requirements, run
+// time and retry policy of a submission.
+func normalizeSchedule(s Submission) (Submission, error) {
+	if s.Priority == 0 {
+		s.Priority = task.DefaultPriority
+	}
+	if s.Priority < task.MinPriority || s.Priority > task.MaxPriority {
+		return s, fmt.Errorf("%w: priority must be between %d (most urgent) and %d", task.ErrInvalid, task.MinPriority, task.MaxPriority)
+	}
+	if err := labels.Validate(s.Requires); err != nil {
+		return s, fmt.Errorf("%w: requires: %v", task.ErrInvalid, err)
+	}
+	if len(s.Requires) == 0 {
+		s.Requires = nil
+	} else {
+		s.Requires = maps.Clone(s.Requires) // the caller's map must not change the task
+	}
+	switch {
+	case !s.RunAt.IsZero() && s.Delay != 0:
+		return s, fmt.Errorf("%w: give run_at or delay, not both", task.ErrInvalid)
+	case s.Delay < 0 || s.Delay > maxDelay:
+		return s, fmt.Errorf("%w: delay must be between 0s and %s", task.ErrInvalid, maxDelay)
+	case !s.RunAt.IsZero() && (s.RunAt.Year() < 1970 || s.RunAt.Year() > 9999):
+		return s, fmt.Errorf("%w: run_at must be a time between the years 1970 and 9999", task.ErrInvalid)
+	}
+	if len(s.RetryOn) == 0 {
+		if s.Backoff != 0 || s.MaxBackoff != 0 {
+			return s, fmt.Errorf("%w: backoff and max_backoff apply only with retry_on, which is not set", task.ErrInvalid)
+		}
+		s.RetryOn = nil
+		return s, nil
+	}
+	var on []task.Outcome
+	for _, o := range s.RetryOn {
+		if !slices.Contains(task.Retryable, o) {
+			return s, fmt.Errorf("%w: retry_on: %q is not an outcome that can be retried; use failed, timed_out", task.ErrInvalid, o)
+		}
+		if !slices.Contains(on, o) {
+			on = append(on, o)
+		}
+	}
+	s.RetryOn = on
+	if s.Backoff == 0 {
+		s.Backoff = defaultBackoff
+	}
+	if s.MaxBackoff == 0 {
+		s.MaxBackoff = max(defaultMaxBackoff, s.Backoff)
+	}
+	switch {
+	case s.Backoff < minBackoff || s.Backoff > maxBackoff:
+		return s, fmt.Errorf("%w: backoff must be between %s and %s", task.ErrInvalid, minBackoff, maxBackoff)
+	case s.MaxBackoff < s.Backoff || s.MaxBackoff > maxBackoff:
+		return s, fmt.Errorf("%w: max_backoff must be between backoff (%s) and %s", task.ErrInvalid, s.Backoff, maxBackoff)
 	}
 	return s, nil
 }

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -9,11 +10,62 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
+// Recover loads the live tasks from the store after a start. Queued tasks
+// queue again in their order. Tasks that were running stay with their worker
+// for one worker timeout: a worker that reconnects still running one keeps
+// it (Register); Sweep re-queues the ones nobody claimed.
+func (d *Dispatcher) Recover(ctx context.Context) error {
+	live, err := d.p.Store.Live(ctx)
+	if err != nil {
+		return fmt.Errorf("loading live tasks: %w", err)
+	}
+	// Histories are read before the lock is taken: nothing waits for the
+	// disk under it, even at start.
+	histories := make(map[string][]task.Attempt)
+	for i := range live {
+		if t := &live[i]; t.Attempts > 0 { // Live leaves History out; most queued tasks have none
+			full, err := d.p.Store.Get(ctx, t.ID)
+			if err != nil {
+				return fmt.Errorf("loading task %s: %w", t.ID, err)
+			}
+			histories[t.ID] = full.History
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	orphaned, scheduled := 0, 0
+	grace := d.p.Mono() + d.p.WorkerTimeout
+	now := d.p.Now()
+	for i := range live {
+		t := &task.Task{}
+		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
+		t.History = histories[t.ID]
+		switch t.Status {
+		case task.StatusRunning:
+			d.orphans[t.ID] = grace
+			orphaned++
+		case task.StatusScheduled:
+			// The wall clock is all that outlives a process: the wait left
+			// is counted from it once, then on the monotonic clock.
+			d.scheduleLocked(t, t.RunAt, t.RunAt.Sub(now))
+			scheduled++
+		default:
+			d.queue.push(t, false)
+		}
+		d.tasks.put(t)
+		if t.IdempotencyKey != "" {
+			d.keys[t.IdempotencyKey] = t.ID
+		}
+	}
+	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled)
+	return nil
+}
+
 // Sweep drops workers whose lease expired (no heartbeat within the worker
 // timeout: dead, paused or cut off), gives up deliveries that outlived their
 // task's timeout plus a grace without a result, re-queues the tasks of
-// workers that did not come back to claim them, and forgets final tasks
-// that are safely on disk. An owner calls it periodically; tests call it
+// workers that did not come back to claim them, queues the scheduled tasks
+// that are due, and forgets final tasks that are safely on disk. An owner calls it periodically; tests call it
 // after moving the clock. Every duration here is monotonic.
 func (d *Dispatcher) Sweep() {
 	d.mu.Lock()
@@ -42,6 +94,7 @@ func (d *Dispatcher) Sweep() {
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
 		}
 	}
+	d.promoteLocked()
 	d.assignLocked()
 	d.evictLocked()
 }
@@ -67,5 +120,38 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		h.canceled, h.deadline = true, now+reportGrace
 		s.send(Message{Cancel: id})
 		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
+	}
+}
+
+// Run sweeps every SweepInterval and queues each scheduled task when it is
+// due, until ctx ends. The master's main owns the goroutine that runs it;
+// tests call Sweep themselves after moving their clock.
+func (d *Dispatcher) Run(ctx context.Context) {
+	next := d.p.Mono() + d.SweepInterval()
+	t := time.NewTimer(d.SweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.kick: // a timer earlier than the one slept for was set
+		}
+		now := d.p.Mono()
+		if now >= next {
+			d.Sweep() // queues the due tasks too
+			next = now + d.SweepInterval()
+		} else {
+			d.mu.Lock()
+			d.promoteLocked()
+			d.mu.Unlock()
+		}
+		wake := next
+		d.mu.Lock()
+		if due, ok := d.timers.next(); ok && due < wake {
+			wake = due
+		}
+		d.mu.Unlock()
+		t.Reset(max(wake-d.p.Mono(), time.Millisecond))
 	}
 }

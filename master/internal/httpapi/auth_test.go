@@ -40,6 +40,8 @@ func TestAPITokenIsRequiredExceptOnPublicPaths(t *testing.T) {
 		{name: "POST to a public path needs the token", method: "POST", path: "/healthz", want: 401, wantErr: "missing API token"},
 		{name: "tasks without a token", method: "GET", path: "/tasks", want: 401, wantErr: "missing API token", wantChallenge: `Bearer realm="roundhouse"`},
 		{name: "workers without a token", method: "GET", path: "/workers", want: 401, wantErr: "missing API token"},
+		{name: "queue without a token", method: "GET", path: "/queue", want: 401, wantErr: "missing API token"},
+		{name: "retry without a token", method: "POST", path: "/tasks/x/retry", want: 401, wantErr: "missing API token"},
 		{name: "unknown endpoint without a token", method: "GET", path: "/nope", want: 401, wantErr: "missing API token"},
 		{name: "wrong token", method: "GET", path: "/tasks", auth: "Bearer wrong-token-0123456789abcd", want: 401, wantErr: "invalid API token", wantChallenge: `error="invalid_token"`},
 		{name: "token prefix", method: "GET", path: "/tasks", auth: "Bearer " + testToken[:10], want: 401, wantErr: "invalid API token"},
@@ -49,6 +51,7 @@ func TestAPITokenIsRequiredExceptOnPublicPaths(t *testing.T) {
 		{name: "bearer with blank token", method: "GET", path: "/tasks", auth: "Bearer  \t", want: 401, wantErr: "Bearer <token>"},
 		{name: "right token", method: "GET", path: "/tasks", auth: "Bearer " + testToken, want: 200},
 		{name: "scheme is case-insensitive", method: "GET", path: "/workers", auth: "bearer " + testToken, want: 200},
+		{name: "queue with the token", method: "GET", path: "/queue", auth: "Bearer " + testToken, want: 200},
 		{name: "right token, unknown endpoint", method: "GET", path: "/nope", auth: "Bearer " + testToken, want: 404},
 	}
 	for _, tt := range tests {

@@ -15,6 +15,8 @@ func TestDashboardIsServed(t *testing.T) {
 	}{
 		{"/", "text/html", `id="workers"`},
 		{"/ui/app.js", "javascript", "Last-Event-ID"},
+		{"/", "text/html", `id="waiting-list"`},
+		{"/ui/app.js", "javascript", "api('/queue')"},
 		{"/ui/style.css", "text/css", "#event-list"},
 	}
 	for _, tt := range tests {
@@ -48,6 +50,8 @@ func TestIsPublic(t *testing.T) {
 		{"GET", "/events", false},
 		{"GET", "/metrics", false},
 		{"GET", "/workers", false},
+		{"GET", "/queue", false},
+		{"POST", "/tasks/x/retry", false},
 		{"GET", "/tasks", false},
 		{"POST", "/tasks", false},
 		{"POST", "/", false},

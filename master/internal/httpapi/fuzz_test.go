@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
 // FuzzCreateTask feeds POST /tasks bodies, Idempotency-Keys and ?wait=
@@ -27,6 +29,11 @@ func FuzzCreateTask(f *testing.F) {
 		{`{"cmd":"echo hi"}`, "", ""},
 		{`{"cmd":"sleep 1","timeout":"30s","max_attempts":2}`, "key-1", "5s"},
 		{`{"cmd":"x","priority":1}`, "", ""},
+		{`{"cmd":"x","priority":0}`, "", ""},
+		{`{"cmd":"x","requires":{"gpu":"a b"}}`, "", ""},
+		{`{"cmd":"x","requires":{"gpu":"nvidia"},"delay":"30s","retry_on":["failed"],"backoff":"1s","max_backoff":"1m"}`, "", ""},
+		{`{"cmd":"x","run_at":"2026-12-01T09:30:00Z","delay":"-1s","retry_on":["lost","failed","failed"]}`, "", ""},
+		{`{"cmd":"x","requires":{"-k":"v"},"backoff":"0s"}`, "", ""},
 		{`{"cmd":"a"}{"cmd":"b"}`, "", ""},
 		{"{\"cmd\":\"\xff\"}", "", ""},
 		{`{"cmd":"a\u0000b"}`, "", ""},
@@ -80,6 +87,20 @@ func FuzzCreateTask(f *testing.F) {
 		}
 		if w < 0 || w > a.maxWait {
 			t.Fatalf("accepted wait %s", w)
+		}
+		if sub.Priority != 0 && (sub.Priority < task.MinPriority || sub.Priority > task.MaxPriority) {
+			t.Fatalf("accepted priority %d", sub.Priority)
+		}
+		if err := labels.Validate(sub.Requires); err != nil {
+			t.Fatalf("accepted requires %v: %v", sub.Requires, err)
+		}
+		if !sub.RunAt.IsZero() && sub.Delay != 0 || sub.Delay < 0 || sub.Backoff < 0 || sub.MaxBackoff < 0 {
+			t.Fatalf("accepted run_at %s, delay %s, backoff %s, max_backoff %s", sub.RunAt, sub.Delay, sub.Backoff, sub.MaxBackoff)
+		}
+		for _, o := range sub.RetryOn {
+			if !slices.Contains(task.Retryable, o) {
+				t.Fatalf("accepted retry_on %v", sub.RetryOn)
+			}
 		}
 	})
 }

@@ -91,6 +91,8 @@ func New(p Params) http.Handler {
 	r.HandleFunc("/tasks", a.listTasks).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.getTask).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.cancelTask).Methods(http.MethodDelete)
+	r.HandleFunc("/tasks/{id}/retry", a.retryTask).Methods(http.MethodPost)
+	r.HandleFunc("/queue", a.getQueue).Methods(http.MethodGet)
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
@@ -128,7 +130,15 @@ func New(p Params) http.Handler {
 type createRequest struct {
 	Cmd         *string `json:"cmd"`
 	Timeout     *string `json:"timeout"`      // a Go duration: "30s", "5m"
-	MaxAttempts *int    `json:"max_attempts"` // deliveries before giving up on lost workers
+	MaxAttempts *int    `json:"max_attempts"` // deliveries before giving up
+
+	Priority   *int              `json:"priority"`    // 1 (most urgent) to 5
+	Requires   map[string]string `json:"requires"`    // labels the worker must have
+	RunAt      *string           `json:"run_at"`      // RFC 3339
+	Delay      *string           `json:"delay"`       // a Go duration; not with run_at
+	RetryOn    []string          `json:"retry_on"`    // outcomes that run the task again
+	Backoff    *string           `json:"backoff"`     // a Go duration
+	MaxBackoff *string           `json:"max_backoff"` // a Go duration
 }
 
 // maxKeyLen bounds the Idempotency-Key header.
@@ -158,10 +168,12 @@ func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseCreate reads and checks everything a POST /tasks says up to what the
-// dispatcher checks on submission: Submit checks the command, timeout and
-// max_attempts against the master's limits (Normalize) before any work, and
-// its errors are answered as parseCreate's are. Errors wrap task.ErrInvalid
-// or errTooLarge.
+// dispatcher checks on submission: here the JSON types, that durations and
+// times parse, and what only the request can tell (an explicit 0 where the
+// Submission reads 0 as "the default"); Submit checks the rest against the
+// master's limits (Normalize: the command, timeout, max_attempts, label
+// syntax, backoff bounds) before any work, and its errors are answered as
+// parseCreate's are. Errors wrap task.ErrInvalid or errTooLarge.
 func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Submission, time.Duration, error) {
 	if err := checkQuery(r, "wait"); err != nil {
 		return dispatch.Submission{}, 0, err
@@ -183,17 +195,76 @@ func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Subm
 		return sub, 0, fmt.Errorf(`%w: field "cmd" is required`, task.ErrInvalid)
 	}
 	sub.Cmd = *req.Cmd
-	if req.Timeout != nil {
-		if sub.Timeout, err = time.ParseDuration(*req.Timeout); err != nil || sub.Timeout <= 0 {
-			return sub, 0, fmt.Errorf(`%w: field "timeout" must be a positive duration such as "30s" or "5m"`, task.ErrInvalid)
-		}
+	if sub.Timeout, err = duration("timeout", req.Timeout, false); err != nil {
+		return sub, 0, err
 	}
 	if req.MaxAttempts != nil {
 		if sub.MaxAttempts = *req.MaxAttempts; sub.MaxAttempts < 1 {
 			return sub, 0, fmt.Errorf(`%w: field "max_attempts" must be at least 1`, task.ErrInvalid)
 		}
 	}
+	if req.Priority != nil {
+		// Checked here in full, not only against 0 (which a Submission
+		// reads as the default): one message for every wrong number.
+		if sub.Priority = *req.Priority; sub.Priority < task.MinPriority || sub.Priority > task.MaxPriority {
+			return sub, 0, fmt.Errorf(`%w: field "priority" must be from %d (most urgent) to %d`, task.ErrInvalid, task.MinPriority, task.MaxPriority)
+		}
+	}
+	sub.Requires = req.Requires
+	if req.RunAt != nil && req.Delay != nil {
+		return sub, 0, fmt.Errorf(`%w: fields "run_at" and "delay" both say when to run; give one`, task.ErrInvalid)
+	}
+	if req.RunAt != nil {
+		if sub.RunAt, err = time.Parse(time.RFC3339, *req.RunAt); err != nil {
+			return sub, 0, fmt.Errorf(`%w: field "run_at" must be an RFC 3339 time such as "2026-12-01T09:30:00Z"`, task.ErrInvalid)
+		}
+	}
+	if sub.Delay, err = duration("delay", req.Delay, true); err != nil {
+		return sub, 0, err
+	}
+	for i, o := range req.RetryOn {
+		if !slices.Contains(task.Retryable, task.Outcome(o)) {
+			return sub, 0, fmt.Errorf(`%w: field "retry_on" has %q; it lists outcomes to retry, from %s`, task.ErrInvalid, o, quoted(task.Retryable))
+		}
+		if slices.Contains(req.RetryOn[:i], o) {
+			return sub, 0, fmt.Errorf(`%w: field "retry_on" lists %q twice`, task.ErrInvalid, o)
+		}
+		sub.RetryOn = append(sub.RetryOn, task.Outcome(o))
+	}
+	if sub.Backoff, err = duration("backoff", req.Backoff, false); err != nil {
+		return sub, 0, err
+	}
+	if sub.MaxBackoff, err = duration("max_backoff", req.MaxBackoff, false); err != nil {
+		return sub, 0, err
+	}
 	return sub, wait, nil
+}
+
+// duration reads the Go duration of an optional field; absent is 0, which a
+// Submission reads as the default, so an explicit 0 is refused unless it
+// means what it says (a delay of 0s runs now).
+func duration(field string, v *string, zeroOK bool) (time.Duration, error) {
+	if v == nil {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(*v)
+	if err != nil || d < 0 || d == 0 && !zeroOK {
+		want := "a positive duration"
+		if zeroOK {
+			want = "a duration of 0s or more"
+		}
+		return 0, fmt.Errorf(`%w: field %q must be %s such as "30s" or "5m"`, task.ErrInvalid, field, want)
+	}
+	return d, nil
+}
+
+// quoted lists outcomes as a reader would type them: "failed", "timed_out".
+func quoted(outcomes []task.Outcome) string {
+	q := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		q[i] = strconv.Quote(string(o))
+	}
+	return strings.Join(q, ", ")
 }
 
 // checkQuery refuses query parameters other than the allowed ones, and any
@@ -298,6 +369,60 @@ func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toTaskJSON(t, true))
 }
 
+// retryTask runs a final task again (Dispatcher.Retry): 202 with the task,
+// queued or scheduled once more, as POST /tasks answers a new one.
+func (a *api) retryTask(w http.ResponseWriter, r *http.Request) {
+	id, err := taskID(r)
+	if err == nil {
+		err = checkQuery(r)
+	}
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	t, err := a.d.Retry(r.Context(), id)
+	if err != nil {
+		a.writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/tasks/"+t.ID)
+	writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+}
+
+// queueJSON is GET /queue: what waits in the master, and why.
+type queueJSON struct {
+	Queued     int            `json:"queued"`
+	ByPriority map[string]int `json:"by_priority"` // "1" to "5", every one present
+	Scheduled  int            `json:"scheduled"`
+	NextRunAt  *time.Time     `json:"next_run_at"` // null with nothing scheduled
+	Groups     []groupJSON    `json:"groups"`      // the most queued first
+}
+
+// groupJSON is the queued tasks that require the same labels.
+type groupJSON struct {
+	Requires   map[string]string `json:"requires"` // {}: any worker
+	Queued     int               `json:"queued"`
+	Eligible   int               `json:"eligible"`    // connected workers that could run them
+	WaitingFor *string           `json:"waiting_for"` // null while some worker could
+}
+
+func (a *api) getQueue(w http.ResponseWriter, r *http.Request) {
+	if err := checkQuery(r); err != nil {
+		a.writeError(w, err)
+		return
+	}
+	b := a.d.Backlog()
+	out := queueJSON{Queued: b.Queued, ByPriority: make(map[string]int, len(b.ByPriority)), Scheduled: b.Scheduled,
+		NextRunAt: nonZero(b.NextRunAt), Groups: make([]groupJSON, 0, len(b.Groups))}
+	for i, n := range b.ByPriority {
+		out.ByPriority[strconv.Itoa(i+task.MinPriority)] = n
+	}
+	for _, g := range b.Groups {
+		out.Groups = append(out.Groups, groupJSON{Requires: orEmpty(g.Requires), Queued: g.Queued, Eligible: g.Eligible, WaitingFor: nonEmpty(g.WaitingFor)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 type listJSON struct {
 	Tasks      []taskJSON `json:"tasks"`
 	NextCursor *string    `json:"next_cursor"` // null on the last page
@@ -342,14 +467,15 @@ func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 type workerJSON struct {
-	ID          string    `json:"id"`
-	State       string    `json:"state"` // active or draining
-	Slots       int       `json:"slots"`
-	ConnectedAt time.Time `json:"connected_at"`
-	LastSeen    time.Time `json:"last_seen"`
-	Running     int       `json:"running"`
-	Completed   int       `json:"completed"`
-	Next        bool      `json:"next"` // first in line for the next task
+	ID          string            `json:"id"`
+	State       string            `json:"state"` // active or draining
+	Slots       int               `json:"slots"`
+	Labels      map[string]string `json:"labels"` // {} when none
+	ConnectedAt time.Time         `json:"connected_at"`
+	LastSeen    time.Time         `json:"last_seen"`
+	Running     int               `json:"running"`
+	Completed   int               `json:"completed"`
+	Next        bool              `json:"next"` // first in line for the next task
 }
 
 type workersJSON struct {
@@ -369,7 +495,7 @@ func (a *api) listWorkers(w http.ResponseWriter, r *http.Request) {
 		if x.Draining {
 			state = "draining"
 		}
-		out.Workers = append(out.Workers, workerJSON{ID: x.ID, State: state, Slots: x.Slots, ConnectedAt: x.ConnectedAt,
+		out.Workers = append(out.Workers, workerJSON{ID: x.ID, State: state, Slots: x.Slots, Labels: orEmpty(x.Labels), ConnectedAt: x.ConnectedAt,
 			LastSeen: x.LastSeen, Running: x.Running, Completed: x.Completed, Next: x.Next})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -431,6 +557,11 @@ func decodeBody(body []byte, v any) error {
 		if typeErr.Field == "" {
 			return fmt.Errorf("%w: request body must be a JSON object", task.ErrInvalid)
 		}
+		// The type of a map value or list item is not the field's: say
+		// what the whole field must be.
+		if shape, ok := fieldShapes[typeErr.Field]; ok {
+			return fmt.Errorf("%w: field %q must be %s", task.ErrInvalid, typeErr.Field, shape)
+		}
 		return fmt.Errorf("%w: field %q must be a %s", task.ErrInvalid, typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// json reports an unknown field only as text: "json: unknown field \"x\"".
@@ -449,6 +580,12 @@ var errTooManyStreams = errors.New("too many event streams are open")
 // retryAfterSeconds is the Retry-After of a 429 for a full queue or too
 // many event streams, and of a 503 while the master is unavailable.
 const retryAfterSeconds = 5
+
+// fieldShapes describes the fields of POST /tasks that are no scalar.
+var fieldShapes = map[string]string{
+	"requires": `an object of string values, such as {"gpu": "nvidia"}`,
+	"retry_on": `a list of strings, such as ["failed", "timed_out"]`,
+}
 
 // jsonKind names, for a client, the JSON type a Go kind is decoded from.
 func jsonKind(goKind string) string {

@@ -162,7 +162,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"empty cmd", "POST", "/tasks", `{"cmd":""}`, 400, "must not be blank"},
 		{"blank cmd", "POST", "/tasks", `{"cmd":"  \t"}`, 400, "must not be blank"},
 		{"cmd wrong type", "POST", "/tasks", `{"cmd":42}`, 400, `"cmd" must be a string`},
-		{"unknown field", "POST", "/tasks", `{"cmd":"ls","priority":1}`, 400, `unknown field "priority"`},
+		{"unknown field", "POST", "/tasks", `{"cmd":"ls","prio":1}`, 400, `unknown field "prio"`},
 		{"trailing data", "POST", "/tasks", `{"cmd":"ls"}{"cmd":"rm"}`, 400, "after the JSON object"},
 		{"NUL in cmd", "POST", "/tasks", `{"cmd":"echo \u0000"}`, 400, "NUL"},
 		{"cmd too long", "POST", "/tasks", `{"cmd":"` + strings.Repeat("x", 101) + `"}`, 400, "limit is 100"},

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 // Metrics holds the master's collectors.
@@ -30,7 +32,7 @@ type Metrics struct {
 type Stats func() dispatch.Stats
 
 // New registers the master's metrics, the Go runtime's and the process's on
-// a fresh registry. stats is called on every scrape.
+// a fresh registry. stats is called once on every scrape.
 func New(stats Stats) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
@@ -59,26 +61,61 @@ func New(stats Stats) *Metrics {
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
 		}),
 	}
-	gauge := func(name, help string, read func(dispatch.Stats) int) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(read(stats())) })
-	}
 	m.reg.MustRegister(
 		m.submitted, m.finished, m.requeues, m.timeouts, m.latency, m.runTime,
-		gauge("roundhouse_queue_depth", "Tasks waiting for a worker.", func(s dispatch.Stats) int { return s.Queued }),
-		gauge("roundhouse_tasks_inflight", "Tasks assigned to a worker and not finished.", func(s dispatch.Stats) int { return s.Running }),
-		gauge("roundhouse_workers_connected", "Workers in the rotation.", func(s dispatch.Stats) int { return s.Workers }),
+		&gauges{stats: stats},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
 }
 
+// gauges reads the dispatcher's counts once per scrape, so the gauges of
+// one scrape agree: the depths by priority add up to the queue depth.
+type gauges struct {
+	stats Stats
+}
+
+var (
+	queueDepth = prometheus.NewDesc("roundhouse_queue_depth", "Tasks waiting for a worker.", nil, nil)
+	byPriority = prometheus.NewDesc("roundhouse_queue_depth_by_priority",
+		"Tasks waiting for a worker, by priority (1 most urgent, to 5); a free worker takes the most urgent it can run.", []string{"priority"}, nil)
+	scheduled = prometheus.NewDesc("roundhouse_tasks_scheduled", "Tasks waiting for their run time: delayed, or backing off before a retry.", nil, nil)
+	inflight  = prometheus.NewDesc("roundhouse_tasks_inflight", "Tasks assigned to a worker and not finished.", nil, nil)
+	connected = prometheus.NewDesc("roundhouse_workers_connected", "Workers in the rotation.", nil, nil)
+)
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{queueDepth, byPriority, scheduled, inflight, connected} {
+		ch <- d
+	}
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	s := g.stats()
+	gauge := func(d *prometheus.Desc, n int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(n), labels...)
+	}
+	gauge(queueDepth, s.Queued)
+	for i, n := range s.ByPriority {
+		gauge(byPriority, n, strconv.Itoa(i+task.MinPriority))
+	}
+	gauge(scheduled, s.Scheduled)
+	gauge(inflight, s.Running)
+	gauge(connected, s.Workers)
+}
+
 // Observe updates the counters and histograms for one event. It is quick
 // and never blocks, as events.Hub.Observe requires.
 func (m *Metrics) Observe(e events.Event) {
 	switch e.Type {
-	case events.TaskQueued:
-		m.submitted.Inc()
+	case events.TaskQueued, events.TaskScheduled:
+		// Counted once, when submitted: a scheduled task queued when due,
+		// a retry waiting out its backoff and a task retried by hand carry
+		// a reason other than these.
+		if e.Reason == "" || e.Reason == "delayed" {
+			m.submitted.Inc()
+		}
 	case events.TaskAssigned:
 		if e.WaitSeconds != nil { // a reclaimed task was not waiting in the queue
 			m.latency.Observe(*e.WaitSeconds)

@@ -1,7 +1,8 @@
-// Roundhouse dashboard: workers from GET /workers, the live stream from
-// GET /events, tasks through POST /tasks. Every request carries the API
-// token, when one was entered; EventSource cannot send headers, so the
-// event stream is read with fetch() and parsed here.
+// Roundhouse dashboard: workers from GET /workers, what waits from
+// GET /queue, the live stream from GET /events, tasks through POST /tasks.
+// Every request carries the API token, when one was entered; EventSource
+// cannot send headers, so the event stream is read with fetch() and parsed
+// here.
 'use strict';
 
 const TOKEN_KEY = 'roundhouse.token';
@@ -45,6 +46,13 @@ function clock(t) {
   return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
 }
 
+// when is clock(t), with the date when t is not today: a run time may be
+// days away.
+function when(t) {
+  const d = new Date(t);
+  return isNaN(d) || d.toDateString() === new Date().toDateString() ? clock(t) : d.toLocaleDateString() + ' ' + clock(t);
+}
+
 function ago(t) {
   const s = Math.max(0, (Date.now() - new Date(t)) / 1000);
   return s < 1 ? 'now' : s < 60 ? Math.round(s) + 's ago' : Math.round(s / 60) + 'm ago';
@@ -56,6 +64,12 @@ function cell(tr, text, cls) {
   if (cls) td.className = cls;
   tr.appendChild(td);
   return td;
+}
+
+// labelText writes a label set as the master does (labels.String): sorted
+// "k=v,k=v", so equal sets read the same and serve as a selector.
+function labelText(set) {
+  return Object.keys(set || {}).sort().map((k) => k + '=' + set[k]).join(',');
 }
 
 // Workers ------------------------------------------------------------------
@@ -75,8 +89,16 @@ async function refreshWorkers() {
     tr.dataset.workerId = w.id;
     tr.dataset.state = w.state;
     tr.dataset.next = String(!!w.next);
+    tr.dataset.labels = labelText(w.labels);
     cell(tr, String(i + 1));
     cell(tr, w.id, 'worker-id');
+    const labels = cell(tr, '', 'labels');
+    for (const l of tr.dataset.labels ? tr.dataset.labels.split(',') : []) {
+      const chip = document.createElement('span');
+      chip.className = 'label';
+      chip.textContent = l;
+      labels.appendChild(chip);
+    }
     cell(tr, w.state, 'state-' + w.state);
     cell(tr, String(w.slots), 'slots');
     cell(tr, String(w.running), 'running');
@@ -92,17 +114,59 @@ async function refreshWorkers() {
     next ? 'The next task goes to ' + next + '.' : 'Every worker is busy or draining: the next task waits in the queue.';
 }
 
+// Queue --------------------------------------------------------------------
+
+// refreshQueue shows the counts of GET /queue, and flags the groups of
+// tasks no connected worker can run: they wait until one with their labels
+// joins, and nothing else would tell.
+async function refreshQueue() {
+  let q;
+  try {
+    q = await api('/queue');
+  } catch (e) {
+    return;
+  }
+  $('queue-queued').textContent = String(q.queued);
+  $('queue-scheduled').textContent = String(q.scheduled);
+  for (const td of document.querySelectorAll('#queue-priorities td[data-priority]')) {
+    td.textContent = String(q.by_priority[td.dataset.priority] || 0);
+  }
+  $('queue-next-run').textContent = q.next_run_at ? 'The next scheduled task is due at ' + when(q.next_run_at) + '.' : '';
+  const list = $('waiting-list');
+  list.replaceChildren();
+  for (const g of q.groups) {
+    if (!g.waiting_for) continue;
+    const li = document.createElement('li');
+    li.dataset.requires = labelText(g.requires);
+    li.dataset.queued = String(g.queued);
+    const count = document.createElement('span');
+    count.className = 'pill count';
+    count.textContent = String(g.queued);
+    count.title = 'queued tasks that need ' + (li.dataset.requires || 'any worker');
+    const why = document.createElement('span');
+    why.className = 'why';
+    why.textContent = g.waiting_for;
+    li.append(count, why);
+    list.appendChild(li);
+  }
+  $('waiting-empty').hidden = list.children.length > 0;
+  $('queue-section').dataset.waiting = String(list.children.length > 0);
+}
+
 // refreshSoon coalesces the refreshes a burst of events asks for.
 function refreshSoon() {
   if (refreshTimer) return;
-  refreshTimer = setTimeout(() => { refreshTimer = null; refreshWorkers(); }, 150);
+  refreshTimer = setTimeout(() => { refreshTimer = null; refreshWorkers(); refreshQueue(); }, 150);
 }
 
 // Events -------------------------------------------------------------------
 
 function describe(e) {
   switch (e.type) {
-    case 'task.queued': return e.cmd || '';
+    case 'task.queued': return (e.reason === 'due' ? 'due: ' : '') + (e.cmd || '') + scheduling(e);
+    case 'task.scheduled': return 'runs at ' + when(e.run_at) + (e.reason ? ' (' + e.reason + ')' : '') +
+      (e.detail ? ': ' + e.detail : e.cmd ? ': ' + e.cmd + scheduling(e) : '');
+    case 'task.retried': return 'retried by hand: a new attempt';
     case 'task.assigned': return 'attempt ' + e.attempt + (e.reason ? ' (' + e.reason + ')' :
       e.wait_seconds !== undefined ? ', waited ' + e.wait_seconds.toFixed(3) + 's' : '');
     case 'task.finished': return e.status + (e.exit_code !== undefined ? ', exit ' + e.exit_code : '') +
@@ -117,6 +181,13 @@ function describe(e) {
   }
 }
 
+// scheduling is what a task asks of the scheduler beyond the defaults
+// (priority 3, any worker).
+function scheduling(e) {
+  const requires = labelText(e.requires);
+  return (e.priority && e.priority !== 3 ? ' · priority ' + e.priority : '') + (requires ? ' · needs ' + requires : '');
+}
+
 function showEvent(e) {
   const li = document.createElement('li');
   li.dataset.type = e.type;
@@ -124,6 +195,7 @@ function showEvent(e) {
   if (e.task_id) li.dataset.taskId = e.task_id;
   if (e.worker_id) li.dataset.workerId = e.worker_id;
   if (e.status) li.dataset.status = e.status;
+  if (e.run_at) li.dataset.runAt = e.run_at;
   const add = (text, cls, title) => {
     const s = document.createElement('span');
     s.textContent = text;
@@ -162,8 +234,7 @@ function handleBlock(block) {
   // On the first load older events being gone is no news.
   if (e.type !== 'gap' || seenEvents) showEvent(e);
   if (id) seenEvents = true;
-  if (e.type.startsWith('worker.') || e.type === 'gap' || e.type === 'task.assigned' ||
-      e.type === 'task.finished' || e.type === 'task.requeued' || e.type === 'task.canceled') {
+  if (e.type.startsWith('worker.') || e.type.startsWith('task.') || e.type === 'gap') {
     refreshSoon();
   }
 }
@@ -181,6 +252,7 @@ async function streamEvents() {
       } else if (resp.ok && resp.body) {
         setConn('live', 'live');
         refreshWorkers();
+        refreshQueue();
         const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
         for (;;) {
@@ -269,9 +341,11 @@ document.addEventListener('DOMContentLoaded', () => {
     setConn('connecting', 'connecting…');
     if (streamAbort) streamAbort.abort(); // reconnect with the new token
     refreshWorkers();
+    refreshQueue();
   });
   $('submit-form').addEventListener('submit', submitTask);
   refreshWorkers();
-  setInterval(refreshWorkers, 5000); // last-seen times, and a safety net
+  refreshQueue();
+  setInterval(() => { refreshWorkers(); refreshQueue(); }, 5000); // last-seen times, and a safety net
   streamEvents();
 });

@@ -7,24 +7,24 @@ import (
 	"testing"
 )
 
-func TestQueueFrontAndShrink(t *testing.T) {
-	var q queue
+func TestFifoFrontAndShrink(t *testing.T) {
+	var q fifo
 	for i := range 3000 {
-		q.pushBack(fmt.Sprint(i))
+		q.pushBack(entry{id: fmt.Sprint(i)})
 	}
 	for range 2000 {
 		q.pop()
 	}
-	q.pushFront("x")
-	if id, _ := q.peek(); id != "x" || q.len() != 1001 {
-		t.Fatalf("peek=%s len=%d", id, q.len())
+	q.pushFront(entry{id: "x"})
+	if e, _ := q.peek(); e.id != "x" || q.len() != 1001 {
+		t.Fatalf("peek=%s len=%d", e.id, q.len())
 	}
 	if len(q.ring) > 2048 {
 		t.Fatalf("ring of %d for 1001 IDs: memory does not follow the length", len(q.ring))
 	}
 	for _, want := range []string{"x", "2000", "2001"} {
-		if id, _ := q.peek(); id != want {
-			t.Fatalf("front %s, want %s", id, want)
+		if e, _ := q.peek(); e.id != want {
+			t.Fatalf("front %s, want %s", e.id, want)
 		}
 		q.pop()
 	}
@@ -33,10 +33,10 @@ func TestQueueFrontAndShrink(t *testing.T) {
 // A task put back at the front of a long queue costs O(1): nothing is
 // copied or allocated while the ring has room, as it does at the front of a
 // queue that was only ever pushed at the back.
-func TestQueuePushFrontDoesNotCopy(t *testing.T) {
-	var q queue
+func TestFifoPushFrontDoesNotCopy(t *testing.T) {
+	var q fifo
 	for i := range 1000 {
-		q.pushBack(fmt.Sprint(i))
+		q.pushBack(entry{id: fmt.Sprint(i)})
 	}
 	if room := len(q.ring) - q.len(); room < 21 {
 		t.Fatalf("ring of %d for %d IDs: the test needs room for 21 more", len(q.ring), q.len())
@@ -48,7 +48,7 @@ func TestQueuePushFrontDoesNotCopy(t *testing.T) {
 	ring := &q.ring[0]
 	n := 0
 	if allocs := testing.AllocsPerRun(20, func() {
-		q.pushFront(ids[n])
+		q.pushFront(entry{id: ids[n]})
 		n++
 	}); allocs != 0 {
 		t.Fatalf("pushFront allocated %.0f times per call, want 0", allocs)
@@ -57,31 +57,31 @@ func TestQueuePushFrontDoesNotCopy(t *testing.T) {
 		t.Fatal("pushFront moved the ring")
 	}
 	for i := n - 1; i >= 0; i-- {
-		if id, _ := q.peek(); id != ids[i] {
-			t.Fatalf("front %s, want %s", id, ids[i])
+		if e, _ := q.peek(); e.id != ids[i] {
+			t.Fatalf("front %s, want %s", e.id, ids[i])
 		}
 		q.pop()
 	}
-	if id, _ := q.peek(); id != "0" || q.len() != 1000 {
-		t.Fatalf("after the fronts: peek=%s len=%d, want 0 and 1000", id, q.len())
+	if e, _ := q.peek(); e.id != "0" || q.len() != 1000 {
+		t.Fatalf("after the fronts: peek=%s len=%d, want 0 and 1000", e.id, q.len())
 	}
 }
 
 // The ring behaves as a slice used as a deque, through growth, shrinking,
 // wrap-around and compaction.
-func TestQueueMatchesASlice(t *testing.T) {
+func TestFifoMatchesASlice(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	var q queue
+	var q fifo
 	var model []string
 	dead := map[string]bool{}
 	for i := range 200_000 {
 		id := fmt.Sprint(i)
 		switch op := rng.IntN(100); {
 		case op < 40:
-			q.pushBack(id)
+			q.pushBack(entry{id: id})
 			model = append(model, id)
 		case op < 55:
-			q.pushFront(id)
+			q.pushFront(entry{id: id})
 			model = slices.Insert(model, 0, id)
 		case op < 99:
 			if len(model) == 0 {
@@ -105,17 +105,17 @@ func TestQueueMatchesASlice(t *testing.T) {
 	checkQueue(t, &q, model)
 }
 
-func checkQueue(t *testing.T, q *queue, want []string) {
+func checkQueue(t *testing.T, q *fifo, want []string) {
 	t.Helper()
 	got := make([]string, 0, q.len())
 	for i := range q.len() {
-		got = append(got, q.ring[q.at(i)])
+		got = append(got, q.ring[q.at(i)].id)
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("queue holds %d IDs %.80v, want %d %.80v", len(got), got, len(want), want)
 	}
-	if id, ok := q.peek(); ok != (len(want) > 0) || (ok && id != want[0]) {
-		t.Fatalf("peek = %q %v", id, ok)
+	if e, ok := q.peek(); ok != (len(want) > 0) || (ok && e.id != want[0]) {
+		t.Fatalf("peek = %q %v", e.id, ok)
 	}
 	if len(q.ring) > minRing && q.len() < len(q.ring)/8 {
 		t.Fatalf("ring of %d for %d IDs", len(q.ring), q.len())

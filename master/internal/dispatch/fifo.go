@@ -1,0 +1,126 @@
+package dispatch
+
+// fifo is a FIFO of task IDs that can also put a task back at the front
+// (a re-queued task was accepted before everything behind it): the tasks of
+// one class (priority and requirements) of the queue. It is a ring
+// buffer, so that a push at either end costs O(1) however long the queue is:
+// the dispatcher pushes under its lock, and a re-queue in front of a million
+// waiting tasks must not copy them. The ring doubles when full and halves
+// when a quarter full, so memory follows the queue's length, not its history.
+//
+// An ID whose task stopped waiting without being popped (canceled, taken
+// back by its reconnecting worker, finished by a late result, or a repeat of
+// an ID queued again) stays in the queue until it reaches the front or the
+// queue is compacted: removing it from the middle would cost a scan. stale
+// counts such IDs, so that waiting is exact at no cost.
+type fifo struct {
+	ring  []entry // len(ring) is 0 or a power of two
+	head  int     // ring[head] is the front, when n > 0
+	n     int     // IDs in the queue, stale ones included
+	stale int     // IDs in the queue whose task no longer waits
+}
+
+// entry is a task ID in a fifo, with its place in the order of the whole
+// queue: a smaller seq was queued earlier (or put back at the front), so
+// the heads of two classes of one priority tell which task is older.
+type entry struct {
+	id  string
+	seq int64
+}
+
+// minRing is the smallest ring kept once there is one: below it, halving
+// saves nothing worth the copies.
+const minRing = 64
+
+// len is the number of IDs in the queue, stale ones included.
+func (q *fifo) len() int { return q.n }
+
+// waiting is the number of tasks that wait in the queue.
+func (q *fifo) waiting() int { return q.n - q.stale }
+
+// at returns the index in ring of the i-th ID from the front.
+func (q *fifo) at(i int) int { return (q.head + i) & (len(q.ring) - 1) }
+
+func (q *fifo) pushBack(e entry) {
+	q.grow()
+	q.ring[q.at(q.n)] = e
+	q.n++
+}
+
+func (q *fifo) pushFront(e entry) {
+	q.grow()
+	q.head = (q.head - 1) & (len(q.ring) - 1)
+	q.ring[q.head] = e
+	q.n++
+}
+
+func (q *fifo) peek() (entry, bool) {
+	if q.n == 0 {
+		return entry{}, false
+	}
+	return q.ring[q.head], true
+}
+
+// pop removes the front ID, a waiting task's.
+func (q *fifo) pop() {
+	q.ring[q.head] = entry{} // the ring must not keep the ID's memory
+	q.head = q.at(1)
+	q.n--
+	if len(q.ring) > minRing && q.n <= len(q.ring)/4 {
+		q.resize(len(q.ring) / 2)
+	}
+}
+
+// popStale removes the front ID, one counted stale by left.
+func (q *fifo) popStale() {
+	q.pop()
+	q.stale--
+}
+
+// left records that the task of an ID in the queue stopped waiting without
+// being popped.
+func (q *fifo) left() { q.stale++ }
+
+func (q *fifo) grow() {
+	if q.n == len(q.ring) {
+		q.resize(max(2*len(q.ring), minRing))
+	}
+}
+
+// resize moves the IDs, in order, to a ring of size c (a power of two, at
+// least q.n).
+func (q *fifo) resize(c int) {
+	ring := make([]entry, c)
+	if q.n > 0 {
+		end := q.head + q.n
+		if end <= len(q.ring) {
+			copy(ring, q.ring[q.head:end])
+		} else {
+			k := copy(ring, q.ring[q.head:])
+			copy(ring[k:], q.ring[:end-len(q.ring)])
+		}
+	}
+	q.ring, q.head = ring, 0
+}
+
+// keep drops the IDs for which ok is false, and repeats of an ID, keeping
+// the order of the rest; it costs the queue's length. ok must be false
+// exactly for the stale IDs: none is left after it.
+func (q *fifo) keep(ok func(id string) bool) {
+	seen := make(map[string]bool, q.waiting())
+	kept := make([]entry, 0, q.waiting())
+	for i := range q.n {
+		e := q.ring[q.at(i)]
+		if !seen[e.id] && ok(e.id) {
+			seen[e.id] = true
+			kept = append(kept, e)
+		}
+	}
+	c := minRing
+	for c < len(kept) {
+		c *= 2
+	}
+	ring := make([]entry, c)
+	copy(ring, kept)
+	q.ring, q.head, q.n, q.stale = ring, 0, len(kept), 0
+}

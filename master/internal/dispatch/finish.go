@@ -1,0 +1,110 @@
+package dispatch
+
+import (
+	"slices"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// finishLocked makes t final and wakes whoever waits for it. A task that
+// was queued or scheduled leaves the queue or its timer here, so no caller
+// can forget to count it out.
+func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
+	was := t.Status
+	t.Status = st
+	t.FinishedAt = at
+	switch was { // after the status changed, as they ask
+	case task.StatusQueued:
+		d.leftQueueLocked(t)
+	case task.StatusScheduled:
+		d.leftScheduleLocked()
+	}
+	for _, ch := range d.waiters[t.ID] {
+		close(ch)
+	}
+	delete(d.waiters, t.ID)
+}
+
+// persistLocked queues t (and attempt a, if any) for the store. Snapshots
+// are passed, since the store writes them later. Writes leave in the order
+// they are made, so the store always converges on the memory's state.
+func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
+	snap := copyTask(t)
+	snap.History = nil
+	w := store.Write{Task: &snap}
+	if a != nil {
+		w.Attempt = copyAttempt(a)
+	}
+	return d.p.Store.Apply(w)
+}
+
+// settle is called by whoever waited for the commit of a task's final
+// state: once that is on disk, the task leaves memory, and the store
+// answers for it from then on.
+func (d *Dispatcher) settle(id string, err error) error {
+	if err != nil {
+		d.log.Error("storing a final task failed; keeping it in memory", "task_id", id, "err", err)
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.forgetLocked(id)
+	return nil
+}
+
+func (d *Dispatcher) forgetLocked(id string) {
+	t, ok := d.tasks.get(id)
+	if !ok || !t.Status.Final() {
+		return
+	}
+	d.tasks.del(id)
+	if t.IdempotencyKey != "" { // byKey asks the store from now on
+		delete(d.keys, t.IdempotencyKey)
+	}
+}
+
+// evictLocked drops from memory the final tasks whose final write is on
+// disk. A failed write keeps the task in memory, so it stays readable.
+func (d *Dispatcher) evictLocked() {
+	keep := d.evicting[:0]
+	for _, e := range d.evicting {
+		select {
+		case err := <-e.committed:
+			if err != nil {
+				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.id, "err", err)
+				continue
+			}
+			d.forgetLocked(e.id)
+		default:
+			keep = append(keep, e)
+		}
+	}
+	clear(d.evicting[len(keep):])
+	d.evicting = keep
+}
+
+func (d *Dispatcher) loseAttemptLocked(t *task.Task, why string) {
+	if a := lastAttempt(t); a != nil && a.Outcome == task.OutcomeRunning {
+		a.Outcome, a.Error, a.FinishedAt = task.OutcomeLost, why, d.p.Now()
+	}
+}
+
+func lastAttempt(t *task.Task) *task.Attempt {
+	if len(t.History) == 0 {
+		return nil
+	}
+	return &t.History[len(t.History)-1]
+}
+
+func copyTask(t *task.Task) task.Task {
+	c := *t
+	c.History = slices.Clone(t.History)
+	return c
+}
+
+func copyAttempt(a *task.Attempt) *task.Attempt {
+	c := *a
+	return &c
+}

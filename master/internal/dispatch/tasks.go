@@ -1,0 +1,165 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// Get returns a copy of the task with the given ID.
+func (d *Dispatcher) Get(ctx context.Context, id string) (task.Task, error) {
+	d.mu.Lock()
+	t, ok := d.tasks.view(id)
+	if ok {
+		t.WaitingFor = d.waitingForLocked(&t)
+		d.mu.Unlock()
+		return t, nil
+	}
+	d.mu.Unlock()
+	return d.p.Store.Get(ctx, id)
+}
+
+// Wait returns the task once it is final, or as it is when ctx ends.
+func (d *Dispatcher) Wait(ctx context.Context, id string) (task.Task, error) {
+	d.mu.Lock()
+	t, ok := d.tasks.view(id)
+	if !ok || t.Status.Final() {
+		d.mu.Unlock()
+		return d.Get(ctx, id)
+	}
+	ch := make(chan struct{})
+	d.waiters[id] = append(d.waiters[id], ch)
+	d.mu.Unlock()
+	select {
+	case <-ch:
+	case <-d.closedCh:
+		d.dropWaiter(id, ch)
+	case <-ctx.Done():
+		d.dropWaiter(id, ch)
+	}
+	// The caller's wait is over; the answer still needs a live context.
+	return d.Get(context.WithoutCancel(ctx), id)
+}
+
+func (d *Dispatcher) dropWaiter(id string, ch chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ws := slices.DeleteFunc(d.waiters[id], func(c chan struct{}) bool { return c == ch })
+	if len(ws) == 0 {
+		delete(d.waiters, id)
+	} else {
+		d.waiters[id] = ws
+	}
+}
+
+// Query and Page are the store's, named here so that transports need not
+// know the store is there.
+type (
+	Query = store.Query
+	Page  = store.Page
+)
+
+// List returns a page of tasks, newest first, as committed to the store.
+func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
+	if err := d.p.Store.Flush(ctx); err != nil {
+		return Page{}, err
+	}
+	return d.p.Store.List(ctx, q)
+}
+
+// Cancel ends a task: a queued one never runs, a running one is killed on
+// its worker. A final task cannot be canceled (ErrConflict).
+func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
+	d.mu.Lock()
+	t, ok := d.tasks.get(id)
+	if !ok || t.Status.Final() {
+		d.mu.Unlock()
+		ft, err := d.Get(ctx, id)
+		if err != nil {
+			return task.Task{}, err
+		}
+		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
+	}
+	wasOn := ""
+	switch t.Status {
+	case task.StatusRunning:
+		wasOn = t.WorkerID
+		t.Error = "canceled while running on " + t.WorkerID
+		// The delivery keeps its slot until the worker reports the kill. A
+		// worker that is away now is told when it comes back and lists the
+		// task (claimLocked).
+		d.cancelOnLocked(t.WorkerID, id)
+	case task.StatusScheduled:
+		t.Error = "canceled while scheduled to run at " + t.RunAt.Format(time.RFC3339)
+	default:
+		t.Error = "canceled before it ran"
+	}
+	d.finishLocked(t, task.StatusCanceled, d.p.Now())
+	committed := d.persistLocked(t, nil)
+	c := copyTask(t)
+	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
+	d.mu.Unlock()
+	d.log.Info("task canceled", "task_id", id, "worker_id", wasOn)
+	return c, d.settle(id, <-committed)
+}
+
+// Retry runs a final task again as a new attempt: it is queued with a
+// fresh budget of MaxAttempts deliveries, and keeps its history. A task
+// that is not final is a conflict. It returns once the change is on disk.
+func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
+	if err := d.p.Store.WriteErr(); err != nil {
+		return task.Task{}, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
+	}
+	d.mu.Lock()
+	t, live := d.tasks.get(id)
+	d.mu.Unlock()
+	if !live {
+		// Final and off memory: read it, history and all, without the lock.
+		ft, err := d.p.Store.Get(ctx, id)
+		if err != nil {
+			return task.Task{}, err
+		}
+		t = &ft
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return task.Task{}, task.ErrClosed
+	}
+	if cur, ok := d.tasks.get(id); ok {
+		t = cur // in memory (still, or again: another retry came first)
+	}
+	if !t.Status.Final() {
+		st := t.Status
+		d.mu.Unlock()
+		return task.Task{}, fmt.Errorf("%w: task %s is %s; only a final task can be retried", task.ErrConflict, id, st)
+	}
+	was := t.Status
+	t.Status = task.StatusQueued
+	t.AttemptBase = t.Attempts
+	t.WorkerID, t.ExitCode, t.Error = "", nil, ""
+	t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut = "", "", false, false
+	t.FinishedAt = time.Time{}
+	d.tasks.put(t)
+	if t.IdempotencyKey != "" {
+		d.keys[t.IdempotencyKey] = t.ID
+	}
+	d.queue.push(t, false)
+	committed := d.persistLocked(t, nil)
+	d.log.Info("task retried by hand", "task_id", id, "was", was, "attempts_so_far", t.Attempts)
+	d.emitLocked(events.Event{Type: events.TaskRetried, TaskID: id, Status: string(was), Attempt: t.Attempts})
+	d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: id, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "retried"})
+	c := copyTask(t)
+	c.WaitingFor = d.waitingForLocked(&c)
+	d.assignLocked()
+	d.mu.Unlock()
+	if err := <-committed; err != nil {
+		return c, err
+	}
+	return c, nil
+}

@@ -1,0 +1,123 @@
+package dispatch
+
+import (
+	"container/heap"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// timers holds the scheduled tasks by when they are due, on the monotonic
+// clock: a min-heap, so that the next one is found at once and each costs
+// O(log n) in and out, a million of them included.
+//
+// A task that stops being scheduled before it is due (canceled, or decided
+// by a late result) leaves its timer behind: popped when due, it is seen
+// not to match the task (the task is not scheduled, or for another run
+// time) and dropped. stale counts such timers, and they are swept out when
+// they outnumber the live ones, so memory follows the scheduled tasks.
+// Guarded by Dispatcher.mu.
+type timers struct {
+	h     timerHeap
+	stale int
+}
+
+type timer struct {
+	due   time.Duration // monotonic
+	runAt int64         // the task's RunAt, Unix nanoseconds: which scheduling of the task this is
+	id    string
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = timer{}
+	*h = old[:len(old)-1]
+	return t
+}
+
+// waiting is the number of live scheduled tasks.
+func (ts *timers) waiting() int { return len(ts.h) - ts.stale }
+
+// next returns when the earliest timer is due.
+func (ts *timers) next() (time.Duration, bool) {
+	if len(ts.h) == 0 {
+		return 0, false
+	}
+	return ts.h[0].due, true
+}
+
+// scheduleLocked makes t scheduled until runAt (wall time, for people and
+// the store), which is due after wait on the monotonic clock. The caller
+// persists t.
+func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, wait time.Duration) {
+	t.Status = task.StatusScheduled
+	t.RunAt = runAt
+	due := d.p.Mono() + max(wait, 0)
+	heap.Push(&d.timers.h, timer{due: due, runAt: runAt.UnixNano(), id: t.ID})
+	if first, _ := d.timers.next(); first == due && d.kick != nil {
+		select { // the owner's loop may sleep past it: wake it
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// leftScheduleLocked records that a scheduled task stopped being scheduled
+// before its timer fired. Call it after the task's status changed.
+func (d *Dispatcher) leftScheduleLocked() {
+	d.timers.stale++
+	if d.timers.stale >= compactAt && d.timers.stale > d.timers.waiting() {
+		keep := d.timers.h[:0]
+		for _, tm := range d.timers.h {
+			if d.timerLiveLocked(tm) {
+				keep = append(keep, tm)
+			}
+		}
+		clear(d.timers.h[len(keep):])
+		d.timers.h, d.timers.stale = keep, 0
+		heap.Init(&d.timers.h)
+	}
+}
+
+// timerLiveLocked reports whether tm is the timer of a task that waits for
+// it.
+func (d *Dispatcher) timerLiveLocked(tm timer) bool {
+	st, ok := d.tasks.status(tm.id)
+	if !ok || st != task.StatusScheduled {
+		return false
+	}
+	t, _ := d.tasks.view(tm.id)
+	return t.RunAt.UnixNano() == tm.runAt
+}
+
+// promoteLocked queues the scheduled tasks that are due, in the order they
+// fall due, and hands them to free workers.
+func (d *Dispatcher) promoteLocked() {
+	now := d.p.Mono()
+	promoted := false
+	for len(d.timers.h) > 0 && d.timers.h[0].due <= now {
+		tm := heap.Pop(&d.timers.h).(timer)
+		if !d.timerLiveLocked(tm) {
+			d.timers.stale--
+			continue
+		}
+		t, _ := d.tasks.get(tm.id)
+		t.Status = task.StatusQueued
+		d.tasks.put(t) // compact again if it never ran
+		d.queue.push(t, false)
+		d.persistLocked(t, nil)
+		d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "due"})
+		promoted = true
+	}
+	if promoted {
+		d.assignLocked()
+	}
+}
