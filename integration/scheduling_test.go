@@ -22,7 +22,8 @@ var gpu = map[string]string{"gpu": "nvidia"}
 // a plain group and a labelled group of workers (routing by label, round
 // robin among the workers that can run a task, a task nobody can run
 // waiting and saying why), priorities on a busy worker, a delayed run and a
-// retry policy with its backoff, then a retry by hand.
+// retry policy with its backoff, then a retry by hand; and a worker with
+// malformed labels refusing to start.
 func TestScheduling(t *testing.T) {
 	l := newLab(t)
 	l.startWorker("plain-1", 1)
@@ -152,8 +153,14 @@ func TestScheduling(t *testing.T) {
 		}
 	})
 
-	// delay 3s: scheduled until then, not started a moment earlier, then run.
+	// delay 3s: scheduled until then, not started a moment earlier, then
+	// run; a delayed task canceled before its time never runs.
 	t.Run("delay", func(t *testing.T) {
+		// A scheduled task can be canceled, and then never runs.
+		never := submitTask(t, l, client.Submit{Cmd: "echo never", Delay: "1s"})
+		if got, code, err := l.api.Cancel(l.ctx, never.ID); err != nil || code != http.StatusOK || got.Status != "canceled" {
+			t.Fatalf("DELETE a scheduled task: %d %s, %v; want 200 canceled", code, got.Status, err)
+		}
 		tk := submitTask(t, l, client.Submit{Cmd: "echo later", Delay: "3s"})
 		if tk.Status != "scheduled" || tk.RunAt == nil || tk.RunAt.Before(tk.CreatedAt.Add(3*time.Second)) {
 			t.Fatalf("delayed task: %s, run_at %v, created %v; want scheduled to run 3s after its creation", tk.Status, tk.RunAt, tk.CreatedAt)
@@ -166,6 +173,11 @@ func TestScheduling(t *testing.T) {
 			t.Errorf("delayed task assigned %s before its 3s were up (created %v, assigned %v)", early, tk.CreatedAt, *done.History[0].AssignedAt)
 		}
 		t.Logf("assigned %s after its creation", done.History[0].AssignedAt.Sub(tk.CreatedAt).Round(time.Millisecond))
+
+		// The canceled one's run time has passed meanwhile: it never ran.
+		if got, err := l.api.Get(l.ctx, never.ID); err != nil || got.Status != "canceled" || got.Attempts != 0 {
+			t.Errorf("canceled scheduled task, after its run time: %s after %d attempts, %v; want canceled, never run", got.Status, got.Attempts, err)
+		}
 	})
 
 	// exit 3 with retry_on failed: 3 attempts, scheduled between them for
