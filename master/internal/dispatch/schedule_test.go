@@ -445,11 +445,9 @@ func TestSchedulingSurvivesARestart(t *testing.T) {
 	}
 	next() // high
 	next() // low: the gpu task waits for a gpu worker, the others for their time
-	clk.Advance(10 * time.Second)
-	d2.Sweep()
+	pass(d2, clk, 10*time.Second, w2)
 	next() // retried, attempt 2
-	clk.Advance(10 * time.Second)
-	d2.Sweep()
+	pass(d2, clk, 10*time.Second, w2)
 	next() // delayed
 	if want := []string{high, low, retried, delayed}; !slices.Equal(ran, want) {
 		t.Fatalf("ran %v, want %v", ran, want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -304,8 +305,12 @@ func TestRegisterLabels(t *testing.T) {
 				if err != nil || m.GetWelcome() == nil {
 					t.Fatalf("first message %v, %v; want the welcome", m, err)
 				}
-				if !slices.ContainsFunc(d.Workers(), func(w dispatch.WorkerInfo) bool { return w.ID == id }) {
-					t.Errorf("%s is not among the workers %+v", id, d.Workers())
+				i := slices.IndexFunc(d.Workers(), func(w dispatch.WorkerInfo) bool { return w.ID == id })
+				if i < 0 {
+					t.Fatalf("%s is not among the workers %+v", id, d.Workers())
+				}
+				if got := d.Workers()[i].Labels; !maps.Equal(got, tt.labels) {
+					t.Errorf("%s has labels %v, want %v", id, got, tt.labels)
 				}
 				return
 			}
