@@ -588,3 +588,22 @@ func routingProperty(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// A manual retry's fresh budget holds for lost workers too.
+func TestManualRetryGivesLostWorkersAFreshBudget(t *testing.T) {
+	d, clk := newTest(t)
+	id := submitOne(t, d, Submission{MaxAttempts: 2})
+	for range 2 {
+		lose(d, clk, register(t, d, "w", 1))
+	}
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusFailed || tk.Attempts != 2 {
+		t.Fatalf("after two lost workers: %s with %d attempts, want failed with 2", tk.Status, tk.Attempts)
+	}
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	lose(d, clk, register(t, d, "w", 1))
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusQueued || tk.Attempts != 3 {
+		t.Fatalf("one lost worker after the retry: %s with %d attempts, want queued again with 3", tk.Status, tk.Attempts)
+	}
+}
