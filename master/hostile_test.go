@@ -106,7 +106,7 @@ func TestHostileRequests(t *testing.T) {
 		{"NUL in cmd", "POST", "/tasks", auth, `{"cmd":"echo a\u0000b"}`, nil, 400, "NUL"},
 		{"escape sequence in cmd", "POST", "/tasks", auth, `{"cmd":"echo \u001b[2J"}`, nil, 400, "control character U+001B"},
 		{"blank cmd", "POST", "/tasks", auth, `{"cmd":" \n "}`, nil, 400, "must not be blank"},
-		{"unknown field", "POST", "/tasks", auth, `{"cmd":"ls","priority":9}`, nil, 400, `unknown field "priority"`},
+		{"unknown field", "POST", "/tasks", auth, `{"cmd":"ls","prio":9}`, nil, 400, `unknown field "prio"`},
 		{"cmd is a number", "POST", "/tasks", auth, `{"cmd":42}`, nil, 400, `"cmd" must be a string`},
 		{"cmd is an array", "POST", "/tasks", auth, `{"cmd":["ls","-l"]}`, nil, 400, `"cmd" must be a string`},
 		{"timeout is a number", "POST", "/tasks", auth, `{"cmd":"ls","timeout":30}`, nil, 400, `"timeout" must be a string`},

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v10"
+
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
 // config is everything the worker reads from its environment.
@@ -26,6 +28,10 @@ type config struct {
 	MetricsAddr    string        `env:"WORKER_METRICS_ADDR"` // empty: no metrics endpoint
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
+	// Labels are the worker's capabilities, "k=v,k=v" in the syntax of
+	// proto/labels (gpu=nvidia,zone=eu): a task that requires labels runs
+	// only on a worker that has every one of them.
+	Labels string `env:"WORKER_LABELS"`
 	// Token is sent to the master as "authorization: Bearer <token>"; it
 	// must equal the master's MASTER_WORKER_TOKEN. A secret: logged only as
 	// set or unset.
@@ -43,6 +49,9 @@ type config struct {
 	// tls is what the TLS settings above load to, nil without TLS. It is
 	// read once, in loadConfig, so the files checked are the files used.
 	tls *tls.Config `env:"-"`
+	// labels is Labels parsed, read once in loadConfig like tls; empty
+	// for none.
+	labels map[string]string `env:"-"`
 }
 
 // workerIDPattern is what the master accepts as a worker ID.
@@ -76,6 +85,9 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
 	check("WORKER_TOKEN", c.Token == "" || validToken(c.Token), "must be %d-%d printable ASCII characters without spaces, equal to the master's MASTER_WORKER_TOKEN", minTokenLen, maxTokenLen)
+	set, err := labels.Parse(c.Labels)
+	check("WORKER_LABELS", err == nil, "%v", err)
+	c.labels = set
 	tc, err := clientTLS(c)
 	if err != nil {
 		errs = append(errs, err)

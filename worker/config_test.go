@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		DrainTimeout:   30 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "text",
+		labels:         map[string]string{},
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
 	}
 }
@@ -38,6 +40,7 @@ func TestLoadConfigValid(t *testing.T) {
 		"WORKER_METRICS_ADDR":     "127.0.0.1:9100",
 		"WORKER_RECONNECT_MAX":    "100ms",
 		"WORKER_DRAIN_TIMEOUT":    "0s",
+		"WORKER_LABELS":           " gpu=nvidia, zone=eu,example.com/size=large",
 		"LOG_LEVEL":               "debug",
 		"LOG_FORMAT":              "json",
 	})
@@ -47,6 +50,9 @@ func TestLoadConfigValid(t *testing.T) {
 	if c.MasterAddr != "master:7000" || c.WorkerID != "roundhouse_worker-3.a" || c.Slots != 256 || c.MaxOutputBytes != 1 ||
 		c.HealthAddr != ":8081" || c.MetricsAddr != "127.0.0.1:9100" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
 		t.Fatalf("parsed %+v", c)
+	}
+	if want := map[string]string{"gpu": "nvidia", "zone": "eu", "example.com/size": "large"}; !reflect.DeepEqual(c.labels, want) {
+		t.Fatalf("WORKER_LABELS parsed to %v, want %v", c.labels, want)
 	}
 }
 
@@ -80,6 +86,12 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"bad format", "LOG_FORMAT", "xml", "not text or json"},
 		{"token too short", "WORKER_TOKEN", "short", "printable ASCII"},
 		{"token with a space", "WORKER_TOKEN", "0123456789 abcdefgh", "printable ASCII"},
+		{"label without a value", "WORKER_LABELS", "gpu", `label "gpu" is not key=value`},
+		{"label with an empty value", "WORKER_LABELS", "gpu=", "the value must be 1-63 characters"},
+		{"label key given twice", "WORKER_LABELS", "zone=eu,zone=us", `label key "zone" is given twice`},
+		{"label value with a space", "WORKER_LABELS", "size=very large", "values are made of"},
+		{"labels separated by semicolons", "WORKER_LABELS", "gpu=nvidia;zone=eu", "values are made of"},
+		{"trailing comma", "WORKER_LABELS", "gpu=nvidia,", `label "" is not key=value`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

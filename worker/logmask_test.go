@@ -32,3 +32,22 @@ func TestStartupLogMasksToken(t *testing.T) {
 		t.Errorf("the log holds the token:\n%s", l)
 	}
 }
+
+// The start-up log shows the labels the worker registers with, in the
+// canonical form the master shows them in.
+func TestStartupLogShowsLabels(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1", "WORKER_LABELS": "zone=eu, gpu=nvidia"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	sigs := make(chan os.Signal, 2)
+	sigs <- syscall.SIGTERM
+	sigs <- syscall.SIGTERM
+	if err := run(sigs, cfg, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if l := logged.String(); !strings.Contains(l, `labels="gpu=nvidia,zone=eu"`) {
+		t.Errorf("start-up log lacks labels=\"gpu=nvidia,zone=eu\":\n%s", l)
+	}
+}

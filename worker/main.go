@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/metrics"
 )
@@ -106,7 +107,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
 		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr, "metrics_addr", cfg.MetricsAddr,
-		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "token", mask(cfg.Token),
+		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "labels", labels.String(cfg.labels), "token", mask(cfg.Token),
 		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 
@@ -116,6 +117,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		MasterAddr:   cfg.MasterAddr,
 		WorkerID:     cfg.WorkerID,
 		Slots:        cfg.Slots,
+		Labels:       cfg.labels,
 		MaxOutput:    cfg.MaxOutputBytes,
 		TaskEnv:      taskEnv(os.Environ()),
 		ReconnectMax: cfg.ReconnectMax,

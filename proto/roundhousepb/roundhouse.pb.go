@@ -50,7 +50,12 @@ type RegisterRequest struct {
 	// an attempt name one delivery uniquely, across master restarts. A master
 	// tells a worker to kill a listed delivery it no longer counts on (the
 	// task was canceled, finished elsewhere, or given to another worker).
-	Running       []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
+	Running []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
+	// labels are the worker's capabilities (WORKER_LABELS), key to value, in
+	// the syntax of proto/labels; the master refuses the registration if one
+	// is malformed. A task with requires runs only on a worker that has every
+	// one of its pairs; a task without runs anywhere.
+	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,6 +128,13 @@ func (x *RegisterRequest) GetVersion() string {
 func (x *RegisterRequest) GetRunning() []*RunningTask {
 	if x != nil {
 		return x.Running
+	}
+	return nil
+}
+
+func (x *RegisterRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -869,7 +881,7 @@ var File_roundhouse_proto protoreflect.FileDescriptor
 
 const file_roundhouse_proto_rawDesc = "" +
 	"\n" +
-	"\x10roundhouse.proto\x12\rroundhouse.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n" +
+	"\x10roundhouse.proto\x12\rroundhouse.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x02\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -877,7 +889,11 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12(\n" +
 	"\x10running_task_ids\x18\x04 \x03(\tR\x0erunningTaskIds\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x124\n" +
-	"\arunning\x18\x06 \x03(\v2\x1a.roundhouse.v1.RunningTaskR\arunning\"@\n" +
+	"\arunning\x18\x06 \x03(\v2\x1a.roundhouse.v1.RunningTaskR\arunning\x12B\n" +
+	"\x06labels\x18\a \x03(\v2*.roundhouse.v1.RegisterRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xa4\x01\n" +
@@ -953,7 +969,7 @@ func file_roundhouse_proto_rawDescGZIP() []byte {
 	return file_roundhouse_proto_rawDescData
 }
 
-var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_roundhouse_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: roundhouse.v1.RegisterRequest
 	(*RunningTask)(nil),           // 1: roundhouse.v1.RunningTask
@@ -967,32 +983,34 @@ var file_roundhouse_proto_goTypes = []any{
 	(*HeartbeatAck)(nil),          // 9: roundhouse.v1.HeartbeatAck
 	(*DrainRequest)(nil),          // 10: roundhouse.v1.DrainRequest
 	(*DrainAck)(nil),              // 11: roundhouse.v1.DrainAck
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	nil,                           // 12: roundhouse.v1.RegisterRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_roundhouse_proto_depIdxs = []int32{
 	1,  // 0: roundhouse.v1.RegisterRequest.running:type_name -> roundhouse.v1.RunningTask
-	4,  // 1: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
-	5,  // 2: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
-	3,  // 3: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
-	12, // 4: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	12, // 5: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
-	13, // 6: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	13, // 7: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 8: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
-	0,  // 9: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	6,  // 10: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	8,  // 11: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
-	10, // 12: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
-	2,  // 13: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	7,  // 14: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	9,  // 15: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
-	11, // 16: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	12, // 1: roundhouse.v1.RegisterRequest.labels:type_name -> roundhouse.v1.RegisterRequest.LabelsEntry
+	4,  // 2: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
+	5,  // 3: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
+	3,  // 4: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
+	13, // 5: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	13, // 6: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
+	14, // 7: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	14, // 8: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
+	0,  // 10: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	6,  // 11: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	8,  // 12: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	10, // 13: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	2,  // 14: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	7,  // 15: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	9,  // 16: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	11, // 17: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }
@@ -1011,7 +1029,7 @@ func file_roundhouse_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roundhouse_proto_rawDesc), len(file_roundhouse_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

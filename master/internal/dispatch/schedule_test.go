@@ -445,11 +445,9 @@ func TestSchedulingSurvivesARestart(t *testing.T) {
 	}
 	next() // high
 	next() // low: the gpu task waits for a gpu worker, the others for their time
-	clk.Advance(10 * time.Second)
-	d2.Sweep()
+	pass(d2, clk, 10*time.Second, w2)
 	next() // retried, attempt 2
-	clk.Advance(10 * time.Second)
-	d2.Sweep()
+	pass(d2, clk, 10*time.Second, w2)
 	next() // delayed
 	if want := []string{high, low, retried, delayed}; !slices.Equal(ran, want) {
 		t.Fatalf("ran %v, want %v", ran, want)
@@ -588,5 +586,24 @@ func routingProperty(t *testing.T, seed uint64) {
 		if st, _ := status(t, d, id); st == task.StatusQueued {
 			t.Fatalf("task %s is still queued with a worker that can run it connected", id)
 		}
+	}
+}
+
+// A manual retry's fresh budget holds for lost workers too.
+func TestManualRetryGivesLostWorkersAFreshBudget(t *testing.T) {
+	d, clk := newTest(t)
+	id := submitOne(t, d, Submission{MaxAttempts: 2})
+	for range 2 {
+		lose(d, clk, register(t, d, "w", 1))
+	}
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusFailed || tk.Attempts != 2 {
+		t.Fatalf("after two lost workers: %s with %d attempts, want failed with 2", tk.Status, tk.Attempts)
+	}
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	lose(d, clk, register(t, d, "w", 1))
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusQueued || tk.Attempts != 3 {
+		t.Fatalf("one lost worker after the retry: %s with %d attempts, want queued again with 3", tk.Status, tk.Attempts)
 	}
 }

@@ -431,7 +431,7 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 // reason is a short code for events and metrics; why is for people.
 func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 	d.loseAttemptLocked(t, why)
-	if t.Attempts >= t.MaxAttempts {
+	if t.Attempts-t.AttemptBase >= t.MaxAttempts { // the budget counts from the last manual retry
 		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
 		d.finishLocked(t, task.StatusFailed, d.p.Now())
 		// Nobody waits for this write: evictLocked reads its result.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -106,12 +107,7 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 	if err := validateRegistration(req); err != nil {
 		return s.toStatus(err)
 	}
-	sess, pos, err := s.d.Register(stream.Context(), dispatch.Registration{
-		WorkerID:   req.GetWorkerId(),
-		InstanceID: req.GetInstanceId(),
-		Slots:      int(req.GetSlots()),
-		Running:    runningOf(req),
-	})
+	sess, pos, err := s.d.Register(stream.Context(), registrationOf(req))
 	if err != nil {
 		s.log.Warn("registration refused", "worker_id", req.GetWorkerId(), "err", err)
 		return s.toStatus(err)
@@ -168,6 +164,17 @@ func (s *Server) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_Assig
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
+	}
+}
+
+// registrationOf is what a valid req asks of the dispatcher.
+func registrationOf(req *pb.RegisterRequest) dispatch.Registration {
+	return dispatch.Registration{
+		WorkerID:   req.GetWorkerId(),
+		InstanceID: req.GetInstanceId(),
+		Slots:      int(req.GetSlots()),
+		Running:    runningOf(req),
+		Labels:     req.GetLabels(),
 	}
 }
 
@@ -339,6 +346,12 @@ func validateRegistration(req *pb.RegisterRequest) error {
 		if id == "" || len(id) > maxIDLen {
 			return errInvalid("running_task_ids must be 1-64 bytes each")
 		}
+	}
+	// The worker checked them when it read WORKER_LABELS, but a client
+	// built otherwise may send anything: this bounds what goes into the
+	// registry, and keeps it in the syntax a task's requires is written in.
+	if err := labels.Validate(req.GetLabels()); err != nil {
+		return errInvalid("labels: " + err.Error())
 	}
 	return nil
 }

@@ -2,10 +2,13 @@ package grpcapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -262,6 +265,75 @@ func TestRefusals(t *testing.T) {
 	}
 	if _, err := c.ReportStatus(ctx, &pb.TaskResult{WorkerId: "w1"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("report without task ID: %v, want InvalidArgument", err)
+	}
+}
+
+// Labels are checked at registration: a malformed set is refused with the
+// reason, a good one (or none) registers.
+func TestRegisterLabels(t *testing.T) {
+	d, cc := start(t)
+	c := pb.NewNodeServiceClient(cc)
+	ctx := ctxT(t)
+	many := map[string]string{}
+	for i := range 17 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	tests := []struct {
+		name    string
+		labels  map[string]string
+		wantErr string // empty: registers
+	}{
+		{name: "none"},
+		{name: "some", labels: map[string]string{"gpu": "nvidia", "zone": "eu", "example.com/size": "large"}},
+		{name: "key with a space", labels: map[string]string{"g pu": "nvidia"}, wantErr: `label key "g pu" has ' '`},
+		{name: "empty key", labels: map[string]string{"": "x"}, wantErr: "must be 1-63 characters"},
+		{name: "empty value", labels: map[string]string{"gpu": ""}, wantErr: "label gpu: the value must be"},
+		{name: "comma in value", labels: map[string]string{"zone": "eu,us"}, wantErr: "values are made of"},
+		{name: "too many", labels: many, wantErr: "17 labels; at most 16"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("w%d", i)
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			s, err := c.AssignTask(sctx, &pb.RegisterRequest{WorkerId: id, InstanceId: "i", Slots: 1, Labels: tt.labels})
+			var m *pb.Assignment
+			if err == nil {
+				m, err = s.Recv()
+			}
+			if tt.wantErr == "" {
+				if err != nil || m.GetWelcome() == nil {
+					t.Fatalf("first message %v, %v; want the welcome", m, err)
+				}
+				i := slices.IndexFunc(d.Workers(), func(w dispatch.WorkerInfo) bool { return w.ID == id })
+				if i < 0 {
+					t.Fatalf("%s is not among the workers %+v", id, d.Workers())
+				}
+				if got := d.Workers()[i].Labels; !maps.Equal(got, tt.labels) {
+					t.Errorf("%s has labels %v, want %v", id, got, tt.labels)
+				}
+				return
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.wantErr) {
+				t.Fatalf("err = %v, want InvalidArgument saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestRegistrationOf(t *testing.T) {
+	req := &pb.RegisterRequest{
+		WorkerId: "w1", InstanceId: "i1", Slots: 4,
+		Running: []*pb.RunningTask{{TaskId: "a", Attempt: 2}},
+		Labels:  map[string]string{"gpu": "nvidia", "zone": "eu"},
+	}
+	want := dispatch.Registration{
+		WorkerID: "w1", InstanceID: "i1", Slots: 4,
+		Running: []dispatch.Delivery{{TaskID: "a", Attempt: 2}},
+		Labels:  map[string]string{"gpu": "nvidia", "zone": "eu"},
+	}
+	if got := registrationOf(req); !reflect.DeepEqual(got, want) {
+		t.Errorf("registrationOf = %+v, want %+v", got, want)
 	}
 }
 

@@ -67,6 +67,31 @@ CREATE TABLE attempts (
 	`
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('queued', 'running');
 `,
+	// 3: scheduling. A task's priority, the labels it requires (the
+	// canonical "k=v,k=v" of labels.String, '' for none), its run time,
+	// its retry policy (outcomes comma-joined, '' for none) and the
+	// attempt count of its last manual retry. Rows from before read as
+	// priority 3 (task.DefaultPriority) with no requirements and no policy.
+	//
+	// scheduled is a third live status. Both partial indexes name the live
+	// statuses, so they are made again with it: tasks_live for Live, and
+	// tasks_finished so that retention never sees a scheduled task, whose
+	// finished_at is 0. Their WHEREs must read as the queries' do (liveQuery's
+	// and finishedQuery's), or SQLite will not use them.
+	`
+ALTER TABLE tasks ADD COLUMN priority       INTEGER NOT NULL DEFAULT 3;
+ALTER TABLE tasks ADD COLUMN requires       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN run_at         INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN retry_on       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN backoff_ns     INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN max_backoff_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN attempt_base   INTEGER NOT NULL DEFAULT 0;
+
+DROP INDEX tasks_live;
+CREATE INDEX tasks_live ON tasks (created_at, id) WHERE status IN ('scheduled', 'queued', 'running');
+DROP INDEX tasks_finished;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('scheduled', 'queued', 'running');
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

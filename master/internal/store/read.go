@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
 
 // taskCols are the tasks columns in the order scanTask reads them.
 const taskCols = `id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
 	stdout, stderr, stdout_cut, stderr_cut, error, COALESCE(idempotency_key, ''),
-	created_at, assigned_at, started_at, finished_at`
+	created_at, assigned_at, started_at, finished_at,
+	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base`
 
 // listCols are taskCols without the output, which can be large.
 var listCols = strings.Replace(taskCols, "stdout, stderr,", "'', '',", 1)
@@ -65,12 +67,20 @@ FROM attempts WHERE task_id = ? ORDER BY n`, id)
 	return t, nil
 }
 
-// Live returns every queued or running task, oldest first (by CreatedAt,
-// then ID), without History. The dispatcher rebuilds its queue from it at
-// start-up.
+// liveQuery selects every live task, oldest first, from the tasks_live
+// index: the few live rows, already in order. Its status term is the
+// index's WHERE, word for word. INDEXED BY because, left to itself, SQLite
+// picks tasks_status and sorts (with or without ANALYZE); and because it
+// makes the query fail, rather than quietly scan, should the WHERE and the
+// index ever disagree.
+var liveQuery = `SELECT ` + taskCols + ` FROM tasks INDEXED BY tasks_live
+WHERE status IN ('scheduled', 'queued', 'running') ORDER BY created_at, id`
+
+// Live returns every scheduled, queued or running task, oldest first (by
+// CreatedAt, then ID), without History. The dispatcher rebuilds its queue
+// and its schedule from it at start-up.
 func (s *Store) Live(ctx context.Context) ([]task.Task, error) {
-	ts, err := s.query(ctx, `SELECT `+taskCols+` FROM tasks
-WHERE status IN ('queued', 'running') ORDER BY created_at, id`)
+	ts, err := s.query(ctx, liveQuery)
 	if err != nil {
 		return nil, fmt.Errorf("store: live: %w", err)
 	}
@@ -216,10 +226,13 @@ func scanTask(row interface{ Scan(...any) error }) (task.Task, error) {
 		stdout, stderr, errText              sql.NullString
 		stdoutCut, stderrCut                 sql.NullBool
 		created, assigned, started, finished int64
+		requires, retryOn                    string
+		runAt, backoff, maxBackoff           int64
 	)
 	err := row.Scan(&t.ID, &t.Cmd, &t.Status, &t.Attempts, &t.MaxAttempts, &timeout, &t.WorkerID, &exit,
 		&stdout, &stderr, &stdoutCut, &stderrCut, &errText, &t.IdempotencyKey,
-		&created, &assigned, &started, &finished)
+		&created, &assigned, &started, &finished,
+		&t.Priority, &requires, &runAt, &retryOn, &backoff, &maxBackoff, &t.AttemptBase)
 	if err != nil {
 		return task.Task{}, err
 	}
@@ -229,6 +242,20 @@ func scanTask(row interface{ Scan(...any) error }) (task.Task, error) {
 	t.StdoutCut, t.StderrCut = stdoutCut.Bool, stderrCut.Bool
 	t.CreatedAt, t.AssignedAt = fromNanos(created), fromNanos(assigned)
 	t.StartedAt, t.FinishedAt = fromNanos(started), fromNanos(finished)
+	t.RunAt = fromNanos(runAt)
+	t.Backoff, t.MaxBackoff = time.Duration(backoff), time.Duration(maxBackoff)
+	// '' reads as nil, not an empty map or slice: a task without
+	// requirements or policy reads back as it was written.
+	if requires != "" {
+		if t.Requires, err = labels.Parse(requires); err != nil {
+			return task.Task{}, fmt.Errorf("task %s: requires %q: %w", t.ID, requires, err)
+		}
+	}
+	if retryOn != "" {
+		for o := range strings.SplitSeq(retryOn, ",") {
+			t.RetryOn = append(t.RetryOn, task.Outcome(o))
+		}
+	}
 	return t, nil
 }
 

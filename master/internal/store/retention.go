@@ -10,9 +10,11 @@ import (
 )
 
 // finishedQuery selects the final tasks finished before a cutoff, oldest
-// first. Its status term is the tasks_finished index's WHERE, word for word.
+// first. Its status term is the tasks_finished index's WHERE, word for word;
+// it must name every live status, because a live task's finished_at is 0,
+// before any cutoff.
 const finishedQuery = `SELECT id FROM tasks
-WHERE status NOT IN ('queued', 'running') AND finished_at < ?
+WHERE status NOT IN ('scheduled', 'queued', 'running') AND finished_at < ?
 ORDER BY finished_at LIMIT ?`
 
 // DeleteFinished deletes up to limit final tasks (succeeded, failed,

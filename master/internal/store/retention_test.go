@@ -25,6 +25,9 @@ func TestDeleteFinished(t *testing.T) {
 		return []Write{{Task: tk}, {Attempt: a}}
 	}
 	for _, ws := range [][]Write{
+		// A scheduled task is live, and its finished_at is 0: before any
+		// cutoff, yet it must stay.
+		finished("scheduled", task.StatusScheduled, 0),
 		finished("queued", task.StatusQueued, 0),
 		finished("running", task.StatusRunning, 0),
 		finished("succeeded", task.StatusSucceeded, 1), // oldest
@@ -45,9 +48,9 @@ func TestDeleteFinished(t *testing.T) {
 		want   int
 		remain []string
 	}{
-		{"limited", 2, 2, []string{"queued", "running", "timed_out", "canceled", "at-cutoff", "newer"}},
-		{"the rest", 10, 2, []string{"queued", "running", "at-cutoff", "newer"}},
-		{"nothing left", 10, 0, []string{"queued", "running", "at-cutoff", "newer"}},
+		{"limited", 2, 2, []string{"scheduled", "queued", "running", "timed_out", "canceled", "at-cutoff", "newer"}},
+		{"the rest", 10, 2, []string{"scheduled", "queued", "running", "at-cutoff", "newer"}},
+		{"nothing left", 10, 0, []string{"scheduled", "queued", "running", "at-cutoff", "newer"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,10 +72,20 @@ func TestDeleteFinished(t *testing.T) {
 	}
 }
 
-// The retention query reads the index migration 2 made, not the table.
+// The retention query reads the index migration 3 made again, not the
+// table.
 func TestDeleteFinishedUsesIndex(t *testing.T) {
 	s, _ := open(t)
-	rows, err := s.db.Query("EXPLAIN QUERY PLAN "+finishedQuery, time.Now().UnixNano(), 1000)
+	if p := queryPlan(t, s, finishedQuery, time.Now().UnixNano(), 1000); !strings.Contains(p, "tasks_finished") || strings.Contains(p, "TEMP B-TREE") {
+		t.Errorf("plan %q; want a search of tasks_finished with no sort", p)
+	}
+}
+
+// queryPlan returns SQLite's EXPLAIN QUERY PLAN of query, its steps joined
+// with "; ".
+func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
+	t.Helper()
+	rows, err := s.db.Query("EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,9 +99,10 @@ func TestDeleteFinishedUsesIndex(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	if p := strings.Join(plan, "; "); !strings.Contains(p, "tasks_finished") || strings.Contains(p, "TEMP B-TREE") {
-		t.Errorf("plan %q; want a search of tasks_finished with no sort", p)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return strings.Join(plan, "; ")
 }
 
 func storedIDs(t *testing.T, s *Store, query string) []string {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,6 +62,7 @@ func utc(t task.Task) task.Task {
 	fix(&t.AssignedAt)
 	fix(&t.StartedAt)
 	fix(&t.FinishedAt)
+	fix(&t.RunAt)
 	t.History = append([]task.Attempt(nil), t.History...)
 	if len(t.History) == 0 {
 		t.History = nil
@@ -125,6 +127,60 @@ func TestRoundTrip(t *testing.T) {
 
 	if _, err := s.Get(context.Background(), "nope"); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Get(nope) err = %v, want ErrNotFound", err)
+	}
+}
+
+// Every scheduling field comes back through each read: Get, Live and List.
+func TestRoundTripScheduling(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	scheduled := task.Task{
+		ID: "s1", Cmd: "train", Status: task.StatusScheduled, Attempts: 3, MaxAttempts: 5, Timeout: time.Hour,
+		CreatedAt: at(1), Priority: 1, Requires: map[string]string{"gpu": "nvidia", "zone": "eu", "example.com/arch": "x86_64"},
+		RunAt: at(40), RetryOn: []task.Outcome{task.OutcomeFailed, task.OutcomeTimedOut},
+		Backoff: 1500 * time.Millisecond, MaxBackoff: 10 * time.Minute, AttemptBase: 2,
+	}
+	queued := task.Task{
+		ID: "s2", Cmd: "render", Status: task.StatusQueued, MaxAttempts: 3, CreatedAt: at(2),
+		Priority: 5, Requires: map[string]string{"size": "large"}, RetryOn: []task.Outcome{task.OutcomeTimedOut},
+	}
+	// Final, with a run time from a delayed run it had: nothing is lost
+	// when a task leaves the live statuses.
+	failed := task.Task{
+		ID: "s3", Cmd: "false", Status: task.StatusFailed, Attempts: 2, MaxAttempts: 2, ExitCode: intp(1),
+		CreatedAt: at(3), FinishedAt: at(50), Priority: 2, RunAt: at(45),
+		RetryOn: []task.Outcome{task.OutcomeFailed}, Backoff: time.Second, MaxBackoff: time.Minute,
+	}
+	apply(t, s, Write{Task: &scheduled}, Write{Task: &queued}, Write{Task: &failed})
+
+	for _, want := range []task.Task{scheduled, queued, failed} {
+		if got := mustGet(t, s, want.ID); !reflect.DeepEqual(got, utc(want)) {
+			t.Errorf("Get(%s):\n got %+v\nwant %+v", want.ID, got, utc(want))
+		}
+	}
+	live, err := s.Live(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []task.Task{utc(scheduled), utc(queued)}; !reflect.DeepEqual(live, want) {
+		t.Errorf("Live:\n got %+v\nwant %+v", live, want)
+	}
+	page, err := s.List(ctx, Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []task.Task{utc(failed), utc(queued), utc(scheduled)}; !reflect.DeepEqual(page.Tasks, want) {
+		t.Errorf("List:\n got %+v\nwant %+v", page.Tasks, want)
+	}
+
+	// The columns hold the documented text forms, which other tools (and
+	// the sqlite3 shell) read.
+	var requires, retryOn string
+	if err := s.db.QueryRow(`SELECT requires, retry_on FROM tasks WHERE id = 's1'`).Scan(&requires, &retryOn); err != nil {
+		t.Fatal(err)
+	}
+	if requires != "example.com/arch=x86_64,gpu=nvidia,zone=eu" || retryOn != "failed,timed_out" {
+		t.Errorf("stored requires %q, retry_on %q; want the canonical label string and failed,timed_out", requires, retryOn)
 	}
 }
 
@@ -232,13 +288,21 @@ func TestApplyCopies(t *testing.T) {
 	s, _ := open(t)
 	tk := newTask("t", at(0), task.StatusQueued)
 	tk.ExitCode = intp(1)
+	tk.Requires = map[string]string{"gpu": "nvidia"}
+	tk.RetryOn = []task.Outcome{task.OutcomeFailed}
 	ch := s.Apply(Write{Task: tk})
 	tk.Status, *tk.ExitCode = task.StatusFailed, 2
+	tk.Requires["gpu"], tk.Requires["zone"] = "amd", "eu"
+	tk.RetryOn[0] = task.OutcomeTimedOut
 	if err := <-ch; err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, s, "t"); got.Status != task.StatusQueued || *got.ExitCode != 1 {
+	got := mustGet(t, s, "t")
+	if got.Status != task.StatusQueued || *got.ExitCode != 1 {
 		t.Errorf("stored %s, exit %d; want queued, exit 1", got.Status, *got.ExitCode)
+	}
+	if !reflect.DeepEqual(got.Requires, map[string]string{"gpu": "nvidia"}) || !reflect.DeepEqual(got.RetryOn, []task.Outcome{task.OutcomeFailed}) {
+		t.Errorf("stored requires %v, retry on %v; want map[gpu:nvidia], [failed]", got.Requires, got.RetryOn)
 	}
 }
 
@@ -328,13 +392,23 @@ func TestLive(t *testing.T) {
 		Write{Task: newTask("w", at(1), task.StatusQueued)},
 		Write{Task: newTask("v", at(3), task.StatusFailed)},
 		Write{Task: newTask("u", at(0), task.StatusCanceled)},
+		Write{Task: newTask("t", at(2), task.StatusScheduled)},
 	)
 	got, err := s.Live(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids := ids(got); !reflect.DeepEqual(ids, []string{"w", "z", "y"}) {
-		t.Errorf("Live = %v, want [w z y]", ids)
+	if ids := ids(got); !reflect.DeepEqual(ids, []string{"w", "z", "t", "y"}) {
+		t.Errorf("Live = %v, want [w z t y]", ids)
+	}
+}
+
+// Live reads the few live rows through the index migration 3 made again,
+// already in order, not the table.
+func TestLiveUsesIndex(t *testing.T) {
+	s, _ := open(t)
+	if p := queryPlan(t, s, liveQuery); !strings.Contains(p, "tasks_live") || strings.Contains(p, "TEMP B-TREE") {
+		t.Errorf("plan %q; want a scan of tasks_live with no sort", p)
 	}
 }
 
@@ -386,6 +460,7 @@ func TestList(t *testing.T) {
 		mk("03", task.StatusQueued, ""),
 		mk("04", task.StatusRunning, "w1"),
 		mk("05", task.StatusSucceeded, "w2"),
+		mk("06", task.StatusScheduled, ""),
 	)
 
 	tests := []struct {
@@ -393,8 +468,10 @@ func TestList(t *testing.T) {
 		q    Query
 		want []string
 	}{
-		{"all", Query{}, []string{"05", "04", "03", "02", "01"}},
+		{"all", Query{}, []string{"06", "05", "04", "03", "02", "01"}},
 		{"one status", Query{Statuses: []task.Status{task.StatusSucceeded}}, []string{"05", "01"}},
+		{"scheduled", Query{Statuses: []task.Status{task.StatusScheduled}}, []string{"06"}},
+		{"live", Query{Statuses: []task.Status{task.StatusScheduled, task.StatusQueued, task.StatusRunning}}, []string{"06", "04", "03"}},
 		{"two statuses", Query{Statuses: []task.Status{task.StatusQueued, task.StatusFailed}}, []string{"03", "02"}},
 		{"worker", Query{WorkerID: "w1"}, []string{"04", "01"}},
 		{"worker and status", Query{WorkerID: "w2", Statuses: []task.Status{task.StatusSucceeded}}, []string{"05"}},
@@ -437,15 +514,15 @@ func TestList(t *testing.T) {
 			}
 			q.Cursor = p.Next
 		}
-		if want := []string{"05", "04", "03", "02", "01"}; !reflect.DeepEqual(got, want) {
+		if want := []string{"06", "05", "04", "03", "02", "01"}; !reflect.DeepEqual(got, want) {
 			t.Errorf("pages visited %v, want %v", got, want)
 		}
 	})
 
 	t.Run("exact last page has no next", func(t *testing.T) {
-		p, err := s.List(ctx, Query{Limit: 5})
-		if err != nil || len(p.Tasks) != 5 || p.Next != "" {
-			t.Errorf("List(limit 5) = %d tasks, next %q, %v; want 5, no next", len(p.Tasks), p.Next, err)
+		p, err := s.List(ctx, Query{Limit: 6})
+		if err != nil || len(p.Tasks) != 6 || p.Next != "" {
+			t.Errorf("List(limit 6) = %d tasks, next %q, %v; want 6, no next", len(p.Tasks), p.Next, err)
 		}
 	})
 

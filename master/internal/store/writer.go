@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -90,6 +93,10 @@ func copyWrites(ws []Write) []Write {
 		if w.Task != nil {
 			t := *w.Task
 			t.ExitCode = copyInt(t.ExitCode)
+			// The writer reads these after Apply returns, while the
+			// caller may change its own.
+			t.Requires = maps.Clone(t.Requires)
+			t.RetryOn = slices.Clone(t.RetryOn)
 			t.History = nil // not stored through Apply
 			out[i].Task = &t
 		}
@@ -424,8 +431,9 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 	t, err := conn.PrepareContext(ctx, `
 INSERT INTO tasks (id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
 	stdout, stderr, stdout_cut, stderr_cut, error, idempotency_key,
-	created_at, assigned_at, started_at, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	created_at, assigned_at, started_at, finished_at,
+	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
 	cmd = excluded.cmd, status = excluded.status, attempts = excluded.attempts,
 	max_attempts = excluded.max_attempts, timeout_ns = excluded.timeout_ns,
@@ -434,7 +442,10 @@ ON CONFLICT (id) DO UPDATE SET
 	stdout_cut = excluded.stdout_cut, stderr_cut = excluded.stderr_cut,
 	error = excluded.error, idempotency_key = excluded.idempotency_key,
 	created_at = excluded.created_at, assigned_at = excluded.assigned_at,
-	started_at = excluded.started_at, finished_at = excluded.finished_at`)
+	started_at = excluded.started_at, finished_at = excluded.finished_at,
+	priority = excluded.priority, requires = excluded.requires, run_at = excluded.run_at,
+	retry_on = excluded.retry_on, backoff_ns = excluded.backoff_ns,
+	max_backoff_ns = excluded.max_backoff_ns, attempt_base = excluded.attempt_base`)
 	if err != nil {
 		return nil, fmt.Errorf("prepare task upsert: %w", err)
 	}
@@ -470,6 +481,8 @@ func (st *stmts) apply(ctx context.Context, ws []Write) error {
 				t.ID, t.Cmd, string(t.Status), t.Attempts, t.MaxAttempts, int64(t.Timeout), t.WorkerID, intArg(t.ExitCode),
 				t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error, key,
 				nanos(t.CreatedAt), nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt),
+				t.Priority, labels.String(t.Requires), nanos(t.RunAt), joinOutcomes(t.RetryOn),
+				int64(t.Backoff), int64(t.MaxBackoff), t.AttemptBase,
 			); err != nil {
 				return writeError("task "+t.ID, err)
 			}
@@ -484,6 +497,19 @@ func (st *stmts) apply(ctx context.Context, ws []Write) error {
 		}
 	}
 	return nil
+}
+
+// joinOutcomes writes outcomes comma-joined, as the retry_on column holds
+// them; scanTask splits them again. No outcome contains a comma.
+func joinOutcomes(outcomes []task.Outcome) string {
+	var b strings.Builder
+	for i, o := range outcomes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(o))
+	}
+	return b.String()
 }
 
 // writeError wraps err, adding task.ErrConflict when it is a unique-key

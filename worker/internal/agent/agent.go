@@ -47,6 +47,11 @@ type Config struct {
 	WorkerID   string
 	Slots      int // tasks run at once; the master never sends more
 	MaxOutput  int // bytes kept per output stream of a task
+	// Labels are the worker's capabilities, sent at every registration: the
+	// master gives a task that requires labels only to a worker with all of
+	// them. The caller has checked them (labels.Parse): the master refuses
+	// a malformed set, and the agent would only retry.
+	Labels map[string]string
 	// TaskEnv is the environment of every task; nil gives tasks the
 	// worker's own, secrets included.
 	TaskEnv []string
@@ -264,6 +269,7 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		RunningTaskIds: a.runningIDs(), // for a master that predates running
 		Running:        a.holding(),
 		Version:        a.cfg.Version,
+		Labels:         a.cfg.Labels,
 	}
 	stream, err := client.AssignTask(streamCtx, req)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -145,7 +146,8 @@ func startAgent(t *testing.T, addr string) (*Agent, func()) {
 	return startAgentWith(t, Config{MasterAddr: addr}, t.Output())
 }
 
-// startAgentWith is startAgent with cfg's Token and TLS, logging to logw.
+// startAgentWith is startAgent with cfg's Token, TLS and Labels, logging
+// to logw.
 func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 	t.Helper()
 	a := New(Config{
@@ -157,6 +159,7 @@ func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 		Version:      "test",
 		Token:        cfg.Token,
 		TLS:          cfg.TLS,
+		Labels:       cfg.Labels,
 	}, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -212,7 +215,7 @@ func TestRegister(t *testing.T) {
 	a, _ := startAgent(t, addr)
 
 	reg := recv(t, f.registrations, "registration")
-	if reg.GetWorkerId() != "w1" || reg.GetSlots() != 2 || reg.GetVersion() != "test" || len(reg.GetRunningTaskIds()) != 0 {
+	if reg.GetWorkerId() != "w1" || reg.GetSlots() != 2 || reg.GetVersion() != "test" || len(reg.GetRunningTaskIds()) != 0 || len(reg.GetLabels()) != 0 {
 		t.Errorf("registration = %v", reg)
 	}
 	if reg.GetInstanceId() != a.instanceID || reg.GetInstanceId() == "" {
@@ -305,6 +308,26 @@ func TestReconnectKeepsInstanceID(t *testing.T) {
 		t.Errorf("instance_id changed from %q to %q", first.GetInstanceId(), second.GetInstanceId())
 	}
 	eventually(t, a.Registered, "not registered with the restarted master")
+}
+
+// The labels go with every registration, the first and those after the
+// master came back.
+func TestRegistrationsCarryLabels(t *testing.T) {
+	f := newFakeMaster()
+	gs, addr := serve(t, f, "127.0.0.1:0")
+	want := map[string]string{"gpu": "nvidia", "zone": "eu"}
+	a, _ := startAgentWith(t, Config{MasterAddr: addr, Labels: want}, t.Output())
+	if got := recv(t, f.registrations, "first registration").GetLabels(); !maps.Equal(got, want) {
+		t.Errorf("first registration has labels %v, want %v", got, want)
+	}
+	eventually(t, a.Registered, "not registered")
+
+	gs.Stop()
+	eventually(t, func() bool { return !a.Registered() }, "still registered after the master stopped")
+	serve(t, f, addr)
+	if got := recv(t, f.registrations, "registration after the restart").GetLabels(); !maps.Equal(got, want) {
+		t.Errorf("registration after the restart has labels %v, want %v", got, want)
+	}
 }
 
 func TestFailedReportIsRetried(t *testing.T) {
