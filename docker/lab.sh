@@ -267,11 +267,11 @@ cmd_status() {
 		[[ -n $lines ]] || echo "  none"
 	fi
 	if [[ -n $lines ]]; then
-		printf '  %-28s %-9s %5s %7s %9s  %-16s\n' ID STATE SLOTS RUNNING COMPLETED LABELS
+		printf '  %-28s %-9s %5s %7s %9s  %s\n' ID STATE SLOTS RUNNING COMPLETED LABELS
 		while IFS= read -r w; do
 			local next=""
 			grep -q '"next":true' <<<"$w" && next="  <- next"
-			printf '  %-28s %-9s %5s %7s %9s  %-16s%s\n' "$(field id <<<"$w")" "$(field state <<<"$w")" \
+			printf '  %-28s %-9s %5s %7s %9s  %s%s\n' "$(field id <<<"$w")" "$(field state <<<"$w")" \
 				"$(field slots <<<"$w")" "$(field running <<<"$w")" "$(field completed <<<"$w")" "$(labels_of <<<"$w")" "$next"
 		done <<<"$lines"
 	fi
