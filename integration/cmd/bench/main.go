@@ -5,12 +5,13 @@
 // It starts its own cluster: the master and worker binaries, built into a
 // temporary directory and run on loopback (the default), or the project's
 // images with -containers. Each master gets a fresh database with the
-// default, durable SQLite settings. Every figure is the median of -runs
-// runs, shown with min and max.
+// default, durable SQLite settings. The assign phase needs no cluster: it
+// runs the dispatcher's BenchmarkAssignStep with go test. Every figure is
+// the median of -runs runs, shown with min and max.
 //
 //	go run ./integration/cmd/bench               # the full run (make bench)
-//	go run ./integration/cmd/bench -quick        # one short run, no 1M step
-//	go run ./integration/cmd/bench -no-1m        # the full run without the 1,000,000-task step
+//	go run ./integration/cmd/bench -quick        # one short run, no 1M RSS step
+//	go run ./integration/cmd/bench -no-1m        # the full run without the 1,000,000-task RSS step
 //	go run ./integration/cmd/bench -containers   # the images instead of local processes
 package main
 
@@ -27,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,27 +39,28 @@ import (
 )
 
 type options struct {
-	runs       int
-	dur        time.Duration // per submit or fork/exec measurement
-	conc       []int         // submit concurrencies
-	tasks      int           // tasks per completed-throughput run
-	idleTasks  int           // tasks per idle-latency run
-	rssSteps   []int         // queued tasks at which the master's RSS is read
-	workers    int
-	phases     []string // which of submit, e2e, memory to run
-	containers bool
-	buildImgs  bool
-	masterBin  string
-	workerBin  string
-	out        string // JSON path; empty writes none
-	log        io.Writer
+	runs        int
+	dur         time.Duration // per submit or fork/exec measurement
+	conc        []int         // submit concurrencies
+	tasks       int           // tasks per completed-throughput run
+	idleTasks   int           // tasks per idle-latency run
+	rssSteps    []int         // queued tasks at which the master's RSS is read
+	assignSteps int           // timed assign steps per queue length and run (go test -benchtime Nx)
+	workers     int
+	phases      []string // which of submit, e2e, memory, assign to run
+	containers  bool
+	buildImgs   bool
+	masterBin   string
+	workerBin   string
+	out         string // JSON path; empty writes none
+	log         io.Writer
 }
 
 func defaults() options {
 	return options{
 		runs: 3, dur: 3 * time.Second, conc: []int{1, 16, 64}, tasks: 3000, idleTasks: 50,
-		rssSteps: []int{100_000, 1_000_000}, workers: 5, buildImgs: true, phases: []string{"submit", "e2e", "memory"},
-		out: filepath.Join("bench", "results", "latest.json"), log: os.Stderr,
+		rssSteps: []int{100_000, 1_000_000}, assignSteps: 50_000, workers: 5, buildImgs: true,
+		phases: []string{"submit", "e2e", "memory", "assign"}, out: filepath.Join("bench", "results", "latest.json"), log: os.Stderr,
 	}
 }
 
@@ -70,22 +73,24 @@ func main() {
 		return
 	}
 	o := defaults()
-	quick := flag.Bool("quick", false, "one short run: few tasks, 1,000 queued for RSS, no 1M step (about a minute)")
+	quick := flag.Bool("quick", false, "one short run: few tasks, 1,000 queued for RSS, no 1M step, fewer assign steps (about a minute)")
 	no1m := flag.Bool("no-1m", false, "skip the 1,000,000-queued-tasks RSS step (it takes minutes)")
 	flag.IntVar(&o.runs, "runs", o.runs, "runs per figure; each figure is their median")
 	flag.DurationVar(&o.dur, "duration", o.dur, "length of each submit and fork/exec measurement")
 	flag.IntVar(&o.tasks, "tasks", o.tasks, "tasks per completed-throughput run")
 	flag.IntVar(&o.idleTasks, "idle-tasks", o.idleTasks, "tasks, one at a time, per idle-latency run")
+	flag.IntVar(&o.assignSteps, "assign-steps", o.assignSteps, "timed assign steps per queue length and run (BenchmarkAssignStep's -benchtime)")
 	flag.BoolVar(&o.containers, "containers", false, "run the images (MASTER_IMAGE, WORKER_IMAGE) instead of local processes")
 	flag.BoolVar(&o.buildImgs, "build-images", true, "with -containers: build the images first (bash docker/images.sh)")
 	flag.StringVar(&o.masterBin, "master", "", "master binary (default: go build one)")
 	flag.StringVar(&o.workerBin, "worker", "", "worker binary (default: go build one)")
 	flag.StringVar(&o.out, "out", o.out, "where to write the JSON results (empty: nowhere)")
-	phases := flag.String("phases", strings.Join(o.phases, ","), "which measurements to make: submit (and the machine's limits), e2e, memory")
+	phases := flag.String("phases", strings.Join(o.phases, ","), "which measurements to make: submit (and the machine's limits), e2e, memory, assign")
 	flag.Parse()
 	o.phases = strings.Split(*phases, ",")
 	if *quick {
 		o.runs, o.dur, o.tasks, o.idleTasks, o.rssSteps = 1, 500*time.Millisecond, 200, 10, []int{1000}
+		o.assignSteps = 10_000
 	}
 	if *no1m {
 		o.rssSteps = []int{100_000}
@@ -145,14 +150,18 @@ func (c *collector) fill(r *Report) {
 
 // steps are the phases of a run, by the names -phases takes.
 var steps = map[string]func(context.Context, options, launcher, *collector) error{
-	"submit": submitAndLimits, "e2e": endToEnd, "memory": memory,
+	"submit": submitAndLimits, "e2e": endToEnd, "memory": memory, "assign": assignStep,
 }
+
+// clusterless are the phases that start no master or worker: a run of
+// only these builds nothing (and gets a nil launcher).
+var clusterless = map[string]bool{"assign": true}
 
 // run does every measurement and returns the report, partial on error.
 func run(ctx context.Context, o options) (*Report, error) {
 	for _, name := range o.phases {
 		if steps[name] == nil {
-			return nil, fmt.Errorf("-phases: no phase %q (use submit, e2e, memory)", name)
+			return nil, fmt.Errorf("-phases: no phase %q (use submit, e2e, memory, assign)", name)
 		}
 	}
 	began := time.Now()
@@ -164,22 +173,14 @@ func run(ctx context.Context, o options) (*Report, error) {
 		rep.Duration = time.Since(began).Round(time.Second).String()
 	}()
 
-	var l launcher
-	if o.containers {
-		mi, wi := envOr("MASTER_IMAGE", "roundhouse/master:dev"), envOr("WORKER_IMAGE", "roundhouse/worker:dev")
-		c, err := newContainers(ctx, mi, wi, o.buildImgs)
-		if err != nil {
+	var l launcher // nil when no phase needs a cluster
+	if slices.ContainsFunc(o.phases, func(p string) bool { return !clusterless[p] }) {
+		var err error
+		if l, err = newLauncher(ctx, o); err != nil {
 			return rep, err
 		}
-		l = c
-	} else {
-		p, err := newProcesses(o.masterBin, o.workerBin)
-		if err != nil {
-			return rep, err
-		}
-		l = p
+		defer l.close()
 	}
-	defer l.close()
 
 	for _, name := range o.phases {
 		if err := steps[name](ctx, o, l, col); err != nil {
@@ -187,6 +188,23 @@ func run(ctx context.Context, o options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// newLauncher builds the binaries, or the images with -containers.
+func newLauncher(ctx context.Context, o options) (launcher, error) {
+	if o.containers {
+		mi, wi := envOr("MASTER_IMAGE", "roundhouse/master:dev"), envOr("WORKER_IMAGE", "roundhouse/worker:dev")
+		c, err := newContainers(ctx, mi, wi, o.buildImgs)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	p, err := newProcesses(o.masterBin, o.workerBin)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func (o options) logf(format string, args ...any) {

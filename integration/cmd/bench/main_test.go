@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 func TestBenchTinyRun(t *testing.T) {
 	o := defaults()
 	o.runs, o.dur, o.conc, o.tasks, o.idleTasks, o.rssSteps, o.workers = 1, 100*time.Millisecond, []int{1, 4}, 20, 3, []int{200}, 2
+	o.assignSteps = 10
 	o.out = filepath.Join(t.TempDir(), "results", "latest.json")
 	o.log = testWriter{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -46,6 +47,7 @@ func TestBenchTinyRun(t *testing.T) {
 		"forkexec_rate_c2", "minimal_rate_c1", "submit_rate_c4", "submit_p99_ms_c4",
 		"completed_rate", "queued_to_started_p99_ms", "submitted_to_finished_p50_ms",
 		"idle_queued_to_started_p50_ms", "dead_worker_rerun_s", "master_rss_mib_200",
+		"assign_step_us_queued_1k", "assign_step_us_queued_1m",
 	} {
 		m, ok := rep.metric(name)
 		if !ok {

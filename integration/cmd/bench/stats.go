@@ -169,6 +169,7 @@ func (r *Report) evaluate() {
 	r.Ratios = nil
 	r.ratio("accepted_vs_minimal_c64", "submit_rate_c64", "minimal_rate_c64")
 	r.ratio("completed_vs_forkexec", "completed_rate", "forkexec_rate_c2")
+	r.ratio("assign_step_1m_vs_1k", "assign_step_us_queued_1m", "assign_step_us_queued_1k")
 	r.Targets = nil
 	for _, t := range targets {
 		v, ok := r.value(t.Metric)

@@ -96,6 +96,8 @@ func TestEvaluate(t *testing.T) {
 	r.add("submit_p99_ms_c16", "ms", []float64{4, 6, 7}, "")
 	r.add("idle_queued_to_started_p50_ms", "ms", []float64{1, 1.5, 3}, "")
 	r.add("dead_worker_rerun_s", "s", []float64{10, 10, 10}, "")
+	r.add("assign_step_us_queued_1k", "us", []float64{10, 20, 10}, "")
+	r.add("assign_step_us_queued_1m", "us", []float64{11, 10, 30}, "")
 	r.add("nothing", "s", nil, "") // no runs: no metric
 	r.evaluate()
 
@@ -105,6 +107,7 @@ func TestEvaluate(t *testing.T) {
 	wantRatios := map[string]Stat{
 		"accepted_vs_minimal_c64": {Median: 0.6, Min: 0.3, Max: 0.9},
 		"completed_vs_forkexec":   {Median: 0.9, Min: 0.8, Max: 1},
+		"assign_step_1m_vs_1k":    {Median: 1.1, Min: 0.5, Max: 3}, // run by run: 1.1, 0.5, 3
 	}
 	if len(r.Ratios) != len(wantRatios) {
 		t.Fatalf("ratios = %+v, want %d", r.Ratios, len(wantRatios))

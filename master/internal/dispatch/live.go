@@ -30,21 +30,23 @@ type liveTasks struct {
 }
 
 // queuedTask is a task as Submit creates it: every field not here is zero.
+// It is 48 bytes, a size class of its own: what most tasks lack is behind
+// extra, so that a million plain queued tasks cost no more for it.
 type queuedTask struct {
 	cmd         string
-	key         string // idempotency key
-	created     int64  // Unix nanoseconds, in UTC as the store keeps it
+	created     int64 // Unix nanoseconds, in UTC as the store keeps it
 	timeout     time.Duration
 	maxAttempts int32
 	priority    int8
 	scheduled   bool
-	requires    *reqSet      // nil: none
-	extra       *queuedExtra // nil: no run time and no retry policy, as most tasks
+	extra       *queuedExtra // nil: no idempotency key, requirements, run time or retry policy, as most tasks
 }
 
 // queuedExtra is what few compact tasks have.
 type queuedExtra struct {
-	runAt      int64 // Unix nanoseconds, as created
+	key        string  // idempotency key
+	requires   *reqSet // nil: none
+	runAt      int64   // Unix nanoseconds, as created
 	retryOn    []task.Outcome
 	backoff    time.Duration
 	maxBackoff time.Duration
@@ -79,14 +81,15 @@ func createdAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
 func (q *queuedTask) task(id string) *task.Task {
 	t := &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
-		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), IdempotencyKey: q.key, Priority: int(q.priority)}
+		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), Priority: int(q.priority)}
 	if q.scheduled {
 		t.Status = task.StatusScheduled
 	}
-	if q.requires != nil {
-		t.Requires = maps.Clone(q.requires.labels)
-	}
 	if x := q.extra; x != nil {
+		t.IdempotencyKey = x.key
+		if x.requires != nil {
+			t.Requires = maps.Clone(x.requires.labels)
+		}
 		if x.runAt != 0 {
 			t.RunAt = createdAt(x.runAt)
 		}
@@ -102,31 +105,39 @@ func (l *liveTasks) put(t *task.Task) {
 		l.full[t.ID] = t
 		return
 	}
-	q := &queuedTask{cmd: t.Cmd, key: t.IdempotencyKey, created: t.CreatedAt.UnixNano(), timeout: t.Timeout,
+	q := &queuedTask{cmd: t.Cmd, created: t.CreatedAt.UnixNano(), timeout: t.Timeout,
 		maxAttempts: int32(t.MaxAttempts), priority: int8(t.Priority), scheduled: t.Status == task.StatusScheduled}
-	if len(t.Requires) > 0 {
-		key := labels.String(t.Requires)
-		rs := l.sets[key]
-		if rs == nil {
-			rs = &reqSet{key: key, labels: maps.Clone(t.Requires)}
-			l.sets[key] = rs
-		}
-		rs.refs++
-		q.requires = rs
-	}
-	if !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 {
-		q.extra = &queuedExtra{retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff}
+	if t.IdempotencyKey != "" || len(t.Requires) > 0 || !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 {
+		x := &queuedExtra{key: t.IdempotencyKey, retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff}
 		if !t.RunAt.IsZero() {
-			q.extra.runAt = t.RunAt.UnixNano()
+			x.runAt = t.RunAt.UnixNano()
 		}
+		if len(t.Requires) > 0 {
+			key := labels.String(t.Requires)
+			rs := l.sets[key]
+			if rs == nil {
+				rs = &reqSet{key: key, labels: maps.Clone(t.Requires)}
+				l.sets[key] = rs
+			}
+			rs.refs++
+			x.requires = rs
+		}
+		q.extra = x
 	}
 	l.queued[t.ID] = q
+}
+
+func (q *queuedTask) extraRequires() *reqSet {
+	if q.extra == nil {
+		return nil
+	}
+	return q.extra.requires
 }
 
 // drop removes the task, compact or full, releasing its requirements.
 func (l *liveTasks) drop(id string) {
 	if q, ok := l.queued[id]; ok {
-		if rs := q.requires; rs != nil {
+		if rs := q.extraRequires(); rs != nil {
 			if rs.refs--; rs.refs == 0 {
 				delete(l.sets, rs.key)
 			}

@@ -97,28 +97,25 @@ func TestRoutingByLabelsIsRoundRobinAmongEligible(t *testing.T) {
 		registerWith(t, d, "gpu-2", 10, "gpu=nvidia"),
 	}
 	on := map[string]string{}
-	var gpuOrder []string
-	for i := range 8 {
-		id := submitOne(t, d, Submission{Cmd: fmt.Sprint("gpu ", i), Requires: req("gpu=nvidia")})
+	runOn := func(sub Submission) string { // the worker the task went to
+		id := submitOne(t, d, sub)
 		for _, s := range ws {
 			for _, got := range drain(s) {
 				on[got] = s.WorkerID
 			}
 		}
-		gpuOrder = append(gpuOrder, on[id])
+		return on[id]
+	}
+	var gpuOrder []string
+	for i := range 8 {
+		gpuOrder = append(gpuOrder, runOn(Submission{Cmd: fmt.Sprint("gpu ", i), Requires: req("gpu=nvidia")}))
 	}
 	if want := "gpu-1 gpu-2 gpu-1 gpu-2 gpu-1 gpu-2 gpu-1 gpu-2"; strings.Join(gpuOrder, " ") != want {
 		t.Fatalf("gpu tasks ran on %v, want %s", gpuOrder, want)
 	}
 	var plainOrder []string
 	for i := range 4 {
-		id := submitOne(t, d, Submission{Cmd: fmt.Sprint("plain ", i)})
-		for _, s := range ws {
-			for _, got := range drain(s) {
-				on[got] = s.WorkerID
-			}
-		}
-		plainOrder = append(plainOrder, on[id])
+		plainOrder = append(plainOrder, runOn(Submission{Cmd: fmt.Sprint("plain ", i)}))
 	}
 	// The last gpu task went to gpu-2, the last in the rotation: plain
 	// tasks go on from the start.

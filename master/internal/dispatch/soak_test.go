@@ -466,8 +466,8 @@ func (k *soak) stepAndSweep(r *rand.Rand) {
 // simWorker is a worker process, as the master sees it through its
 // session; one goroutine runs it.
 type simWorker struct {
-	k     *soak
-	r     *rand.Rand
+	k      *soak
+	r      *rand.Rand
 	id     string
 	slots  int
 	labels map[string]string

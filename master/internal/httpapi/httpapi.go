@@ -353,40 +353,35 @@ func (a *api) waitParam(r *http.Request) (time.Duration, error) {
 }
 
 func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
-	id, err := taskID(r)
-	if err == nil {
-		err = checkQuery(r)
+	if t, ok := a.taskAction(w, r, a.d.Cancel); ok {
+		writeJSON(w, http.StatusOK, toTaskJSON(t, true))
 	}
-	if err != nil {
-		a.writeError(w, err)
-		return
-	}
-	t, err := a.d.Cancel(r.Context(), id)
-	if err != nil {
-		a.writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toTaskJSON(t, true))
 }
 
 // retryTask runs a final task again (Dispatcher.Retry): 202 with the task,
-// queued or scheduled once more, as POST /tasks answers a new one.
+// queued once more, as POST /tasks answers a new one.
 func (a *api) retryTask(w http.ResponseWriter, r *http.Request) {
+	if t, ok := a.taskAction(w, r, a.d.Retry); ok {
+		w.Header().Set("Location", "/tasks/"+t.ID)
+		writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+	}
+}
+
+// taskAction checks a POST /tasks/{id}/... request (a valid ID, no query)
+// and does it; on any error it has answered, and ok is false.
+func (a *api) taskAction(w http.ResponseWriter, r *http.Request, do func(context.Context, string) (task.Task, error)) (t task.Task, ok bool) {
 	id, err := taskID(r)
 	if err == nil {
 		err = checkQuery(r)
 	}
+	if err == nil {
+		t, err = do(r.Context(), id)
+	}
 	if err != nil {
 		a.writeError(w, err)
-		return
+		return t, false
 	}
-	t, err := a.d.Retry(r.Context(), id)
-	if err != nil {
-		a.writeError(w, err)
-		return
-	}
-	w.Header().Set("Location", "/tasks/"+t.ID)
-	writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+	return t, true
 }
 
 // queueJSON is GET /queue: what waits in the master, and why.
