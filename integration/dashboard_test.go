@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/integration/client"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -30,9 +32,10 @@ func TestDashboard(t *testing.T) {
 	t.Run("without a token", func(t *testing.T) {
 		l := newLab(t)
 		l.startWorker("worker-a", 1)
-		l.startWorker("worker-b", 2)
+		l.startWorker("worker-b", 2, withWorkerEnv("WORKER_LABELS", "gpu=nvidia,zone=eu"))
 		p := openDashboard(t, l, "dashboard.png")
 		p.seeWorkersAndRun()
+		p.seeLabelsAndWaiting()
 	})
 	t.Run("with a token", func(t *testing.T) {
 		const apiToken, workerToken = "dash-api-token-0123456789abcdef", "dash-worker-token-0123456789abcd"
@@ -190,6 +193,31 @@ func (p *dashboardPage) seeWorkersAndRun() {
 	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](`document.querySelector('#workers-body tr[data-worker-id="worker-a"] td.completed').textContent === "1"`)); err != nil {
 		t.Fatalf("worker-a's completed count never showed 1: %v", err)
 	}
+}
+
+// seeLabelsAndWaiting checks that the page shows worker-b's labels, and a
+// task no connected worker can run, flagged in the queue panel with the
+// reason, until it is canceled.
+func (p *dashboardPage) seeLabelsAndWaiting() {
+	t, l := p.t, p.l
+	t.Helper()
+	p.visible("see worker-b's labels", `#workers-body tr[data-worker-id="worker-b"][data-labels="gpu=nvidia,zone=eu"]`)
+	tk, _, err := l.api.SubmitWith(l.ctx, client.Submit{Cmd: "echo never", Priority: 1, Requires: map[string]string{"zone": "mars"}})
+	if err != nil {
+		t.Fatalf("submitting a task for zone=mars: %v", err)
+	}
+	l.watch(tk.ID)
+	p.visible("see the queue panel flag a task nobody can run", `#queue-section[data-waiting="true"] #waiting-list li[data-requires="zone=mars"][data-queued="1"]`)
+	if why := p.text(`#waiting-list li[data-requires="zone=mars"] .why`); !strings.Contains(why, "zone=mars") {
+		t.Fatalf("the waiting group says %q, want it to name zone=mars", why)
+	}
+	if got := p.text(`#queue-priorities td[data-priority="1"]`); strings.TrimSpace(got) != "1" {
+		t.Fatalf("priority 1 shows %q queued, want 1", got)
+	}
+	if _, code, err := l.api.Cancel(l.ctx, tk.ID); err != nil {
+		t.Fatalf("cancel: %d %v", code, err)
+	}
+	p.visible("see the flag go once the task is canceled", `#queue-section[data-waiting="false"]`)
 }
 
 // screenshot saves what the browser shows as name in $ARTIFACTS_DIR, or
