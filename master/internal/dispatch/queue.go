@@ -177,13 +177,17 @@ func (d *Dispatcher) waitingForLocked(t *task.Task) string {
 		return ""
 	}
 	if len(d.rotation) == 0 {
-		return "a worker: none is connected"
+		return "no worker is connected"
 	}
 	if len(t.Requires) == 0 {
 		return ""
 	}
 	if d.eligibleLocked(t.Requires) == 0 {
-		return "a worker with " + labels.String(t.Requires) + ": no connected worker has " + strings.Join(d.missingLocked(t.Requires), ",")
+		why := "no connected worker has " + labels.String(t.Requires)
+		if missing := d.missingLocked(t.Requires); len(missing) < len(t.Requires) {
+			why += "; the nearest lacks " + strings.Join(missing, ",")
+		}
+		return why
 	}
 	return ""
 }
@@ -250,7 +254,7 @@ func (d *Dispatcher) Backlog() Backlog {
 			if g.Eligible == 0 {
 				probe := task.Task{Status: task.StatusQueued, Requires: c.requires}
 				if g.WaitingFor = d.waitingForLocked(&probe); g.WaitingFor == "" {
-					g.WaitingFor = "a worker: none is connected"
+					g.WaitingFor = "no worker is connected"
 				}
 			}
 			groups[c.key] = g

@@ -137,8 +137,8 @@ func TestUnroutableTaskSaysWhyAndRunsWhenAWorkerJoins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.Status != task.StatusQueued || !strings.Contains(tk.WaitingFor, "no connected worker has gpu=nvidia") {
-		t.Fatalf("submitted: status %s, waiting_for %q; want queued, naming gpu=nvidia (zone=eu is there)", tk.Status, tk.WaitingFor)
+	if want := "no connected worker has gpu=nvidia,zone=eu; the nearest lacks gpu=nvidia"; tk.Status != task.StatusQueued || tk.WaitingFor != want {
+		t.Fatalf("submitted: status %s, waiting_for %q; want queued, waiting for %q", tk.Status, tk.WaitingFor, want)
 	}
 	behind := submitOne(t, d, Submission{Priority: 5})
 	if got := drain(plain); fmt.Sprint(got) != fmt.Sprint([]string{behind}) {
