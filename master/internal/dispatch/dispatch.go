@@ -12,8 +12,15 @@
 // task with a run time (a delayed run, or a retry waiting out its backoff)
 // is scheduled until then, then queued.
 //
-// Every change is written through to the store. Live tasks (queued,
-// running) are kept in memory; a final task leaves memory once its final
+// The package is laid out by job: dispatch.go the type and its wiring;
+// tasks.go and submit.go the calls on tasks; session.go the workers'
+// sessions; assign.go assignment; report.go results and retry policies;
+// sweep.go restart recovery, leases and the loop (Run) that sweeps; finish.go
+// finishing and eviction; queue.go and fifo.go the queue; timers.go the
+// scheduled tasks; live.go how live tasks are kept.
+//
+// Every change is written through to the store. Live tasks (scheduled,
+// queued, running) are kept in memory; a final task leaves memory once its final
 // state is committed, and is read from the store after that.
 //
 // Transports (grpcapi, httpapi) call it; it calls only the store. All state
@@ -29,10 +36,12 @@
 //     report waits for the first one's), a task is sent to a worker only after
 //     its delivery's commit. A failed write is retried by the store until it
 //     lands, never dropped; meanwhile new tasks are refused (ErrUnavailable).
-//   - Durations (leases, claim windows, delivery deadlines) come from the
-//     monotonic clock (Params.Mono), never from wall time; wall time
-//     (Params.Now) only stamps what people read. A wall-clock step moves
-//     timestamps and nothing else.
+//   - Durations (leases, claim windows, delivery deadlines, delays and
+//     retry backoffs) come from the monotonic clock (Params.Mono), never
+//     from wall time; wall time (Params.Now) only stamps what people read,
+//     and, for a scheduled task, the run time a restarted master counts its
+//     remaining wait from. A wall-clock step moves timestamps and nothing
+//     else.
 //   - Every delivery of a task is identified uniquely, across master
 //     restarts, by (task ID, attempt): the attempt is durable before the
 //     worker hears of it, so a restarted master never hands out a number
