@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 )
 
 // The gauges show the dispatcher's counts, every priority included, all
@@ -45,5 +46,24 @@ roundhouse_workers_connected 3
 	}
 	if calls != 1 {
 		t.Errorf("one scrape read the stats %d times, want once", calls)
+	}
+}
+
+// A task counts as submitted once: queued at once or scheduled for later,
+// not again when its time comes, when it waits to retry, or when it is
+// retried by hand.
+func TestSubmittedCountsEachTaskOnce(t *testing.T) {
+	m := New(func() dispatch.Stats { return dispatch.Stats{} })
+	for _, e := range []events.Event{
+		{Type: events.TaskQueued},
+		{Type: events.TaskScheduled, Reason: "delayed"},
+		{Type: events.TaskQueued, Reason: "due"},
+		{Type: events.TaskScheduled, Reason: "retry"},
+		{Type: events.TaskQueued, Reason: "retried"},
+	} {
+		m.Observe(e)
+	}
+	if got := testutil.ToFloat64(m.submitted); got != 2 {
+		t.Fatalf("roundhouse_tasks_submitted_total = %v after two submissions, want 2", got)
 	}
 }
