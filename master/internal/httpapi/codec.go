@@ -1,0 +1,154 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// decode reads exactly one JSON object with only known fields from a body
+// of bounded size. Errors wrap task.ErrInvalid, or errTooLarge.
+func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return fmt.Errorf("%w: request body is larger than %d bytes", errTooLarge, a.maxBody)
+	case err != nil:
+		return fmt.Errorf("%w: reading the request body: %v", task.ErrInvalid, err)
+	}
+	return decodeBody(body, v)
+}
+
+// decodeBody is decode's checks on a body already read.
+func decodeBody(body []byte, v any) error {
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD: a command
+	// other than the one sent. Refuse it instead.
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: request body is not valid UTF-8", task.ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Exactly one value: `{"cmd":"a"}{"cmd":"b"}` is a mistake, not two tasks.
+		if err = dec.Decode(new(json.RawMessage)); err == io.EOF {
+			return nil
+		}
+		return fmt.Errorf("%w: unexpected data after the JSON object", task.ErrInvalid)
+	}
+	var (
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf(`%w: request body is empty; send {"cmd": "..."}`, task.ErrInvalid)
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: request body is not valid JSON", task.ErrInvalid)
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return fmt.Errorf("%w: request body must be a JSON object", task.ErrInvalid)
+		}
+		// The type of a map value or list item is not the field's: say
+		// what the whole field must be.
+		if shape, ok := fieldShapes[typeErr.Field]; ok {
+			return fmt.Errorf("%w: field %q must be %s", task.ErrInvalid, typeErr.Field, shape)
+		}
+		return fmt.Errorf("%w: field %q must be a %s", task.ErrInvalid, typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// json reports an unknown field only as text: "json: unknown field \"x\"".
+		return fmt.Errorf("%w: %s", task.ErrInvalid, trimJSONPrefix(err.Error()))
+	default:
+		return fmt.Errorf("%w: request body is not a valid task", task.ErrInvalid)
+	}
+}
+
+var errTooLarge = errors.New("too large")
+
+// errTooManyStreams: as many GET /events streams are open as the master
+// serves at once (Params.MaxEventStreams).
+var errTooManyStreams = errors.New("too many event streams are open")
+
+// retryAfterSeconds is the Retry-After of a 429 for a full queue or too
+// many event streams, and of a 503 while the master is unavailable.
+const retryAfterSeconds = 5
+
+// fieldShapes describes the fields of POST /tasks that are no scalar.
+var fieldShapes = map[string]string{
+	"requires": `an object of string values, such as {"gpu": "nvidia"}`,
+	"retry_on": `a list of strings, such as ["failed", "timed_out"]`,
+}
+
+// jsonKind names, for a client, the JSON type a Go kind is decoded from.
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
+		return "whole number"
+	case strings.HasPrefix(goKind, "float"):
+		return "number"
+	case goKind == "bool":
+		return "boolean"
+	}
+	return "string"
+}
+
+func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeError maps an error to its status code, once for the whole API.
+// Internal errors are logged here and shown to the client without detail.
+func (a *api) writeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		code = http.StatusUnauthorized
+	case errors.Is(err, task.ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, errTooLarge):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, task.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, task.ErrConflict):
+		code = http.StatusConflict
+	case errors.Is(err, task.ErrClosed):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, task.ErrUnavailable):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	case errors.Is(err, errTooManyStreams):
+		code = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	case errors.Is(err, task.ErrFull):
+		code = http.StatusTooManyRequests
+		// Workers take tasks in seconds; a client that waits this long
+		// usually finds room, and does not hammer a full master meanwhile.
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		a.log.Error("request failed", "err", err)
+		msg = "internal error"
+	}
+	writeJSON(w, code, errorBody{msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")  // read by people with curl as much as by programs
+	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": this is no HTML page
+	_ = enc.Encode(v)        // the client went away; nothing to do
+}
