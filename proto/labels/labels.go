@@ -88,6 +88,9 @@ func Parse(s string) (map[string]string, error) {
 // String writes set as "k=v,k=v", keys sorted: equal sets give equal
 // strings, so it serves as the set's key too. It is what Parse reads.
 func String(set map[string]string) string {
+	if len(set) == 0 {
+		return "" // most tasks: no allocation on the submit path
+	}
 	var b strings.Builder
 	for i, k := range slices.Sorted(maps.Keys(set)) {
 		if i > 0 {

@@ -24,8 +24,10 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	// (megabytes per stream, up to the gRPC receive limit), and every
 	// submission, assignment and report waits for that lock. It reads only
 	// d.p, which never changes after New.
-	stdout, outCut := task.Output(r.Stdout, d.maxOutput())
-	stderr, errCut := task.Output(r.Stderr, d.maxOutput())
+	var out output
+	out.stdout, out.stdoutCut = task.Output(r.Stdout, d.maxOutput())
+	out.stderr, out.stderrCut = task.Output(r.Stderr, d.maxOutput())
+	out.stdoutCut, out.stderrCut = out.stdoutCut || r.StdoutCut, out.stderrCut || r.StderrCut
 	d.mu.Lock()
 	freed := false
 	// Only a result for the delivery the slot holds frees it: a late result
@@ -104,17 +106,9 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		return dup, <-committed
 	}
 	if slices.Contains(t.RetryOn, a.Outcome) && t.Attempts-t.AttemptBase < t.MaxAttempts {
-		return false, d.retryLocked(t, a, r, stdout, stderr, outCut, errCut, unlock)
+		return false, d.retryLocked(t, a, r, out, unlock)
 	}
-	d.completed[r.WorkerID]++
-	t.WorkerID = r.WorkerID
-	t.ExitCode = &code
-	t.Stdout, t.Stderr = stdout, stderr // bounded above, outside the lock
-	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
-	t.Error = r.Error
-	if !r.StartedAt.IsZero() {
-		t.StartedAt = r.StartedAt
-	}
+	d.keepResultLocked(t, a, r, out)
 	finished := r.FinishedAt
 	if finished.IsZero() {
 		finished = d.p.Now()
@@ -132,6 +126,26 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 	unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
 	return false, d.settle(t.ID, <-committed)
+}
+
+// output is a result's stdout and stderr as the master keeps them: bounded
+// (before the lock is taken), each with whether anything was cut.
+type output struct {
+	stdout, stderr       string
+	stdoutCut, stderrCut bool
+}
+
+// keepResultLocked makes r, the result of delivery a, t's latest: its
+// worker, exit code, output and error, counted for the worker.
+func (d *Dispatcher) keepResultLocked(t *task.Task, a *task.Attempt, r task.Result, out output) {
+	d.completed[r.WorkerID]++
+	t.WorkerID = r.WorkerID
+	t.ExitCode = a.ExitCode
+	t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut = out.stdout, out.stderr, out.stdoutCut, out.stderrCut
+	t.Error = r.Error
+	if !r.StartedAt.IsZero() {
+		t.StartedAt = r.StartedAt
+	}
 }
 
 func (d *Dispatcher) maxOutput() int {
@@ -178,20 +192,13 @@ func reported(a *task.Attempt) bool {
 // delivery goes on, or t already waits to run again: the result is recorded
 // on its attempt only. It leaves the lock through unlock and returns once
 // the result is on disk.
-func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, stdout, stderr string, outCut, errCut bool, unlock func()) error {
+func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) error {
 	if !isCurrent(t, r.WorkerID, a.N) {
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		unlock()
 		return <-committed
 	}
-	d.completed[r.WorkerID]++
-	t.ExitCode = a.ExitCode
-	t.Stdout, t.Stderr = stdout, stderr
-	t.StdoutCut, t.StderrCut = r.StdoutCut || outCut, r.StderrCut || errCut
-	t.Error = r.Error
-	if !r.StartedAt.IsZero() {
-		t.StartedAt = r.StartedAt
-	}
+	d.keepResultLocked(t, a, r, out)
 	wait := d.backoffLocked(t)
 	d.scheduleLocked(t, d.p.Now().Add(wait), wait)
 	committed := d.persistLocked(t, a)
