@@ -30,6 +30,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type OutputStream int32
+
+const (
+	OutputStream_OUTPUT_STREAM_UNSPECIFIED OutputStream = 0
+	OutputStream_OUTPUT_STREAM_STDOUT      OutputStream = 1
+	OutputStream_OUTPUT_STREAM_STDERR      OutputStream = 2
+)
+
+// Enum value maps for OutputStream.
+var (
+	OutputStream_name = map[int32]string{
+		0: "OUTPUT_STREAM_UNSPECIFIED",
+		1: "OUTPUT_STREAM_STDOUT",
+		2: "OUTPUT_STREAM_STDERR",
+	}
+	OutputStream_value = map[string]int32{
+		"OUTPUT_STREAM_UNSPECIFIED": 0,
+		"OUTPUT_STREAM_STDOUT":      1,
+		"OUTPUT_STREAM_STDERR":      2,
+	}
+)
+
+func (x OutputStream) Enum() *OutputStream {
+	p := new(OutputStream)
+	*p = x
+	return p
+}
+
+func (x OutputStream) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutputStream) Descriptor() protoreflect.EnumDescriptor {
+	return file_roundhouse_proto_enumTypes[0].Descriptor()
+}
+
+func (OutputStream) Type() protoreflect.EnumType {
+	return &file_roundhouse_proto_enumTypes[0]
+}
+
+func (x OutputStream) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutputStream.Descriptor instead.
+func (OutputStream) EnumDescriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{0}
+}
+
 type RegisterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// worker_id names the worker in the rotation and in the API.
@@ -877,6 +926,183 @@ func (*DrainAck) Descriptor() ([]byte, []int) {
 	return file_roundhouse_proto_rawDescGZIP(), []int{11}
 }
 
+// OutputBatch is the output the worker's tasks wrote since the last batch.
+type OutputBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Chunks        []*OutputChunk         `protobuf:"bytes,3,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputBatch) Reset() {
+	*x = OutputBatch{}
+	mi := &file_roundhouse_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputBatch) ProtoMessage() {}
+
+func (x *OutputBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputBatch.ProtoReflect.Descriptor instead.
+func (*OutputBatch) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OutputBatch) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *OutputBatch) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *OutputBatch) GetChunks() []*OutputChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+// OutputChunk is a run of bytes one delivery wrote to one stream.
+type OutputChunk struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TaskId  string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Stream  OutputStream           `protobuf:"varint,3,opt,name=stream,proto3,enum=roundhouse.v1.OutputStream" json:"stream,omitempty"`
+	// offset is where data starts in the stream of this delivery, counted
+	// from its first byte. It can jump ahead: the worker dropped bytes it
+	// could not send in time (a slow master), and the reader is told so.
+	Offset        int64  `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputChunk) Reset() {
+	*x = OutputChunk{}
+	mi := &file_roundhouse_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputChunk) ProtoMessage() {}
+
+func (x *OutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
+func (*OutputChunk) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OutputChunk) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *OutputChunk) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetStream() OutputStream {
+	if x != nil {
+		return x.Stream
+	}
+	return OutputStream_OUTPUT_STREAM_UNSPECIFIED
+}
+
+func (x *OutputChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type OutputAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputAck) Reset() {
+	*x = OutputAck{}
+	mi := &file_roundhouse_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputAck) ProtoMessage() {}
+
+func (x *OutputAck) ProtoReflect() protoreflect.Message {
+	mi := &file_roundhouse_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputAck.ProtoReflect.Descriptor instead.
+func (*OutputAck) Descriptor() ([]byte, []int) {
+	return file_roundhouse_proto_rawDescGZIP(), []int{14}
+}
+
 var File_roundhouse_proto protoreflect.FileDescriptor
 
 const file_roundhouse_proto_rawDesc = "" +
@@ -949,13 +1175,30 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\"\n" +
 	"\n" +
-	"\bDrainAck2\xa7\x02\n" +
+	"\bDrainAck\"\x7f\n" +
+	"\vOutputBatch\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\x122\n" +
+	"\x06chunks\x18\x03 \x03(\v2\x1a.roundhouse.v1.OutputChunkR\x06chunks\"\xa1\x01\n" +
+	"\vOutputChunk\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x123\n" +
+	"\x06stream\x18\x03 \x01(\x0e2\x1b.roundhouse.v1.OutputStreamR\x06stream\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"\v\n" +
+	"\tOutputAck*a\n" +
+	"\fOutputStream\x12\x1d\n" +
+	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x022\xef\x02\n" +
 	"\vNodeService\x12I\n" +
 	"\n" +
 	"AssignTask\x12\x1e.roundhouse.v1.RegisterRequest\x1a\x19.roundhouse.v1.Assignment0\x01\x12C\n" +
 	"\fReportStatus\x12\x19.roundhouse.v1.TaskResult\x1a\x18.roundhouse.v1.ReportAck\x12I\n" +
 	"\tHeartbeat\x12\x1f.roundhouse.v1.HeartbeatRequest\x1a\x1b.roundhouse.v1.HeartbeatAck\x12=\n" +
-	"\x05Drain\x12\x1b.roundhouse.v1.DrainRequest\x1a\x17.roundhouse.v1.DrainAckB9Z7github.com/roundhouse-lab/roundhouse/proto/roundhousepbb\x06proto3"
+	"\x05Drain\x12\x1b.roundhouse.v1.DrainRequest\x1a\x17.roundhouse.v1.DrainAck\x12F\n" +
+	"\fStreamOutput\x12\x1a.roundhouse.v1.OutputBatch\x1a\x18.roundhouse.v1.OutputAck(\x01B9Z7github.com/roundhouse-lab/roundhouse/proto/roundhousepbb\x06proto3"
 
 var (
 	file_roundhouse_proto_rawDescOnce sync.Once
@@ -969,48 +1212,57 @@ func file_roundhouse_proto_rawDescGZIP() []byte {
 	return file_roundhouse_proto_rawDescData
 }
 
-var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_roundhouse_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_roundhouse_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_roundhouse_proto_goTypes = []any{
-	(*RegisterRequest)(nil),       // 0: roundhouse.v1.RegisterRequest
-	(*RunningTask)(nil),           // 1: roundhouse.v1.RunningTask
-	(*Assignment)(nil),            // 2: roundhouse.v1.Assignment
-	(*Cancel)(nil),                // 3: roundhouse.v1.Cancel
-	(*Welcome)(nil),               // 4: roundhouse.v1.Welcome
-	(*Task)(nil),                  // 5: roundhouse.v1.Task
-	(*TaskResult)(nil),            // 6: roundhouse.v1.TaskResult
-	(*ReportAck)(nil),             // 7: roundhouse.v1.ReportAck
-	(*HeartbeatRequest)(nil),      // 8: roundhouse.v1.HeartbeatRequest
-	(*HeartbeatAck)(nil),          // 9: roundhouse.v1.HeartbeatAck
-	(*DrainRequest)(nil),          // 10: roundhouse.v1.DrainRequest
-	(*DrainAck)(nil),              // 11: roundhouse.v1.DrainAck
-	nil,                           // 12: roundhouse.v1.RegisterRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(OutputStream)(0),             // 0: roundhouse.v1.OutputStream
+	(*RegisterRequest)(nil),       // 1: roundhouse.v1.RegisterRequest
+	(*RunningTask)(nil),           // 2: roundhouse.v1.RunningTask
+	(*Assignment)(nil),            // 3: roundhouse.v1.Assignment
+	(*Cancel)(nil),                // 4: roundhouse.v1.Cancel
+	(*Welcome)(nil),               // 5: roundhouse.v1.Welcome
+	(*Task)(nil),                  // 6: roundhouse.v1.Task
+	(*TaskResult)(nil),            // 7: roundhouse.v1.TaskResult
+	(*ReportAck)(nil),             // 8: roundhouse.v1.ReportAck
+	(*HeartbeatRequest)(nil),      // 9: roundhouse.v1.HeartbeatRequest
+	(*HeartbeatAck)(nil),          // 10: roundhouse.v1.HeartbeatAck
+	(*DrainRequest)(nil),          // 11: roundhouse.v1.DrainRequest
+	(*DrainAck)(nil),              // 12: roundhouse.v1.DrainAck
+	(*OutputBatch)(nil),           // 13: roundhouse.v1.OutputBatch
+	(*OutputChunk)(nil),           // 14: roundhouse.v1.OutputChunk
+	(*OutputAck)(nil),             // 15: roundhouse.v1.OutputAck
+	nil,                           // 16: roundhouse.v1.RegisterRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_roundhouse_proto_depIdxs = []int32{
-	1,  // 0: roundhouse.v1.RegisterRequest.running:type_name -> roundhouse.v1.RunningTask
-	12, // 1: roundhouse.v1.RegisterRequest.labels:type_name -> roundhouse.v1.RegisterRequest.LabelsEntry
-	4,  // 2: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
-	5,  // 3: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
-	3,  // 4: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
-	13, // 5: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	13, // 6: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
-	14, // 7: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	14, // 8: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
-	0,  // 10: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	6,  // 11: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	8,  // 12: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
-	10, // 13: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
-	2,  // 14: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	7,  // 15: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	9,  // 16: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
-	11, // 17: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 0: roundhouse.v1.RegisterRequest.running:type_name -> roundhouse.v1.RunningTask
+	16, // 1: roundhouse.v1.RegisterRequest.labels:type_name -> roundhouse.v1.RegisterRequest.LabelsEntry
+	5,  // 2: roundhouse.v1.Assignment.welcome:type_name -> roundhouse.v1.Welcome
+	6,  // 3: roundhouse.v1.Assignment.task:type_name -> roundhouse.v1.Task
+	4,  // 4: roundhouse.v1.Assignment.cancel:type_name -> roundhouse.v1.Cancel
+	17, // 5: roundhouse.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	17, // 6: roundhouse.v1.Task.timeout:type_name -> google.protobuf.Duration
+	18, // 7: roundhouse.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	18, // 8: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	2,  // 9: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
+	14, // 10: roundhouse.v1.OutputBatch.chunks:type_name -> roundhouse.v1.OutputChunk
+	0,  // 11: roundhouse.v1.OutputChunk.stream:type_name -> roundhouse.v1.OutputStream
+	1,  // 12: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	7,  // 13: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	9,  // 14: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	11, // 15: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	13, // 16: roundhouse.v1.NodeService.StreamOutput:input_type -> roundhouse.v1.OutputBatch
+	3,  // 17: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	8,  // 18: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	10, // 19: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	12, // 20: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	15, // 21: roundhouse.v1.NodeService.StreamOutput:output_type -> roundhouse.v1.OutputAck
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }
@@ -1028,13 +1280,14 @@ func file_roundhouse_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roundhouse_proto_rawDesc), len(file_roundhouse_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_roundhouse_proto_goTypes,
 		DependencyIndexes: file_roundhouse_proto_depIdxs,
+		EnumInfos:         file_roundhouse_proto_enumTypes,
 		MessageInfos:      file_roundhouse_proto_msgTypes,
 	}.Build()
 	File_roundhouse_proto = out.File

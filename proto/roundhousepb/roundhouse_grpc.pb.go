@@ -30,6 +30,7 @@ const (
 	NodeService_ReportStatus_FullMethodName = "/roundhouse.v1.NodeService/ReportStatus"
 	NodeService_Heartbeat_FullMethodName    = "/roundhouse.v1.NodeService/Heartbeat"
 	NodeService_Drain_FullMethodName        = "/roundhouse.v1.NodeService/Drain"
+	NodeService_StreamOutput_FullMethodName = "/roundhouse.v1.NodeService/StreamOutput"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -48,6 +49,16 @@ type NodeServiceClient interface {
 	// Drain tells the master to send this worker no more tasks. The worker
 	// finishes and reports the tasks it has, then closes its stream.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainAck, error)
+	// StreamOutput carries the output of the worker's running tasks as it is
+	// written, so that people can follow a task live. A worker keeps one
+	// stream open per session and sends a batch about every 100 ms; the
+	// master keeps a bounded live buffer per running delivery and drops
+	// chunks of deliveries that are not current. Live output is a view, not
+	// the record: the final output still travels in ReportStatus, so a chunk
+	// lost on the way costs a follower some lines, never the result. A
+	// master that predates it answers UNIMPLEMENTED, and the worker stops
+	// sending until it registers again.
+	StreamOutput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[OutputBatch, OutputAck], error)
 }
 
 type nodeServiceClient struct {
@@ -107,6 +118,19 @@ func (c *nodeServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ..
 	return out, nil
 }
 
+func (c *nodeServiceClient) StreamOutput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[OutputBatch, OutputAck], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NodeService_ServiceDesc.Streams[1], NodeService_StreamOutput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[OutputBatch, OutputAck]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_StreamOutputClient = grpc.ClientStreamingClient[OutputBatch, OutputAck]
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -123,6 +147,16 @@ type NodeServiceServer interface {
 	// Drain tells the master to send this worker no more tasks. The worker
 	// finishes and reports the tasks it has, then closes its stream.
 	Drain(context.Context, *DrainRequest) (*DrainAck, error)
+	// StreamOutput carries the output of the worker's running tasks as it is
+	// written, so that people can follow a task live. A worker keeps one
+	// stream open per session and sends a batch about every 100 ms; the
+	// master keeps a bounded live buffer per running delivery and drops
+	// chunks of deliveries that are not current. Live output is a view, not
+	// the record: the final output still travels in ReportStatus, so a chunk
+	// lost on the way costs a follower some lines, never the result. A
+	// master that predates it answers UNIMPLEMENTED, and the worker stops
+	// sending until it registers again.
+	StreamOutput(grpc.ClientStreamingServer[OutputBatch, OutputAck]) error
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -144,6 +178,9 @@ func (UnimplementedNodeServiceServer) Heartbeat(context.Context, *HeartbeatReque
 }
 func (UnimplementedNodeServiceServer) Drain(context.Context, *DrainRequest) (*DrainAck, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedNodeServiceServer) StreamOutput(grpc.ClientStreamingServer[OutputBatch, OutputAck]) error {
+	return status.Error(codes.Unimplemented, "method StreamOutput not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -231,6 +268,13 @@ func _NodeService_Drain_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_StreamOutput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServiceServer).StreamOutput(&grpc.GenericServerStream[OutputBatch, OutputAck]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_StreamOutputServer = grpc.ClientStreamingServer[OutputBatch, OutputAck]
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -256,6 +300,11 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "AssignTask",
 			Handler:       _NodeService_AssignTask_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamOutput",
+			Handler:       _NodeService_StreamOutput_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "roundhouse.proto",
