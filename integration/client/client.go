@@ -19,27 +19,27 @@ import (
 // Task is a task as GET /tasks/{id} shows it. List entries leave out
 // stdout and stderr.
 type Task struct {
-	ID          string     `json:"id"`
-	Cmd         string     `json:"cmd"`
-	Status      string     `json:"status"`
-	Attempts    int        `json:"attempts"` // deliveries to workers so far
-	MaxAttempts int        `json:"max_attempts"`
-	Timeout     string     `json:"timeout"` // a Go duration, e.g. "30s"
-	WorkerID    *string    `json:"worker_id"`
-	ExitCode    *int       `json:"exit_code"`
-	Stdout      string     `json:"stdout,omitempty"` // left out of list entries
-	Stderr      string     `json:"stderr,omitempty"`
-	Error       *string    `json:"error"`
+	ID          string  `json:"id"`
+	Cmd         string  `json:"cmd"`
+	Status      string  `json:"status"`
+	Attempts    int     `json:"attempts"` // deliveries to workers so far
+	MaxAttempts int     `json:"max_attempts"`
+	Timeout     string  `json:"timeout"` // a Go duration, e.g. "30s"
+	WorkerID    *string `json:"worker_id"`
+	ExitCode    *int    `json:"exit_code"`
+	Stdout      string  `json:"stdout,omitempty"` // left out of list entries
+	Stderr      string  `json:"stderr,omitempty"`
+	Error       *string `json:"error"`
 
-	StdoutTruncated bool    `json:"stdout_truncated"`
-	StderrTruncated bool    `json:"stderr_truncated"`
-	AttemptBase     int     `json:"attempt_base"` // attempts made before the last manual retry
-	IdempotencyKey  *string `json:"idempotency_key"`
-	CreatedAt   time.Time  `json:"created_at"`
-	AssignedAt  *time.Time `json:"assigned_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	FinishedAt  *time.Time `json:"finished_at"`
-	History     []Attempt  `json:"history"` // one entry per delivery, oldest first
+	StdoutTruncated bool       `json:"stdout_truncated"`
+	StderrTruncated bool       `json:"stderr_truncated"`
+	AttemptBase     int        `json:"attempt_base"` // attempts made before the last manual retry
+	IdempotencyKey  *string    `json:"idempotency_key"`
+	CreatedAt       time.Time  `json:"created_at"`
+	AssignedAt      *time.Time `json:"assigned_at"`
+	StartedAt       *time.Time `json:"started_at"`
+	FinishedAt      *time.Time `json:"finished_at"`
+	History         []Attempt  `json:"history"` // one entry per delivery, oldest first
 
 	Priority   int               `json:"priority"` // 1 (most urgent) to 5
 	Requires   map[string]string `json:"requires"` // labels a worker must have to run it
