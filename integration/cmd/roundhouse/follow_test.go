@@ -95,8 +95,17 @@ func TestRunCtrlC(t *testing.T) {
 			go func() { _ = cmd.Wait(); close(exited) }()
 			defer func() { _ = cmd.Process.Kill(); <-exited }()
 
+			// running fails the test at once if run has ended already.
+			running := func() bool {
+				select {
+				case <-exited:
+					t.Fatalf("run ended early with %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out.String(), errb.String())
+				default:
+				}
+				return true
+			}
 			// The first line arrives while the task runs: followed live.
-			waitFor(t, 30*time.Second, "the first line", func() bool { return out.String() == "first\n" })
+			waitFor(t, 30*time.Second, "the first line", func() bool { return running() && out.String() == "first\n" })
 			m := regexp.MustCompile(`roundhouse: task ([0-9a-f-]{36}) `).FindStringSubmatch(errb.String())
 			if m == nil {
 				t.Fatalf("no task ID on stderr: %q", errb.String())
@@ -118,7 +127,7 @@ func TestRunCtrlC(t *testing.T) {
 					continue
 				}
 				want := strings.ReplaceAll(st.want, "PROMPT", prompt)
-				waitFor(t, 10*time.Second, want, func() bool { return strings.Count(errb.String(), want) >= st.count })
+				waitFor(t, 10*time.Second, want, func() bool { return running() && strings.Count(errb.String(), want) >= st.count })
 			}
 			select {
 			case <-exited:
@@ -162,7 +171,15 @@ func TestRunAfterALostWorker(t *testing.T) {
 		done <- run(ctx, []string{"run", "-v", "--", "echo start; sleep 2; echo done"}, strings.NewReader(""), &out, &errb, cl.env())
 	}()
 	defer func() { cancel(); <-done }()
-	waitFor(t, 30*time.Second, "the first line", func() bool { return strings.Contains(out.String(), "start\n") })
+	waitFor(t, 30*time.Second, "the first line", func() bool {
+		select {
+		case code := <-done:
+			done <- code // for the deferred wait
+			t.Fatalf("run ended early with %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+		default:
+		}
+		return strings.Contains(out.String(), "start\n")
+	})
 	m := regexp.MustCompile(`roundhouse: task ([0-9a-f-]{36}) `).FindStringSubmatch(errb.String())
 	if m == nil {
 		t.Fatalf("no task ID on stderr: %q", errb.String())
