@@ -135,7 +135,11 @@ func TestListTasks(t *testing.T) {
 	if got := body["tasks"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != ids[1] {
 		t.Fatalf("status=canceled = %v", got)
 	}
-	for _, bad := range []string{"status=done", "limit=0", "limit=x", "cursor=!!!"} {
+	_, _, body = do(t, "GET", srv.URL+"/tasks?cmd=ECHO%203", "")
+	if got := body["tasks"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != ids[3] {
+		t.Fatalf("cmd=ECHO 3 = %v, want the one task running echo 3", got)
+	}
+	for _, bad := range []string{"status=done", "limit=0", "limit=x", "cursor=!!!", "cmd=" + strings.Repeat("x", 201)} {
 		if code, _, b := do(t, "GET", srv.URL+"/tasks?"+bad, ""); code != 400 {
 			t.Errorf("%s = %d %v, want 400", bad, code, b)
 		}
