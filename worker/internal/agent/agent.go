@@ -366,7 +366,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	go func() {
 		defer a.wg.Done()
 		defer cancel(nil)
-		res := runner.Run(taskCtx, t.GetCmd(), timeout, a.cfg.MaxOutput, a.cfg.TaskEnv)
+		res := runner.Run(taskCtx, t.GetCmd(), runner.Options{Timeout: timeout, MaxOutput: a.cfg.MaxOutput, Env: a.cfg.TaskEnv})
 		if ctx.Err() != nil {
 			log.Info("task stopped by shutdown; not reported")
 			a.killed.Add(1)
