@@ -281,7 +281,7 @@ type outputSender struct {
 	gen    int64                             // the registration stream was opened in
 	// off is the registration in which the master answered Unimplemented
 	// (0: none): nothing is sent until the next one.
-	off            int64
+	off       int64
 	loggedOff bool // the Unimplemented answer was logged
 	failing   bool // the last send failed: the next failure is logged at debug
 }
