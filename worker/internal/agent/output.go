@@ -337,6 +337,8 @@ func (o *outputSender) failed(ctx context.Context, err error, gen int64) {
 			o.loggedOff = true
 			log.Info("master does not take live output (it predates StreamOutput); not sending it until the next registration")
 		}
+	case errors.Is(err, io.EOF):
+		log.Debug("master ended the live output stream; the next batch opens another")
 	case o.failing:
 		log.Debug("sending live output failed again; dropped", "err", err)
 	default:
