@@ -82,10 +82,11 @@ func (o *liveOutput) stderr() string { return o.streams[pb.OutputStream_OUTPUT_S
 func TestLiveOutputArrivesWhileTheTaskRuns(t *testing.T) {
 	f := newOutputMaster(false)
 	_, addr := serve(t, f, "127.0.0.1:0")
-	startAgent(t, addr)
+	var logged syncBuffer
+	startAgentWith(t, Config{MasterAddr: addr}, &logged)
 	reg := recv(t, f.registrations, "registration")
 
-	f.tasks <- &pb.Task{Id: "t1", Cmd: "echo err1 >&2; for i in 1 2 3 4; do echo line$i; sleep 0.2; done", Attempt: 2}
+	f.tasks <- &pb.Task{Id: "t1", Cmd: "printf 'err%s\\n' 1 >&2; for i in 1 2 3 4; do echo line$i; sleep 0.2; done", Attempt: 2}
 	out := &liveOutput{taskID: "t1", attempt: 2, streams: map[pb.OutputStream]string{}}
 	for !strings.Contains(out.stdout(), "line1\n") {
 		out.add(t, recv(t, f.batches, "a batch with line1"), reg.GetInstanceId())
@@ -111,6 +112,10 @@ func TestLiveOutputArrivesWhileTheTaskRuns(t *testing.T) {
 	}
 	if f.opened.Load() != 1 {
 		t.Errorf("%d output streams opened, want one", f.opened.Load())
+	}
+	// The log shows the command; only the output has "line1" and "err1".
+	if l := logged.String(); strings.Contains(l, "line1") || strings.Contains(l, "err1") {
+		t.Errorf("the log holds the task's output:\n%s", l)
 	}
 }
 
