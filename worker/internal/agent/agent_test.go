@@ -120,7 +120,7 @@ func (f *fakeMaster) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.Repo
 
 // serve serves f on addr ("127.0.0.1:0" for a fresh port) until the test
 // ends or the caller stops the returned server.
-func serve(t *testing.T, f *fakeMaster, addr string, opts ...grpc.ServerOption) (*grpc.Server, string) {
+func serve(t *testing.T, f pb.NodeServiceServer, addr string, opts ...grpc.ServerOption) (*grpc.Server, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
