@@ -56,6 +56,7 @@ type config struct {
 	MaxEventStreams   int           `env:"MASTER_MAX_EVENT_STREAMS" envDefault:"64"`         // open GET /events streams; past it /events answers 429
 	MaxOutputBytes    int           `env:"MASTER_MAX_OUTPUT_BYTES" envDefault:"4194304"`     // stored per output stream of a result
 	GRPCMaxRecvBytes  int           `env:"MASTER_GRPC_MAX_RECV_BYTES" envDefault:"16777216"` // one gRPC message from a worker
+	LiveOutputBytes   int           `env:"MASTER_LIVE_OUTPUT_BYTES" envDefault:"262144"`     // live buffer per output stream of a running delivery
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
 	PprofAddr         string        `env:"MASTER_PPROF_ADDR"` // empty: no profiling endpoint
@@ -103,6 +104,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	// A result holds both output streams plus a little framing.
 	check("MASTER_GRPC_MAX_RECV_BYTES", c.GRPCMaxRecvBytes >= 2*c.MaxOutputBytes+grpcSlack && c.GRPCMaxRecvBytes <= 256<<20,
 		"%d must be at least 2×MASTER_MAX_OUTPUT_BYTES+%d (%d) and at most 268435456", c.GRPCMaxRecvBytes, grpcSlack, 2*c.MaxOutputBytes+grpcSlack)
+	check("MASTER_LIVE_OUTPUT_BYTES", c.LiveOutputBytes >= 4096 && c.LiveOutputBytes <= 16<<20, "%d is outside 4096..16777216", c.LiveOutputBytes)
 	var err error
 	if c.tls, err = serverTLS(c); err != nil {
 		errs = append(errs, err)

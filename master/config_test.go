@@ -15,7 +15,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second ||
 		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 || c.MaxEventStreams != 64 ||
-		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
+		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.LiveOutputBytes != 256<<10 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
 		t.Fatalf("defaults = %+v", c)
 	}
 	if _, err := loadConfig(map[string]string{"MASTER_MAX_OUTPUT_BYTES": "1024", "MASTER_GRPC_MAX_RECV_BYTES": "67584",
@@ -67,6 +67,9 @@ func TestLoadConfig(t *testing.T) {
 		{"event stream limit too large", "MASTER_MAX_EVENT_STREAMS", "10001"},
 		{"event stream limit not a number", "MASTER_MAX_EVENT_STREAMS", "many"},
 		{"output limit too small", "MASTER_MAX_OUTPUT_BYTES", "10"},
+		{"live output too small", "MASTER_LIVE_OUTPUT_BYTES", "1024"},
+		{"live output too large", "MASTER_LIVE_OUTPUT_BYTES", "16777217"},
+		{"live output not a number", "MASTER_LIVE_OUTPUT_BYTES", "lots"},
 		{"output limit over the gRPC limit", "MASTER_MAX_OUTPUT_BYTES", "16777216"},
 		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},
 		{"gRPC limit too large", "MASTER_GRPC_MAX_RECV_BYTES", "1073741824"},
