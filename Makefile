@@ -153,6 +153,10 @@ build: ## build bin/master and bin/worker for this host
 	CGO_ENABLED=0 go build -o bin/master ./master
 	CGO_ENABLED=0 go build -o bin/worker ./worker
 
+.PHONY: cli
+cli: ## build the command-line client bin/roundhouse (roundhouse help; see README, Command-line client)
+	CGO_ENABLED=0 go build -o bin/roundhouse ./integration/cmd/roundhouse
+
 .PHONY: dev
 dev: build ## run a master and WORKERS workers as local processes (Ctrl-C stops all)
 	@trap 'kill 0' INT TERM EXIT; \
