@@ -48,6 +48,7 @@ func startCompose(t *testing.T, ctx context.Context, files []string, workers int
 	port := freePort(t)
 	apiToken, workerToken := randomToken(t), randomToken(t)
 	cl := &composeLab{project: fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)}
+	t.Logf("compose: %s", strings.Join(composeCLI(), " "))
 	args := []string{"-p", cl.project}
 	for _, f := range files {
 		args = append(args, "-f", f)

@@ -82,8 +82,8 @@ func TestTaskOptions(t *testing.T) {
 		t.Fatalf("with options = %d %v", code, body)
 	}
 	code, _, body = do(t, "POST", srv.URL+"/tasks", `{"cmd":"true"}`)
-	if body["timeout"] != "1h0m0s" || body["max_attempts"] != 3.0 {
-		t.Fatalf("defaults = %v", body)
+	if code != 202 || body["timeout"] != "1h0m0s" || body["max_attempts"] != 3.0 {
+		t.Fatalf("defaults = %d %v", code, body)
 	}
 	for _, bad := range []string{`{"cmd":"x","timeout":"soon"}`, `{"cmd":"x","timeout":"-5s"}`, `{"cmd":"x","timeout":"3h"}`,
 		`{"cmd":"x","timeout":30}`, `{"cmd":"x","max_attempts":0}`, `{"cmd":"x","max_attempts":"3"}`} {
@@ -135,7 +135,11 @@ func TestListTasks(t *testing.T) {
 	if got := body["tasks"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != ids[1] {
 		t.Fatalf("status=canceled = %v", got)
 	}
-	for _, bad := range []string{"status=done", "limit=0", "limit=x", "cursor=!!!"} {
+	_, _, body = do(t, "GET", srv.URL+"/tasks?cmd=ECHO%203", "")
+	if got := body["tasks"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != ids[3] {
+		t.Fatalf("cmd=ECHO 3 = %v, want the one task running echo 3", got)
+	}
+	for _, bad := range []string{"status=done", "limit=0", "limit=x", "cursor=!!!", "cmd=" + strings.Repeat("x", 201)} {
 		if code, _, b := do(t, "GET", srv.URL+"/tasks?"+bad, ""); code != 400 {
 			t.Errorf("%s = %d %v, want 400", bad, code, b)
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
@@ -132,13 +133,16 @@ func (a *api) taskAction(w http.ResponseWriter, r *http.Request, do func(context
 	return t, true
 }
 
+// maxCmdFilter bounds ?cmd=: a search text, not a command to match whole.
+const maxCmdFilter = 200
+
 type listJSON struct {
 	Tasks      []taskJSON `json:"tasks"`
 	NextCursor *string    `json:"next_cursor"` // null on the last page
 }
 
 func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
-	if err := checkQuery(r, "status", "worker", "cursor", "limit"); err != nil {
+	if err := checkQuery(r, "status", "worker", "cmd", "cursor", "limit"); err != nil {
 		a.writeError(w, err)
 		return
 	}
@@ -154,6 +158,11 @@ func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	query.WorkerID = q.Get("worker")
+	query.Cmd = q.Get("cmd")
+	if n := utf8.RuneCountInString(query.Cmd); n > maxCmdFilter {
+		a.writeError(w, fmt.Errorf("%w: cmd is a search text of at most %d characters, not %d", task.ErrInvalid, maxCmdFilter, n))
+		return
+	}
 	query.Cursor = q.Get("cursor")
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -107,8 +107,12 @@ func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (task.Task
 type Query struct {
 	Statuses []task.Status // empty: any
 	WorkerID string        // empty: any
-	Cursor   string        // empty: from the newest; else the Next of the previous page
-	Limit    int           // 1..1000; 0 means 100
+	// Cmd keeps the tasks whose command contains it, ignoring the case of
+	// ASCII letters (SQLite's LIKE); empty: any. It is matched as text:
+	// % and _ in it are no wildcards.
+	Cmd    string
+	Cursor string // empty: from the newest; else the Next of the previous page
+	Limit  int    // 1..1000; 0 means 100
 }
 
 // Page is one page of List.
@@ -154,6 +158,10 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 		where = append(where, "worker_id = ?")
 		args = append(args, q.WorkerID)
 	}
+	if q.Cmd != "" {
+		where = append(where, `cmd LIKE ? ESCAPE '\'`)
+		args = append(args, "%"+likeEscaper.Replace(q.Cmd)+"%")
+	}
 	if q.Cursor != "" {
 		after, err := decodeCursor(q.Cursor)
 		if err != nil {
@@ -182,6 +190,9 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 	p.Tasks = ts
 	return p, nil
 }
+
+// likeEscaper makes text match itself in a LIKE pattern with ESCAPE '\'.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // A cursor is the ID of the last task of a page, with a prefix so that a
 // string we did not make is told apart, base64url-encoded to keep it opaque.

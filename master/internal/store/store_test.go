@@ -452,6 +452,9 @@ func TestList(t *testing.T) {
 	mk := func(id string, st task.Status, worker string) Write {
 		tk := newTask(id, at(0), st)
 		tk.WorkerID, tk.Stdout, tk.Stderr = worker, "lots of output", "errors"
+		if cmd, ok := map[string]string{"01": "make Build", "02": "echo 100%", "04": "echo 1002", "05": `dir C:\_x`}[id]; ok {
+			tk.Cmd = cmd
+		}
 		return Write{Task: tk}
 	}
 	apply(t, s,
@@ -476,6 +479,10 @@ func TestList(t *testing.T) {
 		{"worker", Query{WorkerID: "w1"}, []string{"04", "01"}},
 		{"worker and status", Query{WorkerID: "w2", Statuses: []task.Status{task.StatusSucceeded}}, []string{"05"}},
 		{"none", Query{WorkerID: "w9"}, []string{}},
+		{"cmd, any case", Query{Cmd: "BUILD"}, []string{"01"}},
+		{"cmd, % is text", Query{Cmd: "100%"}, []string{"02"}},
+		{"cmd, _ and \\ are text", Query{Cmd: `\_x`}, []string{"05"}},
+		{"cmd and worker", Query{Cmd: "echo", WorkerID: "w1"}, []string{"04"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
