@@ -211,7 +211,10 @@ func (f *follower) event(e client.OutputEvent) error {
 		f.end = e
 	}
 	if e.Type == client.OutputText {
-		// Only what was not printed yet, after a reconnect.
+		// Only what was not printed yet, after a reconnect. Offsets count
+		// the stream's bytes and len(Text) its UTF-8 bytes: the same but
+		// where invalid bytes became U+FFFD, where a repeat may be off by
+		// a few bytes.
 		k := streamKey{e.Attempt, e.Stream}
 		seen := f.printed[k]
 		if end := e.Offset + int64(len(e.Text)); end <= seen {
