@@ -76,12 +76,16 @@ function niceMax(v) {
   return 10 * p;
 }
 
+// AXIS_H is the strip under a chart that holds its time labels.
+const AXIS_H = 12;
+
 function drawFrame(ctx, w, h, top, color) {
+  const base = h - AXIS_H;
   ctx.strokeStyle = '#e3e6ea';
   ctx.lineWidth = 1;
   ctx.beginPath();
-  ctx.moveTo(0, h - 0.5);
-  ctx.lineTo(w, h - 0.5);
+  ctx.moveTo(0, base - 0.5);
+  ctx.lineTo(w, base - 0.5);
   ctx.moveTo(0, 0.5);
   ctx.lineTo(w, 0.5);
   ctx.stroke();
@@ -90,12 +94,13 @@ function drawFrame(ctx, w, h, top, color) {
   ctx.textBaseline = 'top';
   ctx.fillText(String(top), 3, 3);
   ctx.textBaseline = 'bottom';
-  ctx.fillText('−2 min', 3, h - 2);
+  ctx.fillText('−2 min', 0, h);
   ctx.textAlign = 'right';
-  ctx.fillText('now', w - 3, h - 2);
+  ctx.fillText('now', w, h);
   ctx.textAlign = 'left';
   ctx.fillStyle = color;
   ctx.strokeStyle = color;
+  return base;
 }
 
 function drawRate(box, m, now) {
@@ -109,13 +114,13 @@ function drawRate(box, m, now) {
     if (sec > nowSec - RATE_MEAN_S) recent += v;
   }
   const top = niceMax(peak);
-  drawFrame(ctx, w, h, top, getComputedStyle(c).color);
+  const base = drawFrame(ctx, w, h, top, getComputedStyle(c).color);
   const bw = w / n;
   for (const [sec, v] of m) {
     const age = nowSec - sec;
     if (age < 0 || age >= n) continue;
-    const bh = (v / top) * (h - 14);
-    ctx.fillRect(w - (age + 1) * bw + 0.5, h - 1 - bh, Math.max(1, bw - 1), bh);
+    const bh = (v / top) * (base - 14);
+    ctx.fillRect(w - (age + 1) * bw + 0.5, base - 1 - bh, Math.max(1, bw - 1), bh);
   }
   const mean = recent / RATE_MEAN_S;
   box.dataset.value = mean.toFixed(1);
@@ -130,13 +135,13 @@ function drawLevel(box, s, now) {
   let peak = 0;
   for (const p of s) peak = Math.max(peak, p.v);
   const top = niceMax(peak);
-  drawFrame(ctx, w, h, top, getComputedStyle(c).color);
+  const base = drawFrame(ctx, w, h, top, getComputedStyle(c).color);
   const x = (t) => w - ((now - t) / CHART_WINDOW_MS) * w;
-  const y = (v) => h - 1 - (v / top) * (h - 14);
+  const y = (v) => base - 1 - (v / top) * (base - 14);
   if (s.length) {
     // A step line: a level holds until the next sample.
     ctx.beginPath();
-    ctx.moveTo(Math.max(0, x(s[0].t)), h - 1);
+    ctx.moveTo(Math.max(0, x(s[0].t)), base - 1);
     let prev = null;
     for (const p of s) {
       const px = Math.max(0, x(p.t));
@@ -145,7 +150,7 @@ function drawLevel(box, s, now) {
       prev = p.v;
     }
     ctx.lineTo(w, y(prev));
-    ctx.lineTo(w, h - 1);
+    ctx.lineTo(w, base - 1);
     ctx.closePath();
     ctx.globalAlpha = 0.18;
     ctx.fill();
