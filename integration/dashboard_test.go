@@ -90,7 +90,7 @@ func openDashboard(t *testing.T, l *lab, shot string) *dashboardPage {
 		chromedp.ExecPath(chromiumPath),
 		chromedp.NoSandbox, // CI runs as root, where chromium's sandbox cannot start
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.WindowSize(1280, 800), // a laptop's screen: the page must read well in it
+		chromedp.WindowSize(1280, 800),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(l.ctx, opts...)
 	t.Cleanup(cancelAlloc)
@@ -98,7 +98,9 @@ func openDashboard(t *testing.T, l *lab, shot string) *dashboardPage {
 	t.Cleanup(cancelBrowser)
 	// The first call starts the browser, which lives as long as that call's
 	// context: bctx, not one with a timeout.
-	if err := chromedp.Do(bctx); err != nil {
+	// The window's size leaves out the browser's own bars: the viewport is
+	// set to 1280x800 itself, a laptop's screen, where the page must read well.
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 		t.Fatalf("starting %s: %v", chromiumPath, err)
 	}
 	t.Cleanup(func() { screenshot(t, bctx, shot) }) // runs before the browser is closed

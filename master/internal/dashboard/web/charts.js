@@ -27,6 +27,17 @@ function chartSample(name, v) {
   s.push({ t: now, v });
   // Keep one sample from before the window, so the line starts at its edge.
   while (s.length > 2 && s[1].t < now - CHART_WINDOW_MS) s.shift();
+  chartsSoon();
+}
+
+let chartsPending = false;
+
+// chartsSoon redraws at the next frame: the figures agree with the panels
+// at once, and a burst of samples draws once.
+function chartsSoon() {
+  if (chartsPending) return;
+  chartsPending = true;
+  requestAnimationFrame(() => { chartsPending = false; chartsDraw(); });
 }
 
 // chartEvent counts the events that are a submission or an end. A task
@@ -44,6 +55,7 @@ function chartEvent(e) {
   const sec = Math.floor(t / 1000);
   const m = rates[name];
   m.set(sec, (m.get(sec) || 0) + 1);
+  chartsSoon();
 }
 
 function pruneRates(now) {

@@ -8,11 +8,13 @@
 // [data-lane="W"] [data-task="ID"][data-attempt="N"][data-outcome="lost"].
 'use strict';
 
-const TL_WINDOW_MS = 120 * 1000;
+// The window shown is chosen on the page (30 s to 5 min); bars are kept for
+// the longest, so a wider choice shows them at once.
+let tlWindowMs = 120 * 1000;
+const TL_KEEP_MS = 300 * 1000;
 const TL_LABEL_W = 150; // the lane names' column
 const TL_LANE_H = 26;
 const TL_AXIS_H = 22;
-const TL_TICK_MS = 15 * 1000;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 // rotation is the connected workers' IDs in rotation order (GET /workers);
@@ -139,9 +141,10 @@ function timelineDraw() {
   const box = $('timeline-box');
   if ($('view-overview').hidden || !box) return;
   const now = Date.now();
-  const from = now - TL_WINDOW_MS;
-  for (const [k, b] of bars) if (b.end !== null && b.end < from - 5000) bars.delete(k);
-  for (const [id, t] of gone) if (t < from && ![...bars.values()].some((b) => b.worker === id)) gone.delete(id);
+  const from = now - tlWindowMs;
+  const keep = now - TL_KEEP_MS;
+  for (const [k, b] of bars) if (b.end !== null && b.end < keep) bars.delete(k);
+  for (const [id, t] of gone) if (t < keep && ![...bars.values()].some((b) => b.worker === id)) gone.delete(id);
 
   const ids = lanes(from);
   const w = Math.max(400, box.clientWidth);
@@ -155,12 +158,13 @@ function timelineDraw() {
   root.dataset.lanes = ids.join(',');
 
   const plotW = w - TL_LABEL_W - 8;
-  const x = (t) => TL_LABEL_W + ((t - from) / TL_WINDOW_MS) * plotW;
+  const x = (t) => TL_LABEL_W + ((t - from) / tlWindowMs) * plotW;
 
-  // The time axis: a line and a clock label every 15 s.
+  // The time axis: a line and a clock label about every 100 px.
   const axis = svg('g', { class: 'axis' }, root);
-  const firstTick = Math.ceil(from / TL_TICK_MS) * TL_TICK_MS;
-  for (let t = firstTick; t <= now; t += TL_TICK_MS) {
+  const step = [5, 10, 15, 30, 60].map((s) => s * 1000).find((s) => (s / tlWindowMs) * plotW >= 90) || 60000;
+  const firstTick = Math.ceil(from / step) * step;
+  for (let t = firstTick; t <= now; t += step) {
     svg('line', { x1: x(t), x2: x(t), y1: 0, y2: h - TL_AXIS_H + 4, class: 'tick' }, axis);
     const lbl = svg('text', { x: x(t), y: h - 6, 'text-anchor': 'middle' }, axis);
     lbl.textContent = new Date(t).toLocaleTimeString([], { hour12: false });
@@ -196,7 +200,7 @@ function drawBar(lane, b, x0, x1, y, adrift) {
   title.textContent = 'task ' + b.task + (cmds.has(b.task) ? ' (' + cmds.get(b.task) + ')' : '') +
     '\nattempt ' + b.attempt + ' on ' + b.worker + ': ' + b.outcome + (b.reason ? ' (' + b.reason + ')' : '') +
     (b.end === null ? ', running for ' : ', ran ') + ran + (adrift ? '\nits worker left: waiting for it to come back' : '');
-  if (bw > 70) {
+  if (bw > 90) {
     const t = svg('text', { x: x0 + 4, y: y + TL_LANE_H / 2 + 4, class: 'bar-label' }, g);
     t.textContent = shortID(b.task) + ' #' + b.attempt;
   }
@@ -209,6 +213,11 @@ function drawBar(lane, b, x0, x1, y, adrift) {
 }
 
 function startTimeline() {
+  $('timeline-range').addEventListener('change', () => {
+    tlWindowMs = parseInt($('timeline-range').value, 10) * 1000;
+    timelineDraw();
+  });
+  tlWindowMs = parseInt($('timeline-range').value, 10) * 1000;
   onEvent(timelineEvent);
   setInterval(timelineDraw, 1000);
   window.addEventListener('resize', timelineDraw);
