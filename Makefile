@@ -33,6 +33,8 @@ MASTER_API_TOKEN = $(shell sed -n 's/^MASTER_API_TOKEN=//p' .env 2>/dev/null)
 endif
 export MASTER_API_TOKEN
 
+# staticcheck through go run, pinned: the module cache keeps it after the first run.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BUF := go run github.com/bufbuild/buf/cmd/buf@v1.75.0
 MODULES := ./proto/... ./master/... ./worker/... ./integration/...
 # Unit tests: everything but the container tests in ./integration itself.
@@ -125,8 +127,9 @@ proto-check: proto ## fail if the committed generated code is stale
 	  || { echo "proto/roundhousepb is stale: run 'make proto' and commit the result"; exit 1; }
 
 .PHONY: vet
-vet: ## go vet and gofmt
+vet: ## go vet, staticcheck and gofmt
 	go vet $(MODULES)
+	go run $(STATICCHECK) $(MODULES)
 	@out=$$(gofmt -l proto master worker integration); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 .PHONY: test
@@ -149,6 +152,10 @@ check: vet proto-check test integration ## every check and test, as CI runs them
 build: ## build bin/master and bin/worker for this host
 	CGO_ENABLED=0 go build -o bin/master ./master
 	CGO_ENABLED=0 go build -o bin/worker ./worker
+
+.PHONY: cli
+cli: ## build the command-line client bin/roundhouse (roundhouse help; see README, Command-line client)
+	CGO_ENABLED=0 go build -o bin/roundhouse ./integration/cmd/roundhouse
 
 .PHONY: dev
 dev: build ## run a master and WORKERS workers as local processes (Ctrl-C stops all)

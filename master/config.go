@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ type config struct {
 	// WorkerToken, when set, is required from workers (their WORKER_TOKEN)
 	// on every NodeService call. A secret, like APIToken.
 	WorkerToken string `env:"MASTER_WORKER_TOKEN"`
+	// The *_FILE variants name a file that holds the token (a Docker or
+	// Swarm secret under /run/secrets), so the secret stays out of the
+	// environment that `docker inspect` shows. One of each pair at most.
+	APITokenFile    string `env:"MASTER_API_TOKEN_FILE"`
+	WorkerTokenFile string `env:"MASTER_WORKER_TOKEN_FILE"`
 
 	// TLS for the gRPC port: a certificate and its key turn it on; a
 	// client CA also requires every worker to present a certificate it signed.
@@ -50,6 +56,7 @@ type config struct {
 	MaxEventStreams   int           `env:"MASTER_MAX_EVENT_STREAMS" envDefault:"64"`         // open GET /events streams; past it /events answers 429
 	MaxOutputBytes    int           `env:"MASTER_MAX_OUTPUT_BYTES" envDefault:"4194304"`     // stored per output stream of a result
 	GRPCMaxRecvBytes  int           `env:"MASTER_GRPC_MAX_RECV_BYTES" envDefault:"16777216"` // one gRPC message from a worker
+	LiveOutputBytes   int           `env:"MASTER_LIVE_OUTPUT_BYTES" envDefault:"262144"`     // live buffer per output stream of a running delivery
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
 	PprofAddr         string        `env:"MASTER_PPROF_ADDR"` // empty: no profiling endpoint
@@ -85,6 +92,8 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_MAX_ATTEMPTS", c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "%d is outside 1..100", c.MaxAttempts)
 	check("MASTER_MAX_WAIT", c.MaxWait >= time.Second && c.MaxWait <= 5*time.Minute, "%s is outside 1s..5m", c.MaxWait)
 	check("MASTER_RETENTION", c.Retention == 0 || c.Retention >= time.Minute && c.Retention <= 87600*time.Hour, "%s is neither 0 (keep for ever) nor within 1m..87600h", c.Retention)
+	errs = append(errs, secretFromFile(&c.APIToken, "MASTER_API_TOKEN", c.APITokenFile),
+		secretFromFile(&c.WorkerToken, "MASTER_WORKER_TOKEN", c.WorkerTokenFile))
 	check("MASTER_API_TOKEN", c.APIToken == "" || validToken(c.APIToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
 	check("MASTER_WORKER_TOKEN", c.WorkerToken == "" || validToken(c.WorkerToken), "must be %d-%d printable ASCII characters without spaces (try: openssl rand -hex 32)", minTokenLen, maxTokenLen)
 	check("MASTER_MAX_HEADER_BYTES", c.MaxHeaderBytes >= 4096 && c.MaxHeaderBytes <= 1<<20, "%d is outside 4096..1048576", c.MaxHeaderBytes)
@@ -95,6 +104,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	// A result holds both output streams plus a little framing.
 	check("MASTER_GRPC_MAX_RECV_BYTES", c.GRPCMaxRecvBytes >= 2*c.MaxOutputBytes+grpcSlack && c.GRPCMaxRecvBytes <= 256<<20,
 		"%d must be at least 2×MASTER_MAX_OUTPUT_BYTES+%d (%d) and at most 268435456", c.GRPCMaxRecvBytes, grpcSlack, 2*c.MaxOutputBytes+grpcSlack)
+	check("MASTER_LIVE_OUTPUT_BYTES", c.LiveOutputBytes >= 4096 && c.LiveOutputBytes <= 16<<20, "%d is outside 4096..16777216", c.LiveOutputBytes)
 	var err error
 	if c.tls, err = serverTLS(c); err != nil {
 		errs = append(errs, err)
@@ -103,6 +113,27 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)
+}
+
+// secretFromFile sets *v, the value of variable name, from file, the value
+// of name_FILE, if that is set. Whitespace around the secret is dropped:
+// editors and `echo` end files with a newline, which no token contains.
+func secretFromFile(v *string, name, file string) error {
+	if file == "" {
+		return nil
+	}
+	if *v != "" {
+		return fmt.Errorf("%s and %s_FILE are both set: use one", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%s_FILE: %w", name, err)
+	}
+	*v = strings.TrimSpace(string(b))
+	if *v == "" {
+		return fmt.Errorf("%s_FILE: %s is empty", name, file)
+	}
+	return nil
 }
 
 func validListenAddr(addr string) bool {

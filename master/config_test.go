@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +15,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second ||
 		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 || c.MaxEventStreams != 64 ||
-		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
+		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.LiveOutputBytes != 256<<10 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
 		t.Fatalf("defaults = %+v", c)
 	}
 	if _, err := loadConfig(map[string]string{"MASTER_MAX_OUTPUT_BYTES": "1024", "MASTER_GRPC_MAX_RECV_BYTES": "67584",
@@ -65,6 +67,9 @@ func TestLoadConfig(t *testing.T) {
 		{"event stream limit too large", "MASTER_MAX_EVENT_STREAMS", "10001"},
 		{"event stream limit not a number", "MASTER_MAX_EVENT_STREAMS", "many"},
 		{"output limit too small", "MASTER_MAX_OUTPUT_BYTES", "10"},
+		{"live output too small", "MASTER_LIVE_OUTPUT_BYTES", "1024"},
+		{"live output too large", "MASTER_LIVE_OUTPUT_BYTES", "16777217"},
+		{"live output not a number", "MASTER_LIVE_OUTPUT_BYTES", "lots"},
 		{"output limit over the gRPC limit", "MASTER_MAX_OUTPUT_BYTES", "16777216"},
 		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},
 		{"gRPC limit too large", "MASTER_GRPC_MAX_RECV_BYTES", "1073741824"},
@@ -75,6 +80,42 @@ func TestLoadConfig(t *testing.T) {
 			_, err := loadConfig(map[string]string{tt.key: tt.value})
 			if err == nil || !strings.Contains(err.Error(), tt.key) {
 				t.Fatalf("%s=%q: err = %v, want an error naming %s", tt.key, tt.value, err, tt.key)
+			}
+		})
+	}
+}
+
+func TestTokenFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	api, worker := file("api", "0123456789abcdef\n"), file("worker", "  fedcba9876543210\r\n")
+	c, err := loadConfig(map[string]string{"MASTER_API_TOKEN_FILE": api, "MASTER_WORKER_TOKEN_FILE": worker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIToken != "0123456789abcdef" || c.WorkerToken != "fedcba9876543210" {
+		t.Fatalf("tokens from files = %q, %q", c.APIToken, c.WorkerToken)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"both", map[string]string{"MASTER_API_TOKEN": "0123456789abcdef", "MASTER_API_TOKEN_FILE": api}, "MASTER_API_TOKEN and MASTER_API_TOKEN_FILE are both set"},
+		{"missing file", map[string]string{"MASTER_WORKER_TOKEN_FILE": filepath.Join(dir, "nope")}, "MASTER_WORKER_TOKEN_FILE: open"},
+		{"empty file", map[string]string{"MASTER_API_TOKEN_FILE": file("empty", "\n")}, "MASTER_API_TOKEN_FILE: " + filepath.Join(dir, "empty") + " is empty"},
+		{"short token", map[string]string{"MASTER_API_TOKEN_FILE": file("short", "abc\n")}, "MASTER_API_TOKEN: must be"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := loadConfig(tt.env); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.want)
 			}
 		})
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 )
@@ -102,6 +103,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_client_ca", cfg.TLSClientCA,
 		"max_header_bytes", cfg.MaxHeaderBytes, "read_header_timeout", cfg.ReadHeaderTimeout, "max_queued", cfg.MaxQueued,
 		"max_event_streams", cfg.MaxEventStreams, "max_output_bytes", cfg.MaxOutputBytes, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes,
+		"live_output_bytes", cfg.LiveOutputBytes,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	warnInsecure(cfg, log)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -175,7 +177,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	}
 	m := metrics.New(d.Stats)
 	hub.Observe(m.Observe)
-	gp := grpcapi.Params{Dispatcher: d, Log: log, WorkerToken: cfg.WorkerToken, MaxRecvBytes: cfg.GRPCMaxRecvBytes}
+	// Live output follows the same events, synchronously, so a delivery's
+	// buffer exists before the worker can send a chunk of it.
+	live := liveout.New(cfg.LiveOutputBytes)
+	hub.Observe(live.Observe)
+	m.LiveOutput(live.Received)
+	gp := grpcapi.Params{Dispatcher: d, Log: log, LiveOutput: live, WorkerToken: cfg.WorkerToken, MaxRecvBytes: cfg.GRPCMaxRecvBytes}
 	if tlsCfg != nil {
 		gp.Creds = credentials.NewTLS(tlsCfg)
 	}
@@ -188,6 +195,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 			MaxBodyBytes:    cfg.MaxBodyBytes,
 			MaxWait:         cfg.MaxWait,
 			Events:          hub,
+			LiveOutput:      live,
 			MaxEventStreams: cfg.MaxEventStreams,
 			Metrics:         m.Handler(),
 			APIToken:        cfg.APIToken,
@@ -264,6 +272,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	// Open event streams never go idle by themselves; ending them lets
 	// hs.Shutdown return.
 	hub.Close()
+	live.Close() // ends open follows of task output likewise
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("HTTP shutdown", "err", err)
 	}

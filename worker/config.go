@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -36,6 +37,10 @@ type config struct {
 	// must equal the master's MASTER_WORKER_TOKEN. A secret: logged only as
 	// set or unset.
 	Token string `env:"WORKER_TOKEN"`
+	// TokenFile names a file that holds the token instead (a Docker or
+	// Swarm secret under /run/secrets), so it stays out of the environment
+	// that `docker inspect` shows. One of the two at most.
+	TokenFile string `env:"WORKER_TOKEN_FILE"`
 	// TLS to the master: a CA turns it on and is the only one trusted for
 	// the master's certificate; a certificate and key are presented to a
 	// master that asks for one (MASTER_TLS_CLIENT_CA).
@@ -52,6 +57,27 @@ type config struct {
 	// labels is Labels parsed, read once in loadConfig like tls; empty
 	// for none.
 	labels map[string]string `env:"-"`
+}
+
+// secretFromFile sets *v, the value of variable name, from file, the value
+// of name_FILE, if that is set. Whitespace around the secret is dropped:
+// editors and `echo` end files with a newline, which no token contains.
+func secretFromFile(v *string, name, file string) error {
+	if file == "" {
+		return nil
+	}
+	if *v != "" {
+		return fmt.Errorf("%s and %s_FILE are both set: use one", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%s_FILE: %w", name, err)
+	}
+	*v = strings.TrimSpace(string(b))
+	if *v == "" {
+		return fmt.Errorf("%s_FILE: %s is empty", name, file)
+	}
+	return nil
 }
 
 // workerIDPattern is what the master accepts as a worker ID.
@@ -84,6 +110,9 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("WORKER_METRICS_ADDR", c.MetricsAddr == "" || validHostPort(c.MetricsAddr, true), "%q is not [host]:port", c.MetricsAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)
 	check("WORKER_DRAIN_TIMEOUT", c.DrainTimeout >= 0 && c.DrainTimeout <= time.Hour, "%s is outside 0s..1h", c.DrainTimeout)
+	if err := secretFromFile(&c.Token, "WORKER_TOKEN", c.TokenFile); err != nil {
+		errs = append(errs, err)
+	}
 	check("WORKER_TOKEN", c.Token == "" || validToken(c.Token), "must be %d-%d printable ASCII characters without spaces, equal to the master's MASTER_WORKER_TOKEN", minTokenLen, maxTokenLen)
 	set, err := labels.Parse(c.Labels)
 	check("WORKER_LABELS", err == nil, "%v", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -184,5 +186,25 @@ func TestDeriveWorkerID(t *testing.T) {
 				t.Fatalf("got %q from %q, want %q from %q", id, source, tt.want, tt.wantSource)
 			}
 		})
+	}
+}
+
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	if err := os.WriteFile(p, []byte("fedcba9876543210\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(map[string]string{"WORKER_TOKEN_FILE": p})
+	if err != nil || c.Token != "fedcba9876543210" {
+		t.Fatalf("token from file = %q, %v", c.Token, err)
+	}
+	for name, env := range map[string]map[string]string{
+		"WORKER_TOKEN and WORKER_TOKEN_FILE are both set": {"WORKER_TOKEN": "fedcba9876543210", "WORKER_TOKEN_FILE": p},
+		"WORKER_TOKEN_FILE: open":                         {"WORKER_TOKEN_FILE": filepath.Join(dir, "nope")},
+	} {
+		if _, err := loadConfig(env); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%v: err = %v, want %q", env, err, name)
+		}
 	}
 }

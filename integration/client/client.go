@@ -19,22 +19,27 @@ import (
 // Task is a task as GET /tasks/{id} shows it. List entries leave out
 // stdout and stderr.
 type Task struct {
-	ID          string     `json:"id"`
-	Cmd         string     `json:"cmd"`
-	Status      string     `json:"status"`
-	Attempts    int        `json:"attempts"` // deliveries to workers so far
-	MaxAttempts int        `json:"max_attempts"`
-	Timeout     string     `json:"timeout"` // a Go duration, e.g. "30s"
-	WorkerID    *string    `json:"worker_id"`
-	ExitCode    *int       `json:"exit_code"`
-	Stdout      string     `json:"stdout"`
-	Stderr      string     `json:"stderr"`
-	Error       *string    `json:"error"`
-	CreatedAt   time.Time  `json:"created_at"`
-	AssignedAt  *time.Time `json:"assigned_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	FinishedAt  *time.Time `json:"finished_at"`
-	History     []Attempt  `json:"history"` // one entry per delivery, oldest first
+	ID          string  `json:"id"`
+	Cmd         string  `json:"cmd"`
+	Status      string  `json:"status"`
+	Attempts    int     `json:"attempts"` // deliveries to workers so far
+	MaxAttempts int     `json:"max_attempts"`
+	Timeout     string  `json:"timeout"` // a Go duration, e.g. "30s"
+	WorkerID    *string `json:"worker_id"`
+	ExitCode    *int    `json:"exit_code"`
+	Stdout      string  `json:"stdout,omitempty"` // left out of list entries
+	Stderr      string  `json:"stderr,omitempty"`
+	Error       *string `json:"error"`
+
+	StdoutTruncated bool       `json:"stdout_truncated"`
+	StderrTruncated bool       `json:"stderr_truncated"`
+	AttemptBase     int        `json:"attempt_base"` // attempts made before the last manual retry
+	IdempotencyKey  *string    `json:"idempotency_key"`
+	CreatedAt       time.Time  `json:"created_at"`
+	AssignedAt      *time.Time `json:"assigned_at"`
+	StartedAt       *time.Time `json:"started_at"`
+	FinishedAt      *time.Time `json:"finished_at"`
+	History         []Attempt  `json:"history"` // one entry per delivery, oldest first
 
 	Priority   int               `json:"priority"` // 1 (most urgent) to 5
 	Requires   map[string]string `json:"requires"` // labels a worker must have to run it
@@ -232,7 +237,7 @@ func (c *Client) SubmitWith(ctx context.Context, s Submit) (Task, int, error) {
 // Get returns a task.
 func (c *Client) Get(ctx context.Context, id string) (Task, error) {
 	var t Task
-	err := c.do(ctx, http.MethodGet, "/tasks/"+id, nil, http.StatusOK, &t)
+	err := c.do(ctx, http.MethodGet, "/tasks/"+url.PathEscape(id), nil, http.StatusOK, &t)
 	return t, err
 }
 
@@ -240,7 +245,7 @@ func (c *Client) Get(ctx context.Context, id string) (Task, error) {
 // (GET /tasks/{id}?wait=).
 func (c *Client) GetWait(ctx context.Context, id string, wait time.Duration) (Task, error) {
 	var t Task
-	_, _, err := c.send(ctx, http.MethodGet, "/tasks/"+id+"?wait="+wait.String(), nil, wait, nil, &t, http.StatusOK)
+	_, _, err := c.send(ctx, http.MethodGet, "/tasks/"+url.PathEscape(id)+"?wait="+wait.String(), nil, wait, nil, &t, http.StatusOK)
 	return t, err
 }
 
@@ -249,7 +254,7 @@ func (c *Client) GetWait(ctx context.Context, id string, wait time.Duration) (Ta
 // errors. Any other status is an error, returned with its code.
 func (c *Client) Cancel(ctx context.Context, id string) (Task, int, error) {
 	var t Task
-	code, _, err := c.send(ctx, http.MethodDelete, "/tasks/"+id, nil, 0, nil, &t, http.StatusOK, http.StatusConflict)
+	code, _, err := c.send(ctx, http.MethodDelete, "/tasks/"+url.PathEscape(id), nil, 0, nil, &t, http.StatusOK, http.StatusConflict)
 	if code == http.StatusConflict {
 		t = Task{}
 	}
@@ -262,7 +267,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (Task, int, error) {
 // error, returned with its code.
 func (c *Client) Retry(ctx context.Context, id string) (Task, int, error) {
 	var t Task
-	code, _, err := c.send(ctx, http.MethodPost, "/tasks/"+id+"/retry", nil, 0, nil, &t, http.StatusAccepted, http.StatusConflict)
+	code, _, err := c.send(ctx, http.MethodPost, "/tasks/"+url.PathEscape(id)+"/retry", nil, 0, nil, &t, http.StatusAccepted, http.StatusConflict)
 	if code == http.StatusConflict {
 		t = Task{}
 	}
@@ -295,7 +300,7 @@ func (c *Client) Queue(ctx context.Context) (Queue, error) {
 
 // List returns one page of GET /tasks, newest first, and the cursor of the
 // next page ("" on the last). query takes status (comma-separated), worker,
-// limit and cursor.
+// cmd (a substring of the command), limit and cursor.
 func (c *Client) List(ctx context.Context, query url.Values) ([]Task, string, error) {
 	var page struct {
 		Tasks      []Task  `json:"tasks"`
@@ -438,7 +443,7 @@ func (c *Client) send(ctx context.Context, method, path string, h http.Header, w
 		return resp.StatusCode, resp.Header, err
 	}
 	if !slices.Contains(want, resp.StatusCode) {
-		return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+		return resp.StatusCode, resp.Header, newAPIError(method, path, resp, data)
 	}
 	if resp.StatusCode == http.StatusConflict {
 		return resp.StatusCode, resp.Header, nil

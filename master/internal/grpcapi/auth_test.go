@@ -79,7 +79,14 @@ func TestWorkerTokenGuardsNodeServiceOnly(t *testing.T) {
 					t.Fatalf("first message %v, want a welcome", m)
 				}
 			}
-			for what, err := range map[string]error{"Heartbeat": herr, "AssignTask": err} {
+			// StreamOutput, a client stream: its error comes with the ack.
+			var oerr error
+			if out, err := c.StreamOutput(ctx); err != nil {
+				oerr = err
+			} else {
+				_, oerr = out.CloseAndRecv()
+			}
+			for what, err := range map[string]error{"Heartbeat": herr, "AssignTask": err, "StreamOutput": oerr} {
 				if status.Code(err) != tt.want || !strings.Contains(status.Convert(err).Message(), tt.wantMsg) {
 					t.Errorf("%s: %v, want %s with %q", what, err, tt.want, tt.wantMsg)
 				}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
@@ -41,6 +42,7 @@ var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 type Server struct {
 	pb.UnimplementedNodeServiceServer
 	d           *dispatch.Dispatcher
+	live        *liveout.Buffers // nil: live output is dropped
 	log         *slog.Logger
 	sendTimeout time.Duration
 }
@@ -51,6 +53,8 @@ var _ pb.NodeServiceServer = (*Server)(nil)
 type Params struct {
 	Dispatcher *dispatch.Dispatcher
 	Log        *slog.Logger
+	// LiveOutput takes the chunks of StreamOutput; nil drops them.
+	LiveOutput *liveout.Buffers
 	// WorkerToken, when set, is required from workers as the metadata
 	// "authorization: Bearer <token>" on every NodeService call.
 	WorkerToken string
@@ -94,7 +98,7 @@ func New(p Params) (*grpc.Server, *health.Server) {
 	if p.SendTimeout <= 0 {
 		p.SendTimeout = 10 * time.Second
 	}
-	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, log: log, sendTimeout: p.SendTimeout})
+	pb.RegisterNodeServiceServer(gs, &Server{d: p.Dispatcher, live: p.LiveOutput, log: log, sendTimeout: p.SendTimeout})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
@@ -58,6 +60,9 @@ type setup struct {
 	params      Params         // Dispatcher and Log are filled in, MaxRecvBytes defaulted
 	storeOpts   []store.Option // passed to store.Open
 	maxCmdBytes int            // the dispatcher's limit; 0: 1000
+	// live, when set, follows the dispatcher's events and takes
+	// StreamOutput's chunks.
+	live *liveout.Buffers
 }
 
 // served is a running NodeService and what stands behind it.
@@ -82,8 +87,14 @@ func startWith(t *testing.T, su setup) served {
 	if su.maxCmdBytes == 0 {
 		su.maxCmdBytes = 1000
 	}
+	var hub *events.Hub
+	if su.live != nil {
+		hub = events.NewHub(10, 10)
+		hub.Observe(su.live.Observe)
+		su.params.LiveOutput = su.live
+	}
 	d := dispatch.New(dispatch.Params{
-		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString,
+		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString, Events: hub,
 		MaxCmdBytes: su.maxCmdBytes, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
 	p := su.params

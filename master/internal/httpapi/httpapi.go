@@ -4,7 +4,8 @@
 // One file per job: httpapi.go the routes and wiring; create.go POST /tasks;
 // tasks.go reading, waiting on, listing, canceling and retrying tasks;
 // cluster.go the queue, the workers and health; events.go the event
-// stream; taskjson.go a task as JSON; codec.go decoding bodies, the error
+// stream; output.go and outputsse.go a task's output, live (GET
+// /tasks/{id}/output); taskjson.go a task as JSON; codec.go decoding bodies, the error
 // table and writing JSON; middleware.go what wraps every request.
 package httpapi
 
@@ -21,6 +22,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/dashboard"
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 )
 
 // Params are the API's dependencies and limits.
@@ -31,8 +33,11 @@ type Params struct {
 	MaxWait      time.Duration // longest ?wait= a request may ask for
 	Ready        func() error  // nil when the master can serve workers
 	Events       *events.Hub   // followed by GET /events
-	Metrics      http.Handler  // serves GET /metrics
-	Heartbeat    time.Duration // between comments on an idle event stream; 0 means 15s
+	// LiveOutput holds the live output of running tasks, for
+	// GET /tasks/{id}/output; nil leaves the route out.
+	LiveOutput *liveout.Buffers
+	Metrics    http.Handler  // serves GET /metrics
+	Heartbeat  time.Duration // between comments on an idle event stream; 0 means 15s
 	// MaxEventStreams bounds the GET /events streams served at once; past
 	// it the request is answered 429. 0 means no limit.
 	MaxEventStreams int
@@ -50,6 +55,7 @@ type api struct {
 	ready   func() error
 
 	events     *events.Hub
+	live       *liveout.Buffers
 	heartbeat  time.Duration
 	maxStreams int64        // 0: no limit
 	streams    atomic.Int64 // event streams being served; see acquireStream
@@ -75,7 +81,7 @@ func IsPublic(r *http.Request) bool {
 // New returns the router.
 func New(p Params) http.Handler {
 	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready,
-		events: p.Events, heartbeat: p.Heartbeat, maxStreams: int64(p.MaxEventStreams)}
+		events: p.Events, live: p.LiveOutput, heartbeat: p.Heartbeat, maxStreams: int64(p.MaxEventStreams)}
 	if a.heartbeat <= 0 {
 		a.heartbeat = 15 * time.Second
 	}
@@ -88,6 +94,9 @@ func New(p Params) http.Handler {
 	r.HandleFunc("/tasks/{id}", a.getTask).Methods(http.MethodGet)
 	r.HandleFunc("/tasks/{id}", a.cancelTask).Methods(http.MethodDelete)
 	r.HandleFunc("/tasks/{id}/retry", a.retryTask).Methods(http.MethodPost)
+	if p.LiveOutput != nil {
+		r.HandleFunc("/tasks/{id}/output", a.getOutput).Methods(http.MethodGet)
+	}
 	r.HandleFunc("/queue", a.getQueue).Methods(http.MethodGet)
 	r.HandleFunc("/workers", a.listWorkers).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)

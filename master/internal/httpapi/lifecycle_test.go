@@ -82,8 +82,8 @@ func TestTaskOptions(t *testing.T) {
 		t.Fatalf("with options = %d %v", code, body)
 	}
 	code, _, body = do(t, "POST", srv.URL+"/tasks", `{"cmd":"true"}`)
-	if body["timeout"] != "1h0m0s" || body["max_attempts"] != 3.0 {
-		t.Fatalf("defaults = %v", body)
+	if code != 202 || body["timeout"] != "1h0m0s" || body["max_attempts"] != 3.0 {
+		t.Fatalf("defaults = %d %v", code, body)
 	}
 	for _, bad := range []string{`{"cmd":"x","timeout":"soon"}`, `{"cmd":"x","timeout":"-5s"}`, `{"cmd":"x","timeout":"3h"}`,
 		`{"cmd":"x","timeout":30}`, `{"cmd":"x","max_attempts":0}`, `{"cmd":"x","max_attempts":"3"}`} {

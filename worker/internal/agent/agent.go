@@ -73,8 +73,14 @@ type Agent struct {
 	log        *slog.Logger
 	instanceID string // random per process, so the master tells our reconnects from an impostor
 	registered atomic.Bool
+	// registrations counts the registrations the master accepted: a live
+	// output stream belongs to one.
+	registrations atomic.Int64
+	// out holds the live output of the runs going on here for shipOutput.
+	out *shipper
 
-	// wg tracks the reporter and the task goroutines; Run waits for them.
+	// wg tracks the reporter, the output shipper and the task goroutines;
+	// Run waits for them.
 	wg sync.WaitGroup
 	// wake tells the reporter a result was queued. It has room for one
 	// signal, so senders never block and a signal is never lost.
@@ -116,6 +122,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		cfg:        cfg,
 		log:        log.With("component", "agent", "worker_id", cfg.WorkerID),
 		instanceID: uuid.NewString(),
+		out:        newShipper(),
 		wake:       make(chan struct{}, 1),
 		drained:    make(chan struct{}),
 		offline:    make(chan struct{}),
@@ -153,6 +160,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() {
 		defer a.wg.Done()
 		a.report(ctx, client)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.shipOutput(ctx, client)
 	}()
 
 	// A drain cuts short the wait before the next registration.
@@ -288,6 +300,7 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		// whatever it sent.
 		return errDraining
 	}
+	a.registrations.Add(1)
 	a.registered.Store(true)
 	a.cfg.Observer.Registered()
 	welcomed()
@@ -366,7 +379,11 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	go func() {
 		defer a.wg.Done()
 		defer cancel(nil)
-		res := runner.Run(taskCtx, t.GetCmd(), timeout, a.cfg.MaxOutput, a.cfg.TaskEnv)
+		live := a.out.start(id, t.GetAttempt())
+		res := runner.Run(taskCtx, t.GetCmd(), runner.Options{Timeout: timeout, MaxOutput: a.cfg.MaxOutput, Env: a.cfg.TaskEnv, Live: live})
+		// The rest of the live output goes before the result is queued, so
+		// that it usually reaches the master while the delivery is current.
+		liveDropped := a.out.end(live)
 		if ctx.Err() != nil {
 			log.Info("task stopped by shutdown; not reported")
 			a.killed.Add(1)
@@ -388,7 +405,8 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 			"timed_out", res.TimedOut, "canceled", canceled,
 			"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond),
 			"stdout_bytes", len(res.Stdout), "stderr_bytes", len(res.Stderr),
-			"stdout_truncated", res.StdoutTruncated, "stderr_truncated", res.StderrTruncated)
+			"stdout_truncated", res.StdoutTruncated, "stderr_truncated", res.StderrTruncated,
+			"live_dropped_bytes", liveDropped)
 		a.enqueue(&pb.TaskResult{
 			TaskId:          id,
 			WorkerId:        a.cfg.WorkerID,

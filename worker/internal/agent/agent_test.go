@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -120,7 +119,7 @@ func (f *fakeMaster) ReportStatus(_ context.Context, r *pb.TaskResult) (*pb.Repo
 
 // serve serves f on addr ("127.0.0.1:0" for a fresh port) until the test
 // ends or the caller stops the returned server.
-func serve(t *testing.T, f *fakeMaster, addr string, opts ...grpc.ServerOption) (*grpc.Server, string) {
+func serve(t *testing.T, f pb.NodeServiceServer, addr string, opts ...grpc.ServerOption) (*grpc.Server, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -511,105 +510,6 @@ func TestCancel(t *testing.T) {
 		t.Errorf("canceled task ran %s: its process was not killed", d)
 	}
 	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "canceled task still counted as running")
-}
-
-// startDrain calls a.Drain(ctx) in a goroutine and returns its result channel.
-func startDrain(ctx context.Context, a *Agent) <-chan error {
-	done := make(chan error, 1)
-	go func() { done <- a.Drain(ctx) }()
-	return done
-}
-
-func TestDrainFinishesAndReports(t *testing.T) {
-	f := newFakeMaster()
-	_, addr := serve(t, f, "127.0.0.1:0")
-	a, stop := startAgent(t, addr)
-	recv(t, f.registrations, "registration")
-
-	f.tasks <- task("t1", "sleep 1; echo done")
-	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "t1") }, "task never started")
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	drained := startDrain(ctx, a)
-
-	dr := recv(t, f.drains, "drain request")
-	if dr.GetWorkerId() != "w1" || dr.GetInstanceId() != a.instanceID {
-		t.Errorf("drain request = %v, want worker w1 instance %q", dr, a.instanceID)
-	}
-	// A task the master sent before it took note of the drain is run and
-	// reported too: dropping it would cost the task an attempt.
-	f.tasks <- task("late", "echo late")
-	eventually(t, func() bool { return f.tasksSent.Load() == 2 }, "the late task was never sent")
-
-	got := map[string]string{}
-	for range 2 {
-		r := recv(t, f.reports, "report")
-		got[r.GetTaskId()] = string(r.GetStdout())
-	}
-	if got["t1"] != "done\n" || got["late"] != "late\n" {
-		t.Errorf("reports = %v, want t1 with done and late with late", got)
-	}
-	select {
-	case <-f.streamsEnded:
-		t.Error("the stream closed before the result was acknowledged")
-	default:
-	}
-	if err := recv(t, drained, "end of the drain"); err != nil {
-		t.Errorf("Drain = %v, want nil", err)
-	}
-	if a.Registered() {
-		t.Error("still registered after the drain")
-	}
-	recv(t, f.streamsEnded, "end of the stream")
-	stop()
-	select {
-	case r := <-f.reports:
-		t.Errorf("report after the drain: %v", r)
-	default:
-	}
-	select {
-	case <-f.registrations:
-		t.Error("registered again during or after the drain")
-	default:
-	}
-}
-
-func TestDrainTimeoutKillsUnreported(t *testing.T) {
-	f := newFakeMaster()
-	_, addr := serve(t, f, "127.0.0.1:0")
-	a, stop := startAgent(t, addr)
-	recv(t, f.registrations, "registration")
-
-	f.tasks <- task("long", "sleep 30")
-	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "long") }, "task never started")
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	err := recv(t, startDrain(ctx, a), "end of the drain")
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Drain = %v, want the deadline exceeded", err)
-	}
-	recv(t, f.streamsEnded, "end of the stream")
-	stop() // kills the task; stop fails the test unless Run returns well before 30 s
-	select {
-	case r := <-f.reports:
-		t.Errorf("task killed after the drain was reported: %v", r)
-	default:
-	}
-}
-
-func TestDrainWithoutMaster(t *testing.T) {
-	f := newFakeMaster()
-	gs, addr := serve(t, f, "127.0.0.1:0")
-	a, _ := startAgent(t, addr)
-	recv(t, f.registrations, "registration")
-	gs.Stop()
-	eventually(t, func() bool { return !a.Registered() }, "still registered after the master stopped")
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
-	if err := recv(t, startDrain(ctx, a), "end of the drain"); err != nil {
-		t.Errorf("Drain without a master = %v, want nil: there was nothing to wait for", err)
-	}
 }
 
 // A newer delivery of a task whose earlier run is over and only waits for

@@ -1,5 +1,6 @@
 // Package runner runs one command under /bin/sh -c with an optional timeout
-// and captures a bounded amount of its output.
+// and captures a bounded amount of its output, handing every byte of it as
+// it is read to an optional live sink.
 package runner
 
 import (
@@ -39,16 +40,41 @@ type Result struct {
 	TimedOut bool
 }
 
+// Stream names one of a command's output streams.
+type Stream int
+
+const (
+	Stdout Stream = iota + 1
+	Stderr
+)
+
+// Live receives a command's output as it is read, for people following it.
+// Write is called from Run's reader goroutines, one per stream (so calls for
+// stdout and stderr can overlap), in the order the bytes were read. It must
+// not block, or the task blocks on a full pipe, and must not keep p, which
+// Run reuses: it copies what it keeps.
+type Live interface {
+	Write(s Stream, p []byte)
+}
+
+// Options are how to run a command.
+type Options struct {
+	Timeout   time.Duration // 0: no limit
+	MaxOutput int           // bytes kept of each of stdout and stderr
+	Env       []string      // the command's environment; nil: the worker's own
+	Live      Live          // sees all of the output as it is read; nil: nobody
+}
+
 // Run runs cmd with /bin/sh -c in a process group of its own and waits for
 // it. A timeout of 0 means no limit. The task's processes end with it: when
 // the shell exits, times out or ctx is canceled, the whole group is killed,
 // so background children do not outlive the task and pile up in the worker.
 // Run returns when the shell has exited and the output pipes are closed; a
 // process that left the group (setsid) escapes the kill, and Run stops
-// reading its output drainDelay after the kill. env is the command's
-// environment (nil: the worker's own). Each of stdout and stderr keeps its
-// first maxOutput bytes.
-func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, env []string) Result {
+// reading its output drainDelay after the kill. Each of stdout and stderr
+// in the Result keeps its first opt.MaxOutput bytes; opt.Live sees them all.
+func Run(ctx context.Context, cmd string, opt Options) Result {
+	timeout, maxOutput := opt.Timeout, opt.MaxOutput
 	runCtx, cancel := context.WithCancel(ctx)
 	if timeout > 0 {
 		runCtx, cancel = context.WithTimeoutCause(ctx, timeout, errTimedOut)
@@ -72,7 +98,7 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, 
 	// would wait for, so Wait returns as soon as the shell exits, even while
 	// a background child still holds stdout.
 	c.Stdout, c.Stderr = outW, errW
-	c.Env = env
+	c.Env = opt.Env
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return killGroup(c.Process.Pid) }
 
@@ -83,7 +109,7 @@ func Run(ctx context.Context, cmd string, timeout time.Duration, maxOutput int, 
 	// Only the task's processes hold the write ends now, so the readers see
 	// EOF once the last of them is gone.
 	closeAll(outW, errW)
-	outDone, errDone := drain(outR, stdout), drain(errR, stderr)
+	outDone, errDone := drain(outR, tee(opt.Live, Stdout, stdout)), drain(errR, tee(opt.Live, Stderr, stderr))
 
 	// Once the shell has been waited for, its ProcessState and the context
 	// say more than Wait's error.
@@ -130,15 +156,35 @@ func failedStart(ctx context.Context, res Result, err error) Result {
 
 // drain copies r into w until EOF or r's read deadline, in a goroutine that
 // Run owns: the returned channel is closed when it is done with w.
-func drain(r *os.File, w *boundedWriter) <-chan struct{} {
+func drain(r *os.File, w io.Writer) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// boundedWriter never fails; the copy ends at EOF or at the
-		// deadline, and either way what was read is kept.
+		// w never fails (boundedWriter, teeWriter); the copy ends at EOF or
+		// at the deadline, and either way what was read is kept.
 		_, _ = io.Copy(w, r)
 	}()
 	return done
+}
+
+// tee is w, with every write also handed to live when there is one.
+func tee(live Live, s Stream, w *boundedWriter) io.Writer {
+	if live == nil {
+		return w
+	}
+	return teeWriter{live: live, stream: s, w: w}
+}
+
+// teeWriter hands each write to live before keeping what fits in w.
+type teeWriter struct {
+	live   Live
+	stream Stream
+	w      *boundedWriter
+}
+
+func (t teeWriter) Write(p []byte) (int, error) {
+	t.live.Write(t.stream, p)
+	return t.w.Write(p)
 }
 
 func closeAll(files ...*os.File) {

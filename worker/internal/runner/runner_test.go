@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +22,7 @@ func run(t *testing.T, cmd string, timeout time.Duration, maxOutput int) Result 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
-	res := Run(ctx, cmd, timeout, maxOutput, nil)
+	res := Run(ctx, cmd, Options{Timeout: timeout, MaxOutput: maxOutput})
 	if ctx.Err() != nil {
 		t.Fatalf("%q still running after %s: %+v", cmd, testDeadline, res)
 	}
@@ -74,6 +76,86 @@ func TestRunLargeOutputIsDrained(t *testing.T) {
 	}
 	if string(res.Stderr) != "done\n" || res.ExitCode != 0 {
 		t.Errorf("stderr %q, exit %d; want the command to finish", res.Stderr, res.ExitCode)
+	}
+}
+
+// recorder is a Live that keeps everything, as a test may.
+type recorder struct {
+	mu     sync.Mutex // protects out
+	out    map[Stream][]byte
+	writes int
+}
+
+func (r *recorder) Write(s Stream, p []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.out == nil {
+		r.out = make(map[Stream][]byte)
+	}
+	r.out[s] = append(r.out[s], p...) // a copy: Run reuses p
+	r.writes++
+}
+
+func TestRunLiveSeesAllOutputInOrder(t *testing.T) {
+	tests := []struct {
+		name       string
+		cmd        string
+		max        int
+		wantLive   string // stdout, as the sink sees it
+		wantLiveE  string // stderr, as the sink sees it
+		wantStdout string
+		wantOutCut bool
+	}{
+		{name: "small", cmd: "for i in 1 2 3; do echo line$i; echo err$i >&2; done", max: 1024,
+			wantLive: "line1\nline2\nline3\n", wantLiveE: "err1\nerr2\nerr3\n", wantStdout: "line1\nline2\nline3\n"},
+		{name: "past the limit", cmd: "printf 123; printf 456789; printf abc >&2", max: 5,
+			wantLive: "123456789", wantLiveE: "abc", wantStdout: "12345", wantOutCut: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var live recorder
+			ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+			defer cancel()
+			res := Run(ctx, tt.cmd, Options{MaxOutput: tt.max, Live: &live})
+			if res.ExitCode != 0 || res.Err != "" {
+				t.Fatalf("exit %d, err %q; want a clean exit", res.ExitCode, res.Err)
+			}
+			live.mu.Lock()
+			defer live.mu.Unlock()
+			if got := string(live.out[Stdout]); got != tt.wantLive {
+				t.Errorf("live stdout %q, want %q", got, tt.wantLive)
+			}
+			if got := string(live.out[Stderr]); got != tt.wantLiveE {
+				t.Errorf("live stderr %q, want %q", got, tt.wantLiveE)
+			}
+			if string(res.Stdout) != tt.wantStdout || res.StdoutTruncated != tt.wantOutCut {
+				t.Errorf("stdout %q (truncated %v), want %q (truncated %v)", res.Stdout, res.StdoutTruncated, tt.wantStdout, tt.wantOutCut)
+			}
+			if string(res.Stderr) != tt.wantLiveE || res.StderrTruncated {
+				t.Errorf("stderr %q (truncated %v), want %q whole", res.Stderr, res.StderrTruncated, tt.wantLiveE)
+			}
+		})
+	}
+}
+
+func TestRunLiveSeesLargeOutput(t *testing.T) {
+	// Several pipe reads: the sink must get every byte, each read's buffer
+	// copied before Run reuses it.
+	var live recorder
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	res := Run(ctx, "seq 1 100000", Options{MaxOutput: 100, Live: &live})
+	want, err := exec.Command("seq", "1", "100000").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	if !bytes.Equal(live.out[Stdout], want) || live.writes < 2 {
+		t.Errorf("live saw %d bytes in %d writes, want the %d bytes of seq, in several", len(live.out[Stdout]), live.writes, len(want))
+	}
+	if !bytes.Equal(res.Stdout, want[:100]) || !res.StdoutTruncated {
+		t.Errorf("stdout %q (truncated %v), want the first 100 bytes", res.Stdout, res.StdoutTruncated)
 	}
 }
 
@@ -148,7 +230,8 @@ func readPID(t *testing.T, file string) string {
 }
 
 func TestRunEnvironment(t *testing.T) {
-	res := Run(context.Background(), `echo "$ONLY_THIS:${WORKER_TOKEN-unset}"`, 5*time.Second, 1024, []string{"ONLY_THIS=yes", "PATH=/usr/bin:/bin"})
+	res := Run(context.Background(), `echo "$ONLY_THIS:${WORKER_TOKEN-unset}"`,
+		Options{Timeout: 5 * time.Second, MaxOutput: 1024, Env: []string{"ONLY_THIS=yes", "PATH=/usr/bin:/bin"}})
 	if got := string(res.Stdout); got != "yes:unset\n" {
 		t.Errorf("stdout %q, want the given environment only", got)
 	}
@@ -193,7 +276,7 @@ func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan Result, 1)
-	go func() { done <- Run(ctx, "touch "+marker+"; sleep 30", 0, 1024, nil) }()
+	go func() { done <- Run(ctx, "touch "+marker+"; sleep 30", Options{MaxOutput: 1024}) }()
 	eventually(t, func() bool { _, err := os.Stat(marker); return err == nil }, testDeadline, "the command never started")
 	cancel()
 	select {
@@ -209,7 +292,7 @@ func TestRunCanceled(t *testing.T) {
 func TestRunAlreadyCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res := Run(ctx, "echo never", 0, 1024, nil)
+	res := Run(ctx, "echo never", Options{MaxOutput: 1024})
 	if res.ExitCode != -1 || res.Err != "canceled" || len(res.Stdout) != 0 {
 		t.Fatalf("exit %d, err %q, stdout %q; want canceled before start", res.ExitCode, res.Err, res.Stdout)
 	}

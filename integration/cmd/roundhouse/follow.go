@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/integration/client"
+)
+
+// interrupt is Ctrl-C.
+var interrupt os.Signal = os.Interrupt
+
+// reconnectFor bounds how long a follow tries to get a broken output stream
+// back (a master restart takes seconds), one try every reconnectEvery.
+const (
+	reconnectFor   = 2 * time.Minute
+	reconnectEvery = 2 * time.Second
+)
+
+func (a *app) cmdRun(ctx context.Context, args []string) int {
+	fs := a.flags("run")
+	var sf submitFlags
+	sf.add(fs)
+	verbose := fs.Bool("v", false, "say on stderr which task was submitted and where each attempt runs")
+	words, code := a.parse(fs, args, -1, true)
+	if code >= 0 {
+		return code
+	}
+	s, err := sf.submission(words)
+	if err != nil {
+		return a.usageError(fs, "%v", err)
+	}
+	// Caught before the submission, so a Ctrl-C right after it is ours too.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, interrupt)
+	defer signal.Stop(sigs)
+
+	t, _, err := a.c.SubmitWith(ctx, s)
+	if err != nil {
+		return a.fail(err)
+	}
+	if *verbose {
+		fmt.Fprintf(a.stderr, "roundhouse: task %s %s\n", t.ID, t.Status)
+	}
+	f := &follower{a: a, verbose: *verbose}
+
+	// The follow runs in its own goroutine so this one can answer Ctrl-C;
+	// every return below cancels it and waits for it first.
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.follow(fctx, t.ID) }()
+	stopFollow := func() { cancel(); <-done }
+
+	var answers chan answer // non-nil while the prompt waits for one
+	for {
+		select {
+		case err := <-done:
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return exitInterrupted
+				}
+				return a.failTask(t.ID, err)
+			}
+			return taskExit(f.end.Status, f.end.ExitCode)
+		case <-sigs:
+			if !a.tty || answers != nil {
+				// No terminal to ask on, or a second Ctrl-C at the prompt.
+				stopFollow()
+				fmt.Fprintf(a.stderr, "\nroundhouse: task %s keeps running on the master; cancel it with: roundhouse cancel %s\n", t.ID, t.ID)
+				return exitInterrupted
+			}
+			fmt.Fprintf(a.stderr, "\ncancel task %s on the master? [y/N] ", t.ID)
+			answers = make(chan answer, 1)
+			// Left blocked on stdin only when a second Ctrl-C ends the
+			// command instead: then the process exits, and no read can
+			// be stopped otherwise.
+			go func(out chan<- answer) { out <- a.readAnswer() }(answers)
+		case ans := <-answers:
+			answers = nil
+			switch {
+			case ans.err != nil:
+				stopFollow()
+				fmt.Fprintf(a.stderr, "\nroundhouse: no answer (%v); task %s keeps running; cancel it with: roundhouse cancel %s\n", ans.err, t.ID, t.ID)
+				return exitInterrupted
+			case ans.yes:
+				if _, status, err := a.c.Cancel(ctx, t.ID); err != nil {
+					fmt.Fprintf(a.stderr, "roundhouse: canceling task %s: %s\n", t.ID, a.explain(err))
+				} else if status == http.StatusConflict {
+					fmt.Fprintf(a.stderr, "roundhouse: task %s had already ended\n", t.ID)
+				} else {
+					fmt.Fprintf(a.stderr, "roundhouse: task %s canceled\n", t.ID)
+				}
+				// The follow ends with the task's end event.
+			default:
+				fmt.Fprintf(a.stderr, "roundhouse: task %s keeps running (Ctrl-C again to ask again)\n", t.ID)
+			}
+		}
+	}
+}
+
+// answer is the reply to the cancel prompt.
+type answer struct {
+	yes bool
+	err error // stdin ended or failed: nobody is there to answer
+}
+
+func (a *app) readAnswer() answer {
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return answer{err: err}
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return answer{yes: true}
+	}
+	return answer{}
+}
+
+func (a *app) cmdLogs(ctx context.Context, args []string) int {
+	fs := a.flags("logs")
+	follow := fs.Bool("f", false, "follow the output live until the task ends")
+	verbose := fs.Bool("v", false, "with -f: say on stderr where each attempt runs")
+	pos, code := a.parse(fs, args, 1, false)
+	if code >= 0 {
+		return code
+	}
+	id := pos[0]
+	if !*follow {
+		o, err := a.c.Output(ctx, id)
+		if err != nil {
+			return a.failTask(id, err)
+		}
+		if a.json {
+			return a.printJSON(o)
+		}
+		fmt.Fprint(a.stdout, o.Stdout)
+		fmt.Fprint(a.stderr, o.Stderr)
+		return exitOK
+	}
+	ctx, stop := signal.NotifyContext(ctx, interrupt)
+	defer stop()
+	f := &follower{a: a, verbose: *verbose}
+	if err := f.follow(ctx, id); err != nil {
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		return a.failTask(id, err)
+	}
+	return exitOK
+}
+
+// follower prints one task's output stream: the text to stdout and stderr,
+// notes about attempts on stderr, or, with --json, each event as a line.
+// It is used by one goroutine at a time.
+type follower struct {
+	a       *app
+	verbose bool
+
+	end client.OutputEvent // the end event, once it came
+	// printed is, per attempt and stream, the offset up to which text was
+	// printed: a follow that reconnects gets the output again from the
+	// start of the buffer and prints only what is new.
+	printed map[streamKey]int64
+	lastEnd *client.OutputEvent // the last attempt_end, for the next attempt's note
+}
+
+type streamKey struct {
+	attempt int
+	stream  string
+}
+
+// follow follows the task's output until its end event, reconnecting when
+// the stream breaks (a master restart) for up to reconnectFor.
+func (f *follower) follow(ctx context.Context, id string) error {
+	f.printed = map[streamKey]int64{}
+	var brokenSince time.Time
+	for {
+		got := false
+		err := f.a.c.FollowOutput(ctx, id, func(e client.OutputEvent) error {
+			got = true
+			return f.event(e)
+		})
+		if err == nil || ctx.Err() != nil || client.StatusOf(err) != 0 {
+			return err
+		}
+		// The stream broke, or the master could not be reached.
+		if got || brokenSince.IsZero() {
+			brokenSince = time.Now()
+			fmt.Fprintf(f.a.stderr, "roundhouse: lost the output stream of task %s (%s); reconnecting\n", id, f.a.explain(err))
+		}
+		if time.Since(brokenSince) > reconnectFor {
+			return fmt.Errorf("%w; task %s may still run: roundhouse wait %s", err, id, id)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(reconnectEvery):
+		}
+	}
+}
+
+func (f *follower) event(e client.OutputEvent) error {
+	if e.Type == client.OutputEnd {
+		f.end = e
+	}
+	if e.Type == client.OutputText {
+		// Only what was not printed yet, after a reconnect.
+		k := streamKey{e.Attempt, e.Stream}
+		seen := f.printed[k]
+		if end := e.Offset + int64(len(e.Text)); end <= seen {
+			return nil
+		} else if e.Offset < seen {
+			e.Text, e.Offset = e.Text[seen-e.Offset:], seen
+		}
+		f.printed[k] = e.Offset + int64(len(e.Text))
+	}
+	if f.a.json {
+		return f.a.printJSONLine(struct {
+			Event string `json:"event"`
+			client.OutputEvent
+		}{e.Type, e})
+	}
+	a := f.a
+	switch e.Type {
+	case client.OutputText:
+		w := a.stdout
+		if e.Stream == "stderr" {
+			w = a.stderr
+		}
+		_, err := fmt.Fprint(w, e.Text)
+		return err
+	case client.OutputSkipped:
+		fmt.Fprintf(a.stderr, "roundhouse: [%d bytes of %s skipped: the master's live buffer or the worker dropped them]\n", e.Bytes, e.Stream)
+	case client.OutputAttemptEnd:
+		f.lastEnd = &e
+	case client.OutputAttempt:
+		switch {
+		case f.lastEnd != nil:
+			why := f.lastEnd.Outcome
+			if f.lastEnd.Detail != "" {
+				why += ": " + f.lastEnd.Detail
+			}
+			fmt.Fprintf(a.stderr, "roundhouse: attempt %d on %s (attempt %d %s)\n", e.Attempt, e.WorkerID, f.lastEnd.Attempt, why)
+			f.lastEnd = nil
+		case e.Attempt > 1 || f.verbose:
+			fmt.Fprintf(a.stderr, "roundhouse: attempt %d on %s\n", e.Attempt, e.WorkerID)
+		}
+	case client.OutputEnd:
+		// The exit code tells a script most; say what it cannot.
+		if f.verbose || e.Status != "succeeded" && (e.Status != "failed" || e.ExitCode == nil || e.Error != nil) {
+			msg := outcome(e.Status, e.ExitCode)
+			if e.Error != nil {
+				msg += ": " + *e.Error
+			}
+			fmt.Fprintf(a.stderr, "roundhouse: task %s\n", msg)
+		}
+	}
+	return nil
+}

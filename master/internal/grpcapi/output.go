@@ -1,0 +1,56 @@
+package grpcapi
+
+import (
+	"errors"
+	"io"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+// StreamOutput takes the live output of the worker's running tasks until
+// the worker closes the stream, and answers once. Each chunk goes to the
+// live buffers, which keep only chunks of a current delivery from the
+// worker that holds it. A malformed chunk is skipped, not fatal: live
+// output is a view, and one bad chunk must not cost a worker its stream.
+// Append never blocks (the buffers' lock is a leaf, and followers read at
+// their own pace), so a slow follower never slows this stream or the
+// worker behind it.
+func (s *Server) StreamOutput(stream pb.NodeService_StreamOutputServer) error {
+	for {
+		batch, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&pb.OutputAck{})
+		}
+		if err != nil {
+			return err
+		}
+		if s.live == nil || !workerIDPattern.MatchString(batch.GetWorkerId()) {
+			continue
+		}
+		for _, c := range batch.GetChunks() {
+			if ch, ok := chunkOf(batch.GetWorkerId(), c); ok {
+				s.live.Append(ch)
+			}
+		}
+	}
+}
+
+// chunkOf converts a chunk, or reports it malformed: an unknown stream, a
+// negative offset or attempt, a task ID that is empty or too long.
+func chunkOf(workerID string, c *pb.OutputChunk) (liveout.Chunk, bool) {
+	var st liveout.Stream
+	switch c.GetStream() {
+	case pb.OutputStream_OUTPUT_STREAM_STDOUT:
+		st = liveout.Stdout
+	case pb.OutputStream_OUTPUT_STREAM_STDERR:
+		st = liveout.Stderr
+	default:
+		return liveout.Chunk{}, false
+	}
+	if c.GetTaskId() == "" || len(c.GetTaskId()) > maxIDLen || c.GetOffset() < 0 || c.GetAttempt() < 1 {
+		return liveout.Chunk{}, false
+	}
+	return liveout.Chunk{TaskID: c.GetTaskId(), WorkerID: workerID, Attempt: int(c.GetAttempt()), Stream: st,
+		Offset: c.GetOffset(), Data: c.GetData()}, true
+}

@@ -1,0 +1,76 @@
+package grpcapi
+
+import (
+	"context"
+	"testing"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+// StreamOutput hands a current delivery's chunks to the live buffers, and
+// drops a stale delivery's and malformed ones without ending the stream.
+func TestStreamOutputKeepsOnlyTheCurrentDelivery(t *testing.T) {
+	live := liveout.New(1 << 16)
+	s := startWith(t, setup{live: live})
+	c := pb.NewNodeServiceClient(dial(t, s.addr))
+	ctx := ctxT(t)
+	stream, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("first message = %v, %v", m, err)
+	}
+	tk, _, err := s.d.Submit(context.Background(), dispatch.Submission{Cmd: "echo hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetTask().GetId() != tk.ID {
+		t.Fatalf("assignment = %v, %v", m, err)
+	}
+
+	out, err := c.StreamOutput(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := func(attempt int32, st pb.OutputStream, off int64, data string) *pb.OutputChunk {
+		return &pb.OutputChunk{TaskId: tk.ID, Attempt: attempt, Stream: st, Offset: off, Data: []byte(data)}
+	}
+	batches := []*pb.OutputBatch{
+		{WorkerId: "w1", InstanceId: "i1", Chunks: []*pb.OutputChunk{
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_STDOUT, 0, "hi\n"),
+			chunk(2, pb.OutputStream_OUTPUT_STREAM_STDOUT, 0, "stale attempt\n"),
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_UNSPECIFIED, 0, "no stream\n"),
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_STDERR, -5, "negative\n"),
+			{Attempt: 1, Stream: pb.OutputStream_OUTPUT_STREAM_STDOUT, Data: []byte("no task\n")},
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_STDERR, 0, "warn\n"),
+		}},
+		{WorkerId: "w2", InstanceId: "i2", Chunks: []*pb.OutputChunk{ // not the worker that holds it
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_STDOUT, 3, "other worker\n"),
+		}},
+		{WorkerId: "w1", InstanceId: "i1", Chunks: []*pb.OutputChunk{
+			chunk(1, pb.OutputStream_OUTPUT_STREAM_STDOUT, 3, "bye\n"),
+		}},
+	}
+	for _, b := range batches {
+		if err := out.Send(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := out.CloseAndRecv(); err != nil {
+		t.Fatalf("StreamOutput ended with %v", err)
+	}
+	// The ack comes after the last batch was handled.
+	snap, ok := live.Snapshot(tk.ID)
+	if !ok || snap.Attempt != 1 || snap.WorkerID != "w1" {
+		t.Fatalf("Snapshot = %+v, %v", snap, ok)
+	}
+	if got := string(snap.Streams[liveout.Stdout].Data); got != "hi\nbye\n" {
+		t.Errorf("stdout = %q, want %q", got, "hi\nbye\n")
+	}
+	if got := string(snap.Streams[liveout.Stderr].Data); got != "warn\n" {
+		t.Errorf("stderr = %q, want %q", got, "warn\n")
+	}
+}

@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// outputStream turns a follower's events into the SSE events of
+// GET /tasks/{id}/output?follow=true. It holds back a character split
+// between chunks until it is whole, and counts, per delivery, how far into
+// each stream the follower has been sent, so that the end can fill in
+// what the follower has not had from the stored output.
+type outputStream struct {
+	write     func(string) bool
+	announced bool
+	attempt   int               // the delivery being followed
+	sent      map[int]*[2]int64 // per delivery, the offset of each stream up to which it was sent (or skipped)
+	pending   [2][]byte         // the start of a character not yet whole, per stream of the current delivery
+}
+
+func newOutputStream(write func(string) bool) *outputStream {
+	return &outputStream{write: write, sent: make(map[int]*[2]int64)}
+}
+
+type attemptEvent struct {
+	Attempt  int     `json:"attempt"`
+	WorkerID *string `json:"worker_id"`
+}
+
+type outputEvent struct {
+	Attempt int    `json:"attempt"`
+	Stream  string `json:"stream"`
+	Offset  int64  `json:"offset"`
+	Text    string `json:"text"`
+}
+
+type skippedEvent struct {
+	Attempt int    `json:"attempt"`
+	Stream  string `json:"stream"`
+	Bytes   int64  `json:"bytes"`
+}
+
+type attemptEndEvent struct {
+	Attempt  int    `json:"attempt"`
+	WorkerID string `json:"worker_id"`
+	Outcome  string `json:"outcome"`
+	Detail   string `json:"detail"`
+}
+
+type endEvent struct {
+	Status          string  `json:"status"`
+	ExitCode        *int    `json:"exit_code"`
+	Error           *string `json:"error"`
+	Attempt         int     `json:"attempt"`
+	StdoutTruncated bool    `json:"stdout_truncated"`
+	StderrTruncated bool    `json:"stderr_truncated"`
+}
+
+func (o *outputStream) event(name string, v any) bool {
+	data, _ := json.Marshal(v) // plain fields: cannot fail
+	return o.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, data))
+}
+
+func (o *outputStream) offsets(attempt int) *[2]int64 {
+	p := o.sent[attempt]
+	if p == nil {
+		p = new([2]int64)
+		o.sent[attempt] = p
+	}
+	return p
+}
+
+// send writes what e tells; false when the client is gone.
+func (o *outputStream) send(e liveout.Event) bool {
+	switch e.Kind {
+	case liveout.KindAttempt:
+		if !o.flush() {
+			return false
+		}
+		o.announced, o.attempt = true, e.Attempt
+		o.offsets(e.Attempt)
+		return o.event("attempt", attemptEvent{Attempt: e.Attempt, WorkerID: nonEmpty(e.WorkerID)})
+	case liveout.KindOutput:
+		s := e.Stream
+		start := e.Offset - int64(len(o.pending[s]))
+		data := append(o.pending[s], e.Data...)
+		cut := wholeRunes(data)
+		o.pending[s] = append([]byte(nil), data[cut:]...)
+		return o.text(e.Attempt, s, start, data[:cut])
+	case liveout.KindSkipped:
+		if !o.flushStream(e.Stream) {
+			return false
+		}
+		o.offsets(e.Attempt)[e.Stream] = e.Offset + e.Bytes
+		return o.event("skipped", skippedEvent{Attempt: e.Attempt, Stream: e.Stream.String(), Bytes: e.Bytes})
+	case liveout.KindAttemptEnd:
+		if !o.flush() {
+			return false
+		}
+		return o.event("attempt_end", attemptEndEvent{Attempt: e.Attempt, WorkerID: e.WorkerID, Outcome: e.Outcome, Detail: e.Detail})
+	}
+	return true
+}
+
+// text sends the bytes p of stream s starting at off, as UTF-8, and
+// counts them as sent.
+func (o *outputStream) text(attempt int, s liveout.Stream, off int64, p []byte) bool {
+	if len(p) == 0 {
+		return true
+	}
+	o.offsets(attempt)[s] = off + int64(len(p))
+	return o.event("output", outputEvent{Attempt: attempt, Stream: s.String(), Offset: off,
+		Text: strings.ToValidUTF8(string(p), "\uFFFD")})
+}
+
+// flushStream sends a character that will not be completed (the stream
+// skips, or the delivery ends) as what it is: invalid, so U+FFFD.
+func (o *outputStream) flushStream(s liveout.Stream) bool {
+	p := o.pending[s]
+	o.pending[s] = nil
+	if len(p) == 0 {
+		return true
+	}
+	return o.text(o.attempt, s, o.offsets(o.attempt)[s], p)
+}
+
+func (o *outputStream) flush() bool {
+	return o.flushStream(liveout.Stdout) && o.flushStream(liveout.Stderr)
+}
+
+// finish ends the follow of final task t: an attempt event if none was
+// sent, then what of the stored output the follower has not had (past
+// the offsets sent of the deciding delivery, attempt, or t's own guess
+// when 0), then end. A held-back partial character is dropped: the
+// stored output has it whole (or as U+FFFD).
+func (o *outputStream) finish(t task.Task, attempt int) {
+	if attempt == 0 {
+		attempt = finalAttempt(t)
+	}
+	if !o.announced && attempt > 0 {
+		if !o.event("attempt", attemptEvent{Attempt: attempt, WorkerID: nonEmpty(t.WorkerID)}) {
+			return
+		}
+	}
+	o.pending = [2][]byte{}
+	sent := o.offsets(attempt)
+	for s, stored := range [2]string{t.Stdout, t.Stderr} {
+		from := int(min(sent[s], int64(len(stored))))
+		for from < len(stored) && !utf8.RuneStart(stored[from]) {
+			from++
+		}
+		for from < len(stored) {
+			to := min(from+outputChunk, len(stored))
+			for to < len(stored) && !utf8.RuneStart(stored[to]) {
+				to--
+			}
+			if !o.event("output", outputEvent{Attempt: attempt, Stream: liveout.Stream(s).String(), Offset: int64(from), Text: stored[from:to]}) {
+				return
+			}
+			from = to
+		}
+	}
+	o.event("end", endEvent{Status: string(t.Status), ExitCode: t.ExitCode, Error: nonEmpty(t.Error), Attempt: attempt,
+		StdoutTruncated: t.StdoutCut, StderrTruncated: t.StderrCut})
+}
