@@ -142,7 +142,7 @@ func TestDashboardTimeline(t *testing.T) {
 		t.Fatalf("three tasks one after another ran on %v, want one on each worker in turn", used)
 	}
 
-	id := l.submit("sleep 60").ID
+	id := l.submit("echo running; sleep 60").ID
 	l.watch(id)
 	waitStatus(t, l, id, "running")
 	tk, err := l.api.Get(l.ctx, id)
@@ -151,7 +151,17 @@ func TestDashboardTimeline(t *testing.T) {
 	}
 	victim := tk.Worker()
 	p.visibleBar("see the running bar", victim, id, 1, "running")
+
+	// Watch the kill from the task's view, then from the timeline.
+	p.goTo("#/tasks/" + id)
+	p.visible("see the task view follow attempt 1", `#tv-output[data-following="true"][data-attempt="1"]`)
 	l.docker("kill", l.workers[victim].GetContainerID()) // SIGKILL: the worker just vanishes
+	p.visible("see the task view tell of the lost attempt", `#tv-notes [data-event="attempt_end"][data-outcome="lost"]`)
+	p.visible("see the task view follow attempt 2", `#tv-output[data-following="true"][data-attempt="2"]`)
+	p.visible("see the attempts in the task view", `#tv-history-body tr[data-attempt="1"][data-outcome="lost"] ~ tr[data-attempt="2"][data-outcome="running"]`)
+	p.shot("dashboard-task-rerun.png")
+	p.goTo("#/")
+
 	p.visibleBar("see the killed worker's bar end lost", victim, id, 1, "lost")
 	if n := p.count(fmt.Sprintf(`#timeline [data-lane=%q] [data-task=%q][data-attempt="1"] .mark`, victim, id)); n != 1 {
 		t.Fatalf("the lost bar has %d marks, want 1", n)

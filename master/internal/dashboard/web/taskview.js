@@ -145,8 +145,12 @@ function setOutput(stream, text) {
   if (pre.textContent !== text) pre.textContent = text;
 }
 
-function note(text, cls) {
+// note tells of an event of the output stream (data-event names it, for
+// tests), above the output.
+function note(event, text, cls, outcome) {
   const p = el('p', 'note ' + (cls || ''), text);
+  p.dataset.event = event;
+  if (outcome) p.dataset.outcome = outcome;
   $('tv-notes').appendChild(p);
 }
 
@@ -184,7 +188,7 @@ function outputEvent(f, type, data) {
       f.streams = { stdout: 0, stderr: 0 };
       out.dataset.attempt = String(d.attempt);
       $('tv-output-state').textContent = 'attempt ' + d.attempt + (d.worker_id ? ' on ' + d.worker_id : '') + ', following live';
-      note('attempt ' + d.attempt + ' started' + (d.worker_id ? ' on ' + d.worker_id : ''));
+      note('attempt', 'attempt ' + d.attempt + ' started' + (d.worker_id ? ' on ' + d.worker_id : ''));
       break;
     case 'output': {
       if (f.attempt && d.attempt !== f.attempt) return;
@@ -208,8 +212,8 @@ function outputEvent(f, type, data) {
       break;
     }
     case 'attempt_end':
-      note('attempt ' + d.attempt + (d.worker_id ? ' on ' + d.worker_id : '') + ' ended: ' + d.outcome +
-        (d.detail ? ' (' + d.detail + ')' : '') + '; the task runs again', 'warn');
+      note('attempt_end', 'attempt ' + d.attempt + (d.worker_id ? ' on ' + d.worker_id : '') + ' ended: ' + d.outcome +
+        (d.detail ? ' (' + d.detail + ')' : '') + '; the task runs again', 'warn', d.outcome);
       loadTaskSoon();
       break;
     case 'end':
@@ -218,7 +222,7 @@ function outputEvent(f, type, data) {
       $('tv-output-state').textContent = 'attempt ' + d.attempt + ': ' + d.status +
         (d.exit_code === null || d.exit_code === undefined ? '' : ', exit ' + d.exit_code) +
         (d.stdout_truncated || d.stderr_truncated ? ' (output truncated)' : '');
-      if (d.error) note(d.error, 'warn');
+      if (d.error) note('end', d.error, 'warn', d.status);
       loadTaskSoon();
       break;
   }
