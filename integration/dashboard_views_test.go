@@ -184,7 +184,7 @@ func TestDashboardTimeline(t *testing.T) {
 	p.poll("see 2 workers connected on the chart", `document.querySelector('#rate-workers').dataset.value === "2"`)
 	p.poll("see the 4 submissions counted", `document.querySelector('#rate-submitted').dataset.total === "4"`)
 	p.poll("see the 3 ends counted", `document.querySelector('#rate-finished').dataset.total === "3"`)
-	p.choose("show the last minute", "#timeline-range", "60")
+	p.choose("show the last 30 s", "#timeline-range", "30")
 	p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
 	p.shot("dashboard-timeline.png")
 

@@ -306,4 +306,6 @@ function startTaskView() {
   onEvent((e) => { if (e.task_id && e.task_id === tvID && !$('view-task').hidden) loadTaskSoon(); });
   onConnect(() => { if (tvID && !$('view-task').hidden) loadTask(); });
   addView('task', { show: tvShow, hide: tvHide });
+  // A live task's run time counts up between its events.
+  setInterval(() => { if (tvTask && tvTask.id === tvID && LIVE.includes(tvTask.status) && !$('view-task').hidden) renderTask(tvTask); }, 1000);
 }
