@@ -107,7 +107,32 @@ function timelineEvent(e) {
       rotation = rotation.filter((id) => id !== e.worker_id);
       gone.set(e.worker_id, t);
       break;
+    case 'gap': reconcile(); return;
     default: return;
+  }
+  timelineSoon();
+}
+
+// reconcile asks the master about the open bars after a gap in the events
+// (a restarted master, a reader too far behind): their ends may be among
+// the events missed. A bar whose attempt has ended takes its outcome and
+// time from the task's history.
+async function reconcile() {
+  const open = [...bars.values()].filter((b) => b.end === null).slice(0, 100);
+  for (const b of open) {
+    let t;
+    try {
+      t = await api('/tasks/' + encodeURIComponent(b.task));
+    } catch (e) {
+      if (e.status === 404) bars.delete(b.task + '/' + b.attempt);
+      continue;
+    }
+    const h = (t.history || []).find((a) => a.attempt === b.attempt);
+    if (h && h.outcome !== 'running' && b.end === null) {
+      b.end = h.finished_at ? new Date(h.finished_at).getTime() : Date.now();
+      b.outcome = h.outcome;
+      b.lost = h.outcome === 'lost';
+    }
   }
   timelineSoon();
 }
