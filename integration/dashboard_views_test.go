@@ -180,7 +180,7 @@ func TestDashboardTimeline(t *testing.T) {
 		t.Fatalf("the re-run is drawn on lane %s; the API says it runs on %s, the killed worker was %s", rerun, tk.History[1].WorkerID, victim)
 	}
 	p.poll("see the killed worker's lane marked as left",
-		fmt.Sprintf(`(() => { const l = document.querySelector('#timeline [data-lane=%q]'); return !!l && l.classList.contains('gone') })()`, victim))
+		fmt.Sprintf(`(() => { const l = document.querySelector('#timeline [data-lane=%q]'); return !!l && l.classList.contains('gone') && l.textContent.includes('(left)') })()`, victim))
 	p.poll("see 2 workers connected on the chart", `document.querySelector('#rate-workers').dataset.value === "2"`)
 	p.poll("see the 4 submissions counted", `document.querySelector('#rate-submitted').dataset.total === "4"`)
 	p.poll("see the 3 ends counted", `document.querySelector('#rate-finished').dataset.total === "3"`)

@@ -35,7 +35,11 @@ function evTime(e) {
 
 // timelineWorkers takes the rotation from GET /workers.
 function timelineWorkers(workers) {
+  const now = Date.now();
+  const was = rotation;
   rotation = workers.map((w) => w.id);
+  // An answer can cross a worker.left event; a worker missing from it left.
+  for (const id of was) if (!rotation.includes(id) && !gone.has(id)) gone.set(id, now);
   for (const id of rotation) gone.delete(id);
   timelineSoon();
 }
@@ -203,7 +207,7 @@ function timelineDraw() {
     lane.dataset.position = String(i);
     svg('rect', { x: 0, y: y + 1, width: w, height: TL_LANE_H - 2, class: 'lane-bg' }, lane);
     const name = svg('text', { x: 6, y: y + TL_LANE_H / 2 + 4, class: 'lane-name' }, lane);
-    name.textContent = (rotation.includes(id) ? (i + 1) + '. ' : '') + id + (gone.has(id) ? ' (left)' : '');
+    name.textContent = rotation.includes(id) ? (i + 1) + '. ' + id : id + ' (left)';
     for (const b of bars.values()) {
       if (b.worker !== id) continue;
       const end = b.end === null ? now : b.end;
