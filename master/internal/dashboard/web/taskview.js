@@ -219,7 +219,7 @@ function outputEvent(f, type, data) {
     case 'end':
       f.ended = true;
       out.dataset.ended = 'true';
-      $('tv-output-state').textContent = 'attempt ' + d.attempt + ': ' + d.status +
+      $('tv-output-state').textContent = 'attempt ' + (f.attempt || d.attempt) + ': ' + d.status +
         (d.exit_code === null || d.exit_code === undefined ? '' : ', exit ' + d.exit_code) +
         (d.stdout_truncated || d.stderr_truncated ? ' (output truncated)' : '');
       if (d.error) note('end', d.error, 'warn', d.status);
