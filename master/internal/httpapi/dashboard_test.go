@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -16,7 +17,11 @@ func TestDashboardIsServed(t *testing.T) {
 		{"/", "text/html", `id="workers"`},
 		{"/ui/app.js", "javascript", "Last-Event-ID"},
 		{"/", "text/html", `id="waiting-list"`},
-		{"/ui/app.js", "javascript", "api('/queue')"},
+		{"/ui/overview.js", "javascript", "api('/queue')"},
+		{"/ui/taskview.js", "javascript", "/output?follow=true"},
+		{"/ui/tasks.js", "javascript", "next_cursor"},
+		{"/ui/timeline.js", "javascript", "data-lane"},
+		{"/ui/charts.js", "javascript", "getContext('2d')"},
 		{"/ui/style.css", "text/css", "#event-list"},
 	}
 	for _, tt := range tests {
@@ -34,6 +39,48 @@ func TestDashboardIsServed(t *testing.T) {
 	}
 	if status, _, body := do(t, http.MethodGet, o.srv.URL+"/ui/nothing.js", ""); status != http.StatusNotFound {
 		t.Errorf("GET /ui/nothing.js: %d %v, want 404", status, body)
+	}
+}
+
+// The page runs under Content-Security-Policy default-src 'self': every
+// script it names must be served from /ui/, and it may hold no inline
+// script, style or event handler, which the browser would refuse.
+func TestDashboardPageFitsItsCSP(t *testing.T) {
+	o := newObserved(t)
+	resp, err := http.Get(o.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+		t.Fatalf("Content-Security-Policy %q, want default-src 'self'", csp)
+	}
+	for _, bad := range []*regexp.Regexp{
+		regexp.MustCompile(`<script(\s[^>]*)?>[^<]`), // a script with a body
+		regexp.MustCompile(`<script>`),
+		regexp.MustCompile(`<style`),
+		regexp.MustCompile(`\sstyle=`),
+		regexp.MustCompile(`\son[a-z]+=`),
+	} {
+		if m := bad.FindString(page); m != "" {
+			t.Errorf("the page has %q, which its CSP blocks", m)
+		}
+	}
+	srcs := regexp.MustCompile(`<script src="([^"]+)"`).FindAllStringSubmatch(page, -1)
+	if len(srcs) < 2 {
+		t.Fatalf("the page names %d scripts, want its split scripts", len(srcs))
+	}
+	for _, m := range srcs {
+		resp, err := http.Get(o.srv.URL + m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+			t.Errorf("GET %s: %s %q, want 200 javascript", m[1], resp.Status, resp.Header.Get("Content-Type"))
+		}
 	}
 }
 

@@ -122,9 +122,11 @@ func wholeRunes(p []byte) int {
 
 // finalAttempt is the delivery a task's stored output belongs to: the one
 // whose result decided it (a late result of an earlier delivery can), as
-// far as the task's history tells, else its last delivery.
+// far as the task's history tells, else its last delivery. A cancel decides
+// a task without a result: its last delivery is the one it ended (an
+// earlier delivery may have been canceled too, before a retry by hand).
 func finalAttempt(t task.Task) int {
-	if t.Status.Final() {
+	if t.Status.Final() && t.Status != task.StatusCanceled {
 		for i := len(t.History) - 1; i >= 0; i-- {
 			if h := t.History[i]; !h.Duplicate && h.Outcome == task.Outcome(t.Status) {
 				return h.N

@@ -291,3 +291,29 @@ func TestOutputRequestErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestFinalAttempt(t *testing.T) {
+	attempt := func(n int, o task.Outcome, dup bool) task.Attempt {
+		return task.Attempt{N: n, Outcome: o, Duplicate: dup}
+	}
+	tests := []struct {
+		name string
+		t    task.Task
+		want int
+	}{
+		{"succeeded on its last delivery", task.Task{Status: task.StatusSucceeded, Attempts: 2,
+			History: []task.Attempt{attempt(1, task.OutcomeLost, false), attempt(2, task.OutcomeSucceeded, false)}}, 2},
+		{"decided by a late result of an earlier delivery", task.Task{Status: task.StatusSucceeded, Attempts: 2,
+			History: []task.Attempt{attempt(1, task.OutcomeSucceeded, false), attempt(2, task.OutcomeSucceeded, true)}}, 1},
+		{"canceled on its second run, after a canceled first", task.Task{Status: task.StatusCanceled, Attempts: 2,
+			History: []task.Attempt{attempt(1, task.OutcomeCanceled, false), attempt(2, task.OutcomeRunning, false)}}, 2},
+		{"running", task.Task{Status: task.StatusRunning, Attempts: 3}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := finalAttempt(tt.t); got != tt.want {
+				t.Errorf("finalAttempt = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

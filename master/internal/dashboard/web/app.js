@@ -1,20 +1,17 @@
-// Roundhouse dashboard: workers from GET /workers, what waits from
-// GET /queue, the live stream from GET /events, tasks through POST /tasks.
-// Every request carries the API token, when one was entered; EventSource
-// cannot send headers, so the event stream is read with fetch() and parsed
-// here.
+// Roundhouse dashboard, the core the other scripts build on: the API token
+// and requests, an SSE reader over fetch() (EventSource cannot send the
+// Authorization header), the event stream from GET /events handed to every
+// view that listens, and the router between the views (#/, #/tasks,
+// #/tasks/ID). Each view lives in its own script: overview.js (workers,
+// queue, the command form, the event list), charts.js (rates), timeline.js,
+// tasks.js (the task table), taskview.js (one task, its output); start.js
+// wires them up.
 'use strict';
 
 const TOKEN_KEY = 'roundhouse.token';
-const MAX_EVENTS = 300;
+const FINAL = ['succeeded', 'failed', 'timed_out', 'canceled'];
 
 const $ = (id) => document.getElementById(id);
-// From 0 at first, so the page starts with the events the master still
-// keeps; afterwards from the last one seen.
-let lastEventId = '0';
-let seenEvents = false;
-let streamAbort = null;
-let refreshTimer = null;
 
 function authHeaders(extra) {
   const h = Object.assign({}, extra || {});
@@ -23,6 +20,8 @@ function authHeaders(extra) {
   return h;
 }
 
+// api sends a request with the token and returns the JSON body, or throws
+// an Error with the master's message (its {"error": ...}) and the status.
 async function api(path, opts) {
   opts = opts || {};
   const resp = await fetch(path, Object.assign({}, opts, { headers: authHeaders(opts.headers), cache: 'no-store' }));
@@ -31,7 +30,11 @@ async function api(path, opts) {
     throw new Error('unauthorized: enter the API token (MASTER_API_TOKEN) above');
   }
   const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(body.error || resp.status + ' ' + resp.statusText);
+  if (!resp.ok) {
+    const err = new Error(body.error || resp.status + ' ' + resp.statusText);
+    err.status = resp.status;
+    throw err;
+  }
   return body;
 }
 
@@ -40,6 +43,8 @@ function setConn(state, text) {
   el.dataset.state = state;
   el.textContent = text || state;
 }
+
+// Formatting -----------------------------------------------------------------
 
 function clock(t) {
   const d = new Date(t);
@@ -58,6 +63,27 @@ function ago(t) {
   return s < 1 ? 'now' : s < 60 ? Math.round(s) + 's ago' : Math.round(s / 60) + 'm ago';
 }
 
+// seconds writes a duration in seconds for people: 0.042s, 3.1s, 2m05s.
+function seconds(s) {
+  if (s === null || s === undefined || isNaN(s)) return '';
+  if (s < 10) return s.toFixed(s < 1 ? 3 : 1) + 's';
+  if (s < 60) return Math.round(s) + 's';
+  const m = Math.floor(s / 60);
+  return m + 'm' + String(Math.round(s - m * 60)).padStart(2, '0') + 's';
+}
+
+// between is the time from a to b (or to now without b), in seconds.
+function between(a, b) {
+  if (!a) return null;
+  return ((b ? new Date(b) : Date.now()) - new Date(a)) / 1000;
+}
+
+// shortID is the tail of a task ID: UUIDv7s share their leading (time)
+// digits, so the tail tells tasks apart.
+function shortID(id) {
+  return id ? '…' + id.slice(-8) : '';
+}
+
 function cell(tr, text, cls) {
   const td = document.createElement('td');
   td.textContent = text;
@@ -66,176 +92,83 @@ function cell(tr, text, cls) {
   return td;
 }
 
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function statusPill(e, status) {
+  e.textContent = status ? status.replace('_', ' ') : '';
+  e.className = 'pill status-' + status;
+  return e;
+}
+
 // labelText writes a label set as the master does (labels.String): sorted
 // "k=v,k=v", so equal sets read the same and serve as a selector.
 function labelText(set) {
   return Object.keys(set || {}).sort().map((k) => k + '=' + set[k]).join(',');
 }
 
-// Workers ------------------------------------------------------------------
+// Server-Sent Events over fetch --------------------------------------------
 
-async function refreshWorkers() {
-  let body;
-  try {
-    body = await api('/workers');
-  } catch (e) {
-    return;
-  }
-  const tbody = $('workers-body');
-  tbody.replaceChildren();
-  let next = null;
-  body.workers.forEach((w, i) => {
-    const tr = document.createElement('tr');
-    tr.dataset.workerId = w.id;
-    tr.dataset.state = w.state;
-    tr.dataset.next = String(!!w.next);
-    tr.dataset.labels = labelText(w.labels);
-    cell(tr, String(i + 1));
-    cell(tr, w.id, 'worker-id');
-    const labels = cell(tr, '', 'labels');
-    for (const l of tr.dataset.labels ? tr.dataset.labels.split(',') : []) {
-      const chip = document.createElement('span');
-      chip.className = 'label';
-      chip.textContent = l;
-      labels.appendChild(chip);
+// readSSE reads an SSE response body and calls onEvent(type, data, id) for
+// each event; comments (heartbeats) are skipped. It returns when the body
+// ends; an abort or a network error throws.
+async function readSSE(resp, onEvent) {
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replace(/\r\n?/g, '\n');
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let id = '', type = 'message', data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith(':')) continue;
+        const j = line.indexOf(':');
+        const field = j < 0 ? line : line.slice(0, j);
+        let v = j < 0 ? '' : line.slice(j + 1);
+        if (v.startsWith(' ')) v = v.slice(1);
+        if (field === 'id') id = v;
+        else if (field === 'event') type = v;
+        else if (field === 'data') data += (data ? '\n' : '') + v;
+      }
+      if (data) onEvent(type, data, id);
     }
-    cell(tr, w.state, 'state-' + w.state);
-    cell(tr, String(w.slots), 'slots');
-    cell(tr, String(w.running), 'running');
-    cell(tr, String(w.completed), 'completed');
-    cell(tr, ago(w.last_seen), 'muted');
-    cell(tr, w.next ? '◀ next task' : '', 'next');
-    tbody.appendChild(tr);
-    if (w.next) next = w.id;
-  });
-  $('worker-count').textContent = String(body.workers.length);
-  $('workers-empty').hidden = body.workers.length > 0;
-  $('next-info').textContent = body.workers.length === 0 ? '' :
-    next ? 'The next task goes to ' + next + '.' : 'Every worker is busy or draining: the next task waits in the queue.';
-}
-
-// Queue --------------------------------------------------------------------
-
-// refreshQueue shows the counts of GET /queue, and flags the groups of
-// tasks no connected worker can run: they wait until one with their labels
-// joins, and nothing else would tell.
-async function refreshQueue() {
-  let q;
-  try {
-    q = await api('/queue');
-  } catch (e) {
-    return;
-  }
-  $('queue-queued').textContent = String(q.queued);
-  $('queue-scheduled').textContent = String(q.scheduled);
-  for (const td of document.querySelectorAll('#queue-priorities td[data-priority]')) {
-    td.textContent = String(q.by_priority[td.dataset.priority] || 0);
-  }
-  $('queue-next-run').textContent = q.next_run_at ? 'The next scheduled task is due at ' + when(q.next_run_at) + '.' : '';
-  const list = $('waiting-list');
-  list.replaceChildren();
-  for (const g of q.groups) {
-    if (!g.waiting_for) continue;
-    const li = document.createElement('li');
-    li.dataset.requires = labelText(g.requires);
-    li.dataset.queued = String(g.queued);
-    const count = document.createElement('span');
-    count.className = 'pill count';
-    count.textContent = String(g.queued);
-    count.title = 'queued tasks that need ' + (li.dataset.requires || 'any worker');
-    const why = document.createElement('span');
-    why.className = 'why';
-    why.textContent = g.waiting_for;
-    li.append(count, why);
-    list.appendChild(li);
-  }
-  $('waiting-empty').hidden = list.children.length > 0;
-  $('queue-section').dataset.waiting = String(list.children.length > 0);
-}
-
-// refreshSoon coalesces the refreshes a burst of events asks for.
-function refreshSoon() {
-  if (refreshTimer) return;
-  refreshTimer = setTimeout(() => { refreshTimer = null; refreshWorkers(); refreshQueue(); }, 150);
-}
-
-// Events -------------------------------------------------------------------
-
-function describe(e) {
-  switch (e.type) {
-    case 'task.queued': return (e.reason === 'due' ? 'due: ' : '') + (e.cmd || '') + scheduling(e);
-    case 'task.scheduled': return 'runs at ' + when(e.run_at) + (e.reason ? ' (' + e.reason + ')' : '') +
-      (e.detail ? ': ' + e.detail : e.cmd ? ': ' + e.cmd + scheduling(e) : '');
-    case 'task.retried': return 'retried by hand: a new attempt';
-    case 'task.assigned': return 'attempt ' + e.attempt + (e.reason ? ' (' + e.reason + ')' :
-      e.wait_seconds !== undefined ? ', waited ' + e.wait_seconds.toFixed(3) + 's' : '');
-    case 'task.finished': return e.status + (e.exit_code !== undefined ? ', exit ' + e.exit_code : '') +
-      (e.run_seconds !== undefined ? ', ran ' + e.run_seconds.toFixed(3) + 's' : '') + (e.reason ? ' (' + e.reason + ')' : '');
-    case 'task.requeued': return (e.reason || '') + (e.detail ? ': ' + e.detail : '');
-    case 'task.canceled': return 'canceled';
-    case 'worker.joined': return e.slots + ' slot(s), position ' + ((e.position || 0) + 1);
-    case 'worker.draining': return 'takes no new tasks, ' + (e.running || 0) + ' running';
-    case 'worker.left': case 'worker.timed_out': return (e.reason || '') + (e.detail ? ': ' + e.detail : '');
-    case 'gap': return 'missed some events; reloaded the workers';
-    default: return '';
   }
 }
 
-// scheduling is what a task asks of the scheduler beyond the defaults
-// (priority 3, any worker).
-function scheduling(e) {
-  const requires = labelText(e.requires);
-  return (e.priority && e.priority !== 3 ? ' · priority ' + e.priority : '') + (requires ? ' · needs ' + requires : '');
+// The event stream ------------------------------------------------------------
+
+// From 0 at first, so the page starts with the events the master still
+// keeps (the timeline and the rates draw the recent past from them);
+// afterwards from the last one seen.
+let lastEventId = '0';
+let seenEvents = false;
+let streamAbort = null;
+const eventListeners = [];
+
+// onEvent registers fn(e) for every event of GET /events, the kept history
+// first: listeners place events by their time, not by when they arrive.
+function onEvent(fn) {
+  eventListeners.push(fn);
 }
 
-function showEvent(e) {
-  const li = document.createElement('li');
-  li.dataset.type = e.type;
-  if (e.seq) li.dataset.seq = String(e.seq);
-  if (e.task_id) li.dataset.taskId = e.task_id;
-  if (e.worker_id) li.dataset.workerId = e.worker_id;
-  if (e.status) li.dataset.status = e.status;
-  if (e.run_at) li.dataset.runAt = e.run_at;
-  const add = (text, cls, title) => {
-    const s = document.createElement('span');
-    s.textContent = text;
-    if (cls) s.className = cls;
-    if (title) s.title = title;
-    li.appendChild(s);
-  };
-  add(clock(e.time || Date.now()), 'time');
-  add(e.type, 'type');
-  // UUIDv7s share their leading (time) digits: the tail tells tasks apart.
-  add(e.task_id ? '…' + e.task_id.slice(-8) : '', 'task', e.task_id);
-  add(e.worker_id || '', 'worker');
-  add(describe(e), 'detail');
-  const list = $('event-list');
-  list.prepend(li);
-  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
-}
-
-function handleBlock(block) {
-  let id = '', type = 'message', data = '';
-  for (const line of block.split('\n')) {
-    if (line.startsWith(':')) continue; // a comment: the heartbeat
-    const i = line.indexOf(':');
-    const field = i < 0 ? line : line.slice(0, i);
-    let value = i < 0 ? '' : line.slice(i + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'id') id = value;
-    else if (field === 'event') type = value;
-    else if (field === 'data') data += (data ? '\n' : '') + value;
-  }
-  if (!data) return;
+function handleEvent(type, data, id) {
   if (id) lastEventId = id;
   let e;
   try { e = JSON.parse(data); } catch (err) { return; }
   e.type = e.type || type;
   // On the first load older events being gone is no news.
-  if (e.type !== 'gap' || seenEvents) showEvent(e);
+  if (e.type === 'gap' && !seenEvents) return;
   if (id) seenEvents = true;
-  if (e.type.startsWith('worker.') || e.type.startsWith('task.') || e.type === 'gap') {
-    refreshSoon();
+  for (const fn of eventListeners) {
+    try { fn(e); } catch (err) { console.error('event listener', err); }
   }
 }
 
@@ -251,20 +184,8 @@ async function streamEvents() {
         setConn('unauthorized', 'API token needed');
       } else if (resp.ok && resp.body) {
         setConn('live', 'live');
-        refreshWorkers();
-        refreshQueue();
-        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value.replace(/\r\n?/g, '\n');
-          let i;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            handleBlock(buf.slice(0, i));
-            buf = buf.slice(i + 2);
-          }
-        }
+        for (const fn of connectListeners) fn();
+        await readSSE(resp, handleEvent);
         setConn('reconnecting', 'reconnecting…');
       } else if (resp.status === 429) {
         // The master serves as many streams as MASTER_MAX_EVENT_STREAMS
@@ -282,70 +203,52 @@ async function streamEvents() {
   }
 }
 
-// Tasks --------------------------------------------------------------------
+const connectListeners = [];
 
-function showTask(t) {
-  $('task-result').hidden = false;
-  $('task-result').dataset.taskId = t.id;
-  $('task-result').dataset.status = t.status;
-  $('task-id').textContent = t.id;
-  const st = $('task-status');
-  st.textContent = t.status;
-  st.className = 'pill status-' + t.status;
-  $('task-worker').textContent = t.worker_id || '—';
-  $('task-exit').textContent = t.exit_code === null || t.exit_code === undefined ? '—' : String(t.exit_code);
-  $('task-stdout').textContent = t.stdout || '';
-  $('task-stderr').textContent = t.stderr || '';
+// onConnect registers fn to run whenever the event stream (re)connects, or
+// the token changes: the moment to reload state.
+function onConnect(fn) {
+  connectListeners.push(fn);
 }
 
-const FINAL = ['succeeded', 'failed', 'timed_out', 'canceled'];
-// Each request waits at most 1s for the task to finish, then the page asks
-// again: 1s is the smallest MASTER_MAX_WAIT a master accepts, so no master
-// refuses it with a 400, and a task that ends answers at once anyway.
-const WAIT = '1s';
+// reconnect drops the event stream so that it starts again, with the token
+// now stored.
+function reconnect() {
+  setConn('connecting', 'connecting…');
+  if (streamAbort) streamAbort.abort();
+  for (const fn of connectListeners) fn();
+}
 
-async function submitTask(ev) {
-  ev.preventDefault();
-  const err = $('submit-error');
-  err.hidden = true;
-  const cmd = $('cmd-input').value;
-  const button = $('submit-button');
-  button.disabled = true;
-  try {
-    let t = await api('/tasks?wait=' + WAIT, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ cmd }),
-    });
-    showTask(t);
-    while (!FINAL.includes(t.status)) {
-      t = await api('/tasks/' + encodeURIComponent(t.id) + '?wait=' + WAIT);
-      showTask(t);
-    }
-  } catch (e) {
-    err.textContent = e.message;
-    err.hidden = false;
-  } finally {
-    button.disabled = false;
+// Router -------------------------------------------------------------------
+
+const views = {};
+let currentView = null;
+
+// addView registers a view: show(arg) runs when the URL's hash selects it
+// (arg is the task ID of #/tasks/ID), hide() when another is shown.
+function addView(name, v) {
+  views[name] = v;
+}
+
+function route() {
+  const h = location.hash.replace(/^#\/?/, '');
+  let name = 'overview', arg = '';
+  if (h === 'tasks') name = 'tasks';
+  else if (h.startsWith('tasks/')) { name = 'task'; arg = decodeURIComponent(h.slice(6)); }
+  if (currentView && currentView !== name && views[currentView].hide) views[currentView].hide();
+  currentView = name;
+  for (const m of document.querySelectorAll('main.view')) m.hidden = m.id !== 'view-' + name;
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === name);
+  const nav = $('nav-task');
+  if (name === 'task') {
+    nav.hidden = false;
+    nav.href = '#/tasks/' + encodeURIComponent(arg);
+    nav.textContent = 'Task ' + shortID(arg);
   }
+  views[name].show(arg);
 }
 
-// Start --------------------------------------------------------------------
-
-document.addEventListener('DOMContentLoaded', () => {
-  $('token-input').value = sessionStorage.getItem(TOKEN_KEY) || '';
-  $('token-form').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const tok = $('token-input').value.trim();
-    if (tok) sessionStorage.setItem(TOKEN_KEY, tok); else sessionStorage.removeItem(TOKEN_KEY);
-    setConn('connecting', 'connecting…');
-    if (streamAbort) streamAbort.abort(); // reconnect with the new token
-    refreshWorkers();
-    refreshQueue();
-  });
-  $('submit-form').addEventListener('submit', submitTask);
-  refreshWorkers();
-  refreshQueue();
-  setInterval(() => { refreshWorkers(); refreshQueue(); }, 5000); // last-seen times, and a safety net
-  streamEvents();
-});
+// openTask shows one task's view.
+function openTask(id) {
+  location.hash = '#/tasks/' + encodeURIComponent(id);
+}
