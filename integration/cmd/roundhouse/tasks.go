@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -40,7 +41,7 @@ func (f *submitFlags) submission(words []string) (client.Submit, error) {
 	s := f.s
 	s.Cmd = strings.Join(words, " ")
 	if strings.TrimSpace(s.Cmd) == "" {
-		return s, fmt.Errorf("no command given: roundhouse %s [flags] -- CMD...", "run|submit")
+		return s, errors.New("no command given: put it after --, as in roundhouse run -- echo hello")
 	}
 	if f.runAt != "" {
 		t, err := time.Parse(time.RFC3339, f.runAt)
