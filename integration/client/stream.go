@@ -15,7 +15,7 @@ import (
 
 // Output is GET /tasks/{id}/output: what there is of a task's output now,
 // from the live buffer of a running delivery or the stored final output
-// (docs/output-contract.md).
+// (the README's Live output section).
 type Output struct {
 	TaskID          string  `json:"task_id"`
 	Status          string  `json:"status"`
@@ -63,7 +63,7 @@ type OutputEvent struct {
 	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
 }
 
-// The output events of docs/output-contract.md.
+// The output events of the README's Live output section.
 const (
 	OutputAttempt    = "attempt"
 	OutputText       = "output"

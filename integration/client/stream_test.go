@@ -12,7 +12,7 @@ import (
 )
 
 // contractFollow is a follow of a task that was re-run after its worker
-// was lost, as docs/output-contract.md shapes it, with a heartbeat, an
+// was lost, as the README's Live output section shapes it, with a heartbeat, an
 // event this client does not know and a two-line data field on the way.
 const contractFollow = `: heartbeat
 

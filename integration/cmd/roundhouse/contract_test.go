@@ -15,7 +15,7 @@ import (
 )
 
 // TestRunAgainstTheContract runs `run` against a fake master that speaks
-// docs/output-contract.md and breaks the stream once: run reconnects, does
+// the README's Live output section and breaks the stream once: run reconnects, does
 // not print again what it printed, tells of the lost attempt and the new
 // one, and exits with the task's code.
 func TestRunAgainstTheContract(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-// outputJSON is GET /tasks/{id}/output without follow (docs/output-contract.md).
+// outputJSON is GET /tasks/{id}/output without follow (the README's Live output section).
 type outputJSON struct {
 	TaskID          string  `json:"task_id"`
 	Status          string  `json:"status"`
@@ -140,7 +140,7 @@ func finalAttempt(t task.Task) int {
 // boundary), so a reader never needs to hold a huge line of the stream.
 const outputChunk = 32 << 10
 
-// followOutput serves a follow: see docs/output-contract.md for the events.
+// followOutput serves a follow: see the README's Live output section for the events.
 func (a *api) followOutput(w http.ResponseWriter, r *http.Request, id string) {
 	if !a.acquireStream() {
 		a.writeError(w, fmt.Errorf("%w (MASTER_MAX_EVENT_STREAMS=%d); close one or retry later", errTooManyStreams, a.maxStreams))

@@ -1,7 +1,7 @@
 // The task view (#/tasks/ID): one task's fields and attempt history (GET
 // /tasks/{id}, read again on each of its events), its output followed live
 // (GET /tasks/{id}/output?follow=true: Server-Sent Events as
-// docs/output-contract.md fixes them, read with fetch() to send the token),
+// the README's Live output section fixes them, read with fetch() to send the token),
 // and Cancel (DELETE /tasks/{id}) and Retry (POST /tasks/{id}/retry)
 // buttons, enabled as the status allows.
 'use strict';
