@@ -41,7 +41,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BUF := go run github.com/bufbuild/buf/cmd/buf@v1.75.0
 MODULES := ./proto/... ./master/... ./worker/... ./integration/...
 # Unit tests: everything but the container tests in ./integration itself.
-UNIT := ./proto/... ./master/... ./worker/... ./integration/client/... ./integration/cmd/...
+UNIT := ./proto/... ./master/... ./worker/... ./integration/client/... ./integration/cmd/... ./integration/internal/localcluster/...
 
 .PHONY: help
 help: ## list the targets
@@ -162,14 +162,11 @@ cli: ## build the command-line client bin/roundhouse (roundhouse help; see READM
 	CGO_ENABLED=0 go build -o bin/roundhouse ./integration/cmd/roundhouse
 
 .PHONY: dev
-dev: build ## run a master and WORKERS workers as local processes (Ctrl-C stops all)
-	@trap 'kill 0' INT TERM EXIT; \
-	MASTER_HTTP_ADDR=127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) MASTER_GRPC_ADDR=127.0.0.1:50051 \
-	  MASTER_TLS_CERT= MASTER_TLS_KEY= MASTER_TLS_CLIENT_CA= bin/master & \
-	for i in $$(seq 1 $(WORKERS)); do WORKER_ID=w$$i WORKER_MASTER_ADDR=127.0.0.1:50051 \
-	  WORKER_TOKEN=$${MASTER_WORKER_TOKEN-} WORKER_TLS_CA= WORKER_TLS_CERT= WORKER_TLS_KEY= WORKER_TLS_SERVER_NAME= \
-	  WORKER_HEALTH_ADDR= WORKER_METRICS_ADDR= bin/worker & done; \
-	wait
+dev: build ## run a master and WORKERS workers as local processes, API on 127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) (Ctrl-C stops all)
+	@# Built, not go run: go run exits 1 after a Ctrl-C, which make would report as a failure.
+	go build -o bin/demo ./integration/cmd/demo
+	bin/demo -serve -master bin/master -worker bin/worker -workers $(WORKERS) \
+	  -http 127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) -grpc 127.0.0.1:50051 -db roundhouse.db
 
 .PHONY: demo
 demo: build ## start a local cluster, run a batch of tasks, show which worker ran which (API=... to use a running lab)

@@ -6,18 +6,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
-	"github.com/roundhouse-lab/roundhouse/integration/internal/localenv"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
 // node is one running master or worker.
@@ -28,6 +26,9 @@ type node struct {
 	stop func() error // end it and wait; after kill it only reaps
 	api  string       // masters: the REST base URL
 	grpc string       // masters: the address workers dial
+	// local is a process master's cluster, which its workers join; nil
+	// for a container.
+	local *localcluster.Cluster
 }
 
 // launcher starts masters and workers: as local processes, or as the
@@ -38,117 +39,77 @@ type launcher interface {
 	close()
 }
 
-// processes runs the master and worker binaries on loopback. Each master
-// gets a fresh database in its own temporary directory, with the default
-// (durable) SQLite settings.
+// processes runs the master and worker binaries on loopback, each master
+// a localcluster of its own with a fresh database in a temporary directory
+// and the default (durable) SQLite settings.
 type processes struct {
-	dir       string // binaries, databases and logs; removed by close
-	masterBin string
-	workerBin string
-	keepLogs  bool
+	dir      string // built binaries and one log per master; removed by close
+	bin      localcluster.Binaries
+	clusters []*localcluster.Cluster // every one started, closed by close
 }
 
-func newProcesses(masterBin, workerBin string) (*processes, error) {
+func newProcesses(ctx context.Context, masterBin, workerBin string) (*processes, error) {
 	dir, err := os.MkdirTemp("", "roundhouse-bench-")
 	if err != nil {
 		return nil, err
 	}
-	p := &processes{dir: dir, masterBin: masterBin, workerBin: workerBin}
+	p := &processes{dir: dir, bin: localcluster.Binaries{Master: masterBin, Worker: workerBin}}
 	for _, b := range []struct {
 		bin *string
 		pkg string
-	}{{&p.masterBin, "master"}, {&p.workerBin, "worker"}} {
+	}{{&p.bin.Master, "master"}, {&p.bin.Worker, "worker"}} {
 		if *b.bin != "" {
 			continue
 		}
 		*b.bin = filepath.Join(dir, b.pkg)
-		cmd := exec.Command("go", "build", "-o", *b.bin, "github.com/roundhouse-lab/roundhouse/"+b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if err := localcluster.GoBuild(ctx, *b.bin, "github.com/roundhouse-lab/roundhouse/"+b.pkg); err != nil {
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+			return nil, err
 		}
 	}
 	return p, nil
 }
 
 func (p *processes) close() {
-	if p.keepLogs {
-		fmt.Fprintln(os.Stderr, "bench: logs kept in", p.dir)
-		return
+	for _, c := range p.clusters {
+		_ = c.Close() // a second Close does nothing
 	}
 	os.RemoveAll(p.dir)
-}
-
-var seq int
-
-func (p *processes) start(name, bin string, env ...string) (*node, error) {
-	seq++
-	logf, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("%s-%d.log", name, seq)))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	waited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(waited) }()
-	return &node{
-		name: name,
-		pid:  cmd.Process.Pid,
-		kill: func() error { return cmd.Process.Kill() },
-		stop: func() error {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-waited:
-			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-waited
-			}
-			return nil
-		},
-	}, nil
 }
 
 // benchMasterEnv is the master's settings on top of its defaults: room for
 // the million-task backlog, and no API token (empty is unset), whatever a
 // developer's environment or .env holds, since the load generator sends none.
-// A local process also gets localenv.MasterEnv; a container inherits nothing.
+// A local process also gets the rest of localcluster's settings (no worker
+// token, no TLS); a container inherits nothing.
 var benchMasterEnv = []string{"MASTER_MAX_QUEUED=2000000", "MASTER_API_TOKEN="}
 
 func (p *processes) master(ctx context.Context) (*node, error) {
-	httpAddr, err := freeAddr()
+	logf, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("cluster-%d.log", len(p.clusters)+1)))
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr, err := freeAddr()
+	c, err := localcluster.Start(ctx, localcluster.Config{Bin: p.bin, MasterEnv: benchMasterEnv, Log: logf, StopTimeout: 15 * time.Second})
 	if err != nil {
+		logf.Close()
 		return nil, err
 	}
-	db, err := os.MkdirTemp(p.dir, "db-")
-	if err != nil {
-		return nil, err
-	}
-	n, err := p.start("master", p.masterBin, append([]string{"MASTER_HTTP_ADDR=" + httpAddr, "MASTER_GRPC_ADDR=" + grpcAddr,
-		"MASTER_DB_PATH=" + filepath.Join(db, "roundhouse.db")}, append(localenv.MasterEnv(), benchMasterEnv...)...)...)
-	if err != nil {
-		return nil, err
-	}
-	n.api, n.grpc = "http://"+httpAddr, grpcAddr
-	if err := waitReady(ctx, n.api); err != nil {
-		n.kill()
-		n.stop()
-		return nil, err
-	}
-	return n, nil
+	p.clusters = append(p.clusters, c)
+	m := c.Master()
+	return &node{
+		name: "master", pid: m.Pid(), kill: m.Kill,
+		// The whole cluster: workers still running stop first.
+		stop: func() error { err := c.Close(); logf.Close(); return err },
+		api:  c.API, grpc: c.GRPCAddr, local: c,
+	}, nil
 }
 
-func (p *processes) worker(_ context.Context, m *node, id string) (*node, error) {
-	return p.start("worker-"+id, p.workerBin, append([]string{"WORKER_ID=" + id, "WORKER_MASTER_ADDR=" + m.grpc}, localenv.WorkerEnv()...)...)
+func (p *processes) worker(ctx context.Context, m *node, id string) (*node, error) {
+	w, err := m.local.StartWorker(ctx, localcluster.Worker{ID: id})
+	if err != nil {
+		return nil, err
+	}
+	return &node{name: w.Name, pid: w.Pid(), kill: w.Kill, stop: w.Stop}, nil
 }
 
 // containers runs the project's images on a Docker network of their own;
@@ -329,14 +290,4 @@ func readCPU(pid int) (cpuTime, error) {
 	const hz = 100 // USER_HZ, fixed on Linux
 	tick := func(v float64) time.Duration { return time.Duration(v * float64(time.Second) / hz) }
 	return cpuTime{self: tick(ticks[0] + ticks[1]), children: tick(ticks[2] + ticks[3])}, nil
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -200,7 +200,7 @@ func newLauncher(ctx context.Context, o options) (launcher, error) {
 		}
 		return c, nil
 	}
-	p, err := newProcesses(o.masterBin, o.workerBin)
+	p, err := newProcesses(ctx, o.masterBin, o.workerBin)
 	if err != nil {
 		return nil, err
 	}

@@ -2,17 +2,21 @@
 // tasks, one after another, and prints which worker ran each.
 //
 // With -api it uses a running master (the compose lab). Otherwise it starts
-// its own cluster of local processes from the -master and -worker binaries,
-// workers w1..wN registered in that order, and stops it at the end.
+// its own cluster of local processes from the -master and -worker binaries
+// (integration/internal/localcluster), workers w1..wN registered in that
+// order, and stops it at the end. With -serve it starts that cluster, says
+// where its API is, and keeps it running until Ctrl-C: that is make dev.
 //
 //	go run ./integration/cmd/demo -master bin/master -worker bin/worker -workers 3
 //	go run ./integration/cmd/demo -api http://127.0.0.1:9092
 //	go run ./integration/cmd/demo -api http://127.0.0.1:9092 -wait-workers 5 -tasks 0
+//	go run ./integration/cmd/demo -serve -workers 5 -http 127.0.0.1:9092 -grpc 127.0.0.1:50051 -db roundhouse.db
 //
 // -token (default $MASTER_API_TOKEN) is sent as the API's bearer token; the
 // local cluster's master is started with it as its MASTER_API_TOKEN. The
-// local cluster runs without a worker token and without TLS, whatever the
-// caller's environment holds for the compose lab.
+// local cluster runs without TLS, and without a worker token but under
+// -serve, where master and workers get $MASTER_WORKER_TOKEN if it is set,
+// whatever else the caller's environment holds for the compose lab.
 package main
 
 import (
@@ -20,18 +24,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
-	"github.com/roundhouse-lab/roundhouse/integration/internal/localenv"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
 type options struct {
@@ -44,6 +45,12 @@ type options struct {
 	tasks       int
 	timeout     time.Duration
 	procLog     io.Writer // the local cluster's own output
+
+	serve       bool   // keep the local cluster running until ctx ends
+	httpAddr    string // the local master's REST address; empty: a free port
+	grpcAddr    string // the local master's gRPC address; empty: a free port
+	db          string // the local master's database; empty: a temporary one
+	workerToken string // the local cluster's worker token; empty: none
 }
 
 func main() {
@@ -55,12 +62,25 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 3, "workers in the local cluster")
 	flag.IntVar(&o.waitWorkers, "wait-workers", 0, "with -api: wait until this many workers are connected")
 	flag.IntVar(&o.tasks, "tasks", 12, "tasks to run")
-	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long (-serve: on starting)")
+	flag.BoolVar(&o.serve, "serve", false, "start the local cluster, print its API address and keep it until Ctrl-C")
+	flag.StringVar(&o.httpAddr, "http", "", "the local master's REST address (default: a free loopback port)")
+	flag.StringVar(&o.grpcAddr, "grpc", "", "the local master's gRPC address (default: a free loopback port)")
+	flag.StringVar(&o.db, "db", "", "the local master's database (default: a temporary one, removed at the end)")
 	flag.Parse()
+	if o.serve {
+		// make dev's cluster takes the shell's worker token, as the
+		// compose lab's workers take .env's.
+		o.workerToken = os.Getenv("MASTER_WORKER_TOKEN")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if _, err := run(ctx, o, os.Stdout); err != nil {
+	do := run
+	if o.serve {
+		do = func(ctx context.Context, o options, out io.Writer) ([]string, error) { return nil, serve(ctx, o, out) }
+	}
+	if _, err := do(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -76,8 +96,8 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer c.stop()
-		api = c.api
+		defer c.Close()
+		api = c.API
 		o.waitWorkers = o.workers
 	}
 	cl := client.New(api, client.WithToken(o.token))
@@ -121,82 +141,53 @@ func run(ctx context.Context, o options, out io.Writer) ([]string, error) {
 	return ran, nil
 }
 
-// cluster is a master and workers run as local processes, owned by run.
-type cluster struct {
-	api   string
-	dir   string // the master's database, removed at stop
-	procs []*exec.Cmd
-}
-
-func startCluster(ctx context.Context, o options) (*cluster, error) {
-	httpAddr, err := freeAddr()
+// startCluster starts the local cluster: a master and workers w1..wN,
+// registered one at a time so the rotation order is w1, w2, ... Without
+// -serve the processes log warnings only, so that the demo's table stays
+// readable.
+func startCluster(ctx context.Context, o options) (*localcluster.Cluster, error) {
+	cfg := localcluster.Config{
+		Bin:      localcluster.Binaries{Master: o.masterBin, Worker: o.workerBin},
+		HTTPAddr: o.httpAddr, GRPCAddr: o.grpcAddr, DBPath: o.db,
+		APIToken: o.token, WorkerToken: o.workerToken, // the API token on purpose: the demo sends it
+		Log: o.procLog,
+	}
+	if !o.serve {
+		cfg.MasterEnv, cfg.WorkerEnv = []string{"LOG_LEVEL=warn"}, []string{"LOG_LEVEL=warn"}
+	}
+	c, err := localcluster.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr, err := freeAddr()
-	if err != nil {
+	if err := c.StartWorkers(ctx, o.workers); err != nil {
+		c.Close()
 		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "roundhouse-demo-")
-	if err != nil {
-		return nil, err
-	}
-	c := &cluster{api: "http://" + httpAddr, dir: dir}
-	start := func(bin string, env ...string) error {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), env...)
-		cmd.Env = append(cmd.Env, "LOG_LEVEL=warn")
-		cmd.Stdout, cmd.Stderr = o.procLog, o.procLog
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		c.procs = append(c.procs, cmd)
-		return nil
-	}
-	// The API token is passed on purpose: the demo sends it.
-	if err = start(o.masterBin, append([]string{"MASTER_HTTP_ADDR=" + httpAddr, "MASTER_GRPC_ADDR=" + grpcAddr,
-		"MASTER_DB_PATH=" + filepath.Join(dir, "roundhouse.db"), "MASTER_API_TOKEN=" + o.token}, localenv.MasterEnv()...)...); err != nil {
-		c.stop()
-		return nil, err
-	}
-	cl := client.New(c.api, client.WithToken(o.token))
-	// Workers start one at a time so the rotation order is w1, w2, ...
-	for i := 1; i <= o.workers; i++ {
-		if err = start(o.workerBin, append([]string{fmt.Sprintf("WORKER_ID=w%d", i), "WORKER_MASTER_ADDR=" + grpcAddr}, localenv.WorkerEnv()...)...); err == nil {
-			_, err = cl.WaitWorkers(ctx, i)
-		}
-		if err != nil {
-			c.stop()
-			return nil, err
-		}
 	}
 	return c, nil
 }
 
-// stop ends the workers and then the master, waits for them, and removes
-// the master's database.
-func (c *cluster) stop() {
-	defer os.RemoveAll(c.dir)
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		p := c.procs[i]
-		_ = p.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = p.Process.Kill()
-			<-done
-		}
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// serve starts the local cluster, says where it is, and stops it in order
+// once ctx ends (Ctrl-C).
+func serve(ctx context.Context, o options, out io.Writer) error {
+	sctx, cancel := context.WithTimeout(ctx, o.timeout)
+	c, err := startCluster(sctx, o)
+	cancel()
 	if err != nil {
-		return "", err
+		return err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	defer c.Close()
+	auth := "no API token"
+	if o.token != "" {
+		auth = "API token: $MASTER_API_TOKEN"
+	}
+	fmt.Fprintf(out, "local cluster up: master %s (%s), workers dial %s, %d workers w1..w%d; Ctrl-C stops all\n",
+		c.API, auth, c.GRPCAddr, o.workers, o.workers)
+	select {
+	case <-ctx.Done():
+	case <-c.Master().Done():
+		c.Close()
+		return fmt.Errorf("the master exited: %v", c.Master().Err())
+	}
+	fmt.Fprintln(out, "stopping the local cluster")
+	return c.Close()
 }

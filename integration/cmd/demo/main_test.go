@@ -5,26 +5,46 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
-// TestDemoRoundRobinOnLocalProcesses builds the real master and worker and
-// runs the demo against them: three workers, nine tasks one after another,
-// so each worker must run every third task in registration order. The
-// master requires an API token, which the demo sends on every request.
-//
-// The environment holds the compose lab's worker token and TLS settings,
-// as after `set -a; . ./.env`: inherited, they would make the local master
-// demand a token and certificates its workers do not have (or, for the
-// missing files, fail to start), and several workers could not share a
-// metrics address.
-func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
-	dir := t.TempDir()
-	missing := filepath.Join(dir, "no-such-file.pem")
+// bins are the master and worker, built once by TestMain.
+var bins localcluster.Binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "roundhouse-demo-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	bins, err = localcluster.Build(ctx, dir)
+	cancel()
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// labEnv fills the environment with the compose lab's worker token and TLS
+// settings, as after `set -a; . ./.env`: inherited, they would make the
+// local master demand a token and certificates its workers do not have
+// (or, for the missing files, fail to start), and several workers could
+// not share a metrics address.
+func labEnv(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-file.pem")
 	for k, v := range map[string]string{
 		"MASTER_WORKER_TOKEN": "lab-worker-token-0123456789abcdef",
 		"WORKER_TOKEN":        "another-worker-token-0123456789",
@@ -34,32 +54,28 @@ func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	for _, m := range []string{"master", "worker"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, m), "github.com/roundhouse-lab/roundhouse/"+m).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build %s: %v\n%s", m, err, out)
-		}
-	}
-	var log bytes.Buffer
-	procLog, err := os.Create(filepath.Join(dir, "cluster.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer procLog.Close()
+}
+
+// TestDemoRoundRobinOnLocalProcesses runs the demo against the real master
+// and worker: three workers, nine tasks one after another, so each worker
+// must run every third task in registration order. The master requires an
+// API token, which the demo sends on every request.
+func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
+	labEnv(t)
+	var log, procLog syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ran, err := run(ctx, options{
-		masterBin: filepath.Join(dir, "master"),
-		workerBin: filepath.Join(dir, "worker"),
+		masterBin: bins.Master,
+		workerBin: bins.Worker,
 		token:     "demo-test-token-0123456789",
 		workers:   3,
 		tasks:     9,
 		timeout:   time.Minute,
-		procLog:   procLog,
+		procLog:   &procLog,
 	}, &log)
 	if err != nil {
-		cl, _ := os.ReadFile(procLog.Name())
-		t.Fatalf("demo: %v\n%s\ncluster log:\n%s", err, log.String(), cl)
+		t.Fatalf("demo: %v\n%s\ncluster log:\n%s", err, log.String(), procLog.String())
 	}
 	for i, w := range ran {
 		if want := fmt.Sprintf("w%d", i%3+1); w != want {
@@ -72,4 +88,110 @@ func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	if !strings.Contains(log.String(), "tasks per worker: w1=3 w2=3 w3=3") {
 		t.Errorf("summary missing from output:\n%s", log.String())
 	}
+}
+
+// TestServe runs make dev's mode: the cluster stays up, with the shell's
+// worker token on both sides, until the context ends (Ctrl-C), and then
+// every process is gone.
+func TestServe(t *testing.T) {
+	labEnv(t)
+	t.Setenv("MASTER_WORKER_TOKEN", "serve-worker-token-0123456789") // what -serve hands on
+	var out, procLog syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, options{masterBin: bins.Master, workerBin: bins.Worker, token: "serve-test-token-0123456789", workers: 2,
+			timeout: time.Minute, procLog: &procLog, serve: true, workerToken: os.Getenv("MASTER_WORKER_TOKEN")}, &out)
+	}()
+	up := regexp.MustCompile(`local cluster up: master (http://127\.0\.0\.1:\d+) \(API token: \$MASTER_API_TOKEN\), workers dial \S+, 2 workers`)
+	var api string
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	err := client.Poll(wctx, 20*time.Millisecond, func() (bool, error) {
+		select {
+		case err := <-done:
+			return false, fmt.Errorf("serve ended early: %v", err)
+		default:
+		}
+		m := up.FindStringSubmatch(out.String())
+		if m != nil {
+			api = m[1]
+		}
+		return m != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s\ncluster log:\n%s", err, out.String(), procLog.String())
+	}
+	cl := client.New(api, client.WithToken("serve-test-token-0123456789"))
+	ws, err := cl.Workers(ctx)
+	if err != nil || strings.Join(ws.IDs(), " ") != "w1 w2" {
+		t.Fatalf("workers: %v, %v", ws.IDs(), err)
+	}
+	// The workers registered, so they sent the token the master wants.
+	if !regexp.MustCompile(`master\| .*worker_token=set`).MatchString(procLog.String()) {
+		t.Errorf("the master runs without the shell's worker token:\n%s", procLog.String())
+	}
+	if pids := children(t); len(pids) != 3 {
+		t.Errorf("child processes while serving: %v, want the master and 2 workers", pids)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v\ncluster log:\n%s", err, procLog.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not stop")
+	}
+	if pids := children(t); len(pids) != 0 {
+		t.Errorf("child processes after serve: %v, want none", pids)
+	}
+	if _, err := client.New(api).Workers(context.Background()); err == nil {
+		t.Error("the API still answers after serve ended")
+	}
+}
+
+// children lists the processes whose parent is this test binary, from /proc.
+func children(t *testing.T) []int {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		// After the command name in parentheses: state, then the parent's pid.
+		var pid, ppid int
+		var state string
+		fields := string(b[bytes.LastIndexByte(b, ')')+2:])
+		if _, err := fmt.Sscan(fields, &state, &ppid); err != nil || ppid != os.Getpid() {
+			continue
+		}
+		fmt.Sscan(string(b), &pid)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// syncBuffer is a bytes.Buffer that the cluster writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -4,18 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
-	"github.com/roundhouse-lab/roundhouse/integration/internal/localenv"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
 // The tests run the CLI as a user would: against a real master and workers,
@@ -26,10 +23,11 @@ const testToken = "cli-test-token-0123456789abcdef"
 
 // bins are the binaries built once for every test of the package.
 var bins struct {
-	once                       sync.Once
-	err                        error
-	dir                        string
-	master, worker, roundhouse string
+	once       sync.Once
+	err        error
+	dir        string
+	cluster    localcluster.Binaries
+	roundhouse string
 }
 
 // TestMain removes the binaries' directory at the end; each test builds
@@ -49,18 +47,13 @@ func buildBins(t *testing.T) {
 		if bins.err != nil {
 			return
 		}
-		for _, b := range []struct {
-			out *string
-			pkg string
-		}{{&bins.master, "master"}, {&bins.worker, "worker"}, {&bins.roundhouse, "integration/cmd/roundhouse"}} {
-			*b.out = filepath.Join(bins.dir, filepath.Base(b.pkg))
-			cmd := exec.Command("go", "build", "-o", *b.out, "github.com/roundhouse-lab/roundhouse/"+b.pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if bins.cluster, bins.err = localcluster.Build(ctx, bins.dir); bins.err != nil {
+			return
 		}
+		bins.roundhouse = filepath.Join(bins.dir, "roundhouse")
+		bins.err = localcluster.GoBuild(ctx, bins.roundhouse, "github.com/roundhouse-lab/roundhouse/integration/cmd/roundhouse")
 	})
 	if bins.err != nil {
 		t.Fatal(bins.err)
@@ -69,73 +62,40 @@ func buildBins(t *testing.T) {
 
 // cluster is a master with an API token and its workers, as processes.
 type cluster struct {
-	t       *testing.T
-	api     string
-	grpc    string
-	dir     string
-	c       *client.Client
-	workers map[string]*exec.Cmd
+	*localcluster.Cluster
+	api string
+	c   *client.Client
 }
 
 // startCluster starts a master and workers w1..wN, in that rotation order,
-// and stops them when the test ends. The master notices a vanished worker
-// after 1 s (MASTER_WORKER_TIMEOUT) so the lost-worker tests are quick.
+// and stops them when the test ends, showing their output if it failed.
+// The master notices a vanished worker after 1 s (MASTER_WORKER_TIMEOUT)
+// so the lost-worker tests are quick.
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	buildBins(t)
-	cl := &cluster{t: t, dir: t.TempDir(), workers: map[string]*exec.Cmd{}}
-	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-	cl.api, cl.grpc = "http://"+httpAddr, grpcAddr
-	cl.c = client.New(cl.api, client.WithToken(testToken))
-	cl.start("master", bins.master, append(localenv.MasterEnv(), "MASTER_HTTP_ADDR="+httpAddr, "MASTER_GRPC_ADDR="+grpcAddr,
-		"MASTER_DB_PATH="+filepath.Join(cl.dir, "roundhouse.db"), "MASTER_API_TOKEN="+testToken, "MASTER_WORKER_TIMEOUT=1s")...)
-	for i := 1; i <= n; i++ {
-		cl.startWorker(fmt.Sprintf("w%d", i))
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := cl.c.WaitWorkers(ctx, i)
-		cancel()
-		if err != nil {
-			t.Fatalf("cluster: %v", err)
-		}
-	}
-	return cl
-}
-
-func (cl *cluster) startWorker(id string) {
-	cl.workers[id] = cl.start("worker-"+id, bins.worker, append(localenv.WorkerEnv(), "WORKER_ID="+id, "WORKER_MASTER_ADDR="+cl.grpc)...)
-}
-
-// start runs a process with its output in a log file that the test shows
-// if it fails, and ends it (SIGTERM, then SIGKILL) when the test ends.
-func (cl *cluster) start(name, bin string, env ...string) *exec.Cmd {
-	t := cl.t
-	logPath := filepath.Join(cl.dir, name+".log")
-	logf, err := os.Create(logPath)
+	var log syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lc, err := localcluster.Start(ctx, localcluster.Config{
+		Bin: bins.cluster, APIToken: testToken, Log: &log,
+		MasterEnv: []string{"LOG_LEVEL=warn", "MASTER_WORKER_TIMEOUT=1s"}, WorkerEnv: []string{"LOG_LEVEL=warn"},
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("cluster: %v\n%s", err, log.String())
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(append(os.Environ(), "LOG_LEVEL=warn"), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(waited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-waited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
+		if err := lc.Close(); err != nil {
+			t.Errorf("cluster: %v", err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s log:\n%s", name, b)
+			t.Logf("cluster output:\n%s", log.String())
 		}
 	})
-	return cmd
+	if err := lc.StartWorkers(ctx, n); err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	return &cluster{Cluster: lc, api: lc.API, c: lc.Client()}
 }
 
 // env is the environment the CLI gets: the cluster's address and token.
@@ -145,12 +105,11 @@ func (cl *cluster) env() []string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := localcluster.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // result is what one command printed and its exit code.

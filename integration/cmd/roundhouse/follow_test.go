@@ -189,7 +189,7 @@ func TestRunAfterALostWorker(t *testing.T) {
 		t.Fatalf("task: %+v, %v", tk, err)
 	}
 	lost := tk.Worker()
-	if err := cl.workers[lost].Process.Kill(); err != nil {
+	if err := cl.Worker(lost).Kill(); err != nil {
 		t.Fatal(err)
 	}
 	var code int
