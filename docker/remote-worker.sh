@@ -5,7 +5,7 @@
 #   docker/remote-worker.sh join HOST:PORT    (the lab's published gRPC port)
 #   docker/remote-worker.sh leave
 # It reads:
-#   WORKER_ID          the worker's name in the rotation (default remote-<hostname>);
+#   WORKER_ID          the worker's name in the rotation (default: this machine's short hostname);
 #                      the container is roundhouse-remote-<WORKER_ID>
 #   ROUNDHOUSE_CERTS   directory of ca.pem, worker.pem, worker-key.pem (default certs)
 #   WORKER_TOKEN_FILE  a file holding the lab's worker token, else
@@ -25,7 +25,7 @@ WHO=worker-${1:-join} # in messages: worker-join or worker-leave
 say() { echo "$WHO: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-WORKER_ID=${WORKER_ID:-remote-$(hostname -s 2>/dev/null || hostname)}
+WORKER_ID=${WORKER_ID:-$(hostname -s 2>/dev/null || hostname)}
 [[ $WORKER_ID =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "WORKER_ID '$WORKER_ID' is not 1-64 characters of A-Z a-z 0-9 . _ -"
 NAME=roundhouse-remote-$WORKER_ID
 LABEL=roundhouse.remote-worker
