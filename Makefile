@@ -24,7 +24,18 @@ API ?= http://127.0.0.1:$(ROUNDHOUSE_HTTP_PORT)
 TLS ?=
 TLS_ON := $(filter-out 0 no false,$(TLS))
 TLS_COMPOSE_FILE := compose.yaml:docker/compose.tls.yaml
-COMPOSE_FILES := $(if $(TLS_ON),-f compose.yaml -f docker/compose.tls.yaml)
+# REMOTE=1 (with TLS=1 only): also publish the master's gRPC port for
+# workers on other machines (docker/compose.remote.yaml; README, Remote
+# workers). Written to .env like TLS, so it stays until a make up without it.
+REMOTE ?=
+REMOTE_ON := $(filter-out 0 no false,$(REMOTE))
+ifneq ($(REMOTE_ON),)
+ifeq ($(TLS_ON),)
+$(error REMOTE=1 publishes the master's gRPC port to other machines and needs TLS=1: without TLS the worker token and every task and result would cross the network in plaintext. Run: make up TLS=1 REMOTE=1)
+endif
+endif
+LAB_COMPOSE_FILE := $(TLS_COMPOSE_FILE)$(if $(REMOTE_ON),:docker/compose.remote.yaml)
+COMPOSE_FILES := $(if $(TLS_ON),-f compose.yaml -f docker/compose.tls.yaml $(if $(REMOTE_ON),-f docker/compose.remote.yaml))
 
 # The lab's secrets live in .env (git-ignored, mode 0600), which `make env`
 # and `make up` write with random tokens; compose reads it by itself. Tools
@@ -48,11 +59,12 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
-up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (GPU_WORKERS=n: and n labelled gpu=nvidia; TLS=1: with mTLS)
-	@sed -i '/^COMPOSE_FILE=$(subst /,\/,$(TLS_COMPOSE_FILE))$$/d' .env
-	$(if $(TLS_ON),@echo "COMPOSE_FILE=$(TLS_COMPOSE_FILE)" >> .env && echo "env: wrote COMPOSE_FILE=$(TLS_COMPOSE_FILE) to .env: compose commands use the TLS overlay until the next make up without TLS=1")
+up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (GPU_WORKERS=n: and n labelled gpu=nvidia; TLS=1: with mTLS; TLS=1 REMOTE=1: gRPC port published for remote workers)
+	@sed -i -E '/^COMPOSE_FILE=$(subst /,\/,$(TLS_COMPOSE_FILE))(:docker\/compose\.remote\.yaml)?$$/d' .env
+	$(if $(TLS_ON),@echo "COMPOSE_FILE=$(LAB_COMPOSE_FILE)" >> .env && echo "env: wrote COMPOSE_FILE=$(LAB_COMPOSE_FILE) to .env: compose commands use the TLS overlay$(if $(REMOTE_ON), and publish the gRPC port) until the next make up without TLS=1$(if $(REMOTE_ON), or REMOTE=1)")
 	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS) --scale worker-gpu=$(or $(GPU_WORKERS),0)
 	@go run ./integration/cmd/demo -api $(API) -wait-workers $$(( $(WORKERS) + $(or $(GPU_WORKERS),0) )) -tasks 0
+	$(if $(REMOTE_ON),@echo "gRPC published at $$($(COMPOSE) $(COMPOSE_FILES) port master 50051) (mutual TLS only); on another machine run make worker-join MASTER=<this host>:$${ROUNDHOUSE_GRPC_PORT:-50051} (README, Remote workers)")
 	@echo "lab is up: $(API)  (make demo API=$(API), make logs, make down)"
 	@echo "the API token is in .env: export \$$(grep MASTER_API_TOKEN .env) for curl; make demo reads it"
 
@@ -66,10 +78,18 @@ env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN to .env unless it 
 
 # The containers (uid 65532) read the master and worker keys through a bind
 # mount, hence 0644; the CA key never enters a container and stays private.
+# MASTER_HOSTS: more names and addresses for the master certificate, those
+# remote workers dial (lab.example,192.168.1.10); given for an existing
+# certs/, it reissues the master certificate alone from the same CA.
+# ROUNDHOUSE_CERTS: another directory, as for docker/compose.tls.yaml.
 .PHONY: certs
-certs: ## make a lab CA and master/worker certificates in certs/ for TLS=1 (keeps existing ones)
-	@if [ -f certs/ca.pem ]; then echo "certs: certs/ exists; remove it for new certificates"; \
-	else go run ./integration/cmd/certs -out certs -key-mode 0644 && chmod 600 certs/ca-key.pem; fi
+MASTER_HOSTS ?=
+CERTS_DIR := $(or $(ROUNDHOUSE_CERTS),certs)
+CERTS_TOOL := go run ./integration/cmd/certs -out $(CERTS_DIR) -key-mode 0644 $(if $(MASTER_HOSTS),-hosts "$(MASTER_HOSTS)")
+certs: ## make a lab CA and master/worker certificates in certs/ for TLS=1 (keeps existing ones; MASTER_HOSTS=lab.example,10.0.0.5: names for remote workers)
+	@if [ -f $(CERTS_DIR)/ca.pem ]; then \
+	  $(if $(MASTER_HOSTS),$(CERTS_TOOL) -master-only,echo "certs: $(CERTS_DIR)/ exists; remove it for new certificates (MASTER_HOSTS=... adds names to its master certificate)"); \
+	else $(CERTS_TOOL) && chmod 600 $(CERTS_DIR)/ca-key.pem; fi
 
 # compose refuses to read compose.yaml with the tokens unset; down and logs
 # start nothing, so they work without .env too.
@@ -115,6 +135,17 @@ long-task: ## submit `sleep SECS` (default 30) and show its worker: make long-ta
 	@$(LAB) long-task $(SECS)
 flood: ## submit COUNT tasks (default 200) fast, then count how they ended
 	@$(LAB) flood $(COUNT)
+
+# Remote workers (README, Remote workers): docker/remote-worker.sh runs the
+# worker image on this machine against a lab's published gRPC port, with
+# the certificates in ROUNDHOUSE_CERTS (default certs/) and the worker token
+# from WORKER_TOKEN_FILE, else MASTER_WORKER_TOKEN (environment or .env).
+MASTER ?=
+.PHONY: worker-join worker-leave
+worker-join: ## join a worker on this machine to a lab elsewhere, over mTLS: make worker-join MASTER=host:50051 [WORKER_ID=...]
+	@bash docker/remote-worker.sh join "$(MASTER)"
+worker-leave: ## stop and remove the worker worker-join started: make worker-leave [WORKER_ID=...]
+	@bash docker/remote-worker.sh leave
 
 .PHONY: images
 images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)

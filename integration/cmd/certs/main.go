@@ -5,12 +5,19 @@
 //	go run ./integration/cmd/certs                     # into ./certs
 //	go run ./integration/cmd/certs -out /tmp/c -hosts master.lab,10.0.0.5
 //	go run ./integration/cmd/certs -out /tmp/other -ca-name "another CA"
+//	go run ./integration/cmd/certs -master-only -hosts lab.example,192.168.1.10
 //
 // It writes ca.pem and ca-key.pem (the CA), master.pem and master-key.pem
 // (a server certificate for master, localhost, 127.0.0.1, ::1 and -hosts),
 // and worker.pem and worker-key.pem (a client certificate). An existing CA
 // is never overwritten without -force: certificates it signed would stop
 // working. Private keys get -key-mode (0600 by default).
+//
+// -master-only keeps the CA and the worker certificate and issues a new
+// master certificate from the existing CA, for the default names and -hosts,
+// unless master.pem already carries them all: a running lab gains the names
+// its remote workers dial, and the files those workers hold (ca.pem,
+// worker.pem, worker-key.pem) stay valid.
 package main
 
 import (
@@ -40,6 +47,8 @@ type options struct {
 	force    bool
 	keyMode  fs.FileMode
 	validFor time.Duration
+	// masterOnly: reissue master.pem from the CA in out (see the doc).
+	masterOnly bool
 }
 
 func main() {
@@ -49,6 +58,7 @@ func main() {
 	flag.StringVar(&hosts, "hosts", "", "extra comma-separated DNS names or IP addresses for the master certificate")
 	flag.StringVar(&o.caName, "ca-name", "Roundhouse lab CA", "common name of the CA")
 	flag.BoolVar(&o.force, "force", false, "replace an existing CA (every certificate it signed stops being trusted)")
+	flag.BoolVar(&o.masterOnly, "master-only", false, "keep the CA and worker certificate; reissue master.pem from the CA in -out unless it already carries the default names and -hosts")
 	flag.StringVar(&keyMode, "key-mode", "0600", "octal file mode of the private keys")
 	flag.DurationVar(&o.validFor, "valid-for", 365*24*time.Hour, "how long the certificates are valid")
 	flag.Parse()
@@ -63,6 +73,19 @@ func main() {
 		if h = strings.TrimSpace(h); h != "" {
 			o.hosts = append(o.hosts, h)
 		}
+	}
+	if o.masterOnly {
+		names := strings.Join(append(append([]string(nil), defaultHosts...), o.hosts...), ", ")
+		switch issued, err := reissueMaster(o); {
+		case err != nil:
+			fmt.Fprintln(os.Stderr, "certs:", err)
+			os.Exit(1)
+		case issued:
+			fmt.Printf("wrote a new master.pem and master-key.pem to %s for %s (the CA and worker certificate are unchanged): restart the master to use them\n", o.out, names)
+		default:
+			fmt.Printf("%s/master.pem already carries %s: nothing to do\n", o.out, names)
+		}
+		return
 	}
 	if err := generate(o); err != nil {
 		fmt.Fprintln(os.Stderr, "certs:", err)
@@ -113,20 +136,7 @@ func generate(o options) error {
 		return err
 	}
 
-	dns, ips := splitHosts(append(append([]string(nil), defaultHosts...), o.hosts...))
-	masterKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	masterDER, _, err := sign(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: "master", Organization: []string{"Roundhouse lab"}},
-		NotBefore:   notBefore,
-		NotAfter:    now.Add(o.validFor),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    dns,
-		IPAddresses: ips,
-	}, caCert, &masterKey.PublicKey, caKey)
+	masterKey, masterDER, err := issueMaster(o, caCert, caKey, notBefore, now)
 	if err != nil {
 		return err
 	}
@@ -167,6 +177,99 @@ func generate(o options) error {
 		return err
 	}
 	return writePEM(caPath, "CERTIFICATE", caDER, 0o644)
+}
+
+// issueMaster makes a master key and a server certificate for the default
+// names and o.hosts, signed by the CA.
+func issueMaster(o options, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, notBefore, now time.Time) (*ecdsa.PrivateKey, []byte, error) {
+	dns, ips := splitHosts(append(append([]string(nil), defaultHosts...), o.hosts...))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, _, err := sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "master", Organization: []string{"Roundhouse lab"}},
+		NotBefore:   notBefore,
+		NotAfter:    now.Add(o.validFor),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    dns,
+		IPAddresses: ips,
+	}, caCert, &key.PublicKey, caKey)
+	return key, der, err
+}
+
+// reissueMaster writes a new master certificate and key into o.out, signed
+// by the CA there, unless the master certificate there already verifies
+// against that CA for every default name and o.hosts. It reports whether it
+// wrote them.
+func reissueMaster(o options) (bool, error) {
+	if o.validFor <= 0 {
+		o.validFor = 365 * 24 * time.Hour
+	}
+	if o.keyMode == 0 {
+		o.keyMode = 0o600
+	}
+	caCert, err := readPEMCert(filepath.Join(o.out, "ca.pem"))
+	if err != nil {
+		return false, fmt.Errorf("-master-only needs the CA: %w", err)
+	}
+	if current, err := readPEMCert(filepath.Join(o.out, "master.pem")); err == nil && carries(current, caCert, append(append([]string(nil), defaultHosts...), o.hosts...)) {
+		return false, nil
+	}
+	b, err := os.ReadFile(filepath.Join(o.out, "ca-key.pem"))
+	if err != nil {
+		return false, fmt.Errorf("-master-only needs the CA key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "EC PRIVATE KEY" {
+		return false, fmt.Errorf("%s: no EC PRIVATE KEY", filepath.Join(o.out, "ca-key.pem"))
+	}
+	caKey, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", filepath.Join(o.out, "ca-key.pem"), err)
+	}
+	now := time.Now()
+	key, der, err := issueMaster(o, caCert, caKey, now.Add(-time.Hour), now)
+	if err != nil {
+		return false, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return false, err
+	}
+	// The key first: a master restarted between the two writes fails to
+	// load a mismatched pair and says so, rather than serving a stale one.
+	if err := writePEM(filepath.Join(o.out, "master-key.pem"), "EC PRIVATE KEY", keyDER, o.keyMode); err != nil {
+		return false, err
+	}
+	return true, writePEM(filepath.Join(o.out, "master.pem"), "CERTIFICATE", der, 0o644)
+}
+
+// carries reports whether cert is a server certificate of ca valid now for
+// every one of hosts.
+func carries(cert, ca *x509.Certificate, hosts []string) bool {
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	for _, h := range hosts {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: h, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// readPEMCert reads the first certificate of a PEM file.
+func readPEMCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // sign makes a certificate from tmpl with a random serial number, signed by

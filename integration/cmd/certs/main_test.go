@@ -104,3 +104,67 @@ func TestGenerateRefusesToReplaceACA(t *testing.T) {
 		t.Fatalf("CA not replaced with -force: CN %q", cn)
 	}
 }
+
+// -master-only adds names to the master certificate of an existing lab:
+// the CA and the worker certificate stay as they were, and a second run
+// with the same names leaves everything alone.
+func TestReissueMasterAddsNames(t *testing.T) {
+	dir := t.TempDir()
+	if err := generate(options{out: dir, caName: "lab"}); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	ca, workerPEM := read("ca.pem"), read("worker.pem")
+	first := read("master.pem")
+
+	// The default names are there already: nothing to do.
+	if issued, err := reissueMaster(options{out: dir}); err != nil || issued {
+		t.Fatalf("without -hosts: issued %v, err %v; want nothing done", issued, err)
+	}
+	hosts := []string{"lab.example", "192.168.1.10"}
+	if issued, err := reissueMaster(options{out: dir, hosts: hosts, keyMode: 0o644}); err != nil || !issued {
+		t.Fatalf("with new hosts: issued %v, err %v; want a new certificate", issued, err)
+	}
+	if read("ca.pem") != ca || read("worker.pem") != workerPEM {
+		t.Error("-master-only changed the CA or the worker certificate")
+	}
+	second := read("master.pem")
+	if second == first {
+		t.Fatal("master.pem unchanged")
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(readCert(t, filepath.Join(dir, "ca.pem")))
+	master := readCert(t, filepath.Join(dir, "master.pem"))
+	for _, name := range append([]string{"master", "localhost", "127.0.0.1"}, hosts...) {
+		if _, err := master.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("new master.pem for %q: %v", name, err)
+		}
+	}
+	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "master.pem"), filepath.Join(dir, "master-key.pem")); err != nil {
+		t.Errorf("new master key pair: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "master-key.pem")); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o644 {
+		t.Errorf("master-key.pem has mode %o, want 644", fi.Mode().Perm())
+	}
+
+	// The same names again, in another order: nothing to do.
+	if issued, err := reissueMaster(options{out: dir, hosts: []string{"192.168.1.10", "lab.example"}}); err != nil || issued {
+		t.Fatalf("same hosts again: issued %v, err %v; want nothing done", issued, err)
+	}
+	if read("master.pem") != second {
+		t.Error("master.pem rewritten although it carried every name")
+	}
+
+	// No CA, no master certificate.
+	if _, err := reissueMaster(options{out: t.TempDir(), hosts: hosts}); err == nil {
+		t.Error("-master-only without a CA: no error")
+	}
+}
