@@ -147,6 +147,48 @@ worker-join: ## join a worker on this machine to a lab elsewhere, over mTLS: mak
 worker-leave: ## stop and remove the worker worker-join started: make worker-leave [WORKER_ID=...]
 	@bash docker/remote-worker.sh leave
 
+# Docker Swarm: docker/stack.yaml as stack SWARM_STACK. The tokens become
+# swarm secrets, read from files under .swarm/ (git-ignored, mode 0700) that
+# swarm-up writes from the shell's variables or .env; .swarm/created-swarm
+# records that swarm-up initialised the swarm (and whether it created the
+# docker_gwbridge network with it), so swarm-down leaves it (and removes that).
+SWARM_STACK ?= roundhouse
+# The node the master is pinned to (its database volume is local): this one.
+ROUNDHOUSE_MASTER_NODE ?= $(shell docker info -f '{{.Name}}' 2>/dev/null)
+# docker swarm init --advertise-addr, for a machine with several addresses.
+SWARM_ADVERTISE_ADDR ?=
+
+.PHONY: swarm-up
+swarm-up: images env ## deploy the lab on Docker Swarm as stack $(SWARM_STACK): master + $(WORKERS) workers (a single-node swarm if none)
+	@case "$$(docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}')" in \
+	  "active true") ;; \
+	  "inactive false") mkdir -p .swarm && docker network inspect docker_gwbridge >/dev/null 2>&1 && : > .swarm/created-swarm \
+	    || echo docker_gwbridge > .swarm/created-swarm; \
+	    docker swarm init $(if $(SWARM_ADVERTISE_ADDR),--advertise-addr $(SWARM_ADVERTISE_ADDR)) >/dev/null \
+	    || { rm .swarm/created-swarm; exit 1; }; echo "swarm: initialised a single-node swarm; make swarm-down leaves it" ;; \
+	  *) echo "swarm: this engine is in a swarm but not a manager: run make swarm-up on a manager"; exit 1 ;; \
+	esac
+	@mkdir -p .swarm && chmod 700 .swarm && umask 077 && \
+	for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
+	  v=$$(printenv $$k || sed -n "s/^$$k=//p" .env | tail -n 1); \
+	  test -n "$$v" || { echo "swarm: $$k is empty: swarm needs both tokens (make env writes them to .env)"; exit 1; }; \
+	  printf '%s' "$$v" > .swarm/$$(echo $$k | tr A-Z a-z); \
+	done
+	ROUNDHOUSE_SECRETS=$(CURDIR)/.swarm ROUNDHOUSE_MASTER_NODE=$(ROUNDHOUSE_MASTER_NODE) WORKERS=$(WORKERS) GPU_WORKERS=$(or $(GPU_WORKERS),0) \
+	  docker stack deploy -c docker/stack.yaml --resolve-image never --detach=true $(SWARM_STACK)
+	@go run ./integration/cmd/demo -api $(API) -wait-workers $$(( $(WORKERS) + $(or $(GPU_WORKERS),0) )) -tasks 0
+	@echo "lab is up on swarm: $(API)  (docker service ls, docker service scale $(SWARM_STACK)_worker=N, make swarm-down)"
+
+.PHONY: swarm-down
+swarm-down: ## remove the swarm stack (its master-data volume stays); leave the swarm if swarm-up made it
+	-docker stack rm $(SWARM_STACK)
+	@for i in $$(seq 120); do \
+	  test -z "$$(docker ps -aq --filter label=com.docker.stack.namespace=$(SWARM_STACK))" && break; sleep 0.5; done
+	@rm -f .swarm/master_api_token .swarm/master_worker_token
+	@if [ -f .swarm/created-swarm ]; then docker swarm leave --force && \
+	  { grep -q docker_gwbridge .swarm/created-swarm && docker network rm docker_gwbridge >/dev/null || true; } && rm .swarm/created-swarm; fi
+	@echo "stack $(SWARM_STACK) removed; its tasks and results stay on volume $(SWARM_STACK)_master-data (docker volume rm it to wipe them)"
+
 .PHONY: images
 images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)
 	bash docker/images.sh

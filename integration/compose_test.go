@@ -9,78 +9,23 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/roundhouse-lab/roundhouse/integration/client"
 )
 
-// composeCLI is the compose command: $COMPOSE if set (the Makefile sets it),
-// else the v2 plugin if the docker CLI has it, else the v1 binary.
-func composeCLI() []string {
-	if c := strings.Fields(os.Getenv("COMPOSE")); len(c) > 0 {
-		return c
-	}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}
-	}
-	return []string{"docker-compose"}
-}
-
-// composeLab is a compose project of the test's own, removed at the end.
-type composeLab struct {
-	project string
-	base    string // the API on this machine's loopback
-	api     *client.Client
-	run     func(args ...string) (string, error)
-}
-
-// startCompose runs `compose -f files... up` scaled to workers, with tokens
-// of the test's own (whatever a developer's .env holds: the environment
-// wins over .env for compose) and env added to the environment.
-func startCompose(t *testing.T, ctx context.Context, files []string, workers int, env ...string) *composeLab {
+// startCompose starts compose files with workers through the harness
+// (composeOrchestrator: $COMPOSE) and checks that the API wants the lab's
+// token: compose.yaml passes the tokens, the API wants the one from the
+// environment (the probes none), and the workers registered with theirs.
+func startCompose(t *testing.T, ctx context.Context, files []string, workers int, env ...string) *deployment {
 	t.Helper()
-	port := freePort(t)
-	apiToken, workerToken := randomToken(t), randomToken(t)
-	cl := &composeLab{project: fmt.Sprintf("rhtest%d", time.Now().UnixNano()%1_000_000)}
-	t.Logf("compose: %s", strings.Join(composeCLI(), " "))
-	args := []string{"-p", cl.project}
-	for _, f := range files {
-		args = append(args, "-f", f)
-	}
-	cl.run = func(more ...string) (string, error) {
-		cli := composeCLI()
-		cmd := exec.CommandContext(ctx, cli[0], append(append(cli[1:], args...), more...)...)
-		cmd.Dir = ".." // the repository root
-		cmd.Env = append(append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
-			"MASTER_API_TOKEN="+apiToken, "MASTER_WORKER_TOKEN="+workerToken), env...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := cl.run("logs", "--no-color")
-			t.Logf("---- compose logs ----\n%s", out)
-		}
-		if out, err := cl.run("down", "--volumes", "--remove-orphans"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
-	if out, err := cl.run("up", "-d", "--scale", fmt.Sprintf("worker=%d", workers)); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
-	}
-	cl.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cl.api = client.New(cl.base, client.WithToken(apiToken))
-
-	// compose.yaml passes the tokens: the API wants the one from the
-	// environment (the probes none), and the workers registered with theirs.
-	checkAPIAuth(t, cl.base, apiToken)
-	return cl
+	d := startLab(t, ctx, labSpec{orch: composeOrchestrator(), prefix: "rhtest", files: files, workers: workers, env: env})
+	checkAPIAuth(t, d.base, d.token)
+	return d
 }
 
 // The real compose.yaml, scaled to five workers: all five register under
@@ -173,7 +118,7 @@ func TestComposeMutualTLS(t *testing.T) {
 		}
 	}
 	// The workers really use TLS: each says so when it starts.
-	logs, err := cl.run("logs", "--no-color", "worker")
+	logs, err := cl.compose("logs", "--no-color", "worker")
 	if err != nil {
 		t.Fatalf("compose logs: %v\n%s", err, logs)
 	}

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -436,9 +435,8 @@ func TestLabMakeTargets(t *testing.T) {
 // guideLab is a lab started from the real compose.yaml under a project of
 // its own, and driven by docker/lab.sh as a student would drive it.
 type guideLab struct {
-	l       *lab // only its API, token and context: the containers are compose's
-	project string
-	env     []string // for compose and docker/lab.sh
+	*deployment
+	l *lab // only its API, token and context: the containers are compose's
 }
 
 // startComposeLab starts compose.yaml with n workers and waits until the
@@ -447,67 +445,26 @@ func startComposeLab(t *testing.T, n int) *guideLab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
-	port := freePort(t)
-	token := randomToken(t)
-	api := client.New(fmt.Sprintf("http://127.0.0.1:%d", port), client.WithToken(token))
-	cl := &guideLab{
-		l:       &lab{t: t, ctx: ctx, api: api, apiToken: token},
-		project: fmt.Sprintf("rhlabs%d", time.Now().UnixNano()%1_000_000),
-	}
-	cl.env = append(os.Environ(),
-		"COMPOSE="+strings.Join(composeCLI(), " "),
-		"COMPOSE_PROJECT_NAME="+cl.project,
-		// lab.sh lets compose pick the files: this lab is compose.yaml
-		// alone, whatever COMPOSE_FILE a developer's .env holds (make up TLS=1).
-		"COMPOSE_FILE=compose.yaml",
-		fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port),
+	d := startLab(t, ctx, labSpec{orch: composeOrchestrator(), prefix: "rhlabs", files: []string{"compose.yaml"}, workers: n, env: []string{
 		"API=", // lab.sh derives it from the port
 		// The guide's timings assume the defaults; pin them against the
 		// caller's environment.
-		"MASTER_WORKER_TIMEOUT="+labWorkerTimeout.String(),
+		"MASTER_WORKER_TIMEOUT=" + labWorkerTimeout.String(),
 		"WORKER_SLOTS=1",
-		// compose.yaml refuses to start without both tokens; everything
-		// here sends the API token.
-		"MASTER_API_TOKEN="+token,
-		"MASTER_WORKER_TOKEN="+randomToken(t),
-	)
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := cl.compose("logs", "--no-color", "--timestamps")
-			t.Logf("---- compose logs ----\n%s", out)
-		}
-		if out, err := cl.compose("down", "--volumes", "--remove-orphans"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
-	if out, err := cl.compose("up", "-d", "--scale", fmt.Sprintf("worker=%d", n)); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
-	}
+	}})
+	cl := &guideLab{deployment: d, l: d.apiLab()}
 	t.Cleanup(cl.l.dumpWatched)
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
-	if _, err := api.WaitWorkers(wctx, n); err != nil {
+	if _, err := d.api.WaitWorkers(wctx, n); err != nil {
 		t.Fatal(err)
 	}
 	return cl
 }
 
-func (cl *guideLab) compose(args ...string) (string, error) {
-	cli := composeCLI()
-	cmd := exec.CommandContext(cl.l.ctx, cli[0], append(append(cli[1:], "-p", cl.project, "-f", "compose.yaml"), args...)...)
-	cmd.Dir = ".." // the repository root
-	cmd.Env = cl.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
 // lab runs docker/lab.sh, as the make targets do.
 func (cl *guideLab) lab(args ...string) (string, error) {
-	cmd := exec.CommandContext(cl.l.ctx, "bash", append([]string{"docker/lab.sh"}, args...)...)
-	cmd.Dir = ".."
-	cmd.Env = cl.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cl.command("bash", append([]string{"docker/lab.sh"}, args...)...)
 }
 
 // run runs docker/lab.sh, logs what it said and fails the test if it failed.

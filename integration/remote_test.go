@@ -63,7 +63,7 @@ func TestComposeRemoteWorker(t *testing.T) {
 	cl := startCompose(t, ctx, remoteFiles, 1, env...)
 	api := cl.api
 	published := net.JoinHostPort(gateway, strconv.Itoa(grpcPort))
-	if out, err := cl.run("port", "master", "50051"); err != nil || strings.TrimSpace(out) != published {
+	if out, err := cl.compose("port", "master", "50051"); err != nil || strings.TrimSpace(out) != published {
 		t.Fatalf("compose port master 50051: %q, %v; want %s", out, err, published)
 	}
 
@@ -154,21 +154,12 @@ func TestComposeRemoteWorker(t *testing.T) {
 		c.Close()
 	}
 	recompose := func(files []string, args ...string) string {
-		cli := composeCLI()
-		cmdArgs := append(append([]string(nil), cli[1:]...), "-p", cl.project)
-		for _, f := range files {
-			cmdArgs = append(cmdArgs, "-f", f)
-		}
-		cmd := exec.CommandContext(ctx, cli[0], append(cmdArgs, args...)...)
-		cmd.Dir = ".."
-		// The API is not used after this: any API token will do.
-		cmd.Env = append(append(os.Environ(), fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", apiPort(t, cl.base)),
-			"MASTER_API_TOKEN="+randomToken(t)), env...)
-		out, err := cmd.CombinedOutput()
+		cl.files = files // the same project, other files
+		out, err := cl.compose(args...)
 		if err != nil {
 			t.Fatalf("compose %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		return string(out)
+		return out
 	}
 	recompose(tlsFiles, "up", "-d", "--scale", "worker=1")
 	id := strings.TrimSpace(recompose(tlsFiles, "ps", "-q", "master"))
@@ -249,17 +240,6 @@ func hostGateway(t *testing.T, ctx context.Context, image string) string {
 	}
 	t.Fatalf("host.docker.internal is not in the container's /etc/hosts:\n%s", out)
 	return ""
-}
-
-// apiPort is the port of a base URL such as http://127.0.0.1:9092.
-func apiPort(t *testing.T, base string) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
-	p, _ := strconv.Atoi(port)
-	if err != nil || p == 0 {
-		t.Fatalf("no port in %q", base)
-	}
-	return p
 }
 
 // removeOnCleanup removes container name at the end of the test, if it
