@@ -117,8 +117,8 @@ flood: ## submit COUNT tasks (default 200) fast, then count how they ended
 	@$(LAB) flood $(COUNT)
 
 .PHONY: images
-images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)
-	bash docker/images.sh
+images: ## build roundhouse/master and roundhouse/worker: binaries from the host's Go, or CLEAN=1 from the Dockerfiles (offline substitutes if no registry)
+	CLEAN=$(CLEAN) bash docker/images.sh
 
 .PHONY: proto
 proto: ## regenerate proto/roundhousepb from proto/roundhouse.proto
