@@ -177,5 +177,6 @@ demo: build ## start a local cluster, run a batch of tasks, show which worker ra
 
 .PHONY: clean
 clean: ## remove build outputs and the offline substitute images
+	-bash docker/images.sh prune
 	rm -rf bin docker/.build integration.out
 	-docker image rm roundhouse/master:dev roundhouse/worker:dev roundhouse/shell:busybox-static 2>/dev/null

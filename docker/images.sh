@@ -27,7 +27,8 @@
 # are listed in docker/.build/replaced and removed here once nothing uses
 # them (a running container keeps its image until compose recreates it, so
 # the next run retries). A clean build keeps its latest build stage per
-# module, which is the next clean build's layer cache.
+# module, which is the next clean build's layer cache; `images.sh prune`
+# (make clean) removes those too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -199,6 +200,14 @@ clean() {
     [ -z "$old" ] || [ "$(image_id "$old")" = "$(image_id "$stage")" ] || replaced "$old"
   fi
 }
+
+# `images.sh prune` (make clean): also drop the build stages kept as cache.
+if [ "${1:-}" = prune ]; then
+  cat "$BUILD_DIR"/*.stage 2>/dev/null | while read -r id; do replaced "$id"; done
+  rm -f "$BUILD_DIR"/*.stage
+  prune
+  exit 0
+fi
 
 if ! available "$MASTER_RUNTIME_IMAGE"; then
   MASTER_RUNTIME_IMAGE=scratch
