@@ -190,8 +190,8 @@ swarm-down: ## remove the swarm stack (its master-data volume stays); leave the 
 	@echo "stack $(SWARM_STACK) removed; its tasks and results stay on volume $(SWARM_STACK)_master-data (docker volume rm it to wipe them)"
 
 .PHONY: images
-images: ## build roundhouse/master and roundhouse/worker (offline substitutes if no registry)
-	bash docker/images.sh
+images: ## build roundhouse/master and roundhouse/worker: binaries from the host's Go, or CLEAN=1 from the Dockerfiles (offline substitutes if no registry)
+	CLEAN=$(CLEAN) bash docker/images.sh
 
 .PHONY: proto
 proto: ## regenerate proto/roundhousepb from proto/roundhouse.proto
@@ -247,5 +247,6 @@ demo: build ## start a local cluster, run a batch of tasks, show which worker ra
 
 .PHONY: clean
 clean: ## remove build outputs and the offline substitute images
+	-bash docker/images.sh prune
 	rm -rf bin docker/.build integration.out
 	-docker image rm roundhouse/master:dev roundhouse/worker:dev roundhouse/shell:busybox-static 2>/dev/null
