@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,7 +61,7 @@ func labEnv(t *testing.T) {
 // API token, which the demo sends on every request.
 func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	labEnv(t)
-	var log, procLog syncBuffer
+	var log, procLog localcluster.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ran, err := run(ctx, options{
@@ -96,7 +95,7 @@ func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 func TestServe(t *testing.T) {
 	labEnv(t)
 	t.Setenv("MASTER_WORKER_TOKEN", "serve-worker-token-0123456789") // what -serve hands on
-	var out, procLog syncBuffer
+	var out, procLog localcluster.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -176,22 +175,4 @@ func children(t *testing.T) []int {
 		pids = append(pids, pid)
 	}
 	return pids
-}
-
-// syncBuffer is a bytes.Buffer that the cluster writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -74,7 +74,7 @@ type cluster struct {
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	buildBins(t)
-	var log syncBuffer
+	var log localcluster.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	lc, err := localcluster.Start(ctx, localcluster.Config{
@@ -130,24 +130,6 @@ func cli(t *testing.T, env []string, args ...string) result {
 	var out, errb bytes.Buffer
 	code := run(ctx, args, strings.NewReader(""), &out, &errb, env)
 	return result{code, out.String(), errb.String()}
-}
-
-// syncBuffer is a bytes.Buffer that a command writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor polls cond every 20 ms until it holds, or fails the test after d.

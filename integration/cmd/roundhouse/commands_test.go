@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
 // TestCommands runs every command but run and events (followed in their own
@@ -150,7 +151,7 @@ func TestEventsFollowsTheStream(t *testing.T) {
 			if asJSON {
 				args = append(args, "--json")
 			}
-			var out, errb syncBuffer
+			var out, errb localcluster.Buffer
 			done := make(chan int, 1)
 			go func() { done <- run(ctx, args, strings.NewReader(""), &out, &errb, cl.env()) }()
 			defer func() { cancel(); <-done }()

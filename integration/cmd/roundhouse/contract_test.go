@@ -100,18 +100,7 @@ func TestCtrlCAgainstTheContract(t *testing.T) {
 	t.Cleanup(srv.Close)
 	cmd := exec.Command(bins.roundhouse, "--api", srv.URL, "run", "--", "x")
 	cmd.Env = append(os.Environ(), "ROUNDHOUSE_TTY=1", "MASTER_API_TOKEN=")
-	var out, errb syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	out, errb, stdin, exited := startProcess(t, cmd)
 	waitFor(t, 10*time.Second, "the first line", func() bool { return out.String() == "first\n" })
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
 )
 
 // TestRunExitsWithTheTasksCode: run prints the task's stdout and stderr
@@ -82,18 +83,7 @@ func TestRunCtrlC(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(bins.roundhouse, "run", "-v", "--", "echo first; sleep 60")
 			cmd.Env = append(append(os.Environ(), cl.env()...), "ROUNDHOUSE_TTY="+tt.tty)
-			var out, errb syncBuffer
-			cmd.Stdout, cmd.Stderr = &out, &errb
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(exited) }()
-			defer func() { _ = cmd.Process.Kill(); <-exited }()
+			out, errb, stdin, exited := startProcess(t, cmd)
 
 			// running fails the test at once if run has ended already.
 			running := func() bool {
@@ -165,7 +155,7 @@ func TestRunAfterALostWorker(t *testing.T) {
 	cl := startCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb localcluster.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "-v", "--", "echo start; sleep 2; echo done"}, strings.NewReader(""), &out, &errb, cl.env())
@@ -204,4 +194,24 @@ func TestRunAfterALostWorker(t *testing.T) {
 		t.Fatalf("want exit 0, a note of attempt 2 on the other worker, the second attempt's output; got exit %d\nstdout:\n%s\nstderr:\n%s",
 			code, out.String(), errb.String())
 	}
+}
+
+// startProcess starts cmd with its output in buffers and a pipe to its
+// stdin; exited is closed once it has been waited for. The test's cleanup
+// kills it if it still runs, and waits.
+func startProcess(t *testing.T, cmd *exec.Cmd) (out, errb *localcluster.Buffer, stdin io.WriteCloser, exited <-chan struct{}) {
+	t.Helper()
+	out, errb = new(localcluster.Buffer), new(localcluster.Buffer)
+	cmd.Stdout, cmd.Stderr = out, errb
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }() // owned by the cleanup below, which waits for it
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	return out, errb, stdin, done
 }

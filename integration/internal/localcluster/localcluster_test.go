@@ -1,14 +1,12 @@
 package localcluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,24 +36,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects the cluster's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // gone reports whether no process has this ID any more.
 func gone(pid int) bool {
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
@@ -75,7 +55,7 @@ func TestClusterLifecycle(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	var log syncBuffer
+	var log Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Config{
@@ -167,7 +147,7 @@ func TestClusterLifecycle(t *testing.T) {
 // its exit and output, not after the readiness timeout; a fixed address
 // already in use fails before anything starts.
 func TestStartFailsFast(t *testing.T) {
-	var log syncBuffer
+	var log Buffer
 	began := time.Now()
 	c, err := Start(context.Background(), Config{Bin: bins, Log: &log, ReadyTimeout: time.Minute,
 		MasterEnv: []string{"MASTER_MAX_ATTEMPTS=zero"}})

@@ -122,6 +122,20 @@ func startWith(t *testing.T, su setup) served {
 	return served{d: d, st: st, dbPath: dbPath, addr: lis.Addr().String()}
 }
 
+// welcomed registers worker w1 (instance i1, one slot) and reads its
+// Welcome, the first message of every accepted stream.
+func welcomed(t *testing.T, ctx context.Context, c pb.NodeServiceClient) pb.NodeService_AssignTaskClient {
+	t.Helper()
+	stream, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("first message %v, %v; want the welcome", m, err)
+	}
+	return stream
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -233,13 +247,7 @@ func TestRefusals(t *testing.T) {
 	_, cc := start(t)
 	c := pb.NewNodeServiceClient(cc)
 	ctx := ctxT(t)
-	held, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := held.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	welcomed(t, ctx, c)
 	tests := []struct {
 		name string
 		req  *pb.RegisterRequest

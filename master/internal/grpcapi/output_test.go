@@ -16,13 +16,7 @@ func TestStreamOutputKeepsOnlyTheCurrentDelivery(t *testing.T) {
 	s := startWith(t, setup{live: live})
 	c := pb.NewNodeServiceClient(dial(t, s.addr))
 	ctx := ctxT(t)
-	stream, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
-		t.Fatalf("first message = %v, %v", m, err)
-	}
+	stream := welcomed(t, ctx, c)
 	tk, _, err := s.d.Submit(context.Background(), dispatch.Submission{Cmd: "echo hi"})
 	if err != nil {
 		t.Fatal(err)

@@ -60,13 +60,7 @@ func TestTaskIsSentOnlyOnceOnDisk(t *testing.T) {
 	}})
 	c := pb.NewNodeServiceClient(dial(t, s.addr))
 	ctx := ctxT(t)
-	stream, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
-		t.Fatalf("first message %v, %v; want the welcome", m, err)
-	}
+	stream := welcomed(t, ctx, c)
 	// Both submitted while writes succeed (Submit refuses once they fail):
 	// A takes the one slot, B waits in the queue for it.
 	a, _, err := s.d.Submit(context.Background(), dispatch.Submission{Cmd: "echo a"})
