@@ -218,9 +218,14 @@ integration: images ## container tests: master + workers with testcontainers, an
 	TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE)" go test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0
 	$(if $(COMPOSE_OTHER),TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE_OTHER)" go test -count=1 -timeout 15m -v -run '^TestCompose' ./integration/ 2>&1 | tee -a integration.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0)
 
+# The system Roundhouse replaces, measured beside it by make bench when its
+# build is there (README, Performance): it needs ports 9092 and 50051 free.
+# PEER= leaves it out; CI has no such file, so nothing there depends on it.
+PEER ?= $(wildcard ../shared/peers/seed-server)
+
 .PHONY: bench
-bench: ## measure the master beside this machine's limits, write bench/results/latest.json (BENCH_FLAGS=-quick, -no-1m, -containers)
-	go run ./integration/cmd/bench $(BENCH_FLAGS)
+bench: ## measure the master beside this machine's limits and the old system (PEER), write bench/results/latest.json (BENCH_FLAGS=-quick, -no-1m, -containers)
+	go run ./integration/cmd/bench $(if $(PEER),-peer $(PEER)) $(BENCH_FLAGS)
 
 .PHONY: check
 check: vet proto-check test integration ## every check and test, as CI runs them

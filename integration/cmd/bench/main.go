@@ -13,6 +13,12 @@
 //	go run ./integration/cmd/bench -quick        # one short run, no 1M RSS step
 //	go run ./integration/cmd/bench -no-1m        # the full run without the 1,000,000-task RSS step
 //	go run ./integration/cmd/bench -containers   # the images instead of local processes
+//	go run ./integration/cmd/bench -peer ../shared/peers/seed-server
+//	                                             # the old system too, in the same run
+//
+// With -peer, the system Roundhouse replaces is measured with the same load
+// (the peer phase) and its column of the closing table filled in; it needs
+// its fixed ports, 9092 and 50051, free. Nothing else needs it.
 package main
 
 import (
@@ -47,6 +53,7 @@ type options struct {
 	rssSteps    []int         // queued tasks at which the master's RSS is read
 	assignSteps int           // timed assign steps per queue length and run (go test -benchtime Nx)
 	workers     int
+	peer        string   // the old system's binary; empty: not measured
 	phases      []string // which of submit, e2e, memory, assign to run
 	containers  bool
 	buildImgs   bool
@@ -60,7 +67,7 @@ func defaults() options {
 	return options{
 		runs: 3, dur: 3 * time.Second, conc: []int{1, 16, 64}, tasks: 3000, idleTasks: 50,
 		rssSteps: []int{100_000, 1_000_000}, assignSteps: 50_000, workers: 5, buildImgs: true,
-		phases: []string{"submit", "e2e", "memory", "assign"}, out: filepath.Join("bench", "results", "latest.json"), log: os.Stderr,
+		phases: []string{"submit", "e2e", "peer", "memory", "assign"}, out: filepath.Join("bench", "results", "latest.json"), log: os.Stderr,
 	}
 }
 
@@ -85,7 +92,8 @@ func main() {
 	flag.StringVar(&o.masterBin, "master", "", "master binary (default: go build one)")
 	flag.StringVar(&o.workerBin, "worker", "", "worker binary (default: go build one)")
 	flag.StringVar(&o.out, "out", o.out, "where to write the JSON results (empty: nowhere)")
-	phases := flag.String("phases", strings.Join(o.phases, ","), "which measurements to make: submit (and the machine's limits), e2e, memory, assign")
+	flag.StringVar(&o.peer, "peer", "", "the old system's binary (seed-server) to measure beside Roundhouse; it needs ports 9092 and 50051 free (empty: not measured)")
+	phases := flag.String("phases", strings.Join(o.phases, ","), "which measurements to make: submit (and the machine's limits), e2e, peer (the old system, with -peer), memory, assign")
 	flag.Parse()
 	o.phases = strings.Split(*phases, ",")
 	if *quick {
@@ -150,18 +158,24 @@ func (c *collector) fill(r *Report) {
 
 // steps are the phases of a run, by the names -phases takes.
 var steps = map[string]func(context.Context, options, launcher, *collector) error{
-	"submit": submitAndLimits, "e2e": endToEnd, "memory": memory, "assign": assignStep,
+	"submit": submitAndLimits, "e2e": endToEnd, "peer": peerPhase, "memory": memory, "assign": assignStep,
 }
 
-// clusterless are the phases that start no master or worker: a run of
-// only these builds nothing (and gets a nil launcher).
-var clusterless = map[string]bool{"assign": true}
+// clusterless are the phases that start no Roundhouse master or worker: a
+// run of only these builds nothing (and gets a nil launcher).
+var clusterless = map[string]bool{"assign": true, "peer": true}
 
 // run does every measurement and returns the report, partial on error.
 func run(ctx context.Context, o options) (*Report, error) {
 	for _, name := range o.phases {
 		if steps[name] == nil {
-			return nil, fmt.Errorf("-phases: no phase %q (use submit, e2e, memory, assign)", name)
+			return nil, fmt.Errorf("-phases: no phase %q (use submit, e2e, peer, memory, assign)", name)
+		}
+	}
+	// Before minutes of measuring: the old system's ports may be taken.
+	if o.peer != "" && slices.Contains(o.phases, "peer") {
+		if err := checkPeer(o.peer); err != nil {
+			return nil, err
 		}
 	}
 	began := time.Now()
@@ -280,7 +294,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		return err
 	}
 	cl := client.New(m.api)
-	hc := newHTTPClient(16)
+	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
 	for r := 1; r <= o.runs; r++ {
 		before, err := clusterCPU(m, ws)
 		if err != nil {
@@ -306,6 +320,17 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: %d x true on %d workers: %.0f tasks/s; queued->started p50 %.2f ms p99 %.2f ms; submitted->finished p50 %.2f ms p99 %.2f ms",
 			r, o.runs, o.tasks, o.workers, tp.rate, tp.q2s50, tp.q2s99, tp.s2f50, tp.s2f99)
 
+		acc, err := acceptedRate(ctx, load{client: hc64, url: m.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, o.dur)
+		if err != nil {
+			return err
+		}
+		col.put("submit_rate_c64_workers", "req/s", acc)
+		o.logf("run %d/%d: %d workers running the tasks, at concurrency 64: %.0f/s accepted", r, o.runs, o.workers, acc)
+		// The backlog must be run before the idle figure is measured.
+		if err := drain(ctx, cl); err != nil {
+			return err
+		}
+
 		idle, err := idleLatency(ctx, cl, o.idleTasks)
 		if err != nil {
 			return err
@@ -321,6 +346,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
 	}
 	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
+	col.notes["submit_rate_c64_workers"] = fmt.Sprintf("accepted tasks/s of POST /tasks {\"cmd\":\"true\"} at concurrency 64 while %d workers run them (the old system's first figure)", o.workers)
 	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
 	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"
 	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"
@@ -426,6 +452,21 @@ func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api str
 		q2s50: percentile(a, 50), q2s99: percentile(a, 99),
 		s2f50: percentile(b, 50), s2f99: percentile(b, 99),
 	}, nil
+}
+
+// drain waits until no task is queued or running.
+func drain(ctx context.Context, cl *client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	live := url.Values{"status": {"queued,running"}, "limit": {"1"}}
+	err := client.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		page, _, err := cl.List(ctx, live)
+		return err == nil && len(page) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the backlog to run: %w", err)
+	}
+	return nil
 }
 
 // idleLatency sends n tasks one after another, each answered when final,

@@ -74,12 +74,13 @@ type Ratio struct {
 	Stat
 }
 
-// Target is one goal of issue 6 and whether the run met it. Pass is nil
-// when the metric was not measured (e.g. -no-1m).
+// Target is one goal of an issue and whether the run met it. Pass is nil
+// when the metric was not measured (e.g. -no-1m, or no -peer).
 type Target struct {
 	Name   string   `json:"name"`
+	Issue  int      `json:"issue"`  // the issue that set it
 	Metric string   `json:"metric"` // a Metric or Ratio name
-	Op     string   `json:"op"`     // ">=" or "<"
+	Op     string   `json:"op"`     // ">=", "<" or "<="
 	Limit  float64  `json:"limit"`
 	Value  *float64 `json:"value"` // the median; nil when not measured
 	Pass   *bool    `json:"pass"`
@@ -154,14 +155,20 @@ func (r *Report) value(name string) (float64, bool) {
 	return 0, false
 }
 
-// targets are issue 6's goals.
+// targets are the goals of issue 6 and of issue 14, which kept issue 6's
+// and added the old system (-peer) as a yardstick.
 var targets = []Target{
-	{Name: "accepted/s at 64 >= 60% of the minimal handler", Metric: "accepted_vs_minimal_c64", Op: ">=", Limit: 0.60},
-	{Name: "submit p99 at 16 < 5 ms", Metric: "submit_p99_ms_c16", Op: "<", Limit: 5},
-	{Name: "completed/s (true, 5 workers) >= 85% of fork/exec", Metric: "completed_vs_forkexec", Op: ">=", Limit: 0.85},
-	{Name: "queued-to-started p50, idle < 2 ms", Metric: "idle_queued_to_started_p50_ms", Op: "<", Limit: 2},
-	{Name: "master RSS with 1M queued < 512 MiB", Metric: "master_rss_mib_1m", Op: "<", Limit: 512},
-	{Name: "dead worker to re-run < 10 s", Metric: "dead_worker_rerun_s", Op: "<", Limit: 10},
+	{Name: "accepted/s at 64 >= 60% of the minimal handler", Issue: 6, Metric: "accepted_vs_minimal_c64", Op: ">=", Limit: 0.60},
+	{Name: "submit p99 at 16 < 5 ms", Issue: 6, Metric: "submit_p99_ms_c16", Op: "<", Limit: 5},
+	{Name: "completed/s (true, 5 workers) >= 85% of fork/exec", Issue: 6, Metric: "completed_vs_forkexec", Op: ">=", Limit: 0.85},
+	{Name: "queued-to-started p50, idle < 2 ms", Issue: 6, Metric: "idle_queued_to_started_p50_ms", Op: "<", Limit: 2},
+	{Name: "master RSS with 1M queued < 512 MiB", Issue: 6, Metric: "master_rss_mib_1m", Op: "<", Limit: 512},
+	{Name: "dead worker to re-run < 10 s", Issue: 6, Metric: "dead_worker_rerun_s", Op: "<", Limit: 10},
+	{Name: "accepted/s at 64, 5 workers >= the old system", Issue: 14, Metric: "accepted_vs_peer_c64", Op: ">=", Limit: 1},
+	{Name: "completed/s (true, 5 workers) >= the old system", Issue: 14, Metric: "completed_vs_peer", Op: ">=", Limit: 1},
+	{Name: "CPU per task, master <= 0.1 ms", Issue: 14, Metric: "cpu_master_ms_per_task", Op: "<=", Limit: 0.1},
+	{Name: "CPU per task, worker <= 0.1 ms (command excluded)", Issue: 14, Metric: "cpu_workers_ms_per_task", Op: "<=", Limit: 0.1},
+	{Name: "master RSS with 1M queued < 256 MiB", Issue: 14, Metric: "master_rss_mib_1m", Op: "<", Limit: 256},
 }
 
 // evaluate fills in the ratios and the targets from the metrics.
@@ -170,18 +177,28 @@ func (r *Report) evaluate() {
 	r.ratio("accepted_vs_minimal_c64", "submit_rate_c64", "minimal_rate_c64")
 	r.ratio("completed_vs_forkexec", "completed_rate", "forkexec_rate_c2")
 	r.ratio("assign_step_1m_vs_1k", "assign_step_us_queued_1m", "assign_step_us_queued_1k")
+	r.ratio("accepted_workers_vs_minimal_c64", "submit_rate_c64_workers", "minimal_rate_c64")
+	r.ratio("accepted_vs_peer_c64", "submit_rate_c64_workers", "peer_accepted_rate_c64_workers")
+	r.ratio("completed_vs_peer", "completed_rate", "peer_completed_rate")
 	r.Targets = nil
 	for _, t := range targets {
-		v, ok := r.value(t.Metric)
-		if ok {
-			pass := v < t.Limit
-			if t.Op == ">=" {
-				pass = v >= t.Limit
-			}
+		if v, ok := r.value(t.Metric); ok {
+			pass := t.met(v)
 			t.Value, t.Pass = &v, &pass
 		}
 		r.Targets = append(r.Targets, t)
 	}
+}
+
+// met says whether v meets the target.
+func (t Target) met(v float64) bool {
+	switch t.Op {
+	case ">=":
+		return v >= t.Limit
+	case "<=":
+		return v <= t.Limit
+	}
+	return v < t.Limit
 }
 
 // writeTable prints the report for a human.
@@ -203,8 +220,10 @@ func (r *Report) writeTable(w io.Writer) {
 		if t.Pass != nil {
 			verdict, v = map[bool]string{true: "PASS", false: "FAIL"}[*t.Pass], *t.Value
 		}
-		fmt.Fprintf(w, "  %-4s %-52s %s %s %s\n", verdict, t.Name, num(v), t.Op, num(t.Limit))
+		fmt.Fprintf(w, "  %-4s #%-2d %-52s %s %s %s\n", verdict, t.Issue, t.Name, num(v), t.Op, num(t.Limit))
 	}
+	fmt.Fprintln(w)
+	r.writeComparison(w)
 }
 
 // num prints a figure with about three significant digits.

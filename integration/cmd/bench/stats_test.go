@@ -98,6 +98,11 @@ func TestEvaluate(t *testing.T) {
 	r.add("dead_worker_rerun_s", "s", []float64{10, 10, 10}, "")
 	r.add("assign_step_us_queued_1k", "us", []float64{10, 20, 10}, "")
 	r.add("assign_step_us_queued_1m", "us", []float64{11, 10, 30}, "")
+	r.add("submit_rate_c64_workers", "req/s", []float64{100, 200, 300}, "")
+	r.add("peer_accepted_rate_c64_workers", "req/s", []float64{100, 200, 300}, "")
+	r.add("peer_completed_rate", "tasks/s", []float64{100, 100, 100}, "")
+	r.add("cpu_master_ms_per_task", "ms", []float64{0.1, 0.05, 0.3}, "")
+	r.add("cpu_workers_ms_per_task", "ms", []float64{0.2, 0.1, 0.3}, "")
 	r.add("nothing", "s", nil, "") // no runs: no metric
 	r.evaluate()
 
@@ -105,9 +110,12 @@ func TestEvaluate(t *testing.T) {
 		t.Error("a metric without runs was added")
 	}
 	wantRatios := map[string]Stat{
-		"accepted_vs_minimal_c64": {Median: 0.6, Min: 0.3, Max: 0.9},
-		"completed_vs_forkexec":   {Median: 0.9, Min: 0.8, Max: 1},
-		"assign_step_1m_vs_1k":    {Median: 1.1, Min: 0.5, Max: 3}, // run by run: 1.1, 0.5, 3
+		"accepted_vs_minimal_c64":         {Median: 0.6, Min: 0.3, Max: 0.9},
+		"completed_vs_forkexec":           {Median: 0.9, Min: 0.8, Max: 1},
+		"assign_step_1m_vs_1k":            {Median: 1.1, Min: 0.5, Max: 3}, // run by run: 1.1, 0.5, 3
+		"accepted_workers_vs_minimal_c64": {Median: 0.2, Min: 0.1, Max: 0.3},
+		"accepted_vs_peer_c64":            {Median: 1, Min: 1, Max: 1},
+		"completed_vs_peer":               {Median: 0.9, Min: 0.8, Max: 1},
 	}
 	if len(r.Ratios) != len(wantRatios) {
 		t.Fatalf("ratios = %+v, want %d", r.Ratios, len(wantRatios))
@@ -119,12 +127,17 @@ func TestEvaluate(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"accepted_vs_minimal_c64":       "pass", // 0.6 >= 0.6: the limit itself passes
-		"submit_p99_ms_c16":             "fail", // median 6 ms
-		"completed_vs_forkexec":         "pass",
-		"idle_queued_to_started_p50_ms": "pass", // median 1.5 ms
-		"master_rss_mib_1m":             "n/a",  // not measured
-		"dead_worker_rerun_s":           "fail", // 10 is not under 10
+		"accepted/s at 64 >= 60% of the minimal handler":    "pass", // 0.6 >= 0.6: the limit itself passes
+		"submit p99 at 16 < 5 ms":                           "fail", // median 6 ms
+		"completed/s (true, 5 workers) >= 85% of fork/exec": "pass",
+		"queued-to-started p50, idle < 2 ms":                "pass", // median 1.5 ms
+		"master RSS with 1M queued < 512 MiB":               "n/a",  // not measured
+		"dead worker to re-run < 10 s":                      "fail", // 10 is not under 10
+		"accepted/s at 64, 5 workers >= the old system":     "pass", // 1.0 run by run
+		"completed/s (true, 5 workers) >= the old system":   "fail", // 0.9 run by run
+		"CPU per task, master <= 0.1 ms":                    "pass", // 0.1 <= 0.1: the limit itself passes
+		"CPU per task, worker <= 0.1 ms (command excluded)": "fail", // median 0.2
+		"master RSS with 1M queued < 256 MiB":               "n/a",
 	}
 	if len(r.Targets) != len(want) {
 		t.Fatalf("got %d targets, want %d", len(r.Targets), len(want))
@@ -134,8 +147,8 @@ func TestEvaluate(t *testing.T) {
 		if tg.Pass != nil {
 			got = map[bool]string{true: "pass", false: "fail"}[*tg.Pass]
 		}
-		if got != want[tg.Metric] {
-			t.Errorf("target %q: %s, want %s", tg.Name, got, want[tg.Metric])
+		if got != want[tg.Name] {
+			t.Errorf("target %q: %s, want %s", tg.Name, got, want[tg.Name])
 		}
 	}
 }
