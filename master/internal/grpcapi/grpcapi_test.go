@@ -60,6 +60,8 @@ type setup struct {
 	params      Params         // Dispatcher and Log are filled in, MaxRecvBytes defaulted
 	storeOpts   []store.Option // passed to store.Open
 	maxCmdBytes int            // the dispatcher's limit; 0: 1000
+	// mono, when set, is the dispatcher's monotonic clock.
+	mono func() time.Duration
 	// live, when set, follows the dispatcher's events and takes
 	// StreamOutput's chunks.
 	live *liveout.Buffers
@@ -94,7 +96,7 @@ func startWith(t *testing.T, su setup) served {
 		su.params.LiveOutput = su.live
 	}
 	d := dispatch.New(dispatch.Params{
-		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString, Events: hub,
+		Log: log, Store: st, Now: time.Now, Mono: su.mono, NewID: uuid.NewString, Events: hub,
 		MaxCmdBytes: su.maxCmdBytes, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
 	p := su.params
