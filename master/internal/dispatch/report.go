@@ -18,7 +18,9 @@ import (
 // attempt, marked duplicate, and changes nothing else. Report returns once
 // the result is on disk, so the worker may forget it.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
-	return d.ReportAsync(ctx, r).Wait(ctx)
+	dup, committed, barrier, settle, err := d.report(ctx, r)
+	p := Pending{d: d, dup: dup, err: err, committed: committed, barrier: barrier, settle: settle} // on the stack: ReportAsync's costs an allocation
+	return p.Wait(ctx)
 }
 
 // Pending is a result ReportAsync took whose write may not be on disk yet.

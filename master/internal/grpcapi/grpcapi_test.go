@@ -37,7 +37,7 @@ func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 
 // dial connects to addr in plaintext with opts added; the connection is
 // closed when the test ends.
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
@@ -77,7 +77,7 @@ type served struct {
 
 // startWith serves NodeService as su says on 127.0.0.1, over a store in
 // t.TempDir(); everything stops when the test ends.
-func startWith(t *testing.T, su setup) served {
+func startWith(t testing.TB, su setup) served {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dbPath := filepath.Join(t.TempDir(), "rh.db")
