@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -36,24 +37,51 @@ type taken struct {
 // disk, several to a message when they landed together. The handler
 // returns once every result it took has been answered (or the stream is
 // gone): each write is waited for, so that a task it finishes leaves memory.
+// The stream is long-lived: it also ends when the dispatcher closes (the
+// master shuts down), after the acks of what it took, so that shutdown need
+// not wait for the worker; the worker sends the rest to the next master.
 func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 	ctx := stream.Context()
 	queue := make(chan taken, reportsInFlight)
 	acked := make(chan error, 1)
 	go func() { acked <- s.ackReports(ctx, stream, queue) }()
+	// The reader takes results on a goroutine of its own, so that the
+	// handler can stop taking them while a Recv is blocked: it stops under
+	// mu, and the reader enqueues only under mu, not stopped. Once the
+	// handler has returned, gRPC ends the stream, and with it the Recv.
+	var mu sync.Mutex
+	stopped := false // protected by mu
+	read := make(chan error, 1)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				read <- err
+				return
+			}
+			t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt()}
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			if res, err := toResult(r); err != nil {
+				t.err = err
+			} else {
+				t.p = s.d.ReportAsync(ctx, res)
+			}
+			queue <- t // the acknowledging goroutine takes every one, even after a failed send
+			mu.Unlock()
+		}
+	}()
 	var err error
-	for {
-		var r *pb.TaskResult
-		if r, err = stream.Recv(); err != nil {
-			break
-		}
-		t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt()}
-		if res, err := toResult(r); err != nil {
-			t.err = err
-		} else {
-			t.p = s.d.ReportAsync(ctx, res)
-		}
-		queue <- t // the acknowledging goroutine takes every one, even after a failed send
+	select {
+	case err = <-read:
+	case <-s.d.Closed():
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		err = status.Error(codes.Unavailable, "the master is shutting down")
 	}
 	close(queue)
 	sendErr := <-acked

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
@@ -240,5 +241,29 @@ func TestReportStreamAnswersEachResult(t *testing.T) {
 	ack, err := c.ReportStatus(ctx, resultOf("w1", again))
 	if err != nil || ack.GetDuplicate() {
 		t.Errorf("the same result through ReportStatus: %v, %v; want a plain ack", ack, err)
+	}
+}
+
+// A Report stream is long-lived, so the master's shutdown does not wait
+// for the worker to close it: the dispatcher's Close ends it, after the
+// acks of what it took, with UNAVAILABLE.
+func TestReportStreamEndsWhenTheDispatcherCloses(t *testing.T) {
+	s := startWith(t, setup{})
+	c := pb.NewNodeServiceClient(dial(t, s.addr))
+	ctx := ctxT(t)
+	_, tasks := delivered(t, ctx, s, c, "w1", 1)
+	rs, err := c.Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(resultOf("w1", tasks[0])); err != nil {
+		t.Fatal(err)
+	}
+	if a := recvAcks(t, rs, 1)[0]; a.GetCode() != 0 {
+		t.Fatalf("ack %v", a)
+	}
+	s.d.Close()
+	if m, err := rs.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("after Close: %v, %v; want the stream to end with UNAVAILABLE", m, err)
 	}
 }
