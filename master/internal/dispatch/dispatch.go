@@ -188,10 +188,14 @@ func (d *Dispatcher) Workers() []WorkerInfo {
 
 // Close ends every session and refuses new work. Reports are still
 // accepted, so results arriving during shutdown are kept; the store is
-// closed by its owner after the transports have stopped.
+// closed by its owner after the transports have stopped. Calls after the
+// first do nothing.
 func (d *Dispatcher) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
 	d.closed = true
 	close(d.closedCh)
 	for _, s := range d.rotation {
@@ -200,6 +204,10 @@ func (d *Dispatcher) Close() {
 	d.rotation = nil
 	d.rotationGen++
 }
+
+// Closed is closed by Close: long-lived calls (a worker's Report stream)
+// end with it, so that the master's shutdown need not wait for them.
+func (d *Dispatcher) Closed() <-chan struct{} { return d.closedCh }
 
 // Stats are counts for gauges.
 type Stats struct {

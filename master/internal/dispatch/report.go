@@ -18,6 +18,85 @@ import (
 // attempt, marked duplicate, and changes nothing else. Report returns once
 // the result is on disk, so the worker may forget it.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
+	dup, committed, barrier, settle, err := d.report(ctx, r)
+	p := Pending{d: d, dup: dup, err: err, committed: committed, barrier: barrier, settle: settle} // on the stack: ReportAsync's costs an allocation
+	return p.Wait(ctx)
+}
+
+// Pending is a result ReportAsync took whose write may not be on disk yet.
+// Wait for it exactly once.
+type Pending struct {
+	d   *Dispatcher
+	dup bool
+	err error // refused before any write
+	// committed receives the write's outcome (nil: none was needed);
+	// barrier says it is a Flush behind an earlier report of the same
+	// result, which a caller may stop waiting for.
+	committed <-chan error
+	barrier   bool
+	settle    string // the task to settle once committed: its final state is in the write
+	polled    bool   // the outcome has been taken from committed into res
+	res       error
+}
+
+// Committed reports, without waiting, whether Wait would return at once.
+func (p *Pending) Committed() bool {
+	if p.polled || p.committed == nil || p.err != nil {
+		return true
+	}
+	select {
+	case p.res = <-p.committed:
+		p.polled = true
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait returns once the result is on disk (or refused, or its write failed
+// for good), with what Report returns. Only the wait for a retried
+// report's barrier ends with ctx: a write of this report always finishes
+// with its commit, so that the task it finishes leaves memory.
+func (p *Pending) Wait(ctx context.Context) (duplicate bool, err error) {
+	if p.err != nil {
+		return false, p.err
+	}
+	if p.committed == nil {
+		return p.dup, nil
+	}
+	if !p.polled {
+		if p.barrier {
+			select {
+			case p.res = <-p.committed:
+			case <-ctx.Done():
+				return p.dup, ctx.Err()
+			}
+		} else {
+			p.res = <-p.committed
+		}
+		p.polled = true
+	}
+	if p.settle != "" {
+		id := p.settle
+		p.settle = ""
+		return p.dup, p.d.settle(id, p.res)
+	}
+	return p.dup, p.res
+}
+
+// ReportAsync does what Report does up to the write, and returns without
+// waiting for its commit: a caller with many results (a worker's Report
+// stream) takes the next while earlier ones are committed, so that they
+// share a group commit. It waits only for a read of a task no longer in
+// memory. Its results are acknowledged through Pending.Wait.
+func (d *Dispatcher) ReportAsync(ctx context.Context, r task.Result) *Pending {
+	dup, committed, barrier, settle, err := d.report(ctx, r)
+	return &Pending{d: d, dup: dup, err: err, committed: committed, barrier: barrier, settle: settle}
+}
+
+// report is ReportAsync. It returns the write to wait for, whether that is
+// a barrier, and the task to settle after it.
+func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan error, bool, string, error) {
 	// The worker bounds its output too, but the master does not rely on a
 	// worker's settings for what it stores. Bounding happens before taking
 	// d.mu: it copies and checks the UTF-8 of everything the report carries
@@ -54,7 +133,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		unlock()
 		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
 		if err != nil {
-			return false, err
+			return false, nil, false, "", err
 		}
 		t = &ft
 		d.mu.Lock()
@@ -66,7 +145,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		// task, nor take the number of a delivery still to come.
 		unlock()
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
-		return false, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
+		return false, nil, false, "", fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
 	if reported(a) {
 		// This delivery's result is already recorded: the worker is retrying
@@ -75,7 +154,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		// once a barrier behind it has, the result is there.
 		dup := a.Duplicate
 		unlock()
-		return dup, d.p.Store.Flush(ctx)
+		return dup, d.p.Store.Apply(), true, "", nil // an empty Apply is Flush's barrier
 	}
 	code := r.ExitCode
 	if r.Canceled && !t.Status.Final() {
@@ -91,7 +170,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		unlock()
-		return false, <-committed
+		return false, committed, false, "", nil
 	}
 	// A canceled task's running delivery ends with this report; that is no
 	// duplicate. Any other report for a final task is.
@@ -103,10 +182,10 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		}
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		unlock()
-		return dup, <-committed
+		return dup, committed, false, "", nil
 	}
 	if slices.Contains(t.RetryOn, a.Outcome) && t.Attempts-t.AttemptBase < t.MaxAttempts {
-		return false, d.retryLocked(t, a, r, out, unlock)
+		return false, d.retryLocked(t, a, r, out, unlock), false, "", nil
 	}
 	d.keepResultLocked(t, a, r, out)
 	finished := r.FinishedAt
@@ -125,7 +204,7 @@ func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool,
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
 	unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
-	return false, d.settle(t.ID, <-committed)
+	return false, committed, false, t.ID, nil
 }
 
 // output is a result's stdout and stderr as the master keeps them: bounded
@@ -190,13 +269,13 @@ func reported(a *task.Attempt) bool {
 // attempts left: when it ends the delivery t runs on, t keeps the result
 // and is scheduled to run again after its backoff. Otherwise another
 // delivery goes on, or t already waits to run again: the result is recorded
-// on its attempt only. It leaves the lock through unlock and returns once
-// the result is on disk.
-func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) error {
+// on its attempt only. It leaves the lock through unlock and returns the
+// write's commit, without waiting for it.
+func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) <-chan error {
 	if !isCurrent(t, r.WorkerID, a.N) {
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
 		unlock()
-		return <-committed
+		return committed
 	}
 	d.keepResultLocked(t, a, r, out)
 	wait := d.backoffLocked(t)
@@ -207,7 +286,7 @@ func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, o
 	d.emitLocked(events.Event{Type: events.TaskScheduled, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N, Status: string(a.Outcome),
 		ExitCode: a.ExitCode, Priority: priorityOf(t), Requires: t.Requires, RunAt: &t.RunAt, Reason: "retry", Detail: why})
 	unlock()
-	return <-committed
+	return committed
 }
 
 // backoffLocked is the wait before t's next try: Backoff doubled for each

@@ -37,7 +37,7 @@ func start(t *testing.T) (*dispatch.Dispatcher, *grpc.ClientConn) {
 
 // dial connects to addr in plaintext with opts added; the connection is
 // closed when the test ends.
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
@@ -60,6 +60,8 @@ type setup struct {
 	params      Params         // Dispatcher and Log are filled in, MaxRecvBytes defaulted
 	storeOpts   []store.Option // passed to store.Open
 	maxCmdBytes int            // the dispatcher's limit; 0: 1000
+	// mono, when set, is the dispatcher's monotonic clock.
+	mono func() time.Duration
 	// live, when set, follows the dispatcher's events and takes
 	// StreamOutput's chunks.
 	live *liveout.Buffers
@@ -75,7 +77,7 @@ type served struct {
 
 // startWith serves NodeService as su says on 127.0.0.1, over a store in
 // t.TempDir(); everything stops when the test ends.
-func startWith(t *testing.T, su setup) served {
+func startWith(t testing.TB, su setup) served {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dbPath := filepath.Join(t.TempDir(), "rh.db")
@@ -94,7 +96,7 @@ func startWith(t *testing.T, su setup) served {
 		su.params.LiveOutput = su.live
 	}
 	d := dispatch.New(dispatch.Params{
-		Log: log, Store: st, Now: time.Now, NewID: uuid.NewString, Events: hub,
+		Log: log, Store: st, Now: time.Now, Mono: su.mono, NewID: uuid.NewString, Events: hub,
 		MaxCmdBytes: su.maxCmdBytes, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
 	p := su.params

@@ -1,0 +1,152 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+)
+
+const (
+	// reportsInFlight bounds the results of one Report stream taken and not
+	// yet acknowledged: past it the handler reads no more, and gRPC's flow
+	// control holds the worker back.
+	reportsInFlight = 256
+	// maxAcksPerMessage bounds one ReportAcks.
+	maxAcksPerMessage = 256
+)
+
+// taken is a result of a Report stream on its way to disk.
+type taken struct {
+	taskID  string
+	attempt int32
+	p       *dispatch.Pending // nil when err refused it before the dispatcher
+	err     error
+}
+
+// Report takes a worker's results as they come, each as ReportStatus
+// would, but without waiting for one's commit before reading the next, so
+// that the results of a stream share group commits. A goroutine of the
+// handler's acknowledges them in the order taken, each only once it is on
+// disk, several to a message when they landed together. The handler
+// returns once every result it took has been answered (or the stream is
+// gone): each write is waited for, so that a task it finishes leaves memory.
+// The stream is long-lived: it also ends when the dispatcher closes (the
+// master shuts down), after the acks of what it took, so that shutdown need
+// not wait for the worker; the worker sends the rest to the next master.
+func (s *Server) Report(stream pb.NodeService_ReportServer) error {
+	ctx := stream.Context()
+	queue := make(chan taken, reportsInFlight)
+	acked := make(chan error, 1)
+	go func() { acked <- s.ackReports(ctx, stream, queue) }()
+	// The reader takes results on a goroutine of its own, so that the
+	// handler can stop taking them while a Recv is blocked: it stops under
+	// mu, and the reader enqueues only under mu, not stopped. Once the
+	// handler has returned, gRPC ends the stream, and with it the Recv.
+	var mu sync.Mutex
+	stopped := false // protected by mu
+	read := make(chan error, 1)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				read <- err
+				return
+			}
+			t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt()}
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			if res, err := toResult(r); err != nil {
+				t.err = err
+			} else {
+				t.p = s.d.ReportAsync(ctx, res)
+			}
+			queue <- t // the acknowledging goroutine takes every one, even after a failed send
+			mu.Unlock()
+		}
+	}()
+	var err error
+	select {
+	case err = <-read:
+	case <-s.d.Closed():
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		err = status.Error(codes.Unavailable, "the master is shutting down")
+	}
+	close(queue)
+	sendErr := <-acked
+	if errors.Is(err, io.EOF) {
+		return sendErr // the worker closed its side: every ack has been sent
+	}
+	return err
+}
+
+// ackReports answers the results on queue in order until it is closed. It
+// sends the acks it holds whenever the next result is not on disk yet, so
+// none waits for a later commit. After a failed send it goes on waiting
+// for the writes, and returns the send's error.
+func (s *Server) ackReports(ctx context.Context, stream pb.NodeService_ReportServer, queue <-chan taken) error {
+	var sendErr error
+	batch := make([]*pb.ResultAck, 0, maxAcksPerMessage)
+	flush := func() {
+		if len(batch) > 0 && sendErr == nil {
+			sendErr = stream.Send(&pb.ReportAcks{Acks: batch}) // marshalled before Send returns: batch may be reused
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+	for {
+		var t taken
+		var ok bool
+		if len(batch) == 0 {
+			t, ok = <-queue
+		} else {
+			select {
+			case t, ok = <-queue:
+			default:
+				flush() // nothing more has come: the acks held go now
+				continue
+			}
+		}
+		if !ok {
+			flush()
+			return sendErr
+		}
+		if t.p != nil && !t.p.Committed() {
+			flush()
+		}
+		batch = append(batch, s.ackOf(ctx, t))
+		if len(batch) == maxAcksPerMessage {
+			flush()
+		}
+	}
+}
+
+// ackOf waits for t and answers it as ReportStatus would.
+func (s *Server) ackOf(ctx context.Context, t taken) *pb.ResultAck {
+	ack := &pb.ResultAck{TaskId: t.taskID, Attempt: t.attempt}
+	err := t.err
+	if t.p != nil {
+		ack.Duplicate, err = t.p.Wait(ctx)
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// Only a retried report's wait ends with the stream; nobody hears this.
+		ack.Code, ack.Message = int32(codes.Canceled), err.Error()
+	default:
+		st := status.Convert(s.toStatus(err, "task_id", t.taskID, "attempt", t.attempt))
+		ack.Duplicate, ack.Code, ack.Message = false, int32(st.Code()), st.Message()
+	}
+	return ack
+}
