@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -110,8 +109,11 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 	// A cancel kills the group; the shell's exit then wakes the wait.
 	defer context.AfterFunc(ctx, p.killGroup)()
 
-	stdout, stderr := &boundedWriter{max: opt.MaxOutput}, &boundedWriter{max: opt.MaxOutput}
-	sinks := [2]io.Writer{tee(opt.Live, Stdout, stdout), tee(opt.Live, Stderr, stderr)}
+	// On Run's stack: readOnce takes them as they are, not as io.Writers.
+	sinks := [2]sink{
+		{boundedWriter: boundedWriter{max: opt.MaxOutput}, live: opt.Live, stream: Stdout},
+		{boundedWriter: boundedWriter{max: opt.MaxOutput}, live: opt.Live, stream: Stderr},
+	}
 	buf := bufs.Get().(*[readSize]byte)
 	defer bufs.Put(buf)
 
@@ -149,7 +151,7 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 			break
 		}
 		for i := range 2 {
-			if fds[i].Revents != 0 && !readOnce(int(fds[i].Fd), buf[:], sinks[i]) {
+			if fds[i].Revents != 0 && !readOnce(int(fds[i].Fd), buf[:], &sinks[i]) {
 				_ = syscall.Close(int(fds[i].Fd))
 				fds[i].Fd = -1
 			}
@@ -191,6 +193,7 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 			_ = syscall.Close(int(fds[i].Fd))
 		}
 	}
+	stdout, stderr := &sinks[0].boundedWriter, &sinks[1].boundedWriter
 	res.Stdout, res.StdoutTruncated = stdout.buf, stdout.dropped > 0
 	res.Stderr, res.StderrTruncated = stderr.buf, stderr.dropped > 0
 
@@ -318,7 +321,7 @@ func ppoll(fds []unix.PollFd, d time.Duration) (int, error) {
 
 // readOnce reads what fd has into w, once: ppoll said it would not block.
 // It reports whether fd is still open for reading (not at EOF, no error).
-func readOnce(fd int, buf []byte, w io.Writer) bool {
+func readOnce(fd int, buf []byte, w *sink) bool {
 	n, err := syscall.Read(fd, buf)
 	switch {
 	case errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN):
@@ -326,8 +329,7 @@ func readOnce(fd int, buf []byte, w io.Writer) bool {
 	case err != nil || n == 0:
 		return false
 	}
-	// w never fails (boundedWriter, teeWriter).
-	_, _ = w.Write(buf[:n])
+	w.write(buf[:n])
 	return true
 }
 
@@ -353,24 +355,19 @@ func failedStart(ctx context.Context, res Result, err error) Result {
 	return res
 }
 
-// tee is w, with every write also handed to live when there is one.
-func tee(live Live, s Stream, w *boundedWriter) io.Writer {
-	if live == nil {
-		return w
-	}
-	return teeWriter{live: live, stream: s, w: w}
-}
-
-// teeWriter hands each write to live before keeping what fits in w.
-type teeWriter struct {
+// sink is where one stream's output goes: all of it to live, when there is
+// one, and what fits to the bounded copy.
+type sink struct {
+	boundedWriter
 	live   Live
 	stream Stream
-	w      *boundedWriter
 }
 
-func (t teeWriter) Write(p []byte) (int, error) {
-	t.live.Write(t.stream, p)
-	return t.w.Write(p)
+func (s *sink) write(p []byte) {
+	if s.live != nil {
+		s.live.Write(s.stream, p)
+	}
+	_, _ = s.boundedWriter.Write(p) // never fails
 }
 
 func closeFDs(fds ...int) {
