@@ -142,7 +142,7 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 		if !exited && p.pidfd < 0 && (wait < 0 || wait > pollTick) {
 			wait = pollTick
 		}
-		n, err := ppoll(fds[:], wait)
+		_, err := ppoll(fds[:], wait)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
@@ -175,7 +175,9 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 				fds[2].Fd = -1
 			}
 		}
-		if n == 0 && !deadline.IsZero() && !time.Now().Before(deadline) {
+		// Whatever woke ppoll: a pipe that never empties must not hold off
+		// the timeout or the drain's end.
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			if exited {
 				break // a process outside the group holds a pipe open
 			}

@@ -379,3 +379,29 @@ func openFDs(t *testing.T) int {
 	}
 	return len(entries)
 }
+
+func TestRunTimeoutWhileWriting(t *testing.T) {
+	// A command that never stops writing wakes the wait again and again:
+	// the timeout must still fire, and so must the drain's end for a child
+	// that left the group and goes on writing.
+	t.Run("timeout", func(t *testing.T) {
+		res := run(t, "yes", 200*time.Millisecond, 10)
+		if !res.TimedOut || string(res.Stdout) != "y\ny\ny\ny\ny\n" || !res.StdoutTruncated {
+			t.Fatalf("timed out %v, stdout %q (truncated %v); want a timeout after the first 10 bytes", res.TimedOut, res.Stdout, res.StdoutTruncated)
+		}
+	})
+	t.Run("drain", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		res := run(t, "setsid sh -c 'echo $$ > "+pidFile+"; exec yes' & "+
+			"until [ -s "+pidFile+" ]; do sleep 0.01; done; exit 0", 0, 10)
+		pid := readPID(t, pidFile)
+		t.Cleanup(func() {
+			if n, err := strconv.Atoi(pid); err == nil {
+				_ = syscall.Kill(n, syscall.SIGKILL) // the test's leftover, by its own PID
+			}
+		})
+		if res.ExitCode != 0 || res.Err != "" {
+			t.Fatalf("exit %d, err %q; want exit 0", res.ExitCode, res.Err)
+		}
+	})
+}
