@@ -186,8 +186,8 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 			deadline = time.Time{} // the shell's exit ends the wait now
 		}
 	}
-	if !exited { // ppoll failed
-		status, waitErr = p.reap()
+	if !exited { // ppoll failed: its error is the one to report
+		status, _ = p.reap()
 		res.FinishedAt = time.Now()
 	}
 	for i := range 2 {
