@@ -348,7 +348,9 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 // run has a context of its own, so that a Cancel can kill it alone.
 func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	id := t.GetId()
-	log := a.log.With("task_id", id, "attempt", t.GetAttempt())
+	// The task's attributes go in each of its lines rather than in a
+	// logger of its own (log.With), which would cost every task a handler.
+	log, attempt := a.log, t.GetAttempt()
 	taskCtx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
 	// A task that arrives while draining was sent before the master took
@@ -370,12 +372,12 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	if dup {
 		// Running it twice at once could only do harm; the run in progress
 		// reports to the master either way.
-		log.Warn("task is already running here; ignoring the second delivery")
+		log.Warn("task is already running here; ignoring the second delivery", "task_id", id, "attempt", attempt)
 		cancel(nil)
 		return
 	}
 	timeout := t.GetTimeout().AsDuration()
-	log.Info("task received", "cmd", t.GetCmd(), "timeout", timeout)
+	log.Info("task received", "task_id", id, "attempt", attempt, "cmd", t.GetCmd(), "timeout", timeout)
 
 	a.wg.Add(1)
 	go func() {
@@ -387,7 +389,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 		// that it usually reaches the master while the delivery is current.
 		liveDropped := a.out.end(live)
 		if ctx.Err() != nil {
-			log.Info("task stopped by shutdown; not reported")
+			log.Info("task stopped by shutdown; not reported", "task_id", id, "attempt", attempt)
 			a.killed.Add(1)
 			a.forget(id)
 			return
@@ -403,7 +405,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 		// Sizes only: the output goes to the master, which keeps it behind
 		// its API token; copying it into the container log would hand it
 		// to anyone who can read logs, megabytes at a time.
-		log.Info("task finished", "exit_code", res.ExitCode, "error", res.Err,
+		log.Info("task finished", "task_id", id, "attempt", attempt, "exit_code", res.ExitCode, "error", res.Err,
 			"timed_out", res.TimedOut, "canceled", canceled,
 			"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond),
 			"stdout_bytes", len(res.Stdout), "stderr_bytes", len(res.Stderr),

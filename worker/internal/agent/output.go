@@ -46,7 +46,7 @@ type shipper struct {
 	wake chan struct{}
 
 	mu      sync.Mutex // protects runs, pending, peak, dropped and every liveRun's fields but the first three
-	runs    []*liveRun // the runs with output to send or still running, oldest first
+	runs    []*liveRun // the runs that have written, until they have ended and their output is taken; by first write
 	pending int        // bytes pending in all runs
 	peak    int        // the most bytes ever pending at once, for tests
 	dropped int64      // bytes dropped past outputMaxPending, all runs
@@ -65,6 +65,7 @@ type liveRun struct {
 	streams [2]liveStream // stdout, stderr
 	pending int           // bytes pending in streams
 	dropped int64         // bytes dropped past outputMaxPending
+	listed  bool          // in s.runs: it has written
 	done    bool          // the run is over; forgotten once its output is taken
 }
 
@@ -76,13 +77,10 @@ type liveStream struct {
 
 var _ runner.Live = (*liveRun)(nil)
 
-// start begins to collect the output of a delivery.
+// start begins to collect the output of a delivery. The run joins s.runs
+// at its first write: most tasks write nothing, and cost the shipper nothing.
 func (s *shipper) start(taskID string, attempt int32) *liveRun {
-	r := &liveRun{s: s, taskID: taskID, attempt: attempt}
-	s.mu.Lock()
-	s.runs = append(s.runs, r)
-	s.mu.Unlock()
-	return r
+	return &liveRun{s: s, taskID: taskID, attempt: attempt}
 }
 
 // end marks r's run over: what it wrote is sent at once, and then r is
@@ -90,7 +88,7 @@ func (s *shipper) start(taskID string, attempt int32) *liveRun {
 func (s *shipper) end(r *liveRun) int64 {
 	s.mu.Lock()
 	r.done = true
-	if r.pending == 0 {
+	if r.pending == 0 && r.listed {
 		s.forgetLocked(r)
 	}
 	dropped, pending := r.dropped, r.pending
@@ -129,6 +127,10 @@ func (r *liveRun) Write(stream runner.Stream, p []byte) {
 	keep := max(0, min(len(p), outputMaxPending-r.pending))
 	before := s.pending
 	if keep > 0 {
+		if !r.listed {
+			r.listed = true
+			s.runs = append(s.runs, r)
+		}
 		if n := len(st.chunks); n > 0 && st.chunks[n-1].Offset+int64(len(st.chunks[n-1].Data)) == st.written {
 			st.chunks[n-1].Data = append(st.chunks[n-1].Data, p[:keep]...)
 		} else {

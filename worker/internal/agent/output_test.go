@@ -265,3 +265,24 @@ func TestShipperBoundsAndOffsets(t *testing.T) {
 		t.Errorf("offset jumps %v, want %v", jumps, wantJumps)
 	}
 }
+
+// A run joins the shipper's list at its first write, and leaves it once it
+// has ended and its output is taken; one that never writes costs nothing.
+func TestShipperListsRunsThatWrite(t *testing.T) {
+	s := newShipper()
+	quiet, loud := s.start("quiet", 1), s.start("loud", 1)
+	if len(s.runs) != 0 {
+		t.Fatalf("%d runs listed before any output, want none", len(s.runs))
+	}
+	loud.Write(1, []byte("hi"))
+	if len(s.runs) != 1 || s.runs[0] != loud {
+		t.Fatalf("runs %v after one wrote, want only it", s.runs)
+	}
+	if dropped := s.end(quiet); dropped != 0 || len(s.runs) != 1 {
+		t.Errorf("ending the quiet run: dropped %d, %d runs listed; want 0, 1", dropped, len(s.runs))
+	}
+	s.end(loud)
+	if c := s.take(outputMaxBatch); len(c) != 1 || string(c[0].GetData()) != "hi" || len(s.runs) != 0 {
+		t.Errorf("took %v, %d runs left; want hi and none", c, len(s.runs))
+	}
+}

@@ -309,3 +309,99 @@ func TestBoundedWriter(t *testing.T) {
 		t.Fatalf("kept %q, dropped %d; want abcd, 4", w.buf, w.dropped)
 	}
 }
+
+func TestRunWithoutPidfd(t *testing.T) {
+	// Kernels before 5.2 give no pidfd: Run then looks for the shell's exit
+	// every pollTick. The same behaviours must hold. Not parallel: noPidfd
+	// is package state.
+	noPidfd = true
+	t.Cleanup(func() { noPidfd = false })
+	t.Run("output and status", func(t *testing.T) {
+		res := run(t, "echo hi; echo err >&2; exit 4", 0, 1024)
+		if res.ExitCode != 4 || res.Err != "" || string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" {
+			t.Errorf("exit %d, err %q, stdout %q, stderr %q; want 4, hi, err", res.ExitCode, res.Err, res.Stdout, res.Stderr)
+		}
+	})
+	t.Run("large output", func(t *testing.T) {
+		res := run(t, "head -c 1000000 /dev/zero", 0, 100)
+		if res.ExitCode != 0 || len(res.Stdout) != 100 || !res.StdoutTruncated {
+			t.Errorf("exit %d, kept %d bytes, truncated %v; want 0, 100, true", res.ExitCode, len(res.Stdout), res.StdoutTruncated)
+		}
+	})
+	t.Run("timeout kills the group", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		res := run(t, "sleep 30 & echo $! > "+pidFile+"; sleep 30", 200*time.Millisecond, 1024)
+		if !res.TimedOut || res.ExitCode != -1 {
+			t.Fatalf("timed out %v, exit %d; want a timeout", res.TimedOut, res.ExitCode)
+		}
+		pid := readPID(t, pidFile)
+		eventually(t, func() bool { return gone(pid) }, 5*time.Second, "background child "+pid+" still alive after the timeout")
+	})
+	t.Run("shell exits leaving a child", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		res := run(t, "sleep 30 & echo $! > "+pidFile+"; exit 5", 0, 1024)
+		if pid := readPID(t, pidFile); !gone(pid) {
+			t.Errorf("background child %s still alive when Run returned", pid)
+		}
+		if res.ExitCode != 5 {
+			t.Errorf("exit %d, want 5", res.ExitCode)
+		}
+	})
+}
+
+func TestRunKilledBySignal(t *testing.T) {
+	// A shell killed from elsewhere says by what, as os.ProcessState would.
+	res := run(t, "kill -9 $$", 0, 1024)
+	if res.ExitCode != -1 || res.Err != "signal: killed" || res.TimedOut {
+		t.Fatalf("exit %d, err %q, timed out %v; want signal: killed", res.ExitCode, res.Err, res.TimedOut)
+	}
+}
+
+func TestRunDoesNotLeakDescriptors(t *testing.T) {
+	// Every run opens two pipes (and a pidfd): all must be closed by the
+	// time Run returns, whatever became of the command.
+	run(t, "true", 0, 1024) // opens /dev/null, kept for every run after
+	before := openFDs(t)
+	for _, cmd := range []string{"true", "echo hi; exit 3", "kill -9 $$"} {
+		run(t, cmd, 0, 1024)
+	}
+	run(t, "sleep 30", 50*time.Millisecond, 1024)
+	if after := openFDs(t); after != before {
+		t.Errorf("%d open descriptors after the runs, %d before", after, before)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func TestRunTimeoutWhileWriting(t *testing.T) {
+	// A command that never stops writing wakes the wait again and again:
+	// the timeout must still fire, and so must the drain's end for a child
+	// that left the group and goes on writing.
+	t.Run("timeout", func(t *testing.T) {
+		res := run(t, "yes", 200*time.Millisecond, 10)
+		if !res.TimedOut || string(res.Stdout) != "y\ny\ny\ny\ny\n" || !res.StdoutTruncated {
+			t.Fatalf("timed out %v, stdout %q (truncated %v); want a timeout after the first 10 bytes", res.TimedOut, res.Stdout, res.StdoutTruncated)
+		}
+	})
+	t.Run("drain", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		res := run(t, "setsid sh -c 'echo $$ > "+pidFile+"; exec yes' & "+
+			"until [ -s "+pidFile+" ]; do sleep 0.01; done; exit 0", 0, 10)
+		pid := readPID(t, pidFile)
+		t.Cleanup(func() {
+			if n, err := strconv.Atoi(pid); err == nil {
+				_ = syscall.Kill(n, syscall.SIGKILL) // the test's leftover, by its own PID
+			}
+		})
+		if res.ExitCode != 0 || res.Err != "" {
+			t.Fatalf("exit %d, err %q; want exit 0", res.ExitCode, res.Err)
+		}
+	})
+}
