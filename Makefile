@@ -206,11 +206,14 @@ proto-check: proto ## fail if the committed generated code is stale
 vet: ## go vet, staticcheck and gofmt
 	go vet $(MODULES)
 	go run $(STATICCHECK) $(MODULES)
+	@# The worker also builds where its runner falls back to os/exec (a Mac, for make dev).
+	GOOS=darwin go vet ./worker/...
 	@out=$$(gofmt -l proto master worker integration); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 .PHONY: test
 test: ## unit tests (no Docker needed), and every Go micro-benchmark once so none rots
 	go test -race -count=1 $(UNIT)
+	go test -race -count=1 -tags runner_portable ./worker/internal/runner
 	go test -count=1 -run '^$$' -bench . -benchtime 1x $(UNIT)
 
 .PHONY: integration
