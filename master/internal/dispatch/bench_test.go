@@ -49,7 +49,7 @@ func BenchmarkAssign(b *testing.B) {
 	for i := range b.N {
 		id := fmt.Sprintf("q%09d", i)
 		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-		d.queue.push(qt, false)
+		d.queue.push(qt, d.tasks.key(qt.ID), false)
 		d.tasks.put(qt)
 	}
 	b.ResetTimer()
@@ -93,7 +93,7 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		for i := range n {
 			t := &task.Task{ID: fmt.Sprintf("019a0000-0000-7000-8000-%012d", i), Cmd: "true", Status: task.StatusQueued,
 				MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-			d.queue.push(t, false)
+			d.queue.push(t, d.tasks.key(t.ID), false)
 			d.tasks.put(t)
 		}
 		runtime.GC()
@@ -116,7 +116,7 @@ func BenchmarkSubmitQueueFull(b *testing.B) {
 			for i := range n { // queued as Submit leaves them
 				id := fmt.Sprintf("q%09d", i)
 				qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-				d.queue.push(qt, false)
+				d.queue.push(qt, d.tasks.key(qt.ID), false)
 				d.tasks.put(qt)
 			}
 			d.mu.Unlock()
@@ -149,7 +149,7 @@ func BenchmarkAssignStep(b *testing.B) {
 				seq++
 				t := &task.Task{ID: fmt.Sprintf("q%09d", seq), Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour,
 					CreatedAt: now, Priority: prio, Requires: set}
-				d.queue.push(t, false)
+				d.queue.push(t, d.tasks.key(t.ID), false)
 				d.tasks.put(t)
 			}
 			d.mu.Lock()

@@ -97,3 +97,42 @@ func setNonZero(t *testing.T, v reflect.Value) {
 		t.Fatalf("no rule for kind %s", v.Kind())
 	}
 }
+
+// Tasks submitted alike share one shape; a task that differs in anything
+// a shape holds gets its own, and every task reads back as it was put.
+func TestLiveTasksShareShapes(t *testing.T) {
+	l := newLiveTasks()
+	base := task.Task{Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Minute, Priority: 3,
+		CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 5, time.UTC)}
+	mk := func(id string, change func(*task.Task)) task.Task {
+		tk := base
+		tk.ID = id
+		tk.CreatedAt = tk.CreatedAt.Add(time.Duration(len(l.queued)))
+		if change != nil {
+			change(&tk)
+		}
+		c := tk
+		l.put(&c)
+		return tk
+	}
+	want := []task.Task{
+		mk("019a0000-0000-7000-8000-000000000001", nil),
+		mk("019a0000-0000-7000-8000-000000000002", nil),
+		mk("t3", func(tk *task.Task) { tk.Cmd = "false" }),
+		mk("t4", func(tk *task.Task) { tk.Timeout = time.Hour }),
+		mk("t5", func(tk *task.Task) { tk.Status = task.StatusScheduled; tk.RunAt = tk.CreatedAt.Add(time.Hour) }),
+		mk("t6", func(tk *task.Task) { tk.Priority = 1 }),
+		mk("t7", func(tk *task.Task) { tk.MaxAttempts = 1 }),
+	}
+	shapes := map[*queuedShape]bool{}
+	for _, w := range want {
+		got, ok := l.view(w.ID)
+		if !ok || !reflect.DeepEqual(got, w) {
+			t.Fatalf("view(%s) = %+v, %v; want %+v", w.ID, got, ok, w)
+		}
+		shapes[l.queued[l.key(w.ID)].shape] = true
+	}
+	if len(l.queued) != len(want) || len(shapes) != len(want)-1 {
+		t.Fatalf("%d compact tasks with %d shapes, want %d with %d", len(l.queued), len(shapes), len(want), len(want)-1)
+	}
+}
