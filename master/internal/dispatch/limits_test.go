@@ -255,7 +255,7 @@ func checkWaiting(t *testing.T, d *Dispatcher, want ...string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var queued []string
-	for k := range d.tasks.queued {
+	for k := range d.tasks.queued.all() {
 		queued = append(queued, d.tasks.id(k))
 	}
 	for _, tk := range d.tasks.full {

@@ -13,7 +13,7 @@ import (
 // liveTasks holds the dispatcher's live tasks. A task that is queued or
 // scheduled and has never been sent to a worker (nearly all of them when a
 // backlog builds up) is kept as a queuedTask: what it takes to send it, 32
-// bytes held inline in the map, so that a million queued tasks cost tens of
+// bytes held inline in a table, so that a million queued tasks cost tens of
 // MiB, not hundreds (BenchmarkQueuedMemory). It becomes a full task.Task
 // the first time the dispatcher takes it to change it (get), so callers
 // change *task.Task as they always did.
@@ -27,8 +27,9 @@ type liveTasks struct {
 	ids  idTable
 	full map[taskKey]*task.Task // every other live task, and final ones not yet forgotten
 	// By task ID. Values, not pointers: a queuedTask is as small as the
-	// pointer plus the object it would point to.
-	queued map[taskKey]queuedTask
+	// pointer plus the object it would point to. Not a Go map: see
+	// compactTable.
+	queued compactTable
 	// sets interns the requirements of compact tasks: a backlog of a
 	// million tasks that require the same labels holds one map of them.
 	sets map[string]*reqSet
@@ -81,7 +82,7 @@ type reqSet struct {
 }
 
 func newLiveTasks() liveTasks {
-	return liveTasks{ids: newIDTable(), full: make(map[taskKey]*task.Task), queued: make(map[taskKey]queuedTask), sets: make(map[string]*reqSet)}
+	return liveTasks{ids: newIDTable(), full: make(map[taskKey]*task.Task), queued: newCompactTable(), sets: make(map[string]*reqSet)}
 }
 
 // compactable reports whether t holds nothing a queuedTask would drop.
@@ -153,10 +154,10 @@ func (l *liveTasks) put(t *task.Task) {
 			x.requires = rs
 		}
 		sh.extra = x
-		l.queued[k] = queuedTask{shape: &sh, created: t.CreatedAt.UnixNano()}
+		l.queued.set(k, queuedTask{shape: &sh, created: t.CreatedAt.UnixNano()})
 		return
 	}
-	l.queued[k] = queuedTask{shape: l.shared(sh), created: t.CreatedAt.UnixNano()}
+	l.queued.set(k, queuedTask{shape: l.shared(sh), created: t.CreatedAt.UnixNano()})
 }
 
 // shared returns a shape equal to sh (which has no extra), the cached one
@@ -181,13 +182,13 @@ func (q queuedTask) requires() *reqSet {
 // drop removes the task, compact or full, releasing its requirements. Its
 // key stays: the task is being put again, or del forgets the key.
 func (l *liveTasks) drop(k taskKey) {
-	if q, ok := l.queued[k]; ok {
+	if q, ok := l.queued.get(k); ok {
 		if rs := q.requires(); rs != nil {
 			if rs.refs--; rs.refs == 0 {
 				delete(l.sets, rs.key)
 			}
 		}
-		delete(l.queued, k)
+		l.queued.del(k)
 	}
 	delete(l.full, k)
 }
@@ -201,7 +202,7 @@ func (l *liveTasks) get(id string) (*task.Task, bool) {
 	if t, ok := l.full[k]; ok {
 		return t, true
 	}
-	q, ok := l.queued[k]
+	q, ok := l.queued.get(k)
 	if !ok {
 		return nil, false
 	}
@@ -234,7 +235,7 @@ func (l *liveTasks) view(id string) (task.Task, bool) {
 	if t, ok := l.full[k]; ok {
 		return copyTask(t), true
 	}
-	if q, ok := l.queued[k]; ok {
+	if q, ok := l.queued.get(k); ok {
 		return *q.task(id), true
 	}
 	return task.Task{}, false
@@ -248,14 +249,14 @@ func (l *liveTasks) del(id string) {
 	}
 }
 
-func (l *liveTasks) len() int { return len(l.full) + len(l.queued) }
+func (l *liveTasks) len() int { return len(l.full) + l.queued.len() }
 
 // status returns the task's status without expanding a compact one.
 func (l *liveTasks) status(k taskKey) (task.Status, bool) {
 	if t, ok := l.full[k]; ok {
 		return t.Status, true
 	}
-	if q, ok := l.queued[k]; ok {
+	if q, ok := l.queued.get(k); ok {
 		if q.shape.scheduled {
 			return task.StatusScheduled, true
 		}

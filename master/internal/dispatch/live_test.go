@@ -17,13 +17,13 @@ func TestLiveTasksKeepsAFreshTaskCompactUntilChanged(t *testing.T) {
 	l := newLiveTasks()
 	want := *submitted()
 	l.put(submitted())
-	if len(l.queued) != 1 || len(l.full) != 0 {
-		t.Fatalf("a submitted task: %d compact, %d full; want it compact", len(l.queued), len(l.full))
+	if l.queued.len() != 1 || len(l.full) != 0 {
+		t.Fatalf("a submitted task: %d compact, %d full; want it compact", l.queued.len(), len(l.full))
 	}
 	if got, ok := l.view("t1"); !ok || !reflect.DeepEqual(got, want) {
 		t.Fatalf("view = %+v, %v; want %+v", got, ok, want)
 	}
-	if len(l.queued) != 1 {
+	if l.queued.len() != 1 {
 		t.Fatal("view made the task full")
 	}
 	got, ok := l.get("t1")
@@ -107,7 +107,7 @@ func TestLiveTasksShareShapes(t *testing.T) {
 	mk := func(id string, change func(*task.Task)) task.Task {
 		tk := base
 		tk.ID = id
-		tk.CreatedAt = tk.CreatedAt.Add(time.Duration(len(l.queued)))
+		tk.CreatedAt = tk.CreatedAt.Add(time.Duration(l.queued.len()))
 		if change != nil {
 			change(&tk)
 		}
@@ -130,9 +130,16 @@ func TestLiveTasksShareShapes(t *testing.T) {
 		if !ok || !reflect.DeepEqual(got, w) {
 			t.Fatalf("view(%s) = %+v, %v; want %+v", w.ID, got, ok, w)
 		}
-		shapes[l.queued[l.key(w.ID)].shape] = true
+		shapes[must(l.queued.get(l.key(w.ID))).shape] = true
 	}
-	if len(l.queued) != len(want) || len(shapes) != len(want)-1 {
-		t.Fatalf("%d compact tasks with %d shapes, want %d with %d", len(l.queued), len(shapes), len(want), len(want)-1)
+	if l.queued.len() != len(want) || len(shapes) != len(want)-1 {
+		t.Fatalf("%d compact tasks with %d shapes, want %d with %d", l.queued.len(), len(shapes), len(want), len(want)-1)
 	}
+}
+
+func must(q queuedTask, ok bool) queuedTask {
+	if !ok {
+		panic("no such compact task")
+	}
+	return q
 }
