@@ -154,7 +154,9 @@ func (l *liveTasks) put(t *task.Task) {
 			x.requires = rs
 		}
 		sh.extra = x
-		l.queued.set(k, queuedTask{shape: &sh, created: t.CreatedAt.UnixNano()})
+		own := new(queuedShape) // made here only: &sh would put every shape on the heap, shared or not
+		*own = sh
+		l.queued.set(k, queuedTask{shape: own, created: t.CreatedAt.UnixNano()})
 		return
 	}
 	l.queued.set(k, queuedTask{shape: l.shared(sh), created: t.CreatedAt.UnixNano()})
@@ -167,7 +169,8 @@ func (l *liveTasks) shared(sh queuedShape) *queuedShape {
 	if c := *slot; c != nil && *c == sh {
 		return c
 	}
-	p := &sh
+	p := new(queuedShape) // not &sh, which would move sh to the heap on a hit too
+	*p = sh
 	*slot = p
 	return p
 }
