@@ -12,15 +12,17 @@ import (
 
 // liveTasks holds the dispatcher's live tasks. A task that is queued or
 // scheduled and has never been sent to a worker (nearly all of them when a
-// backlog builds up) is kept as a queuedTask: what it takes to send it, 32
-// bytes held inline in a table, so that a million queued tasks cost tens of
-// MiB, not hundreds (BenchmarkQueuedMemory). It becomes a full task.Task
-// the first time the dispatcher takes it to change it (get), so callers
-// change *task.Task as they always did.
+// backlog builds up) is kept as a queuedTask: its creation time and a
+// pointer to its shape (what it takes to send it), which tasks submitted
+// alike share, held with its key in a table: 32 bytes a slot, so that a
+// million queued tasks cost tens of MiB, not hundreds
+// (BenchmarkQueuedMemory). It becomes a full task.Task the first time the
+// dispatcher takes it to change it (get), so callers change *task.Task as
+// they always did.
 //
-// Both maps and the queue's fifos hold an ID as a taskKey (see ids.go): 16
-// bytes and no pointer, where the string would cost 48 more bytes on the
-// heap and be scanned by every GC cycle.
+// The table, the map of full tasks and the queue's fifos hold an ID as a
+// taskKey (see ids.go): 16 bytes and no pointer, where the string would
+// cost 48 more bytes on the heap and be scanned by every GC cycle.
 //
 // Guarded by Dispatcher.mu.
 type liveTasks struct {
