@@ -23,7 +23,7 @@ func (d *Dispatcher) assignLocked() {
 		d.queue.pop(c)
 		s := d.rotation[idx]
 		d.next = (idx + 1) % len(d.rotation)
-		d.sendLocked(e.id, s)
+		d.sendLocked(d.tasks.id(e.key), s)
 	}
 }
 
@@ -35,8 +35,8 @@ func (d *Dispatcher) assignLocked() {
 // at most the classes plus, for some, their eligible workers; never the
 // tasks.
 func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
-	waits := func(id string) bool {
-		st, ok := d.tasks.status(id)
+	waits := func(k taskKey) bool {
+		st, ok := d.tasks.status(k)
 		return ok && st == task.StatusQueued
 	}
 	for level := range d.queue.levels {
@@ -51,7 +51,7 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 				continue
 			}
 			e, _ := c.q.peek()
-			if !waits(e.id) { // a stale head: clean it, then look again
+			if !waits(e.key) { // a stale head: clean it, then look again
 				if d.queue.clean(c, waits); c.q.n == 0 {
 					i-- // dropped: another class is at i now
 					continue
@@ -61,7 +61,7 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 			if best != nil && e.seq >= head {
 				continue
 			}
-			w := d.freeAmongLocked(c.eligible, e.id)
+			w := d.freeAmongLocked(c.eligible, e.key)
 			if w < 0 {
 				if *blocked == nil {
 					*blocked = make(map[*class]bool)
@@ -126,12 +126,16 @@ func (d *Dispatcher) eligibleOf(c *class) []int {
 
 // freeAmongLocked returns the first of the eligible workers (indexes in the
 // rotation, ascending), from d.next on in rotation order, that can take
-// task id now, or -1.
-func (d *Dispatcher) freeAmongLocked(eligible []int, id string) int {
+// task k now, or -1.
+func (d *Dispatcher) freeAmongLocked(eligible []int, key taskKey) int {
+	// The ID written on the stack, not the heap: this runs for several
+	// classes in every assign step.
+	var buf [36]byte
+	id := d.tasks.ids.appendID(buf[:0], key)
 	start, _ := slices.BinarySearch(eligible, d.next)
 	for k := range len(eligible) {
 		idx := eligible[(start+k)%len(eligible)]
-		if s := d.rotation[idx]; s.free(id) {
+		if s := d.rotation[idx]; s.freeFor(id) {
 			return idx
 		}
 	}
@@ -143,6 +147,12 @@ func (d *Dispatcher) freeAmongLocked(eligible []int, id string) int {
 // count would not grow).
 func (s *Session) free(id string) bool {
 	_, holds := s.inflight[id]
+	return !holds && !s.draining && len(s.inflight) < s.Slots
+}
+
+// freeFor is free with the ID as bytes, looked up without a copy.
+func (s *Session) freeFor(id []byte) bool {
+	_, holds := s.inflight[string(id)]
 	return !holds && !s.draining && len(s.inflight) < s.Slots
 }
 

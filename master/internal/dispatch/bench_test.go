@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
@@ -26,10 +26,9 @@ func benchDispatcher(b *testing.B) *Dispatcher {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
-	var n atomic.Int64
 	d := New(Params{
 		Log: log, Store: st, Now: time.Now,
-		NewID:       func() string { return fmt.Sprintf("t%09d", n.Add(1)) },
+		NewID:       func() string { return uuid.Must(uuid.NewV7()).String() }, // as the master makes them
 		MaxCmdBytes: 1024, DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
 	})
 	if err := d.Recover(ctx); err != nil {
@@ -47,9 +46,9 @@ func BenchmarkAssign(b *testing.B) {
 	// Queued as Submit leaves them, without waiting b.N times for the disk.
 	now := time.Now()
 	for i := range b.N {
-		id := fmt.Sprintf("q%09d", i)
+		id := benchID(i)
 		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-		d.queue.push(qt, false)
+		d.queue.push(qt, d.tasks.key(qt.ID), false)
 		d.tasks.put(qt)
 	}
 	b.ResetTimer()
@@ -91,9 +90,9 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		for i := range n {
-			t := &task.Task{ID: fmt.Sprintf("019a0000-0000-7000-8000-%012d", i), Cmd: "true", Status: task.StatusQueued,
+			t := &task.Task{ID: benchID(i), Cmd: "true", Status: task.StatusQueued,
 				MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-			d.queue.push(t, false)
+			d.queue.push(t, d.tasks.key(t.ID), false)
 			d.tasks.put(t)
 		}
 		runtime.GC()
@@ -114,9 +113,9 @@ func BenchmarkSubmitQueueFull(b *testing.B) {
 			now := time.Now()
 			d.mu.Lock()
 			for i := range n { // queued as Submit leaves them
-				id := fmt.Sprintf("q%09d", i)
+				id := benchID(i)
 				qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
-				d.queue.push(qt, false)
+				d.queue.push(qt, d.tasks.key(qt.ID), false)
 				d.tasks.put(qt)
 			}
 			d.mu.Unlock()
@@ -147,9 +146,9 @@ func BenchmarkAssignStep(b *testing.B) {
 			seq := 0
 			queue := func(prio int, set map[string]string) {
 				seq++
-				t := &task.Task{ID: fmt.Sprintf("q%09d", seq), Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour,
+				t := &task.Task{ID: benchID(seq), Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour,
 					CreatedAt: now, Priority: prio, Requires: set}
-				d.queue.push(t, false)
+				d.queue.push(t, d.tasks.key(t.ID), false)
 				d.tasks.put(t)
 			}
 			d.mu.Lock()
@@ -192,3 +191,7 @@ func BenchmarkAssignStep(b *testing.B) {
 		})
 	}
 }
+
+// benchID returns the i-th of a run of task IDs in the form the master
+// makes (UUIDv7): the form the dispatcher keeps compact.
+func benchID(i int) string { return fmt.Sprintf("019a0000-0000-7000-8000-%012d", i) }

@@ -17,7 +17,8 @@
 // sessions; assign.go assignment; report.go results and retry policies;
 // sweep.go restart recovery, leases and the loop (Run) that sweeps; finish.go
 // finishing and eviction; queue.go and fifo.go the queue; timers.go the
-// scheduled tasks; live.go how live tasks are kept.
+// scheduled tasks; live.go how live tasks are kept, ids.go how their IDs
+// are held, table.go the table of compact queued tasks.
 //
 // Every change is written through to the store. Live tasks (scheduled,
 // queued, running) are kept in memory; a final task leaves memory once its final

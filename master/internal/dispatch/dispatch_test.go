@@ -71,14 +71,11 @@ func newOnDB(t *testing.T, path string, clock *fakeClock, firstID int, opts ...s
 	t.Cleanup(func() { st.Close() })
 	n := firstID
 	d := New(Params{
-		Log:   log,
-		Store: st,
-		Now:   clock.Now,
-		Mono:  clock.Mono,
-		NewID: func() string {
-			n++
-			return fmt.Sprintf("t%04d", n)
-		},
+		Log:            log,
+		Store:          st,
+		Now:            clock.Now,
+		Mono:           clock.Mono,
+		NewID:          func() string { n++; return testID(n) },
 		MaxCmdBytes:    1024,
 		DefaultTimeout: time.Hour,
 		MaxTimeout:     24 * time.Hour,
@@ -439,4 +436,15 @@ func TestErrors(t *testing.T) {
 	if _, _, err := d.Register(ctx, Registration{WorkerID: "x", InstanceID: "x", Slots: 1}); !errors.Is(err, task.ErrClosed) {
 		t.Errorf("Register after Close: %v", err)
 	}
+}
+
+// testID is the n-th task ID of a test dispatcher: one in two is a UUID,
+// as the master makes them, the other not, so that every test runs both
+// ways the live tasks and the queue hold an ID (see ids.go). The UUIDs sort
+// in the order they were made, as UUIDv7s do; the rest read t0001, t0003...
+func testID(n int) string {
+	if n%2 == 0 {
+		return fmt.Sprintf("019a0000-0000-7000-8000-%012d", n)
+	}
+	return fmt.Sprintf("t%04d", n)
 }

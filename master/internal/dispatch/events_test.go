@@ -36,12 +36,12 @@ func TestDispatcherPublishesTransitions(t *testing.T) {
 	sub := follow(t, d)
 	w1 := register(t, d, "w1", 1)
 	register(t, d, "w2", 1)
-	ids := submit(t, d, 3) // t0001 -> w1, t0002 -> w2, t0003 waits
+	ids := submit(t, d, 3) // t0001 -> w1, the second (a UUID, testID) -> w2, t0003 waits
 	drain(w1)
 	finish(t, d, w1, ids[0], 0) // w1 takes t0003
 	clock.Advance(workerTimeout)
 	d.Heartbeat("w1", "w1-instance", nil)
-	d.Sweep() // w2 is silent: t0002 goes back to the queue
+	d.Sweep() // w2 is silent: the second goes back to the queue
 	if _, err := d.Cancel(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
@@ -55,15 +55,15 @@ func TestDispatcherPublishesTransitions(t *testing.T) {
 		"worker.joined w2 0",
 		"task.queued t0001 0",
 		"task.assigned t0001 w1 1",
-		"task.queued t0002 0",
-		"task.assigned t0002 w2 1",
+		"task.queued 019a0000-0000-7000-8000-000000000002 0",
+		"task.assigned 019a0000-0000-7000-8000-000000000002 w2 1",
 		"task.queued t0003 0",
 		"task.finished t0001 w1 1 succeeded",
 		"task.assigned t0003 w1 1",
 		"worker.timed_out w2 0 timed_out",
 		"worker.left w2 0 timed_out",
-		"task.requeued t0002 w2 1 worker_timed_out",
-		"task.canceled t0002 0 canceled",
+		"task.requeued 019a0000-0000-7000-8000-000000000002 w2 1 worker_timed_out",
+		"task.canceled 019a0000-0000-7000-8000-000000000002 0 canceled",
 		"worker.draining w1 0",
 		"worker.left w1 0 drained",
 		"task.requeued t0003 w1 1 worker_drained",

@@ -10,21 +10,21 @@ import (
 func TestFifoFrontAndShrink(t *testing.T) {
 	var q fifo
 	for i := range 3000 {
-		q.pushBack(entry{id: fmt.Sprint(i)})
+		q.pushBack(ent(fmt.Sprint(i)))
 	}
 	for range 2000 {
 		q.pop()
 	}
-	q.pushFront(entry{id: "x"})
-	if e, _ := q.peek(); e.id != "x" || q.len() != 1001 {
-		t.Fatalf("peek=%s len=%d", e.id, q.len())
+	q.pushFront(ent("x"))
+	if e, _ := q.peek(); fid(e) != "x" || q.len() != 1001 {
+		t.Fatalf("peek=%s len=%d", fid(e), q.len())
 	}
 	if len(q.ring) > 2048 {
 		t.Fatalf("ring of %d for 1001 IDs: memory does not follow the length", len(q.ring))
 	}
 	for _, want := range []string{"x", "2000", "2001"} {
-		if e, _ := q.peek(); e.id != want {
-			t.Fatalf("front %s, want %s", e.id, want)
+		if e, _ := q.peek(); fid(e) != want {
+			t.Fatalf("front %s, want %s", fid(e), want)
 		}
 		q.pop()
 	}
@@ -36,7 +36,7 @@ func TestFifoFrontAndShrink(t *testing.T) {
 func TestFifoPushFrontDoesNotCopy(t *testing.T) {
 	var q fifo
 	for i := range 1000 {
-		q.pushBack(entry{id: fmt.Sprint(i)})
+		q.pushBack(ent(fmt.Sprint(i)))
 	}
 	if room := len(q.ring) - q.len(); room < 21 {
 		t.Fatalf("ring of %d for %d IDs: the test needs room for 21 more", len(q.ring), q.len())
@@ -44,11 +44,12 @@ func TestFifoPushFrontDoesNotCopy(t *testing.T) {
 	ids := make([]string, 21) // made here: the measured calls allocate nothing themselves
 	for i := range ids {
 		ids[i] = fmt.Sprint("front", i)
+		fifoIDs.key(ids[i])
 	}
 	ring := &q.ring[0]
 	n := 0
 	if allocs := testing.AllocsPerRun(20, func() {
-		q.pushFront(entry{id: ids[n]})
+		q.pushFront(ent(ids[n]))
 		n++
 	}); allocs != 0 {
 		t.Fatalf("pushFront allocated %.0f times per call, want 0", allocs)
@@ -57,13 +58,13 @@ func TestFifoPushFrontDoesNotCopy(t *testing.T) {
 		t.Fatal("pushFront moved the ring")
 	}
 	for i := n - 1; i >= 0; i-- {
-		if e, _ := q.peek(); e.id != ids[i] {
-			t.Fatalf("front %s, want %s", e.id, ids[i])
+		if e, _ := q.peek(); fid(e) != ids[i] {
+			t.Fatalf("front %s, want %s", fid(e), ids[i])
 		}
 		q.pop()
 	}
-	if e, _ := q.peek(); e.id != "0" || q.len() != 1000 {
-		t.Fatalf("after the fronts: peek=%s len=%d, want 0 and 1000", e.id, q.len())
+	if e, _ := q.peek(); fid(e) != "0" || q.len() != 1000 {
+		t.Fatalf("after the fronts: peek=%s len=%d, want 0 and 1000", fid(e), q.len())
 	}
 }
 
@@ -78,10 +79,10 @@ func TestFifoMatchesASlice(t *testing.T) {
 		id := fmt.Sprint(i)
 		switch op := rng.IntN(100); {
 		case op < 40:
-			q.pushBack(entry{id: id})
+			q.pushBack(ent(id))
 			model = append(model, id)
 		case op < 55:
-			q.pushFront(entry{id: id})
+			q.pushFront(ent(id))
 			model = slices.Insert(model, 0, id)
 		case op < 99:
 			if len(model) == 0 {
@@ -96,7 +97,7 @@ func TestFifoMatchesASlice(t *testing.T) {
 				}
 			}
 			model = slices.DeleteFunc(model, func(id string) bool { return dead[id] })
-			q.keep(func(id string) bool { return !dead[id] })
+			q.keep(func(k taskKey) bool { return !dead[fifoIDs.id(k)] })
 		}
 		if i%1000 == 0 || q.len() < 5 {
 			checkQueue(t, &q, model)
@@ -109,15 +110,22 @@ func checkQueue(t *testing.T, q *fifo, want []string) {
 	t.Helper()
 	got := make([]string, 0, q.len())
 	for i := range q.len() {
-		got = append(got, q.ring[q.at(i)].id)
+		got = append(got, fid(q.ring[q.at(i)]))
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("queue holds %d IDs %.80v, want %d %.80v", len(got), got, len(want), want)
 	}
-	if e, ok := q.peek(); ok != (len(want) > 0) || (ok && e.id != want[0]) {
-		t.Fatalf("peek = %q %v", e.id, ok)
+	if e, ok := q.peek(); ok != (len(want) > 0) || (ok && fid(e) != want[0]) {
+		t.Fatalf("peek = %q %v", fid(e), ok)
 	}
 	if len(q.ring) > minRing && q.len() < len(q.ring)/8 {
 		t.Fatalf("ring of %d for %d IDs", len(q.ring), q.len())
 	}
 }
+
+// fifoIDs gives the fifo tests' IDs their keys.
+var fifoIDs = newIDTable()
+
+func ent(id string) entry { return entry{key: fifoIDs.key(id)} }
+
+func fid(e entry) string { return fifoIDs.id(e.key) }

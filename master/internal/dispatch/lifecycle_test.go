@@ -358,7 +358,7 @@ func TestWorkerCannotClaimATaskNeverSentToIt(t *testing.T) {
 		t.Fatalf("w got tasks %v and cancels %v, want only %s canceled", got, cancels, ids[0])
 	}
 	d.mu.Lock()
-	_, compact := d.tasks.queued[ids[0]]
+	_, compact := d.tasks.queued.get(d.tasks.key(ids[0]))
 	d.mu.Unlock()
 	if !compact {
 		t.Error("the claimed queued task was expanded: it should have stayed compact")

@@ -221,7 +221,7 @@ func TestStaleIDsAreSweptOut(t *testing.T) {
 	for i := range n {
 		id := fmt.Sprintf("q%06d", i)
 		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: time.Unix(0, 0).UTC()}
-		d.queue.push(qt, false)
+		d.queue.push(qt, d.tasks.key(qt.ID), false)
 		d.tasks.put(qt)
 		ids = append(ids, id)
 	}
@@ -236,7 +236,7 @@ func TestStaleIDsAreSweptOut(t *testing.T) {
 	}
 	length, stale := d.queue.len(), d.queue.stale
 	head, _ := d.queue.levels[task.DefaultPriority-1][0].q.peek()
-	front := head.id
+	front := d.tasks.id(head.key)
 	d.mu.Unlock()
 	// Swept when the (n/2+1)-th left; the rest stale since.
 	if want := n - n/2 - 1; length != want || stale != 2*n/3-n/2-1 {
@@ -255,12 +255,12 @@ func checkWaiting(t *testing.T, d *Dispatcher, want ...string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var queued []string
-	for id := range d.tasks.queued {
-		queued = append(queued, id)
+	for k := range d.tasks.queued.all() {
+		queued = append(queued, d.tasks.id(k))
 	}
-	for id, tk := range d.tasks.full {
+	for _, tk := range d.tasks.full {
 		if tk.Status == task.StatusQueued {
-			queued = append(queued, id)
+			queued = append(queued, tk.ID)
 		}
 	}
 	slices.Sort(queued)
@@ -273,7 +273,7 @@ func checkWaiting(t *testing.T, d *Dispatcher, want ...string) {
 	in := map[string]bool{}
 	for _, c := range d.queue.classes {
 		for i := range c.q.len() {
-			in[c.q.ring[c.q.at(i)].id] = true
+			in[d.tasks.id(c.q.ring[c.q.at(i)].key)] = true
 		}
 	}
 	for _, id := range queued {

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"hash/maphash"
 	"maps"
 	"slices"
 	"time"
@@ -11,30 +12,51 @@ import (
 
 // liveTasks holds the dispatcher's live tasks. A task that is queued or
 // scheduled and has never been sent to a worker (nearly all of them when a
-// backlog builds up) is kept as a queuedTask: what it takes to send it, a
-// fifth of the size of a task.Task, so that a million queued tasks fit in a
-// few hundred MiB. It
-// becomes a full task.Task the first time the dispatcher takes it to
-// change it (get), so callers change *task.Task as they always did.
+// backlog builds up) is kept as a queuedTask: its creation time and a
+// pointer to its shape (what it takes to send it), which tasks submitted
+// alike share, held with its key in a table: 32 bytes a slot, so that a
+// million queued tasks cost tens of MiB, not hundreds
+// (BenchmarkQueuedMemory). It becomes a full task.Task the first time the
+// dispatcher takes it to change it (get), so callers change *task.Task as
+// they always did.
+//
+// The table, the map of full tasks and the queue's fifos hold an ID as a
+// taskKey (see ids.go): 16 bytes and no pointer, where the string would
+// cost 48 more bytes on the heap and be scanned by every GC cycle.
 //
 // Guarded by Dispatcher.mu.
 type liveTasks struct {
-	full map[string]*task.Task // every other live task, and final ones not yet forgotten
-	// By task ID. Pointers, not values: a map's table holds its slots
-	// inline and doubles as it grows, so large values would be paid up to
-	// twice over.
-	queued map[string]*queuedTask
+	ids  idTable
+	full map[taskKey]*task.Task // every other live task, and final ones not yet forgotten
+	// By task ID. Values, not pointers: a queuedTask is as small as the
+	// pointer plus the object it would point to. Not a Go map: see
+	// compactTable.
+	queued compactTable
 	// sets interns the requirements of compact tasks: a backlog of a
 	// million tasks that require the same labels holds one map of them.
 	sets map[string]*reqSet
+	// shapes caches the last shapes made, so that tasks submitted alike
+	// (the same command, timeout, attempts, priority; nothing extra) share
+	// one: a cache, not an index, so it costs nothing to keep up when tasks
+	// leave, and a backlog of distinct commands costs what it did before.
+	shapes [shapeCache]*queuedShape
 }
 
-// queuedTask is a task as Submit creates it: every field not here is zero.
-// It is 48 bytes, a size class of its own: what most tasks lack is behind
-// extra, so that a million plain queued tasks cost no more for it.
+// shapeCache is the number of shapes cached, a power of two: room for the
+// few kinds of task a backlog is usually made of.
+const shapeCache = 64
+
+// queuedTask is a task as Submit creates it: every field not here, or in
+// its shape, is zero.
 type queuedTask struct {
+	shape   *queuedShape
+	created int64 // Unix nanoseconds, in UTC as the store keeps it
+}
+
+// queuedShape is what a compact task holds besides its ID and creation
+// time; never changed once made, so tasks can share it.
+type queuedShape struct {
 	cmd         string
-	created     int64 // Unix nanoseconds, in UTC as the store keeps it
 	timeout     time.Duration
 	maxAttempts int32
 	priority    int8
@@ -42,7 +64,8 @@ type queuedTask struct {
 	extra       *queuedExtra // nil: no idempotency key, requirements, run time or retry policy, as most tasks
 }
 
-// queuedExtra is what few compact tasks have.
+// queuedExtra is what few compact tasks have. A shape with one is never
+// shared.
 type queuedExtra struct {
 	key        string  // idempotency key
 	requires   *reqSet // nil: none
@@ -61,7 +84,7 @@ type reqSet struct {
 }
 
 func newLiveTasks() liveTasks {
-	return liveTasks{full: make(map[string]*task.Task), queued: make(map[string]*queuedTask), sets: make(map[string]*reqSet)}
+	return liveTasks{ids: newIDTable(), full: make(map[taskKey]*task.Task), queued: newCompactTable(), sets: make(map[string]*reqSet)}
 }
 
 // compactable reports whether t holds nothing a queuedTask would drop.
@@ -79,13 +102,14 @@ func compactable(t *task.Task) bool {
 // UTC and without a monotonic reading, as the store returns every time.
 func createdAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
-func (q *queuedTask) task(id string) *task.Task {
-	t := &task.Task{ID: id, Cmd: q.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
-		Timeout: q.timeout, MaxAttempts: int(q.maxAttempts), Priority: int(q.priority)}
-	if q.scheduled {
+func (q queuedTask) task(id string) *task.Task {
+	sh := q.shape
+	t := &task.Task{ID: id, Cmd: sh.cmd, Status: task.StatusQueued, CreatedAt: createdAt(q.created),
+		Timeout: sh.timeout, MaxAttempts: int(sh.maxAttempts), Priority: int(sh.priority)}
+	if sh.scheduled {
 		t.Status = task.StatusScheduled
 	}
-	if x := q.extra; x != nil {
+	if x := sh.extra; x != nil {
 		t.IdempotencyKey = x.key
 		if x.requires != nil {
 			t.Requires = maps.Clone(x.requires.labels)
@@ -98,15 +122,24 @@ func (q *queuedTask) task(id string) *task.Task {
 	return t
 }
 
+// key returns the key of id, giving it one if it is new. Every task in
+// the live tasks or the queue has one.
+func (l *liveTasks) key(id string) taskKey { return l.ids.key(id) }
+
+// id returns the ID k stands for: a live task's, or one whose task left
+// memory while k stayed in the queue ("" for an alias, see idTable).
+func (l *liveTasks) id(k taskKey) string { return l.ids.id(k) }
+
 // put adds t, keeping it compact when it can. The caller hands t over.
 func (l *liveTasks) put(t *task.Task) {
-	l.drop(t.ID)
+	k := l.ids.key(t.ID)
+	l.drop(k)
 	if !compactable(t) {
-		l.full[t.ID] = t
+		l.full[k] = t
 		return
 	}
-	q := &queuedTask{cmd: t.Cmd, created: t.CreatedAt.UnixNano(), timeout: t.Timeout,
-		maxAttempts: int32(t.MaxAttempts), priority: int8(t.Priority), scheduled: t.Status == task.StatusScheduled}
+	sh := queuedShape{cmd: t.Cmd, timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts), priority: int8(t.Priority),
+		scheduled: t.Status == task.StatusScheduled}
 	if t.IdempotencyKey != "" || len(t.Requires) > 0 || !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 {
 		x := &queuedExtra{key: t.IdempotencyKey, retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff}
 		if !t.RunAt.IsZero() {
@@ -122,50 +155,76 @@ func (l *liveTasks) put(t *task.Task) {
 			rs.refs++
 			x.requires = rs
 		}
-		q.extra = x
+		sh.extra = x
+		own := new(queuedShape) // made here only: &sh would put every shape on the heap, shared or not
+		*own = sh
+		l.queued.set(k, queuedTask{shape: own, created: t.CreatedAt.UnixNano()})
+		return
 	}
-	l.queued[t.ID] = q
+	l.queued.set(k, queuedTask{shape: l.shared(sh), created: t.CreatedAt.UnixNano()})
 }
 
-func (q *queuedTask) extraRequires() *reqSet {
-	if q.extra == nil {
+// shared returns a shape equal to sh (which has no extra), the cached one
+// if there is one.
+func (l *liveTasks) shared(sh queuedShape) *queuedShape {
+	slot := &l.shapes[maphash.String(l.ids.seed, sh.cmd)&(shapeCache-1)]
+	if c := *slot; c != nil && *c == sh {
+		return c
+	}
+	p := new(queuedShape) // not &sh, which would move sh to the heap on a hit too
+	*p = sh
+	*slot = p
+	return p
+}
+
+func (q queuedTask) requires() *reqSet {
+	if q.shape.extra == nil {
 		return nil
 	}
-	return q.extra.requires
+	return q.shape.extra.requires
 }
 
-// drop removes the task, compact or full, releasing its requirements.
-func (l *liveTasks) drop(id string) {
-	if q, ok := l.queued[id]; ok {
-		if rs := q.extraRequires(); rs != nil {
+// drop removes the task, compact or full, releasing its requirements. Its
+// key stays: the task is being put again, or del forgets the key.
+func (l *liveTasks) drop(k taskKey) {
+	if q, ok := l.queued.get(k); ok {
+		if rs := q.requires(); rs != nil {
 			if rs.refs--; rs.refs == 0 {
 				delete(l.sets, rs.key)
 			}
 		}
-		delete(l.queued, id)
+		l.queued.del(k)
 	}
-	delete(l.full, id)
+	delete(l.full, k)
 }
 
 // get returns the task to change it: a compact one becomes a full one.
 func (l *liveTasks) get(id string) (*task.Task, bool) {
-	if t, ok := l.full[id]; ok {
+	k, ok := l.ids.lookup(id)
+	if !ok {
+		return nil, false
+	}
+	if t, ok := l.full[k]; ok {
 		return t, true
 	}
-	q, ok := l.queued[id]
+	q, ok := l.queued.get(k)
 	if !ok {
 		return nil, false
 	}
 	t := q.task(id)
-	l.drop(id)
-	l.full[id] = t
+	l.drop(k)
+	l.full[k] = t
 	return t, true
 }
 
 // delivered returns the task to change it if it was ever sent to a worker,
 // or false. A compact task never was, and stays compact.
 func (l *liveTasks) delivered(id string) (*task.Task, bool) {
-	t, ok := l.full[id]
+	k, ok := l.ids.lookup(id)
+	if !ok {
+		return nil, false
+	}
+	t, ok := l.full[k]
 	if !ok || len(t.History) == 0 {
 		return nil, false
 	}
@@ -174,31 +233,50 @@ func (l *liveTasks) delivered(id string) (*task.Task, bool) {
 
 // view returns a copy of the task, to read it, leaving a compact one compact.
 func (l *liveTasks) view(id string) (task.Task, bool) {
-	if t, ok := l.full[id]; ok {
+	k, ok := l.ids.lookup(id)
+	if !ok {
+		return task.Task{}, false
+	}
+	if t, ok := l.full[k]; ok {
 		return copyTask(t), true
 	}
-	if q, ok := l.queued[id]; ok {
+	if q, ok := l.queued.get(k); ok {
 		return *q.task(id), true
 	}
 	return task.Task{}, false
 }
 
-func (l *liveTasks) del(id string) { l.drop(id) }
+// del removes the task and forgets its key.
+func (l *liveTasks) del(id string) {
+	if k, ok := l.ids.lookup(id); ok {
+		l.drop(k)
+		l.ids.forget(id, k)
+	}
+}
 
-func (l *liveTasks) len() int { return len(l.full) + len(l.queued) }
+func (l *liveTasks) len() int { return len(l.full) + l.queued.len() }
 
 // status returns the task's status without expanding a compact one.
-func (l *liveTasks) status(id string) (task.Status, bool) {
-	if t, ok := l.full[id]; ok {
+func (l *liveTasks) status(k taskKey) (task.Status, bool) {
+	if t, ok := l.full[k]; ok {
 		return t.Status, true
 	}
-	if q, ok := l.queued[id]; ok {
-		if q.scheduled {
+	if q, ok := l.queued.get(k); ok {
+		if q.shape.scheduled {
 			return task.StatusScheduled, true
 		}
 		return task.StatusQueued, true
 	}
 	return "", false
+}
+
+// statusOf is status by ID.
+func (l *liveTasks) statusOf(id string) (task.Status, bool) {
+	k, ok := l.ids.lookup(id)
+	if !ok {
+		return "", false
+	}
+	return l.status(k)
 }
 
 // running returns how many live tasks are running. Compact tasks are all

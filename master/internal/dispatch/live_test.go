@@ -17,13 +17,13 @@ func TestLiveTasksKeepsAFreshTaskCompactUntilChanged(t *testing.T) {
 	l := newLiveTasks()
 	want := *submitted()
 	l.put(submitted())
-	if len(l.queued) != 1 || len(l.full) != 0 {
-		t.Fatalf("a submitted task: %d compact, %d full; want it compact", len(l.queued), len(l.full))
+	if l.queued.len() != 1 || len(l.full) != 0 {
+		t.Fatalf("a submitted task: %d compact, %d full; want it compact", l.queued.len(), len(l.full))
 	}
 	if got, ok := l.view("t1"); !ok || !reflect.DeepEqual(got, want) {
 		t.Fatalf("view = %+v, %v; want %+v", got, ok, want)
 	}
-	if len(l.queued) != 1 {
+	if l.queued.len() != 1 {
 		t.Fatal("view made the task full")
 	}
 	got, ok := l.get("t1")
@@ -96,4 +96,50 @@ func setNonZero(t *testing.T, v reflect.Value) {
 	default:
 		t.Fatalf("no rule for kind %s", v.Kind())
 	}
+}
+
+// Tasks submitted alike share one shape; a task that differs in anything
+// a shape holds gets its own, and every task reads back as it was put.
+func TestLiveTasksShareShapes(t *testing.T) {
+	l := newLiveTasks()
+	base := task.Task{Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Minute, Priority: 3,
+		CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 5, time.UTC)}
+	mk := func(id string, change func(*task.Task)) task.Task {
+		tk := base
+		tk.ID = id
+		tk.CreatedAt = tk.CreatedAt.Add(time.Duration(l.queued.len()))
+		if change != nil {
+			change(&tk)
+		}
+		c := tk
+		l.put(&c)
+		return tk
+	}
+	want := []task.Task{
+		mk("019a0000-0000-7000-8000-000000000001", nil),
+		mk("019a0000-0000-7000-8000-000000000002", nil),
+		mk("t3", func(tk *task.Task) { tk.Cmd = "false" }),
+		mk("t4", func(tk *task.Task) { tk.Timeout = time.Hour }),
+		mk("t5", func(tk *task.Task) { tk.Status = task.StatusScheduled; tk.RunAt = tk.CreatedAt.Add(time.Hour) }),
+		mk("t6", func(tk *task.Task) { tk.Priority = 1 }),
+		mk("t7", func(tk *task.Task) { tk.MaxAttempts = 1 }),
+	}
+	shapes := map[*queuedShape]bool{}
+	for _, w := range want {
+		got, ok := l.view(w.ID)
+		if !ok || !reflect.DeepEqual(got, w) {
+			t.Fatalf("view(%s) = %+v, %v; want %+v", w.ID, got, ok, w)
+		}
+		shapes[must(l.queued.get(l.key(w.ID))).shape] = true
+	}
+	if l.queued.len() != len(want) || len(shapes) != len(want)-1 {
+		t.Fatalf("%d compact tasks with %d shapes, want %d with %d", l.queued.len(), len(shapes), len(want), len(want)-1)
+	}
+}
+
+func must(q queuedTask, ok bool) queuedTask {
+	if !ok {
+		panic("no such compact task")
+	}
+	return q
 }

@@ -86,15 +86,15 @@ func (q *queue) classOf(t *task.Task) *class {
 	return c
 }
 
-// push queues t at the back of its class, or at the front.
-func (q *queue) push(t *task.Task, front bool) {
+// push queues t, whose key is k, at the back of its class, or at the front.
+func (q *queue) push(t *task.Task, k taskKey, front bool) {
 	c := q.classOf(t)
 	if front {
 		q.front--
-		c.q.pushFront(entry{id: t.ID, seq: q.front})
+		c.q.pushFront(entry{key: k, seq: q.front})
 	} else {
 		q.back++
-		c.q.pushBack(entry{id: t.ID, seq: q.back})
+		c.q.pushBack(entry{key: k, seq: q.back})
 	}
 	q.n++
 	q.byPriority[c.priority-1]++
@@ -130,7 +130,7 @@ func (q *queue) left(t *task.Task) *class {
 }
 
 // keep compacts c (see fifo.keep) and counts what it dropped.
-func (q *queue) keep(c *class, ok func(id string) bool) {
+func (q *queue) keep(c *class, ok func(k taskKey) bool) {
 	n, stale := c.q.n, c.q.stale
 	c.q.keep(ok)
 	q.n -= n - c.q.n
@@ -157,9 +157,9 @@ func (q *queue) dropIfEmpty(c *class) {
 
 // clean pops the stale heads of c, so that its head, if any, is a waiting
 // task. waits tells whether a task still waits.
-func (q *queue) clean(c *class, waits func(id string) bool) {
+func (q *queue) clean(c *class, waits func(k taskKey) bool) {
 	for c.q.n > 0 {
-		if e, _ := c.q.peek(); waits(e.id) {
+		if e, _ := c.q.peek(); waits(e.key) {
 			return
 		}
 		q.popStale(c) // drops c from the index once it is empty

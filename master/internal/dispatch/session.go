@@ -196,7 +196,7 @@ func (d *Dispatcher) lookUpGone(ctx context.Context, claims []Delivery) (map[str
 	d.mu.Lock()
 	var ids []string
 	for _, c := range claims {
-		if _, live := d.tasks.status(c.TaskID); !live {
+		if _, live := d.tasks.statusOf(c.TaskID); !live {
 			ids = append(ids, c.TaskID)
 		}
 	}
@@ -223,7 +223,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	log := d.log.With("task_id", c.TaskID, "worker_id", s.WorkerID, "attempt", c.Attempt)
 	mono := d.p.Mono()
 	var t *task.Task
-	if _, live := d.tasks.status(c.TaskID); live {
+	if _, live := d.tasks.statusOf(c.TaskID); live {
 		t, _ = d.tasks.delivered(c.TaskID) // nil for a task never sent, which stays compact
 	} else {
 		t = stored
@@ -444,7 +444,7 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 	workerID := t.WorkerID
 	t.Status = task.StatusQueued
 	t.WorkerID = ""
-	d.queue.push(t, true)
+	d.queue.push(t, d.tasks.key(t.ID), true)
 	d.persistLocked(t, lastAttempt(t))
 	d.log.Info("task re-queued", "task_id", t.ID, "worker_id", workerID, "attempts", t.Attempts, "reason", reason)
 	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})

@@ -113,13 +113,13 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
 		ev.Type, ev.Reason, ev.RunAt = events.TaskScheduled, "delayed", &c.RunAt
 	} else {
-		d.queue.push(nt, false)
+		d.queue.push(nt, d.tasks.key(nt.ID), false)
 		d.log.Debug("task queued", "task_id", nt.ID)
 	}
 	d.tasks.put(nt)
 	d.emitLocked(ev)
 	d.assignLocked()
-	if st, _ := d.tasks.status(c.ID); st == task.StatusQueued || st == task.StatusScheduled {
+	if st, _ := d.tasks.statusOf(c.ID); st == task.StatusQueued || st == task.StatusScheduled {
 		c.WaitingFor = d.waitingForLocked(&c)
 		if st == task.StatusQueued && len(c.Requires) > 0 && d.eligibleLocked(c.Requires) == 0 {
 			d.log.Warn("task queued that no connected worker can run", "task_id", c.ID, "waiting_for", c.WaitingFor)
@@ -162,8 +162,8 @@ const compactAt = 1024
 func (d *Dispatcher) leftQueueLocked(t *task.Task) {
 	c := d.queue.left(t)
 	if c != nil && c.q.stale >= compactAt && c.q.stale > c.q.waiting() {
-		d.queue.keep(c, func(id string) bool {
-			st, ok := d.tasks.status(id)
+		d.queue.keep(c, func(k taskKey) bool {
+			st, ok := d.tasks.status(k)
 			return ok && st == task.StatusQueued
 		})
 	}

@@ -50,7 +50,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 			d.scheduleLocked(t, t.RunAt, t.RunAt.Sub(now))
 			scheduled++
 		default:
-			d.queue.push(t, false)
+			d.queue.push(t, d.tasks.key(t.ID), false)
 		}
 		d.tasks.put(t)
 		if t.IdempotencyKey != "" {

@@ -149,7 +149,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	if t.IdempotencyKey != "" {
 		d.keys[t.IdempotencyKey] = t.ID
 	}
-	d.queue.push(t, false)
+	d.queue.push(t, d.tasks.key(t.ID), false)
 	committed := d.persistLocked(t, nil)
 	d.log.Info("task retried by hand", "task_id", id, "was", was, "attempts_so_far", t.Attempts)
 	d.emitLocked(events.Event{Type: events.TaskRetried, TaskID: id, Status: string(was), Attempt: t.Attempts})

@@ -90,7 +90,7 @@ func (d *Dispatcher) leftScheduleLocked() {
 // timerLiveLocked reports whether tm is the timer of a task that waits for
 // it.
 func (d *Dispatcher) timerLiveLocked(tm timer) bool {
-	st, ok := d.tasks.status(tm.id)
+	st, ok := d.tasks.statusOf(tm.id)
 	if !ok || st != task.StatusScheduled {
 		return false
 	}
@@ -112,7 +112,7 @@ func (d *Dispatcher) promoteLocked() {
 		t, _ := d.tasks.get(tm.id)
 		t.Status = task.StatusQueued
 		d.tasks.put(t) // compact again if it never ran
-		d.queue.push(t, false)
+		d.queue.push(t, d.tasks.key(t.ID), false)
 		d.persistLocked(t, nil)
 		d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "due"})
 		promoted = true
