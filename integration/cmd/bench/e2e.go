@@ -1,0 +1,282 @@
+package main
+
+// The e2e phase: throughput, latency, CPU per task and a dead worker on a live cluster.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/integration/client"
+)
+
+// endToEnd runs tasks through a master and its workers: throughput under
+// load, latency on an idle cluster, and recovery from a killed worker.
+func endToEnd(ctx context.Context, o options, l launcher, col *collector) error {
+	m, err := l.master(ctx)
+	if err != nil {
+		return err
+	}
+	defer m.stop()
+	ws, err := startWorkers(ctx, l, m, o.workers)
+	defer func() {
+		for _, w := range ws {
+			w.stop()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	cl := client.New(m.api)
+	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
+	for r := 1; r <= o.runs; r++ {
+		before, err := clusterCPU(m, ws)
+		if err != nil {
+			return err
+		}
+		tp, err := throughput(ctx, cl, hc, m.api, o.tasks)
+		if err != nil {
+			return err
+		}
+		after, err := clusterCPU(m, ws)
+		if err != nil {
+			return err
+		}
+		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
+		col.put("cpu_master_ms_per_task", "ms", perTask(after.master-before.master))
+		col.put("cpu_workers_ms_per_task", "ms", perTask(after.workers-before.workers))
+		col.put("cpu_commands_ms_per_task", "ms", perTask(after.commands-before.commands))
+		col.put("completed_rate", "tasks/s", tp.rate)
+		col.put("queued_to_started_p50_ms", "ms", tp.q2s50)
+		col.put("queued_to_started_p99_ms", "ms", tp.q2s99)
+		col.put("submitted_to_finished_p50_ms", "ms", tp.s2f50)
+		col.put("submitted_to_finished_p99_ms", "ms", tp.s2f99)
+		o.logf("run %d/%d: %d x true on %d workers: %.0f tasks/s; queued->started p50 %.2f ms p99 %.2f ms; submitted->finished p50 %.2f ms p99 %.2f ms",
+			r, o.runs, o.tasks, o.workers, tp.rate, tp.q2s50, tp.q2s99, tp.s2f50, tp.s2f99)
+
+		acc, err := acceptedRate(ctx, load{client: hc64, url: m.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, o.dur)
+		if err != nil {
+			return err
+		}
+		col.put("submit_rate_c64_workers", "req/s", acc)
+		o.logf("run %d/%d: %d workers running the tasks, at concurrency 64: %.0f/s accepted", r, o.runs, o.workers, acc)
+		// The backlog must be run before the idle figure is measured.
+		if err := drain(ctx, cl); err != nil {
+			return err
+		}
+
+		idle, err := idleLatency(ctx, cl, o.idleTasks)
+		if err != nil {
+			return err
+		}
+		col.put("idle_queued_to_started_p50_ms", "ms", idle)
+		o.logf("run %d/%d: idle cluster, one task at a time: queued->started p50 %.2f ms", r, o.runs, idle)
+
+		rerun, err := deadWorker(ctx, l, m, cl, ws)
+		if err != nil {
+			return err
+		}
+		col.put("dead_worker_rerun_s", "s", rerun.Seconds())
+		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
+	}
+	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
+	col.notes["submit_rate_c64_workers"] = fmt.Sprintf("accepted tasks/s of POST /tasks {\"cmd\":\"true\"} at concurrency 64 while %d workers run them (the old system's first figure)", o.workers)
+	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
+	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"
+	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"
+	col.notes["idle_queued_to_started_p50_ms"] = fmt.Sprintf("%d tasks one after another (POST ?wait=): started_at - created_at", o.idleTasks)
+	return nil
+}
+
+// cpuShare is the CPU time a cluster has used: the master's, the worker
+// processes' own, and the commands they ran.
+type cpuShare struct{ master, workers, commands time.Duration }
+
+func clusterCPU(m *node, ws map[string]*node) (cpuShare, error) {
+	var c cpuShare
+	mt, err := readCPU(m.pid)
+	if err != nil {
+		return c, err
+	}
+	c.master = mt.self
+	for _, w := range ws {
+		wt, err := readCPU(w.pid)
+		if err != nil {
+			return c, err
+		}
+		c.workers += wt.self
+		c.commands += wt.children
+	}
+	return c, nil
+}
+
+type throughputResult struct{ rate, q2s50, q2s99, s2f50, s2f99 float64 }
+
+// throughput submits n tasks of `true` at concurrency 16 while the workers
+// run them, waits for all to finish and computes the figures from the
+// tasks' own timestamps.
+func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api string, n int) (throughputResult, error) {
+	var mu sync.Mutex // protects ids
+	ids := make(map[string]bool, n)
+	ld := load{client: hc, url: api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 16, count: n,
+		onBody: func(b []byte) {
+			var t struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(b, &t) == nil {
+				mu.Lock()
+				ids[t.ID] = true
+				mu.Unlock()
+			}
+		}}
+	if _, err := ld.run(ctx); err != nil {
+		return throughputResult{}, err
+	}
+	// Newest first: this run's tasks are the first pages once all are final.
+	var done []client.Task
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	err := client.Poll(wctx, 50*time.Millisecond, func() (bool, error) {
+		done = done[:0]
+		live := url.Values{"status": {"queued,running"}, "limit": {"1"}}
+		if page, _, err := cl.List(wctx, live); err != nil || len(page) > 0 {
+			return false, err
+		}
+		// Stop at the last of this run's tasks: older runs' pages would
+		// only add to the master's CPU time measured around this run.
+		for page, err := range cl.Pages(wctx, url.Values{"limit": {"1000"}}) {
+			if err != nil {
+				return false, err
+			}
+			for _, t := range page {
+				if ids[t.ID] {
+					done = append(done, t)
+				}
+			}
+			if len(done) >= len(ids) {
+				break
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return throughputResult{}, fmt.Errorf("waiting for %d tasks to finish: %w", n, err)
+	}
+	if len(done) != len(ids) {
+		return throughputResult{}, fmt.Errorf("found %d of %d tasks", len(done), len(ids))
+	}
+	var q2s, s2f []time.Duration
+	first, last := done[0].CreatedAt, *done[0].FinishedAt
+	for _, t := range done {
+		if t.Status != "succeeded" || t.StartedAt == nil || t.FinishedAt == nil {
+			return throughputResult{}, fmt.Errorf("task %s of `true` ended %s (error %v)", t.ID, t.Status, deref(t.Error))
+		}
+		q2s = append(q2s, t.StartedAt.Sub(t.CreatedAt))
+		s2f = append(s2f, t.FinishedAt.Sub(t.CreatedAt))
+		if t.CreatedAt.Before(first) {
+			first = t.CreatedAt
+		}
+		if t.FinishedAt.After(last) {
+			last = *t.FinishedAt
+		}
+	}
+	a, b := ms(q2s), ms(s2f)
+	return throughputResult{
+		rate:  float64(len(done)) / last.Sub(first).Seconds(),
+		q2s50: percentile(a, 50), q2s99: percentile(a, 99),
+		s2f50: percentile(b, 50), s2f99: percentile(b, 99),
+	}, nil
+}
+
+// drain waits until no task is queued or running.
+func drain(ctx context.Context, cl *client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	live := url.Values{"status": {"queued,running"}, "limit": {"1"}}
+	err := client.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		page, _, err := cl.List(ctx, live)
+		return err == nil && len(page) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the backlog to run: %w", err)
+	}
+	return nil
+}
+
+// idleLatency sends n tasks one after another, each answered when final,
+// and returns the median time from queued to started.
+func idleLatency(ctx context.Context, cl *client.Client, n int) (float64, error) {
+	var lat []time.Duration
+	for range n {
+		t, _, err := cl.SubmitWith(ctx, client.Submit{Cmd: "true", Wait: 10 * time.Second})
+		if err != nil {
+			return 0, err
+		}
+		if t.StartedAt == nil || !t.Final() {
+			return 0, fmt.Errorf("task %s not done after 10s: %s", t.ID, t.Status)
+		}
+		lat = append(lat, t.StartedAt.Sub(t.CreatedAt))
+	}
+	return percentile(ms(lat), 50), nil
+}
+
+// deadWorker starts a long task, SIGKILLs the worker running it and
+// returns the time until the task's next attempt started elsewhere. It
+// then cancels the task and replaces the dead worker.
+func deadWorker(ctx context.Context, l launcher, m *node, cl *client.Client, ws map[string]*node) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	t, _, err := cl.SubmitWith(ctx, client.Submit{Cmd: "sleep 30"})
+	if err != nil {
+		return 0, err
+	}
+	err = client.Poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		t, err = cl.Get(ctx, t.ID)
+		return err == nil && t.Status == "running", err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("long task never ran: %w", err)
+	}
+	victim := t.Worker()
+	w := ws[victim]
+	if w == nil {
+		return 0, fmt.Errorf("task ran on unknown worker %q", victim)
+	}
+	killed := time.Now()
+	if err := w.kill(); err != nil {
+		return 0, err
+	}
+	err = client.Poll(ctx, 2*time.Millisecond, func() (bool, error) {
+		t, err = cl.Get(ctx, t.ID)
+		return err == nil && t.Attempts >= 2 && t.Status == "running" && t.StartedAt != nil, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("task not re-run after its worker died (status %s, attempts %d): %w", t.Status, t.Attempts, err)
+	}
+	if t.Worker() == victim {
+		return 0, fmt.Errorf("task re-ran on the dead worker %s", victim)
+	}
+	rerun := t.StartedAt.Sub(killed)
+	if _, _, err := cl.Cancel(ctx, t.ID); err != nil {
+		return 0, err
+	}
+	_ = w.stop()
+	nw, err := l.worker(ctx, m, victim)
+	if err != nil {
+		return 0, err
+	}
+	ws[victim] = nw
+	_, err = cl.WaitWorkers(ctx, len(ws))
+	return rerun, err
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
