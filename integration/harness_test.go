@@ -311,3 +311,19 @@ func joinSwarm(t *testing.T, ctx context.Context) {
 		}
 	})
 }
+
+// checkConfined asserts what every service of the lab gets under compose
+// and swarm alike: a non-root user, a read-only root filesystem and no
+// capabilities.
+func checkConfined(t *testing.T, svc, user string, readonlyRootfs bool, capDrop []string) {
+	t.Helper()
+	if u := strings.Split(user, ":")[0]; u == "" || u == "0" || u == "root" {
+		t.Errorf("%s runs as user %q, want non-root", svc, user)
+	}
+	if !readonlyRootfs {
+		t.Errorf("%s: root filesystem is writable", svc)
+	}
+	if !slices.Equal(capDrop, []string{"ALL"}) {
+		t.Errorf("%s: cap_drop %v, want [ALL]", svc, capDrop)
+	}
+}

@@ -158,15 +158,7 @@ func checkSwarmHardening(t *testing.T, d *deployment, want map[string]int) {
 		svc := strings.TrimPrefix(c.Config.Labels["com.docker.swarm.service.name"], d.project+"_")
 		seen[svc]++
 		h := c.HostConfig
-		if u := strings.Split(c.Config.User, ":")[0]; u == "" || u == "0" || u == "root" {
-			t.Errorf("%s runs as user %q, want non-root", svc, c.Config.User)
-		}
-		if !h.ReadonlyRootfs {
-			t.Errorf("%s: root filesystem is writable", svc)
-		}
-		if !slices.Equal(h.CapDrop, []string{"ALL"}) {
-			t.Errorf("%s: cap_drop %v, want [ALL]", svc, h.CapDrop)
-		}
+		checkConfined(t, svc, c.Config.User, h.ReadonlyRootfs, h.CapDrop)
 		for _, e := range c.Config.Env {
 			if k, _, _ := strings.Cut(e, "="); strings.HasSuffix(k, "_TOKEN") {
 				t.Errorf("%s: %s is in the environment, want it only as a secret file", svc, k)
