@@ -170,6 +170,9 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 		break
 	}
 	if len(evs) == 0 && !f.done {
+		if e.changed == nil {
+			e.changed = make(chan struct{})
+		}
 		e.waited = true
 		return nil, e.changed, false
 	}

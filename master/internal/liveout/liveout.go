@@ -81,7 +81,7 @@ type entry struct {
 	finalStatus  string
 	finalAttempt int
 	followers    int
-	changed      chan struct{} // closed (and replaced) when something changes that a follower waits for
+	changed      chan struct{} // made when a follower waits, closed on the next change: most tasks have none
 	waited       bool          // someone holds changed: close it on the next change
 }
 
@@ -92,7 +92,7 @@ type delivery struct {
 	ended    bool // by a requeue or a retry: another delivery may follow
 	outcome  string
 	detail   string
-	rings    [2]*ring // nil once dropped
+	rings    [2]*ring // nil until the stream's first chunk, and once dropped
 	ends     [2]int64 // where each stream ended, kept when the rings go
 }
 
@@ -125,7 +125,7 @@ func (b *Buffers) Observe(e events.Event) {
 func (b *Buffers) entryLocked(id string) *entry {
 	e := b.entries[id]
 	if e == nil {
-		e = &entry{changed: make(chan struct{})}
+		e = &entry{}
 		b.entries[id] = e
 	}
 	return e
@@ -135,7 +135,7 @@ func (b *Buffers) entryLocked(id string) *entry {
 func (e *entry) notify() {
 	if e.waited {
 		close(e.changed)
-		e.changed, e.waited = make(chan struct{}), false
+		e.changed, e.waited = nil, false
 	}
 }
 
@@ -170,7 +170,10 @@ func (b *Buffers) start(id string, attempt int, workerID string, reclaimed bool)
 			d.ended, d.outcome = true, "lost" // no event said so; a new delivery means it is over
 		}
 	}
-	e.deliveries = append(e.deliveries, &delivery{attempt: attempt, workerID: workerID, rings: [2]*ring{newRing(b.max), newRing(b.max)}})
+	// The rings come with the first chunk (Append): most tasks print little
+	// or nothing, and this runs for every assignment, under the
+	// dispatcher's lock.
+	e.deliveries = append(e.deliveries, &delivery{attempt: attempt, workerID: workerID})
 	if len(e.deliveries) > maxDeliveries {
 		e.deliveries = e.deliveries[len(e.deliveries)-maxDeliveries:]
 	}
@@ -201,7 +204,9 @@ func (b *Buffers) end(id string, attempt int, outcome, detail string) {
 	}
 	d.ended, d.outcome, d.detail = true, outcome, detail
 	for s, r := range d.rings {
-		d.ends[s] = r.end
+		if r != nil {
+			d.ends[s] = r.end
+		}
 	}
 	if e.followers == 0 {
 		delete(b.entries, id) // nobody reads it: nothing to keep until the next delivery
@@ -248,7 +253,12 @@ func (b *Buffers) Append(c Chunk) bool {
 	if d == nil || d.attempt != c.Attempt || d.workerID != c.WorkerID {
 		return false
 	}
-	if n := d.rings[c.Stream].write(c.Offset, c.Data); n > 0 {
+	r := d.rings[c.Stream]
+	if r == nil {
+		r = newRing(b.max)
+		d.rings[c.Stream] = r
+	}
+	if n := r.write(c.Offset, c.Data); n > 0 {
 		b.received.Add(uint64(n))
 		e.notify()
 	}
@@ -284,6 +294,9 @@ func (b *Buffers) Snapshot(taskID string) (s Snapshot, ok bool) {
 	}
 	s.Attempt, s.WorkerID = d.attempt, d.workerID
 	for i, r := range d.rings {
+		if r == nil {
+			continue // nothing came on this stream yet
+		}
 		ss := &s.Streams[i]
 		pos := int64(0)
 		first := true
