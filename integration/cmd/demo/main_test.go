@@ -19,22 +19,7 @@ import (
 var bins localcluster.Binaries
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "roundhouse-demo-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bins, err = localcluster.Build(ctx, dir)
-	cancel()
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(localcluster.RunWithBinaries(m, "roundhouse-demo-test-", &bins))
 }
 
 // labEnv fills the environment with the compose lab's worker token and TLS

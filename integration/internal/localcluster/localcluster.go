@@ -38,6 +38,27 @@ import (
 // Binaries are the master and worker executables a cluster runs.
 type Binaries struct{ Master, Worker string }
 
+// RunWithBinaries is the TestMain of a package whose tests start clusters:
+// it builds the master and worker once into a temporary directory named
+// after prefix, sets *bins, runs the tests (m is the *testing.M) and
+// removes the directory. It returns the exit code for os.Exit.
+func RunWithBinaries(m interface{ Run() int }, prefix string, bins *Binaries) int {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	*bins, err = Build(ctx, dir)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
 // Build compiles the master and worker of this repository into dir, as
 // static binaries (the go.work of the caller's checkout decides which
 // sources).

@@ -3,7 +3,6 @@ package localcluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -18,22 +17,7 @@ import (
 var bins Binaries
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "localcluster-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bins, err = Build(ctx, dir)
-	cancel()
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(RunWithBinaries(m, "localcluster-test-", &bins))
 }
 
 // gone reports whether no process has this ID any more.
