@@ -46,24 +46,7 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 	sub, backlog, gap := a.events.Subscribe(after, resume)
 	defer func() { sub.Close() }()
 
-	rc := http.NewResponseController(w)
-	// The stream reads nothing more from the client; the server's
-	// ReadTimeout has no business with it.
-	_ = rc.SetReadDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	write := func(s string) bool {
-		if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
-			return false
-		}
-		if _, err := fmt.Fprint(w, s); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	write := startSSE(w)
 	// sendBatch writes what a (re)subscription starts with.
 	sendBatch := func(gap bool, backlog []events.Event) bool {
 		if gap && !write(gapEvent(a.events.Seq())) {
@@ -108,6 +91,32 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+}
+
+// startSSE answers 200 with a Server-Sent Events stream and returns the
+// function that writes to it: each write is flushed at once and has
+// streamWriteTimeout to go through (the server's WriteTimeout would end a
+// long stream; a moving deadline drops only a client that stops reading).
+// It reports whether the write went through.
+func startSSE(w http.ResponseWriter) (write func(string) bool) {
+	rc := http.NewResponseController(w)
+	// The stream reads nothing more from the client; the server's
+	// ReadTimeout has no business with it.
+	_ = rc.SetReadDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	return func(s string) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
+			return false
+		}
+		if _, err := fmt.Fprint(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
 	}
 }
 

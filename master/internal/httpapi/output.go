@@ -157,25 +157,9 @@ func (a *api) followOutput(w http.ResponseWriter, r *http.Request, id string) {
 		a.writeError(w, err)
 		return
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{}) // the stream reads nothing more from the client
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	// The server's WriteTimeout would end a long follow; each write moves
-	// the deadline instead, so a follower that stops reading is dropped
-	// after streamWriteTimeout, and only its own handler waits meanwhile.
-	write := func(s string) bool {
-		if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
-			return false
-		}
-		if _, err := fmt.Fprint(w, s); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	// A follower that stops reading is dropped after streamWriteTimeout;
+	// only its own handler waits meanwhile.
+	write := startSSE(w)
 	o := newOutputStream(write)
 	if !write(": roundhouse output\n\n") {
 		return
