@@ -182,6 +182,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	live := liveout.New(cfg.LiveOutputBytes)
 	hub.Observe(live.Observe)
 	m.LiveOutput(live.Received)
+	m.Store(st.Counts)
 	gp := grpcapi.Params{Dispatcher: d, Log: log, LiveOutput: live, WorkerToken: cfg.WorkerToken, MaxRecvBytes: cfg.GRPCMaxRecvBytes}
 	if tlsCfg != nil {
 		gp.Creds = credentials.NewTLS(tlsCfg)

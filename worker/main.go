@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +57,9 @@ func main() {
 		return
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	if n, set := procsFor(cfg.Slots, runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS")); set {
+		runtime.GOMAXPROCS(n)
+	}
 	// Room for two signals: the first drains, the second stops at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -64,6 +68,21 @@ func main() {
 		log.Error("worker stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// procsFor returns how many threads may run the worker's Go code at once
+// (GOMAXPROCS), and whether to change it: one per slot, at most what the
+// runtime chose (the CPUs, or the container's CPU limit), unless the
+// GOMAXPROCS variable (env) sets it. The worker's Go code mostly waits, on
+// its commands and on the master; with more threads than that work needs,
+// the scheduler keeps spare threads spinning in search of goroutines after
+// every wake-up. A worker with 1 slot on 2 cores spent about a fifth less
+// CPU per task with 1 (README, Performance).
+func procsFor(slots, current int, env string) (int, bool) {
+	if env != "" || slots >= current {
+		return current, false
+	}
+	return slots, true
 }
 
 func environ() map[string]string {

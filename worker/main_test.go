@@ -153,3 +153,24 @@ func TestTaskEnvDropsTheWorkersSecrets(t *testing.T) {
 		t.Errorf("taskEnv = %q, want %q", got, want)
 	}
 }
+
+func TestProcsFor(t *testing.T) {
+	for _, c := range []struct {
+		slots, current int
+		env            string
+		want           int
+		set            bool
+	}{
+		{slots: 1, current: 2, want: 1, set: true},
+		{slots: 3, current: 8, want: 3, set: true},
+		{slots: 4, current: 2, want: 2},           // never more than the runtime chose
+		{slots: 2, current: 2, want: 2},           // nothing to change
+		{slots: 1, current: 2, env: "2", want: 2}, // the operator's setting wins
+		{slots: 1, current: 4, env: "3", want: 4}, // as the runtime read it
+	} {
+		got, set := procsFor(c.slots, c.current, c.env)
+		if got != c.want || set != c.set {
+			t.Errorf("procsFor(%d, %d, %q) = %d, %v; want %d, %v", c.slots, c.current, c.env, got, set, c.want, c.set)
+		}
+	}
+}

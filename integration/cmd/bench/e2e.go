@@ -3,11 +3,14 @@ package main
 // The e2e phase: throughput, latency, CPU per task and a dead worker on a live cluster.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +41,10 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		if err != nil {
 			return err
 		}
+		commits0, writes0, err := storeCounts(ctx, hc, m.api)
+		if err != nil {
+			return err
+		}
 		tp, err := throughput(ctx, cl, hc, m.api, o.tasks)
 		if err != nil {
 			return err
@@ -46,6 +53,12 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		if err != nil {
 			return err
 		}
+		commits1, writes1, err := storeCounts(ctx, hc, m.api)
+		if err != nil {
+			return err
+		}
+		col.put("store_writes_per_commit", "writes", (writes1-writes0)/max(commits1-commits0, 1))
+		col.put("store_commits_per_task", "commits", (commits1-commits0)/float64(o.tasks))
 		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
 		col.put("cpu_master_ms_per_task", "ms", perTask(after.master-before.master))
 		col.put("cpu_workers_ms_per_task", "ms", perTask(after.workers-before.workers))
@@ -88,6 +101,8 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
 	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"
 	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"
+	col.notes["store_writes_per_commit"] = "changes (a task row, an attempt row or both) per store transaction during the throughput run, from the master's roundhouse_store_* counters"
+	col.notes["store_commits_per_task"] = "store transactions (each one fsync) per task during the throughput run"
 	col.notes["idle_queued_to_started_p50_ms"] = fmt.Sprintf("%d tasks one after another (POST ?wait=): started_at - created_at", o.idleTasks)
 	return nil
 }
@@ -279,4 +294,45 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// storeCounts reads the master's store counters from its /metrics.
+func storeCounts(ctx context.Context, hc *http.Client, api string) (commits, writes float64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	found := 0
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "roundhouse_store_commits_total":
+			dst = &commits
+		case "roundhouse_store_writes_total":
+			dst = &writes
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
+			return 0, 0, fmt.Errorf("/metrics: %s: %w", name, err)
+		}
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if found != 2 {
+		return 0, 0, fmt.Errorf("/metrics: no roundhouse_store_commits_total or roundhouse_store_writes_total")
+	}
+	return commits, writes, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -148,4 +149,21 @@ func (m *Metrics) LiveOutput(received func() uint64) {
 		Name: "roundhouse_live_output_bytes_total",
 		Help: "Bytes of live task output taken from workers (StreamOutput chunks of current deliveries).",
 	}, func() float64 { return float64(received()) }))
+}
+
+// Store registers roundhouse_store_commits_total and
+// roundhouse_store_writes_total, read from counts when scraped: their
+// ratio is the size of the store's group commits. Call it once, before
+// serving.
+func (m *Metrics) Store(counts func() store.Counts) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roundhouse_store_commits_total",
+			Help: "Transactions the store's writer committed to disk (each one fsync).",
+		}, func() float64 { return float64(counts().Commits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roundhouse_store_writes_total",
+			Help: "Task and attempt changes those transactions committed; divided by the commits, the size of a group commit.",
+		}, func() float64 { return float64(counts().Writes) }),
+	)
 }

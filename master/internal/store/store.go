@@ -93,7 +93,20 @@ type Store struct {
 	// read it on every submission.
 	writeErr atomic.Pointer[writeFailure]
 
-	commits atomic.Int64 // transactions the writer committed; tests read it
+	commits atomic.Int64 // transactions the writer committed
+	writes  atomic.Int64 // Write values those transactions committed
+}
+
+// Counts are the writer's totals since Open, for the metrics.
+type Counts struct {
+	Commits int64 // transactions committed
+	Writes  int64 // Write values they committed (a task row, an attempt row or both)
+}
+
+// Counts returns the writer's totals so far. Writes / Commits is the size
+// of the group commits.
+func (s *Store) Counts() Counts {
+	return Counts{Commits: s.commits.Load(), Writes: s.writes.Load()}
 }
 
 // Open opens or creates the database at path, applies pending migrations,

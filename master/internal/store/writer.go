@@ -219,15 +219,18 @@ func (s *Store) commit(batch []*request, final bool) {
 		return
 	}
 
+	rows := 0
 	batchErr := s.inTx(ctx, func() error {
 		for _, r := range batch {
 			if err := s.exec(ctx, r); err != nil {
 				return err
 			}
+			rows += len(r.ws)
 		}
 		return nil
 	})
 	if batchErr == nil {
+		s.writes.Add(int64(rows))
 		// Recovered before answering: a caller told its write committed
 		// must not then see WriteErr say writes are failing.
 		s.recovered("writes recovered")
@@ -253,6 +256,7 @@ func (s *Store) commit(batch []*request, final bool) {
 		}
 		switch {
 		case err == nil:
+			s.writes.Add(int64(len(r.ws)))
 			s.recovered("writes recovered")
 			r.done <- nil
 		case r.del != nil || permanent(err):

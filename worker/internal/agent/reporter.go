@@ -134,12 +134,15 @@ func (a *Agent) reportOne(ctx context.Context, client pb.NodeServiceClient, bo *
 // came: it reports whether r is done with (acknowledged or dropped), and
 // whether the code was an answer at all (false: a failure to retry).
 func (a *Agent) answered(r *pb.TaskResult, code codes.Code, msg string, duplicate bool) (done, handled bool) {
-	log := a.log.With("task_id", r.GetTaskId(), "attempt", r.GetAttempt())
-	switch code {
-	case codes.OK:
-		log.Info("result reported", "duplicate", duplicate)
+	if code == codes.OK {
+		// Debug: "task finished" said it all already, and a line per task
+		// costs a busy worker more than the report does.
+		a.log.Debug("result reported", "task_id", r.GetTaskId(), "attempt", r.GetAttempt(), "duplicate", duplicate)
 		a.acknowledged(r)
 		return true, true
+	}
+	log := a.log.With("task_id", r.GetTaskId(), "attempt", r.GetAttempt())
+	switch code {
 	case codes.ResourceExhausted:
 		if len(r.GetStdout())+len(r.GetStderr()) == 0 {
 			log.Warn("master rejected the result as too large even without output; dropping it", "err", msg)
