@@ -228,6 +228,11 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		// gRPC's own reconnect backoff grows to 120 s by default and calls
 		// fail fast meanwhile, which would override ReconnectMax.
+		// Fixed flow-control windows, as the master's: with gRPC's dynamic
+		// ones every assignment, small and spaced, would bring a PING and
+		// its answer along (the bandwidth-delay estimate).
+		grpc.WithStaticStreamWindowSize(1 << 20),
+		grpc.WithStaticConnWindowSize(4 << 20),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           grpcbackoff.Config{BaseDelay: backoffBase, Multiplier: 2, Jitter: 0.2, MaxDelay: cfg.ReconnectMax},
 			MinConnectTimeout: 5 * time.Second,
