@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // The submit phase: POST /tasks against the minimal handler, and fork/exec.
@@ -32,17 +33,36 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 			return err
 		}
 		for _, c := range o.conc {
-			for _, target := range []struct{ name, url string }{{"minimal", minURL}, {"submit", m.api + "/tasks"}} {
+			for _, target := range []struct {
+				name, url string
+				pid       int
+			}{{"minimal", minURL, minCmd.Process.Pid}, {"submit", m.api + "/tasks", m.pid}} {
 				ld := load{client: hc, url: target.url, body: body, want: 202, conc: c, count: c * 20}
 				if _, err := ld.run(ctx); err != nil { // warm-up: connections, caches
 					m.stop()
 					return err
 				}
 				ld.count, ld.dur = 0, o.dur
+				before, err := readCPU(target.pid)
+				if err != nil {
+					m.stop()
+					return err
+				}
 				res, err := ld.run(ctx)
 				if err != nil {
 					m.stop()
 					return err
+				}
+				after, err := readCPU(target.pid)
+				if err != nil {
+					m.stop()
+					return err
+				}
+				if c == 64 {
+					// The server's own CPU per request: what the minimal
+					// handler's is, no submission can cost less.
+					col.put(fmt.Sprintf("%s_cpu_ms_per_request_c%d", target.name, c), "ms",
+						float64(after.self-before.self)/float64(time.Millisecond)/float64(res.n))
 				}
 				lat := ms(res.lat)
 				col.put(fmt.Sprintf("%s_rate_c%d", target.name, c), "req/s", res.rate())
@@ -55,6 +75,8 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 		hc.CloseIdleConnections()
 		m.stop()
 	}
+	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
+	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
 	col.notes["submit_rate_c1"] = "accepted tasks/s, every one committed to SQLite (synchronous=FULL) before the 202"
 	return nil
 }
