@@ -33,7 +33,7 @@ func BenchmarkWriteTask(b *testing.B) {
 	w := discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+		writeTask(w, http.StatusAccepted, toTaskJSON(t, true))
 	}
 }
 
@@ -55,7 +55,7 @@ func BenchmarkWriteTaskFinished(b *testing.B) {
 	w := discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		writeJSON(w, http.StatusOK, toTaskJSON(t, true))
+		writeTask(w, http.StatusOK, toTaskJSON(t, true))
 	}
 }
 
