@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // named zones in the generated times, whatever the machine has
@@ -330,5 +333,37 @@ func TestAppendTaskJSONShape(t *testing.T) {
 		if !bytes.Contains(got, []byte(want)) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestWriteTaskConcurrent writes tasks of different sizes at once, as the
+// handlers do: no answer may carry bytes of another through the pooled
+// buffers (with -race, no buffer may be shared while in use).
+func TestWriteTaskConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				out := strings.Repeat(strconv.Itoa(g), i*i*40) // past maxPooledTaskBuf in the last rounds
+				j := taskJSON{ID: strconv.Itoa(g), Stdout: &out, Requires: map[string]string{}, RetryOn: []string{}, History: []attemptJSON{}}
+				want, rec := httptest.NewRecorder(), httptest.NewRecorder()
+				writeJSON(want, http.StatusOK, j)
+				writeTask(rec, http.StatusOK, j)
+				if got, want := rec.Body.Bytes(), want.Body.Bytes(); !bytes.Equal(got, want) {
+					at := 0
+					for at < min(len(got), len(want)) && got[at] == want[at] {
+						at++
+					}
+					errs <- fmt.Sprintf("goroutine %d, round %d: writeTask's %d bytes differ from writeJSON's %d at byte %d", g, i, len(got), len(want), at)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
