@@ -33,7 +33,29 @@ func BenchmarkWriteTask(b *testing.B) {
 	w := discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+		writeTask(w, http.StatusAccepted, toTaskJSON(t, true))
+	}
+}
+
+// BenchmarkWriteTaskFinished is the answer to GET /tasks/{id} for a task
+// that ran: output, labels, a retry policy and a history of two attempts.
+func BenchmarkWriteTaskFinished(b *testing.B) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	one, zero := 1, 0
+	t := task.Task{ID: "019a0000-0000-7000-8000-000000000000", Cmd: "make test && ./report --out=/tmp/r.txt", Status: task.StatusSucceeded,
+		Attempts: 2, MaxAttempts: 3, Timeout: time.Hour, WorkerID: "worker-7", ExitCode: &zero,
+		Stdout: strings.Repeat("ok  \tgithub.com/x/y\t0.012s\n", 40), Stderr: "warning: \"deprecated\"\n",
+		Priority: 2, Requires: map[string]string{"gpu": "nvidia", "os": "linux"},
+		RetryOn: []task.Outcome{task.OutcomeFailed, task.OutcomeTimedOut}, Backoff: time.Second, MaxBackoff: time.Minute,
+		CreatedAt: created, AssignedAt: created.Add(3 * time.Second), StartedAt: created.Add(3100 * time.Millisecond), FinishedAt: created.Add(9 * time.Second),
+		History: []task.Attempt{
+			{N: 1, WorkerID: "worker-3", Outcome: task.OutcomeFailed, ExitCode: &one, AssignedAt: created, FinishedAt: created.Add(time.Second)},
+			{N: 2, WorkerID: "worker-7", Outcome: task.OutcomeSucceeded, ExitCode: &zero, AssignedAt: created.Add(3 * time.Second), FinishedAt: created.Add(9 * time.Second)},
+		}}
+	w := discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		writeTask(w, http.StatusOK, toTaskJSON(t, true))
 	}
 }
 

@@ -49,7 +49,7 @@ func (a *api) createTask(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Idempotent-Replayed", "true")
 		code = http.StatusOK
 	}
-	writeJSON(w, code, toTaskJSON(t, true))
+	writeTask(w, code, toTaskJSON(t, true))
 }
 
 // parseCreate reads and checks everything a POST /tasks says up to what the

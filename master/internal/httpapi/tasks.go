@@ -74,7 +74,7 @@ func (a *api) getTask(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 && !t.Status.Final() {
 		t = a.wait(r, id, wait, t)
 	}
-	writeJSON(w, http.StatusOK, toTaskJSON(t, true))
+	writeTask(w, http.StatusOK, toTaskJSON(t, true))
 }
 
 // wait blocks until the task is final or d passes, and returns it as it is
@@ -103,7 +103,7 @@ func (a *api) waitParam(r *http.Request) (time.Duration, error) {
 
 func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
 	if t, ok := a.taskAction(w, r, a.d.Cancel); ok {
-		writeJSON(w, http.StatusOK, toTaskJSON(t, true))
+		writeTask(w, http.StatusOK, toTaskJSON(t, true))
 	}
 }
 
@@ -112,7 +112,7 @@ func (a *api) cancelTask(w http.ResponseWriter, r *http.Request) {
 func (a *api) retryTask(w http.ResponseWriter, r *http.Request) {
 	if t, ok := a.taskAction(w, r, a.d.Retry); ok {
 		w.Header().Set("Location", "/tasks/"+t.ID)
-		writeJSON(w, http.StatusAccepted, toTaskJSON(t, true))
+		writeTask(w, http.StatusAccepted, toTaskJSON(t, true))
 	}
 }
 
