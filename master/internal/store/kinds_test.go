@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,38 @@ func TestApplyCopiesKinds(t *testing.T) {
 	ws := copyWrites([]Write{{Task: newTask("t", at(0), task.StatusQueued), Kind: Update, AttemptKind: Insert}})
 	if ws[0].Kind != Update || ws[0].AttemptKind != Insert {
 		t.Errorf("copied kinds %d, %d; want Update, Insert", ws[0].Kind, ws[0].AttemptKind)
+	}
+}
+
+// A worker's tasks are read through tasks_worker, which since migration 4
+// holds only tasks with a worker, already in order.
+func TestListByWorkerUsesIndex(t *testing.T) {
+	s, _ := open(t)
+	for _, q := range []Query{{WorkerID: "w1"}, {WorkerID: "w1", Cursor: encodeCursor("t5")}} {
+		query, args, err := listQuery(q, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := queryPlan(t, s, query, args...); !strings.Contains(p, "tasks_worker") || strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("%+v: plan %q; want a search of tasks_worker with no sort", q, p)
+		}
+	}
+}
+
+// Tasks without a worker stay out of tasks_worker; a worker's tasks are
+// all found, whatever the index holds.
+func TestListByWorkerPartialIndex(t *testing.T) {
+	s, _ := open(t)
+	queued := newTask("t1", at(0), task.StatusQueued)
+	ran := newTask("t2", at(1), task.StatusSucceeded)
+	ran.WorkerID = "w1"
+	apply(t, s, Write{Task: queued, Kind: Insert}, Write{Task: ran, Kind: Insert})
+	var n int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM tasks INDEXED BY tasks_worker WHERE worker_id != ''`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("tasks_worker holds %d rows (%v); want 1", n, err)
+	}
+	p, err := s.List(t.Context(), Query{WorkerID: "w1"})
+	if err != nil || len(p.Tasks) != 1 || p.Tasks[0].ID != "t2" {
+		t.Errorf("List(w1) = %v, %v; want t2", ids(p.Tasks), err)
 	}
 }
