@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
@@ -99,7 +100,7 @@ func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t.History = append(t.History, task.Attempt{
 		TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
 	})
-	stored := d.persistLocked(t, lastAttempt(t))
+	stored := d.writeLocked(store.Update, t, lastAttempt(t), store.Insert) // a new delivery
 	s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
 	s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
 	d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)

@@ -44,12 +44,19 @@ func benchDispatcher(b *testing.B) *Dispatcher {
 func BenchmarkAssign(b *testing.B) {
 	d := benchDispatcher(b)
 	// Queued as Submit leaves them, without waiting b.N times for the disk.
+	// Stored too, as Submit leaves them, so that the running writes
+	// the writer makes meanwhile find their rows.
 	now := time.Now()
+	ws := make([]store.Write, b.N)
 	for i := range b.N {
 		id := benchID(i)
 		qt := &task.Task{ID: id, Cmd: "true", Status: task.StatusQueued, MaxAttempts: 3, Timeout: time.Hour, CreatedAt: now}
+		ws[i] = store.Write{Task: qt}
 		d.queue.push(qt, d.tasks.key(qt.ID), false)
 		d.tasks.put(qt)
+	}
+	if err := <-d.p.Store.Apply(ws...); err != nil {
+		b.Fatal(err)
 	}
 	b.ResetTimer()
 	s, _, err := d.Register(context.Background(), Registration{WorkerID: "w1", InstanceID: "i1", Slots: b.N})

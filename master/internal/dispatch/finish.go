@@ -27,15 +27,24 @@ func (d *Dispatcher) finishLocked(t *task.Task, st task.Status, at time.Time) {
 	delete(d.waiters, t.ID)
 }
 
-// persistLocked queues t (and attempt a, if any) for the store. Snapshots
-// are passed, since the store writes them later. Writes leave in the order
-// they are made, so the store always converges on the memory's state.
+// persistLocked queues the change of t (and of its stored attempt a, if
+// any) for the store. A task in memory is stored already: its submission
+// committed before it was put there, or it was read from the store. So
+// only what changes after submission is written (store.Update).
 func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
+	return d.writeLocked(store.Update, t, a, store.Update)
+}
+
+// writeLocked queues t, written as k, and attempt a, if any, written as ak.
+// Snapshots are passed, since the store writes them later. Writes leave in
+// the order they are made, so the store always converges on the memory's
+// state.
+func (d *Dispatcher) writeLocked(k store.Kind, t *task.Task, a *task.Attempt, ak store.Kind) <-chan error {
 	snap := copyTask(t)
 	snap.History = nil
-	w := store.Write{Task: &snap}
+	w := store.Write{Task: &snap, Kind: k}
 	if a != nil {
-		w.Attempt = copyAttempt(a)
+		w.Attempt, w.AttemptKind = copyAttempt(a), ak
 	}
 	return d.p.Store.Apply(w)
 }

@@ -168,7 +168,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			d.takeBackLocked(t, "killed", "worker "+r.WorkerID+" killed a delivery the master had given up")
 		}
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
-		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
 		return false, committed, false, "", nil
 	}
@@ -180,7 +180,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		if dup {
 			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
 		}
-		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
 		return dup, committed, false, "", nil
 	}
@@ -273,7 +273,7 @@ func reported(a *task.Attempt) bool {
 // write's commit, without waiting for it.
 func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) <-chan error {
 	if !isCurrent(t, r.WorkerID, a.N) {
-		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a)})
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
 		return committed
 	}

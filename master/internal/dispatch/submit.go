@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 )
@@ -83,7 +84,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	if wait > 0 {
 		nt.Status = task.StatusScheduled
 	}
-	committed := d.persistLocked(nt, nil)
+	committed := d.writeLocked(store.Insert, nt, nil, store.Insert) // a new row: no upsert
 	d.mu.Unlock()
 
 	// On disk before anyone hears of it: a 202 means the task survives a crash.

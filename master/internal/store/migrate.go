@@ -92,6 +92,15 @@ CREATE INDEX tasks_live ON tasks (created_at, id) WHERE status IN ('scheduled', 
 DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('scheduled', 'queued', 'running');
 `,
+	// 4: tasks_worker holds only the tasks that have a worker, so that a
+	// submission (worker_id '') writes no entry in it, nor does a queued
+	// task's delivery remove one, and the index stays small with many
+	// tasks queued. List asks for a worker's tasks with the index's WHERE
+	// (listQuery), or SQLite will not use it.
+	`
+DROP INDEX tasks_worker;
+CREATE INDEX tasks_worker ON tasks (worker_id, id) WHERE worker_id != '';
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

@@ -139,44 +139,10 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 		return Page{}, fmt.Errorf("store: limit %d is outside 1..%d: %w", q.Limit, maxLimit, task.ErrInvalid)
 	}
 
-	var (
-		where []string
-		args  []any
-	)
-	if len(q.Statuses) > 0 {
-		marks := make([]string, len(q.Statuses))
-		for i, st := range q.Statuses {
-			if !slices.Contains(task.Statuses, st) {
-				return Page{}, fmt.Errorf("store: unknown status %q: %w", st, task.ErrInvalid)
-			}
-			marks[i] = "?"
-			args = append(args, string(st))
-		}
-		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
+	query, args, err := listQuery(q, limit)
+	if err != nil {
+		return Page{}, err
 	}
-	if q.WorkerID != "" {
-		where = append(where, "worker_id = ?")
-		args = append(args, q.WorkerID)
-	}
-	if q.Cmd != "" {
-		where = append(where, `cmd LIKE ? ESCAPE '\'`)
-		args = append(args, "%"+likeEscaper.Replace(q.Cmd)+"%")
-	}
-	if q.Cursor != "" {
-		after, err := decodeCursor(q.Cursor)
-		if err != nil {
-			return Page{}, err
-		}
-		where = append(where, "id < ?")
-		args = append(args, after)
-	}
-	query := `SELECT ` + listCols + ` FROM tasks`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	// One more than asked for tells whether there is a next page.
-	query += " ORDER BY id DESC LIMIT ?"
-	args = append(args, limit+1)
 
 	ts, err := s.query(ctx, query, args...)
 	if err != nil {
@@ -189,6 +155,52 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 	}
 	p.Tasks = ts
 	return p, nil
+}
+
+// listQuery is List's SQL and its arguments, for up to limit tasks.
+func listQuery(q Query, limit int) (string, []any, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if len(q.Statuses) > 0 {
+		marks := make([]string, len(q.Statuses))
+		for i, st := range q.Statuses {
+			if !slices.Contains(task.Statuses, st) {
+				return "", nil, fmt.Errorf("store: unknown status %q: %w", st, task.ErrInvalid)
+			}
+			marks[i] = "?"
+			args = append(args, string(st))
+		}
+		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
+	}
+	if q.WorkerID != "" {
+		// The second term is tasks_worker's WHERE (migration 4): it adds
+		// nothing to the first but lets SQLite see that the index holds
+		// every row the query wants.
+		where = append(where, "worker_id = ? AND worker_id != ''")
+		args = append(args, q.WorkerID)
+	}
+	if q.Cmd != "" {
+		where = append(where, `cmd LIKE ? ESCAPE '\'`)
+		args = append(args, "%"+likeEscaper.Replace(q.Cmd)+"%")
+	}
+	if q.Cursor != "" {
+		after, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, "id < ?")
+		args = append(args, after)
+	}
+	query := `SELECT ` + listCols + ` FROM tasks`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One more than asked for tells whether there is a next page.
+	query += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit+1)
+	return query, args, nil
 }
 
 // likeEscaper makes text match itself in a LIKE pattern with ESCAPE '\'.

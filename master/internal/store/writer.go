@@ -2,17 +2,14 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
-	"github.com/roundhouse-lab/roundhouse/proto/labels"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -23,14 +20,43 @@ import (
 // than this still goes in one transaction.
 const maxBatch = 1000
 
-// Write is one change: the whole task row (upsert by ID), and optionally
-// one attempt row (upsert by TaskID, N and Duplicate). Task may be nil when
-// only an attempt changes. An attempt's task row must already be stored, or
-// come in the same or an earlier Write.
+// Write is one change: a task row (by ID), and optionally one attempt row
+// (by TaskID and N). Task may be nil when only an attempt changes. An
+// attempt's task row must already be stored, or come in the same or an
+// earlier Write. Kind and AttemptKind say how much of each row the store
+// must write; whatever they say, the row ends up as given.
 type Write struct {
 	Task    *task.Task
 	Attempt *task.Attempt
+
+	Kind        Kind // how Task is written
+	AttemptKind Kind // how Attempt is written
 }
+
+// Kind is what the caller knows of a row it writes, which lets the store
+// write less of it. Every UPDATE of a column rewrites each index holding
+// that column, and the tasks table has six, so a task's later changes set
+// only the columns that can change after its submission.
+type Kind uint8
+
+const (
+	// Upsert writes the whole row, stored before or not: for a caller
+	// that does not know.
+	Upsert Kind = iota
+	// Insert writes a row that is new: a task's submission, a delivery's
+	// attempt. A task's idempotency key taken already is a conflict as
+	// for Upsert. An attempt is upserted all the same: a new row costs
+	// the same, and a delivery stored twice must not fail for good.
+	Insert
+	// Update writes a row stored before, setting only its columns that
+	// change after submission (for a task, all but ID, Cmd, MaxAttempts,
+	// Timeout, IdempotencyKey, CreatedAt, Priority, Requires, RetryOn,
+	// Backoff and MaxBackoff; for an attempt, all but its WorkerID and
+	// AssignedAt). Those must be as stored. A row that is not there (deleted
+	// by retention since the caller read it) is upserted whole instead, so
+	// that no write is ever lost.
+	Update
+)
 
 // request is one Apply or DeleteFinished call waiting for the writer.
 type request struct {
@@ -105,6 +131,7 @@ func copyWrites(ws []Write) []Write {
 			a.ExitCode = copyInt(a.ExitCode)
 			out[i].Attempt = &a
 		}
+		out[i].Kind, out[i].AttemptKind = w.Kind, w.AttemptKind
 	}
 	return out
 }
@@ -423,106 +450,4 @@ func (s *Store) rollback(ctx context.Context) {
 		// back by itself is expected; anything else is worth a line.
 		s.log.Debug("rollback", "err", err)
 	}
-}
-
-// stmts are the writer's prepared statements, on its own connection.
-type stmts struct {
-	task    *sql.Stmt
-	attempt *sql.Stmt
-}
-
-func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
-	t, err := conn.PrepareContext(ctx, `
-INSERT INTO tasks (id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
-	stdout, stderr, stdout_cut, stderr_cut, error, idempotency_key,
-	created_at, assigned_at, started_at, finished_at,
-	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-	cmd = excluded.cmd, status = excluded.status, attempts = excluded.attempts,
-	max_attempts = excluded.max_attempts, timeout_ns = excluded.timeout_ns,
-	worker_id = excluded.worker_id, exit_code = excluded.exit_code,
-	stdout = excluded.stdout, stderr = excluded.stderr,
-	stdout_cut = excluded.stdout_cut, stderr_cut = excluded.stderr_cut,
-	error = excluded.error, idempotency_key = excluded.idempotency_key,
-	created_at = excluded.created_at, assigned_at = excluded.assigned_at,
-	started_at = excluded.started_at, finished_at = excluded.finished_at,
-	priority = excluded.priority, requires = excluded.requires, run_at = excluded.run_at,
-	retry_on = excluded.retry_on, backoff_ns = excluded.backoff_ns,
-	max_backoff_ns = excluded.max_backoff_ns, attempt_base = excluded.attempt_base`)
-	if err != nil {
-		return nil, fmt.Errorf("prepare task upsert: %w", err)
-	}
-	a, err := conn.PrepareContext(ctx, `
-INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (task_id, n) DO UPDATE SET
-	worker_id = excluded.worker_id, outcome = excluded.outcome, exit_code = excluded.exit_code,
-	error = excluded.error, assigned_at = excluded.assigned_at, finished_at = excluded.finished_at,
-	duplicate = excluded.duplicate`)
-	if err != nil {
-		t.Close()
-		return nil, fmt.Errorf("prepare attempt upsert: %w", err)
-	}
-	return &stmts{task: t, attempt: a}, nil
-}
-
-func (st *stmts) close() error {
-	return errors.Join(st.task.Close(), st.attempt.Close())
-}
-
-// apply runs ws on the writer's connection, inside the transaction inTx
-// opened there.
-func (st *stmts) apply(ctx context.Context, ws []Write) error {
-	taskStmt, attemptStmt := st.task, st.attempt
-	for _, w := range ws {
-		if t := w.Task; t != nil {
-			var key any // NULL, so that the unique index ignores tasks without a key
-			if t.IdempotencyKey != "" {
-				key = t.IdempotencyKey
-			}
-			if _, err := taskStmt.ExecContext(ctx,
-				t.ID, t.Cmd, string(t.Status), t.Attempts, t.MaxAttempts, int64(t.Timeout), t.WorkerID, intArg(t.ExitCode),
-				t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error, key,
-				nanos(t.CreatedAt), nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt),
-				t.Priority, labels.String(t.Requires), nanos(t.RunAt), joinOutcomes(t.RetryOn),
-				int64(t.Backoff), int64(t.MaxBackoff), t.AttemptBase,
-			); err != nil {
-				return writeError("task "+t.ID, err)
-			}
-		}
-		if a := w.Attempt; a != nil {
-			if _, err := attemptStmt.ExecContext(ctx,
-				a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
-				nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate,
-			); err != nil {
-				return writeError(fmt.Sprintf("attempt %d of task %s", a.N, a.TaskID), err)
-			}
-		}
-	}
-	return nil
-}
-
-// joinOutcomes writes outcomes comma-joined, as the retry_on column holds
-// them; scanTask splits them again. No outcome contains a comma.
-func joinOutcomes(outcomes []task.Outcome) string {
-	var b strings.Builder
-	for i, o := range outcomes {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(string(o))
-	}
-	return b.String()
-}
-
-// writeError wraps err, adding task.ErrConflict when it is a unique-key
-// violation: the only one a correct caller can cause, by racing two
-// creations with the same idempotency key.
-func writeError(what string, err error) error {
-	var se *sqlite.Error
-	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
-		return fmt.Errorf("store: write %s: %w: %w", what, task.ErrConflict, err)
-	}
-	return fmt.Errorf("store: write %s: %w", what, err)
 }

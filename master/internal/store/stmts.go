@@ -1,0 +1,205 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	"github.com/roundhouse-lab/roundhouse/proto/labels"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// stmts are the writer's prepared statements, on its own connection: one
+// per Kind of each row (an attempt's Insert is its upsert).
+type stmts struct {
+	taskUpsert, taskInsert, taskUpdate *sql.Stmt
+	attemptUpsert, attemptUpdate       *sql.Stmt
+}
+
+// taskColumns are the tasks columns in the order taskArgs binds them.
+const taskColumns = `id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
+	stdout, stderr, stdout_cut, stderr_cut, error, idempotency_key,
+	created_at, assigned_at, started_at, finished_at,
+	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base`
+
+const taskValues = `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// The statements. taskUpdateSQL sets the columns that change after
+// submission, in the order taskUpdateArgs binds them; the others are in no
+// index but the primary key's and the idempotency key's, which it so
+// leaves alone.
+const (
+	taskInsertSQL = `INSERT INTO tasks (` + taskColumns + `) ` + taskValues
+
+	taskUpsertSQL = taskInsertSQL + `
+ON CONFLICT (id) DO UPDATE SET
+	cmd = excluded.cmd, status = excluded.status, attempts = excluded.attempts,
+	max_attempts = excluded.max_attempts, timeout_ns = excluded.timeout_ns,
+	worker_id = excluded.worker_id, exit_code = excluded.exit_code,
+	stdout = excluded.stdout, stderr = excluded.stderr,
+	stdout_cut = excluded.stdout_cut, stderr_cut = excluded.stderr_cut,
+	error = excluded.error, idempotency_key = excluded.idempotency_key,
+	created_at = excluded.created_at, assigned_at = excluded.assigned_at,
+	started_at = excluded.started_at, finished_at = excluded.finished_at,
+	priority = excluded.priority, requires = excluded.requires, run_at = excluded.run_at,
+	retry_on = excluded.retry_on, backoff_ns = excluded.backoff_ns,
+	max_backoff_ns = excluded.max_backoff_ns, attempt_base = excluded.attempt_base`
+
+	taskUpdateSQL = `
+UPDATE tasks SET status = ?, attempts = ?, worker_id = ?, exit_code = ?,
+	stdout = ?, stderr = ?, stdout_cut = ?, stderr_cut = ?, error = ?,
+	assigned_at = ?, started_at = ?, finished_at = ?, run_at = ?, attempt_base = ?
+WHERE id = ?`
+
+	attemptUpsertSQL = `
+INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id, n) DO UPDATE SET
+	worker_id = excluded.worker_id, outcome = excluded.outcome, exit_code = excluded.exit_code,
+	error = excluded.error, assigned_at = excluded.assigned_at, finished_at = excluded.finished_at,
+	duplicate = excluded.duplicate`
+
+	attemptUpdateSQL = `
+UPDATE attempts SET outcome = ?, exit_code = ?, error = ?, finished_at = ?, duplicate = ?
+WHERE task_id = ? AND n = ?`
+)
+
+func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
+	st := &stmts{}
+	for _, p := range []struct {
+		dst  **sql.Stmt
+		sql  string
+		what string
+	}{
+		{&st.taskUpsert, taskUpsertSQL, "task upsert"},
+		{&st.taskInsert, taskInsertSQL, "task insert"},
+		{&st.taskUpdate, taskUpdateSQL, "task update"},
+		{&st.attemptUpsert, attemptUpsertSQL, "attempt upsert"},
+		{&st.attemptUpdate, attemptUpdateSQL, "attempt update"},
+	} {
+		s, err := conn.PrepareContext(ctx, p.sql)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare %s: %w", p.what, err)
+		}
+		*p.dst = s
+	}
+	return st, nil
+}
+
+// close closes the statements prepared so far.
+func (st *stmts) close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskUpdate, st.attemptUpsert, st.attemptUpdate} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// apply runs ws on the writer's connection, inside the transaction inTx
+// opened there.
+func (st *stmts) apply(ctx context.Context, ws []Write) error {
+	for _, w := range ws {
+		if t := w.Task; t != nil {
+			if err := st.writeTask(ctx, t, w.Kind); err != nil {
+				return writeError("task "+t.ID, err)
+			}
+		}
+		if a := w.Attempt; a != nil {
+			if err := st.writeAttempt(ctx, a, w.AttemptKind); err != nil {
+				return writeError(fmt.Sprintf("attempt %d of task %s", a.N, a.TaskID), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
+	switch k {
+	case Insert:
+		_, err := st.taskInsert.ExecContext(ctx, taskArgs(t)...)
+		return err
+	case Update:
+		res, err := st.taskUpdate.ExecContext(ctx,
+			string(t.Status), t.Attempts, t.WorkerID, intArg(t.ExitCode),
+			t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error,
+			nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt), nanos(t.RunAt), t.AttemptBase,
+			t.ID)
+		if done, err := updated(res, err); done || err != nil {
+			return err
+		}
+	}
+	_, err := st.taskUpsert.ExecContext(ctx, taskArgs(t)...)
+	return err
+}
+
+func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
+	if k == Update {
+		res, err := st.attemptUpdate.ExecContext(ctx,
+			string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate,
+			a.TaskID, a.N)
+		if done, err := updated(res, err); done || err != nil {
+			return err
+		}
+	}
+	_, err := st.attemptUpsert.ExecContext(ctx,
+		a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
+		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate)
+	return err
+}
+
+// updated reports whether an UPDATE changed its row; when it did not, the
+// caller upserts the row whole.
+func updated(res sql.Result, err error) (bool, error) {
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// taskArgs binds t for taskInsertSQL and taskUpsertSQL.
+func taskArgs(t *task.Task) []any {
+	var key any // NULL, so that the unique index ignores tasks without a key
+	if t.IdempotencyKey != "" {
+		key = t.IdempotencyKey
+	}
+	return []any{
+		t.ID, t.Cmd, string(t.Status), t.Attempts, t.MaxAttempts, int64(t.Timeout), t.WorkerID, intArg(t.ExitCode),
+		t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error, key,
+		nanos(t.CreatedAt), nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt),
+		t.Priority, labels.String(t.Requires), nanos(t.RunAt), joinOutcomes(t.RetryOn),
+		int64(t.Backoff), int64(t.MaxBackoff), t.AttemptBase,
+	}
+}
+
+// joinOutcomes writes outcomes comma-joined, as the retry_on column holds
+// them; scanTask splits them again. No outcome contains a comma.
+func joinOutcomes(outcomes []task.Outcome) string {
+	var b strings.Builder
+	for i, o := range outcomes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(o))
+	}
+	return b.String()
+}
+
+// writeError wraps err, adding task.ErrConflict when it is a unique-key
+// violation: the only one a correct caller can cause, by racing two
+// creations with the same idempotency key.
+func writeError(what string, err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+		return fmt.Errorf("store: write %s: %w: %w", what, task.ErrConflict, err)
+	}
+	return fmt.Errorf("store: write %s: %w", what, err)
+}
