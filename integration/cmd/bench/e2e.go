@@ -37,11 +37,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	cl := client.New(m.api)
 	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
 	for r := 1; r <= o.runs; r++ {
-		before, err := clusterCPU(m, ws)
-		if err != nil {
-			return err
-		}
-		commits0, writes0, err := storeCounts(ctx, hc, m.api)
+		before, err := readUsage(ctx, hc, m, ws)
 		if err != nil {
 			return err
 		}
@@ -49,20 +45,17 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		if err != nil {
 			return err
 		}
-		after, err := clusterCPU(m, ws)
+		after, err := readUsage(ctx, hc, m, ws)
 		if err != nil {
 			return err
 		}
-		commits1, writes1, err := storeCounts(ctx, hc, m.api)
-		if err != nil {
-			return err
-		}
-		col.put("store_writes_per_commit", "writes", (writes1-writes0)/max(commits1-commits0, 1))
-		col.put("store_commits_per_task", "commits", (commits1-commits0)/float64(o.tasks))
+		commits := after.commits - before.commits
+		col.put("store_writes_per_commit", "writes", (after.writes-before.writes)/max(commits, 1))
+		col.put("store_commits_per_task", "commits", commits/float64(o.tasks))
 		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
-		col.put("cpu_master_ms_per_task", "ms", perTask(after.master-before.master))
-		col.put("cpu_workers_ms_per_task", "ms", perTask(after.workers-before.workers))
-		col.put("cpu_commands_ms_per_task", "ms", perTask(after.commands-before.commands))
+		col.put("cpu_master_ms_per_task", "ms", perTask(after.cpu.master-before.cpu.master))
+		col.put("cpu_workers_ms_per_task", "ms", perTask(after.cpu.workers-before.cpu.workers))
+		col.put("cpu_commands_ms_per_task", "ms", perTask(after.cpu.commands-before.cpu.commands))
 		col.put("completed_rate", "tasks/s", tp.rate)
 		col.put("queued_to_started_p50_ms", "ms", tp.q2s50)
 		col.put("queued_to_started_p99_ms", "ms", tp.q2s99)
@@ -294,6 +287,23 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// usage is what a cluster has used so far: CPU, and the master's store
+// transactions and the writes in them.
+type usage struct {
+	cpu             cpuShare
+	commits, writes float64
+}
+
+func readUsage(ctx context.Context, hc *http.Client, m *node, ws map[string]*node) (usage, error) {
+	var u usage
+	var err error
+	if u.cpu, err = clusterCPU(m, ws); err != nil {
+		return u, err
+	}
+	u.commits, u.writes, err = storeCounts(ctx, hc, m.api)
+	return u, err
 }
 
 // storeCounts reads the master's store counters from its /metrics.

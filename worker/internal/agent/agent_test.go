@@ -125,6 +125,12 @@ func serve(t *testing.T, f pb.NodeServiceServer, addr string, opts ...grpc.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, f, lis, opts...), lis.Addr().String()
+}
+
+// serveOn is serve on a listener of the caller's.
+func serveOn(t *testing.T, f pb.NodeServiceServer, lis net.Listener, opts ...grpc.ServerOption) *grpc.Server {
+	t.Helper()
 	gs := grpc.NewServer(opts...)
 	pb.RegisterNodeServiceServer(gs, f)
 	done := make(chan error, 1)
@@ -135,7 +141,7 @@ func serve(t *testing.T, f pb.NodeServiceServer, addr string, opts ...grpc.Serve
 			t.Errorf("fake master: %v", err)
 		}
 	})
-	return gs, lis.Addr().String()
+	return gs
 }
 
 // startAgent runs an agent against addr. Stopping it, by the returned func or

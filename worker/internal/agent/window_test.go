@@ -5,9 +5,6 @@ import (
 	"net"
 	"testing"
 
-	"google.golang.org/grpc"
-
-	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 	"github.com/roundhouse-lab/roundhouse/proto/wiretest"
 )
 
@@ -22,16 +19,7 @@ func TestNoPingPerAssignment(t *testing.T) {
 	}
 	rec := &wiretest.Listener{Listener: lis}
 	f := newFakeMaster()
-	gs := grpc.NewServer()
-	pb.RegisterNodeServiceServer(gs, f)
-	done := make(chan error, 1)
-	go func() { done <- gs.Serve(rec) }()
-	t.Cleanup(func() {
-		gs.Stop()
-		if err := <-done; err != nil {
-			t.Errorf("fake master: %v", err)
-		}
-	})
+	serveOn(t, f, rec)
 	_, stop := startAgent(t, lis.Addr().String())
 	recv(t, f.registrations, "registration")
 	const n = 20
