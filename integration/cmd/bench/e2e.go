@@ -52,7 +52,6 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		commits := after.commits - before.commits
 		col.put("store_writes_per_commit", "writes", (after.writes-before.writes)/max(commits, 1))
 		col.put("store_commits_per_task", "commits", commits/float64(o.tasks))
-		col.put("store_folded_per_task", "writes", (after.folded-before.folded)/float64(o.tasks))
 		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
 		col.put("cpu_master_ms_per_task", "ms", perTask(after.cpu.master-before.cpu.master))
 		col.put("cpu_workers_ms_per_task", "ms", perTask(after.cpu.workers-before.cpu.workers))
@@ -97,7 +96,6 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"
 	col.notes["store_writes_per_commit"] = "changes (a task row, an attempt row or both) per store transaction during the throughput run, from the master's roundhouse_store_* counters"
 	col.notes["store_commits_per_task"] = "store transactions (each one fsync) per task during the throughput run"
-	col.notes["store_folded_per_task"] = "writes per task that went into an earlier queued write of the same task (a result into its delivery's) during the throughput run"
 	col.notes["idle_queued_to_started_p50_ms"] = fmt.Sprintf("%d tasks one after another (POST ?wait=): started_at - created_at", o.idleTasks)
 	return nil
 }
@@ -292,10 +290,10 @@ func deref(s *string) string {
 }
 
 // usage is what a cluster has used so far: CPU, and the master's store
-// transactions, the writes in them and the writes folded into others.
+// transactions and the writes in them.
 type usage struct {
-	cpu                     cpuShare
-	commits, writes, folded float64
+	cpu             cpuShare
+	commits, writes float64
 }
 
 func readUsage(ctx context.Context, hc *http.Client, m *node, ws map[string]*node) (usage, error) {
@@ -304,19 +302,19 @@ func readUsage(ctx context.Context, hc *http.Client, m *node, ws map[string]*nod
 	if u.cpu, err = clusterCPU(m, ws); err != nil {
 		return u, err
 	}
-	u.commits, u.writes, u.folded, err = storeCounts(ctx, hc, m.api)
+	u.commits, u.writes, err = storeCounts(ctx, hc, m.api)
 	return u, err
 }
 
 // storeCounts reads the master's store counters from its /metrics.
-func storeCounts(ctx context.Context, hc *http.Client, api string) (commits, writes, folded float64, err error) {
+func storeCounts(ctx context.Context, hc *http.Client, api string) (commits, writes float64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -332,21 +330,19 @@ func storeCounts(ctx context.Context, hc *http.Client, api string) (commits, wri
 			dst = &commits
 		case "roundhouse_store_writes_total":
 			dst = &writes
-		case "roundhouse_store_folded_writes_total":
-			dst = &folded
 		default:
 			continue
 		}
 		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
-			return 0, 0, 0, fmt.Errorf("/metrics: %s: %w", name, err)
+			return 0, 0, fmt.Errorf("/metrics: %s: %w", name, err)
 		}
 		found++
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
-	if found != 3 {
-		return 0, 0, 0, fmt.Errorf("/metrics: not all of roundhouse_store_commits_total, _writes_total and _folded_writes_total")
+	if found != 2 {
+		return 0, 0, fmt.Errorf("/metrics: no roundhouse_store_commits_total or roundhouse_store_writes_total")
 	}
-	return commits, writes, folded, nil
+	return commits, writes, nil
 }

@@ -151,10 +151,10 @@ func (m *Metrics) LiveOutput(received func() uint64) {
 	}, func() float64 { return float64(received()) }))
 }
 
-// Store registers roundhouse_store_commits_total,
-// roundhouse_store_writes_total and roundhouse_store_folded_writes_total,
-// read from counts when scraped: writes over commits is the size of the
-// store's group commits. Call it once, before serving.
+// Store registers roundhouse_store_commits_total and
+// roundhouse_store_writes_total, read from counts when scraped: their
+// ratio is the size of the store's group commits. Call it once, before
+// serving.
 func (m *Metrics) Store(counts func() store.Counts) {
 	m.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -165,9 +165,5 @@ func (m *Metrics) Store(counts func() store.Counts) {
 			Name: "roundhouse_store_writes_total",
 			Help: "Task and attempt changes those transactions committed; divided by the commits, the size of a group commit.",
 		}, func() float64 { return float64(counts().Writes) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "roundhouse_store_folded_writes_total",
-			Help: "Task changes that went into an earlier change of the same task still waiting for the writer (a delivery and its result), instead of being written on their own.",
-		}, func() float64 { return float64(counts().Folded) }),
 	)
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"syscall"
@@ -159,44 +158,4 @@ func cpuTime() int64 {
 		return 0
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
-// BenchmarkApplyShortTask measures what a short task's delivery and result
-// cost the writer, from many callers at once: each applies a task's
-// delivery and, without waiting for it, the result, as the dispatcher does
-// when a command ends before its delivery is written; then it waits for
-// both. A result that finds its delivery still queued goes into it (fold).
-func BenchmarkApplyShortTask(b *testing.B) {
-	s, _ := open(b)
-	ws := make([]Write, b.N)
-	for i := range ws {
-		ws[i] = Write{Task: newTask(fmt.Sprintf("t%09d", i), at(0), task.StatusQueued), Kind: Insert}
-	}
-	if err := <-s.Apply(ws...); err != nil {
-		b.Fatal(err)
-	}
-	var n atomic.Int64
-	code := 0
-	b.SetParallelism(16)
-	b.ResetTimer()
-	cpu, commits, writes := cpuTime(), s.commits.Load(), s.writes.Load()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := int(n.Add(1) - 1)
-			t, a := running(i)
-			delivered := s.Apply(Write{Task: t, Kind: Update, Attempt: a, AttemptKind: Insert})
-			t, a = running(i)
-			t.Status, t.ExitCode, t.StartedAt, t.FinishedAt = task.StatusSucceeded, &code, at(1), at(2)
-			a.Outcome, a.ExitCode, a.FinishedAt = task.OutcomeSucceeded, &code, at(2)
-			finished := s.Apply(Write{Task: t, Kind: Update, Attempt: a, AttemptKind: Update})
-			if err := errors.Join(<-delivered, <-finished); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
-	b.ReportMetric(float64(s.writes.Load()-writes)/float64(b.N), "writes/op")
-	b.ReportMetric(float64(b.N)/float64(max(s.commits.Load()-commits, 1)), "tasks/commit")
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 }

@@ -71,9 +71,8 @@ type Store struct {
 	db  *sql.DB
 	log *slog.Logger
 
-	mu     sync.Mutex // protects queue, folds and closed
+	mu     sync.Mutex // protects queue and closed
 	queue  []*request
-	folds  map[string]*request // task ID -> the queued request its next write may fold into (fold.go)
 	closed bool
 
 	wake chan struct{} // cap 1; Apply nudges the writer
@@ -98,20 +97,18 @@ type Store struct {
 
 	commits atomic.Int64 // transactions the writer committed
 	writes  atomic.Int64 // Write values those transactions committed
-	folded  atomic.Int64 // Write values folded into an earlier one (fold.go)
 }
 
 // Counts are the writer's totals since Open, for the metrics.
 type Counts struct {
 	Commits int64 // transactions committed
 	Writes  int64 // Write values they committed (a task row, an attempt row or both)
-	Folded  int64 // Write values that went into an earlier queued one of the same task, not counted in Writes
 }
 
 // Counts returns the writer's totals so far. Writes / Commits is the size
 // of the group commits.
 func (s *Store) Counts() Counts {
-	return Counts{Commits: s.commits.Load(), Writes: s.writes.Load(), Folded: s.folded.Load()}
+	return Counts{Commits: s.commits.Load(), Writes: s.writes.Load()}
 }
 
 // Open opens or creates the database at path, applies pending migrations,
@@ -164,7 +161,6 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 		db:    db,
 		log:   log,
 		wake:  make(chan struct{}, 1),
-		folds: make(map[string]*request),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 		conn:  conn,

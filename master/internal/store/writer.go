@@ -67,21 +67,10 @@ type request struct {
 	del    func(ctx context.Context) error
 	weight int        // counted against maxBatch
 	done   chan error // cap 1; receives exactly one value
-	// also are the done channels of later calls folded into this one
-	// (fold): their writes are in ws now, and they get done's answer.
-	also []chan error
 }
 
 // barrier reports whether r changes nothing: a Flush.
 func (r *request) barrier() bool { return len(r.ws) == 0 && r.del == nil }
-
-// answer sends err to r's caller and to every caller folded into r.
-func (r *request) answer(err error) {
-	r.done <- err
-	for _, ch := range r.also {
-		ch <- err
-	}
-}
 
 // Apply queues writes for the writer goroutine and returns at once; it
 // never waits for the disk. Writes are applied in the order the calls
@@ -107,17 +96,12 @@ func (s *Store) Apply(ws ...Write) <-chan error {
 	return r.done
 }
 
-// enqueue queues r for the writer, or folds it into a queued request
-// (fold), or returns task.ErrClosed.
+// enqueue queues r for the writer, or returns task.ErrClosed.
 func (s *Store) enqueue(r *request) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return task.ErrClosed
-	}
-	if s.foldLocked(r) {
-		s.mu.Unlock()
-		return nil // the writer knows of the request it went into
 	}
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
@@ -241,11 +225,6 @@ func (s *Store) take(one bool) []*request {
 	}
 	batch := make([]*request, n)
 	copy(batch, s.queue)
-	for _, r := range batch { // taken: nothing folds into them any more
-		if id, ok := foldable(r); ok && s.folds[id] == r {
-			delete(s.folds, id)
-		}
-	}
 	clear(s.queue[:n]) // let the requests be collected once answered
 	s.queue = s.queue[n:]
 	return batch
@@ -262,7 +241,7 @@ func (s *Store) commit(batch []*request, final bool) {
 	ctx := context.Background() // queued writes are finished even during Close
 	if !slices.ContainsFunc(batch, func(r *request) bool { return !r.barrier() }) {
 		for _, r := range batch { // only Flush barriers
-			r.answer(nil)
+			r.done <- nil
 		}
 		return
 	}
@@ -283,7 +262,7 @@ func (s *Store) commit(batch []*request, final bool) {
 		// must not then see WriteErr say writes are failing.
 		s.recovered("writes recovered")
 		for _, r := range batch {
-			r.answer(nil)
+			r.done <- nil
 		}
 		return
 	}
@@ -295,7 +274,7 @@ func (s *Store) commit(batch []*request, final bool) {
 		var err error
 		switch {
 		case r.barrier():
-			r.answer(nil)
+			r.done <- nil
 			continue
 		case len(batch) == 1:
 			err = batchErr // it was alone already
@@ -306,9 +285,9 @@ func (s *Store) commit(batch []*request, final bool) {
 		case err == nil:
 			s.writes.Add(int64(len(r.ws)))
 			s.recovered("writes recovered")
-			r.answer(nil)
+			r.done <- nil
 		case r.del != nil || permanent(err):
-			r.answer(err)
+			r.done <- err
 		case final:
 			s.giveUp(batch[i:], err)
 			return
@@ -405,7 +384,7 @@ func (s *Store) giveUp(rs []*request, err error) {
 	s.fail = nil
 	s.log.Error("closing with writes that did not commit", "requests", len(rs), "err", err)
 	for _, r := range rs {
-		r.answer(fmt.Errorf("store: not committed before close: %w: %w", task.ErrUnavailable, err))
+		r.done <- fmt.Errorf("store: not committed before close: %w: %w", task.ErrUnavailable, err)
 	}
 }
 
