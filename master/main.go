@@ -253,8 +253,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		}
 		errc <- fmt.Errorf("HTTP server: %w", err)
 	}()
-	// The epoch numbers this run: every delivery it makes carries it.
-	log.Info("master ready", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(), "epoch", d.Epoch())
+	log.Info("master ready", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String())
 
 	var runErr error
 	select {

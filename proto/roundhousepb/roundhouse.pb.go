@@ -95,10 +95,9 @@ type RegisterRequest struct {
 	RunningTaskIds []string `protobuf:"bytes,4,rep,name=running_task_ids,json=runningTaskIds,proto3" json:"running_task_ids,omitempty"`
 	// version is the worker's build version, for the logs.
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	// running names the same tasks as running_task_ids, each with the
-	// delivery the worker runs (or holds the unacknowledged result of): a
-	// task ID, an attempt and an epoch name one delivery uniquely, across
-	// master restarts. A master
+	// running names the same tasks as running_task_ids, each with the attempt
+	// the worker runs (or holds the unacknowledged result of): a task ID and
+	// an attempt name one delivery uniquely, across master restarts. A master
 	// tells a worker to kill a listed delivery it no longer counts on (the
 	// task was canceled, finished elsewhere, or given to another worker).
 	Running []*RunningTask `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
@@ -192,11 +191,9 @@ func (x *RegisterRequest) GetLabels() map[string]string {
 
 // RunningTask is one delivery a worker holds.
 type RunningTask struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	TaskId  string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// epoch is the Task's, echoed.
-	Epoch         int64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,13 +238,6 @@ func (x *RunningTask) GetTaskId() string {
 func (x *RunningTask) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
-	}
-	return 0
-}
-
-func (x *RunningTask) GetEpoch() int64 {
-	if x != nil {
-		return x.Epoch
 	}
 	return 0
 }
@@ -466,14 +456,7 @@ type Task struct {
 	// timeout bounds the run; zero or unset means no limit.
 	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// attempt counts deliveries of this task, starting at 1.
-	Attempt int32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// epoch numbers the master's run (it counts up at every start of the
-	// master) that made this delivery. A master sends a task before its
-	// delivery is on disk, so after a crash the next run may number another
-	// delivery of the task with the same attempt: the epoch tells them apart.
-	// The worker echoes it where it names this delivery to settle it
-	// (TaskResult, RunningTask); 0 is what a worker that predates it sends.
-	Epoch         int64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Attempt       int32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,13 +519,6 @@ func (x *Task) GetAttempt() int32 {
 	return 0
 }
 
-func (x *Task) GetEpoch() int64 {
-	if x != nil {
-		return x.Epoch
-	}
-	return 0
-}
-
 type TaskResult struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -565,10 +541,7 @@ type TaskResult struct {
 	// timed_out: the task ran past its timeout and its process group was killed.
 	TimedOut bool `protobuf:"varint,13,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	// canceled: the master asked for the task to be killed.
-	Canceled bool `protobuf:"varint,14,opt,name=canceled,proto3" json:"canceled,omitempty"`
-	// epoch is the Task's, echoed: with task_id and attempt it names the
-	// delivery.
-	Epoch         int64 `protobuf:"varint,15,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Canceled      bool `protobuf:"varint,14,opt,name=canceled,proto3" json:"canceled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,13 +674,6 @@ func (x *TaskResult) GetCanceled() bool {
 	return false
 }
 
-func (x *TaskResult) GetEpoch() int64 {
-	if x != nil {
-		return x.Epoch
-	}
-	return 0
-}
-
 type ReportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// duplicate is true when the task already had a final result; this one
@@ -809,10 +775,8 @@ type ResultAck struct {
 	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// code is the gRPC status code ReportStatus would have failed with, 0
 	// (OK) when the result is on disk; message says why.
-	Code    int32  `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
-	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	// epoch is the result's, echoed.
-	Epoch         int64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Code          int32  `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -880,13 +844,6 @@ func (x *ResultAck) GetMessage() string {
 		return x.Message
 	}
 	return ""
-}
-
-func (x *ResultAck) GetEpoch() int64 {
-	if x != nil {
-		return x.Epoch
-	}
-	return 0
 }
 
 type HeartbeatRequest struct {
@@ -1289,11 +1246,10 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\x06labels\x18\a \x03(\v2*.roundhouse.v1.RegisterRequest.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x03R\x05epoch\"\xa4\x01\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xa4\x01\n" +
 	"\n" +
 	"Assignment\x122\n" +
 	"\awelcome\x18\x01 \x01(\v2\x16.roundhouse.v1.WelcomeH\x00R\awelcome\x12)\n" +
@@ -1305,13 +1261,12 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\aWelcome\x12+\n" +
 	"\x11rotation_position\x18\x01 \x01(\x05R\x10rotationPosition\x12\x18\n" +
 	"\aworkers\x18\x02 \x01(\x05R\aworkers\x12H\n" +
-	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\x8d\x01\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"w\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x03R\x05epoch\"\xfd\x03\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\xe7\x03\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -1331,20 +1286,18 @@ const file_roundhouse_proto_rawDesc = "" +
 	"finishedAt\x12\x14\n" +
 	"\x05error\x18\f \x01(\tR\x05error\x12\x1b\n" +
 	"\ttimed_out\x18\r \x01(\bR\btimedOut\x12\x1a\n" +
-	"\bcanceled\x18\x0e \x01(\bR\bcanceled\x12\x14\n" +
-	"\x05epoch\x18\x0f \x01(\x03R\x05epoch\")\n" +
+	"\bcanceled\x18\x0e \x01(\bR\bcanceled\")\n" +
 	"\tReportAck\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\":\n" +
 	"\n" +
 	"ReportAcks\x12,\n" +
-	"\x04acks\x18\x01 \x03(\v2\x18.roundhouse.v1.ResultAckR\x04acks\"\xa0\x01\n" +
+	"\x04acks\x18\x01 \x03(\v2\x18.roundhouse.v1.ResultAckR\x04acks\"\x8a\x01\n" +
 	"\tResultAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x03R\x05epoch\"\xad\x01\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xad\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +

@@ -79,10 +79,8 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 	return nil, -1
 }
 
-// sendLocked hands queued task id to s: its delivery is queued for the
-// store, counted in a slot and queued on the worker's stream. The stream
-// sends it at once, without waiting for the write (see Delivery), unless
-// writes are failing.
+// sendLocked hands queued task id to s: its delivery is stored, counted in
+// a slot and queued on the worker's stream.
 func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t, _ := d.tasks.get(id)
 	now := d.p.Now()
@@ -100,14 +98,11 @@ func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t.AssignedAt = now
 	t.StartedAt = now // until the worker reports when it really started
 	t.History = append(t.History, task.Attempt{
-		TaskID: t.ID, N: t.Attempts, Epoch: d.epoch, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
+		TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
 	})
 	stored := d.writeLocked(store.Update, t, lastAttempt(t), store.Insert) // a new delivery
-	if d.p.Store.WriteErr() == nil {
-		stored = nil // sent at once
-	}
-	s.inflight[t.ID] = &hold{attempt: t.Attempts, epoch: d.epoch, deadline: d.p.Mono() + t.Timeout + reportGrace}
-	s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts, Epoch: d.epoch}, stored: stored})
+	s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
+	s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
 	d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
 	d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
 }

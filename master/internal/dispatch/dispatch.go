@@ -34,10 +34,9 @@
 //     waits; their commits are waited for after the lock is released.
 //   - A client or worker is acknowledged only for what is on disk: a 202 after
 //     the task's commit, a report's ack after its result's commit (a retried
-//     report waits for the first one's). A failed write is retried by the
-//     store until it lands, never dropped; meanwhile new tasks are refused
-//     (ErrUnavailable), and a delivery made then is sent only once it is on
-//     disk, so that an outage does not pile up runs nobody can record.
+//     report waits for the first one's), a task is sent to a worker only after
+//     its delivery's commit. A failed write is retried by the store until it
+//     lands, never dropped; meanwhile new tasks are refused (ErrUnavailable).
 //   - Durations (leases, claim windows, delivery deadlines, delays and
 //     retry backoffs) come from the monotonic clock (Params.Mono), never
 //     from wall time; wall time (Params.Now) only stamps what people read,
@@ -45,15 +44,10 @@
 //     remaining wait from. A wall-clock step moves timestamps and nothing
 //     else.
 //   - Every delivery of a task is identified uniquely, across master
-//     restarts, by (task ID, attempt, epoch). The epoch numbers the master's
-//     run and is on disk before the run sends anything; attempts count up
-//     within a run. A delivery is sent without waiting for its write, so a
-//     master that crashes before that write lands forgets the delivery, and
-//     its next run numbers the task's next delivery with the same attempt,
-//     never with the same epoch: the forgotten delivery's claim is killed
-//     and its result refused (the task runs again; at-least-once, never a
-//     result filed under the wrong delivery). A worker's slot is counted per
-//     delivery, and only a result for that delivery frees it.
+//     restarts, by (task ID, attempt): the attempt is durable before the
+//     worker hears of it, so a restarted master never hands out a number
+//     twice. A worker's slot is counted per delivery, and only a result for
+//     that delivery frees it.
 package dispatch
 
 import (
@@ -119,7 +113,6 @@ type Dispatcher struct {
 	timers      timers                   // scheduled tasks by when they are due
 	kick        chan struct{}            // cap 1: a timer earlier than any before was set; wakes Run
 	rand        func() float64           // in [0, 1), for the jitter of retry backoffs
-	epoch       int64                    // this master run's (store.Store.Epoch), on every delivery it makes
 }
 
 type eviction struct {
@@ -149,10 +142,6 @@ func New(p Params) *Dispatcher {
 		start := time.Now()
 		p.Mono = func() time.Duration { return time.Since(start) } // time.Since reads the monotonic clock
 	}
-	var epoch int64
-	if p.Store != nil { // a Dispatcher that only checks input has none
-		epoch = p.Store.Epoch()
-	}
 	return &Dispatcher{
 		p:         p,
 		log:       p.Log.With("component", "dispatch"),
@@ -164,13 +153,8 @@ func New(p Params) *Dispatcher {
 		closedCh:  make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		rand:      p.Rand,
-		epoch:     epoch,
 	}
 }
-
-// Epoch is this master run's epoch, which names its deliveries (see
-// Delivery).
-func (d *Dispatcher) Epoch() int64 { return d.epoch }
 
 // HeartbeatInterval is how often workers are asked to renew their lease:
 // four beats fit in one worker timeout, so one lost beat is not a death.

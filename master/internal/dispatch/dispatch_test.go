@@ -138,8 +138,8 @@ func drain(s *Session) []string {
 }
 
 // take returns the IDs of the tasks, and of the cancels, sent to a session
-// since the last look. Like the stream handler, it waits until each task
-// may be sent.
+// since the last look. Like the stream handler, it waits until each task's
+// delivery is on disk.
 func take(s *Session) (tasks, cancels []string) {
 	for _, m := range s.Take() {
 		if m.Task != nil {
@@ -157,7 +157,7 @@ func take(s *Session) (tasks, cancels []string) {
 // result is a report from s for the delivery of id it was given last.
 func result(t *testing.T, d *Dispatcher, s *Session, id string, attempt, code int) task.Result {
 	t.Helper()
-	return task.Result{TaskID: id, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: attempt, Epoch: d.epoch, ExitCode: code, Stdout: []byte("out")}
+	return task.Result{TaskID: id, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: attempt, ExitCode: code, Stdout: []byte("out")}
 }
 
 func finish(t *testing.T, d *Dispatcher, s *Session, id string, code int) bool {
@@ -166,25 +166,11 @@ func finish(t *testing.T, d *Dispatcher, s *Session, id string, code int) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := result(t, d, s, id, tk.Attempts, code)
-	if a := lastAttempt(&tk); a != nil {
-		r.Epoch = a.Epoch // made by an earlier run of the master, if claimed after a restart
-	}
-	dup, err := d.Report(ctx, r)
+	dup, err := d.Report(ctx, result(t, d, s, id, tk.Attempts, code))
 	if err != nil {
 		t.Fatalf("report %s: %v", id, err)
 	}
 	return dup
-}
-
-// landed waits until every write d queued is on disk. A test's master that
-// stops and starts again does so after this: deliveries are sent before
-// their writes land, and the test is not about a crash in between.
-func landed(t *testing.T, d *Dispatcher) {
-	t.Helper()
-	if err := d.p.Store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func status(t *testing.T, d *Dispatcher, id string) (task.Status, string) {
@@ -361,7 +347,7 @@ func TestFirstResultWinsLaterIsDuplicate(t *testing.T) {
 		t.Fatal("b's result marked duplicate")
 	}
 	// a's late result, from its first delivery, arrives after b's.
-	dup, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, Epoch: d.epoch, ExitCode: 7})
+	dup, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 7})
 	if err != nil || !dup {
 		t.Fatalf("late report: dup=%v err=%v, want duplicate", dup, err)
 	}
@@ -398,7 +384,7 @@ func TestReportOutcome(t *testing.T) {
 			d, _ := newTest(t)
 			w := register(t, d, "w", 1)
 			id := submit(t, d, 1)[0]
-			tt.res.TaskID, tt.res.WorkerID, tt.res.InstanceID, tt.res.Attempt, tt.res.Epoch = id, w.WorkerID, w.InstanceID, 1, d.epoch
+			tt.res.TaskID, tt.res.WorkerID, tt.res.InstanceID, tt.res.Attempt = id, w.WorkerID, w.InstanceID, 1
 			tt.res.Stdout = []byte("ok\xff")
 			if _, err := d.Report(ctx, tt.res); err != nil {
 				t.Fatal(err)

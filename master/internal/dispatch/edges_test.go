@@ -195,116 +195,71 @@ func TestSubmitRefusedWhileWritesFail(t *testing.T) {
 	}
 }
 
-// #10.3, with #14: a delivery goes to its worker without waiting for its
-// write, and every delivery is named uniquely by (task, attempt, epoch). A
-// master that crashes before the write lands forgets the delivery; its
-// next run numbers the task's next delivery with the same attempt but a new
-// epoch, so the forgotten run is killed and its result refused rather than
-// filed under the delivery that replaced it.
-func TestForgottenDeliveryIsNeverTakenForTheNext(t *testing.T) {
+// #10.3: a task is sent only once its delivery is on disk, so after a crash
+// the store knows every attempt a worker may be running, and a restarted
+// master never hands out the same attempt number twice.
+func TestDeliveryIsOnDiskBeforeItIsSent(t *testing.T) {
 	d, clk, path := newFlaky(t)
-	id := submit(t, d, 1)[0]
-	unlock := storetest.HoldWriteLock(t, path)
-	w := register(t, d, "w", 1) // gets the task; its delivery's write cannot land
-	msgs := w.Take()
-	if len(msgs) != 1 || msgs[0].Task == nil || msgs[0].Task.ID != id || msgs[0].Task.Epoch != d.epoch {
-		t.Fatalf("w got %+v, want %s in epoch %d", msgs, id, d.epoch)
-	}
-	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	if err := msgs[0].Ready(short, w.Done()); err != nil {
-		t.Fatalf("the delivery waited for its write: %v", err)
-	}
-	failing(t, d) // its write is still not on disk
-
-	// The master dies before the write lands (Close gives up on it while
-	// the lock is held), and starts again on the same database.
-	if err := d.p.Store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	unlock()
-	d2, _ := newOnDB(t, path, clk, 100)
-	if d2.epoch <= d.epoch {
-		t.Fatalf("epoch %d after a restart, was %d", d2.epoch, d.epoch)
-	}
-	if st, _ := status(t, d2, id); st != task.StatusQueued {
-		t.Fatalf("after the restart the task is %s; want queued, its delivery forgotten", st)
-	}
-	// w comes back still running its delivery: attempt 1, of the first
-	// epoch. The master does not know it: w is told to kill it.
-	old := Delivery{TaskID: id, Attempt: 1, Epoch: d.epoch}
-	w2, _, err := d2.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{old}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, cancels := take(w2); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
-		t.Fatalf("w was told to kill %v, want %s", cancels, id)
-	}
-	// Its report of the kill is refused, and frees the slot: the task goes
-	// to w again, as attempt 1 again, of the new epoch.
-	stale := task.Result{TaskID: id, WorkerID: "w", InstanceID: w.InstanceID, Attempt: 1, Epoch: d.epoch,
-		ExitCode: -1, Canceled: true, Error: "killed"}
-	if _, err := d2.Report(ctx, stale); !errors.Is(err, task.ErrNotFound) {
-		t.Fatalf("the forgotten delivery's result: %v, want ErrNotFound", err)
-	}
-	got := w2.Take()
-	if len(got) != 1 || got[0].Task == nil || got[0].Task.Attempt != 1 || got[0].Task.Epoch != d2.epoch {
-		t.Fatalf("w got %+v, want attempt 1 of %s in epoch %d", got, id, d2.epoch)
-	}
-	// The old report comes again (its answer was lost): it is still not
-	// the new delivery's result, and frees nothing.
-	stale.Canceled, stale.ExitCode, stale.Error = false, 0, ""
-	if _, err := d2.Report(ctx, stale); !errors.Is(err, task.ErrNotFound) {
-		t.Fatalf("the forgotten delivery's result, again: %v, want ErrNotFound", err)
-	}
-	if st, worker := status(t, d2, id); st != task.StatusRunning || worker != "w" {
-		t.Fatalf("after the stale result the task is %s on %q; want running on w", st, worker)
-	}
-	if got := drain(register(t, d2, "x", 1)); len(got) != 0 {
-		t.Fatalf("x got %v: the stale result freed the task", got)
-	}
-	if dup, err := d2.Report(ctx, result(t, d2, w2, id, 1, 0)); err != nil || dup {
-		t.Fatalf("w's result: dup=%v %v", dup, err)
-	}
-	landed(t, d2)
-	onDisk, err := d2.p.Store.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if onDisk.Status != task.StatusSucceeded || onDisk.Stdout != "out" || len(onDisk.History) != 1 || onDisk.History[0].Epoch != d2.epoch {
-		t.Fatalf("on disk: %s (%q), history %+v; want the new delivery's result as attempt 1 of epoch %d",
-			onDisk.Status, onDisk.Stdout, onDisk.History, d2.epoch)
-	}
-}
-
-// A delivery made while the store's writes fail waits for its write before
-// it is sent: an outage does not pile up runs nobody can record.
-func TestDeliveryMadeDuringAnOutageWaitsForItsWrite(t *testing.T) {
-	d, _, path := newFlaky(t)
-	ids := submit(t, d, 2)
-	unlock := storetest.HoldWriteLock(t, path)
-	canceled := goErr(func() error { _, err := d.Cancel(ctx, ids[1]); return err }) // a write that cannot land
-	failing(t, d)
 	w := register(t, d, "w", 1)
-	msgs := w.Take()
-	if len(msgs) != 1 || msgs[0].Task == nil || msgs[0].Task.ID != ids[0] {
-		t.Fatalf("w got %+v, want %s", msgs, ids[0])
+	ids := submit(t, d, 2) // ids[0] runs on w, ids[1] waits for its slot
+	drain(w)
+	unlock := storetest.HoldWriteLock(t, path)
+	// ids[0]'s result frees the slot at once; its write, and the delivery of
+	// ids[1] made in the same step, cannot land.
+	reported := goErr(func() error { _, err := d.Report(ctx, result(t, d, w, ids[0], 1, 0)); return err })
+	failing(t, d)
+	var msgs []Message
+	eventually(t, "the next task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
+	if msgs[0].Task == nil || msgs[0].Task.ID != ids[1] {
+		t.Fatalf("w got %+v, want %s", msgs[0], ids[1])
 	}
+	m := msgs[0]
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	if err := msgs[0].Ready(short, w.Done()); err == nil {
-		t.Fatal("a delivery made while writes fail was ready to send before its write landed")
+	if err := m.Ready(short, w.Done()); err == nil {
+		t.Fatal("the task was ready to send while its delivery could not be stored")
 	}
 	unlock()
-	if err := msgs[0].Ready(ctx, w.Done()); err != nil {
+	if err := m.Ready(ctx, w.Done()); err != nil {
 		t.Fatalf("ready once stored: %v", err)
 	}
-	if err := within(t, "the cancel", canceled); err != nil {
+	if err := within(t, "the report", reported); err != nil {
 		t.Fatal(err)
 	}
-	onDisk, err := d.p.Store.Get(ctx, ids[0])
-	if err != nil || onDisk.Status != task.StatusRunning || len(onDisk.History) != 1 || onDisk.History[0].Epoch != d.epoch {
-		t.Fatalf("on disk when sent: %+v, %v; want running as attempt 1 of epoch %d", onDisk, err, d.epoch)
+	onDisk, err := d.p.Store.Get(ctx, m.Task.ID)
+	if err != nil || onDisk.Status != task.StatusRunning || onDisk.Attempts != 1 || len(onDisk.History) != 1 || onDisk.History[0].WorkerID != "w" {
+		t.Fatalf("on disk when sent: %+v, %v; want running as w's attempt 1", onDisk, err)
+	}
+
+	// The master dies (its process is gone; the database stays) and starts
+	// again: w's attempt 1 is known. Another worker does not get it while w
+	// may claim it, and once the window passes it gets attempt 2, not 1.
+	d2, _ := newOnDB(t, path, clk, 100)
+	x := register(t, d2, "x", 1)
+	if got := drain(x); len(got) != 0 {
+		t.Fatalf("x got %v while w may still claim its run", got)
+	}
+	clk.Advance(workerTimeout)
+	d2.Heartbeat(x.WorkerID, x.InstanceID, nil)
+	d2.Sweep()
+	got := x.Take()
+	if len(got) != 1 || got[0].Task == nil || got[0].Task.ID != m.Task.ID || got[0].Task.Attempt != 2 {
+		t.Fatalf("x got %+v, want %s as attempt 2", got, m.Task.ID)
+	}
+	// w's result for attempt 1 lands on attempt 1, and x's on attempt 2.
+	if dup, err := d2.Report(ctx, task.Result{TaskID: m.Task.ID, WorkerID: "w", InstanceID: w.InstanceID, Attempt: 1, Stdout: []byte("w")}); err != nil || dup {
+		t.Fatalf("w's report: dup=%v %v", dup, err)
+	}
+	if dup, err := d2.Report(ctx, task.Result{TaskID: m.Task.ID, WorkerID: "x", InstanceID: x.InstanceID, Attempt: 2, Stdout: []byte("x")}); err != nil || !dup {
+		t.Fatalf("x's report: dup=%v %v; want a recorded duplicate", dup, err)
+	}
+	final, err := d2.Get(ctx, m.Task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Stdout != "w" || final.WorkerID != "w" || len(final.History) != 2 ||
+		final.History[0].WorkerID != "w" || final.History[1].WorkerID != "x" || !final.History[1].Duplicate {
+		t.Fatalf("task %q by %s, history %+v; want w's result on attempt 1 and x's duplicate on attempt 2", final.Stdout, final.WorkerID, final.History)
 	}
 }
 
@@ -343,7 +298,6 @@ func TestWallClockStepKeepsTheRestartClaimWindow(t *testing.T) {
 	w := register(t, d, "w", 1)
 	id := submit(t, d, 1)[0]
 	drain(w)
-	landed(t, d)
 	d2, _ := newOnDB(t, path, clk, 100)
 	clk.Step(24 * time.Hour)
 	d2.Sweep()
@@ -515,7 +469,7 @@ func TestLateResultCancelsTheRedelivery(t *testing.T) {
 	if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
 		t.Fatalf("b got %v, want %s", got, id)
 	}
-	if dup, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, Epoch: d.epoch, Stdout: []byte("a")}); err != nil || dup {
+	if dup, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, Stdout: []byte("a")}); err != nil || dup {
 		t.Fatalf("a's late report: dup=%v %v", dup, err)
 	}
 	if _, cancels := take(b); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
@@ -622,7 +576,7 @@ func TestKillOfAGivenUpDeliveryNeverCancelsTheTask(t *testing.T) {
 	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{tk.ID}) {
 		t.Fatalf("w was told to kill %v, want %s", cancels, tk.ID)
 	}
-	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1, Epoch: d.epoch}}})
+	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -674,7 +628,7 @@ func TestReplacedSessionTakesBackADeliveryNotListed(t *testing.T) {
 		t.Fatalf("w got %v, want %s as attempt 2", got, tk.ID)
 	}
 	// The worker refused attempt 2 (attempt 1 still runs), and reconnects.
-	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1, Epoch: d.epoch}}})
+	w2, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: w.InstanceID, Slots: 1, Running: []Delivery{{TaskID: tk.ID, Attempt: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,7 +674,7 @@ func TestHeartbeatFreesAClaimTheWorkerNoLongerHolds(t *testing.T) {
 	d.Sweep() // the final task leaves memory
 	w2 := register(t, d, "w", 1, id)
 	next := submit(t, d, 1)[0]
-	d.Heartbeat(w2.WorkerID, w2.InstanceID, []Delivery{{TaskID: id, Attempt: 1, Epoch: d.epoch}})
+	d.Heartbeat(w2.WorkerID, w2.InstanceID, []Delivery{{TaskID: id, Attempt: 1}})
 	if got := drain(w2); len(got) != 0 {
 		t.Fatalf("w got %v while it still lists %s", got, id)
 	}

@@ -119,7 +119,7 @@ func TestReportedOutputIsBounded(t *testing.T) {
 func TestResultForUnknownDeliveryIsRefused(t *testing.T) {
 	d, _ := newTest(t)
 	ids := submit(t, d, 1)
-	r := task.Result{TaskID: ids[0], WorkerID: "w1", InstanceID: "i1", Attempt: 1, Epoch: d.epoch, ExitCode: 0, Stdout: []byte("done")}
+	r := task.Result{TaskID: ids[0], WorkerID: "w1", InstanceID: "i1", Attempt: 1, ExitCode: 0, Stdout: []byte("done")}
 	if _, err := d.Report(ctx, r); !errors.Is(err, task.ErrNotFound) {
 		t.Fatalf("report of a delivery never sent: %v, want ErrNotFound", err)
 	}
@@ -193,7 +193,7 @@ func TestWaitingCountFollowsEveryTransition(t *testing.T) {
 	checkWaiting(t, d, ids...)
 	// The result of ids[0]'s delivery, taken back from w, finishes it while
 	// it waits.
-	if _, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "w", InstanceID: w.InstanceID, Attempt: 1, Epoch: d.epoch}); err != nil {
+	if _, err := d.Report(ctx, task.Result{TaskID: ids[0], WorkerID: "w", InstanceID: w.InstanceID, Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
 	checkWaiting(t, d, ids[1], ids[2])

@@ -113,7 +113,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	// of an older delivery of the same task must not free the slot of the
 	// one the worker runs now.
 	if s := d.instanceLocked(r.WorkerID, r.InstanceID); s != nil {
-		if h, ok := s.inflight[r.TaskID]; ok && h.names(r.Attempt, r.Epoch) {
+		if h, ok := s.inflight[r.TaskID]; ok && (h.attempt == 0 || h.attempt == r.Attempt) {
 			delete(s.inflight, r.TaskID)
 			freed = true
 		}
@@ -140,19 +140,12 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	}
 	a := attemptFor(t, r)
 	if a == nil {
-		// A delivery of an earlier run of the master that crashed before
-		// the delivery reached the disk (the task has run again, or waits
-		// to), or a confused or forged worker. Its result must not decide a
+		// Every delivery is on disk before it is sent, so this one never
+		// was: a confused or forged worker. Its result must not decide a
 		// task, nor take the number of a delivery still to come.
 		unlock()
-		if r.Epoch != 0 && r.Epoch < d.epoch {
-			d.log.Info("result refused: its delivery was sent by an earlier master run that never recorded it",
-				"task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt, "epoch", r.Epoch)
-		} else {
-			d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt, "epoch", r.Epoch)
-		}
-		return false, nil, false, "", fmt.Errorf("%w: delivery %d (epoch %d) of task %s is not on record as sent to worker %s",
-			task.ErrNotFound, r.Attempt, r.Epoch, r.TaskID, r.WorkerID)
+		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
+		return false, nil, false, "", fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
 	if reported(a) {
 		// This delivery's result is already recorded: the worker is retrying
@@ -171,7 +164,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		// task. The delivery is lost, its end noted; should it still be the
 		// current one (its worker took it back before the kill landed), the
 		// task is taken back, to run again.
-		if isCurrent(t, r.WorkerID, a.N, a.Epoch) {
+		if isCurrent(t, r.WorkerID, a.N) {
 			d.takeBackLocked(t, "killed", "worker "+r.WorkerID+" killed a delivery the master had given up")
 		}
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
@@ -258,7 +251,7 @@ func outcomeOf(r task.Result) task.Outcome {
 // worker, or nil when no such delivery was sent.
 func attemptFor(t *task.Task, r task.Result) *task.Attempt {
 	for i := range t.History {
-		if a := &t.History[i]; a.N == r.Attempt && a.Epoch == r.Epoch && a.WorkerID == r.WorkerID {
+		if a := &t.History[i]; a.N == r.Attempt && a.WorkerID == r.WorkerID {
 			return a
 		}
 	}
@@ -279,7 +272,7 @@ func reported(a *task.Attempt) bool {
 // on its attempt only. It leaves the lock through unlock and returns the
 // write's commit, without waiting for it.
 func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) <-chan error {
-	if !isCurrent(t, r.WorkerID, a.N, a.Epoch) {
+	if !isCurrent(t, r.WorkerID, a.N) {
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
 		return committed

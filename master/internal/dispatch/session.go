@@ -41,11 +41,10 @@ type Session struct {
 
 // hold is a worker's slot for one delivery of a task. A worker runs at most
 // one delivery of a task at a time (it refuses a second), so the task ID
-// names the slot, and the attempt and epoch say which delivery it is for: a
-// result frees the slot only if it answers that delivery.
+// names the slot, and the attempt says which delivery it is for: a result
+// frees the slot only if it answers that delivery.
 type hold struct {
 	attempt  int           // 0: unknown (a claim from a worker that did not say)
-	epoch    int64         // with attempt
 	deadline time.Duration // monotonic; past it the master gives up on the delivery
 	canceled bool          // the worker was told to kill it
 	claimed  bool          // listed by the worker when it registered, not sent
@@ -60,18 +59,15 @@ type hold struct {
 type Message struct {
 	Task   *task.Assignment // nil for a cancel
 	Cancel string
-	// stored, when set, receives the commit of the task's delivery, which
-	// the message waits for: set only for a delivery made while the
-	// store's writes were failing, so that an outage does not pile up runs
-	// the store cannot record. Otherwise a task goes at once; its epoch
-	// keeps its delivery unique should the master crash before the write.
+	// stored receives the commit of the task's delivery. A task is sent only
+	// once its delivery is on disk, so that a master crash cannot forget an
+	// attempt a worker is running.
 	stored <-chan error
 }
 
-// Ready waits until m may be sent: for a task made while writes were
-// failing, until its delivery is on disk. It returns early with an error
-// when done is closed or ctx ends, and with the store's error if the
-// delivery could not be stored.
+// Ready waits until m may be sent: for a task, until its delivery is on
+// disk. It returns early with an error when done is closed or ctx ends, and
+// with the store's error if the delivery could not be stored.
 func (m Message) Ready(ctx context.Context, done <-chan struct{}) error {
 	if m.stored == nil {
 		return nil
@@ -114,16 +110,12 @@ func (s *Session) send(m Message) {
 	}
 }
 
-// Delivery names one delivery of a task: the task, its attempt number and
-// the epoch of the master run that made it. They are unique across master
-// restarts: a run's epoch is on disk before it sends anything, and within a
-// run attempts only count up. (The attempt alone is not: a delivery is
-// sent before it is on disk, so a master that crashed may not know of the
-// last one, and numbers the next one the same.)
+// Delivery names one delivery of a task: the task and its attempt number.
+// (task ID, attempt) is unique across master restarts, since a delivery is
+// on disk before it is sent.
 type Delivery struct {
 	TaskID  string
-	Attempt int   // 0: unknown, taken as the last delivery sent to that worker
-	Epoch   int64 // with Attempt
+	Attempt int // 0: unknown, taken as the last delivery sent to that worker
 }
 
 // Registration is what a worker says when it connects.
@@ -165,7 +157,7 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		d.log.Info("worker replaced its stale session", "worker_id", r.WorkerID)
 		// The tasks it still runs move to the new session: not lost, not re-queued.
 		for _, c := range r.Running {
-			if h, ok := old.inflight[c.TaskID]; ok && (c.Attempt == 0 || h.names(c.Attempt, c.Epoch)) {
+			if h, ok := old.inflight[c.TaskID]; ok && (h.attempt == 0 || c.Attempt == 0 || h.attempt == c.Attempt) {
 				delete(old.inflight, c.TaskID)
 			}
 		}
@@ -228,7 +220,7 @@ func (d *Dispatcher) lookUpGone(ctx context.Context, claims []Delivery) (map[str
 // keeps it, takes back a task re-queued meanwhile, or tells the worker to
 // kill it. stored is the task as the store has it when it is not live.
 func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
-	log := d.log.With("task_id", c.TaskID, "worker_id", s.WorkerID, "attempt", c.Attempt, "epoch", c.Epoch)
+	log := d.log.With("task_id", c.TaskID, "worker_id", s.WorkerID, "attempt", c.Attempt)
 	mono := d.p.Mono()
 	var t *task.Task
 	if _, live := d.tasks.statusOf(c.TaskID); live {
@@ -238,20 +230,16 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 	}
 	var a *task.Attempt
 	if t != nil {
-		a = deliveryOf(t, s.WorkerID, c.Attempt, c.Epoch)
+		a = deliveryOf(t, s.WorkerID, c.Attempt)
 	}
 	// A slot for the delivery until the worker reports it, whatever happens
 	// to the task: the worker runs it, or holds its result, until then.
-	h := &hold{attempt: c.Attempt, epoch: c.Epoch, deadline: mono + d.p.WorkerTimeout + reportGrace, sent: true, claimed: true}
+	h := &hold{attempt: c.Attempt, deadline: mono + d.p.WorkerTimeout + reportGrace, sent: true, claimed: true}
 	if a != nil {
-		h.attempt, h.epoch = a.N, a.Epoch
+		h.attempt = a.N
 	}
 	s.inflight[c.TaskID] = h
 	switch {
-	case t != nil && a == nil && c.Epoch != 0 && c.Epoch < d.epoch:
-		// Sent by an earlier run of the master that crashed before the
-		// delivery reached the disk: the task waits for a worker again.
-		log.Info("worker runs a delivery an earlier master run sent but never recorded; telling it to kill it")
 	case t == nil, a == nil:
 		log.Warn("worker runs a delivery the master did not give it; telling it to kill it")
 	case reported(a):
@@ -261,7 +249,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		return
 	case t.Status.Final():
 		log.Info("reconnecting worker runs a task that is final; telling it to kill it", "status", t.Status)
-	case !isLast(t, a):
+	case a.N != t.Attempts:
 		// Given to another worker since: both run, the first result wins,
 		// and the other delivery is then killed (Report). Its slot counts.
 		log.Info("reconnecting worker runs a delivery the master has replaced; the first result wins", "current_attempt", t.Attempts)
@@ -290,22 +278,16 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 }
 
 // deliveryOf returns the attempt of t sent to workerID that a claim names:
-// attempt n of epoch, or the last one sent to that worker when n is 0; nil
-// when there is none.
-func deliveryOf(t *task.Task, workerID string, n int, epoch int64) *task.Attempt {
+// attempt n, or the last one sent to that worker when n is 0; nil when
+// there is none.
+func deliveryOf(t *task.Task, workerID string, n int) *task.Attempt {
 	for i := len(t.History) - 1; i >= 0; i-- {
 		a := &t.History[i]
-		if a.WorkerID == workerID && (n == 0 || a.N == n && a.Epoch == epoch) {
+		if a.WorkerID == workerID && (n == 0 || a.N == n) {
 			return a
 		}
 	}
 	return nil
-}
-
-// names reports whether h is the slot of delivery (attempt, epoch), or of
-// a delivery its worker did not name.
-func (h *hold) names(attempt int, epoch int64) bool {
-	return h.attempt == 0 || h.attempt == attempt && h.epoch == epoch
 }
 
 // reportGrace is how long past a delivery's timeout the master waits for
@@ -338,10 +320,10 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string, holding []Delivery) 
 	}
 	freed := false
 	for id, h := range s.inflight {
-		if !h.claimed || held[Delivery{TaskID: id, Attempt: h.attempt, Epoch: h.epoch}] || held[Delivery{TaskID: id}] {
+		if !h.claimed || held[Delivery{TaskID: id, Attempt: h.attempt}] || held[Delivery{TaskID: id}] {
 			continue
 		}
-		if t, ok := d.tasks.delivered(id); ok && isCurrent(t, s.WorkerID, h.attempt, h.epoch) {
+		if t, ok := d.tasks.delivered(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 			continue // its own deadline, or a claim window, settles it
 		}
 		delete(s.inflight, id)
@@ -358,7 +340,7 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string, holding []Delivery) 
 func (d *Dispatcher) Sent(s *Session, a task.Assignment) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if h, ok := s.inflight[a.ID]; ok && h.attempt == a.Attempt && h.epoch == a.Epoch && !h.canceled {
+	if h, ok := s.inflight[a.ID]; ok && h.attempt == a.Attempt && !h.canceled {
 		h.sent, h.deadline = true, d.p.Mono()+a.Timeout+reportGrace
 	}
 }
@@ -396,7 +378,7 @@ func (d *Dispatcher) Unregister(s *Session) {
 	} else {
 		claimBy := d.p.Mono() + d.p.WorkerTimeout
 		for id, h := range s.inflight {
-			if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt, h.epoch) {
+			if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 				d.orphans[id] = claimBy
 				delete(s.inflight, id)
 			}
@@ -406,23 +388,10 @@ func (d *Dispatcher) Unregister(s *Session) {
 	d.assignLocked()
 }
 
-// isCurrent reports whether delivery (attempt, epoch) (attempt 0: unknown,
-// any) is the one t runs on now, on workerID.
-func isCurrent(t *task.Task, workerID string, attempt int, epoch int64) bool {
-	if t.Status != task.StatusRunning || t.WorkerID != workerID {
-		return false
-	}
-	if attempt == 0 {
-		return true
-	}
-	a := lastAttempt(t)
-	return a != nil && a.N == attempt && a.Epoch == epoch
-}
-
-// isLast reports whether a is t's last delivery.
-func isLast(t *task.Task, a *task.Attempt) bool {
-	last := lastAttempt(t)
-	return last != nil && last.N == a.N && last.Epoch == a.Epoch
+// isCurrent reports whether attempt (0: unknown, any) is the delivery t
+// runs on now, on workerID.
+func isCurrent(t *task.Task, workerID string, attempt int) bool {
+	return t.Status == task.StatusRunning && t.WorkerID == workerID && (attempt == 0 || attempt == t.Attempts)
 }
 
 // endLocked takes s out of the rotation, closes it and re-queues the tasks
@@ -447,7 +416,7 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 
 	var lost []*task.Task
 	for id, h := range s.inflight {
-		if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt, h.epoch) {
+		if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 			lost = append(lost, t)
 		}
 	}
@@ -504,7 +473,7 @@ func (d *Dispatcher) runsOnItsWorkerLocked(t *task.Task) bool {
 		return false
 	}
 	h, ok := s.inflight[t.ID]
-	return ok && isCurrent(t, s.WorkerID, h.attempt, h.epoch)
+	return ok && isCurrent(t, s.WorkerID, h.attempt)
 }
 
 func (d *Dispatcher) sessionLocked(workerID string) *Session {

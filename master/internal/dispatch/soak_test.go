@@ -225,7 +225,7 @@ func (k *soak) observe(e events.Event) {
 
 // recordSent notes a delivery queued for a worker; invariant 5: never twice.
 func (k *soak) recordSent(a *task.Assignment, workerID string) {
-	dl := Delivery{TaskID: a.ID, Attempt: a.Attempt, Epoch: a.Epoch}
+	dl := Delivery{TaskID: a.ID, Attempt: a.Attempt}
 	k.mu.Lock()
 	prev, twice := k.sent[dl]
 	if !twice {
@@ -481,7 +481,6 @@ type simWorker struct {
 
 type holding struct {
 	attempt  int
-	epoch    int64
 	on       *Session // where it was taken
 	canceled bool     // the master told it to kill the run
 	hung     bool     // never ends by itself: only a cancel ends it
@@ -499,7 +498,7 @@ func (w *simWorker) register(claim bool) {
 	}
 	var running []Delivery
 	for id, h := range w.held {
-		running = append(running, Delivery{TaskID: id, Attempt: h.attempt, Epoch: h.epoch})
+		running = append(running, Delivery{TaskID: id, Attempt: h.attempt})
 	}
 	slices.SortFunc(running, func(a, b Delivery) int { return strings.Compare(a.TaskID, b.TaskID) })
 	s, _, err := w.k.d.Register(ctx, Registration{WorkerID: w.id, InstanceID: w.instance(), Slots: w.slots, Running: running, Labels: w.labels})
@@ -594,7 +593,7 @@ func (w *simWorker) take() {
 			w.k.count("second_delivery_ignored")
 			continue
 		}
-		w.held[m.Task.ID] = &holding{attempt: m.Task.Attempt, epoch: m.Task.Epoch, on: w.s, hung: w.r.IntN(50) == 0}
+		w.held[m.Task.ID] = &holding{attempt: m.Task.Attempt, on: w.s, hung: w.r.IntN(50) == 0}
 	}
 	// Invariant 3, as the worker sees it: what this session was sent and
 	// not told to kill fits its slots. (A kill the master asked for may keep
@@ -621,7 +620,7 @@ func (w *simWorker) report(all bool) {
 			continue
 		}
 		if h.res == nil {
-			res := task.Result{TaskID: id, WorkerID: w.id, InstanceID: w.instance(), Attempt: h.attempt, Epoch: h.epoch}
+			res := task.Result{TaskID: id, WorkerID: w.id, InstanceID: w.instance(), Attempt: h.attempt}
 			switch n := w.r.IntN(100); {
 			case h.canceled:
 				res.Canceled, res.ExitCode, res.Error = true, -1, "killed"
@@ -712,7 +711,7 @@ func (k *soak) settle(workers []*simWorker) {
 						k.t.Fatalf("seed %d: delivery of %s not stored: %v", k.seed, m.Task.ID, err)
 					}
 					k.recordSent(m.Task, s.WorkerID)
-					res := task.Result{TaskID: m.Task.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: m.Task.Attempt, Epoch: m.Task.Epoch}
+					res := task.Result{TaskID: m.Task.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: m.Task.Attempt}
 					if _, err := d.Report(ctx, res); err != nil {
 						k.breach("settling: report of delivery %d of %s by %s: %v", m.Task.Attempt, m.Task.ID, s.WorkerID, err)
 					}
@@ -805,17 +804,6 @@ func (k *soak) check() {
 	k.t.Logf("%d tasks checked; %d attempts of final tasks never heard of again", len(ids), running)
 }
 
-// sentTo returns the worker that attempt n of task id was sent to, in
-// whichever epoch.
-func sentTo(sent map[Delivery]string, id string, n int) string {
-	for dl, w := range sent {
-		if dl.TaskID == id && dl.Attempt == n {
-			return w
-		}
-	}
-	return ""
-}
-
 // historyBreaches returns what is wrong with a final task's history (its
 // invariant 4), given the deliveries that were sent, and the attempt
 // numbers of the task's among them.
@@ -832,7 +820,7 @@ func historyBreaches(t task.Task, sent map[Delivery]string, sentOf []int) []stri
 		if a.N != i+1 {
 			out = append(out, fmt.Sprintf("attempt %d numbered %d", i+1, a.N))
 		}
-		switch w, ok := sent[Delivery{TaskID: t.ID, Attempt: a.N, Epoch: a.Epoch}]; {
+		switch w, ok := sent[Delivery{TaskID: t.ID, Attempt: a.N}]; {
 		case !ok:
 			out = append(out, fmt.Sprintf("attempt %d on %s was never sent", a.N, a.WorkerID))
 		case w != a.WorkerID:
@@ -863,7 +851,7 @@ func historyBreaches(t task.Task, sent map[Delivery]string, sentOf []int) []stri
 	}
 	for _, n := range sentOf {
 		if n < 1 || n > len(t.History) {
-			out = append(out, fmt.Sprintf("delivery %d sent to %s is not in the history", n, sentTo(sent, t.ID, n)))
+			out = append(out, fmt.Sprintf("delivery %d sent to %s is not in the history", n, sent[Delivery{TaskID: t.ID, Attempt: n}]))
 		}
 	}
 	switch gaveUp := t.Status == task.StatusFailed && strings.HasPrefix(t.Error, "gave up"); {
@@ -925,7 +913,7 @@ func TestKillOfAReplacedDeliveryLeavesTheTaskRunning(t *testing.T) {
 		t.Fatalf("b got %v, want attempt 2 of %s", got, id)
 	}
 	// a reconnects, still running attempt 1: it races b, in one of its slots.
-	a2, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1, Running: []Delivery{{TaskID: id, Attempt: 1, Epoch: d.epoch}}})
+	a2, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1, Running: []Delivery{{TaskID: id, Attempt: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -936,7 +924,7 @@ func TestKillOfAReplacedDeliveryLeavesTheTaskRunning(t *testing.T) {
 		t.Fatalf("workers %+v; want a's run holding its slot", ws)
 	}
 	// A kill of it, had the master ordered one, is no result.
-	if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, Epoch: d.epoch, ExitCode: -1, Canceled: true, Error: "killed"}); err != nil {
+	if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: -1, Canceled: true, Error: "killed"}); err != nil {
 		t.Fatal(err)
 	}
 	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusRunning || tk.WorkerID != "b" {

@@ -109,7 +109,7 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 			continue
 		}
 		t, ok := d.tasks.get(id)
-		if !ok || !isCurrent(t, s.WorkerID, h.attempt, h.epoch) {
+		if !ok || !isCurrent(t, s.WorkerID, h.attempt) {
 			delete(s.inflight, id)
 			d.log.Warn("worker never reported a delivery it was told to kill; freeing its slot", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
 			continue

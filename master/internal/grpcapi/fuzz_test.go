@@ -71,9 +71,6 @@ func FuzzReportStatus(f *testing.F) {
 			TaskId: taskID, WorkerId: workerID, InstanceId: instanceID, Attempt: attempt, ExitCode: exitCode,
 			Stdout: stdout, Stderr: stderr, Error: errText, TimedOut: timedOut, Canceled: canceled,
 		}
-		if realTask {
-			r.Epoch = d.Epoch() // what the worker got with the task
-		}
 		if startSec != 0 {
 			r.StartedAt = &timestamppb.Timestamp{Seconds: startSec}
 		}

@@ -207,7 +207,7 @@ func runningOf(req *pb.RegisterRequest) []dispatch.Delivery {
 	for _, r := range req.GetRunning() {
 		if !seen[r.GetTaskId()] {
 			seen[r.GetTaskId()] = true
-			out = append(out, dispatch.Delivery{TaskID: r.GetTaskId(), Attempt: int(r.GetAttempt()), Epoch: r.GetEpoch()})
+			out = append(out, dispatch.Delivery{TaskID: r.GetTaskId(), Attempt: int(r.GetAttempt())})
 		}
 	}
 	for _, id := range req.GetRunningTaskIds() {
@@ -223,7 +223,7 @@ func toMessage(m dispatch.Message) *pb.Assignment {
 	if m.Task == nil {
 		return &pb.Assignment{Kind: &pb.Assignment_Cancel{Cancel: &pb.Cancel{TaskId: m.Cancel}}}
 	}
-	t := &pb.Task{Id: m.Task.ID, Cmd: m.Task.Cmd, Attempt: int32(m.Task.Attempt), Epoch: m.Task.Epoch}
+	t := &pb.Task{Id: m.Task.ID, Cmd: m.Task.Cmd, Attempt: int32(m.Task.Attempt)}
 	if m.Task.Timeout > 0 {
 		t.Timeout = durationpb.New(m.Task.Timeout)
 	}
@@ -299,8 +299,6 @@ func toResult(r *pb.TaskResult) (task.Result, error) {
 		return task.Result{}, errInvalid("instance_id must be 1-64 bytes")
 	case r.GetAttempt() < 1:
 		return task.Result{}, errInvalid("attempt must be at least 1")
-	case r.GetEpoch() < 0:
-		return task.Result{}, errInvalid("epoch must not be negative")
 	case len(r.GetError()) > maxErrorLen:
 		return task.Result{}, errInvalid(fmt.Sprintf("error is longer than %d bytes", maxErrorLen))
 	case r.StartedAt != nil && r.GetStartedAt().CheckValid() != nil,
@@ -312,7 +310,6 @@ func toResult(r *pb.TaskResult) (task.Result, error) {
 		WorkerID:   r.GetWorkerId(),
 		InstanceID: r.GetInstanceId(),
 		Attempt:    int(r.GetAttempt()),
-		Epoch:      r.GetEpoch(),
 		ExitCode:   int(r.GetExitCode()),
 		Stdout:     r.GetStdout(),
 		Stderr:     r.GetStderr(),
@@ -335,7 +332,7 @@ func (s *Server) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.Heart
 	if r.GetRunningListed() {
 		holding = make([]dispatch.Delivery, 0, len(r.GetRunning()))
 		for _, t := range r.GetRunning() {
-			holding = append(holding, dispatch.Delivery{TaskID: t.GetTaskId(), Attempt: int(t.GetAttempt()), Epoch: t.GetEpoch()})
+			holding = append(holding, dispatch.Delivery{TaskID: t.GetTaskId(), Attempt: int(t.GetAttempt())})
 		}
 	}
 	return &pb.HeartbeatAck{Known: s.d.Heartbeat(r.GetWorkerId(), r.GetInstanceId(), holding)}, nil
@@ -361,8 +358,8 @@ func validateRegistration(req *pb.RegisterRequest) error {
 		return errInvalid(fmt.Sprintf("running_task_ids and running may name at most %d tasks each", maxRunningIDs))
 	}
 	for _, r := range req.GetRunning() {
-		if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || r.GetAttempt() < 0 || r.GetEpoch() < 0 {
-			return errInvalid("each running task needs a task_id of 1-64 bytes, and an attempt and an epoch of 0 or more")
+		if r.GetTaskId() == "" || len(r.GetTaskId()) > maxIDLen || r.GetAttempt() < 0 {
+			return errInvalid("each running task needs a task_id of 1-64 bytes and an attempt of 0 or more")
 		}
 	}
 	for _, id := range req.GetRunningTaskIds() {

@@ -177,12 +177,11 @@ func TestRegisterReceiveReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, err := stream.Recv()
-	if err != nil || msg.GetTask().GetId() != tk.ID || msg.GetTask().GetCmd() != "echo hi" || msg.GetTask().GetAttempt() != 1 ||
-		msg.GetTask().GetEpoch() != d.Epoch() || d.Epoch() < 1 {
+	if err != nil || msg.GetTask().GetId() != tk.ID || msg.GetTask().GetCmd() != "echo hi" || msg.GetTask().GetAttempt() != 1 {
 		t.Fatalf("assignment = %v, %v", msg, err)
 	}
 
-	res := &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1, Epoch: d.Epoch(), ExitCode: 0, Stdout: []byte("hi\n")}
+	res := &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1, ExitCode: 0, Stdout: []byte("hi\n")}
 	ack, err := c.ReportStatus(ctx, res)
 	if err != nil || ack.GetDuplicate() {
 		t.Fatalf("report = %v, %v", ack, err)
@@ -223,7 +222,7 @@ func TestReconnectingWorkerKeepsItsDelivery(t *testing.T) {
 	}
 
 	stream, err = c.AssignTask(ctxT(t), &pb.RegisterRequest{WorkerId: "w1", InstanceId: "i1", Slots: 1,
-		Running: []*pb.RunningTask{{TaskId: tk.ID, Attempt: 1, Epoch: d.Epoch()}}})
+		Running: []*pb.RunningTask{{TaskId: tk.ID, Attempt: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +233,7 @@ func TestReconnectingWorkerKeepsItsDelivery(t *testing.T) {
 	if w := d.Workers(); len(w) != 1 || w[0].Running != 1 {
 		t.Fatalf("workers %+v, want w1 running its one claimed task", w)
 	}
-	if _, err := c.ReportStatus(ctxT(t), &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1, Epoch: d.Epoch()}); err != nil {
+	if _, err := c.ReportStatus(ctxT(t), &pb.TaskResult{TaskId: tk.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := stream.Recv()

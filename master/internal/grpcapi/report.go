@@ -26,7 +26,6 @@ const (
 type taken struct {
 	taskID  string
 	attempt int32
-	epoch   int64
 	p       *dispatch.Pending // nil when err refused it before the dispatcher
 	err     error
 }
@@ -60,7 +59,7 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 				read <- err
 				return
 			}
-			t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt(), epoch: r.GetEpoch()}
+			t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt()}
 			mu.Lock()
 			if stopped {
 				mu.Unlock()
@@ -135,7 +134,7 @@ func (s *Server) ackReports(ctx context.Context, stream pb.NodeService_ReportSer
 
 // ackOf waits for t and answers it as ReportStatus would.
 func (s *Server) ackOf(ctx context.Context, t taken) *pb.ResultAck {
-	ack := &pb.ResultAck{TaskId: t.taskID, Attempt: t.attempt, Epoch: t.epoch}
+	ack := &pb.ResultAck{TaskId: t.taskID, Attempt: t.attempt}
 	err := t.err
 	if t.p != nil {
 		ack.Duplicate, err = t.p.Wait(ctx)

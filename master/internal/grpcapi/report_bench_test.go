@@ -93,6 +93,6 @@ func deliver(b *testing.B, d *dispatch.Dispatcher, assigned pb.NodeService_Assig
 		if err != nil || m.GetTask() == nil {
 			b.Fatalf("assignment %v, %v", m, err)
 		}
-		results[i] = &pb.TaskResult{TaskId: m.GetTask().GetId(), WorkerId: "w1", InstanceId: "i1", Attempt: m.GetTask().GetAttempt(), Epoch: m.GetTask().GetEpoch(), Stdout: []byte("ok\n")}
+		results[i] = &pb.TaskResult{TaskId: m.GetTask().GetId(), WorkerId: "w1", InstanceId: "i1", Attempt: m.GetTask().GetAttempt(), Stdout: []byte("ok\n")}
 	}
 }

@@ -43,7 +43,7 @@ func delivered(t *testing.T, ctx context.Context, s served, c pb.NodeServiceClie
 }
 
 func resultOf(worker string, tk *pb.Task) *pb.TaskResult {
-	return &pb.TaskResult{TaskId: tk.GetId(), WorkerId: worker, InstanceId: "i1", Attempt: tk.GetAttempt(), Epoch: tk.GetEpoch(), Stdout: []byte(tk.GetId())}
+	return &pb.TaskResult{TaskId: tk.GetId(), WorkerId: worker, InstanceId: "i1", Attempt: tk.GetAttempt(), Stdout: []byte(tk.GetId())}
 }
 
 // recvAcks reads acks until it has n, in the order they came.

@@ -49,12 +49,10 @@ func TestWorkerThatStopsReadingIsDropped(t *testing.T) {
 	eventually(t, "the worker that stopped reading to leave the rotation", func() bool { return len(s.d.Workers()) == 0 })
 }
 
-// A task is sent without waiting for its delivery's write (the epoch keeps
-// the delivery unique should the master crash first), while a result is
-// acknowledged only once on disk: with the database refusing writes, the
-// worker hears of the task the master gave it, but not that its report of
-// the one before is recorded, until the writes land.
-func TestTaskIsSentBeforeItsWriteAndAckedAfterIt(t *testing.T) {
+// A task is sent only once its delivery is on disk: while the database
+// refuses writes, the worker does not hear of the task the master gave it,
+// and hears of it, as attempt 1, once the write lands.
+func TestTaskIsSentOnlyOnceOnDisk(t *testing.T) {
 	// Writes give up on a held lock after 50ms and are retried within
 	// milliseconds, so WriteErr soon says they fail.
 	s := startWith(t, setup{storeOpts: []store.Option{
@@ -82,20 +80,28 @@ func TestTaskIsSentBeforeItsWriteAndAckedAfterIt(t *testing.T) {
 	// land, so the report's ack, which means "on disk", waits.
 	reported := make(chan error, 1)
 	go func() {
-		_, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: a.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1, Epoch: s.d.Epoch()})
+		_, err := c.ReportStatus(ctx, &pb.TaskResult{TaskId: a.ID, WorkerId: "w1", InstanceId: "i1", Attempt: 1})
 		reported <- err
 	}()
-	m, err := stream.Recv()
-	if err != nil || m.GetTask().GetId() != b.ID || m.GetTask().GetAttempt() != 1 || m.GetTask().GetEpoch() != s.d.Epoch() {
-		t.Fatalf("the worker got %v, %v; want B, attempt 1 of epoch %d", m, err, s.d.Epoch())
+	type received struct {
+		m   *pb.Assignment
+		err error
 	}
+	next := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		next <- received{m, err}
+	}()
+	eventually(t, "B to be assigned", func() bool {
+		got, err := s.d.Get(context.Background(), b.ID)
+		return err == nil && got.Status == task.StatusRunning
+	})
 	eventually(t, "the store to say writes fail", func() bool { return s.st.WriteErr() != nil })
-	if got, err := s.st.Get(context.Background(), b.ID); err != nil || got.Status != task.StatusQueued {
-		t.Fatalf("stored B = %s, %v; want still queued: its delivery's write cannot land", got.Status, err)
-	}
-	// Nothing can make A's report return now short of a bug, so this waits
-	// out a window in which an ack that did not wait for the disk would show.
+	// Nothing can make B arrive now short of a bug, so this waits out a
+	// window in which a send that did not wait for the disk would show.
 	select {
+	case r := <-next:
+		t.Fatalf("while the write was failing (%v) the worker got %v, %v; want nothing until B's delivery is on disk", s.st.WriteErr(), r.m, r.err)
 	case err := <-reported:
 		t.Fatalf("A's report returned (%v) while its write was failing; want it to wait for the disk", err)
 	case <-time.After(200 * time.Millisecond):
@@ -103,19 +109,24 @@ func TestTaskIsSentBeforeItsWriteAndAckedAfterIt(t *testing.T) {
 
 	release()
 	select {
+	case r := <-next:
+		if r.err != nil || r.m.GetTask().GetId() != b.ID || r.m.GetTask().GetAttempt() != 1 {
+			t.Fatalf("after the lock was released the worker got %v, %v; want B, attempt 1", r.m, r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("B never arrived after the lock was released")
+	}
+	// The worker heard of B: its delivery is on disk already.
+	if got, err := s.st.Get(context.Background(), b.ID); err != nil || got.Status != task.StatusRunning || got.Attempts != 1 {
+		t.Fatalf("stored B = %s attempts %d, %v; want running, attempts 1", got.Status, got.Attempts, err)
+	}
+	select {
 	case err := <-reported:
 		if err != nil {
 			t.Fatalf("A's report: %v", err)
 		}
 	case <-ctx.Done():
 		t.Fatal("A's report never returned after the lock was released")
-	}
-	// B's delivery was written after A's result: it lands with or after it.
-	if err := s.st.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.st.Get(context.Background(), b.ID); err != nil || got.Status != task.StatusRunning || got.Attempts != 1 {
-		t.Fatalf("stored B = %s attempts %d, %v; want running, attempts 1", got.Status, got.Attempts, err)
 	}
 	if got, err := s.st.Get(context.Background(), a.ID); err != nil || got.Status != task.StatusSucceeded {
 		t.Fatalf("stored A = %s, %v; want succeeded", got.Status, err)

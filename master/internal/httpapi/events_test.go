@@ -140,7 +140,7 @@ func (o *observed) runOne(t *testing.T, s *dispatch.Session, cmd string, code in
 	if !ok {
 		t.Fatal("no task sent to the worker within 10s")
 	}
-	if _, err := o.d.Report(t.Context(), task.Result{TaskID: a.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: a.Attempt, Epoch: a.Epoch,
+	if _, err := o.d.Report(t.Context(), task.Result{TaskID: a.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: a.Attempt,
 		ExitCode: code, StartedAt: time.Now(), FinishedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}

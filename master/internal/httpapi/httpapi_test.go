@@ -125,7 +125,7 @@ func TestCreateAndGetTask(t *testing.T) {
 		t.Fatalf("GET running task = %d %v", code, body)
 	}
 	now := time.Now()
-	if _, err := d.Report(context.Background(), task.Result{TaskID: id, WorkerID: "w1", InstanceID: "i", Attempt: 1, Epoch: d.Epoch(), Stdout: []byte("hello world\n"), StartedAt: now, FinishedAt: now}); err != nil {
+	if _, err := d.Report(context.Background(), task.Result{TaskID: id, WorkerID: "w1", InstanceID: "i", Attempt: 1, Stdout: []byte("hello world\n"), StartedAt: now, FinishedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	code, _, body = do(t, "GET", srv.URL+"/tasks/"+id, "")

@@ -38,7 +38,7 @@ func TestWaitParam(t *testing.T) {
 	// The "worker" answers the task the moment it gets it.
 	go func() {
 		a, _ := nextTask(s)
-		d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, Epoch: a.Epoch, Stdout: []byte("hi\n")})
+		d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, Stdout: []byte("hi\n")})
 	}()
 	code, _, body := do(t, "POST", srv.URL+"/tasks?wait=5s", `{"cmd":"echo hi"}`)
 	if code != 202 || body["status"] != "succeeded" || body["stdout"] != "hi\n" {
@@ -155,7 +155,7 @@ func TestFinishedTaskShowsHistory(t *testing.T) {
 		t.Fatal("no task sent to the worker within 10s")
 	}
 	now := time.Now()
-	d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, Epoch: d.Epoch(), ExitCode: 2, StartedAt: now, FinishedAt: now})
+	d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, ExitCode: 2, StartedAt: now, FinishedAt: now})
 	_, _, body = do(t, "GET", srv.URL+"/tasks/"+body["id"].(string), "")
 	h, _ := body["history"].([]any)
 	if body["status"] != "failed" || len(h) != 1 {

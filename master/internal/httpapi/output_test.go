@@ -135,7 +135,7 @@ func (w withLive) submit(t *testing.T, s *dispatch.Session, cmd string) task.Ass
 func (w withLive) report(t *testing.T, s *dispatch.Session, a task.Assignment, stdout string) {
 	t.Helper()
 	now := time.Now()
-	if _, err := w.d.Report(t.Context(), task.Result{TaskID: a.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: a.Attempt, Epoch: a.Epoch,
+	if _, err := w.d.Report(t.Context(), task.Result{TaskID: a.ID, WorkerID: s.WorkerID, InstanceID: s.InstanceID, Attempt: a.Attempt,
 		Stdout: []byte(stdout), StartedAt: now, FinishedAt: now}); err != nil {
 		t.Fatal(err)
 	}

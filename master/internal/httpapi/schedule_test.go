@@ -221,7 +221,7 @@ func TestRetryRunsAFinalTaskAgain(t *testing.T) {
 		t.Fatal("no task sent to the worker within 10s")
 	}
 	now := time.Now()
-	if _, err := d.Report(ctx, task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, Epoch: a.Epoch, ExitCode: 2, StartedAt: now, FinishedAt: now}); err != nil {
+	if _, err := d.Report(ctx, task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: a.Attempt, ExitCode: 2, StartedAt: now, FinishedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	d.Unregister(w) // so the retried task waits in the queue, where the test can see it

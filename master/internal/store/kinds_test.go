@@ -24,7 +24,7 @@ func TestKindsLifecycle(t *testing.T) {
 
 	running := *tk
 	running.Status, running.Attempts, running.WorkerID, running.AssignedAt, running.StartedAt = task.StatusRunning, 1, "w1", at(1), at(1)
-	a1 := task.Attempt{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1), Epoch: s.Epoch()}
+	a1 := task.Attempt{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1)}
 	apply(t, s, Write{Task: &running, Kind: Update, Attempt: &a1, AttemptKind: Insert})
 	want := running
 	want.History = []task.Attempt{a1}
@@ -121,7 +121,7 @@ func TestBatchMixesKinds(t *testing.T) {
 	tk := newTask("t1", at(0), task.StatusQueued)
 	running := *tk
 	running.Status, running.Attempts, running.WorkerID, running.AssignedAt = task.StatusRunning, 1, "w1", at(1)
-	a1 := task.Attempt{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1), Epoch: s.Epoch()}
+	a1 := task.Attempt{TaskID: "t1", N: 1, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1)}
 	requeued := running
 	requeued.Status, requeued.WorkerID = task.StatusQueued, ""
 	lost := a1

@@ -101,19 +101,6 @@ CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('schedul
 DROP INDEX tasks_worker;
 CREATE INDEX tasks_worker ON tasks (worker_id, id) WHERE worker_id != '';
 `,
-	// 5: epochs. Every start of the master takes the next epoch (Open), and
-	// a delivery is named by its task, attempt and epoch: the master sends
-	// a task before its delivery is on disk, so after a crash the next
-	// run may give another delivery the same attempt number, never the
-	// same epoch. Attempts from before are epoch 0, as a worker that
-	// predates epochs says.
-	`
-CREATE TABLE epochs (
-	epoch      INTEGER PRIMARY KEY,
-	started_at INTEGER NOT NULL
-);
-ALTER TABLE attempts ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

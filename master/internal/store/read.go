@@ -42,7 +42,7 @@ func (s *Store) Get(ctx context.Context, id string) (task.Task, error) {
 	}
 
 	rows, err := tx.QueryContext(ctx, `
-SELECT task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate, epoch
+SELECT task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate
 FROM attempts WHERE task_id = ? ORDER BY n`, id)
 	if err != nil {
 		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
@@ -54,7 +54,7 @@ FROM attempts WHERE task_id = ? ORDER BY n`, id)
 			exit               sql.NullInt64
 			assigned, finished int64
 		)
-		if err := rows.Scan(&a.TaskID, &a.N, &a.WorkerID, &a.Outcome, &exit, &a.Error, &assigned, &finished, &a.Duplicate, &a.Epoch); err != nil {
+		if err := rows.Scan(&a.TaskID, &a.N, &a.WorkerID, &a.Outcome, &exit, &a.Error, &assigned, &finished, &a.Duplicate); err != nil {
 			return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
 		}
 		a.ExitCode = intPtr(exit)

@@ -57,12 +57,12 @@ UPDATE tasks SET status = ?, attempts = ?, worker_id = ?, exit_code = ?,
 WHERE id = ?`
 
 	attemptUpsertSQL = `
-INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate, epoch)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id, n) DO UPDATE SET
 	worker_id = excluded.worker_id, outcome = excluded.outcome, exit_code = excluded.exit_code,
 	error = excluded.error, assigned_at = excluded.assigned_at, finished_at = excluded.finished_at,
-	duplicate = excluded.duplicate, epoch = excluded.epoch`
+	duplicate = excluded.duplicate`
 
 	attemptUpdateSQL = `
 UPDATE attempts SET outcome = ?, exit_code = ?, error = ?, finished_at = ?, duplicate = ?
@@ -151,7 +151,7 @@ func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) erro
 	}
 	_, err := st.attemptUpsert.ExecContext(ctx,
 		a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
-		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate, a.Epoch)
+		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate)
 	return err
 }
 

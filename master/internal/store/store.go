@@ -81,8 +81,6 @@ type Store struct {
 
 	checkpointDone chan struct{} // closed by the checkpointer when it has exited
 
-	epoch int64 // this run's; see Epoch
-
 	// Owned by the writer goroutine once Open returns.
 	conn  *sql.Conn
 	stmts *stmts
@@ -143,10 +141,6 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 	if err == nil && applied > 0 {
 		log.Info("migrated", "path", path, "applied", applied, "version", len(migrations))
 	}
-	var epoch int64
-	if err == nil {
-		epoch, err = nextEpoch(ctx, conn)
-	}
 	var st *stmts
 	if err == nil {
 		st, err = prepare(ctx, conn)
@@ -165,7 +159,6 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 		done:  make(chan struct{}),
 		conn:  conn,
 		stmts: st,
-		epoch: epoch,
 
 		backoffMin: o.backoffMin,
 		backoffMax: o.backoffMax,
@@ -175,26 +168,6 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 	go s.run()
 	go s.checkpoint()
 	return s, nil
-}
-
-// Epoch returns this run's epoch: 1 for the first Open of a database, one
-// more for every Open after. It is on disk before Open returns, so no two
-// runs of a master on one database ever have the same epoch, whatever
-// crashed; the dispatcher names each delivery with it.
-func (s *Store) Epoch() int64 { return s.epoch }
-
-// nextEpoch records a new epoch and returns it. It commits (and syncs) on
-// its own, before any write of the run.
-func nextEpoch(ctx context.Context, conn *sql.Conn) (int64, error) {
-	res, err := conn.ExecContext(ctx, `INSERT INTO epochs (started_at) VALUES (?)`, time.Now().UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("epoch: %w", err)
-	}
-	epoch, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("epoch: %w", err)
-	}
-	return epoch, nil
 }
 
 // dsn builds a file: URI carrying the pragmas. They go in the DSN, not in

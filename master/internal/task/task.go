@@ -120,10 +120,6 @@ type Attempt struct {
 	// Duplicate: the result arrived after the task was already final (it
 	// had been re-queued and finished elsewhere); it changed nothing.
 	Duplicate bool
-	// Epoch is the master run that made the delivery (store.Store.Epoch):
-	// TaskID, N and Epoch name it uniquely, across master restarts. 0 for
-	// deliveries stored before epochs.
-	Epoch int64
 }
 
 // Result is what a worker reports about one run of a task.
@@ -132,7 +128,6 @@ type Result struct {
 	WorkerID   string
 	InstanceID string
 	Attempt    int
-	Epoch      int64 // the delivery's, with Attempt
 	ExitCode   int
 	Stdout     []byte
 	Stderr     []byte
@@ -162,7 +157,6 @@ type Assignment struct {
 	Cmd     string
 	Timeout time.Duration
 	Attempt int
-	Epoch   int64 // the master run that made the delivery; see Attempt.Epoch
 }
 
 // ValidateCmd checks a command before it is accepted.

@@ -103,9 +103,9 @@ type Agent struct {
 	// the run, and the tasks whose result the master has not acknowledged
 	// yet, with nil: the master keeps counting the slots of both.
 	running map[string]context.CancelCauseFunc
-	// attempts holds the delivery of each task in running, which a
-	// registration names so that the master knows which run we hold.
-	attempts map[string]delivery
+	// attempts holds the delivery (attempt) of each task in running, which
+	// a registration names so that the master knows which run we hold.
+	attempts map[string]int32
 	results  []*pb.TaskResult     // unacknowledged results, oldest first
 	client   pb.NodeServiceClient // set by Run, for Drain
 }
@@ -127,7 +127,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		drained:    make(chan struct{}),
 		offline:    make(chan struct{}),
 		running:    make(map[string]context.CancelCauseFunc),
-		attempts:   make(map[string]delivery),
+		attempts:   make(map[string]int32),
 	}
 	a.draining, a.startDrain = context.WithCancel(context.Background())
 	a.closing, a.closeDown = context.WithCancel(context.Background())
@@ -362,7 +362,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	// note of the drain: it runs, and the drain waits for it. Left unrun, it
 	// would come back to the master as a lost attempt.
 	stop, dup := a.running[id]
-	if dup && stop == nil && deliveryOf(t).after(a.attempts[id]) {
+	if dup && stop == nil && t.GetAttempt() > a.attempts[id] {
 		// A newer delivery of a task whose last run is over and only waits
 		// for the master's ack (the master gave that delivery up, and has
 		// the kill's report): it runs. Refused, it would sit on the
@@ -371,7 +371,7 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	}
 	if !dup {
 		a.running[id] = cancel
-		a.attempts[id] = deliveryOf(t)
+		a.attempts[id] = t.GetAttempt()
 	}
 	a.mu.Unlock()
 	if dup {
@@ -421,7 +421,6 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 			WorkerId:        a.cfg.WorkerID,
 			InstanceId:      a.instanceID,
 			Attempt:         t.GetAttempt(),
-			Epoch:           t.GetEpoch(),
 			ExitCode:        int32(res.ExitCode),
 			Stdout:          res.Stdout,
 			Stderr:          res.Stderr,
@@ -482,33 +481,10 @@ func (a *Agent) holding() []*pb.RunningTask {
 	defer a.mu.Unlock()
 	out := make([]*pb.RunningTask, 0, len(a.running))
 	for id := range a.running {
-		d := a.attempts[id]
-		out = append(out, &pb.RunningTask{TaskId: id, Attempt: d.attempt, Epoch: d.epoch})
+		out = append(out, &pb.RunningTask{TaskId: id, Attempt: a.attempts[id]})
 	}
 	slices.SortFunc(out, func(x, y *pb.RunningTask) int { return strings.Compare(x.TaskId, y.TaskId) })
 	return out
-}
-
-// delivery names one delivery of a task: its attempt, and the epoch of the
-// master run that made it. Both are needed: a master that crashed before
-// recording a delivery numbers the next one with the same attempt.
-type delivery struct {
-	attempt int32
-	epoch   int64
-}
-
-// deliveryOf returns the delivery a task, or a result, names.
-func deliveryOf(m interface {
-	GetAttempt() int32
-	GetEpoch() int64
-}) delivery {
-	return delivery{attempt: m.GetAttempt(), epoch: m.GetEpoch()}
-}
-
-// after reports whether d was made after o: by a later run of the master,
-// or later in the same run.
-func (d delivery) after(o delivery) bool {
-	return d.epoch > o.epoch || d.epoch == o.epoch && d.attempt > o.attempt
 }
 
 // forget drops a task the master will not hear about from us.

@@ -212,7 +212,7 @@ func eventually(t *testing.T, cond func() bool, msg string) {
 	}
 }
 
-func task(id, cmd string) *pb.Task { return &pb.Task{Id: id, Cmd: cmd, Attempt: 1, Epoch: 1} }
+func task(id, cmd string) *pb.Task { return &pb.Task{Id: id, Cmd: cmd, Attempt: 1} }
 
 func TestRegister(t *testing.T) {
 	f := newFakeMaster()
@@ -235,14 +235,13 @@ func TestTaskResultIsReported(t *testing.T) {
 	a, _ := startAgent(t, addr)
 	reg := recv(t, f.registrations, "registration")
 
-	f.tasks <- &pb.Task{Id: "t1", Cmd: "echo hi; echo err >&2; exit 3", Attempt: 2, Epoch: 7}
+	f.tasks <- &pb.Task{Id: "t1", Cmd: "echo hi; echo err >&2; exit 3", Attempt: 2}
 	r := recv(t, f.reports, "report")
 	if r.GetTaskId() != "t1" || r.GetExitCode() != 3 || string(r.GetStdout()) != "hi\n" || string(r.GetStderr()) != "err\n" || r.GetError() != "" {
 		t.Errorf("report = %v, want t1 with exit 3, stdout hi, stderr err", r)
 	}
-	if r.GetWorkerId() != "w1" || r.GetInstanceId() != reg.GetInstanceId() || r.GetAttempt() != 2 || r.GetEpoch() != 7 {
-		t.Errorf("report names worker %q instance %q attempt %d epoch %d, want w1 %q 2 7",
-			r.GetWorkerId(), r.GetInstanceId(), r.GetAttempt(), r.GetEpoch(), reg.GetInstanceId())
+	if r.GetWorkerId() != "w1" || r.GetInstanceId() != reg.GetInstanceId() || r.GetAttempt() != 2 {
+		t.Errorf("report names worker %q instance %q attempt %d, want w1 %q 2", r.GetWorkerId(), r.GetInstanceId(), r.GetAttempt(), reg.GetInstanceId())
 	}
 	if r.GetStdoutTruncated() || r.GetStderrTruncated() {
 		t.Errorf("output marked truncated: %v", r)
@@ -396,8 +395,8 @@ func TestReregistrationListsRunningTasks(t *testing.T) {
 	if !slices.Equal(second.GetRunningTaskIds(), []string{"long"}) {
 		t.Errorf("running_task_ids = %q, want [long]", second.GetRunningTaskIds())
 	}
-	if r := second.GetRunning(); len(r) != 1 || r[0].GetTaskId() != "long" || r[0].GetAttempt() != 1 || r[0].GetEpoch() != 1 {
-		t.Errorf("running = %v, want long's delivery 1 of epoch 1", r)
+	if r := second.GetRunning(); len(r) != 1 || r[0].GetTaskId() != "long" || r[0].GetAttempt() != 1 {
+		t.Errorf("running = %v, want long's delivery 1", r)
 	}
 
 	// Shutdown kills the task well before its 30 s, and does not report it:
@@ -521,54 +520,38 @@ func TestCancel(t *testing.T) {
 
 // A newer delivery of a task whose earlier run is over and only waits for
 // the master's ack runs: the master gave the earlier delivery up and counts
-// on this one. Newer is a later attempt, or the same attempt from a later
-// epoch (a master that crashed before recording the first delivery).
-// Both results are reported, each under its own delivery, and each ack
-// settles its own.
+// on this one. Both results are reported, each under its own attempt.
 func TestNewerDeliveryRunsWhileTheOlderAwaitsItsAck(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		next func(first *pb.Task) *pb.Task
-	}{
-		{"next attempt", func(first *pb.Task) *pb.Task {
-			return &pb.Task{Id: "t1", Cmd: "echo two", Attempt: first.GetAttempt() + 1, Epoch: first.GetEpoch()}
-		}},
-		{"same attempt, next epoch", func(first *pb.Task) *pb.Task {
-			return &pb.Task{Id: "t1", Cmd: "echo two", Attempt: first.GetAttempt(), Epoch: first.GetEpoch() + 1}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeMaster()
-			var ackFirst atomic.Bool
-			first := task("t1", "echo one")
-			f.reportErr = func(r *pb.TaskResult, _ int32) error {
-				if deliveryOf(r) == deliveryOf(first) && !ackFirst.Load() {
-					return status.Error(codes.Unavailable, "not now")
-				}
-				return nil
-			}
-			_, addr := serve(t, f, "127.0.0.1:0")
-			a, _ := startAgent(t, addr)
-
-			f.tasks <- first
-			eventually(t, func() bool { return f.reportCalls.Load() >= 1 }, "the first run was never reported")
-			second := tc.next(first)
-			f.tasks <- second
-			eventually(t, func() bool {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				return a.attempts["t1"] == deliveryOf(second) && a.running["t1"] == nil
-			}, "the newer delivery never ran")
-			ackFirst.Store(true)
-			got := map[delivery]string{}
-			for range 2 {
-				r := recv(t, f.reports, "report")
-				got[deliveryOf(r)] = string(r.GetStdout())
-			}
-			if got[deliveryOf(first)] != "one\n" || got[deliveryOf(second)] != "two\n" {
-				t.Fatalf("reports by delivery %v; want one and two, each under its own", got)
-			}
-			eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged runs still held")
-		})
+	f := newFakeMaster()
+	var ackFirst atomic.Bool
+	f.reportErr = func(r *pb.TaskResult, _ int32) error {
+		if r.GetAttempt() == 1 && !ackFirst.Load() {
+			return status.Error(codes.Unavailable, "not now")
+		}
+		return nil
 	}
+	_, addr := serve(t, f, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+
+	first := task("t1", "echo one")
+	f.tasks <- first
+	eventually(t, func() bool { return f.reportCalls.Load() >= 1 }, "the first run was never reported")
+	second := task("t1", "echo two")
+	second.Attempt = first.GetAttempt() + 1
+	f.tasks <- second
+	eventually(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.attempts["t1"] == second.Attempt && a.running["t1"] == nil
+	}, "the newer delivery never ran")
+	ackFirst.Store(true)
+	got := map[int32]string{}
+	for range 2 {
+		r := recv(t, f.reports, "report")
+		got[r.GetAttempt()] = string(r.GetStdout())
+	}
+	if got[first.GetAttempt()] != "one\n" || got[second.Attempt] != "two\n" {
+		t.Fatalf("reports by attempt %q; want one and two, each under its own", got)
+	}
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged runs still held")
 }

@@ -257,7 +257,7 @@ func (a *Agent) receiveAcks(stream pb.NodeService_ReportClient, s *reportStream,
 			return err
 		}
 		for _, ack := range m.GetAcks() {
-			r := a.inFlight(s, ack.GetTaskId(), deliveryOf(ack))
+			r := a.inFlight(s, ack.GetTaskId(), ack.GetAttempt())
 			if r == nil {
 				a.log.Warn("master acknowledged a result not in flight; ignoring it", "task_id", ack.GetTaskId(), "attempt", ack.GetAttempt())
 				continue
@@ -284,12 +284,12 @@ func (a *Agent) receiveAcks(stream pb.NodeService_ReportClient, s *reportStream,
 	}
 }
 
-// inFlight takes the result of delivery d of task id out of s's flight.
-func (a *Agent) inFlight(s *reportStream, id string, d delivery) *pb.TaskResult {
+// inFlight takes the result of delivery (id, attempt) out of s's flight.
+func (a *Agent) inFlight(s *reportStream, id string, attempt int32) *pb.TaskResult {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, r := range a.results {
-		if s.inflight[r] && r.GetTaskId() == id && deliveryOf(r) == d {
+		if s.inflight[r] && r.GetTaskId() == id && r.GetAttempt() == attempt {
 			delete(s.inflight, r)
 			return r
 		}
@@ -316,7 +316,7 @@ func (a *Agent) acknowledged(r *pb.TaskResult) {
 		a.results = slices.Delete(a.results, i, i+1)
 	}
 	// A newer delivery of the same task may run here by now: it keeps its slot.
-	if id := r.GetTaskId(); a.attempts[id] == deliveryOf(r) {
+	if id := r.GetTaskId(); a.attempts[id] == r.GetAttempt() {
 		delete(a.running, id)
 		delete(a.attempts, id)
 	}

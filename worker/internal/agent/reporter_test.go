@@ -41,7 +41,7 @@ func recvN(stream pb.NodeService_ReportServer, n int) ([]*pb.TaskResult, error) 
 
 // ackOf answers r with code.
 func ackOf(r *pb.TaskResult, code codes.Code) *pb.ResultAck {
-	return &pb.ResultAck{TaskId: r.GetTaskId(), Attempt: r.GetAttempt(), Epoch: r.GetEpoch(), Code: int32(code)}
+	return &pb.ResultAck{TaskId: r.GetTaskId(), Attempt: r.GetAttempt(), Code: int32(code)}
 }
 
 // holdStream keeps a stream open until the worker goes.
