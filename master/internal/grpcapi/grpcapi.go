@@ -24,6 +24,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+	rhproto "github.com/roundhouse-lab/roundhouse/proto"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
@@ -70,13 +71,6 @@ type Params struct {
 	MaxRecvBytes int
 }
 
-// The flow-control windows of a worker's connection (see New); the
-// worker uses the same.
-const (
-	streamWindow = 1 << 20
-	connWindow   = 4 << 20
-)
-
 // New returns a gRPC server with NodeService, the standard health service
 // and reflection (so grpcurl works against the master as it is) registered.
 // Only NodeService needs the worker token: probes and grpcurl's listing
@@ -97,15 +91,9 @@ func New(p Params) (*grpc.Server, *health.Server) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
 		// Workers ping every 10 s; anything faster than 5 s is abuse.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		// Fixed flow-control windows. With the default dynamic ones, gRPC
-		// estimates the bandwidth-delay product by sending a PING with
-		// the first data frame after each PING's answer; messages as small
-		// and spaced as results are make that a PING and its answer per
-		// result, two more frames to write and read on each side. These
-		// windows hold the largest live output batch (48 KiB) many times
-		// over, and a large result crosses a LAN in a few round trips.
-		grpc.StaticStreamWindowSize(streamWindow),
-		grpc.StaticConnWindowSize(connWindow),
+		// Fixed flow-control windows, the worker's too: no PING per result.
+		grpc.StaticStreamWindowSize(rhproto.StreamWindow),
+		grpc.StaticConnWindowSize(rhproto.ConnWindow),
 	}
 	if p.Creds != nil {
 		opts = append(opts, grpc.Creds(p.Creds))

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	rhproto "github.com/roundhouse-lab/roundhouse/proto"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/runner"
 )
@@ -226,13 +227,12 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		// service VIP: IPVS cuts only connections idle for 900 s (docker/stack.yaml
 		// uses dnsrr, without IPVS, anyway).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// Fixed flow-control windows, the master's too: no PING per
+		// assignment.
+		grpc.WithStaticStreamWindowSize(rhproto.StreamWindow),
+		grpc.WithStaticConnWindowSize(rhproto.ConnWindow),
 		// gRPC's own reconnect backoff grows to 120 s by default and calls
 		// fail fast meanwhile, which would override ReconnectMax.
-		// Fixed flow-control windows, as the master's: with gRPC's dynamic
-		// ones every assignment, small and spaced, would bring a PING and
-		// its answer along (the bandwidth-delay estimate).
-		grpc.WithStaticStreamWindowSize(1 << 20),
-		grpc.WithStaticConnWindowSize(4 << 20),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           grpcbackoff.Config{BaseDelay: backoffBase, Multiplier: 2, Jitter: 0.2, MaxDelay: cfg.ReconnectMax},
 			MinConnectTimeout: 5 * time.Second,
