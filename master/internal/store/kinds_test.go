@@ -199,3 +199,36 @@ func TestListByWorkerPartialIndex(t *testing.T) {
 		t.Errorf("List(w1) = %v, %v; want t2", ids(p.Tasks), err)
 	}
 }
+
+// No write opens an ephemeral table: SQLite codes an IN list of more than
+// two values, in a partial index's WHERE, as a table built anew on every
+// write of a row (migration 5 took them out).
+func TestWritesOpenNoEphemeralTable(t *testing.T) {
+	s, _ := open(t)
+	for _, q := range []string{taskInsertSQL, taskUpsertSQL, taskUpdateSQL, attemptUpsertSQL, attemptUpdateSQL} {
+		args := make([]any, strings.Count(q, "?"))
+		rows, err := s.db.Query("EXPLAIN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops := map[string]int{}
+		for rows.Next() {
+			var addr, p1, p2, p3, p5 int
+			var op string
+			var p4, comment any
+			if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
+				t.Fatal(err)
+			}
+			ops[op]++
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if ops["Insert"]+ops["IdxInsert"] == 0 {
+			t.Fatalf("%s: no Insert or IdxInsert in %v; is this EXPLAIN's output?", q, ops)
+		}
+		if n := ops["OpenEphemeral"]; n > 0 {
+			t.Errorf("%s: %d OpenEphemeral; want none", q, n)
+		}
+	}
+}

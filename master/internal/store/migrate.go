@@ -101,6 +101,21 @@ CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status NOT IN ('schedul
 DROP INDEX tasks_worker;
 CREATE INDEX tasks_worker ON tasks (worker_id, id) WHERE worker_id != '';
 `,
+	// 5: the partial indexes' WHEREs without IN lists. SQLite evaluates a
+	// partial index's WHERE on every write of a row, and codes an IN list
+	// of more than two values as an ephemeral table, opened, filled and
+	// closed each time: two per insert, four per update, about a tenth of
+	// the writer's CPU. Written as comparisons, the same conditions cost a
+	// few string compares. The queries that use these indexes (liveQuery,
+	// finishedQuery) say the same, word for word.
+	`
+DROP INDEX tasks_live;
+CREATE INDEX tasks_live ON tasks (created_at, id)
+	WHERE status = 'scheduled' OR status = 'queued' OR status = 'running';
+DROP INDEX tasks_finished;
+CREATE INDEX tasks_finished ON tasks (finished_at)
+	WHERE status != 'scheduled' AND status != 'queued' AND status != 'running';
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

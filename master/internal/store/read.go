@@ -74,7 +74,8 @@ FROM attempts WHERE task_id = ? ORDER BY n`, id)
 // makes the query fail, rather than quietly scan, should the WHERE and the
 // index ever disagree.
 var liveQuery = `SELECT ` + taskCols + ` FROM tasks INDEXED BY tasks_live
-WHERE status IN ('scheduled', 'queued', 'running') ORDER BY created_at, id`
+WHERE status = 'scheduled' OR status = 'queued' OR status = 'running'
+ORDER BY created_at, id`
 
 // Live returns every scheduled, queued or running task, oldest first (by
 // CreatedAt, then ID), without History. The dispatcher rebuilds its queue

@@ -14,7 +14,7 @@ import (
 // it must name every live status, because a live task's finished_at is 0,
 // before any cutoff.
 const finishedQuery = `SELECT id FROM tasks
-WHERE status NOT IN ('scheduled', 'queued', 'running') AND finished_at < ?
+WHERE status != 'scheduled' AND status != 'queued' AND status != 'running' AND finished_at < ?
 ORDER BY finished_at LIMIT ?`
 
 // DeleteFinished deletes up to limit final tasks (succeeded, failed,
