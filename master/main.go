@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
+	"github.com/roundhouse-lab/roundhouse/master/internal/logbuf"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 )
@@ -64,11 +66,15 @@ func main() {
 		}
 		return
 	}
-	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	log, out := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	err = run(ctx, cfg, log)
+	stop()
+	if err != nil {
 		log.Error("master stopped", "err", err)
+	}
+	out.Close() // the lines not written yet
+	if err != nil {
 		os.Exit(1)
 	}
 }
@@ -83,14 +89,27 @@ func environ() map[string]string {
 	return m
 }
 
-func newLogger(level, format string) *slog.Logger {
+// logBuffer is the most log output held while out (stderr) is not being
+// read; past it, lines are dropped and counted.
+const logBuffer = 1 << 20
+
+// newLogger returns the master's logger, writing to out through a buffer
+// whose goroutine the caller stops with Close, once nothing logs any more.
+// Logging never waits for out: the dispatcher logs under its lock.
+func newLogger(out io.Writer, level, format string) (*slog.Logger, *logbuf.Writer) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
 	opts := &slog.HandlerOptions{Level: l}
+	var log *slog.Logger
+	buf := logbuf.Start(out, logBuffer, func(n int) {
+		log.Warn("the log output was not being read; lines dropped", "lines", n)
+	})
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		log = slog.New(slog.NewJSONHandler(buf, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(buf, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return log, buf
 }
 
 // run listens on the configured addresses and serves until ctx is canceled.

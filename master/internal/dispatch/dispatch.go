@@ -31,7 +31,9 @@
 //   - Nothing blocks on a channel, the network or the disk while holding
 //     the lock. Messages for a worker go to its session's outbox, which the
 //     stream handler drains; writes are queued with store.Apply, which never
-//     waits; their commits are waited for after the lock is released.
+//     waits; their commits are waited for after the lock is released. The
+//     dispatcher logs under the lock, so its logger must not wait for its
+//     output either: main's writes through logbuf.
 //   - A client or worker is acknowledged only for what is on disk: a 202 after
 //     the task's commit, a report's ack after its result's commit (a retried
 //     report waits for the first one's), a task is sent to a worker only after

@@ -1,0 +1,111 @@
+// Package logbuf is the master's log output: a logging call copies its
+// line into a bounded buffer and returns, and one goroutine writes the
+// buffer out. No logging call waits for stderr.
+//
+// The dispatcher logs while it holds its lock, and stderr is a pipe (to
+// Docker's log driver, to a terminal) that can stop being read: a terminal
+// paused, a log driver behind on its disk. Written directly, a full pipe
+// would stop every submission, assignment and report with the one logging
+// call it blocked. Lines that find the buffer full are dropped and
+// counted, and the count is told once the output moves again. Under load
+// the lines of several calls go out in one write.
+package logbuf
+
+import (
+	"io"
+	"sync"
+)
+
+// Writer is an io.Writer that never blocks on its output. Close it to
+// write what is left.
+type Writer struct {
+	out    io.Writer
+	max    int
+	notice func(dropped int) // called by run, after a write, when lines were dropped
+
+	mu      sync.Mutex // protects buf, dropped, closed
+	buf     []byte     // lines not yet written
+	dropped int        // lines dropped for want of room since the last notice
+	closed  bool       // run has returned
+
+	kick chan struct{} // cap 1: there is something in buf
+	stop chan struct{} // closed by Close: write what is left and return
+	once sync.Once     // closes stop
+	done chan struct{} // closed when run has returned
+}
+
+// Start returns a Writer that writes to out, holding at most max bytes
+// not yet written, and starts its goroutine, which Close stops. notice,
+// if not nil, is called from that goroutine with the number of lines
+// dropped since it was last called, once a write has gone through; it may
+// write to the Writer.
+func Start(out io.Writer, max int, notice func(dropped int)) *Writer {
+	w := &Writer{out: out, max: max, notice: notice,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Write copies p, a line of log, to be written. It never blocks on the
+// output and never fails: a line that does not fit is dropped whole, and
+// so is every line once Close has written what was left.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	switch {
+	case w.closed:
+	case len(w.buf)+len(p) > w.max:
+		w.dropped++
+	default:
+		w.buf = append(w.buf, p...)
+	}
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default: // run is told already
+	}
+	return len(p), nil
+}
+
+// Close writes what the buffer holds, stops the goroutine and waits for
+// it. It blocks for as long as the output does.
+func (w *Writer) Close() error {
+	w.once.Do(func() { close(w.stop) })
+	<-w.done
+	return nil
+}
+
+// run is the Writer's goroutine: each time it is told, it swaps the buffer
+// for the one it wrote last and writes what it took, until there is
+// nothing left.
+func (w *Writer) run() {
+	defer close(w.done)
+	var spare []byte // never w.buf's array
+	for {
+		stopping := false
+		select {
+		case <-w.kick:
+		case <-w.stop:
+			stopping = true
+		}
+		for {
+			w.mu.Lock()
+			lines, dropped := w.buf, w.dropped
+			if len(lines) == 0 && dropped == 0 {
+				w.closed = stopping
+				w.mu.Unlock()
+				break
+			}
+			w.buf, w.dropped = spare[:0], 0
+			w.mu.Unlock()
+			// A failed write has nowhere to be told; the next ones are tried.
+			_, _ = w.out.Write(lines)
+			spare = lines
+			if dropped > 0 && w.notice != nil {
+				w.notice(dropped) // its line, if it writes one, is taken in the next round
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
