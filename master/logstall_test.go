@@ -23,21 +23,12 @@ import (
 // log driver behind on its disk: its writes wait until it is released.
 type stalledOutput struct {
 	released chan struct{}
-	mu       sync.Mutex // protects b
-	b        strings.Builder
+	syncBuffer
 }
 
 func (s *stalledOutput) Write(p []byte) (int, error) {
 	<-s.released
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *stalledOutput) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return s.syncBuffer.Write(p)
 }
 
 // A master whose log output has stopped being read goes on: it starts,

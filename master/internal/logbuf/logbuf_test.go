@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// stuck is an output whose writes wait until it is opened.
+// stuck is an output whose writes wait until it is opened; open, it is a
+// buffer safe for concurrent use.
 type stuck struct {
 	open    chan struct{}
 	entered chan struct{} // a write has started
@@ -19,6 +20,12 @@ type stuck struct {
 }
 
 func newStuck() *stuck { return &stuck{open: make(chan struct{}), entered: make(chan struct{})} }
+
+func newOpen() *stuck {
+	s := newStuck()
+	close(s.open)
+	return s
+}
 
 func (s *stuck) Write(p []byte) (int, error) {
 	s.once.Do(func() { close(s.entered) })
@@ -84,8 +91,8 @@ func TestWriteNeverWaitsForTheOutput(t *testing.T) {
 // Lines from many goroutines come out whole, each goroutine's in order,
 // and Close writes what is left.
 func TestLinesWholeAndInOrder(t *testing.T) {
-	var out syncBuffer
-	w := Start(&out, 1<<20, nil)
+	out := newOpen()
+	w := Start(out, 1<<20, nil)
 	const writers, lines = 8, 500
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -125,8 +132,8 @@ func TestLinesWholeAndInOrder(t *testing.T) {
 // Writes after Close are dropped without a word, and Close may be called
 // again.
 func TestWriteAfterClose(t *testing.T) {
-	var out syncBuffer
-	w := Start(&out, 1<<10, func(n int) { t.Errorf("notice of %d dropped lines after Close", n) })
+	out := newOpen()
+	w := Start(out, 1<<10, func(n int) { t.Errorf("notice of %d dropped lines after Close", n) })
 	fmt.Fprint(w, "before\n")
 	w.Close()
 	if n, err := fmt.Fprint(w, "after\n"); n != 6 || err != nil {
@@ -136,21 +143,4 @@ func TestWriteAfterClose(t *testing.T) {
 	if got := out.String(); got != "before\n" {
 		t.Errorf("output %q, want %q", got, "before\n")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
