@@ -42,9 +42,18 @@ func (s *syncBuffer) String() string {
 }
 
 // startMaster runs serve with env (on top of a temporary MASTER_DB_PATH)
-// until the test ends, and returns once /readyz answers 200. It fails the
-// test if serve returns an error.
+// until the test ends, logging to m.log, and returns once /readyz answers
+// 200. It fails the test if serve returns an error.
 func startMaster(t *testing.T, env map[string]string) *testMaster {
+	t.Helper()
+	buf := &syncBuffer{}
+	m := startMasterLogging(t, env, slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	m.log = buf
+	return m
+}
+
+// startMasterLogging is startMaster with the logger log; m.log is nil.
+func startMasterLogging(t *testing.T, env map[string]string, log *slog.Logger) *testMaster {
 	t.Helper()
 	e := map[string]string{"MASTER_DB_PATH": filepath.Join(t.TempDir(), "rh.db"), "LOG_LEVEL": "debug"}
 	for k, v := range env {
@@ -62,8 +71,7 @@ func startMaster(t *testing.T, env map[string]string) *testMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &testMaster{cfg: cfg, grpcAddr: grpcLis.Addr().String(), httpURL: "http://" + httpLis.Addr().String(), log: &syncBuffer{}}
-	log := slog.New(slog.NewTextHandler(m.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := &testMaster{cfg: cfg, grpcAddr: grpcLis.Addr().String(), httpURL: "http://" + httpLis.Addr().String()}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- serve(ctx, cfg, log, grpcLis, httpLis) }()
@@ -72,13 +80,16 @@ func startMaster(t *testing.T, env map[string]string) *testMaster {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		if t.Failed() {
+		if t.Failed() && m.log != nil {
 			t.Logf("master log:\n%s", m.log.String())
 		}
 	})
+	// A timeout per probe, so that a master that never answers fails the
+	// test at the deadline rather than hanging it.
+	probe := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(m.httpURL + "/readyz")
+		resp, err := probe.Get(m.httpURL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

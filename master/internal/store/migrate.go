@@ -105,9 +105,9 @@ CREATE INDEX tasks_worker ON tasks (worker_id, id) WHERE worker_id != '';
 	// partial index's WHERE on every write of a row, and codes an IN list
 	// of more than two values as an ephemeral table, opened, filled and
 	// closed each time: two per insert, four per update, about a tenth of
-	// the writer's CPU. Written as comparisons, the same conditions cost a
-	// few string compares. The queries that use these indexes (liveQuery,
-	// finishedQuery) say the same, word for word.
+	// the master's CPU under submissions. Written as comparisons, the same
+	// conditions cost a few string compares. The queries that use these
+	// indexes (liveQuery, finishedQuery) say the same, word for word.
 	`
 DROP INDEX tasks_live;
 CREATE INDEX tasks_live ON tasks (created_at, id)
