@@ -44,6 +44,14 @@ type Option func(*options)
 type options struct {
 	busyTimeout            time.Duration
 	backoffMin, backoffMax time.Duration
+	checkpointEvery        time.Duration
+	restartFrames          int
+}
+
+// withCheckpoints sets the checkpointer's interval and the WAL length that
+// makes it start the WAL over, for tests.
+func withCheckpoints(every time.Duration, restartFrames int) Option {
+	return func(o *options) { o.checkpointEvery, o.restartFrames = every, restartFrames }
 }
 
 // WithBusyTimeout sets how long one statement waits for a write lock that
@@ -80,6 +88,11 @@ type Store struct {
 	done chan struct{} // closed by the writer when it has exited
 
 	checkpointDone chan struct{} // closed by the checkpointer when it has exited
+	// The checkpointer asks the writer to finish a checkpoint (restartAsk,
+	// unbuffered) and waits for its answer (restartDone, cap 1).
+	restartAsk, restartDone chan struct{}
+	checkpointEvery         time.Duration
+	restartFrames           int
 
 	// Owned by the writer goroutine once Open returns.
 	conn  *sql.Conn
@@ -116,7 +129,10 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "store")
-	o := options{busyTimeout: defaultBusyTimeout, backoffMin: defaultBackoffMin, backoffMax: defaultBackoffMax}
+	o := options{
+		busyTimeout: defaultBusyTimeout, backoffMin: defaultBackoffMin, backoffMax: defaultBackoffMax,
+		checkpointEvery: defaultCheckpointInterval, restartFrames: defaultRestartFrames,
+	}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -163,7 +179,11 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 		backoffMin: o.backoffMin,
 		backoffMax: o.backoffMax,
 
-		checkpointDone: make(chan struct{}),
+		checkpointDone:  make(chan struct{}),
+		restartAsk:      make(chan struct{}),
+		restartDone:     make(chan struct{}, 1),
+		checkpointEvery: o.checkpointEvery,
+		restartFrames:   o.restartFrames,
 	}
 	go s.run()
 	go s.checkpoint()
@@ -186,6 +206,7 @@ func dsn(path string, busyTimeout time.Duration) (string, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	// Checkpoints run beside the writer (checkpoint.go), not inside commits.
 	q.Add("_pragma", "wal_autocheckpoint(0)")
+	q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walSizeLimit))
 	q.Add("_pragma", "foreign_keys(ON)")
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
 	return u.String(), nil

@@ -160,7 +160,8 @@ func (s *Store) Flush(ctx context.Context) error {
 }
 
 // run is the writer goroutine, started by Open and stopped by Close. It
-// alone uses s.conn, s.stmts and s.fail.
+// alone uses s.conn, s.stmts and s.fail. Between transactions it also
+// finishes the checkpoints the checkpointer asks it to (checkpoint.go).
 func (s *Store) run() {
 	defer close(s.done)
 	final := false // Close was called: make one last try, then exit
@@ -179,6 +180,11 @@ func (s *Store) run() {
 		// Close set closed before closing stop, so once stop is closed
 		// nothing more can be queued: what take finds is all there is.
 		final = final || isClosed(s.stop)
+		select {
+		case <-s.restartAsk:
+			s.finishCheckpoint()
+		default:
+		}
 		if batch := s.take(s.fail != nil); len(batch) > 0 {
 			s.commit(batch, final)
 			continue
@@ -194,6 +200,8 @@ func (s *Store) run() {
 		}
 		select {
 		case <-s.wake:
+		case <-s.restartAsk:
+			s.finishCheckpoint()
 		case <-s.stop:
 		}
 	}
