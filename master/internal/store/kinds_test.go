@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"strings"
@@ -205,24 +206,10 @@ func TestListByWorkerPartialIndex(t *testing.T) {
 // write of a row (migration 5 took them out).
 func TestWritesOpenNoEphemeralTable(t *testing.T) {
 	s, _ := open(t)
-	for _, q := range []string{taskInsertSQL, taskUpsertSQL, taskUpdateSQL, attemptUpsertSQL, attemptUpdateSQL} {
-		args := make([]any, strings.Count(q, "?"))
-		rows, err := s.db.Query("EXPLAIN "+q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, q := range []string{taskInsertSQL, taskUpsertSQL, taskUpdateSQL, taskFinishSQL, attemptUpsertSQL, attemptUpdateSQL} {
 		ops := map[string]int{}
-		for rows.Next() {
-			var addr, p1, p2, p3, p5 int
-			var op string
-			var p4, comment any
-			if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
-				t.Fatal(err)
-			}
-			ops[op]++
-		}
-		if err := rows.Close(); err != nil {
-			t.Fatal(err)
+		for _, in := range explain(t, s, q) {
+			ops[in.op]++
 		}
 		if ops["Insert"]+ops["IdxInsert"] == 0 {
 			t.Fatalf("%s: no Insert or IdxInsert in %v; is this EXPLAIN's output?", q, ops)
@@ -231,4 +218,81 @@ func TestWritesOpenNoEphemeralTable(t *testing.T) {
 			t.Errorf("%s: %d OpenEphemeral; want none", q, n)
 		}
 	}
+}
+
+// A task's final write leaves its tasks_worker entry alone: taskFinishSQL
+// opens that index for no write, where taskUpdateSQL deletes and inserts
+// the entry again.
+func TestFinishLeavesWorkerIndexAlone(t *testing.T) {
+	s, _ := open(t)
+	var root int
+	if err := s.db.QueryRow(`SELECT rootpage FROM sqlite_schema WHERE name = 'tasks_worker'`).Scan(&root); err != nil {
+		t.Fatal(err)
+	}
+	opens := func(q string) int {
+		n := 0
+		for _, in := range explain(t, s, q) {
+			if in.op == "OpenWrite" && in.p2 == root {
+				n++
+			}
+		}
+		return n
+	}
+	if opens(taskUpdateSQL) == 0 {
+		t.Fatalf("taskUpdateSQL opens no tasks_worker (root page %d) for writing; is the test looking at the right index?", root)
+	}
+	if n := opens(taskFinishSQL); n > 0 {
+		t.Errorf("taskFinishSQL opens tasks_worker for writing %d times; want 0", n)
+	}
+}
+
+// A final write whose delivery columns are as stored takes the narrow
+// statement, and the row reads back as written.
+func TestFinishWritesTheResult(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("t1", at(0), task.StatusQueued)
+	apply(t, s, Write{Task: tk, Kind: Insert})
+	running := *tk
+	running.Status, running.Attempts, running.WorkerID, running.AssignedAt, running.StartedAt = task.StatusRunning, 1, "w1", at(1), at(1)
+	apply(t, s, Write{Task: &running, Kind: Update})
+	done := running
+	done.Status, done.ExitCode, done.FinishedAt, done.StartedAt = task.StatusSucceeded, intp(0), at(3), at(2)
+	done.Stdout, done.Stderr, done.StdoutCut, done.StderrCut, done.Error = "out", "err", true, false, ""
+	apply(t, s, Write{Task: &done, Kind: Update})
+	if got := mustGet(t, s, "t1"); !reflect.DeepEqual(got, utc(done)) {
+		t.Fatalf("after the result:\n got %+v\nwant %+v", got, utc(done))
+	}
+	if page, err := s.List(context.Background(), Query{WorkerID: "w1"}); err != nil || len(page.Tasks) != 1 {
+		t.Fatalf("List by worker w1: %+v, %v; want the task", page, err)
+	}
+}
+
+// instruction is one line of EXPLAIN's program.
+type instruction struct {
+	op     string
+	p1, p2 int
+}
+
+// explain returns the program SQLite compiles q into.
+func explain(t *testing.T, s *Store, q string) []instruction {
+	t.Helper()
+	rows, err := s.db.Query("EXPLAIN "+q, make([]any, strings.Count(q, "?"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var prog []instruction
+	for rows.Next() {
+		var addr, p1, p2, p3, p5 int
+		var op string
+		var p4, comment any
+		if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
+			t.Fatal(err)
+		}
+		prog = append(prog, instruction{op: op, p1: p1, p2: p2})
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return prog
 }

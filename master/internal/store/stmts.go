@@ -17,8 +17,8 @@ import (
 // stmts are the writer's prepared statements, on its own connection: one
 // per Kind of each row (an attempt's Insert is its upsert).
 type stmts struct {
-	taskUpsert, taskInsert, taskUpdate *sql.Stmt
-	attemptUpsert, attemptUpdate       *sql.Stmt
+	taskUpsert, taskInsert, taskUpdate, taskFinish *sql.Stmt
+	attemptUpsert, attemptUpdate                   *sql.Stmt
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
@@ -56,6 +56,19 @@ UPDATE tasks SET status = ?, attempts = ?, worker_id = ?, exit_code = ?,
 	assigned_at = ?, started_at = ?, finished_at = ?, run_at = ?, attempt_base = ?
 WHERE id = ?`
 
+	// taskFinishSQL is a narrower taskUpdateSQL for a task's final state:
+	// it leaves out the columns a delivery's end does not change (worker_id,
+	// attempts, assigned_at, run_at, attempt_base) and matches the row only
+	// if they already hold the given values, so that the row still ends up
+	// as given; writeTask falls back to taskUpdateSQL when it matches none.
+	// A column an UPDATE does not set spares SQLite the indexes that hold
+	// it: without worker_id, finishing a task leaves its tasks_worker entry
+	// alone instead of deleting and inserting it again.
+	taskFinishSQL = `
+UPDATE tasks SET status = ?, exit_code = ?, stdout = ?, stderr = ?, stdout_cut = ?, stderr_cut = ?,
+	error = ?, started_at = ?, finished_at = ?
+WHERE id = ? AND worker_id = ? AND attempts = ? AND assigned_at = ? AND run_at = ? AND attempt_base = ?`
+
 	attemptUpsertSQL = `
 INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -79,6 +92,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 		{&st.taskUpsert, taskUpsertSQL, "task upsert"},
 		{&st.taskInsert, taskInsertSQL, "task insert"},
 		{&st.taskUpdate, taskUpdateSQL, "task update"},
+		{&st.taskFinish, taskFinishSQL, "task finish"},
 		{&st.attemptUpsert, attemptUpsertSQL, "attempt upsert"},
 		{&st.attemptUpdate, attemptUpdateSQL, "attempt update"},
 	} {
@@ -95,7 +109,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 // close closes the statements prepared so far.
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskUpdate, st.attemptUpsert, st.attemptUpdate} {
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -127,6 +141,15 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 		_, err := st.taskInsert.ExecContext(ctx, taskArgs(t)...)
 		return err
 	case Update:
+		if t.Status.Final() {
+			res, err := st.taskFinish.ExecContext(ctx,
+				string(t.Status), intArg(t.ExitCode), t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error,
+				nanos(t.StartedAt), nanos(t.FinishedAt),
+				t.ID, t.WorkerID, t.Attempts, nanos(t.AssignedAt), nanos(t.RunAt), t.AttemptBase)
+			if done, err := updated(res, err); done || err != nil {
+				return err
+			}
+		}
 		res, err := st.taskUpdate.ExecContext(ctx,
 			string(t.Status), t.Attempts, t.WorkerID, intArg(t.ExitCode),
 			t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error,
