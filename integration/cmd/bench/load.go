@@ -166,22 +166,45 @@ func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, er
 // master does and the two are measured alike.
 const minimalRole = "ROUNDHOUSE_BENCH_ROLE"
 
+// playRole makes this process the handler its environment names
+// (minimalRole), if any: it serves until killed and never returns.
+func playRole() {
+	var serveRole func() error
+	switch os.Getenv(minimalRole) {
+	case "minimal-handler":
+		serveRole = serveMinimal
+	case "durable-handler":
+		serveRole = serveDurable
+	default:
+		return
+	}
+	if err := serveRole(); err != nil {
+		fmt.Fprintln(os.Stderr, os.Getenv(minimalRole)+":", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 // serveMinimal is the minimal net/http handler: it reads the body and
 // answers 202 with a small JSON object, with the master's server timeouts.
 // It prints its address on stdout, then serves until killed.
 func serveMinimal() error {
+	return serve(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		answer(w)
+	})
+}
+
+// serve listens on a port of loopback, prints its address on stdout and
+// serves h with the master's server timeouts until killed.
+func serve(h http.HandlerFunc) error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	fmt.Println(l.Addr().String())
 	s := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusAccepted)
-			_, _ = w.Write([]byte(`{"id":"0"}` + "\n"))
-		}),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,
@@ -191,15 +214,23 @@ func serveMinimal() error {
 	return s.Serve(l)
 }
 
-// startMinimal re-executes this binary as the minimal handler and returns
-// its URL and process.
-func startMinimal() (string, *exec.Cmd, error) {
+// answer is the handlers' 202.
+func answer(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte(`{"id":"0"}` + "\n"))
+}
+
+// startHandler re-executes this binary as a handler (role: the value of
+// minimalRole, "minimal-handler" or "durable-handler"), with env added to
+// its environment, and returns its URL and process.
+func startHandler(role string, env ...string) (string, *exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), minimalRole+"=minimal-handler")
+	cmd.Env = append(append(os.Environ(), minimalRole+"="+role), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -212,7 +243,7 @@ func startMinimal() (string, *exec.Cmd, error) {
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return "", nil, fmt.Errorf("minimal handler did not start: %w", err)
+		return "", nil, fmt.Errorf("%s did not start: %w", role, err)
 	}
 	return "http://" + addr[:len(addr)-1], cmd, nil
 }

@@ -66,13 +66,7 @@ func defaults() options {
 }
 
 func main() {
-	if os.Getenv(minimalRole) == "minimal-handler" {
-		if err := serveMinimal(); err != nil {
-			fmt.Fprintln(os.Stderr, "minimal handler:", err)
-			os.Exit(1)
-		}
-		return
-	}
+	playRole()
 	o := defaults()
 	quick := flag.Bool("quick", false, "one short run: few tasks, 1,000 queued for RSS, no 1M step, fewer assign steps (about a minute)")
 	no1m := flag.Bool("no-1m", false, "skip the 1,000,000-queued-tasks RSS step (it takes minutes)")

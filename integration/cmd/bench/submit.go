@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -13,11 +15,21 @@ import (
 // against the minimal handler at each concurrency, and the fork/exec rate,
 // interleaved run by run so that each run's ratio compares like with like.
 func submitAndLimits(ctx context.Context, o options, l launcher, col *collector) error {
-	minURL, minCmd, err := startMinimal()
+	minURL, minCmd, err := startHandler("minimal-handler")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = minCmd.Process.Kill(); _ = minCmd.Wait() }()
+	dir, err := os.MkdirTemp("", "roundhouse-bench-durable-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	durURL, durCmd, err := startHandler("durable-handler", durableDBEnv+"="+filepath.Join(dir, "durable.db"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = durCmd.Process.Kill(); _ = durCmd.Wait() }()
 	hc := newHTTPClient(max(64, slices.Max(o.conc)))
 	body := []byte(`{"cmd":"true"}`)
 	for r := 1; r <= o.runs; r++ {
@@ -33,10 +45,15 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 			return err
 		}
 		for _, c := range o.conc {
-			for _, target := range []struct {
+			type target struct {
 				name, url string
 				pid       int
-			}{{"minimal", minURL, minCmd.Process.Pid}, {"submit", m.api + "/tasks", m.pid}} {
+			}
+			targets := []target{{"minimal", minURL, minCmd.Process.Pid}, {"submit", m.api + "/tasks", m.pid}}
+			if c == slices.Max(o.conc) { // 64 but in tests; the others would only add time
+				targets = slices.Insert(targets, 1, target{"durable", durURL, durCmd.Process.Pid})
+			}
+			for _, target := range targets {
 				ld := load{client: hc, url: target.url, body: body, want: 202, conc: c, count: c * 20}
 				if _, err := ld.run(ctx); err != nil { // warm-up: connections, caches
 					m.stop()
@@ -77,6 +94,8 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	}
 	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
 	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
+	col.notes["durable_rate_c64"] = "the minimal handler answering only once the request's body is committed to SQLite (WAL, synchronous=FULL, group commit), a table with no index: the ceiling of any submission on disk before its 202 on this machine"
+	col.notes["durable_cpu_ms_per_request_c64"] = "CPU time of the durable handler's process per request at concurrency 64"
 	col.notes["submit_rate_c1"] = "accepted tasks/s, every one committed to SQLite (synchronous=FULL) before the 202"
 	return nil
 }
