@@ -206,7 +206,7 @@ func TestListByWorkerPartialIndex(t *testing.T) {
 // write of a row (migration 5 took them out).
 func TestWritesOpenNoEphemeralTable(t *testing.T) {
 	s, _ := open(t)
-	for _, q := range []string{taskInsertSQL, taskUpsertSQL, taskUpdateSQL, taskFinishSQL, attemptUpsertSQL, attemptUpdateSQL} {
+	for _, q := range []string{taskInsertSQL, taskSubmitSQL, taskUpsertSQL, taskUpdateSQL, taskFinishSQL, attemptUpsertSQL, attemptUpdateSQL} {
 		ops := map[string]int{}
 		for _, in := range explain(t, s, q) {
 			ops[in.op]++
@@ -295,4 +295,102 @@ func explain(t *testing.T, s *Store, q string) []instruction {
 		t.Fatal(err)
 	}
 	return prog
+}
+
+// A submission written by taskSubmitSQL is stored exactly as taskInsertSQL
+// stores it: every column the same value of the same type.
+func TestSubmitStoresAsInsert(t *testing.T) {
+	s, _ := open(t)
+	for _, key := range []string{"", "k"} {
+		tk := newTask("submitted"+key, at(0), task.StatusQueued)
+		tk.IdempotencyKey, tk.Priority = key, 2
+		if !submitted(tk) {
+			t.Fatalf("%+v is not a plain submission", tk)
+		}
+		apply(t, s, Write{Task: tk, Kind: Insert})
+		full := *tk
+		full.ID = "inserted" + key
+		if key != "" {
+			full.IdempotencyKey = "other"
+		}
+		if _, err := s.stmts.taskInsert.Exec(taskArgs(&full)...); err != nil {
+			t.Fatal(err)
+		}
+		got, want := storedRow(t, s, tk.ID), storedRow(t, s, full.ID)
+		for col := range want {
+			if col != "id" && col != "idempotency_key" && got[col] != want[col] {
+				t.Errorf("key %q: column %s is %s through taskSubmitSQL, %s through taskInsertSQL", key, col, got[col], want[col])
+			}
+		}
+		if wantKey := map[string]string{"": "NULL", "k": "'k'"}[key]; got["idempotency_key"] != wantKey {
+			t.Errorf("idempotency_key = %s, want %s", got["idempotency_key"], wantKey)
+		}
+	}
+}
+
+// storedRow returns every column of task id as SQLite's quote() writes it,
+// which shows the type: 0 and '0' and NULL differ.
+func storedRow(t *testing.T, s *Store, id string) map[string]string {
+	t.Helper()
+	cols := strings.Split(strings.Join(strings.Fields(taskColumns), ""), ",")
+	quoted := make([]string, len(cols))
+	for i, c := range cols {
+		quoted[i] = "quote(" + c + ")"
+	}
+	vals := make([]string, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := s.db.QueryRow("SELECT "+strings.Join(quoted, ", ")+" FROM tasks WHERE id = ?", id).Scan(ptrs...); err != nil {
+		t.Fatal(err)
+	}
+	row := make(map[string]string, len(cols))
+	for i, c := range cols {
+		row[c] = vals[i]
+	}
+	return row
+}
+
+// submitted looks at every stored field that taskSubmitSQL does not bind:
+// a field added to Task and to the table must be added to it too, or a
+// task carrying it would lose it on insert.
+func TestSubmittedSeesEveryField(t *testing.T) {
+	bound := map[string]bool{ // bound by taskSubmitSQL, or never stored
+		"ID": true, "Cmd": true, "Status": true, "MaxAttempts": true, "Timeout": true,
+		"IdempotencyKey": true, "CreatedAt": true, "Priority": true,
+		"WaitingFor": true, "History": true,
+	}
+	typ := reflect.TypeFor[task.Task]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if bound[f.Name] {
+			continue
+		}
+		tk := newTask("t", at(0), task.StatusQueued)
+		v := reflect.ValueOf(tk).Elem().Field(i)
+		switch x := v.Addr().Interface().(type) {
+		case *string:
+			*x = "x"
+		case *int:
+			*x = 1
+		case *bool:
+			*x = true
+		case *time.Time:
+			*x = at(1)
+		case *time.Duration:
+			*x = time.Second
+		case **int:
+			*x = intp(0)
+		case *map[string]string:
+			*x = map[string]string{"gpu": "1"}
+		case *[]task.Outcome:
+			*x = []task.Outcome{task.OutcomeFailed}
+		default:
+			t.Fatalf("field %s of type %s: teach this test to set it", f.Name, f.Type)
+		}
+		if submitted(tk) {
+			t.Errorf("submitted ignores %s: a task with it set would be inserted without it", f.Name)
+		}
+	}
 }

@@ -17,7 +17,7 @@ import (
 // stmts are the writer's prepared statements, on its own connection: one
 // per Kind of each row (an attempt's Insert is its upsert).
 type stmts struct {
-	taskUpsert, taskInsert, taskUpdate, taskFinish *sql.Stmt
+	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
 	attemptUpsert, attemptUpdate                   *sql.Stmt
 }
 
@@ -35,6 +35,14 @@ const taskValues = `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 // leaves alone.
 const (
 	taskInsertSQL = `INSERT INTO tasks (` + taskColumns + `) ` + taskValues
+
+	// taskSubmitSQL inserts a task as nearly every submission leaves it:
+	// the columns that only a delivery, a result, a schedule, labels or a
+	// retry policy set hold their initial values in the SQL, so that 8 are
+	// bound instead of 25. writeTask uses it for the tasks that are so
+	// (submitted), taskInsertSQL for the others.
+	taskSubmitSQL = `INSERT INTO tasks (` + taskColumns + `)
+VALUES (?, ?, ?, 0, ?, ?, '', NULL, '', '', 0, 0, '', ?, ?, 0, 0, 0, ?, '', 0, '', 0, 0, 0)`
 
 	taskUpsertSQL = taskInsertSQL + `
 ON CONFLICT (id) DO UPDATE SET
@@ -91,6 +99,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 	}{
 		{&st.taskUpsert, taskUpsertSQL, "task upsert"},
 		{&st.taskInsert, taskInsertSQL, "task insert"},
+		{&st.taskSubmit, taskSubmitSQL, "task submit"},
 		{&st.taskUpdate, taskUpdateSQL, "task update"},
 		{&st.taskFinish, taskFinishSQL, "task finish"},
 		{&st.attemptUpsert, attemptUpsertSQL, "attempt upsert"},
@@ -109,7 +118,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 // close closes the statements prepared so far.
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate} {
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -138,6 +147,12 @@ func (st *stmts) apply(ctx context.Context, ws []Write) error {
 func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 	switch k {
 	case Insert:
+		if submitted(t) {
+			_, err := st.taskSubmit.ExecContext(ctx,
+				t.ID, t.Cmd, string(t.Status), t.MaxAttempts, int64(t.Timeout), idempotencyArg(t),
+				nanos(t.CreatedAt), t.Priority)
+			return err
+		}
 		_, err := st.taskInsert.ExecContext(ctx, taskArgs(t)...)
 		return err
 	case Update:
@@ -188,15 +203,30 @@ func updated(res sql.Result, err error) (bool, error) {
 	return n > 0, err
 }
 
+// submitted reports whether t's columns that taskSubmitSQL does not bind
+// hold the values it writes for them.
+func submitted(t *task.Task) bool {
+	return t.Attempts == 0 && t.WorkerID == "" && t.ExitCode == nil &&
+		t.Stdout == "" && t.Stderr == "" && !t.StdoutCut && !t.StderrCut && t.Error == "" &&
+		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() &&
+		len(t.Requires) == 0 && t.RunAt.IsZero() && len(t.RetryOn) == 0 &&
+		t.Backoff == 0 && t.MaxBackoff == 0 && t.AttemptBase == 0
+}
+
+// idempotencyArg binds t's key: NULL for none, so that the unique index
+// ignores tasks without one.
+func idempotencyArg(t *task.Task) any {
+	if t.IdempotencyKey == "" {
+		return nil
+	}
+	return t.IdempotencyKey
+}
+
 // taskArgs binds t for taskInsertSQL and taskUpsertSQL.
 func taskArgs(t *task.Task) []any {
-	var key any // NULL, so that the unique index ignores tasks without a key
-	if t.IdempotencyKey != "" {
-		key = t.IdempotencyKey
-	}
 	return []any{
 		t.ID, t.Cmd, string(t.Status), t.Attempts, t.MaxAttempts, int64(t.Timeout), t.WorkerID, intArg(t.ExitCode),
-		t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error, key,
+		t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error, idempotencyArg(t),
 		nanos(t.CreatedAt), nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt),
 		t.Priority, labels.String(t.Requires), nanos(t.RunAt), joinOutcomes(t.RetryOn),
 		int64(t.Backoff), int64(t.MaxBackoff), t.AttemptBase,
