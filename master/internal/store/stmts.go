@@ -15,10 +15,11 @@ import (
 )
 
 // stmts are the writer's prepared statements, on its own connection: one
-// per Kind of each row (an attempt's Insert is its upsert).
+// per Kind of each row (an attempt's Insert is its upsert), and narrower
+// ones for the commonest writes of a task (taskSubmit, taskFinish).
 type stmts struct {
 	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
-	attemptUpsert, attemptUpdate                   *sql.Stmt
+	attemptUpsert, attemptUpdate                               *sql.Stmt
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
