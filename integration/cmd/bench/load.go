@@ -161,16 +161,17 @@ func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, er
 	return float64(n.Load()) / time.Since(start).Seconds(), nil
 }
 
-// minimalRole is the environment variable that turns the bench binary into
-// the minimal handler, so that it runs as a process of its own like the
-// master does and the two are measured alike.
-const minimalRole = "ROUNDHOUSE_BENCH_ROLE"
+// roleEnv is the environment variable that turns the bench binary into the
+// minimal or the durable handler, so that each runs as a process of its own
+// like the master does and they are measured alike.
+const roleEnv = "ROUNDHOUSE_BENCH_ROLE"
 
 // playRole makes this process the handler its environment names
-// (minimalRole), if any: it serves until killed and never returns.
+// (roleEnv), if any: it serves until killed and never returns.
 func playRole() {
 	var serveRole func() error
-	switch os.Getenv(minimalRole) {
+	role := os.Getenv(roleEnv)
+	switch role {
 	case "minimal-handler":
 		serveRole = serveMinimal
 	case "durable-handler":
@@ -179,7 +180,7 @@ func playRole() {
 		return
 	}
 	if err := serveRole(); err != nil {
-		fmt.Fprintln(os.Stderr, os.Getenv(minimalRole)+":", err)
+		fmt.Fprintln(os.Stderr, role+":", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
@@ -222,7 +223,7 @@ func answer(w http.ResponseWriter) {
 }
 
 // startHandler re-executes this binary as a handler (role: the value of
-// minimalRole, "minimal-handler" or "durable-handler"), with env added to
+// roleEnv, "minimal-handler" or "durable-handler"), with env added to
 // its environment, and returns its URL and process.
 func startHandler(role string, env ...string) (string, *exec.Cmd, error) {
 	self, err := os.Executable()
@@ -230,7 +231,7 @@ func startHandler(role string, env ...string) (string, *exec.Cmd, error) {
 		return "", nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(append(os.Environ(), minimalRole+"="+role), env...)
+	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
