@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v10"
+
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
 // config is everything the master reads from its environment.
@@ -60,6 +62,9 @@ type config struct {
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"text"`
 	PprofAddr         string        `env:"MASTER_PPROF_ADDR"` // empty: no profiling endpoint
+
+	// Linux timer slack of the master's threads (proto/timerslack); 0: as it is.
+	TimerSlack time.Duration `env:"MASTER_TIMER_SLACK" envDefault:"1ms"`
 
 	// tls is what loadConfig built from MASTER_TLS_*, nil when TLS is off.
 	// Kept so serve uses the files as they were checked, rather than read
@@ -110,6 +115,7 @@ func loadConfig(environ map[string]string) (config, error) {
 		errs = append(errs, err)
 	}
 	check("MASTER_PPROF_ADDR", c.PprofAddr == "" || validListenAddr(c.PprofAddr), "%q is not [host]:port", c.PprofAddr)
+	check("MASTER_TIMER_SLACK", c.TimerSlack >= 0 && c.TimerSlack <= timerslack.Max, "%s is outside 0s..%s", c.TimerSlack, timerslack.Max)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

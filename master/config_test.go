@@ -15,7 +15,8 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if c.GRPCAddr != ":50051" || c.HTTPAddr != ":9092" || c.MaxBodyBytes != 65536 || c.ShutdownTimeout != 10*time.Second ||
 		c.MaxHeaderBytes != 65536 || c.ReadHeaderTimeout != 5*time.Second || c.MaxQueued != 10000 || c.MaxEventStreams != 64 ||
-		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.LiveOutputBytes != 256<<10 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" {
+		c.MaxOutputBytes != 4<<20 || c.GRPCMaxRecvBytes != 16<<20 || c.LiveOutputBytes != 256<<10 || c.APIToken != "" || c.WorkerToken != "" || c.TLSCert != "" ||
+		c.TimerSlack != time.Millisecond {
 		t.Fatalf("defaults = %+v", c)
 	}
 	if _, err := loadConfig(map[string]string{"MASTER_MAX_OUTPUT_BYTES": "1024", "MASTER_GRPC_MAX_RECV_BYTES": "67584",
@@ -74,6 +75,9 @@ func TestLoadConfig(t *testing.T) {
 		{"gRPC limit below twice the output", "MASTER_GRPC_MAX_RECV_BYTES", "8388608"},
 		{"gRPC limit too large", "MASTER_GRPC_MAX_RECV_BYTES", "1073741824"},
 		{"malformed pprof address", "MASTER_PPROF_ADDR", "6060"},
+		{"timer slack negative", "MASTER_TIMER_SLACK", "-1ms"},
+		{"timer slack too long", "MASTER_TIMER_SLACK", "11ms"},
+		{"timer slack not a duration", "MASTER_TIMER_SLACK", "1000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/logbuf"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
 // The event hub keeps the last eventHistory events for clients resuming
@@ -66,7 +67,13 @@ func main() {
 		}
 		return
 	}
+	// First, before any goroutine or file: on success it starts the
+	// program again, which comes back here with the slack raised.
+	slackErr := timerslack.Raise(cfg.TimerSlack)
 	log, out := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if slackErr != nil {
+		log.Warn("running with the timer slack as it was", "err", slackErr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err = run(ctx, cfg, log)
 	stop()
@@ -122,7 +129,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_client_ca", cfg.TLSClientCA,
 		"max_header_bytes", cfg.MaxHeaderBytes, "read_header_timeout", cfg.ReadHeaderTimeout, "max_queued", cfg.MaxQueued,
 		"max_event_streams", cfg.MaxEventStreams, "max_output_bytes", cfg.MaxOutputBytes, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes,
-		"live_output_bytes", cfg.LiveOutputBytes,
+		"live_output_bytes", cfg.LiveOutputBytes, "timer_slack", cfg.TimerSlack,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	warnInsecure(cfg, log)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)

@@ -17,6 +17,7 @@ import (
 	"github.com/caarlos0/env/v10"
 
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
 // config is everything the worker reads from its environment.
@@ -29,6 +30,7 @@ type config struct {
 	MetricsAddr    string        `env:"WORKER_METRICS_ADDR"` // empty: no metrics endpoint
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
+	TimerSlack     time.Duration `env:"WORKER_TIMER_SLACK" envDefault:"1ms"` // Linux timer slack of the worker's threads, not its commands' (proto/timerslack); 0: as it is
 	// Labels are the worker's capabilities, "k=v,k=v" in the syntax of
 	// proto/labels (gpu=nvidia,zone=eu): a task that requires labels runs
 	// only on a worker that has every one of them.
@@ -106,6 +108,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	// its output (see the agent's reporter); it stores at most
 	// MASTER_MAX_OUTPUT_BYTES of each stream either way.
 	check("WORKER_MAX_OUTPUT_BYTES", c.MaxOutputBytes >= 1 && c.MaxOutputBytes <= 4<<20, "%d is outside 1..4194304", c.MaxOutputBytes)
+	check("WORKER_TIMER_SLACK", c.TimerSlack >= 0 && c.TimerSlack <= timerslack.Max, "%s is outside 0s..%s", c.TimerSlack, timerslack.Max)
 	check("WORKER_HEALTH_ADDR", c.HealthAddr == "" || validHostPort(c.HealthAddr, true), "%q is not [host]:port", c.HealthAddr)
 	check("WORKER_METRICS_ADDR", c.MetricsAddr == "" || validHostPort(c.MetricsAddr, true), "%q is not [host]:port", c.MetricsAddr)
 	check("WORKER_RECONNECT_MAX", c.ReconnectMax >= 100*time.Millisecond && c.ReconnectMax <= 5*time.Minute, "%s is outside 100ms..5m", c.ReconnectMax)

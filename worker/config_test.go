@@ -23,6 +23,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxOutputBytes: 1048576,
 		ReconnectMax:   5 * time.Second,
 		DrainTimeout:   30 * time.Second,
+		TimerSlack:     time.Millisecond,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		labels:         map[string]string{},
@@ -42,6 +43,7 @@ func TestLoadConfigValid(t *testing.T) {
 		"WORKER_METRICS_ADDR":     "127.0.0.1:9100",
 		"WORKER_RECONNECT_MAX":    "100ms",
 		"WORKER_DRAIN_TIMEOUT":    "0s",
+		"WORKER_TIMER_SLACK":      "0s",
 		"WORKER_LABELS":           " gpu=nvidia, zone=eu,example.com/size=large",
 		"LOG_LEVEL":               "debug",
 		"LOG_FORMAT":              "json",
@@ -50,7 +52,7 @@ func TestLoadConfigValid(t *testing.T) {
 		t.Fatalf("valid values: %v", err)
 	}
 	if c.MasterAddr != "master:7000" || c.WorkerID != "roundhouse_worker-3.a" || c.Slots != 256 || c.MaxOutputBytes != 1 ||
-		c.HealthAddr != ":8081" || c.MetricsAddr != "127.0.0.1:9100" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
+		c.HealthAddr != ":8081" || c.MetricsAddr != "127.0.0.1:9100" || c.ReconnectMax != 100*time.Millisecond || c.DrainTimeout != 0 || c.TimerSlack != 0 || c.LogLevel != "debug" || c.LogFormat != "json" {
 		t.Fatalf("parsed %+v", c)
 	}
 	if want := map[string]string{"gpu": "nvidia", "zone": "eu", "example.com/size": "large"}; !reflect.DeepEqual(c.labels, want) {
@@ -84,6 +86,9 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"drain timeout not a duration", "WORKER_DRAIN_TIMEOUT", "30", `"30" is not a valid duration`},
 		{"drain timeout negative", "WORKER_DRAIN_TIMEOUT", "-1s", "outside 0s..1h"},
 		{"drain timeout too long", "WORKER_DRAIN_TIMEOUT", "61m", "outside 0s..1h"},
+		{"timer slack negative", "WORKER_TIMER_SLACK", "-1ms", "outside 0s..10ms"},
+		{"timer slack too long", "WORKER_TIMER_SLACK", "11ms", "outside 0s..10ms"},
+		{"timer slack not a duration", "WORKER_TIMER_SLACK", "1000", `"1000" is not a valid duration`},
 		{"bad level", "LOG_LEVEL", "loud", "not one of"},
 		{"bad format", "LOG_FORMAT", "xml", "not text or json"},
 		{"token too short", "WORKER_TOKEN", "short", "printable ASCII"},

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/metrics"
 )
@@ -56,7 +57,13 @@ func main() {
 		}
 		return
 	}
+	// First, before any goroutine or file: on success it starts the
+	// program again, which comes back here with the slack raised.
+	slackErr := timerslack.Raise(cfg.TimerSlack)
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	if slackErr != nil {
+		log.Warn("running with the timer slack as it was", "err", slackErr)
+	}
 	if n, set := procsFor(cfg.Slots, runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS")); set {
 		runtime.GOMAXPROCS(n)
 	}
@@ -126,7 +133,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker starting", "version", version, "master_addr", cfg.MasterAddr, "worker_id", cfg.WorkerID,
 		"slots", cfg.Slots, "max_output_bytes", cfg.MaxOutputBytes, "health_addr", cfg.HealthAddr, "metrics_addr", cfg.MetricsAddr,
-		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "labels", labels.String(cfg.labels), "token", mask(cfg.Token),
+		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "timer_slack", cfg.TimerSlack, "labels", labels.String(cfg.labels), "token", mask(cfg.Token),
 		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 

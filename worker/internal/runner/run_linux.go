@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
 // pollTick bounds each wait when the kernel gave no pidfd (before Linux
@@ -199,6 +202,14 @@ func start(cmd string, env []string) (*proc, error) {
 	sys := &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd}
 	if noPidfd {
 		sys.PidFD = nil
+	}
+	// The shell starts with the timer slack of the thread that forks it:
+	// that of the worker before it raised its own (proto/timerslack).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := timerslack.Restore(); err != nil {
+		closeFDs(out[0], out[1], errp[0], errp[1])
+		return nil, err
 	}
 	pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", cmd}, &syscall.ProcAttr{
 		Env:   env,
