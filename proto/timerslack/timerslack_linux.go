@@ -59,10 +59,28 @@ func Raise(slack time.Duration) error {
 		return fmt.Errorf("timer slack: %w", err)
 	}
 	env := append(os.Environ(), envBefore+"="+strconv.FormatInt(int64(before), 10))
-	// /proc/self/exe is the running binary even if its file was replaced.
-	err = syscall.Exec("/proc/self/exe", os.Args, env)
+	path := self()
+	err = syscall.Exec(path, os.Args, env)
 	_ = set(cur)
-	return fmt.Errorf("timer slack: executing the program again: %w", err)
+	return fmt.Errorf("timer slack: executing %s again: %w", path, err)
+}
+
+// self is the path to execute this program by: its own file, since the
+// kernel names a process after the file it executes (ps, top), unless that
+// file is no longer this program (replaced by a new build, say); then
+// /proc/self/exe, which always is, and the process is named "exe".
+func self() string {
+	const proc = "/proc/self/exe"
+	p, err := os.Executable()
+	if err != nil {
+		return proc
+	}
+	a, errA := os.Stat(p)
+	b, errB := os.Stat(proc)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return proc
+	}
+	return p
 }
 
 // Restore sets the calling thread's timer slack back to Before, for a

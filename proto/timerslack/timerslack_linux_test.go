@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ type report struct {
 	Before  int64
 	Env     bool // envBefore was still visible
 	Child   int64
+	Comm    string // the process's name
 	Err     string
 }
 
@@ -44,6 +46,8 @@ func playRaise(d time.Duration) {
 	r.Before = int64(Before())
 	_, r.Env = os.LookupEnv(envBefore)
 	r.Child = childSlack()
+	comm, _ := os.ReadFile("/proc/self/comm")
+	r.Comm = strings.TrimSpace(string(comm))
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 }
 
@@ -131,6 +135,10 @@ func TestRaiseSetsEveryThread(t *testing.T) {
 	}
 	if r.Env {
 		t.Errorf("%s is still in the environment", envBefore)
+	}
+	// The kernel keeps the first 15 bytes of the name.
+	if want := filepath.Base(os.Args[0]); r.Comm != want[:min(len(want), 15)] {
+		t.Errorf("the program runs as %q, want %q: it must be executed by its own path", r.Comm, want)
 	}
 }
 

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +47,15 @@ func TestBinariesRaiseTimerSlack(t *testing.T) {
 	if err := c.StartWorkers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	for name, pid := range map[string]int{"master": c.Master().Pid(), "worker": c.Worker("w1").Pid()} {
+	for name, p := range map[string]struct {
+		pid int
+		bin string
+	}{"master": {c.Master().Pid(), bins.Master}, "worker": {c.Worker("w1").Pid(), bins.Worker}} {
+		pid := p.pid
+		// Executed again by its own path, it keeps its name in ps and top.
+		if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err != nil || strings.TrimSpace(string(comm)) != filepath.Base(p.bin) {
+			t.Errorf("%s runs as %q (%v), want %q", name, comm, err, filepath.Base(p.bin))
+		}
 		tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 		if err != nil {
 			t.Fatal(err)
