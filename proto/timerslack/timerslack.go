@@ -12,13 +12,14 @@
 // processor back from a blocked system call, or preempts a goroutine that
 // ran 10 ms, within about a millisecond.
 //
-// A thread's slack can be set only by the thread itself, and the monitor
-// is started before main runs. But a thread starts with the slack of the
-// thread that made it, and exec keeps it, so Raise sets it on the calling
-// thread and executes the program again: every thread of the new image
-// starts with it. A child should not inherit it (a command's own sleeps
-// would be up to a millisecond late), so the worker forks commands from a
-// thread that Restore has set back to the slack the process had at first.
+// A thread's slack can be set only by the thread itself (without
+// CAP_SYS_NICE), and the monitor is started before main runs. But a thread
+// starts with the slack of the thread that made it, and exec keeps it, so
+// Raise sets it on the calling thread and executes the program again:
+// every thread of the new image starts with it. A child should not inherit
+// it (a command's own sleeps would be up to a millisecond late), so the
+// worker forks commands inside ForChild, from a thread set back to the
+// slack the process had at first for the time of the fork.
 //
 // The package lives in the proto module, as labels does, because that is
 // the module both the master and the worker import.
@@ -27,16 +28,17 @@ package timerslack
 import "time"
 
 // Max is the most slack the master and the worker accept (they raise
-// theirs to 1 ms unless configured otherwise): the monitor's duties wait up
-// to the slack, and past a few milliseconds a processor held by a blocked
-// system call would be missed.
+// theirs to 1 ms unless configured otherwise): the monitor's duties, taking
+// a processor back from a goroutine blocked in a system call and
+// preempting one that ran 10 ms, wait up to the slack, and so does every
+// timer of the program.
 const Max = 10 * time.Millisecond
 
 // envBefore carries the slack the process had before Raise into the image
-// it executes. Init reads it and removes it from the environment, so that
+// it executes. init reads it and removes it from the environment, so that
 // neither the program's configuration nor its children see it.
 const envBefore = "ROUNDHOUSE_TIMER_SLACK_BEFORE"
 
 // Before is the timer slack this process had before Raise raised it: what
-// Restore sets.
+// ForChild gives a child.
 func Before() time.Duration { return before }

@@ -16,8 +16,10 @@ const (
 )
 
 var (
-	before     time.Duration // see Before
-	reexecuted bool          // this image was executed by Raise
+	before time.Duration // see Before
+	// reexecuted: this image was executed by Raise, so its threads run
+	// with a slack other than before, which children must not inherit.
+	reexecuted bool
 )
 
 func init() {
@@ -34,13 +36,14 @@ func init() {
 }
 
 // Raise gives every thread of this process at least slack of timer slack.
-// If the process already runs with that much (so also in the image Raise
-// executed), it returns nil at once. Otherwise it executes the program
-// again, with the same arguments and environment, and returns only if it
-// could not: then the slack is as it was and the error says why. Call it
-// first thing in main, before any goroutine or file the program needs:
-// exec replaces the whole process, keeping only its PID. slack 0 leaves
-// the slack alone.
+// If the process already runs with that much, it returns nil at once.
+// Otherwise it executes the program again, with the same arguments and
+// environment, and returns only if it could not: then the slack is as it
+// was and the error says why. In the image it executed, Raise returns nil,
+// or an error if the slack did not hold across exec; it never executes the
+// program twice. Call it first thing in main, before any goroutine or file
+// the program needs: exec replaces the whole process, keeping its PID.
+// slack 0 leaves the slack alone.
 func Raise(slack time.Duration) error {
 	if slack <= 0 {
 		return nil
@@ -51,9 +54,11 @@ func Raise(slack time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("timer slack: %w", err)
 	}
-	if cur >= slack || reexecuted {
-		// Already raised, or raised and not kept: never exec twice.
+	if cur >= slack {
 		return nil
+	}
+	if reexecuted {
+		return fmt.Errorf("timer slack: raised to %s, but the program runs with %s", slack, cur)
 	}
 	if err := set(slack); err != nil {
 		return fmt.Errorf("timer slack: %w", err)
@@ -83,14 +88,25 @@ func self() string {
 	return p
 }
 
-// Restore sets the calling thread's timer slack back to Before, for a
-// child about to be forked from it. The caller holds the thread with
-// runtime.LockOSThread until the fork is done.
-func Restore() error {
-	if err := set(before); err != nil {
-		return fmt.Errorf("timer slack: %w", err)
+// ForChild calls fork, which starts a child process from the calling
+// thread, with that thread's slack set to Before, so that the child starts
+// with the slack the program had before Raise; then sets the thread's
+// slack back, for the runtime's other uses of it and the threads it may
+// make from it. Where Raise changed nothing, it only calls fork. If the
+// slack cannot be set, fork runs all the same and the child inherits the
+// program's.
+func ForChild(fork func() error) error {
+	if !reexecuted {
+		return fork()
 	}
-	return nil
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := get()
+	if err != nil || set(before) != nil {
+		return fork()
+	}
+	defer func() { _ = set(cur) }()
+	return fork()
 }
 
 func get() (time.Duration, error) {

@@ -11,5 +11,5 @@ var before time.Duration
 // Raise does nothing outside Linux.
 func Raise(time.Duration) error { return nil }
 
-// Restore does nothing outside Linux.
-func Restore() error { return nil }
+// ForChild only calls fork outside Linux.
+func ForChild(fork func() error) error { return fork() }

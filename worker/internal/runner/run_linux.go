@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -203,18 +202,16 @@ func start(cmd string, env []string) (*proc, error) {
 	if noPidfd {
 		sys.PidFD = nil
 	}
-	// The shell starts with the timer slack of the thread that forks it:
-	// that of the worker before it raised its own (proto/timerslack).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := timerslack.Restore(); err != nil {
-		closeFDs(out[0], out[1], errp[0], errp[1])
-		return nil, err
-	}
-	pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", cmd}, &syscall.ProcAttr{
-		Env:   env,
-		Files: []uintptr{uintptr(null), uintptr(out[1]), uintptr(errp[1])},
-		Sys:   sys,
+	// The shell starts with the timer slack the worker had before it
+	// raised its own (proto/timerslack), not with the worker's.
+	var pid int
+	err = timerslack.ForChild(func() (err error) {
+		pid, err = syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", cmd}, &syscall.ProcAttr{
+			Env:   env,
+			Files: []uintptr{uintptr(null), uintptr(out[1]), uintptr(errp[1])},
+			Sys:   sys,
+		})
+		return err
 	})
 	// Only the task's processes hold the write ends now, so the reads see
 	// EOF once the last of them is gone.

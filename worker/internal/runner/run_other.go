@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
 // errTimedOut is the cancellation cause Run gives its own timeout, so that it
@@ -54,7 +56,9 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return killGroup(c.Process.Pid) }
 
-	if err := c.Start(); err != nil {
+	// As on Linux's path: the shell gets the timer slack the worker had
+	// before it raised its own.
+	if err := timerslack.ForChild(c.Start); err != nil {
 		closeAll(outR, outW, errR, errW)
 		return failedStart(ctx, res, err)
 	}
