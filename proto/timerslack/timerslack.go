@@ -38,7 +38,3 @@ const Max = 10 * time.Millisecond
 // it executes. init reads it and removes it from the environment, so that
 // neither the program's configuration nor its children see it.
 const envBefore = "ROUNDHOUSE_TIMER_SLACK_BEFORE"
-
-// Before is the timer slack this process had before Raise raised it: what
-// ForChild gives a child.
-func Before() time.Duration { return before }

@@ -16,7 +16,9 @@ const (
 )
 
 var (
-	before time.Duration // see Before
+	// before is the slack the process had before Raise raised it: what
+	// ForChild gives a child.
+	before time.Duration
 	// reexecuted: this image was executed by Raise, so its threads run
 	// with a slack other than before, which children must not inherit.
 	reexecuted bool
@@ -89,12 +91,12 @@ func self() string {
 }
 
 // ForChild calls fork, which starts a child process from the calling
-// thread, with that thread's slack set to Before, so that the child starts
-// with the slack the program had before Raise; then sets the thread's
-// slack back, for the runtime's other uses of it and the threads it may
-// make from it. Where Raise changed nothing, it only calls fork. If the
-// slack cannot be set, fork runs all the same and the child inherits the
-// program's.
+// thread, with that thread's slack set to before for the time of the call,
+// so that the child starts with the slack the program had before Raise;
+// then sets the thread's slack back, for the runtime's other uses of it and
+// the threads it may make from it. Where Raise changed nothing, it only
+// calls fork. If the slack cannot be set, fork runs all the same and the
+// child inherits the program's.
 func ForChild(fork func() error) error {
 	if !reexecuted {
 		return fork()
