@@ -104,6 +104,16 @@ func (p *processes) master(ctx context.Context) (*node, error) {
 	}, nil
 }
 
+// emptyDatabase has the master make its database at path (its schema and
+// indexes, no task) and stop, for the row handler.
+func (p *processes) emptyDatabase(ctx context.Context, path string) error {
+	c, err := localcluster.Start(ctx, localcluster.Config{Bin: p.bin, MasterEnv: benchMasterEnv, DBPath: path, StopTimeout: 15 * time.Second})
+	if err != nil {
+		return fmt.Errorf("a master's empty database: %w", err)
+	}
+	return c.Close()
+}
+
 func (p *processes) worker(ctx context.Context, m *node, id string) (*node, error) {
 	w, err := m.local.StartWorker(ctx, localcluster.Worker{ID: id})
 	if err != nil {

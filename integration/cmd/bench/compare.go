@@ -52,10 +52,14 @@ func (r *Report) writeComparison(w io.Writer) {
 	if drops != "-" {
 		drops += " (drops them)"
 	}
-	// The durable handler is the ceiling of a submission on disk.
+	// The durable handler is the ceiling of a submission on disk, the row
+	// handler that of one that writes the master's row.
 	durable := ""
 	if c := cell("durable_rate_c64"); c != "-" {
 		durable = "; durable handler " + c
+	}
+	if c := cell("durable_row_rate_c64"); c != "-" {
+		durable += "; with the master's row " + c
 	}
 	rows := [][]string{
 		{"Figure (same run)", "old system", "Roundhouse (ratio)", "machine limit"},

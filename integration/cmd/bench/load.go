@@ -162,7 +162,7 @@ func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, er
 }
 
 // roleEnv is the environment variable that turns the bench binary into the
-// minimal or the durable handler, so that each runs as a process of its own
+// minimal, the durable or the row handler, so that each runs as a process of its own
 // like the master does and they are measured alike.
 const roleEnv = "ROUNDHOUSE_BENCH_ROLE"
 
@@ -175,7 +175,9 @@ func playRole() {
 	case "minimal-handler":
 		serveRole = serveMinimal
 	case "durable-handler":
-		serveRole = serveDurable
+		serveRole = func() error { return serveDurable(false) }
+	case "row-handler":
+		serveRole = func() error { return serveDurable(true) }
 	default:
 		return
 	}
@@ -223,7 +225,7 @@ func answer(w http.ResponseWriter) {
 }
 
 // startHandler re-executes this binary as a handler (role: the value of
-// roleEnv, "minimal-handler" or "durable-handler"), with env added to
+// roleEnv: "minimal-handler", "durable-handler" or "row-handler"), with env added to
 // its environment, and returns its URL and process.
 func startHandler(role string, env ...string) (string, *exec.Cmd, error) {
 	self, err := os.Executable()

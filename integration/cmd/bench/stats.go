@@ -177,6 +177,8 @@ func (r *Report) evaluate() {
 	r.ratio("accepted_vs_minimal_c64", "submit_rate_c64", "minimal_rate_c64")
 	r.ratio("durable_vs_minimal_c64", "durable_rate_c64", "minimal_rate_c64")
 	r.ratio("accepted_vs_durable_c64", "submit_rate_c64", "durable_rate_c64")
+	r.ratio("durable_row_vs_minimal_c64", "durable_row_rate_c64", "minimal_rate_c64")
+	r.ratio("accepted_vs_durable_row_c64", "submit_rate_c64", "durable_row_rate_c64")
 	r.ratio("completed_vs_forkexec", "completed_rate", "forkexec_rate_c2")
 	r.ratio("assign_step_1m_vs_1k", "assign_step_us_queued_1m", "assign_step_us_queued_1k")
 	r.ratio("accepted_workers_vs_minimal_c64", "submit_rate_c64_workers", "minimal_rate_c64")
