@@ -30,7 +30,7 @@ type config struct {
 	MetricsAddr    string        `env:"WORKER_METRICS_ADDR"` // empty: no metrics endpoint
 	ReconnectMax   time.Duration `env:"WORKER_RECONNECT_MAX" envDefault:"5s"`
 	DrainTimeout   time.Duration `env:"WORKER_DRAIN_TIMEOUT" envDefault:"30s"`
-	TimerSlack     time.Duration `env:"WORKER_TIMER_SLACK" envDefault:"1ms"` // Linux timer slack of the worker's threads, not its commands' (proto/timerslack); 0: as it is
+	TimerSlack     time.Duration `env:"WORKER_TIMER_SLACK" envDefault:"5ms"` // Linux timer slack of the worker's threads, not its commands' (proto/timerslack); 0: as it is
 	// Labels are the worker's capabilities, "k=v,k=v" in the syntax of
 	// proto/labels (gpu=nvidia,zone=eu): a task that requires labels runs
 	// only on a worker that has every one of them.

@@ -23,7 +23,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxOutputBytes: 1048576,
 		ReconnectMax:   5 * time.Second,
 		DrainTimeout:   30 * time.Second,
-		TimerSlack:     time.Millisecond,
+		TimerSlack:     5 * time.Millisecond,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		labels:         map[string]string{},
