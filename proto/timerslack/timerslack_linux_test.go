@@ -2,8 +2,6 @@ package timerslack
 
 import (
 	"encoding/json"
-	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack/timerslacktest"
 )
 
 // childEnv makes the test binary play the program that calls Raise: it
@@ -59,19 +59,8 @@ func playRaise(d time.Duration) {
 // threadSlacks reads the timer slack of every thread of this process.
 // Reading another thread's needs CAP_SYS_NICE: denied says it was refused.
 func threadSlacks() (map[string]int64, bool) {
-	out := map[string]int64{}
-	tids, _ := os.ReadDir("/proc/self/task")
-	for _, t := range tids {
-		b, err := os.ReadFile("/proc/" + t.Name() + "/timerslack_ns")
-		if errors.Is(err, fs.ErrPermission) {
-			return nil, true
-		}
-		if err != nil {
-			continue // the thread has exited
-		}
-		out[t.Name()], _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	}
-	return out, false
+	slacks, denied, _ := timerslacktest.Threads("self")
+	return slacks, denied
 }
 
 // forkChild returns the slack of a child forked in ForChild, as the child

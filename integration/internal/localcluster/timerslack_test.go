@@ -2,53 +2,36 @@ package localcluster
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
+	"github.com/roundhouse-lab/roundhouse/proto/timerslack/timerslacktest"
 )
 
-// ownSlack is the calling thread's timer slack (prctl PR_GET_TIMERSLACK;
-// reading another thread's, /proc/self included, needs CAP_SYS_NICE).
+// ownSlack is the test's own timer slack.
 func ownSlack(t *testing.T) time.Duration {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, 30, 0, 0)
-	if errno != 0 {
-		t.Fatal(errno)
+	d, err := timerslacktest.Own()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return time.Duration(r)
+	return d
 }
 
 // threadSlacks reads the timer slack of every thread of process pid.
 // Reading another process's needs CAP_SYS_NICE: denied says it was refused.
 func threadSlacks(t *testing.T, pid int) (slacks map[string]int64, denied bool) {
 	t.Helper()
-	tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	slacks, denied, err := timerslacktest.Threads(strconv.Itoa(pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	slacks = map[string]int64{}
-	for _, tid := range tids {
-		b, err := os.ReadFile("/proc/" + tid.Name() + "/timerslack_ns")
-		if errors.Is(err, fs.ErrPermission) {
-			return nil, true
-		}
-		if err != nil {
-			continue // the thread has exited
-		}
-		slacks[tid.Name()], _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	}
-	return slacks, false
+	return slacks, denied
 }
 
 // TestBinariesRaiseTimerSlack: the master and the worker run every thread,
