@@ -61,6 +61,14 @@ func (r *Report) writeComparison(w io.Writer) {
 	if c := cell("durable_row_rate_c64"); c != "-" {
 		durable += "; with the master's row " + c
 	}
+	// The floor master (floor.go) is the ceiling of a master that keeps
+	// the promise with these workers.
+	floor := func(name string) string {
+		if c := cell(name); c != "-" {
+			return "; floor master " + c
+		}
+		return ""
+	}
 	rows := [][]string{
 		{"Figure (same run)", "old system", "Roundhouse (ratio)", "machine limit"},
 		{"accepted/s at concurrency 64, 5 workers running the tasks",
@@ -70,7 +78,7 @@ func (r *Report) writeComparison(w io.Writer) {
 		{"tasks executed per second, `{\"cmd\":\"true\"}`, 5 workers",
 			cell("peer_completed_rate"),
 			times("completed_rate", [2]string{"completed_vs_peer", ""}, [2]string{"completed_vs_forkexec", " fork/exec"}),
-			limit("`sh -c true` at concurrency 2: ", "forkexec_rate_c2")},
+			limit("`sh -c true` at concurrency 2: ", "forkexec_rate_c2") + floor("floor_completed_rate")},
 		{"accepted/s at concurrency 64, no worker connected",
 			drops,
 			times("submit_rate_c64", [2]string{"accepted_vs_minimal_c64", " minimal"}),
@@ -78,7 +86,7 @@ func (r *Report) writeComparison(w io.Writer) {
 		{"CPU per task, master / worker (ms)",
 			pair("peer_cpu_master_ms_per_task", "peer_cpu_workers_ms_per_task"),
 			pair("cpu_master_ms_per_task", "cpu_workers_ms_per_task"),
-			limit("the command itself: ", "cpu_commands_ms_per_task")},
+			limit("the command itself: ", "cpu_commands_ms_per_task") + floor("cpu_floor_master_ms_per_task")},
 	}
 	writeMarkdown(w, rows)
 	if f, ok := r.metric("peer_executed_fraction"); ok && f.Min < 1 {

@@ -56,15 +56,8 @@ func serveDurable(row bool) error {
 	if path == "" {
 		return fmt.Errorf("%s is not set", durableDBEnv)
 	}
-	// SQLite's own checkpoints, inside a commit every 1000 pages, cost
-	// little here: an append-only table of small rows rewrites the same few
-	// pages, and each is copied once.
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	conn, err := db.Conn(ctx) // the writer's, for its whole life
+	conn, err := openDurable(path)
 	if err != nil {
 		return err
 	}
@@ -78,12 +71,26 @@ func serveDurable(row bool) error {
 	if err != nil {
 		return err
 	}
-	w := &groupWriter{wake: make(chan struct{}, 1), row: row}
-	go w.run(conn, ins)
+	w := newGroupWriter(conn)
+	go w.run()
 	return serve(func(rw http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err == nil {
-			err = w.write(body)
+			err = w.write(func(ctx context.Context) error {
+				args := []any{body}
+				if row {
+					// As the master makes a task: its ID (newTaskID), the
+					// command, the default timeout (1h) and the time of the
+					// submission.
+					id, err := uuid.NewV7()
+					if err != nil {
+						return err
+					}
+					args = []any{id.String(), string(body), int64(time.Hour), time.Now().UnixNano()}
+				}
+				_, err := ins.ExecContext(ctx, args...)
+				return err
+			})
 		}
 		if err != nil {
 			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
@@ -93,23 +100,50 @@ func serveDurable(row bool) error {
 	})
 }
 
-// groupWriter commits the bodies queued while the previous commit ran in
+// openDurable opens the SQLite database at path with the master's
+// durability (WAL, synchronous=FULL) and returns the connection of its one
+// writer, for the process's whole life.
+func openDurable(path string) (*sql.Conn, error) {
+	// SQLite's own checkpoints, inside a commit every 1000 pages, cost
+	// little here: an append-only table of small rows rewrites the same few
+	// pages, and each is copied once.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return nil, err
+	}
+	return db.Conn(context.Background())
+}
+
+// groupWriter runs the changes queued while the previous commit ran in
 // one transaction, as the master's store does.
 type groupWriter struct {
+	conn  *sql.Conn // the writer's, for its whole life
 	mu    sync.Mutex
 	queue []pendingWrite
 	wake  chan struct{} // cap 1
-	row   bool          // write task rows (rowInsert), not bodies
 }
 
+// pendingWrite is one queued change: exec runs it inside the transaction;
+// done gets the outcome of the commit, from the writer goroutine, and must
+// not block.
 type pendingWrite struct {
-	body []byte
-	done chan error
+	exec func(ctx context.Context) error
+	done func(error)
 }
 
-// write queues body and waits for its commit.
-func (w *groupWriter) write(body []byte) error {
-	p := pendingWrite{body: body, done: make(chan error, 1)}
+func newGroupWriter(conn *sql.Conn) *groupWriter {
+	return &groupWriter{conn: conn, wake: make(chan struct{}, 1)}
+}
+
+// write queues exec and waits for its commit.
+func (w *groupWriter) write(exec func(ctx context.Context) error) error {
+	done := make(chan error, 1)
+	w.enqueue(pendingWrite{exec: exec, done: func(err error) { done <- err }})
+	return <-done
+}
+
+// enqueue queues p and returns at once.
+func (w *groupWriter) enqueue(p pendingWrite) {
 	w.mu.Lock()
 	w.queue = append(w.queue, p)
 	w.mu.Unlock()
@@ -117,11 +151,10 @@ func (w *groupWriter) write(body []byte) error {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return <-p.done
 }
 
 // run is the writer goroutine; it lives as long as the process.
-func (w *groupWriter) run(conn *sql.Conn, ins *sql.Stmt) {
+func (w *groupWriter) run() {
 	for range w.wake {
 		for {
 			w.mu.Lock()
@@ -131,40 +164,29 @@ func (w *groupWriter) run(conn *sql.Conn, ins *sql.Stmt) {
 			if len(batch) == 0 {
 				break
 			}
-			err := w.commit(conn, ins, batch)
+			err := w.commit(batch)
 			for _, p := range batch {
-				p.done <- err
+				p.done(err)
 			}
 		}
 	}
 }
 
 // commit says BEGIN and COMMIT on the writer's connection, as the store
-// does, so that the prepared insert is not prepared again per transaction.
-func (w *groupWriter) commit(conn *sql.Conn, ins *sql.Stmt, batch []pendingWrite) error {
+// does, so that prepared statements are not prepared again per transaction.
+func (w *groupWriter) commit(batch []pendingWrite) error {
 	ctx := context.Background()
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+	if _, err := w.conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return err
 	}
 	for _, p := range batch {
-		args := []any{p.body}
-		if w.row {
-			// As the master makes a task: its ID (newTaskID), the command,
-			// the default timeout (1h) and the time of the submission.
-			id, err := uuid.NewV7()
-			if err != nil {
-				_, _ = conn.ExecContext(ctx, "ROLLBACK")
-				return err
-			}
-			args = []any{id.String(), string(p.body), int64(time.Hour), time.Now().UnixNano()}
-		}
-		if _, err := ins.ExecContext(ctx, args...); err != nil {
-			_, _ = conn.ExecContext(ctx, "ROLLBACK")
+		if err := p.exec(ctx); err != nil {
+			_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
 			return err
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		_, _ = conn.ExecContext(ctx, "ROLLBACK")
+	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
 		return err
 	}
 	return nil

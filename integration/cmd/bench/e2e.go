@@ -34,6 +34,15 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	if err != nil {
 		return err
 	}
+	// The floor master runs beside the master, with workers of the same
+	// binary; a container's run has no floor (its workers are images).
+	var floor *floorCluster
+	if p, ok := l.(*processes); ok {
+		if floor, err = startFloor(ctx, p.bin.Worker, o.workers); err != nil {
+			return err
+		}
+		defer floor.stop()
+	}
 	cl := client.New(m.api)
 	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
 	for r := 1; r <= o.runs; r++ {
@@ -64,6 +73,18 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: %d x true on %d workers: %.0f tasks/s; queued->started p50 %.2f ms p99 %.2f ms; submitted->finished p50 %.2f ms p99 %.2f ms",
 			r, o.runs, o.tasks, o.workers, tp.rate, tp.q2s50, tp.q2s99, tp.s2f50, tp.s2f99)
 
+		if floor != nil {
+			rate, used, err := floor.throughput(ctx, o.tasks)
+			if err != nil {
+				return err
+			}
+			col.put("floor_completed_rate", "tasks/s", rate)
+			col.put("cpu_floor_master_ms_per_task", "ms", perTask(used.master))
+			col.put("cpu_floor_workers_ms_per_task", "ms", perTask(used.workers))
+			o.logf("run %d/%d: the floor master, %d x true on %d workers: %.0f tasks/s, its CPU %.3f ms per task",
+				r, o.runs, o.tasks, o.workers, rate, perTask(used.master))
+		}
+
 		acc, err := acceptedRate(ctx, load{client: hc64, url: m.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, o.dur)
 		if err != nil {
 			return err
@@ -90,6 +111,9 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
 	}
 	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
+	col.notes["floor_completed_rate"] = fmt.Sprintf("the completed_rate run against the floor master (floor.go: two durable writes per task and nothing else) with %d workers of the same binary: tasks / (last result committed - first submission)", o.workers)
+	col.notes["cpu_floor_master_ms_per_task"] = "CPU time of the floor master process during its throughput run (submissions included), per task"
+	col.notes["cpu_floor_workers_ms_per_task"] = "CPU time of the floor master's worker processes themselves during its throughput run, per task"
 	col.notes["submit_rate_c64_workers"] = fmt.Sprintf("accepted tasks/s of POST /tasks {\"cmd\":\"true\"} at concurrency 64 while %d workers run them (the old system's first figure)", o.workers)
 	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
 	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"

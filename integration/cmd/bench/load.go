@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -133,11 +134,18 @@ func (l load) post(ctx context.Context) ([]byte, error) {
 
 // forkExecRate runs `sh -c true` with os/exec from conc goroutines for dur
 // and returns the runs per second: the most tasks per second any worker
-// could start on this machine, whatever the scheduler.
-func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, error) {
+// could start on this machine, whatever the scheduler. It also returns the
+// CPU time of a run, in ms: the shell's own (from wait4) and this
+// process's, which does nothing else meanwhile.
+func forkExecRate(ctx context.Context, conc int, dur time.Duration) (rate, cpuMS float64, err error) {
 	var n atomic.Int64
+	var children atomic.Int64 // the shells' CPU time, ns
 	var wg sync.WaitGroup
 	errc := make(chan error, conc)
+	selfBefore, err := selfCPU()
+	if err != nil {
+		return 0, 0, err
+	}
 	deadline := time.Now().Add(dur)
 	start := time.Now()
 	for range conc {
@@ -145,20 +153,38 @@ func forkExecRate(ctx context.Context, conc int, dur time.Duration) (float64, er
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				if err := exec.CommandContext(ctx, "sh", "-c", "true").Run(); err != nil {
+				cmd := exec.CommandContext(ctx, "sh", "-c", "true")
+				if err := cmd.Run(); err != nil {
 					errc <- err
 					return
 				}
+				children.Add(int64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()))
 				n.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	close(errc)
 	if err := errors.Join(<-errc, ctx.Err()); err != nil {
-		return 0, fmt.Errorf("sh -c true: %w", err)
+		return 0, 0, fmt.Errorf("sh -c true: %w", err)
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	selfAfter, err := selfCPU()
+	if err != nil {
+		return 0, 0, err
+	}
+	runs := float64(max(n.Load(), 1))
+	cpu := selfAfter - selfBefore + time.Duration(children.Load())
+	return float64(n.Load()) / elapsed.Seconds(), float64(cpu) / float64(time.Millisecond) / runs, nil
+}
+
+// selfCPU is this process's CPU time so far.
+func selfCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // roleEnv is the environment variable that turns the bench binary into the
@@ -178,6 +204,8 @@ func playRole() {
 		serveRole = func() error { return serveDurable(false) }
 	case "row-handler":
 		serveRole = func() error { return serveDurable(true) }
+	case "floor-master":
+		serveRole = serveFloor
 	default:
 		return
 	}

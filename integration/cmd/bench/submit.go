@@ -46,11 +46,12 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	hc := newHTTPClient(max(64, slices.Max(o.conc)))
 	body := []byte(`{"cmd":"true"}`)
 	for r := 1; r <= o.runs; r++ {
-		fe, err := forkExecRate(ctx, 2, o.dur)
+		fe, feCPU, err := forkExecRate(ctx, 2, o.dur)
 		if err != nil {
 			return err
 		}
 		col.put("forkexec_rate_c2", "runs/s", fe)
+		col.put("forkexec_cpu_ms_per_run_c2", "ms", feCPU)
 		o.logf("run %d/%d: sh -c true at concurrency 2: %.0f/s", r, o.runs, fe)
 
 		m, err := l.master(ctx) // a fresh database each run
@@ -108,6 +109,7 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 		hc.CloseIdleConnections()
 		m.stop()
 	}
+	col.notes["forkexec_cpu_ms_per_run_c2"] = "CPU time of one `sh -c true` of forkexec_rate_c2: the shell's (wait4) and the forking bench process's"
 	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
 	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
 	col.notes["durable_rate_c64"] = "the minimal handler answering only once the request's body is committed to SQLite (WAL, synchronous=FULL, group commit), a table with no index: the ceiling of any submission on disk before its 202 on this machine"

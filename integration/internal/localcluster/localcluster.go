@@ -126,6 +126,12 @@ func masterEnv(cfg Config, httpAddr, grpcAddr, db string) []string {
 	}
 }
 
+// WorkerEnv is what a worker of this package gets on top of the inherited
+// environment to join a master at grpcAddr that no Cluster started (a
+// bench's stand-in master): w's ID and slots, no TLS, no token, no listen
+// addresses. w.Env is not included.
+func WorkerEnv(grpcAddr string, w Worker) []string { return workerEnv(Config{}, grpcAddr, w) }
+
 // workerEnv is what the launcher sets for a worker: no TLS, no listen
 // addresses (several workers share the host), the token of cfg.
 func workerEnv(cfg Config, grpcAddr string, w Worker) []string {
