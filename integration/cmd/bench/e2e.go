@@ -34,14 +34,19 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	if err != nil {
 		return err
 	}
-	// The floor master runs beside the master, with workers of the same
-	// binary; a container's run has no floor (its workers are images).
-	var floor *floorCluster
+	// The floor master runs beside the master, twice: with workers of the
+	// same binary, and with os/exec workers. A container's run has neither
+	// (its workers are images).
+	var floor, osexec *floorCluster
 	if p, ok := l.(*processes); ok {
 		if floor, err = startFloor(ctx, p.bin.Worker, o.workers); err != nil {
 			return err
 		}
 		defer floor.stop()
+		if osexec, err = startFloor(ctx, "", o.workers); err != nil {
+			return err
+		}
+		defer osexec.stop()
 	}
 	cl := client.New(m.api)
 	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
@@ -73,16 +78,23 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: %d x true on %d workers: %.0f tasks/s; queued->started p50 %.2f ms p99 %.2f ms; submitted->finished p50 %.2f ms p99 %.2f ms",
 			r, o.runs, o.tasks, o.workers, tp.rate, tp.q2s50, tp.q2s99, tp.s2f50, tp.s2f99)
 
-		if floor != nil {
-			rate, used, err := floor.throughput(ctx, o.tasks)
+		for _, f := range []struct {
+			c    *floorCluster
+			name string // the metrics' infix
+			what string
+		}{{floor, "floor", "the floor master"}, {osexec, "floor_osexec", "the floor master with os/exec workers"}} {
+			if f.c == nil {
+				continue
+			}
+			rate, used, err := f.c.throughput(ctx, o.tasks)
 			if err != nil {
 				return err
 			}
-			col.put("floor_completed_rate", "tasks/s", rate)
-			col.put("cpu_floor_master_ms_per_task", "ms", perTask(used.master))
-			col.put("cpu_floor_workers_ms_per_task", "ms", perTask(used.workers))
-			o.logf("run %d/%d: the floor master, %d x true on %d workers: %.0f tasks/s, its CPU %.3f ms per task",
-				r, o.runs, o.tasks, o.workers, rate, perTask(used.master))
+			col.put(f.name+"_completed_rate", "tasks/s", rate)
+			col.put("cpu_"+f.name+"_master_ms_per_task", "ms", perTask(used.master))
+			col.put("cpu_"+f.name+"_workers_ms_per_task", "ms", perTask(used.workers))
+			o.logf("run %d/%d: %s, %d x true on %d workers: %.0f tasks/s, CPU per task: master %.3f ms, workers %.3f ms",
+				r, o.runs, f.what, o.tasks, o.workers, rate, perTask(used.master), perTask(used.workers))
 		}
 
 		acc, err := acceptedRate(ctx, load{client: hc64, url: m.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, o.dur)
@@ -114,6 +126,9 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	col.notes["floor_completed_rate"] = fmt.Sprintf("the completed_rate run against the floor master (floor.go: two durable writes per task and nothing else) with %d workers of the same binary: tasks / (last result committed - first submission)", o.workers)
 	col.notes["cpu_floor_master_ms_per_task"] = "CPU time of the floor master process during its throughput run (submissions included), per task"
 	col.notes["cpu_floor_workers_ms_per_task"] = "CPU time of the floor master's worker processes themselves during its throughput run, per task"
+	col.notes["floor_osexec_completed_rate"] = fmt.Sprintf("the same against the floor master with %d os/exec workers (floor.go: os/exec, a Report stream, nothing else)", o.workers)
+	col.notes["cpu_floor_osexec_master_ms_per_task"] = "CPU time of the floor master process during its run with os/exec workers, per task"
+	col.notes["cpu_floor_osexec_workers_ms_per_task"] = "CPU time of the os/exec workers themselves during that run, per task"
 	col.notes["submit_rate_c64_workers"] = fmt.Sprintf("accepted tasks/s of POST /tasks {\"cmd\":\"true\"} at concurrency 64 while %d workers run them (the old system's first figure)", o.workers)
 	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
 	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"

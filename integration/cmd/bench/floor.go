@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -296,6 +298,69 @@ func (f *floorMaster) Report(stream pb.NodeService_ReportServer) error {
 	}
 }
 
+// floorAddrEnv names the floor master's gRPC address for an os/exec worker.
+const floorAddrEnv = "ROUNDHOUSE_BENCH_FLOOR_ADDR"
+
+// serveFloorWorker is the os/exec worker: the least a worker does per
+// task over the protocol, written the plain way. It registers with one
+// slot, runs each task with os/exec as the fork/exec baseline does
+// (`/bin/sh -c`, output captured), and sends its result on a Report
+// stream; no log line, heartbeat, live output, timeout, cancel, retry or
+// metric. With the floor master it is a cluster of floors but for the
+// exec path, which Roundhouse's worker does with less CPU than os/exec
+// (floor_osexec_completed_rate, cpu_floor_osexec_workers_ms_per_task).
+func serveFloorWorker() error {
+	id := os.Getenv("WORKER_ID")
+	conn, err := grpc.NewClient(os.Getenv(floorAddrEnv), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	c := pb.NewNodeServiceClient(conn)
+	ctx := context.Background()
+	tasks, err := c.AssignTask(ctx, &pb.RegisterRequest{WorkerId: id, Slots: 1})
+	if err != nil {
+		return err
+	}
+	if a, err := tasks.Recv(); err != nil || a.GetWelcome() == nil {
+		return fmt.Errorf("no welcome: %v", err)
+	}
+	results, err := c.Report(ctx)
+	if err != nil {
+		return err
+	}
+	go func() { // the acks' reader, for the process's life: the floor never sends a result again
+		for {
+			if _, err := results.Recv(); err != nil {
+				fmt.Fprintln(os.Stderr, "os/exec worker: report stream:", err)
+				os.Exit(1)
+			}
+		}
+	}()
+	for {
+		a, err := tasks.Recv()
+		if err != nil {
+			return err
+		}
+		t := a.GetTask()
+		if t == nil {
+			continue
+		}
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command("/bin/sh", "-c", t.GetCmd())
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		res := &pb.TaskResult{TaskId: t.GetId(), WorkerId: id, Attempt: t.GetAttempt(), ExitCode: -1}
+		if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+			res.Error = err.Error()
+		} else {
+			res.ExitCode = int32(cmd.ProcessState.ExitCode())
+		}
+		res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+		if err := results.Send(res); err != nil {
+			return err
+		}
+	}
+}
+
 // floorCluster is the floor master and its workers, as processes on
 // loopback, for the e2e phase to run beside the master.
 type floorCluster struct {
@@ -306,8 +371,9 @@ type floorCluster struct {
 	hc      *http.Client
 }
 
-// startFloor starts the floor master and n workers (workerBin, one slot
-// each) and waits until all n are connected.
+// startFloor starts the floor master and n workers, one slot each, and
+// waits until all n are connected: workers of workerBin, or os/exec
+// workers (this binary re-executed) when workerBin is "".
 func startFloor(ctx context.Context, workerBin string, n int) (_ *floorCluster, err error) {
 	dir, err := os.MkdirTemp("", "roundhouse-bench-floor-")
 	if err != nil {
@@ -331,9 +397,18 @@ func startFloor(ctx context.Context, workerBin string, n int) (_ *floorCluster, 
 		return nil, err
 	}
 	defer logf.Close() // the workers hold their own descriptors
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
 	for i := 1; i <= n; i++ {
+		w := localcluster.Worker{ID: fmt.Sprintf("w%d", i)}
 		cmd := exec.Command(workerBin)
-		cmd.Env = append(os.Environ(), localcluster.WorkerEnv(st.GRPC, localcluster.Worker{ID: fmt.Sprintf("w%d", i)})...)
+		cmd.Env = append(os.Environ(), localcluster.WorkerEnv(st.GRPC, w)...)
+		if workerBin == "" {
+			cmd = exec.Command(self)
+			cmd.Env = append(os.Environ(), roleEnv+"=osexec-worker", floorAddrEnv+"="+st.GRPC, "WORKER_ID="+w.ID)
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {

@@ -188,8 +188,9 @@ func selfCPU() (time.Duration, error) {
 }
 
 // roleEnv is the environment variable that turns the bench binary into the
-// minimal, the durable or the row handler, so that each runs as a process of its own
-// like the master does and they are measured alike.
+// minimal, the durable or the row handler, the floor master or an os/exec
+// worker, so that each runs as a process of its own like the master does
+// and they are measured alike.
 const roleEnv = "ROUNDHOUSE_BENCH_ROLE"
 
 // playRole makes this process the handler its environment names
@@ -206,6 +207,8 @@ func playRole() {
 		serveRole = func() error { return serveDurable(true) }
 	case "floor-master":
 		serveRole = serveFloor
+	case "osexec-worker":
+		serveRole = serveFloorWorker
 	default:
 		return
 	}
@@ -253,7 +256,8 @@ func answer(w http.ResponseWriter) {
 }
 
 // startHandler re-executes this binary as a handler (role: the value of
-// roleEnv: "minimal-handler", "durable-handler" or "row-handler"), with env added to
+// roleEnv: "minimal-handler", "durable-handler", "row-handler" or
+// "floor-master"), with env added to
 // its environment, and returns its URL and process.
 func startHandler(role string, env ...string) (string, *exec.Cmd, error) {
 	self, err := os.Executable()

@@ -183,6 +183,8 @@ func (r *Report) evaluate() {
 	r.ratio("floor_completed_vs_forkexec", "floor_completed_rate", "forkexec_rate_c2")
 	r.ratio("completed_vs_floor", "completed_rate", "floor_completed_rate")
 	r.ratio("floor_completed_vs_peer", "floor_completed_rate", "peer_completed_rate")
+	r.ratio("floor_osexec_completed_vs_forkexec", "floor_osexec_completed_rate", "forkexec_rate_c2")
+	r.ratio("floor_osexec_completed_vs_peer", "floor_osexec_completed_rate", "peer_completed_rate")
 	r.ratio("assign_step_1m_vs_1k", "assign_step_us_queued_1m", "assign_step_us_queued_1k")
 	r.ratio("accepted_workers_vs_minimal_c64", "submit_rate_c64_workers", "minimal_rate_c64")
 	r.ratio("accepted_vs_peer_c64", "submit_rate_c64_workers", "peer_accepted_rate_c64_workers")
