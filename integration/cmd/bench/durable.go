@@ -52,12 +52,8 @@ VALUES (?, ?, 'queued', 0, 3, ?, '', NULL, '', '', 0, 0, '', NULL, ?, 0, 0, 0, 3
 // answer: of the body (the durable handler) or of a task row holding it
 // (the row handler, row true).
 func serveDurable(row bool) error {
-	path := os.Getenv(durableDBEnv)
-	if path == "" {
-		return fmt.Errorf("%s is not set", durableDBEnv)
-	}
 	ctx := context.Background()
-	conn, err := openDurable(path)
+	conn, err := openDurable()
 	if err != nil {
 		return err
 	}
@@ -100,10 +96,14 @@ func serveDurable(row bool) error {
 	})
 }
 
-// openDurable opens the SQLite database at path with the master's
-// durability (WAL, synchronous=FULL) and returns the connection of its one
-// writer, for the process's whole life.
-func openDurable(path string) (*sql.Conn, error) {
+// openDurable opens the SQLite database that durableDBEnv names with the
+// master's durability (WAL, synchronous=FULL) and returns the connection of
+// its one writer, for the process's whole life.
+func openDurable() (*sql.Conn, error) {
+	path := os.Getenv(durableDBEnv)
+	if path == "" {
+		return nil, fmt.Errorf("%s is not set", durableDBEnv)
+	}
 	// SQLite's own checkpoints, inside a commit every 1000 pages, cost
 	// little here: an append-only table of small rows rewrites the same few
 	// pages, and each is copied once.

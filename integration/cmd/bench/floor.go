@@ -25,9 +25,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/roundhouse-lab/roundhouse/integration/client"
 	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
+	rhproto "github.com/roundhouse-lab/roundhouse/proto"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -65,34 +67,36 @@ type floorMaster struct {
 	workers []*floorWorker // connected, by ID: the rotation
 	next    int            // the rotation's position
 
-	completed atomic.Int64 // results committed
-	last      atomic.Int64 // when the latest result committed, Unix ns
+	// The run's interval, as the master's completed_rate takes it from
+	// its tasks (first created_at to last finished_at): first is when the
+	// first submission since the last POST /mark arrived, last the latest
+	// finished_at of a committed result, both Unix ns.
+	first, last atomic.Int64
+	completed   atomic.Int64 // results committed
 }
 
 // floorWorker is one connected worker.
 type floorWorker struct {
-	id   string
-	free int           // slots without a task, under floorMaster.mu
-	send chan *pb.Task // cap: its slots, so a send for a free slot never blocks
+	id          string
+	slots, free int           // free: slots without a task, under floorMaster.mu
+	send        chan *pb.Task // cap: its slots, so a send for a free slot never blocks
 }
 
 // floorStats is GET /stats: what the driver reads to time a run.
 type floorStats struct {
 	Completed int64  `json:"completed"`
+	FirstNS   int64  `json:"first_ns"`
 	LastNS    int64  `json:"last_ns"`
 	Workers   int    `json:"workers"`
 	GRPC      string `json:"grpc"`
 }
 
 // serveFloor runs the floor master: gRPC on a port of loopback, and the
-// REST side (POST /tasks, GET /stats) as the handlers serve theirs.
+// REST side (POST /tasks, GET /stats, POST /mark) as the handlers serve
+// theirs. Its gRPC server is set up as the master's is for its workers.
 func serveFloor() error {
-	path := os.Getenv(durableDBEnv)
-	if path == "" {
-		return fmt.Errorf("%s is not set", durableDBEnv)
-	}
 	ctx := context.Background()
-	conn, err := openDurable(path)
+	conn, err := openDurable()
 	if err != nil {
 		return err
 	}
@@ -116,6 +120,9 @@ func serveFloor() error {
 	gs := grpc.NewServer(
 		// The workers ping every 10 s, with or without a stream.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// As the master's and the worker's: no PING per message.
+		grpc.StaticStreamWindowSize(rhproto.StreamWindow),
+		grpc.StaticConnWindowSize(rhproto.ConnWindow),
 	)
 	pb.RegisterNodeServiceServer(gs, f)
 	go func() { _ = gs.Serve(l) }() // until the process is killed
@@ -123,9 +130,14 @@ func serveFloor() error {
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == "/tasks":
 			f.submit(rw, r)
+		case r.Method == http.MethodPost && r.URL.Path == "/mark":
+			f.first.Store(0)
+			rw.WriteHeader(http.StatusNoContent)
 		case r.Method == http.MethodGet && r.URL.Path == "/stats":
 			f.mu.Lock()
-			st := floorStats{Completed: f.completed.Load(), LastNS: f.last.Load(), Workers: len(f.workers), GRPC: f.grpcAddr}
+			// last before completed: a count read after its last time
+			// could pair with the time of the commit before.
+			st := floorStats{FirstNS: f.first.Load(), LastNS: f.last.Load(), Completed: f.completed.Load(), Workers: len(f.workers), GRPC: f.grpcAddr}
 			f.mu.Unlock()
 			rw.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(rw).Encode(st)
@@ -137,6 +149,7 @@ func serveFloor() error {
 
 // submit is POST /tasks: the task committed, then answered and queued.
 func (f *floorMaster) submit(rw http.ResponseWriter, r *http.Request) {
+	f.first.CompareAndSwap(0, time.Now().UnixNano())
 	var body struct {
 		Cmd string `json:"cmd"`
 	}
@@ -197,7 +210,7 @@ func (f *floorMaster) dispatchLocked() {
 // AssignTask registers a worker and streams its tasks until it goes away.
 func (f *floorMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
 	slots := max(int(req.GetSlots()), 1)
-	w := &floorWorker{id: req.GetWorkerId(), free: slots, send: make(chan *pb.Task, slots)}
+	w := &floorWorker{id: req.GetWorkerId(), slots: slots, free: slots, send: make(chan *pb.Task, slots)}
 	welcome := &pb.Welcome{HeartbeatInterval: durationpb.New(2 * time.Second)}
 	if err := stream.Send(&pb.Assignment{Kind: &pb.Assignment_Welcome{Welcome: welcome}}); err != nil {
 		return err
@@ -231,13 +244,16 @@ func (f *floorMaster) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.Hear
 }
 
 // Report frees the slot of each result as it arrives, and acknowledges
-// the result once it is committed.
+// the result once it is committed. The floor assumes what the bench
+// guarantees: no worker reconnects or sends a result twice (a second copy
+// would free a slot twice and count twice), and none dies with tasks.
 func (f *floorMaster) Report(stream pb.NodeService_ReportServer) error {
 	// A worker has at most 64 results in flight on a stream, so the
 	// writer's sends into acks never find it full.
 	acks := make(chan *pb.ResultAck, 1024)
-	ctx := stream.Context()
-	go func() { // the stream's ack sender, owned by this handler: it ends with the stream
+	quit, sent := make(chan struct{}), make(chan struct{})
+	go func() { // the stream's ack sender, owned by this handler, which waits for it
+		defer close(sent)
 		for {
 			select {
 			case a := <-acks:
@@ -248,11 +264,12 @@ func (f *floorMaster) Report(stream pb.NodeService_ReportServer) error {
 				if stream.Send(&pb.ReportAcks{Acks: batch}) != nil {
 					return
 				}
-			case <-ctx.Done():
-				return
+			case <-quit:
+				return // the acks of results still committing are lost: the worker sends them again
 			}
 		}
 	}()
+	defer func() { close(quit); <-sent }()
 	for {
 		res, err := stream.Recv()
 		if err == io.EOF {
@@ -264,7 +281,7 @@ func (f *floorMaster) Report(stream pb.NodeService_ReportServer) error {
 		f.mu.Lock()
 		for _, w := range f.workers {
 			if w.id == res.GetWorkerId() {
-				w.free++
+				w.free = min(w.free+1, w.slots)
 				break
 			}
 		}
@@ -286,8 +303,10 @@ func (f *floorMaster) Report(stream pb.NodeService_ReportServer) error {
 				if err != nil {
 					ack.Code, ack.Message = int32(codes.Unavailable), err.Error()
 				} else {
+					at := res.GetFinishedAt().AsTime().UnixNano()
+					for last := f.last.Load(); at > last && !f.last.CompareAndSwap(last, at); last = f.last.Load() {
+					}
 					f.completed.Add(1)
-					f.last.Store(time.Now().UnixNano())
 				}
 				select {
 				case acks <- ack:
@@ -306,12 +325,15 @@ const floorAddrEnv = "ROUNDHOUSE_BENCH_FLOOR_ADDR"
 // slot, runs each task with os/exec as the fork/exec baseline does
 // (`/bin/sh -c`, output captured), and sends its result on a Report
 // stream; no log line, heartbeat, live output, timeout, cancel, retry or
-// metric. With the floor master it is a cluster of floors but for the
-// exec path, which Roundhouse's worker does with less CPU than os/exec
-// (floor_osexec_completed_rate, cpu_floor_osexec_workers_ms_per_task).
+// metric. With the floor master it makes a cluster of floors but for the
+// exec path, os/exec's (floor_osexec_completed_rate), and shows what a
+// worker written that way costs beside Roundhouse's
+// (cpu_floor_osexec_workers_ms_per_task).
 func serveFloorWorker() error {
 	id := os.Getenv("WORKER_ID")
-	conn, err := grpc.NewClient(os.Getenv(floorAddrEnv), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(os.Getenv(floorAddrEnv), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// As the worker's: no PING per message.
+		grpc.WithStaticStreamWindowSize(rhproto.StreamWindow), grpc.WithStaticConnWindowSize(rhproto.ConnWindow))
 	if err != nil {
 		return err
 	}
@@ -354,7 +376,7 @@ func serveFloorWorker() error {
 		} else {
 			res.ExitCode = int32(cmd.ProcessState.ExitCode())
 		}
-		res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+		res.Stdout, res.Stderr, res.FinishedAt = stdout.Bytes(), stderr.Bytes(), timestamppb.Now()
 		if err := results.Send(res); err != nil {
 			return err
 		}
@@ -410,7 +432,8 @@ func startFloor(ctx context.Context, workerBin string, n int) (_ *floorCluster, 
 			cmd.Env = append(os.Environ(), roleEnv+"=osexec-worker", floorAddrEnv+"="+st.GRPC, "WORKER_ID="+w.ID)
 		}
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Killed with the bench, should it die without stopping them.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
@@ -423,7 +446,9 @@ func startFloor(ctx context.Context, workerBin string, n int) (_ *floorCluster, 
 		return err == nil && st.Workers == n, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("floor master: waiting for %d workers (log: %s): %w", n, logf.Name(), err)
+		// stop removes the log: what it says goes in the error.
+		out, _ := os.ReadFile(logf.Name())
+		return nil, fmt.Errorf("floor master: waiting for %d workers: %w; their output:\n%s", n, err, out[max(0, len(out)-2000):])
 	}
 	return c, nil
 }
@@ -444,8 +469,9 @@ func (c *floorCluster) stats(ctx context.Context) (floorStats, error) {
 
 // throughput submits n tasks of `true` at concurrency 16, as the master's
 // throughput run does, waits until all n results are committed, and
-// returns the tasks per second from the first submission to the last
-// commit, and the CPU the floor master and its workers used meanwhile.
+// returns the tasks per second from the first submission's arrival to the
+// last result's finished_at, as completed_rate takes them, and the CPU the
+// floor master and its workers used meanwhile.
 func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare, error) {
 	before, err := c.cpu()
 	if err != nil {
@@ -456,7 +482,9 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 		return 0, cpuShare{}, err
 	}
 	want := st.Completed + int64(n)
-	start := time.Now()
+	if err := c.mark(ctx); err != nil {
+		return 0, cpuShare{}, err
+	}
 	ld := load{client: c.hc, url: c.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 16, count: n}
 	if _, err := ld.run(ctx); err != nil {
 		return 0, cpuShare{}, err
@@ -475,7 +503,24 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 		return 0, cpuShare{}, err
 	}
 	used := cpuShare{master: after.master - before.master, workers: after.workers - before.workers, commands: after.commands - before.commands}
-	return float64(n) / time.Unix(0, st.LastNS).Sub(start).Seconds(), used, nil
+	return float64(n) / time.Duration(st.LastNS-st.FirstNS).Seconds(), used, nil
+}
+
+// mark starts a run: the floor master takes the next submission as its first.
+func (c *floorCluster) mark(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.api+"/mark", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("floor master: POST /mark: %s", resp.Status)
+	}
+	return nil
 }
 
 func (c *floorCluster) cpu() (cpuShare, error) {
