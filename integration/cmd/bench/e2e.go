@@ -123,7 +123,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
 	}
 	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
-	col.notes["floor_completed_rate"] = fmt.Sprintf("the completed_rate run against the floor master (floor.go: two durable writes per task and nothing else) with %d workers of the same binary: tasks / (last result committed - first submission)", o.workers)
+	col.notes["floor_completed_rate"] = fmt.Sprintf("the completed_rate run against the floor master (floor.go: two durable writes per task and nothing else) with %d workers of the same binary: tasks / (last committed result's finished_at - first submission's arrival)", o.workers)
 	col.notes["cpu_floor_master_ms_per_task"] = "CPU time of the floor master process during its throughput run (submissions included), per task"
 	col.notes["cpu_floor_workers_ms_per_task"] = "CPU time of the floor master's worker processes themselves during its throughput run, per task"
 	col.notes["floor_osexec_completed_rate"] = fmt.Sprintf("the same against the floor master with %d os/exec workers (floor.go: os/exec, a Report stream, nothing else)", o.workers)
