@@ -67,9 +67,10 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		col.put("store_writes_per_commit", "writes", (after.writes-before.writes)/max(commits, 1))
 		col.put("store_commits_per_task", "commits", commits/float64(o.tasks))
 		perTask := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(o.tasks) }
-		col.put("cpu_master_ms_per_task", "ms", perTask(after.cpu.master-before.cpu.master))
-		col.put("cpu_workers_ms_per_task", "ms", perTask(after.cpu.workers-before.cpu.workers))
-		col.put("cpu_commands_ms_per_task", "ms", perTask(after.cpu.commands-before.cpu.commands))
+		spent := after.cpu.minus(before.cpu)
+		col.put("cpu_master_ms_per_task", "ms", perTask(spent.master))
+		col.put("cpu_workers_ms_per_task", "ms", perTask(spent.workers))
+		col.put("cpu_commands_ms_per_task", "ms", perTask(spent.commands))
 		col.put("completed_rate", "tasks/s", tp.rate)
 		col.put("queued_to_started_p50_ms", "ms", tp.q2s50)
 		col.put("queued_to_started_p99_ms", "ms", tp.q2s99)
@@ -142,6 +143,11 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 // cpuShare is the CPU time a cluster has used: the master's, the worker
 // processes' own, and the commands they ran.
 type cpuShare struct{ master, workers, commands time.Duration }
+
+// minus is what was used between an earlier reading, d, and c.
+func (c cpuShare) minus(d cpuShare) cpuShare {
+	return cpuShare{master: c.master - d.master, workers: c.workers - d.workers, commands: c.commands - d.commands}
+}
 
 func clusterCPU(m *node, ws map[string]*node) (cpuShare, error) {
 	var c cpuShare

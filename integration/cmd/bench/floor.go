@@ -502,8 +502,7 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 	if err != nil {
 		return 0, cpuShare{}, err
 	}
-	used := cpuShare{master: after.master - before.master, workers: after.workers - before.workers, commands: after.commands - before.commands}
-	return float64(n) / time.Duration(st.LastNS-st.FirstNS).Seconds(), used, nil
+	return float64(n) / time.Duration(st.LastNS-st.FirstNS).Seconds(), after.minus(before), nil
 }
 
 // mark starts a run: the floor master takes the next submission as its first.
