@@ -83,6 +83,18 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 // a slot and queued on the worker's stream.
 func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t, _ := d.tasks.get(id)
+	d.deliverLocked(t, s, store.Update, nil)
+}
+
+// deliverLocked makes t's next delivery to s: t runs there from now, its
+// row is written as k (Update for a task the store has; Insert for one
+// submitted straight to a free worker, whose row is written running in the
+// first place) with the new attempt, the slot is held, and the assignment
+// is queued on the worker's stream, to be sent once the write is on disk.
+// It returns that write's commit. With ready nil the stream waits for the
+// commit itself; otherwise the caller, who waits for the commit, must pass
+// its outcome on to ready.
+func (d *Dispatcher) deliverLocked(t *task.Task, s *Session, k store.Kind, ready chan error) <-chan error {
 	now := d.p.Now()
 	queuedAt := t.CreatedAt // until its first delivery; then since the last one ended, or its run time
 	if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {
@@ -100,11 +112,16 @@ func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t.History = append(t.History, task.Attempt{
 		TaskID: t.ID, N: t.Attempts, WorkerID: s.WorkerID, Outcome: task.OutcomeRunning, AssignedAt: now,
 	})
-	stored := d.writeLocked(store.Update, t, lastAttempt(t), store.Insert) // a new delivery
+	stored := d.writeLocked(k, t, lastAttempt(t), store.Insert) // a new delivery
 	s.inflight[t.ID] = &hold{attempt: t.Attempts, deadline: d.p.Mono() + t.Timeout + reportGrace}
-	s.send(Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored})
+	m := Message{Task: &task.Assignment{ID: t.ID, Cmd: t.Cmd, Timeout: t.Timeout, Attempt: t.Attempts}, stored: stored}
+	if ready != nil {
+		m.stored = ready
+	}
+	s.send(m)
 	d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
 	d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
+	return stored
 }
 
 // eligibleOf returns the indexes of the workers in the rotation that can

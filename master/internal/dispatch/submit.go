@@ -64,7 +64,6 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		d.mu.Unlock()
 		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
-	d.reserved++
 	now := d.p.Now()
 	nt := &task.Task{
 		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: now,
@@ -84,6 +83,10 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	if wait > 0 {
 		nt.Status = task.StatusScheduled
 	}
+	if idx := d.straightLocked(nt); idx >= 0 {
+		return d.submitStraight(nt, idx)
+	}
+	d.reserved++
 	committed := d.writeLocked(store.Insert, nt, nil, store.Insert) // a new row: no upsert
 	d.mu.Unlock()
 
@@ -127,6 +130,55 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		}
 	}
 	return c, true, nil
+}
+
+// straightLocked returns the index in the rotation of the worker that new
+// task t can go to at once, or -1. Only while nothing waits for a worker:
+// no queued task, and no submission still being written (which may be more
+// urgent). Not with an idempotency key, whose insert may be refused by the
+// unique index in favour of another submission's.
+func (d *Dispatcher) straightLocked(t *task.Task) int {
+	if t.Status != task.StatusQueued || t.IdempotencyKey != "" || d.queue.waiting() > 0 || d.reserved > 0 {
+		return -1
+	}
+	return d.findLocked(t.Requires, t.ID)
+}
+
+// submitStraight sends new task t to the worker at idx in the rotation, as
+// assignLocked would once it was queued, but in one write rather than two:
+// its row is inserted running, with its first delivery, so that its
+// dispatch waits for one commit instead of the insert's and then the
+// delivery's (on an idle cluster, the most of its queued-to-started time).
+// Called with d.mu held; it unlocks it. As in Submit, the task is answered
+// once its row is on disk, as it was submitted (queued); the worker gets it
+// then too, the stream's wait for the commit passed on from here.
+func (d *Dispatcher) submitStraight(t *task.Task, idx int) (task.Task, bool, error) {
+	accepted := copyTask(t)
+	s := d.rotation[idx]
+	d.next = (idx + 1) % len(d.rotation)
+	d.emitLocked(events.Event{Type: events.TaskQueued, Time: t.CreatedAt, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: t.Priority, Requires: t.Requires})
+	d.log.Debug("task queued", "task_id", t.ID)
+	ready := make(chan error, 1)
+	committed := d.deliverLocked(t, s, store.Insert, ready)
+	d.tasks.put(t) // running: kept as it is, not compacted
+	d.mu.Unlock()
+
+	err := <-committed
+	if err != nil {
+		// Only a store that is closing refuses such a write: the task
+		// never existed. Its hold goes, and the stream that was to send
+		// it ends with this error, as for any delivery not stored.
+		d.mu.Lock()
+		if h, ok := s.inflight[t.ID]; ok && h.attempt == 1 {
+			delete(s.inflight, t.ID)
+		}
+		d.tasks.del(t.ID)
+		d.mu.Unlock()
+		ready <- err
+		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
+	}
+	ready <- nil
+	return accepted, true, nil
 }
 
 // replay returns the task an earlier submission with s's idempotency key

@@ -1,0 +1,173 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// A task submitted while a worker is free and nothing waits goes to it in
+// one write: its row inserted running, with its first attempt. A task that
+// has to wait is inserted queued, and its delivery is a second write.
+func TestSubmitToAFreeWorkerIsOneWrite(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+
+	before := d.p.Store.Counts()
+	tk, created, err := d.Submit(ctx, Submission{Cmd: "echo now"})
+	if err != nil || !created {
+		t.Fatalf("submit: %v (created %v)", err, created)
+	}
+	after := d.p.Store.Counts()
+	if writes, commits := after.Writes-before.Writes, after.Commits-before.Commits; writes != 1 || commits != 1 {
+		t.Fatalf("a task for a free worker took %d writes in %d commits, want 1 in 1", writes, commits)
+	}
+	// Answered as submitted, like a task that was queued.
+	if tk.Status != task.StatusQueued || tk.Attempts != 0 || tk.WorkerID != "" {
+		t.Fatalf("answered %s, attempts %d, worker %q; want the task as submitted", tk.Status, tk.Attempts, tk.WorkerID)
+	}
+	if got := drain(w); len(got) != 1 || got[0] != tk.ID {
+		t.Fatalf("w got %v, want %s", got, tk.ID)
+	}
+	onDisk, err := d.p.Store.Get(ctx, tk.ID)
+	if err != nil || onDisk.Status != task.StatusRunning || onDisk.Attempts != 1 || onDisk.WorkerID != "w" ||
+		len(onDisk.History) != 1 || onDisk.History[0].WorkerID != "w" || onDisk.History[0].N != 1 {
+		t.Fatalf("on disk: %+v, %v; want running as w's attempt 1", onDisk, err)
+	}
+
+	// w is busy: the next task waits, and is delivered by a write of its own.
+	before = d.p.Store.Counts()
+	next := submit(t, d, 1)[0]
+	if writes := d.p.Store.Counts().Writes - before.Writes; writes != 1 {
+		t.Fatalf("a waiting task took %d writes to submit, want 1", writes)
+	}
+	if st, _ := status(t, d, next); st != task.StatusQueued {
+		t.Fatalf("the second task is %s while w is busy, want queued", st)
+	}
+	before = d.p.Store.Counts()
+	if finish(t, d, w, tk.ID, 0) {
+		t.Fatal("the first task's result was taken for a duplicate")
+	}
+	if got := drain(w); len(got) != 1 || got[0] != next {
+		t.Fatalf("w got %v after its first task, want %s", got, next)
+	}
+	// Its result, then its delivery (in one commit or two).
+	if writes := d.p.Store.Counts().Writes - before.Writes; writes != 2 {
+		t.Fatalf("a result and the next delivery took %d writes, want 2", writes)
+	}
+}
+
+// Not while another task waits: the new one would overtake it.
+func TestSubmitGoesBehindAWaitingTask(t *testing.T) {
+	d, _ := newTest(t)
+	gpu, _, err := d.Submit(ctx, Submission{Cmd: "train", Requires: map[string]string{"gpu": "yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := register(t, d, "w", 1) // cannot run gpu's task
+	before := d.p.Store.Counts()
+	id := submit(t, d, 1)[0]
+	if got := drain(w); len(got) != 1 || got[0] != id {
+		t.Fatalf("w got %v, want %s", got, id)
+	}
+	// Inserted queued, then delivered: two writes.
+	if writes := d.p.Store.Counts().Writes - before.Writes; writes != 2 {
+		t.Fatalf("a task submitted behind a waiting one took %d writes, want 2 (queued, then delivered)", writes)
+	}
+	if st, _ := status(t, d, gpu.ID); st != task.StatusQueued {
+		t.Fatalf("the gpu task is %s, want queued", st)
+	}
+}
+
+// The worker gets a task submitted straight to it only once the task's row
+// is on disk, and the submission is answered then too; a master that dies
+// after that knows the delivery.
+func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
+	d, clk, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	unlock := storetest.HoldWriteLock(t, path)
+	type answer struct {
+		tk  task.Task
+		err error
+	}
+	submitted := make(chan answer, 1)
+	go func() {
+		tk, _, err := d.Submit(ctx, Submission{Cmd: "echo held"})
+		submitted <- answer{tk, err}
+	}()
+	failing(t, d)
+	var msgs []Message
+	eventually(t, "the task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
+	m := msgs[0]
+	if m.Task == nil {
+		t.Fatalf("w got %+v, want a task", m)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := m.Ready(short, w.Done()); err == nil {
+		t.Fatal("the task was ready to send while its row could not be stored")
+	}
+	stillBlocked(t, "the submission", submitted)
+	unlock()
+	a := within(t, "the submission", submitted)
+	if a.err != nil || a.tk.ID != m.Task.ID {
+		t.Fatalf("submit: %+v, %v; want %s", a.tk, a.err, m.Task.ID)
+	}
+	if err := m.Ready(ctx, w.Done()); err != nil {
+		t.Fatalf("ready once stored: %v", err)
+	}
+
+	// The master dies and starts again: w's attempt 1 is known, and w may
+	// claim it before anyone else gets the task.
+	d2, _ := newOnDB(t, path, clk, 100)
+	x := register(t, d2, "x", 1)
+	if got := drain(x); len(got) != 0 {
+		t.Fatalf("x got %v while w may still claim its run", got)
+	}
+	back := register(t, d2, "w", 1, m.Task.ID)
+	if dup, err := d2.Report(ctx, result(t, d2, back, m.Task.ID, 1, 0)); err != nil || dup {
+		t.Fatalf("w's report after the restart: dup=%v %v", dup, err)
+	}
+	if st, worker := status(t, d2, m.Task.ID); st != task.StatusSucceeded || worker != "w" {
+		t.Fatalf("the task is %s by %q, want succeeded by w", st, worker)
+	}
+}
+
+// A store that closes before the row is written refuses the submission:
+// the task never existed, and the worker's slot is free again.
+func TestSubmitToAFreeWorkerNeverStoredLeavesNothing(t *testing.T) {
+	d, _, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	unlock := storetest.HoldWriteLock(t, path)
+	defer unlock()
+	submitted := goErr(func() error { _, _, err := d.Submit(ctx, Submission{Cmd: "echo lost"}); return err })
+	failing(t, d)
+	var msgs []Message
+	eventually(t, "the task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
+	id := msgs[0].Task.ID
+	if err := d.p.Store.Close(); err != nil && !errors.Is(err, task.ErrUnavailable) {
+		t.Logf("close: %v", err)
+	}
+	if err := within(t, "the submission", submitted); !errors.Is(err, task.ErrUnavailable) {
+		t.Fatalf("submit: %v, want ErrUnavailable", err)
+	}
+	if err := msgs[0].Ready(ctx, w.Done()); err == nil {
+		t.Fatal("the task was ready to send though it was never stored")
+	}
+	// The store is closed: only memory can tell.
+	d.mu.Lock()
+	_, kept := d.tasks.view(id)
+	d.mu.Unlock()
+	if kept {
+		t.Fatalf("%s is still in memory though it was never stored", id)
+	}
+	for _, wk := range d.Workers() {
+		if wk.Running != 0 {
+			t.Fatalf("worker %s runs %d tasks, want its slot free", wk.ID, wk.Running)
+		}
+	}
+}
