@@ -83,7 +83,8 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 // a slot and queued on the worker's stream.
 func (d *Dispatcher) sendLocked(id string, s *Session) {
 	t, _ := d.tasks.get(id)
-	d.deliverLocked(t, s, store.Update, nil)
+	_, assigned := d.deliverLocked(t, s, store.Update, nil)
+	d.assignedLocked(assigned)
 }
 
 // deliverLocked makes t's next delivery to s: t runs there from now, its
@@ -91,10 +92,11 @@ func (d *Dispatcher) sendLocked(id string, s *Session) {
 // submitted straight to a free worker, whose row is written running in the
 // first place) with the new attempt, the slot is held, and the assignment
 // is queued on the worker's stream, to be sent once the write is on disk.
-// It returns that write's commit. With ready nil the stream waits for the
+// It returns that write's commit and the event that tells of the
+// assignment, for assignedLocked. With ready nil the stream waits for the
 // commit itself; otherwise the caller, who waits for the commit, must pass
 // its outcome on to ready.
-func (d *Dispatcher) deliverLocked(t *task.Task, s *Session, k store.Kind, ready chan error) <-chan error {
+func (d *Dispatcher) deliverLocked(t *task.Task, s *Session, k store.Kind, ready chan error) (<-chan error, events.Event) {
 	now := d.p.Now()
 	queuedAt := t.CreatedAt // until its first delivery; then since the last one ended, or its run time
 	if a := lastAttempt(t); a != nil && !a.FinishedAt.IsZero() {
@@ -119,9 +121,13 @@ func (d *Dispatcher) deliverLocked(t *task.Task, s *Session, k store.Kind, ready
 		m.stored = ready
 	}
 	s.send(m)
-	d.log.Info("task assigned", "task_id", t.ID, "worker_id", s.WorkerID, "attempt", t.Attempts)
-	d.emitLocked(events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait})
-	return stored
+	return stored, events.Event{Type: events.TaskAssigned, Time: now, TaskID: t.ID, WorkerID: s.WorkerID, Attempt: t.Attempts, WaitSeconds: &wait}
+}
+
+// assignedLocked logs and publishes an assignment deliverLocked made.
+func (d *Dispatcher) assignedLocked(e events.Event) {
+	d.log.Info("task assigned", "task_id", e.TaskID, "worker_id", e.WorkerID, "attempt", e.Attempt)
+	d.emitLocked(e)
 }
 
 // eligibleOf returns the indexes of the workers in the rotation that can

@@ -85,6 +85,37 @@ func BenchmarkSubmit(b *testing.B) {
 	})
 }
 
+// BenchmarkIdleTask is one task on an idle cluster, start to end, as the
+// idle figure of make bench runs it: submitted while its worker is free,
+// sent once its delivery is on disk, its result reported and committed.
+// It reports the commits (each an fsync) a task costs.
+func BenchmarkIdleTask(b *testing.B) {
+	d := benchDispatcher(b)
+	s, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: "w-1", Slots: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := d.p.Store.Counts()
+	for b.Loop() {
+		tk, _, err := d.Submit(ctx, Submission{Cmd: "true"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs := s.Take()
+		if len(msgs) != 1 || msgs[0].Task == nil || msgs[0].Task.ID != tk.ID {
+			b.Fatalf("the worker got %+v, want %s", msgs, tk.ID)
+		}
+		if err := msgs[0].Ready(ctx, s.Done()); err != nil {
+			b.Fatal(err)
+		}
+		r := task.Result{TaskID: tk.ID, WorkerID: "w", InstanceID: "w-1", Attempt: msgs[0].Task.Attempt}
+		if _, err := d.Report(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(d.p.Store.Counts().Commits-before.Commits)/float64(b.N), "commits/op")
+}
+
 // BenchmarkQueuedMemory reports the heap a queued task costs the
 // dispatcher (its entry in the live tasks and in the queue), as Submit
 // leaves it: the figure behind the master's RSS with a million queued.

@@ -151,15 +151,18 @@ func (d *Dispatcher) straightLocked(t *task.Task) int {
 // delivery's (on an idle cluster, the most of its queued-to-started time).
 // Called with d.mu held; it unlocks it. As in Submit, the task is answered
 // once its row is on disk, as it was submitted (queued); the worker gets it
-// then too, the stream's wait for the commit passed on from here.
+// then too, the stream's wait for the commit passed on from here. Its
+// events are published as it is assigned, as every assignment's are: they
+// tell of the dispatcher's state, which runs a commit ahead of the disk.
 func (d *Dispatcher) submitStraight(t *task.Task, idx int) (task.Task, bool, error) {
 	accepted := copyTask(t)
 	s := d.rotation[idx]
 	d.next = (idx + 1) % len(d.rotation)
-	d.emitLocked(events.Event{Type: events.TaskQueued, Time: t.CreatedAt, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: t.Priority, Requires: t.Requires})
 	d.log.Debug("task queued", "task_id", t.ID)
+	d.emitLocked(events.Event{Type: events.TaskQueued, Time: t.CreatedAt, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: t.Priority, Requires: t.Requires})
 	ready := make(chan error, 1)
-	committed := d.deliverLocked(t, s, store.Insert, ready)
+	committed, assigned := d.deliverLocked(t, s, store.Insert, ready)
+	d.assignedLocked(assigned)
 	d.tasks.put(t) // running: kept as it is, not compacted
 	d.mu.Unlock()
 
