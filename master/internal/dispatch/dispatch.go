@@ -37,7 +37,9 @@
 //   - A client or worker is acknowledged only for what is on disk: a 202 after
 //     the task's commit, a report's ack after its result's commit (a retried
 //     report waits for the first one's), a task is sent to a worker only after
-//     its delivery's commit. A failed write is retried by the store until it
+//     its delivery's commit. (A task submitted while a worker is free and
+//     nothing waits is stored running, with its first delivery, in one
+//     write: its 202 and its send both wait for that commit.) A failed write is retried by the store until it
 //     lands, never dropped; meanwhile new tasks are refused (ErrUnavailable).
 //   - Durations (leases, claim windows, delivery deadlines, delays and
 //     retry backoffs) come from the monotonic clock (Params.Mono), never
