@@ -72,6 +72,31 @@ func within[T any](t *testing.T, what string, ch <-chan T) T {
 	panic("unreachable")
 }
 
+// submitAnswer is what a Submit run in the background returned.
+type submitAnswer struct {
+	t   task.Task
+	err error
+}
+
+// goSubmit runs Submit of cmd in a goroutine and delivers what it returned.
+func goSubmit(d *Dispatcher, cmd string) <-chan submitAnswer {
+	ch := make(chan submitAnswer, 1)
+	go func() {
+		tk, _, err := d.Submit(ctx, Submission{Cmd: cmd})
+		ch <- submitAnswer{tk, err}
+	}()
+	return ch
+}
+
+// nextMessage waits for the first message queued for s, without waiting
+// for its write, and leaves any after it queued.
+func nextMessage(t *testing.T, s *Session) Message {
+	t.Helper()
+	var msgs []Message
+	eventually(t, "a message for "+s.WorkerID, func() bool { msgs = s.Take(); return len(msgs) > 0 })
+	return msgs[0]
+}
+
 // goErr runs f in a goroutine and delivers its error.
 func goErr(f func() error) <-chan error {
 	ch := make(chan error, 1)
@@ -168,15 +193,7 @@ func TestReportIsAckedOnlyOnDisk(t *testing.T) {
 func TestSubmitRefusedWhileWritesFail(t *testing.T) {
 	d, _, path := newFlaky(t)
 	unlock := storetest.HoldWriteLock(t, path)
-	type submitted struct {
-		t   task.Task
-		err error
-	}
-	pending := make(chan submitted, 1)
-	go func() {
-		tk, _, err := d.Submit(ctx, Submission{Cmd: "echo pending"})
-		pending <- submitted{tk, err}
-	}()
+	pending := goSubmit(d, "echo pending")
 	failing(t, d)
 	if _, _, err := d.Submit(ctx, Submission{Cmd: "echo refused"}); !errors.Is(err, task.ErrUnavailable) {
 		t.Fatalf("submit while writes fail: %v, want ErrUnavailable", err)
@@ -208,12 +225,10 @@ func TestDeliveryIsOnDiskBeforeItIsSent(t *testing.T) {
 	// ids[1] made in the same step, cannot land.
 	reported := goErr(func() error { _, err := d.Report(ctx, result(t, d, w, ids[0], 1, 0)); return err })
 	failing(t, d)
-	var msgs []Message
-	eventually(t, "the next task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
-	if msgs[0].Task == nil || msgs[0].Task.ID != ids[1] {
-		t.Fatalf("w got %+v, want %s", msgs[0], ids[1])
+	m := nextMessage(t, w)
+	if m.Task == nil || m.Task.ID != ids[1] {
+		t.Fatalf("w got %+v, want %s", m, ids[1])
 	}
-	m := msgs[0]
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	if err := m.Ready(short, w.Done()); err == nil {

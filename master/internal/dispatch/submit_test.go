@@ -90,19 +90,9 @@ func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
 	d, clk, path := newFlaky(t)
 	w := register(t, d, "w", 1)
 	unlock := storetest.HoldWriteLock(t, path)
-	type answer struct {
-		tk  task.Task
-		err error
-	}
-	submitted := make(chan answer, 1)
-	go func() {
-		tk, _, err := d.Submit(ctx, Submission{Cmd: "echo held"})
-		submitted <- answer{tk, err}
-	}()
+	pending := goSubmit(d, "echo held")
 	failing(t, d)
-	var msgs []Message
-	eventually(t, "the task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
-	m := msgs[0]
+	m := nextMessage(t, w)
 	if m.Task == nil {
 		t.Fatalf("w got %+v, want a task", m)
 	}
@@ -111,11 +101,11 @@ func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
 	if err := m.Ready(short, w.Done()); err == nil {
 		t.Fatal("the task was ready to send while its row could not be stored")
 	}
-	stillBlocked(t, "the submission", submitted)
+	stillBlocked(t, "the submission", pending)
 	unlock()
-	a := within(t, "the submission", submitted)
-	if a.err != nil || a.tk.ID != m.Task.ID {
-		t.Fatalf("submit: %+v, %v; want %s", a.tk, a.err, m.Task.ID)
+	a := within(t, "the submission", pending)
+	if a.err != nil || a.t.ID != m.Task.ID {
+		t.Fatalf("submit: %+v, %v; want %s", a.t, a.err, m.Task.ID)
 	}
 	if err := m.Ready(ctx, w.Done()); err != nil {
 		t.Fatalf("ready once stored: %v", err)
@@ -144,18 +134,17 @@ func TestSubmitToAFreeWorkerNeverStoredLeavesNothing(t *testing.T) {
 	w := register(t, d, "w", 1)
 	unlock := storetest.HoldWriteLock(t, path)
 	defer unlock()
-	submitted := goErr(func() error { _, _, err := d.Submit(ctx, Submission{Cmd: "echo lost"}); return err })
+	pending := goSubmit(d, "echo lost")
 	failing(t, d)
-	var msgs []Message
-	eventually(t, "the task to be assigned", func() bool { msgs = append(msgs, w.Take()...); return len(msgs) > 0 })
-	id := msgs[0].Task.ID
+	m := nextMessage(t, w)
+	id := m.Task.ID
 	if err := d.p.Store.Close(); err != nil && !errors.Is(err, task.ErrUnavailable) {
 		t.Logf("close: %v", err)
 	}
-	if err := within(t, "the submission", submitted); !errors.Is(err, task.ErrUnavailable) {
-		t.Fatalf("submit: %v, want ErrUnavailable", err)
+	if a := within(t, "the submission", pending); !errors.Is(a.err, task.ErrUnavailable) {
+		t.Fatalf("submit: %v, want ErrUnavailable", a.err)
 	}
-	if err := msgs[0].Ready(ctx, w.Done()); err == nil {
+	if err := m.Ready(ctx, w.Done()); err == nil {
 		t.Fatal("the task was ready to send though it was never stored")
 	}
 	// The store is closed: only memory can tell.
