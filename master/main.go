@@ -33,9 +33,9 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
-	"github.com/roundhouse-lab/roundhouse/master/internal/logbuf"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
@@ -106,17 +106,7 @@ const logBuffer = 1 << 20
 func newLogger(out io.Writer, level, format string) (*slog.Logger, *logbuf.Writer) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
-	opts := &slog.HandlerOptions{Level: l}
-	var log *slog.Logger
-	buf := logbuf.Start(out, logBuffer, func(n int) {
-		log.Warn("the log output was not being read; lines dropped", "lines", n)
-	})
-	if format == "json" {
-		log = slog.New(slog.NewJSONHandler(buf, opts))
-	} else {
-		log = slog.New(slog.NewTextHandler(buf, opts))
-	}
-	return log, buf
+	return logbuf.NewLogger(out, logBuffer, l, format)
 }
 
 // run listens on the configured addresses and serves until ctx is canceled.

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
+	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/metrics"
@@ -60,7 +62,7 @@ func main() {
 	// First, before any goroutine or file: on success it starts the
 	// program again, which comes back here with the slack raised.
 	slackErr := timerslack.Raise(cfg.TimerSlack)
-	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	log, out := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if slackErr != nil {
 		log.Warn("running with the timer slack as it was", "err", slackErr)
 	}
@@ -70,9 +72,13 @@ func main() {
 	// Room for two signals: the first drains, the second stops at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := run(sigs, cfg, log); err != nil {
+	err = run(sigs, cfg, log)
+	signal.Stop(sigs)
+	if err != nil {
 		log.Error("worker stopped", "err", err)
+	}
+	out.Close() // the lines not written yet
+	if err != nil {
 		os.Exit(1)
 	}
 }
@@ -102,14 +108,18 @@ func environ() map[string]string {
 	return m
 }
 
-func newLogger(level, format string) *slog.Logger {
+// logBuffer is the most log output held while out (stderr) is not being
+// read; past it, lines are dropped and counted.
+const logBuffer = 1 << 20
+
+// newLogger returns the worker's logger, writing to out through a buffer
+// whose goroutine the caller stops with Close, once nothing logs any more.
+// Logging never waits for out: a task that logs while stderr is not read
+// would otherwise hold its result.
+func newLogger(out io.Writer, level, format string) (*slog.Logger, *logbuf.Writer) {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
-	opts := &slog.HandlerOptions{Level: l}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return logbuf.NewLogger(out, logBuffer, l, format)
 }
 
 // run works for the master until a signal arrives on sigs, then drains and

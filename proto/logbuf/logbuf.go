@@ -1,18 +1,20 @@
-// Package logbuf is the master's log output: a logging call copies its
-// line into a bounded buffer and returns, and one goroutine writes the
-// buffer out. No logging call waits for stderr.
+// Package logbuf is the log output of the master and the worker: a
+// logging call copies its line into a bounded buffer and returns, and one
+// goroutine writes the buffer out. No logging call waits for stderr.
 //
-// The dispatcher logs while it holds its lock, and stderr is a pipe (to
-// Docker's log driver, to a terminal) that can stop being read: a terminal
-// paused, a log driver behind on its disk. Written directly, a full pipe
-// would stop every submission, assignment and report with the one logging
-// call it blocked. Lines that find the buffer full are dropped and
-// counted, and the count is told once the output moves again. Under load
-// the lines of several calls go out in one write.
+// stderr is a pipe (to Docker's log driver, to a terminal) that can stop
+// being read: a terminal paused, a log driver behind on its disk. Written
+// directly, a full pipe would stop whatever logged: in the master every
+// submission, assignment and report, since the dispatcher logs while it
+// holds its lock; in a worker the task that logged, whose result would
+// then wait. Lines that find the buffer full are dropped and counted, and
+// the count is told once the output moves again. Under load the lines of
+// several calls go out in one write.
 package logbuf
 
 import (
 	"io"
+	"log/slog"
 	"sync"
 )
 
@@ -108,4 +110,22 @@ func (w *Writer) run() {
 			return
 		}
 	}
+}
+
+// NewLogger returns a logger that writes the lines at level and above, in
+// format ("json", or text otherwise), to out through a Writer holding at
+// most max bytes, and that Writer, for the caller to Close once nothing
+// logs any more. Lines dropped for want of room are told on the logger.
+func NewLogger(out io.Writer, max int, level slog.Level, format string) (*slog.Logger, *Writer) {
+	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	buf := Start(out, max, func(n int) {
+		log.Warn("the log output was not being read; lines dropped", "lines", n)
+	})
+	if format == "json" {
+		log = slog.New(slog.NewJSONHandler(buf, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(buf, opts))
+	}
+	return log, buf
 }
