@@ -43,12 +43,18 @@ func (a *app) cmdWorkers(ctx context.Context, args []string) int {
 
 func (a *app) cmdEvents(ctx context.Context, args []string) int {
 	fs := a.flags("events")
+	since := fs.String("since", "", "first the events the master still keeps after the one numbered `seq` (as --json shows it; 0: all it keeps, its last 4096), then new ones; a gap line says when some are gone")
 	if _, code := a.parse(fs, args, 0, false); code >= 0 {
 		return code
 	}
+	if *since != "" {
+		if _, err := strconv.ParseUint(*since, 10, 64); err != nil {
+			return a.usageError(fs, "--since %q is not an event's seq (a number)", *since)
+		}
+	}
 	ctx, stop := signal.NotifyContext(ctx, interrupt)
 	defer stop()
-	last := ""
+	last := *since // resumed like a reconnect: Last-Event-ID
 	connected := false
 	var brokenSince time.Time
 	for {

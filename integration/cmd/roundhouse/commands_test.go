@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +188,39 @@ func TestEventsFollowsTheStream(t *testing.T) {
 				t.Fatalf("events line: %q", line)
 			}
 		})
+	}
+}
+
+// TestEventsSinceReplaysWhatTheMasterKept: --since 0 prints the events the
+// master kept from before the command started (after a gap line, since
+// the first of them are gone), then goes on following.
+func TestEventsSinceReplaysWhatTheMasterKept(t *testing.T) {
+	cl := startCluster(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tk, _, err := cl.c.SubmitWith(ctx, client.Submit{Cmd: "true", Wait: 10 * time.Second})
+	if err != nil || tk.Status != "succeeded" {
+		t.Fatalf("submit: %+v, %v", tk, err)
+	}
+	var out, errb localcluster.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"events", "--json", "--since", "0"}, strings.NewReader(""), &out, &errb, cl.env()) }()
+	var types []string
+	waitFor(t, 30*time.Second, "the finished task's events from before the command", func() bool {
+		types = types[:0]
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var e client.Event
+			if json.Unmarshal([]byte(line), &e) == nil && (e.TaskID == tk.ID || e.Type == "gap") {
+				types = append(types, e.Type)
+			}
+		}
+		return len(types) >= 4
+	})
+	cancel()
+	if code := <-done; code != exitInterrupted {
+		t.Fatalf("events ended with %d, want %d; stderr: %s", code, exitInterrupted, errb.String())
+	}
+	if want := []string{"gap", "task.queued", "task.assigned", "task.finished"}; !slices.Equal(types, want) {
+		t.Fatalf("events --since 0: %v, want %v", types, want)
 	}
 }

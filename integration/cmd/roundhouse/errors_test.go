@@ -45,6 +45,7 @@ func TestErrors(t *testing.T) {
 		{"bad --run-at", cl.env(), []string{"submit", "--run-at", "tomorrow", "true"}, exitUsage, []string{`--run-at "tomorrow" is not an RFC 3339 time`}},
 		{"bad --requires", cl.env(), []string{"submit", "--requires", "gpu", "true"}, exitUsage, []string{"want key=value"}},
 		{"bad --api", cl.env(), []string{"--api", "localhost:9092", "ls"}, exitUsage, []string{"is not an http:// or https:// URL"}},
+		{"bad --since", cl.env(), []string{"events", "--since", "yesterday"}, exitUsage, []string{`--since "yesterday" is not an event's seq`, "usage: roundhouse events"}},
 		{"the master refuses a field", cl.env(), []string{"submit", "--priority", "9", "true"}, exitError,
 			[]string{"roundhouse: the master answered 400 Bad Request: invalid request: field \"priority\" must be from 1"}},
 	}
