@@ -204,7 +204,9 @@ func TestEventsSinceReplaysWhatTheMasterKept(t *testing.T) {
 	}
 	var out, errb localcluster.Buffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"events", "--json", "--since", "0"}, strings.NewReader(""), &out, &errb, cl.env()) }()
+	go func() {
+		done <- run(ctx, []string{"events", "--json", "--since", "0"}, strings.NewReader(""), &out, &errb, cl.env())
+	}()
 	var types []string
 	waitFor(t, 30*time.Second, "the finished task's events from before the command", func() bool {
 		types = types[:0]
