@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -37,7 +38,7 @@ func TestStalledLogOutputStopsNothing(t *testing.T) {
 	out := &stalledOutput{released: make(chan struct{})}
 	release := sync.OnceFunc(func() { close(out.released) })
 	defer release()
-	log, logOut := newLogger(out, "debug", "text")
+	log, logOut := logbuf.NewLogger(out, "debug", "text")
 	m := startMasterLogging(t, nil, log)
 
 	cc, err := grpc.NewClient(m.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,7 +69,7 @@ func main() {
 	// First, before any goroutine or file: on success it starts the
 	// program again, which comes back here with the slack raised.
 	slackErr := timerslack.Raise(cfg.TimerSlack)
-	log, out := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	log, out := logbuf.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat) // never waits for stderr
 	if slackErr != nil {
 		log.Warn("running with the timer slack as it was", "err", slackErr)
 	}
@@ -94,19 +93,6 @@ func environ() map[string]string {
 		}
 	}
 	return m
-}
-
-// logBuffer is the most log output held while out (stderr) is not being
-// read; past it, lines are dropped and counted.
-const logBuffer = 1 << 20
-
-// newLogger returns the master's logger, writing to out through a buffer
-// whose goroutine the caller stops with Close, once nothing logs any more.
-// Logging never waits for out: the dispatcher logs under its lock.
-func newLogger(out io.Writer, level, format string) (*slog.Logger, *logbuf.Writer) {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
-	return logbuf.NewLogger(out, logBuffer, l, format)
 }
 
 // run listens on the configured addresses and serves until ctx is canceled.

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 )
 
 // stalledOutput is a log output nobody reads, as a paused terminal or a
@@ -30,7 +32,7 @@ func TestStalledLogOutputStopsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := &stalledOutput{released: make(chan struct{})}
-	log, buf := newLogger(out, "debug", "text")
+	log, buf := logbuf.NewLogger(out, "debug", "text")
 	// Two signals already waiting: run starts, drains at once and stops.
 	sigs := make(chan os.Signal, 2)
 	sigs <- syscall.SIGTERM

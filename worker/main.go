@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -62,7 +61,7 @@ func main() {
 	// First, before any goroutine or file: on success it starts the
 	// program again, which comes back here with the slack raised.
 	slackErr := timerslack.Raise(cfg.TimerSlack)
-	log, out := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	log, out := logbuf.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat) // never waits for stderr
 	if slackErr != nil {
 		log.Warn("running with the timer slack as it was", "err", slackErr)
 	}
@@ -106,20 +105,6 @@ func environ() map[string]string {
 		}
 	}
 	return m
-}
-
-// logBuffer is the most log output held while out (stderr) is not being
-// read; past it, lines are dropped and counted.
-const logBuffer = 1 << 20
-
-// newLogger returns the worker's logger, writing to out through a buffer
-// whose goroutine the caller stops with Close, once nothing logs any more.
-// Logging never waits for out: a task that logs while stderr is not read
-// would otherwise hold its result.
-func newLogger(out io.Writer, level, format string) (*slog.Logger, *logbuf.Writer) {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level)) // checked by loadConfig
-	return logbuf.NewLogger(out, logBuffer, l, format)
 }
 
 // run works for the master until a signal arrives on sigs, then drains and

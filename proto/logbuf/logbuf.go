@@ -112,14 +112,22 @@ func (w *Writer) run() {
 	}
 }
 
-// NewLogger returns a logger that writes the lines at level and above, in
-// format ("json", or text otherwise), to out through a Writer holding at
-// most max bytes, and that Writer, for the caller to Close once nothing
-// logs any more. Lines dropped for want of room are told on the logger.
-func NewLogger(out io.Writer, max int, level slog.Level, format string) (*slog.Logger, *Writer) {
-	opts := &slog.HandlerOptions{Level: level}
+// LoggerBuffer is the most log output a NewLogger holds while its output
+// is not being read; past it, lines are dropped and counted.
+const LoggerBuffer = 1 << 20
+
+// NewLogger returns a program's logger: it writes the lines at level
+// ("debug", "info", "warn", "error"; the caller has checked it) and above,
+// in format ("json", or text otherwise), to out through a Writer holding
+// at most LoggerBuffer bytes, and that Writer, for the caller to Close once
+// nothing logs any more. Lines dropped for want of room are told on the
+// logger.
+func NewLogger(out io.Writer, level, format string) (*slog.Logger, *Writer) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: l}
 	var log *slog.Logger
-	buf := Start(out, max, func(n int) {
+	buf := Start(out, LoggerBuffer, func(n int) {
 		log.Warn("the log output was not being read; lines dropped", "lines", n)
 	})
 	if format == "json" {
