@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,17 +41,28 @@ type taken struct {
 // The stream is long-lived: it also ends when the dispatcher closes (the
 // master shuts down), after the acks of what it took, so that shutdown need
 // not wait for the worker; the worker sends the rest to the next master.
+//
+// A worker that stops reading its acks lets the stream's flow-control
+// window fill, and the next send of acks blocks. Once one has waited
+// sendTimeout, as AssignTask's sends may, the handler ends the stream
+// without waiting for the rest: the blocked send then fails, and its
+// goroutine ends after the writes it holds. The results taken and not
+// acknowledged are still written; the worker sends them again on its next
+// stream and hears that they were recorded.
 func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 	ctx := stream.Context()
 	queue := make(chan taken, reportsInFlight)
+	stuck := make(chan struct{}) // closed when a send of acks has waited sendTimeout
 	acked := make(chan error, 1)
-	go func() { acked <- s.ackReports(ctx, stream, queue) }()
+	go func() { acked <- s.ackReports(ctx, stream, queue, stuck) }()
 	// The reader takes results on a goroutine of its own, so that the
 	// handler can stop taking them while a Recv is blocked: it stops under
-	// mu, and the reader enqueues only under mu, not stopped. Once the
-	// handler has returned, gRPC ends the stream, and with it the Recv.
+	// mu, and the reader enqueues only under mu, not stopped. quit wakes a
+	// reader that waits, under mu, for room in the queue. Once the handler
+	// has returned, gRPC ends the stream, and with it the Recv.
 	var mu sync.Mutex
 	stopped := false // protected by mu
+	quit := make(chan struct{})
 	read := make(chan error, 1)
 	go func() {
 		for {
@@ -70,37 +82,61 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 			} else {
 				t.p = s.d.ReportAsync(ctx, res)
 			}
-			queue <- t // the acknowledging goroutine takes every one, even after a failed send
+			select {
+			case queue <- t: // the acknowledging goroutine takes every one, even after a failed send
+			case <-quit: // the stream is ending: t is written, but not acknowledged
+			}
 			mu.Unlock()
 		}
 	}()
+	errStuck := status.Errorf(codes.DeadlineExceeded, "the worker read no acks for %s; ending its report stream", s.sendTimeout)
 	var err error
 	select {
 	case err = <-read:
 	case <-s.d.Closed():
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
 		err = status.Error(codes.Unavailable, "the master is shutting down")
+	case <-stuck:
+		err = errStuck
 	}
-	close(queue)
-	sendErr := <-acked
-	if errors.Is(err, io.EOF) {
-		return sendErr // the worker closed its side: every ack has been sent
+	close(quit)
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	close(queue) // nothing is sent on it any more
+	if err == errStuck {
+		return err
 	}
-	return err
+	select {
+	case sendErr := <-acked:
+		if errors.Is(err, io.EOF) {
+			return sendErr // the worker closed its side: every ack has been sent
+		}
+		return err
+	case <-stuck:
+		return errStuck
+	}
 }
 
 // ackReports answers the results on queue in order until it is closed. It
 // sends the acks it holds whenever the next result is not on disk yet, so
 // none waits for a later commit. After a failed send it goes on waiting
-// for the writes, and returns the send's error.
-func (s *Server) ackReports(ctx context.Context, stream pb.NodeService_ReportServer, queue <-chan taken) error {
+// for the writes, and returns the send's error. It closes stuck when a
+// send has waited sendTimeout, and sends nothing after that.
+func (s *Server) ackReports(ctx context.Context, stream pb.NodeService_ReportServer, queue <-chan taken, stuck chan<- struct{}) error {
 	var sendErr error
+	// watchdog is armed only while a send is in progress.
+	watchdog := time.AfterFunc(time.Hour, func() { close(stuck) })
+	watchdog.Stop()
 	batch := make([]*pb.ResultAck, 0, maxAcksPerMessage)
 	flush := func() {
 		if len(batch) > 0 && sendErr == nil {
+			watchdog.Reset(s.sendTimeout)
 			sendErr = stream.Send(&pb.ReportAcks{Acks: batch}) // marshalled before Send returns: batch may be reused
+			if !watchdog.Stop() && sendErr == nil {
+				// It fired as the send went through: the handler is ending
+				// the stream, and the watchdog must not fire twice.
+				sendErr = status.Error(codes.DeadlineExceeded, "the stream is ending")
+			}
 		}
 		clear(batch)
 		batch = batch[:0]

@@ -3,10 +3,13 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -266,4 +269,64 @@ func TestReportStreamEndsWhenTheDispatcherCloses(t *testing.T) {
 	if m, err := rs.Recv(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("after Close: %v, %v; want the stream to end with UNAVAILABLE", m, err)
 	}
+}
+
+// A worker that stops reading its acks lets the stream's flow-control
+// window fill, and the master's next send of acks blocks. The send deadline
+// ends the handler, rather than leaving it, the results it took and, at
+// shutdown, the server's graceful stop waiting on the worker for as long
+// as its connection lives. (The worker hears nothing of it: gRPC queues
+// the stream's status behind the acks it cannot send.)
+func TestReportHandlerOfAWorkerThatReadsNoAcksEnds(t *testing.T) {
+	s := startWith(t, setup{params: Params{SendTimeout: 300 * time.Millisecond}})
+	// The smallest windows gRPC allows, as in TestWorkerThatStopsReadingIsDropped.
+	cc := dial(t, s.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	// Not ctxT: its deadline would end the stream about when eventually
+	// gives up, so the test could pass without the send deadline.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	rs, err := pb.NewNodeServiceClient(cc).Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	result := func(i int) *pb.TaskResult {
+		return &pb.TaskResult{TaskId: fmt.Sprintf("unknown-%d", i), WorkerId: "w1", InstanceId: "i1", Attempt: 1}
+	}
+	if err := rs.Send(result(0)); err != nil {
+		t.Fatal(err)
+	}
+	recvAcks(t, rs, 1) // the handler runs
+	if n := handlerGoroutines(); n == 0 {
+		t.Fatal("no goroutine of the Report handler while its stream is open")
+	}
+	// Results of tasks the master does not know are each answered with an
+	// error and its message, about a hundred bytes: the 64 KiB window and
+	// the server's 64 KiB write quota hold about 1,300 of them. The worker
+	// sends until its own sends block, and reads nothing more.
+	go func() {
+		for i := 1; rs.Send(result(i)) == nil; i++ {
+		}
+	}()
+	eventually(t, "the Report handler and its goroutines to end", func() bool { return handlerGoroutines() == 0 })
+}
+
+// handlerGoroutines counts the goroutines running Report or one of its
+// helpers (the reader, ackReports).
+func handlerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "grpcapi.(*Server).Report") || strings.Contains(g, "grpcapi.(*Server).ackReports") {
+			count++
+		}
+	}
+	return count
 }
