@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
@@ -151,7 +152,7 @@ func startAgent(t *testing.T, addr string) (*Agent, func()) {
 	return startAgentWith(t, Config{MasterAddr: addr}, t.Output())
 }
 
-// startAgentWith is startAgent with cfg's Token, TLS and Labels, logging
+// startAgentWith is startAgent with cfg's Token, TLS, Labels and MaxOutput (if set), logging
 // to logw.
 func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 	t.Helper()
@@ -159,7 +160,7 @@ func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 		MasterAddr:   cfg.MasterAddr,
 		WorkerID:     "w1",
 		Slots:        2,
-		MaxOutput:    1024,
+		MaxOutput:    cmp.Or(cfg.MaxOutput, 1024),
 		ReconnectMax: 200 * time.Millisecond,
 		Version:      "test",
 		Token:        cfg.Token,

@@ -189,13 +189,20 @@ func (a *Agent) reportStream(ctx context.Context, client pb.NodeServiceClient, b
 	acks := make(chan error, 1)
 	go func() { acks <- a.receiveAcks(stream, s, bo) }()
 	fail := func(err error) error {
-		cancel(err)
+		// Send's io.EOF says only that the master ended the stream, and
+		// Recv has its status (UNIMPLEMENTED, RESOURCE_EXHAUSTED: answers
+		// that change how results are sent), so the stream is left to end
+		// by itself. Cancelling it would race that status with
+		// CANCELLED, and hide it.
+		if !errors.Is(err, io.EOF) {
+			cancel(err)
+		}
 		recvErr := <-acks
-		if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil && !errors.Is(cause, context.Canceled) {
-			return cause // the watchdog, or an answer that asks for a retry
+		if errors.Is(context.Cause(sctx), errNoAck) && ctx.Err() == nil {
+			return errNoAck
 		}
 		if errors.Is(err, io.EOF) || err == nil {
-			return recvErr // Send says only that the stream ended; Recv has the status
+			return recvErr
 		}
 		return err
 	}

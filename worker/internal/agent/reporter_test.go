@@ -270,3 +270,62 @@ func TestReportStreamTooLargeGoesThroughReportStatus(t *testing.T) {
 		t.Errorf("%d ReportStatus calls, want still 1: the stream carries the next result", n)
 	}
 }
+
+// A backlog of results meets a master that ends the Report stream with an
+// answer that changes how results are sent: RESOURCE_EXHAUSTED (the first
+// result is larger than it takes on the stream) or UNIMPLEMENTED (a master
+// without the stream). The results are large enough that a second Send
+// blocks on flow control, and a blocked Send returns only io.EOF when the
+// stream ends: the status must still be read from Recv, so that the queued
+// results go through ReportStatus instead of down the same failing stream
+// again and again.
+func TestReportStreamAnswerBehindABlockedSend(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		answer func(*fakeMaster, pb.NodeService_ReportServer) error // the second stream
+	}{
+		{"too large", func(f *fakeMaster, stream pb.NodeService_ReportServer) error {
+			for { // until a result past the server's limit, 1 MiB: RESOURCE_EXHAUSTED
+				r, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				f.reports <- r
+				if err := stream.Send(&pb.ReportAcks{Acks: []*pb.ResultAck{ackOf(r, codes.OK)}}); err != nil {
+					return err
+				}
+			}
+		}},
+		{"no Report stream", func(*fakeMaster, pb.NodeService_ReportServer) error {
+			return status.Error(codes.Unimplemented, "unknown method Report")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeMaster()
+			backlog := make(chan struct{})
+			m := &streamMaster{fakeMaster: f, handle: func(n int32, stream pb.NodeService_ReportServer) error {
+				if n == 1 { // a master busy at first, while the results pile up
+					<-backlog
+					return status.Error(codes.Unavailable, "busy")
+				}
+				return tt.answer(f, stream)
+			}}
+			_, addr := serve(t, m, "127.0.0.1:0", grpc.MaxRecvMsgSize(1<<20))
+			a, _ := startAgentWith(t, Config{MasterAddr: addr, MaxOutput: 2 << 20}, t.Output())
+			ids := []string{"small", "big1", "big2", "big3"}
+			for _, id := range ids {
+				f.tasks <- task(id, map[bool]string{true: "true", false: "head -c 1200000 /dev/zero"}[id == "small"])
+			}
+			eventually(t, func() bool { return a.queued() == len(ids) }, "the results to pile up")
+			close(backlog)
+			got := map[string]bool{}
+			for len(got) < len(ids) {
+				got[recv(t, f.reports, "the results through ReportStatus").GetTaskId()] = true
+			}
+			// Stream 1: the busy master; stream 2: the answer.
+			if n := m.streams.Load(); n != 2 {
+				t.Errorf("%d Report streams opened, want 2: the answer was taken for a broken stream", n)
+			}
+		})
+	}
+}
