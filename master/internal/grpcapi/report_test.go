@@ -285,33 +285,38 @@ func TestReportHandlerOfAWorkerThatReadsNoAcksEnds(t *testing.T) {
 	// gives up, so the test could pass without the send deadline.
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	// Handlers of earlier tests' streams may still be on their way out.
+	before := handlerGoroutines()
 	rs, err := pb.NewNodeServiceClient(cc).Report(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each ack names its result's task: IDs of a kilobyte make few acks
+	// fill the windows, and the test quick even under -race on a busy machine.
+	pad := strings.Repeat("x", 1<<10)
 	result := func(i int) *pb.TaskResult {
-		return &pb.TaskResult{TaskId: fmt.Sprintf("unknown-%d", i), WorkerId: "w1", InstanceId: "i1", Attempt: 1}
+		return &pb.TaskResult{TaskId: fmt.Sprintf("unknown-%d-%s", i, pad), WorkerId: "w1", InstanceId: "i1", Attempt: 1}
 	}
 	if err := rs.Send(result(0)); err != nil {
 		t.Fatal(err)
 	}
 	recvAcks(t, rs, 1) // the handler runs
-	if n := handlerGoroutines(); n == 0 {
-		t.Fatal("no goroutine of the Report handler while its stream is open")
+	if handlerGoroutines() == 0 {
+		t.Fatal("no goroutine of a Report handler while this one's stream is open")
 	}
 	// Results of tasks the master does not know are each answered with an
-	// error and its message, about a hundred bytes: the 64 KiB window and
-	// the server's 64 KiB write quota hold about 1,300 of them. The worker
-	// sends until its own sends block, and reads nothing more.
+	// error: the 64 KiB window and the server's 64 KiB write quota hold
+	// about a hundred of those acks. The worker sends until its own sends
+	// block, and reads nothing more.
 	go func() {
 		for i := 1; rs.Send(result(i)) == nil; i++ {
 		}
 	}()
-	eventually(t, "the Report handler and its goroutines to end", func() bool { return handlerGoroutines() == 0 })
+	eventually(t, "the Report handler and its goroutines to end", func() bool { return handlerGoroutines() <= before })
 }
 
 // handlerGoroutines counts the goroutines running Report or one of its
-// helpers (the reader, ackReports).
+// helpers (the reader, ackReports), in any test's server.
 func handlerGoroutines() int {
 	buf := make([]byte, 1<<20)
 	for {
@@ -324,9 +329,26 @@ func handlerGoroutines() int {
 	}
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "grpcapi.(*Server).Report") || strings.Contains(g, "grpcapi.(*Server).ackReports") {
+		if strings.Contains(g, "grpcapi.(*Server).Report(") || strings.Contains(g, "grpcapi.(*Server).Report.func") ||
+			strings.Contains(g, "grpcapi.(*Server).ackReports(") {
 			count++
 		}
 	}
 	return count
+}
+
+// Drain's answer names the deliveries the master holds for the worker, so
+// that a worker can wait for one still on its way.
+func TestDrainNamesTheDeliveriesHeld(t *testing.T) {
+	s := startWith(t, setup{})
+	c := pb.NewNodeServiceClient(dial(t, s.addr))
+	ctx := ctxT(t)
+	_, tasks := delivered(t, ctx, s, c, "w1", 1)
+	ack, err := c.Drain(ctx, &pb.DrainRequest{WorkerId: "w1", InstanceId: "i1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ack.GetInFlight(); len(got) != 1 || got[0].GetTaskId() != tasks[0].GetId() || got[0].GetAttempt() != 1 {
+		t.Fatalf("in_flight = %v; want %s attempt 1", got, tasks[0].GetId())
+	}
 }
