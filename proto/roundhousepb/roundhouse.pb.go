@@ -1018,7 +1018,14 @@ func (x *DrainRequest) GetInstanceId() string {
 }
 
 type DrainAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// in_flight lists the deliveries the master holds a slot of this worker
+	// for, as it took note of the drain: the tasks it runs, the results not
+	// yet recorded, and tasks sent (or about to be: a delivery is sent once
+	// it is on disk) that the worker may not have received yet. The worker
+	// waits for those too before it closes its stream; left unrun, each would
+	// come back to the master as a lost attempt.
+	InFlight      []*RunningTask `protobuf:"bytes,1,rep,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1051,6 +1058,13 @@ func (x *DrainAck) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DrainAck.ProtoReflect.Descriptor instead.
 func (*DrainAck) Descriptor() ([]byte, []int) {
 	return file_roundhouse_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrainAck) GetInFlight() []*RunningTask {
+	if x != nil {
+		return x.InFlight
+	}
+	return nil
 }
 
 // OutputBatch is the output the worker's tasks wrote since the last batch.
@@ -1309,9 +1323,9 @@ const file_roundhouse_proto_rawDesc = "" +
 	"\fDrainRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
-	"instanceId\"\n" +
-	"\n" +
-	"\bDrainAck\"\x7f\n" +
+	"instanceId\"C\n" +
+	"\bDrainAck\x127\n" +
+	"\tin_flight\x18\x01 \x03(\v2\x1a.roundhouse.v1.RunningTaskR\binFlight\"\x7f\n" +
 	"\vOutputBatch\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -1386,25 +1400,26 @@ var file_roundhouse_proto_depIdxs = []int32{
 	20, // 8: roundhouse.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
 	10, // 9: roundhouse.v1.ReportAcks.acks:type_name -> roundhouse.v1.ResultAck
 	2,  // 10: roundhouse.v1.HeartbeatRequest.running:type_name -> roundhouse.v1.RunningTask
-	16, // 11: roundhouse.v1.OutputBatch.chunks:type_name -> roundhouse.v1.OutputChunk
-	0,  // 12: roundhouse.v1.OutputChunk.stream:type_name -> roundhouse.v1.OutputStream
-	1,  // 13: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
-	7,  // 14: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
-	11, // 15: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
-	13, // 16: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
-	15, // 17: roundhouse.v1.NodeService.StreamOutput:input_type -> roundhouse.v1.OutputBatch
-	7,  // 18: roundhouse.v1.NodeService.Report:input_type -> roundhouse.v1.TaskResult
-	3,  // 19: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
-	8,  // 20: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
-	12, // 21: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
-	14, // 22: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
-	17, // 23: roundhouse.v1.NodeService.StreamOutput:output_type -> roundhouse.v1.OutputAck
-	9,  // 24: roundhouse.v1.NodeService.Report:output_type -> roundhouse.v1.ReportAcks
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	2,  // 11: roundhouse.v1.DrainAck.in_flight:type_name -> roundhouse.v1.RunningTask
+	16, // 12: roundhouse.v1.OutputBatch.chunks:type_name -> roundhouse.v1.OutputChunk
+	0,  // 13: roundhouse.v1.OutputChunk.stream:type_name -> roundhouse.v1.OutputStream
+	1,  // 14: roundhouse.v1.NodeService.AssignTask:input_type -> roundhouse.v1.RegisterRequest
+	7,  // 15: roundhouse.v1.NodeService.ReportStatus:input_type -> roundhouse.v1.TaskResult
+	11, // 16: roundhouse.v1.NodeService.Heartbeat:input_type -> roundhouse.v1.HeartbeatRequest
+	13, // 17: roundhouse.v1.NodeService.Drain:input_type -> roundhouse.v1.DrainRequest
+	15, // 18: roundhouse.v1.NodeService.StreamOutput:input_type -> roundhouse.v1.OutputBatch
+	7,  // 19: roundhouse.v1.NodeService.Report:input_type -> roundhouse.v1.TaskResult
+	3,  // 20: roundhouse.v1.NodeService.AssignTask:output_type -> roundhouse.v1.Assignment
+	8,  // 21: roundhouse.v1.NodeService.ReportStatus:output_type -> roundhouse.v1.ReportAck
+	12, // 22: roundhouse.v1.NodeService.Heartbeat:output_type -> roundhouse.v1.HeartbeatAck
+	14, // 23: roundhouse.v1.NodeService.Drain:output_type -> roundhouse.v1.DrainAck
+	17, // 24: roundhouse.v1.NodeService.StreamOutput:output_type -> roundhouse.v1.OutputAck
+	9,  // 25: roundhouse.v1.NodeService.Report:output_type -> roundhouse.v1.ReportAcks
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_roundhouse_proto_init() }

@@ -45,7 +45,7 @@ func TestDispatcherPublishesTransitions(t *testing.T) {
 	if _, err := d.Cancel(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Drain("w1", "w1-instance"); err != nil {
+	if _, err := d.Drain("w1", "w1-instance"); err != nil {
 		t.Fatal(err)
 	}
 	lose(d, clock, w1) // still holding t0003
@@ -175,7 +175,7 @@ func TestNextWorkerFollowsTheAssigner(t *testing.T) {
 	if got := nextOf(d); got != "a" {
 		t.Fatalf("after a finished: next = %q, want a", got)
 	}
-	if err := d.Drain("a", "a-instance"); err != nil {
+	if _, err := d.Drain("a", "a-instance"); err != nil {
 		t.Fatal(err)
 	}
 	if got := nextOf(d); got != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +178,7 @@ func TestDrainingWorkerGetsNoTasks(t *testing.T) {
 	d, _ := newTest(t)
 	a := register(t, d, "a", 5)
 	b := register(t, d, "b", 5)
-	if err := d.Drain("a", a.InstanceID); err != nil {
+	if _, err := d.Drain("a", a.InstanceID); err != nil {
 		t.Fatal(err)
 	}
 	submit(t, d, 4)
@@ -187,8 +188,30 @@ func TestDrainingWorkerGetsNoTasks(t *testing.T) {
 	if got := drain(b); len(got) != 4 {
 		t.Fatalf("b got %d tasks, want 4", len(got))
 	}
-	if err := d.Drain("ghost", "x"); !errors.Is(err, task.ErrNotFound) {
+	if _, err := d.Drain("ghost", "x"); !errors.Is(err, task.ErrNotFound) {
 		t.Fatalf("drain of an unknown worker: %v", err)
+	}
+}
+
+// Drain answers with every delivery the worker holds a slot for, taken or
+// not yet (a delivery is sent once on disk, and may reach the worker after
+// the answer): the worker waits for those before it closes its stream.
+func TestDrainNamesTheDeliveriesTheWorkerHolds(t *testing.T) {
+	d, _ := newTest(t)
+	a := register(t, d, "a", 5)
+	ids := submit(t, d, 2)
+	held, err := d.Drain("a", a.InstanceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	want := []Delivery{{TaskID: ids[0], Attempt: 1}, {TaskID: ids[1], Attempt: 1}}
+	if !slices.Equal(held, want) {
+		t.Fatalf("Drain = %v; want %v", held, want)
+	}
+	// Asked again (the worker retried the call), it answers the same.
+	if again, err := d.Drain("a", a.InstanceID); err != nil || !slices.Equal(again, want) {
+		t.Fatalf("Drain again = %v, %v; want %v", again, err, want)
 	}
 }
 

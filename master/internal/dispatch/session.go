@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,12 +347,14 @@ func (d *Dispatcher) Sent(s *Session, a task.Assignment) {
 }
 
 // Drain stops sending tasks to a worker; the tasks it runs stay with it.
-func (d *Dispatcher) Drain(workerID, instanceID string) error {
+// It returns the deliveries the worker holds a slot for: some may still be
+// on their way to it (sent once on disk), and the worker waits for them.
+func (d *Dispatcher) Drain(workerID, instanceID string) ([]Delivery, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.instanceLocked(workerID, instanceID)
 	if s == nil {
-		return fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
+		return nil, fmt.Errorf("worker %q: %w", workerID, task.ErrNotFound)
 	}
 	if !s.draining {
 		s.draining = true
@@ -359,7 +362,12 @@ func (d *Dispatcher) Drain(workerID, instanceID string) error {
 		d.emitLocked(events.Event{Type: events.WorkerDraining, WorkerID: workerID, Running: &running})
 	}
 	d.log.Info("worker draining", "worker_id", workerID, "in_flight", len(s.inflight))
-	return nil
+	held := make([]Delivery, 0, len(s.inflight))
+	for id, h := range s.inflight {
+		held = append(held, Delivery{TaskID: id, Attempt: h.attempt})
+	}
+	slices.SortFunc(held, func(a, b Delivery) int { return strings.Compare(a.TaskID, b.TaskID) })
+	return held, nil
 }
 
 // Unregister removes a session whose stream ended. A worker whose

@@ -559,7 +559,7 @@ func (w *simWorker) step() {
 		w.silent = true
 		w.k.count("silent")
 	case n < 23 && !w.draining:
-		if err := d.Drain(w.id, w.instance()); err != nil && !errors.Is(err, task.ErrNotFound) { // not found: it just timed out
+		if _, err := d.Drain(w.id, w.instance()); err != nil && !errors.Is(err, task.ErrNotFound) { // not found: it just timed out
 			w.k.breach("drain %s: %v", w.instance(), err)
 		}
 		w.draining = true
@@ -667,7 +667,7 @@ func (k *soak) settle(workers []*simWorker) {
 		if !w.ended() {
 			// Draining first, so that the slots their reports free take
 			// no new tasks.
-			if err := d.Drain(w.id, w.instance()); err != nil {
+			if _, err := d.Drain(w.id, w.instance()); err != nil {
 				k.t.Fatalf("seed %d: drain %s: %v", k.seed, w.instance(), err)
 			}
 			w.take()

@@ -328,10 +328,15 @@ func (s *Server) Heartbeat(_ context.Context, r *pb.HeartbeatRequest) (*pb.Heart
 
 // Drain stops new tasks for the worker; it keeps the ones it runs.
 func (s *Server) Drain(_ context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
-	if err := s.d.Drain(r.GetWorkerId(), r.GetInstanceId()); err != nil {
+	held, err := s.d.Drain(r.GetWorkerId(), r.GetInstanceId())
+	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &pb.DrainAck{}, nil
+	ack := &pb.DrainAck{InFlight: make([]*pb.RunningTask, len(held))}
+	for i, h := range held {
+		ack.InFlight[i] = &pb.RunningTask{TaskId: h.TaskID, Attempt: int32(h.Attempt)}
+	}
+	return ack, nil
 }
 
 func validateRegistration(req *pb.RegisterRequest) error {

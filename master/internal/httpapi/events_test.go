@@ -401,7 +401,7 @@ func TestMetricsFollowTasks(t *testing.T) {
 
 	// The worker drains and leaves still holding it: its running task is
 	// re-queued, and counted.
-	if err := o.d.Drain(s.WorkerID, s.InstanceID); err != nil {
+	if _, err := o.d.Drain(s.WorkerID, s.InstanceID); err != nil {
 		t.Fatal(err)
 	}
 	o.d.Unregister(s)

@@ -94,7 +94,9 @@ type Agent struct {
 	// done waiting: the open stream must close.
 	draining, closing     context.Context
 	startDrain, closeDown context.CancelFunc
-	// drained is closed, under mu, once a drain has begun and running is empty.
+	// drained is closed, under mu, once a drain has begun, the master has
+	// answered it (or could not be asked), and neither running nor awaited
+	// holds anything.
 	drained chan struct{}
 	// offline is closed by Run once it will open no more sessions.
 	offline chan struct{}
@@ -109,6 +111,14 @@ type Agent struct {
 	attempts map[string]int32
 	results  []*pb.TaskResult     // unacknowledged results, oldest first
 	client   pb.NodeServiceClient // set by Run, for Drain
+
+	// A drain's bookkeeping. seen holds the deliveries held at its start and
+	// those received since, so that Drain can tell a delivery the master
+	// names that has come and gone from one still on its way; awaited holds
+	// the latter until they arrive or the stream ends. asked is set once the
+	// master has answered the drain, or could not be asked.
+	seen, awaited map[string]int32
+	asked         bool
 }
 
 // New returns an agent; nothing happens until Run.
@@ -129,6 +139,8 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		offline:    make(chan struct{}),
 		running:    make(map[string]context.CancelCauseFunc),
 		attempts:   make(map[string]int32),
+		seen:       make(map[string]int32),
+		awaited:    make(map[string]int32),
 	}
 	a.draining, a.startDrain = context.WithCancel(context.Background())
 	a.closing, a.closeDown = context.WithCancel(context.Background())
@@ -176,6 +188,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		err := a.session(ctx, client, bo.reset)
 		a.registered.Store(false)
+		a.mu.Lock()
+		clear(a.awaited) // what was on its way on that stream will not come now
+		a.noteDrained()
+		a.mu.Unlock()
 		if ctx.Err() != nil || a.draining.Err() != nil {
 			// A draining worker does not register again: the master would
 			// only send it tasks to leave.
@@ -372,6 +388,12 @@ func (a *Agent) start(ctx context.Context, t *pb.Task) {
 	if !dup {
 		a.running[id] = cancel
 		a.attempts[id] = t.GetAttempt()
+	}
+	if a.draining.Err() != nil {
+		a.seen[id] = max(a.seen[id], attempt)
+		if n, ok := a.awaited[id]; ok && n <= attempt {
+			delete(a.awaited, id)
+		}
 	}
 	a.mu.Unlock()
 	if dup {

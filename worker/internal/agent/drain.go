@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
@@ -14,7 +15,9 @@ const drainCallTimeout = 3 * time.Second
 
 // Drain winds the agent down for a stop: it takes no new tasks, tells the
 // master so, and waits until every task running here has finished and the
-// master has acknowledged its result, or until ctx is done. Then it closes
+// master has acknowledged its result, or until ctx is done. The tasks it
+// waits for include those the master's answer names that have not arrived
+// yet: sent before the master took note of the drain, they run. Then it closes
 // the stream to the master and returns; it returns ctx's error if tasks were
 // left. Drain kills nothing: canceling Run's context, after Drain, kills the
 // tasks left, which are not reported. Call Drain once, while Run runs.
@@ -23,18 +26,38 @@ func (a *Agent) Drain(ctx context.Context) error {
 	a.startDrain()
 	client := a.client
 	before := len(a.running)
-	a.noteDrained()
+	maps.Copy(a.seen, a.attempts)
 	a.mu.Unlock()
 	a.log.Info("draining", "tasks", before)
 
+	var held []*pb.RunningTask
 	if client != nil && ctx.Err() == nil {
 		callCtx, cancel := context.WithTimeout(ctx, drainCallTimeout)
-		_, err := client.Drain(callCtx, &pb.DrainRequest{WorkerId: a.cfg.WorkerID, InstanceId: a.instanceID})
+		ack, err := client.Drain(callCtx, &pb.DrainRequest{WorkerId: a.cfg.WorkerID, InstanceId: a.instanceID})
 		cancel()
 		if err != nil {
 			a.log.Warn("could not tell the master about the drain; draining anyway", "err", err)
 		}
+		held = ack.GetInFlight()
 	}
+	a.mu.Lock()
+	// A delivery the master names that has not reached us was sent (or is
+	// about to be) before the master took note of the drain: it runs, and
+	// the drain waits for it. Only on the stream that is open now: once
+	// that ends, nothing more comes on it.
+	if a.registered.Load() {
+		for _, h := range held {
+			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n {
+				a.awaited[id] = n
+			}
+		}
+	}
+	if len(a.awaited) > 0 {
+		a.log.Info("waiting for tasks the master sent before it heard of the drain", "tasks", len(a.awaited))
+	}
+	a.asked = true
+	a.noteDrained()
+	a.mu.Unlock()
 
 	var err error
 	select {
@@ -52,10 +75,10 @@ func (a *Agent) Drain(ctx context.Context) error {
 	return nil
 }
 
-// noteDrained closes drained if a drain has begun and nothing is left to
-// wait for. The caller holds mu.
+// noteDrained closes drained if a drain has begun, the master has answered
+// it, and nothing is left to wait for. The caller holds mu.
 func (a *Agent) noteDrained() {
-	if a.draining.Err() == nil || len(a.running) > 0 {
+	if a.draining.Err() == nil || !a.asked || len(a.running) > 0 || len(a.awaited) > 0 {
 		return
 	}
 	select {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
 // startDrain calls a.Drain(ctx) in a goroutine and returns its result channel.
@@ -105,4 +107,96 @@ func TestDrainWithoutMaster(t *testing.T) {
 	if err := recv(t, startDrain(ctx, a), "end of the drain"); err != nil {
 		t.Errorf("Drain without a master = %v, want nil: there was nothing to wait for", err)
 	}
+}
+
+// inFlightMaster answers a drain naming held, the deliveries it holds a
+// slot of this worker for, as the master does.
+type inFlightMaster struct {
+	*fakeMaster
+	held []*pb.RunningTask
+}
+
+func (m inFlightMaster) Drain(ctx context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
+	if _, err := m.fakeMaster.Drain(ctx, r); err != nil {
+		return nil, err
+	}
+	return &pb.DrainAck{InFlight: m.held}, nil
+}
+
+// awaiting says how many deliveries the drain waits to arrive.
+func (a *Agent) awaiting() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.awaited)
+}
+
+// An idle worker drains while a task the master gave it is still on its way
+// (the master sends a delivery once it is on disk, so it can come after the
+// drain's answer, which names it). The drain waits for it, runs it and
+// reports it; before, the drain of an idle worker was over at once, and
+// stopping the worker killed the task unreported, an attempt lost.
+func TestDrainWaitsForATaskStillOnItsWay(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, inFlightMaster{f, []*pb.RunningTask{{TaskId: "late", Attempt: 1}}}, "127.0.0.1:0")
+	a, stop := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+	eventually(t, a.Registered, "not registered")
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	drained := startDrain(ctx, a)
+	recv(t, f.drains, "drain request")
+	eventually(t, func() bool { return a.awaiting() == 1 }, "the drain to await the late task")
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain = %v before the task the master named arrived; want it to wait", err)
+	default:
+	}
+	f.tasks <- task("late", "echo late")
+	if r := recv(t, f.reports, "the late task's result"); r.GetTaskId() != "late" || string(r.GetStdout()) != "late\n" {
+		t.Fatalf("reported %v; want late", r)
+	}
+	if err := recv(t, drained, "end of the drain"); err != nil {
+		t.Errorf("Drain = %v, want nil", err)
+	}
+	recv(t, f.streamsEnded, "end of the stream")
+	stop()
+}
+
+// A delivery the master names that was here as the drain began (running,
+// or its result unacknowledged) is not waited for as one on its way, or the
+// drain would wait for it after it has gone; nor is one still on its way
+// once the stream has ended, since nothing more comes on it.
+func TestDrainAwaitsOnlyWhatCanStillCome(t *testing.T) {
+	t.Run("held at the start", func(t *testing.T) {
+		f := newFakeMaster()
+		_, addr := serve(t, inFlightMaster{f, []*pb.RunningTask{{TaskId: "t1", Attempt: 1}}}, "127.0.0.1:0")
+		a, _ := startAgent(t, addr)
+		recv(t, f.registrations, "registration")
+		f.tasks <- task("t1", "sleep 0.2")
+		eventually(t, func() bool { return slices.Contains(a.runningIDs(), "t1") }, "t1 to start")
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		drained := startDrain(ctx, a)
+		recv(t, f.drains, "drain request")
+		recv(t, f.reports, "t1's result")
+		if err := recv(t, drained, "end of the drain"); err != nil {
+			t.Errorf("Drain = %v, want nil", err)
+		}
+	})
+	t.Run("stream ended", func(t *testing.T) {
+		f := newFakeMaster()
+		gs, addr := serve(t, inFlightMaster{f, []*pb.RunningTask{{TaskId: "never", Attempt: 1}}}, "127.0.0.1:0")
+		a, _ := startAgent(t, addr)
+		recv(t, f.registrations, "registration")
+		eventually(t, a.Registered, "not registered")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		drained := startDrain(ctx, a)
+		recv(t, f.drains, "drain request")
+		eventually(t, func() bool { return a.awaiting() == 1 }, "the drain to await the task")
+		gs.Stop() // the master goes away before sending it
+		if err := recv(t, drained, "end of the drain"); err != nil {
+			t.Errorf("Drain = %v, want nil: nothing more could come", err)
+		}
+	})
 }
