@@ -338,11 +338,22 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string, holding []Delivery) 
 
 // Sent records that the stream handler sent s the delivery of a: its
 // deadline (the task's timeout plus a grace for the report) runs from now.
+// A delivery canceled before it was sent (the cancel follows it on the
+// stream) gets only the grace for the kill's report, as a delivery does
+// once the master has told its worker to kill it: without a deadline, a
+// worker that never reported the kill would hold the slot forever.
 func (d *Dispatcher) Sent(s *Session, a task.Assignment) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if h, ok := s.inflight[a.ID]; ok && h.attempt == a.Attempt && !h.canceled {
-		h.sent, h.deadline = true, d.p.Mono()+a.Timeout+reportGrace
+	h, ok := s.inflight[a.ID]
+	if !ok || h.attempt != a.Attempt || h.sent {
+		return
+	}
+	h.sent = true
+	if h.canceled {
+		h.deadline = d.p.Mono() + reportGrace
+	} else {
+		h.deadline = d.p.Mono() + a.Timeout + reportGrace
 	}
 }
 

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -158,5 +159,49 @@ func TestSubmitToAFreeWorkerNeverStoredLeavesNothing(t *testing.T) {
 		if wk.Running != 0 {
 			t.Fatalf("worker %s runs %d tasks, want its slot free", wk.ID, wk.Running)
 		}
+	}
+}
+
+// A delivery canceled before its stream sent it (here a straight task
+// canceled while its insert waits for the disk: its ID is public from the
+// events already) gets a deadline when it is sent, as one canceled after:
+// a worker that never reports the kill does not hold the slot forever.
+func TestDeliveryCanceledBeforeItWasSentStillExpires(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		t.Run(fmt.Sprintf("canceled before sent %v", before), func(t *testing.T) {
+			d, clk, path := newFlaky(t)
+			w := register(t, d, "w", 1)
+			unlock := storetest.HoldWriteLock(t, path)
+			pending := goSubmit(d, "echo x")
+			failing(t, d)
+			m := nextMessage(t, w)
+			canceled := make(chan error, 1)
+			if before {
+				go func() { _, err := d.Cancel(ctx, m.Task.ID); canceled <- err }()
+				eventually(t, "the task to be canceled", func() bool { st, _ := status(t, d, m.Task.ID); return st == task.StatusCanceled })
+			}
+			unlock()
+			within(t, "the submission", pending)
+			if err := m.Ready(ctx, w.Done()); err != nil {
+				t.Fatal(err)
+			}
+			d.Sent(w, *m.Task) // the stream handler sent it
+			if before {
+				if err := within(t, "the cancel", canceled); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := d.Cancel(ctx, m.Task.ID); err != nil {
+				t.Fatal(err)
+			}
+			take(w) // the worker reads the cancel, and never reports the kill
+			for range 3 {
+				clk.Advance(time.Hour + reportGrace + time.Second)
+				d.Heartbeat(w.WorkerID, w.InstanceID, nil)
+				d.Sweep()
+			}
+			if n := d.Workers()[0].Running; n != 0 {
+				t.Errorf("w still holds %d slot(s) 3 hours after it was told to kill the task", n)
+			}
+		})
 	}
 }
