@@ -233,22 +233,28 @@ func TestReportStreamAnswersPerResult(t *testing.T) {
 	}
 }
 
+// recordEach takes the results of stream into f.reports and acks each,
+// until the stream fails.
+func recordEach(f *fakeMaster, stream pb.NodeService_ReportServer) error {
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		f.reports <- r
+		if err := stream.Send(&pb.ReportAcks{Acks: []*pb.ResultAck{ackOf(r, codes.OK)}}); err != nil {
+			return err
+		}
+	}
+}
+
 // A result larger than the master's stream accepts ends the stream with
 // RESOURCE_EXHAUSTED, which names no result: the queued ones go through
 // ReportStatus, which sends the big one without its output.
 func TestReportStreamTooLargeGoesThroughReportStatus(t *testing.T) {
 	f := newFakeMaster()
 	m := &streamMaster{fakeMaster: f, handle: func(_ int32, stream pb.NodeService_ReportServer) error {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				return err
-			}
-			f.reports <- r
-			if err := stream.Send(&pb.ReportAcks{Acks: []*pb.ResultAck{ackOf(r, codes.OK)}}); err != nil {
-				return err
-			}
-		}
+		return recordEach(f, stream)
 	}}
 	_, addr := serve(t, m, "127.0.0.1:0", grpc.MaxRecvMsgSize(600))
 	a, _ := startAgent(t, addr) // keeps 1024 bytes of output
@@ -284,18 +290,7 @@ func TestReportStreamAnswerBehindABlockedSend(t *testing.T) {
 		name   string
 		answer func(*fakeMaster, pb.NodeService_ReportServer) error // the second stream
 	}{
-		{"too large", func(f *fakeMaster, stream pb.NodeService_ReportServer) error {
-			for { // until a result past the server's limit, 1 MiB: RESOURCE_EXHAUSTED
-				r, err := stream.Recv()
-				if err != nil {
-					return err
-				}
-				f.reports <- r
-				if err := stream.Send(&pb.ReportAcks{Acks: []*pb.ResultAck{ackOf(r, codes.OK)}}); err != nil {
-					return err
-				}
-			}
-		}},
+		{"too large", recordEach}, // until a result past the server's limit, 1 MiB: RESOURCE_EXHAUSTED
 		{"no Report stream", func(*fakeMaster, pb.NodeService_ReportServer) error {
 			return status.Error(codes.Unimplemented, "unknown method Report")
 		}},
