@@ -88,12 +88,8 @@ func TestSubmitGoesBehindAWaitingTask(t *testing.T) {
 // is on disk, and the submission is answered then too; a master that dies
 // after that knows the delivery.
 func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
-	d, clk, path := newFlaky(t)
-	w := register(t, d, "w", 1)
-	unlock := storetest.HoldWriteLock(t, path)
-	pending := goSubmit(d, "echo held")
-	failing(t, d)
-	m := nextMessage(t, w)
+	h := submitHeld(t, "echo held")
+	clk, w, unlock, pending, m := h.clk, h.w, h.unlock, h.pending, h.m
 	if m.Task == nil {
 		t.Fatalf("w got %+v, want a task", m)
 	}
@@ -114,7 +110,7 @@ func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
 
 	// The master dies and starts again: w's attempt 1 is known, and w may
 	// claim it before anyone else gets the task.
-	d2, _ := newOnDB(t, path, clk, 100)
+	d2, _ := newOnDB(t, h.path, clk, 100)
 	x := register(t, d2, "x", 1)
 	if got := drain(x); len(got) != 0 {
 		t.Fatalf("x got %v while w may still claim its run", got)
@@ -131,13 +127,9 @@ func TestSubmitToAFreeWorkerWaitsForItsWrite(t *testing.T) {
 // A store that closes before the row is written refuses the submission:
 // the task never existed, and the worker's slot is free again.
 func TestSubmitToAFreeWorkerNeverStoredLeavesNothing(t *testing.T) {
-	d, _, path := newFlaky(t)
-	w := register(t, d, "w", 1)
-	unlock := storetest.HoldWriteLock(t, path)
-	defer unlock()
-	pending := goSubmit(d, "echo lost")
-	failing(t, d)
-	m := nextMessage(t, w)
+	h := submitHeld(t, "echo lost")
+	defer h.unlock()
+	d, w, pending, m := h.d, h.w, h.pending, h.m
 	id := m.Task.ID
 	if err := d.p.Store.Close(); err != nil && !errors.Is(err, task.ErrUnavailable) {
 		t.Logf("close: %v", err)
@@ -169,12 +161,8 @@ func TestSubmitToAFreeWorkerNeverStoredLeavesNothing(t *testing.T) {
 func TestDeliveryCanceledBeforeItWasSentStillExpires(t *testing.T) {
 	for _, before := range []bool{true, false} {
 		t.Run(fmt.Sprintf("canceled before sent %v", before), func(t *testing.T) {
-			d, clk, path := newFlaky(t)
-			w := register(t, d, "w", 1)
-			unlock := storetest.HoldWriteLock(t, path)
-			pending := goSubmit(d, "echo x")
-			failing(t, d)
-			m := nextMessage(t, w)
+			h := submitHeld(t, "echo x")
+			d, clk, w, unlock, pending, m := h.d, h.clk, h.w, h.unlock, h.pending, h.m
 			canceled := make(chan error, 1)
 			if before {
 				go func() { _, err := d.Cancel(ctx, m.Task.ID); canceled <- err }()
@@ -204,4 +192,29 @@ func TestDeliveryCanceledBeforeItWasSentStillExpires(t *testing.T) {
 			}
 		})
 	}
+}
+
+// held is a submission to a free worker caught with its write held: the
+// dispatcher has given w the task (m), the store says its write fails, and
+// the answer will come on pending once unlock lets the write land.
+type held struct {
+	d       *Dispatcher
+	clk     *fakeClock
+	path    string // the database's
+	w       *Session
+	unlock  func()
+	pending <-chan submitAnswer
+	m       Message
+}
+
+// submitHeld registers w, a worker with one slot, takes the database's
+// write lock and submits cmd, which goes straight to w.
+func submitHeld(t *testing.T, cmd string) held {
+	t.Helper()
+	d, clk, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	unlock := storetest.HoldWriteLock(t, path)
+	pending := goSubmit(d, cmd)
+	failing(t, d)
+	return held{d: d, clk: clk, path: path, w: w, unlock: unlock, pending: pending, m: nextMessage(t, w)}
 }
