@@ -119,6 +119,11 @@ type Agent struct {
 	// master has answered the drain, or could not be asked.
 	seen, awaited map[string]int32
 	asked         bool
+	// registering is set while a registration is on its way, until its
+	// Welcome has come and, if a drain began meanwhile, the master has been
+	// told of the drain on the new stream: tasks can come with the Welcome,
+	// so the drain is not over before that.
+	registering bool
 }
 
 // New returns an agent; nothing happens until Run.
@@ -189,6 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		err := a.session(ctx, client, bo.reset)
 		a.registered.Store(false)
 		a.mu.Lock()
+		a.registering = false
 		clear(a.awaited) // what was on its way on that stream will not come now
 		a.noteDrained()
 		a.mu.Unlock()
@@ -291,9 +297,13 @@ func isTLSError(err error) bool {
 // The stream also ends when the heartbeat gives up on the master, and when
 // a drain is over.
 func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcomed func()) error {
+	a.mu.Lock()
 	if a.draining.Err() != nil {
+		a.mu.Unlock()
 		return errDraining
 	}
+	a.registering = true // until the Welcome; Run clears it if none comes
+	a.mu.Unlock()
 	streamCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer context.AfterFunc(a.closing, func() { cancel(errDraining) })()
@@ -318,15 +328,23 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 	if w == nil {
 		return errNoWelcome
 	}
-	if a.draining.Err() != nil {
-		// The drain began while we registered; the master re-queues
-		// whatever it sent.
-		return errDraining
-	}
 	a.registrations.Add(1)
 	a.registered.Store(true)
 	a.cfg.Observer.Registered()
 	welcomed()
+	if a.draining.Err() != nil {
+		// The drain began while we registered: the master may have sent
+		// tasks with the Welcome, before it heard of the drain, or not heard
+		// of it at all (it did not know this stream yet). Tell it now, on
+		// this stream, and run what it sent: left unrun, each would come
+		// back to the master as a lost attempt.
+		a.log.Info("the drain began while registering; telling the master again")
+		a.tellDrain(streamCtx, client)
+	}
+	a.mu.Lock()
+	a.registering = false
+	a.noteDrained()
+	a.mu.Unlock()
 	interval := w.GetHeartbeatInterval().AsDuration()
 	if interval <= 0 {
 		interval = defaultHeartbeatInterval

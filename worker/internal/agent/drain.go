@@ -30,34 +30,7 @@ func (a *Agent) Drain(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("draining", "tasks", before)
 
-	var held []*pb.RunningTask
-	if client != nil && ctx.Err() == nil {
-		callCtx, cancel := context.WithTimeout(ctx, drainCallTimeout)
-		ack, err := client.Drain(callCtx, &pb.DrainRequest{WorkerId: a.cfg.WorkerID, InstanceId: a.instanceID})
-		cancel()
-		if err != nil {
-			a.log.Warn("could not tell the master about the drain; draining anyway", "err", err)
-		}
-		held = ack.GetInFlight()
-	}
-	a.mu.Lock()
-	// A delivery the master names that has not reached us was sent (or is
-	// about to be) before the master took note of the drain: it runs, and
-	// the drain waits for it. Only on the stream that is open now: once
-	// that ends, nothing more comes on it.
-	if a.registered.Load() {
-		for _, h := range held {
-			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n {
-				a.awaited[id] = n
-			}
-		}
-	}
-	if len(a.awaited) > 0 {
-		a.log.Info("waiting for tasks the master sent before it heard of the drain", "tasks", len(a.awaited))
-	}
-	a.asked = true
-	a.noteDrained()
-	a.mu.Unlock()
+	a.tellDrain(ctx, client)
 
 	var err error
 	select {
@@ -75,10 +48,44 @@ func (a *Agent) Drain(ctx context.Context) error {
 	return nil
 }
 
+// tellDrain tells the master of the drain and, while a stream is
+// registered, has the drain wait for the deliveries the master's answer
+// names that have not reached us: sent (or about to be) before the master
+// took note of the drain, they run. Only on the stream that is open now:
+// once that ends, nothing more comes on it. Then the drain counts as asked,
+// answered or not.
+func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
+	var held []*pb.RunningTask
+	if client != nil && ctx.Err() == nil {
+		callCtx, cancel := context.WithTimeout(ctx, drainCallTimeout)
+		ack, err := client.Drain(callCtx, &pb.DrainRequest{WorkerId: a.cfg.WorkerID, InstanceId: a.instanceID})
+		cancel()
+		if err != nil {
+			a.log.Warn("could not tell the master about the drain; draining anyway", "err", err)
+		}
+		held = ack.GetInFlight()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.registered.Load() {
+		for _, h := range held {
+			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n {
+				a.awaited[id] = n
+			}
+		}
+	}
+	if len(a.awaited) > 0 {
+		a.log.Info("waiting for tasks the master sent before it heard of the drain", "tasks", len(a.awaited))
+	}
+	a.asked = true
+	a.noteDrained()
+}
+
 // noteDrained closes drained if a drain has begun, the master has answered
-// it, and nothing is left to wait for. The caller holds mu.
+// it, no registration is on its way, and nothing is left to wait for. The
+// caller holds mu.
 func (a *Agent) noteDrained() {
-	if a.draining.Err() == nil || !a.asked || len(a.running) > 0 || len(a.awaited) > 0 {
+	if a.draining.Err() == nil || !a.asked || a.registering || len(a.running) > 0 || len(a.awaited) > 0 {
 		return
 	}
 	select {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // startDrain calls a.Drain(ctx) in a goroutine and returns its result channel.
@@ -199,4 +202,83 @@ func TestDrainAwaitsOnlyWhatCanStillCome(t *testing.T) {
 			t.Errorf("Drain = %v, want nil: nothing more could come", err)
 		}
 	})
+}
+
+// welcomeLateMaster holds each registration's Welcome until release is
+// closed. It answers the first Drain with notFirst's error, if any (the
+// master's answer to a worker it does not know yet), and every answer
+// names held.
+type welcomeLateMaster struct {
+	*fakeMaster
+	arrived  chan struct{} // one per AssignTask call, before its Welcome
+	release  chan struct{}
+	first    error
+	held     []*pb.RunningTask
+	drainsIn *atomic.Int32
+}
+
+func (m welcomeLateMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
+	m.arrived <- struct{}{}
+	select {
+	case <-m.release:
+	case <-stream.Context().Done():
+		return stream.Context().Err()
+	}
+	return m.fakeMaster.AssignTask(req, stream)
+}
+
+func (m welcomeLateMaster) Drain(ctx context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
+	if _, err := m.fakeMaster.Drain(ctx, r); err != nil {
+		return nil, err
+	}
+	if m.drainsIn.Add(1) == 1 && m.first != nil {
+		return nil, m.first
+	}
+	return &pb.DrainAck{InFlight: m.held}, nil
+}
+
+// A drain that begins while the worker registers: the master does not know
+// the worker yet (it answers NOT_FOUND), or it does and has sent tasks with
+// the Welcome. Before, the worker left the new stream as soon as the Welcome
+// came, and each task sent with it came back to the master as a lost
+// attempt (a task with one attempt failed); now the drain tells the master
+// again on that stream and runs what it sent.
+func TestDrainDuringRegistrationRunsWhatCameWithTheWelcome(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first error
+	}{
+		{"master did not know the worker", status.Error(codes.NotFound, `worker "w1": not found`)},
+		{"master knew the worker", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeMaster()
+			m := welcomeLateMaster{fakeMaster: f, arrived: make(chan struct{}, 10), release: make(chan struct{}),
+				first: tc.first, held: []*pb.RunningTask{{TaskId: "w", Attempt: 1}}, drainsIn: new(atomic.Int32)}
+			_, addr := serve(t, m, "127.0.0.1:0")
+			a, stop := startAgent(t, addr)
+			recv(t, m.arrived, "registration")
+			ctx, cancel := context.WithTimeout(context.Background(), within)
+			defer cancel()
+			drained := startDrain(ctx, a)
+			recv(t, f.drains, "drain request")
+			f.tasks <- task("w", "echo welcome") // goes out right after the Welcome
+			close(m.release)
+			recv(t, f.registrations, "registration")
+			recv(t, f.drains, "the drain told again on the new stream")
+			if r := recv(t, f.reports, "the result of the task sent with the Welcome"); r.GetTaskId() != "w" || string(r.GetStdout()) != "welcome\n" {
+				t.Fatalf("reported %v; want w", r)
+			}
+			if err := recv(t, drained, "end of the drain"); err != nil {
+				t.Errorf("Drain = %v, want nil", err)
+			}
+			recv(t, f.streamsEnded, "end of the stream")
+			stop()
+			select {
+			case <-m.arrived:
+				t.Error("registered again during or after the drain")
+			default:
+			}
+		})
+	}
 }
