@@ -179,6 +179,9 @@ func TestSchedulingFieldsAreChecked(t *testing.T) {
 		{"run_at and delay", Submission{RunAt: time.Now(), Delay: time.Second}, "not both"},
 		{"negative delay", Submission{Delay: -time.Second}, "delay must be"},
 		{"delay too long", Submission{Delay: 400 * 24 * time.Hour}, "delay must be"},
+		{"run_at before 1970", Submission{RunAt: time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC)}, "run_at must be"},
+		// The store keeps times as int64 nanoseconds: 2300 would wrap to 1715.
+		{"run_at past 2262", Submission{RunAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, "run_at must be"},
 		{"retry on success", Submission{RetryOn: []task.Outcome{task.OutcomeSucceeded}}, "retry_on"},
 		{"backoff without retry_on", Submission{Backoff: time.Second}, "only with retry_on"},
 		{"backoff too short", Submission{RetryOn: []task.Outcome{task.OutcomeFailed}, Backoff: time.Millisecond}, "backoff must be"},
@@ -411,16 +414,20 @@ func TestSchedulingSurvivesARestart(t *testing.T) {
 	low := submitOne(t, d, Submission{Cmd: "low", Priority: 5})
 	gpu := submitOne(t, d, Submission{Cmd: "gpu", Priority: 2, Requires: req("gpu=nvidia")})
 	high := submitOne(t, d, Submission{Cmd: "high", Priority: 1})
+	far := submitOne(t, d, Submission{Cmd: "far", RunAt: task.LastTime})
 	if err := d.p.Store.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 
 	d2, _ := newOnDB(t, path, clk, 100)
 	d2.rand = func() float64 { return 0 }
-	for id, want := range map[string]task.Status{retried: task.StatusScheduled, delayed: task.StatusScheduled, low: task.StatusQueued, high: task.StatusQueued} {
+	for id, want := range map[string]task.Status{retried: task.StatusScheduled, delayed: task.StatusScheduled, low: task.StatusQueued, high: task.StatusQueued, far: task.StatusScheduled} {
 		if st, _ := status(t, d2, id); st != want {
 			t.Fatalf("after the restart %s is %s, want %s", id, st, want)
 		}
+	}
+	if tk, _ := d2.Get(ctx, far); !tk.RunAt.Equal(task.LastTime) {
+		t.Fatalf("after the restart the latest run time is %s, want %s", tk.RunAt, task.LastTime)
 	}
 	tk, _ := d2.Get(ctx, gpu)
 	if tk.Priority != 2 || labels.String(tk.Requires) != "gpu=nvidia" {

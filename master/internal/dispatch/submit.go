@@ -277,8 +277,8 @@ func normalizeSchedule(s Submission) (Submission, error) {
 		return s, fmt.Errorf("%w: give run_at or delay, not both", task.ErrInvalid)
 	case s.Delay < 0 || s.Delay > maxDelay:
 		return s, fmt.Errorf("%w: delay must be between 0s and %s", task.ErrInvalid, maxDelay)
-	case !s.RunAt.IsZero() && (s.RunAt.Year() < 1970 || s.RunAt.Year() > 9999):
-		return s, fmt.Errorf("%w: run_at must be a time between the years 1970 and 9999", task.ErrInvalid)
+	case !s.RunAt.IsZero() && !task.Keepable(s.RunAt):
+		return s, fmt.Errorf("%w: run_at must be a time after 1970 and before %s", task.ErrInvalid, task.LastTime.Format(time.RFC3339))
 	}
 	if len(s.RetryOn) == 0 {
 		if s.Backoff != 0 || s.MaxBackoff != 0 {

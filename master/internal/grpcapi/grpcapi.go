@@ -371,8 +371,11 @@ func validateRegistration(req *pb.RegisterRequest) error {
 
 func errInvalid(msg string) error { return fmt.Errorf("%w: %s", task.ErrInvalid, msg) }
 
+// timeOrZero is a worker's time, or zero for none. A time the master
+// cannot keep (task.Keepable: a worker's clock gone wrong) counts as none,
+// so the master's own stands in; refusing it would refuse the result.
 func timeOrZero(t time.Time, ok bool) time.Time {
-	if !ok {
+	if !ok || !task.Keepable(t) {
 		return time.Time{}
 	}
 	return t

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
@@ -390,6 +391,35 @@ func TestRunningOf(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := runningOf(tt.req); !slices.Equal(got, tt.want) {
 				t.Fatalf("runningOf = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A worker's started_at and finished_at outside what the store keeps (int64
+// nanoseconds since 1970: a clock gone wrong) count as not sent, so the
+// master's own time stands in; kept as they were, 1600 would be stored as
+// 2184 (never deleted by retention) and 2300 as 1715.
+func TestWorkerTimesTheMasterCannotKeep(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want time.Time
+	}{
+		{"ordinary", time.Date(2026, 1, 1, 0, 0, 0, 5, time.UTC), time.Date(2026, 1, 1, 0, 0, 0, 5, time.UTC)},
+		{"the last it can keep", task.LastTime, task.LastTime},
+		{"past 2262", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}},
+		{"before 1970", time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}},
+		{"1970 itself, which reads back as none", time.Unix(0, 0), time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := toResult(&pb.TaskResult{TaskId: "t", WorkerId: "w", InstanceId: "i", Attempt: 1,
+				StartedAt: timestamppb.New(tc.at), FinishedAt: timestamppb.New(tc.at)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.StartedAt.Equal(tc.want) || !r.FinishedAt.Equal(tc.want) {
+				t.Errorf("started_at %s, finished_at %s; want %s", r.StartedAt, r.FinishedAt, tc.want)
 			}
 		})
 	}

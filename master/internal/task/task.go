@@ -5,6 +5,7 @@ package task
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -147,6 +148,18 @@ const (
 	MaxPriority     = 5
 	DefaultPriority = 3
 )
+
+// FirstTime and LastTime bound the times a task keeps: the store holds
+// them as int64 nanoseconds since 1970 (0 for none), which end in April
+// 2262. A later time would wrap into the past (a run_at of 2300 would be
+// due at once after a restart).
+var (
+	FirstTime = time.Unix(0, 1).UTC()
+	LastTime  = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// Keepable reports whether t lies within FirstTime..LastTime.
+func Keepable(t time.Time) bool { return !t.Before(FirstTime) && !t.After(LastTime) }
 
 // Retryable lists the outcomes a retry policy may name.
 var Retryable = []Outcome{OutcomeFailed, OutcomeTimedOut}
