@@ -334,12 +334,17 @@ func monoSince(start time.Time) func() time.Duration {
 
 // healthcheck asks the master listening on httpAddr for /healthz.
 func healthcheck(httpAddr string) error {
-	_, port, err := net.SplitHostPort(httpAddr)
+	host, port, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		return err
 	}
+	// The master listens on host alone when one is named; on every address
+	// (no host, 0.0.0.0, ::) 127.0.0.1 reaches it.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
 	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		return err
 	}

@@ -255,12 +255,17 @@ func healthcheck(healthAddr string) error {
 	if healthAddr == "" {
 		return errors.New("WORKER_HEALTH_ADDR is not set, so the worker serves no health endpoint")
 	}
-	_, port, err := net.SplitHostPort(healthAddr)
+	host, port, err := net.SplitHostPort(healthAddr)
 	if err != nil {
 		return err
 	}
+	// The worker listens on host alone when one is named; on every address
+	// (no host, 0.0.0.0, ::) 127.0.0.1 reaches it.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
 	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		return err
 	}
