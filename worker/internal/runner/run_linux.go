@@ -31,11 +31,27 @@ const readSize = 32 << 10
 // bufs holds Run's read buffers: one per run, used only while it runs.
 var bufs = sync.Pool{New: func() any { return new([readSize]byte) }}
 
-// devNull is the shell's stdin, opened once for every run: close-on-exec
-// here, dup'ed onto the shell's descriptor 0 by the fork.
-var devNull = sync.OnceValues(func() (int, error) {
-	return syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-})
+// devNull returns the shell's stdin, opened once for every run: close-on-exec
+// here, dup'ed onto the shell's descriptor 0 by the fork. A failed open
+// (EMFILE, ENFILE: passing) is not kept, or every later run would fail
+// with it; the next run tries again.
+func devNull() (int, error) {
+	devNullMu.Lock()
+	defer devNullMu.Unlock()
+	if devNullFD < 0 {
+		fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		devNullFD = fd
+	}
+	return devNullFD, nil
+}
+
+var (
+	devNullMu sync.Mutex // protects devNullFD
+	devNullFD = -1       // not open yet
+)
 
 // Run runs cmd with /bin/sh -c in a process group of its own and waits for
 // it. A timeout of 0 means no limit. The task's processes end with it: when
