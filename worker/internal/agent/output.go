@@ -183,8 +183,14 @@ func (s *shipper) pendingBytes() int {
 	return s.pending
 }
 
-// take removes up to limit bytes of pending output, oldest run first, and
-// forgets the ended runs it has taken all of.
+// chunkOverhead bounds what a chunk costs in a batch besides its data: its
+// task ID, the tags and varints of its fields, and its own tag and length.
+// Hundreds of runs writing a little each would otherwise make a batch of
+// outputMaxBatch bytes of data far larger than that.
+func chunkOverhead(c *pb.OutputChunk) int { return len(c.TaskId) + 32 }
+
+// take removes up to limit bytes of pending output, each chunk's overhead
+// counted, oldest run first, and forgets the ended runs it has taken all of.
 func (s *shipper) take(limit int) []*pb.OutputChunk {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,10 +200,14 @@ func (s *shipper) take(limit int) []*pb.OutputChunk {
 	for _, r := range s.runs {
 		for i := range r.streams {
 			st := &r.streams[i]
-			for len(st.chunks) > 0 && size < limit {
+			for len(st.chunks) > 0 {
 				c := st.chunks[0]
+				room := limit - size - chunkOverhead(c)
+				if room <= 0 {
+					break
+				}
 				n := len(c.Data)
-				if room := limit - size; n > room {
+				if n > room {
 					// The rest is copied: the run may append to the
 					// chunk it stays in while this part is being sent.
 					n = room
@@ -209,7 +219,7 @@ func (s *shipper) take(limit int) []*pb.OutputChunk {
 					st.chunks[0] = nil
 					st.chunks = st.chunks[1:]
 				}
-				size += n
+				size += n + chunkOverhead(c)
 				r.pending -= n
 				s.pending -= n
 			}

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
@@ -284,5 +286,30 @@ func TestShipperListsRunsThatWrite(t *testing.T) {
 	s.end(loud)
 	if c := s.take(outputMaxBatch); len(c) != 1 || string(c[0].GetData()) != "hi" || len(s.runs) != 0 {
 		t.Errorf("took %v, %d runs left; want hi and none", c, len(s.runs))
+	}
+}
+
+// minMasterRecv is the smallest MASTER_GRPC_MAX_RECV_BYTES a master accepts:
+// 2×MASTER_MAX_OUTPUT_BYTES (at least 1 KiB) + 64 KiB. outputMaxBatch is
+// meant to keep every batch under it; a batch over it ends the stream and
+// is lost.
+const minMasterRecv = 2*1024 + 64<<10
+
+// Many runs writing a little each (a worker with 256 slots of chatty tasks):
+// each chunk also carries its task ID, attempt, stream and offset, so take
+// counts those with the data; it used to count the data alone, and such a
+// batch reached 72 KB.
+func TestOutputBatchFitsTheSmallestMaster(t *testing.T) {
+	s := newShipper()
+	for i := range 256 {
+		r := s.start(fmt.Sprintf("%s-%03d", uuid.NewString(), i), 1) // 40-character IDs
+		r.Write(1, []byte(strings.Repeat("o", 90)))
+		r.Write(2, []byte(strings.Repeat("e", 90)))
+	}
+	for s.pendingBytes() > 0 {
+		batch := &pb.OutputBatch{WorkerId: strings.Repeat("w", 64), InstanceId: uuid.NewString(), Chunks: s.take(outputMaxBatch)}
+		if n := proto.Size(batch); n > minMasterRecv {
+			t.Fatalf("a batch of %d chunks is %d bytes, over the %d a master may accept", len(batch.Chunks), n, minMasterRecv)
+		}
 	}
 }
