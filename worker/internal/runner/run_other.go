@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,7 +66,10 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 	// Only the task's processes hold the write ends now, so the readers see
 	// EOF once the last of them is gone.
 	closeAll(outW, errW)
-	outDone, errDone := drain(outR, tee(opt.Live, Stdout, stdout)), drain(errR, tee(opt.Live, Stderr, stderr))
+	// One lock for both streams' live writes: Live's contract is one Write
+	// at a time, as on Linux, where one goroutine reads both pipes.
+	var liveMu sync.Mutex
+	outDone, errDone := drain(outR, tee(opt.Live, &liveMu, Stdout, stdout)), drain(errR, tee(opt.Live, &liveMu, Stderr, stderr))
 
 	// Once the shell has been waited for, its ProcessState and the context
 	// say more than Wait's error.
@@ -114,22 +118,25 @@ func drain(r *os.File, w io.Writer) <-chan struct{} {
 }
 
 // tee is w, with every write also handed to live when there is one.
-func tee(live Live, s Stream, w *boundedWriter) io.Writer {
+func tee(live Live, mu *sync.Mutex, s Stream, w *boundedWriter) io.Writer {
 	if live == nil {
 		return w
 	}
-	return teeWriter{live: live, stream: s, w: w}
+	return teeWriter{live: live, mu: mu, stream: s, w: w}
 }
 
 // teeWriter hands each write to live before keeping what fits in w.
 type teeWriter struct {
 	live   Live
+	mu     *sync.Mutex // held across live.Write, shared by both streams
 	stream Stream
 	w      *boundedWriter
 }
 
 func (t teeWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
 	t.live.Write(t.stream, p)
+	t.mu.Unlock()
 	return t.w.Write(p)
 }
 

@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -365,4 +367,38 @@ func TestRunTimeoutWhileWriting(t *testing.T) {
 			t.Fatalf("exit %d, err %q; want exit 0", res.ExitCode, res.Err)
 		}
 	})
+}
+
+// overlapLive counts Writes that began while another was still going on:
+// Live's contract is one Write at a time, both streams together.
+type overlapLive struct {
+	inside, overlaps atomic.Int32
+	bytes            [3]atomic.Int64
+}
+
+func (o *overlapLive) Write(s Stream, p []byte) {
+	if !o.inside.CompareAndSwap(0, 1) {
+		o.overlaps.Add(1)
+	}
+	for range 10 { // widen the window, as a sink that does some work would
+		runtime.Gosched()
+	}
+	o.bytes[s].Add(int64(len(p)))
+	o.inside.Store(0)
+}
+
+// Both streams written at once: the portable runner, one copying goroutine
+// per pipe, handed them to Live together.
+func TestRunLiveWritesOneAtATime(t *testing.T) {
+	var live overlapLive
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	res := Run(ctx, "i=0; while [ $i -lt 2000 ]; do echo out; echo err >&2; i=$((i+1)); done",
+		Options{MaxOutput: 16, Live: &live})
+	if res.ExitCode != 0 || live.bytes[Stdout].Load() != 8000 || live.bytes[Stderr].Load() != 8000 {
+		t.Fatalf("exit %d, live saw %d and %d bytes; want 0, 8000 and 8000", res.ExitCode, live.bytes[Stdout].Load(), live.bytes[Stderr].Load())
+	}
+	if n := live.overlaps.Load(); n > 0 {
+		t.Errorf("%d Writes began while another was going on; want one at a time", n)
+	}
 }
