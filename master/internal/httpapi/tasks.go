@@ -163,6 +163,12 @@ func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, fmt.Errorf("%w: cmd is a search text of at most %d characters, not %d", task.ErrInvalid, maxCmdFilter, n))
 		return
 	}
+	// No command holds a NUL (POST /tasks refuses it), and the store would
+	// cut the text there, matching what does not contain it.
+	if strings.ContainsRune(query.Cmd, 0) {
+		a.writeError(w, fmt.Errorf("%w: cmd must not contain a NUL byte", task.ErrInvalid))
+		return
+	}
 	query.Cursor = q.Get("cursor")
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
