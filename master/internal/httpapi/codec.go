@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
@@ -34,6 +35,10 @@ func decodeBody(body []byte, v any) error {
 	// other than the one sent. Refuse it instead.
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: request body is not valid UTF-8", task.ErrInvalid)
+	}
+	// So would an escaped lone surrogate, such as \ud800.
+	if hasLoneSurrogate(body) {
+		return fmt.Errorf("%w: request body escapes a lone UTF-16 surrogate (\\uD800-\\uDFFF), which is no character", task.ErrInvalid)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -70,6 +75,40 @@ func decodeBody(body []byte, v any) error {
 	default:
 		return fmt.Errorf("%w: request body is not a valid task", task.ErrInvalid)
 	}
+}
+
+// hasLoneSurrogate reports whether body has a \uXXXX escape of a UTF-16
+// surrogate that is not half of a pair. A backslash is found only inside
+// JSON strings, so no parsing is needed to tell escapes apart.
+func hasLoneSurrogate(body []byte) bool {
+	esc := func(i int) (rune, bool) { // the \uXXXX escape at body[i:], if any
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(body); i++ {
+		j := bytes.IndexByte(body[i:], '\\')
+		if j < 0 {
+			return false
+		}
+		i += j
+		r, ok := esc(i)
+		switch {
+		case !ok:
+			i++ // another escape: skip the escaped byte (a backslash, say)
+		case !utf16.IsSurrogate(r):
+			i += 5
+		default:
+			lo, ok := esc(i + 6)
+			if !ok || utf16.DecodeRune(r, lo) == utf8.RuneError {
+				return true
+			}
+			i += 11
+		}
+	}
+	return false
 }
 
 var errTooLarge = errors.New("too large")
