@@ -182,6 +182,8 @@ func TestSchedulingFieldsAreChecked(t *testing.T) {
 		{"run_at before 1970", Submission{RunAt: time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC)}, "run_at must be"},
 		// The store keeps times as int64 nanoseconds: 2300 would wrap to 1715.
 		{"run_at past 2262", Submission{RunAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, "run_at must be"},
+		// Year 10000 in UTC: the 202 had no body, its JSON refused.
+		{"run_at in 9999 west of UTC", Submission{RunAt: time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("", -5*3600))}, "run_at must be"},
 		{"retry on success", Submission{RetryOn: []task.Outcome{task.OutcomeSucceeded}}, "retry_on"},
 		{"backoff without retry_on", Submission{Backoff: time.Second}, "only with retry_on"},
 		{"backoff too short", Submission{RetryOn: []task.Outcome{task.OutcomeFailed}, Backoff: time.Millisecond}, "backoff must be"},
