@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -46,7 +49,7 @@ func decodeBody(body []byte, v any) error {
 	if err == nil {
 		// Exactly one value: `{"cmd":"a"}{"cmd":"b"}` is a mistake, not two tasks.
 		if err = dec.Decode(new(json.RawMessage)); err == io.EOF {
-			return nil
+			return checkKeys(body, v)
 		}
 		return fmt.Errorf("%w: unexpected data after the JSON object", task.ErrInvalid)
 	}
@@ -109,6 +112,109 @@ func hasLoneSurrogate(body []byte) bool {
 		}
 	}
 	return false
+}
+
+// checkKeys refuses a key of body's object that is not exactly the name of
+// one of v's fields, or that comes twice. encoding/json matches names in any
+// case and keeps the last of a repeated one: {"cmd":"echo a","Cmd":"rm x"}
+// ran rm x, where whatever else reads the body (a log, a proxy) sees echo a.
+// body is one valid JSON object (decodeBody has decoded it).
+func checkKeys(body []byte, v any) error {
+	t := reflect.TypeOf(v)
+	i := skipSpace(body, 0)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || body[i] != '{' {
+		return nil // null, say: the caller finds its fields missing
+	}
+	known := fieldNames(t)
+	var seen []string // a few keys: a slice beats a map
+	for i++; ; {      // i++: past '{'
+		i = skipSpace(body, i)
+		if body[i] == '}' {
+			return nil
+		}
+		end := skipString(body, i)
+		raw := body[i:end]
+		key := string(raw[1 : len(raw)-1])
+		if bytes.IndexByte(raw, '\\') >= 0 { // escaped: let encoding/json unquote it
+			_ = json.Unmarshal(raw, &key) // decodeBody decoded it already
+		}
+		if !slices.Contains(known, key) {
+			return fmt.Errorf("%w: unknown field %q (field names are lower case)", task.ErrInvalid, key)
+		}
+		if slices.Contains(seen, key) {
+			return fmt.Errorf("%w: field %q is given twice", task.ErrInvalid, key)
+		}
+		seen = append(seen, key)
+		i = skipValue(body, skipSpace(body, end)+1) // past ':'
+		if i = skipSpace(body, i); body[i] == ',' {
+			i++
+		}
+	}
+}
+
+// fieldNames returns the JSON names of the fields of the struct t points
+// to, worked out once per type.
+func fieldNames(t reflect.Type) []string {
+	if names, ok := fieldNameCache.Load(t); ok {
+		return names.([]string)
+	}
+	var names []string
+	for f := range t.Elem().Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	fieldNameCache.Store(t, names)
+	return names
+}
+
+var fieldNameCache sync.Map // reflect.Type -> []string
+
+// The JSON scanners below walk a body known to be valid JSON; each returns
+// the index just past what it skipped.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString skips the string that starts at b[i], a quote.
+func skipString(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++ // the escaped byte (the rest of a \uXXXX escape is no quote)
+		}
+	}
+	return i + 1
+}
+
+// skipValue skips the value that starts at b[i].
+func skipValue(b []byte, i int) int {
+	i = skipSpace(b, i)
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			i = skipString(b, i) - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of the object the value is in
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+		if depth == 0 && (b[i] == '"' || b[i] == '}' || b[i] == ']') {
+			return i + 1
+		}
+	}
+	return i
 }
 
 var errTooLarge = errors.New("too large")

@@ -1,7 +1,14 @@
 package httpapi
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -30,4 +37,81 @@ func TestLoneSurrogateEscapeIsRefused(t *testing.T) {
 	if code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", `{"cmd":"echo \ud83d\ude00"}`); code != http.StatusAccepted || m["cmd"] != "echo \U0001F600" {
 		t.Errorf("surrogate pair = %d %v, want 202 with echo 😀", code, m)
 	}
+}
+
+// encoding/json matches field names in any case and keeps the last of a
+// repeated key: {"cmd":"echo safe","cmd":"rm -rf ~"} ran rm -rf ~, while a
+// log or a proxy reading the body sees echo safe. Each is a 400 naming the
+// field, and nothing is queued; escaped names and nested objects are read
+// as they are.
+func TestFieldNamesAreExactAndOnce(t *testing.T) {
+	srv, d := newServer(t, nil)
+	for _, tc := range []struct{ body, want string }{
+		{`{"CMD":"echo upper"}`, `unknown field "CMD"`},
+		{`{"cmd":"echo safe","Cmd":"rm -rf ~"}`, `unknown field "Cmd"`},
+		{`{"cmd":"echo safe","cmd":"rm -rf ~"}`, `field "cmd" is given twice`},
+		{` { "cmd" : "true" , "Max_Attempts" : 1 } `, `unknown field "Max_Attempts"`},
+		{`{"cmd":"true","requires":{"a":"b","a":"c"},"requires":{}}`, `field "requires" is given twice`},
+		{`{"\u0063md":"true","cmd":"x"}`, `field "cmd" is given twice`},
+	} {
+		code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", tc.body)
+		if msg, _ := m["error"].(string); code != http.StatusBadRequest || !strings.Contains(msg, tc.want) {
+			t.Errorf("POST %s = %d %v; want 400 saying %s", tc.body, code, m, tc.want)
+		}
+	}
+	if n := queued(t, d); n != 0 {
+		t.Errorf("%d tasks queued by refused requests, want 0", n)
+	}
+	for _, ok := range []string{
+		`{"cmd":"echo \"}\" , {","requires":{"CMD":"x","k":"v"},"priority":null}`,
+		"{\"cmd\":\"true\",\n\t\"retry_on\":[\"failed\"],\"backoff\":\"1s\"}",
+		`{"\u0063md":"true"}`,
+	} {
+		if code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", ok); code != http.StatusAccepted {
+			t.Errorf("POST %s = %d %v, want 202", ok, code, m)
+		}
+	}
+}
+
+// checkKeys walks a valid JSON object by hand; it must agree with
+// encoding/json's own reading of the keys, whatever the values hold.
+func FuzzCheckKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"cmd":"a"}`, `{"cmd":"a","cmd":"b"}`, `{"CMD":1}`, ` {"requires":{"a":"}"},"cmd":"\"{["} `,
+		`{"retry_on":[["]"],{"x":[1,2,{}]}],"cmd":null}`, `{"\u0063md":true}`, `{}`, `null`, `{"a\\":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	known := fieldNames(reflect.TypeFor[*createRequest]())
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return // decodeBody calls checkKeys only on a decoded body
+		}
+		want := ""
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if tok, _ := dec.Token(); tok == json.Delim('{') {
+			var seen []string
+			for dec.More() {
+				tok, _ := dec.Token()
+				key := tok.(string)
+				switch {
+				case want != "":
+				case !slices.Contains(known, key):
+					want = "unknown"
+				case slices.Contains(seen, key):
+					want = "twice"
+				}
+				seen = append(seen, key)
+				if err := dec.Decode(new(json.RawMessage)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		err := checkKeys(body, new(createRequest))
+		switch got := fmt.Sprint(err); {
+		case want == "" && err != nil, want == "unknown" && !strings.Contains(got, "unknown field"),
+			want == "twice" && !strings.Contains(got, "given twice"):
+			t.Fatalf("checkKeys(%s) = %v, want %s", body, err, cmp.Or(want, "nil"))
+		}
+	})
 }
