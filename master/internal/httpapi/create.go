@@ -67,8 +67,11 @@ func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Subm
 	if err != nil {
 		return dispatch.Submission{}, 0, err
 	}
+	// An empty key is refused, not taken for none: the client meant to send
+	// one, and its retries would each make a task.
+	keys := r.Header.Values("Idempotency-Key")
 	sub := dispatch.Submission{IdempotencyKey: r.Header.Get("Idempotency-Key")}
-	if len(r.Header.Values("Idempotency-Key")) > 1 || len(sub.IdempotencyKey) > maxKeyLen ||
+	if len(keys) > 1 || len(keys) == 1 && keys[0] == "" || len(sub.IdempotencyKey) > maxKeyLen ||
 		strings.ContainsFunc(sub.IdempotencyKey, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
 		return sub, 0, fmt.Errorf("%w: Idempotency-Key must be one header of 1-%d printable ASCII characters without spaces", task.ErrInvalid, maxKeyLen)
 	}

@@ -73,6 +73,16 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 	if code, _, _ := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"x"}`, "has space"); code != 400 {
 		t.Fatalf("bad key = %d, want 400", code)
 	}
+	req, _ := http.NewRequest("POST", srv.URL+"/tasks", strings.NewReader(`{"cmd":"x"}`))
+	req.Header["Idempotency-Key"] = []string{""} // sent, empty
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("empty key = %d, want 400", resp.StatusCode)
+	}
 }
 
 func TestTaskOptions(t *testing.T) {
