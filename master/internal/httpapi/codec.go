@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,25 +125,30 @@ func checkKeys(body []byte, v any) error {
 		return nil // null, say: the caller finds its fields missing
 	}
 	known := fieldNames(t)
-	var seen []string // a few keys: a slice beats a map
-	for i++; ; {      // i++: past '{'
+	var seen uint64 // bit n: known[n] was given (a struct has fewer than 64 fields)
+	for i++; ; {    // i++: past '{'
 		i = skipSpace(body, i)
 		if body[i] == '}' {
 			return nil
 		}
 		end := skipString(body, i)
-		raw := body[i:end]
-		key := string(raw[1 : len(raw)-1])
-		if bytes.IndexByte(raw, '\\') >= 0 { // escaped: let encoding/json unquote it
-			_ = json.Unmarshal(raw, &key) // decodeBody decoded it already
+		key := body[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 { // escaped: let encoding/json unquote it
+			var k string
+			_ = json.Unmarshal(body[i:end], &k) // decodeBody decoded it already
+			key = []byte(k)
 		}
-		if !slices.Contains(known, key) {
+		n := 0
+		for n < len(known) && string(key) != known[n] {
+			n++
+		}
+		switch {
+		case n == len(known):
 			return fmt.Errorf("%w: unknown field %q (field names are lower case)", task.ErrInvalid, key)
-		}
-		if slices.Contains(seen, key) {
+		case n < 64 && seen&(1<<n) != 0:
 			return fmt.Errorf("%w: field %q is given twice", task.ErrInvalid, key)
 		}
-		seen = append(seen, key)
+		seen |= 1 << n
 		i = skipValue(body, skipSpace(body, end)+1) // past ':'
 		if i = skipSpace(body, i); body[i] == ',' {
 			i++
