@@ -31,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -225,6 +226,11 @@ func (a *app) parse(fs *flag.FlagSet, args []string, want int, cmdLine bool) ([]
 		default:
 			fmt.Fprintf(a.stderr, "roundhouse %s: unexpected argument %q\n", fs.Name(), pos[want])
 		}
+		fs.Usage()
+		return nil, exitUsage
+	}
+	if !cmdLine && slices.Contains(pos, "") { // every such argument is a task ID
+		fmt.Fprintf(a.stderr, "roundhouse %s: the task ID is empty\n", fs.Name())
 		fs.Usage()
 		return nil, exitUsage
 	}
