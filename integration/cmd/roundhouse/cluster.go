@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -72,6 +74,13 @@ func (a *app) cmdEvents(ctx context.Context, args []string) int {
 		})
 		if ctx.Err() != nil {
 			return exitInterrupted
+		}
+		// An error that is not the request's own (*url.Error: no answer)
+		// nor the master's refusal came from a stream that was open: a new
+		// break, even if no event came through it (a quiet cluster).
+		var ue *url.Error
+		if client.StatusOf(err) == 0 && !errors.As(err, &ue) {
+			connected, brokenSince = true, time.Time{}
 		}
 		// A refusal, or no master at the start, is the user's to fix; a
 		// stream that breaks later (a master restart) is picked up again

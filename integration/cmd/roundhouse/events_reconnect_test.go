@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/integration/internal/localcluster"
+)
+
+// TestEventsReconnectsAQuietStream: the master accepts GET /events (200,
+// its "retry:" and comment) but no event happens before it restarts. The
+// stream did break after it was open, so events must reconnect, as the
+// README says, not exit 1 as if the master had never been reached.
+func TestEventsReconnectsAQuietStream(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/events" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "retry: 2000\n: roundhouse events\n\n")
+		w.(http.Flusher).Flush()
+		if conns.Add(1) == 1 {
+			return // a quiet cluster; then the master restarts
+		}
+		fmt.Fprint(w, "id: 1\nevent: task.queued\ndata: {\"seq\":1,\"type\":\"task.queued\",\"task_id\":\"t1\"}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb localcluster.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
+	}()
+	select {
+	case code := <-done:
+		t.Fatalf("events gave up on a stream that broke after it was open: exit %d, stderr: %s", code, errb.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
+	case <-func() chan struct{} {
+		c := make(chan struct{})
+		go func() {
+			for !strings.Contains(out.String(), `"task_id":"t1"`) {
+				if ctx.Err() != nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			close(c)
+		}()
+		return c
+	}():
+	}
+	cancel()
+	if code := <-done; code != exitInterrupted {
+		t.Fatalf("exit %d, want %d", code, exitInterrupted)
+	}
+	if !strings.Contains(errb.String(), "lost the event stream") {
+		t.Errorf("stderr lacks the reconnect note: %s", errb.String())
+	}
+}
