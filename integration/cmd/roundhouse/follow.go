@@ -168,7 +168,11 @@ type follower struct {
 	// printed: a follow that reconnects gets the output again from the
 	// start of the buffer and prints only what is new.
 	printed map[streamKey]int64
-	lastEnd *client.OutputEvent // the last attempt_end, for the next attempt's note
+	// at is, per attempt and stream, how far the current connection's
+	// events have gone: a skipped event carries no offset, it starts here.
+	at        map[streamKey]int64
+	announced int                 // the last attempt whose attempt event was shown
+	lastEnd   *client.OutputEvent // the last attempt_end, for the next attempt's note
 }
 
 type streamKey struct {
@@ -183,6 +187,7 @@ func (f *follower) follow(ctx context.Context, id string) error {
 	var brokenSince time.Time
 	for {
 		got := false
+		f.at = map[streamKey]int64{} // a new connection starts each stream at 0
 		err := f.a.c.FollowOutput(ctx, id, func(e client.OutputEvent) error {
 			got = true
 			return f.event(e)
@@ -210,7 +215,29 @@ func (f *follower) event(e client.OutputEvent) error {
 	if e.Type == client.OutputEnd {
 		f.end = e
 	}
+	if e.Type == client.OutputAttempt {
+		// A new follow starts again with the running delivery: say it once.
+		if e.Attempt <= f.announced {
+			return nil
+		}
+		f.announced = e.Attempt
+	}
+	if e.Type == client.OutputSkipped {
+		// Only what was not printed yet: a new follow reports the start of
+		// the live buffer that it dropped, which an earlier one printed.
+		k := streamKey{e.Attempt, e.Stream}
+		from := f.at[k]
+		to := from + e.Bytes
+		f.at[k] = to
+		if seen := f.printed[k]; to <= seen {
+			return nil
+		} else if from < seen {
+			e.Bytes = to - seen
+		}
+		f.printed[k] = to
+	}
 	if e.Type == client.OutputText {
+		f.at[streamKey{e.Attempt, e.Stream}] = e.Offset + int64(len(e.Text))
 		// Only what was not printed yet, after a reconnect. Offsets count
 		// the stream's bytes and len(Text) its UTF-8 bytes: the same but
 		// where invalid bytes became U+FFFD, where a repeat may be off by
