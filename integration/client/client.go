@@ -52,6 +52,31 @@ type Task struct {
 	// Replayed is set by SubmitWith from the Idempotent-Replayed header: the
 	// key was seen before and this is the task it made then.
 	Replayed bool `json:"-"`
+
+	// raw is the task's JSON as the master sent it. MarshalJSON gives it
+	// back, so a task printed as JSON is the API's document: null where the
+	// API says null (backoff, waiting_for), "" where it says "" (stdout).
+	raw json.RawMessage
+}
+
+// UnmarshalJSON decodes a task and keeps its JSON for MarshalJSON.
+func (t *Task) UnmarshalJSON(b []byte) error {
+	type plain Task
+	if err := json.Unmarshal(b, (*plain)(t)); err != nil {
+		return err
+	}
+	t.raw = append(json.RawMessage(nil), b...)
+	return nil
+}
+
+// MarshalJSON is the task's JSON as the master sent it, or, for a task
+// made in Go, its fields.
+func (t Task) MarshalJSON() ([]byte, error) {
+	if t.raw != nil {
+		return t.raw, nil
+	}
+	type plain Task
+	return json.Marshal(plain(t))
 }
 
 // Attempt is one delivery of a task to a worker.
