@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/signal"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,8 +25,8 @@ type submitFlags struct {
 
 func (f *submitFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.s.Timeout, "timeout", "", "kill the command after this `duration`, e.g. 30s (default: the master's MASTER_TASK_TIMEOUT)")
-	fs.IntVar(&f.s.MaxAttempts, "max-attempts", 0, "deliveries to workers before the master gives up (default: the master's)")
-	fs.IntVar(&f.s.Priority, "priority", 0, "1 (most urgent) to 5 (default 3)")
+	fs.Var((*nonZeroInt)(&f.s.MaxAttempts), "max-attempts", "`n` deliveries to workers before the master gives up (default: the master's)")
+	fs.Var((*nonZeroInt)(&f.s.Priority), "priority", "`n` from 1 (most urgent) to 5 (default 3)")
 	fs.Var(&f.requires, "requires", "a `key=value` label a worker must have to run it; repeat for more")
 	fs.StringVar(&f.s.Delay, "delay", "", "run after this `duration`, e.g. 10m (not with --run-at)")
 	fs.StringVar(&f.runAt, "run-at", "", "run at this RFC 3339 `time`, e.g. 2026-12-01T09:30:00Z")
@@ -55,6 +56,30 @@ func (f *submitFlags) submission(words []string) (client.Submit, error) {
 	}
 	s.RetryOn = f.retryOn
 	return s, nil
+}
+
+// nonZeroInt is an int flag that refuses 0: the request leaves a 0 out,
+// so a 0 given would silently become the master's default. Other values
+// go to the master, which says what is wrong with them.
+type nonZeroInt int
+
+func (n *nonZeroInt) String() string {
+	if n == nil || *n == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(*n))
+}
+
+func (n *nonZeroInt) Set(v string) error {
+	i, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	if i == 0 {
+		return errors.New("0 is not allowed (leave the flag out for the master's default)")
+	}
+	*n = nonZeroInt(i)
+	return nil
 }
 
 // labelsFlag is a repeatable key=value flag.
