@@ -46,6 +46,7 @@ type Follower struct {
 	e      *entry // stays in b.entries while it has followers
 	after  int    // waiting for a delivery with an attempt above this
 	on     *delivery
+	left   *delivery // the delivery last told ended: a reclaim may revive it
 	pos    [2]int64
 	done   bool
 	closed bool
@@ -111,6 +112,14 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 	e := f.e
 	for !f.done && limit > 0 {
 		d := f.on
+		if d == nil && f.left != nil && !f.left.ended && e.current() == f.left {
+			// Reclaimed by its worker after it was given up: it goes on
+			// where the follower left it, announced again.
+			f.on, d = f.left, f.left
+			f.left = nil
+			evs = append(evs, Event{Kind: KindAttempt, Attempt: d.attempt, WorkerID: d.workerID})
+			continue
+		}
 		if d == nil {
 			for _, c := range e.deliveries {
 				if c.attempt > f.after {
@@ -159,7 +168,7 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 		switch {
 		case d.ended:
 			evs = append(evs, Event{Kind: KindAttemptEnd, Attempt: d.attempt, WorkerID: d.workerID, Outcome: d.outcome, Detail: d.detail})
-			f.after, f.on = d.attempt, nil
+			f.after, f.on, f.left = d.attempt, nil, d
 			continue
 		case e.final:
 			// The delivery that was running when the task became final: its

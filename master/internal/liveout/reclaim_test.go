@@ -1,0 +1,30 @@
+package liveout
+
+import (
+	"testing"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+)
+
+// A delivery re-queued when its worker was lost, then reclaimed by that
+// worker (dispatch.claimLocked, reason "reclaimed", same attempt), goes on:
+// a follower that was already told attempt_end must be told it runs again
+// and get its further output live, not wait silently for the end.
+func TestFollowerSeesAReclaimAfterARequeue(t *testing.T) {
+	b := New(1024)
+	b.Observe(assigned("t1", "w1", 1))
+	f := b.Follow("t1")
+	defer f.Close()
+	b.Append(chunk("t1", "w1", 1, Stdout, 0, "one\n"))
+	b.Observe(events.Event{Type: events.TaskRequeued, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "worker_timed_out"})
+	if got := describe(drain(t, f)); got != "attempt 1 w1;stdout@0 one\n;end 1 lost;" {
+		t.Fatalf("before the reclaim: %q", got)
+	}
+	b.Observe(events.Event{Type: events.TaskAssigned, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "reclaimed"})
+	if !b.Append(chunk("t1", "w1", 1, Stdout, 4, "two\n")) {
+		t.Fatal("a chunk of the reclaimed delivery was refused")
+	}
+	if got, want := describe(drain(t, f)), "attempt 1 w1;stdout@4 two\n;"; got != want {
+		t.Fatalf("after the reclaim the follower saw %q, want %q", got, want)
+	}
+}
