@@ -20,11 +20,15 @@ type outputStream struct {
 	announced bool
 	attempt   int               // the delivery being followed
 	sent      map[int]*[2]int64 // per delivery, the offset of each stream up to which it was sent (or skipped)
-	pending   [2][]byte         // the start of a character not yet whole, per stream of the current delivery
+	// per delivery, the length of the text sent of each stream, -1 once
+	// something was skipped: where to go on in the stored output, whose
+	// invalid bytes are U+FFFD, so its offsets are not the stream's
+	texts   map[int]*[2]int64
+	pending [2][]byte // the start of a character not yet whole, per stream of the current delivery
 }
 
 func newOutputStream(write func(string) bool) *outputStream {
-	return &outputStream{write: write, sent: make(map[int]*[2]int64)}
+	return &outputStream{write: write, sent: make(map[int]*[2]int64), texts: make(map[int]*[2]int64)}
 }
 
 type attemptEvent struct {
@@ -66,11 +70,13 @@ func (o *outputStream) event(name string, v any) bool {
 	return o.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, data))
 }
 
-func (o *outputStream) offsets(attempt int) *[2]int64 {
-	p := o.sent[attempt]
+func (o *outputStream) offsets(attempt int) *[2]int64 { return at(o.sent, attempt) }
+
+func at(m map[int]*[2]int64, attempt int) *[2]int64 {
+	p := m[attempt]
 	if p == nil {
 		p = new([2]int64)
-		o.sent[attempt] = p
+		m[attempt] = p
 	}
 	return p
 }
@@ -97,6 +103,7 @@ func (o *outputStream) send(e liveout.Event) bool {
 			return false
 		}
 		o.offsets(e.Attempt)[e.Stream] = e.Offset + e.Bytes
+		at(o.texts, e.Attempt)[e.Stream] = -1
 		return o.event("skipped", skippedEvent{Attempt: e.Attempt, Stream: e.Stream.String(), Bytes: e.Bytes})
 	case liveout.KindAttemptEnd:
 		if !o.flush() {
@@ -114,8 +121,11 @@ func (o *outputStream) text(attempt int, s liveout.Stream, off int64, p []byte) 
 		return true
 	}
 	o.offsets(attempt)[s] = off + int64(len(p))
-	return o.event("output", outputEvent{Attempt: attempt, Stream: s.String(), Offset: off,
-		Text: strings.ToValidUTF8(string(p), "\uFFFD")})
+	text := strings.ToValidUTF8(string(p), "\uFFFD")
+	if n := at(o.texts, attempt); n[s] >= 0 {
+		n[s] += int64(len(text))
+	}
+	return o.event("output", outputEvent{Attempt: attempt, Stream: s.String(), Offset: off, Text: text})
 }
 
 // flushStream sends a character that will not be completed (the stream
@@ -148,9 +158,13 @@ func (o *outputStream) finish(t task.Task, attempt int) {
 		}
 	}
 	o.pending = [2][]byte{}
-	sent := o.offsets(attempt)
+	sent, texts := o.offsets(attempt), at(o.texts, attempt)
 	for s, stored := range [2]string{t.Stdout, t.Stderr} {
-		from := int(min(sent[s], int64(len(stored))))
+		upTo := sent[s]
+		if texts[s] >= 0 { // all of it sent as text: that much of the stored text
+			upTo = texts[s]
+		}
+		from := int(min(upTo, int64(len(stored))))
 		for from < len(stored) && !utf8.RuneStart(stored[from]) {
 			from++
 		}
