@@ -48,6 +48,10 @@ type Follower struct {
 	on     *delivery
 	left   *delivery // the delivery last told ended: a reclaim may revive it
 	pos    [2]int64
+	// stale is the final the task was in when the follow began (-1:
+	// none). The caller read the task after, and saw it final or retried
+	// by hand (queued again): either way it is not this follow's end.
+	stale  int
 	done   bool
 	closed bool
 }
@@ -62,7 +66,10 @@ func (b *Buffers) Follow(taskID string) *Follower {
 	defer b.mu.Unlock()
 	e := b.entryLocked(taskID)
 	e.followers++
-	f := &Follower{b: b, taskID: taskID, e: e}
+	f := &Follower{b: b, taskID: taskID, e: e, stale: -1}
+	if e.final {
+		f.stale = e.finals
+	}
 	if d := e.current(); d != nil {
 		f.after = d.attempt - 1
 	} else if n := len(e.deliveries); n > 0 {
@@ -128,7 +135,7 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 				}
 			}
 			if d == nil {
-				if e.final {
+				if f.isFinal() {
 					evs = append(evs, Event{Kind: KindFinal, Status: e.finalStatus, Attempt: e.finalAttempt})
 					f.done = true
 				}
@@ -170,7 +177,7 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 			evs = append(evs, Event{Kind: KindAttemptEnd, Attempt: d.attempt, WorkerID: d.workerID, Outcome: d.outcome, Detail: d.detail})
 			f.after, f.on, f.left = d.attempt, nil, d
 			continue
-		case e.final:
+		case f.isFinal():
 			// The delivery that was running when the task became final: its
 			// rest is in the stored output, which the caller sends.
 			evs = append(evs, Event{Kind: KindFinal, Status: e.finalStatus, Attempt: e.finalAttempt})
@@ -187,3 +194,6 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 	}
 	return evs, nil, false
 }
+
+// isFinal reports whether the task is final since the follow began.
+func (f *Follower) isFinal() bool { return f.e.final && f.e.finals != f.stale }

@@ -80,6 +80,7 @@ type entry struct {
 	final        bool
 	finalStatus  string
 	finalAttempt int
+	finals       int // times it went final while followed: a follower knows which final it came after
 	followers    int
 	changed      chan struct{} // made when a follower waits, closed on the next change: most tasks have none
 	waited       bool          // someone holds changed: close it on the next change
@@ -231,6 +232,7 @@ func (b *Buffers) final(id, status string, attempt int) {
 		d.dropRings()
 	}
 	e.final, e.finalStatus, e.finalAttempt = true, status, attempt
+	e.finals++
 	e.notify()
 }
 
