@@ -95,8 +95,8 @@ type Agent struct {
 	draining, closing     context.Context
 	startDrain, closeDown context.CancelFunc
 	// drained is closed, under mu, once a drain has begun, the master has
-	// answered it (or could not be asked), and neither running nor awaited
-	// holds anything.
+	// answered it (or could not be asked), no registration is on its way,
+	// and neither running nor awaited holds anything.
 	drained chan struct{}
 	// offline is closed by Run once it will open no more sessions.
 	offline chan struct{}
