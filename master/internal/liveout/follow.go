@@ -48,6 +48,10 @@ type Follower struct {
 	on     *delivery
 	left   *delivery // the delivery last told ended: a reclaim may revive it
 	pos    [2]int64
+	// first is the stream Next reads first: the other one after a read
+	// that took the whole limit, so that a stream that keeps it full does
+	// not starve the other one until its ring overflows.
+	first Stream
 	// stale is the final the task was in when the follow began (-1:
 	// none). The caller read the task after, and saw it final or retried
 	// by hand (queued again): either way it is not this follow's end.
@@ -146,7 +150,8 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 			continue
 		}
 		progressed := false
-		for s := range d.rings {
+		for i := range d.rings {
+			s := (int(f.first) + i) % len(d.rings)
 			st := Stream(s)
 			if d.rings[s] == nil {
 				if d.ended && f.pos[s] < d.ends[s] {
@@ -167,6 +172,10 @@ func (f *Follower) Next(limit int) (evs []Event, wait <-chan struct{}, closed bo
 				f.pos[s] += int64(len(data))
 				limit -= len(data)
 				progressed = true
+				if limit <= 0 {
+					f.first = 1 - st
+					break
+				}
 			}
 		}
 		if progressed {

@@ -2,6 +2,7 @@ package liveout
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -298,5 +299,44 @@ func TestReclaimedKeepsTheDelivery(t *testing.T) {
 	b.Append(chunk("t1", "w1", 1, Stdout, 3, "def"))
 	if s, _ := b.Snapshot("t1"); string(s.Streams[Stdout].Data) != "abcdef" {
 		t.Fatalf("after a reclaim the stream reads %q, want \"abcdef\"", s.Streams[Stdout].Data)
+	}
+}
+
+// A stream that keeps a follower's limit full must not starve the other:
+// stderr waited behind stdout until its own ring overflowed.
+func TestFollowerReadsStderrBesideAFloodOfStdout(t *testing.T) {
+	b := New(4096)
+	b.Observe(assigned("t1", "w1", 1))
+	f := b.Follow("t1")
+	defer f.Close()
+	out := strings.Repeat("o", 999) + "\n"
+	var outOff, errOff int64
+	var gotErr strings.Builder
+	skipped := false
+	for round := range 20 {
+		b.Append(chunk("t1", "w1", 1, Stdout, outOff, out))
+		outOff += int64(len(out))
+		line := fmt.Sprintf("err %02d\n", round)
+		b.Append(chunk("t1", "w1", 1, Stderr, errOff, line))
+		errOff += int64(len(line))
+		evs, _, _ := f.Next(512) // less than stdout gains each round
+		for _, e := range evs {
+			switch {
+			case e.Kind == KindOutput && e.Stream == Stderr:
+				gotErr.Write(e.Data)
+			case e.Kind == KindSkipped && e.Stream == Stderr:
+				skipped = true
+			}
+		}
+	}
+	if skipped {
+		t.Fatal("stderr was skipped")
+	}
+	var want strings.Builder
+	for round := range 20 {
+		fmt.Fprintf(&want, "err %02d\n", round)
+	}
+	if gotErr.String() != want.String() {
+		t.Fatalf("a follower reading 512 bytes a call while stdout gains 1000 saw stderr %q, want every line: %q", gotErr.String(), want.String())
 	}
 }
