@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,7 +20,8 @@ var interrupt os.Signal = os.Interrupt
 
 // reconnectFor bounds how long a follow tries to get a broken output stream
 // back (a master restart takes seconds), one try every reconnectEvery.
-const (
+// Variables for tests only.
+var (
 	reconnectFor   = 2 * time.Minute
 	reconnectEvery = 2 * time.Second
 )
@@ -195,8 +198,12 @@ func (f *follower) follow(ctx context.Context, id string) error {
 		if err == nil || ctx.Err() != nil || client.StatusOf(err) != 0 {
 			return err
 		}
-		// The stream broke, or the master could not be reached.
-		if got || brokenSince.IsZero() {
+		// The stream broke, or the master could not be reached. An error
+		// that is not the request's own (*url.Error: no answer) came from a
+		// stream that was open: a new break, even if no event came through
+		// it (a task queued or running quietly while the master restarted).
+		var ue *url.Error
+		if opened := got || !errors.As(err, &ue); opened || brokenSince.IsZero() {
 			brokenSince = time.Now()
 			fmt.Fprintf(f.a.stderr, "roundhouse: lost the output stream of task %s (%s); reconnecting\n", id, f.a.explain(err))
 		}

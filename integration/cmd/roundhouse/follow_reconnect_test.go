@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestRunReconnectSaysEachThingOnce: the master restarts during attempt 2.
@@ -55,5 +56,51 @@ func TestRunReconnectSaysEachThingOnce(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(r)
+	}
+}
+
+// TestFollowReconnectsAQuietStream: the master restarts, the follow gets
+// the stream back, and no event comes through it (the task waits in the
+// queue) for longer than reconnectFor before the master restarts again.
+// That second break is a new one: the follow must reconnect again, not
+// give up as if it had been failing to connect since the first.
+func TestFollowReconnectsAQuietStream(t *testing.T) {
+	oldFor, oldEvery := reconnectFor, reconnectEvery
+	reconnectFor, reconnectEvery = 200*time.Millisecond, 10*time.Millisecond
+	t.Cleanup(func() { reconnectFor, reconnectEvery = oldFor, oldEvery })
+	var follows atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/tasks/t1/output" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		send := func(name, data string) { fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data) }
+		switch follows.Add(1) {
+		case 1:
+			send("attempt", `{"attempt":1,"worker_id":"w1"}`)
+			send("attempt_end", `{"attempt":1,"worker_id":"w1","outcome":"lost","detail":"worker w1 timed out"}`)
+			// the master restarts
+		case 2:
+			// Open and quiet for three times reconnectFor; then it restarts.
+			select {
+			case <-time.After(3 * reconnectFor):
+			case <-r.Context().Done():
+			}
+		default:
+			send("attempt", `{"attempt":2,"worker_id":"w2"}`)
+			send("output", `{"attempt":2,"stream":"stdout","offset":0,"text":"done\n"}`)
+			send("end", `{"status":"succeeded","exit_code":0,"error":null,"attempt":2}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r := cli(t, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="}, "logs", "-f", "t1")
+	if r.code != 0 || r.stdout != "done\n" {
+		t.Fatalf("want exit 0 and the output of attempt 2 after the second restart: %v", r)
+	}
+	if n := strings.Count(r.stderr, "lost the output stream"); n != 2 {
+		t.Errorf("%d notes of a lost stream, want one per break (2): %s", n, r.stderr)
 	}
 }
