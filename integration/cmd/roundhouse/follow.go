@@ -190,11 +190,16 @@ func (f *follower) follow(ctx context.Context, id string) error {
 	var brokenSince time.Time
 	for {
 		got := false
+		var printErr error           // printing failed: no reconnect helps that
 		f.at = map[streamKey]int64{} // a new connection starts each stream at 0
 		err := f.a.c.FollowOutput(ctx, id, func(e client.OutputEvent) error {
 			got = true
-			return f.event(e)
+			printErr = f.event(e)
+			return printErr
 		})
+		if printErr != nil {
+			return printErr
+		}
 		if err == nil || ctx.Err() != nil || client.StatusOf(err) != 0 {
 			return err
 		}
