@@ -60,20 +60,24 @@ func (a *app) cmdEvents(ctx context.Context, args []string) int {
 	connected := false
 	var brokenSince time.Time
 	for {
+		var printErr error // printing failed: no reconnect helps that
 		err := a.c.Events(ctx, last, func(e client.Event) error {
 			connected, brokenSince = true, time.Time{}
 			if e.Seq != 0 {
 				last = strconv.FormatUint(e.Seq, 10)
 			}
 			if a.json {
-				_, err := fmt.Fprintf(a.stdout, "%s\n", e.Raw)
-				return err
+				_, printErr = fmt.Fprintf(a.stdout, "%s\n", e.Raw)
+			} else {
+				_, printErr = fmt.Fprintln(a.stdout, eventLine(e))
 			}
-			_, err := fmt.Fprintln(a.stdout, eventLine(e))
-			return err
+			return printErr
 		})
 		if ctx.Err() != nil {
 			return exitInterrupted
+		}
+		if printErr != nil {
+			return a.fail(printErr)
 		}
 		// An error that is not the request's own (*url.Error: no answer)
 		// nor the master's refusal came from a stream that was open: a new
