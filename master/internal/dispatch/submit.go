@@ -64,7 +64,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		d.mu.Unlock()
 		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
-	now := d.p.Now()
+	now, mono := d.p.Now(), d.p.Mono()
 	nt := &task.Task{
 		ID: d.p.NewID(), Cmd: s.Cmd, Status: task.StatusQueued, CreatedAt: now,
 		Timeout: s.Timeout, MaxAttempts: s.MaxAttempts, IdempotencyKey: s.IdempotencyKey,
@@ -113,7 +113,8 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	}
 	ev := events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd), Priority: nt.Priority, Requires: nt.Requires}
 	if nt.Status == task.StatusScheduled {
-		d.scheduleLocked(nt, nt.RunAt, wait)
+		// Counted from the submission: the wait for the commit is part of it.
+		d.scheduleLocked(nt, nt.RunAt, wait-(d.p.Mono()-mono))
 		d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
 		ev.Type, ev.Reason, ev.RunAt = events.TaskScheduled, "delayed", &c.RunAt
 	} else {

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -36,6 +37,20 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	orphaned, scheduled := 0, 0
 	grace := d.p.Mono() + d.p.WorkerTimeout
 	now := d.p.Now()
+	// Queued tasks queue again in the order they were queued. Live gives
+	// them by creation; a task that waited for a run time (a delay, a
+	// retry's backoff) was queued at that time, after tasks created later,
+	// so those few wait in fellDue, by run time, until the first task
+	// created after it.
+	var fellDue []*task.Task
+	pushDue := func(before time.Time) {
+		n := 0
+		for n < len(fellDue) && (before.IsZero() || fellDue[n].RunAt.Before(before)) {
+			d.queue.push(fellDue[n], d.tasks.key(fellDue[n].ID), false)
+			n++
+		}
+		fellDue = fellDue[n:]
+	}
 	for i := range live {
 		t := &task.Task{}
 		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
@@ -50,6 +65,14 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 			d.scheduleLocked(t, t.RunAt, t.RunAt.Sub(now))
 			scheduled++
 		default:
+			if t.RunAt.After(t.CreatedAt) {
+				i, _ := slices.BinarySearchFunc(fellDue, t.RunAt, func(f *task.Task, at time.Time) int {
+					return cmp.Or(f.RunAt.Compare(at), -1) // after those due at the same time
+				})
+				fellDue = slices.Insert(fellDue, i, t)
+				break
+			}
+			pushDue(t.CreatedAt)
 			d.queue.push(t, d.tasks.key(t.ID), false)
 		}
 		d.tasks.put(t)
@@ -57,6 +80,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 			d.keys[t.IdempotencyKey] = t.ID
 		}
 	}
+	pushDue(time.Time{})
 	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled)
 	return nil
 }

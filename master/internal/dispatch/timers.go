@@ -21,20 +21,27 @@ import (
 type timers struct {
 	h     timerHeap
 	stale int
+	seq   uint64 // the seq of the last timer set
 }
 
 type timer struct {
 	due   time.Duration // monotonic
 	runAt int64         // the task's RunAt, Unix nanoseconds: which scheduling of the task this is
 	id    string
+	// seq orders timers due at the same time (tasks given the same run
+	// time) by when they were set, so that they are queued in that order:
+	// the heap alone would pop them in any order.
+	seq uint64
 }
 
 type timerHeap []timer
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].due < h[j].due }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	return h[i].due < h[j].due || h[i].due == h[j].due && h[i].seq < h[j].seq
+}
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timer)) }
 func (h *timerHeap) Pop() any {
 	old := *h
 	t := old[len(old)-1]
@@ -61,7 +68,8 @@ func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, wait time.Dur
 	t.Status = task.StatusScheduled
 	t.RunAt = runAt
 	due := d.p.Mono() + max(wait, 0)
-	heap.Push(&d.timers.h, timer{due: due, runAt: runAt.UnixNano(), id: t.ID})
+	d.timers.seq++
+	heap.Push(&d.timers.h, timer{due: due, runAt: runAt.UnixNano(), id: t.ID, seq: d.timers.seq})
 	if first, _ := d.timers.next(); first == due && d.kick != nil {
 		select { // the owner's loop may sleep past it: wake it
 		case d.kick <- struct{}{}:

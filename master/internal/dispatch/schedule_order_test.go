@@ -1,0 +1,98 @@
+package dispatch
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
+)
+
+// Tasks given the same run time are queued, when it comes, in the order
+// they were submitted.
+func TestSameRunTimeKeepsSubmissionOrder(t *testing.T) {
+	d, clk := newTest(t)
+	at := clk.Now().Add(time.Hour).Truncate(time.Second)
+	var ids []string
+	for i := range 8 {
+		ids = append(ids, submitOne(t, d, Submission{Cmd: fmt.Sprint("at ", i), RunAt: at}))
+	}
+	pass(d, clk, time.Hour+time.Second)
+	w := register(t, d, "w", 1)
+	var ran []string
+	for range ids {
+		got := drain(w)
+		if len(got) != 1 {
+			break
+		}
+		ran = append(ran, got[0])
+		finish(t, d, w, got[0], 0)
+	}
+	if !slices.Equal(ran, ids) {
+		t.Fatalf("ran %v; want %v, the order they were submitted in", ran, ids)
+	}
+}
+
+// A restarted master queues the tasks again in the order they were queued:
+// a delayed task that fell due after others were queued stays behind them.
+func TestRestartKeepsTheOrderTasksWereQueuedIn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	delayed := submitOne(t, d, Submission{Cmd: "delayed", Delay: time.Minute})
+	early := submitOne(t, d, Submission{Cmd: "early"})
+	pass(d, clk, time.Minute)
+	late := submitOne(t, d, Submission{Cmd: "late"})
+	order := func(d *Dispatcher) []string {
+		w := register(t, d, "w", 1)
+		var ran []string
+		for range 3 {
+			got := drain(w)
+			if len(got) != 1 {
+				break
+			}
+			ran = append(ran, got[0])
+			finish(t, d, w, got[0], 0)
+		}
+		return ran
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d2, _ := newOnDB(t, path, clk, 100)
+	want := []string{early, delayed, late}
+	if got := order(d2); !slices.Equal(got, want) {
+		t.Fatalf("after a restart ran %v; want %v, the order they were queued in (as before it: %v)", got, want, order(d))
+	}
+}
+
+// A delay is counted from the submission, on the monotonic clock: time
+// the submission spent waiting for its write to land (a slow or busy disk)
+// does not push the run back past its run_at.
+func TestDelayCountsFromTheSubmissionNotItsCommit(t *testing.T) {
+	d, clk, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	unlock := storetest.HoldWriteLock(t, path)
+	ch := make(chan submitAnswer, 1)
+	go func() {
+		tk, _, err := d.Submit(ctx, Submission{Cmd: "later", Delay: 30 * time.Second})
+		ch <- submitAnswer{tk, err}
+	}()
+	failing(t, d) // the insert waits for the disk
+	for range 2 { // for 10s
+		clk.Advance(5 * time.Second)
+		beat(d, w)
+	}
+	unlock()
+	p := within(t, "the submission", ch)
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	pass(d, clk, 20*time.Second+time.Second, w) // 31s after the submission
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint([]string{p.t.ID}) {
+		tk, _ := d.Get(ctx, p.t.ID)
+		t.Fatalf("31s after a submission with a 30s delay (run_at %s, now %s) the task is %s and w got %v", tk.RunAt, clk.Now(), tk.Status, got)
+	}
+}
