@@ -179,17 +179,32 @@ func (d *Dispatcher) waitingForLocked(t *task.Task) string {
 	if len(d.rotation) == 0 {
 		return "no worker is connected"
 	}
-	if len(t.Requires) == 0 {
-		return ""
-	}
-	if d.eligibleLocked(t.Requires) == 0 {
+	if len(t.Requires) > 0 && d.eligibleLocked(t.Requires) == 0 {
 		why := "no connected worker has " + labels.String(t.Requires)
 		if missing := d.missingLocked(t.Requires); len(missing) < len(t.Requires) {
 			why += "; the nearest lacks " + strings.Join(missing, ",")
 		}
 		return why
 	}
+	if d.takingLocked(t.Requires) == 0 {
+		if len(t.Requires) == 0 {
+			return "every connected worker is draining"
+		}
+		return "every connected worker with " + labels.String(t.Requires) + " is draining"
+	}
 	return ""
+}
+
+// takingLocked counts the connected workers that have every label in
+// requires and take new tasks (are not draining).
+func (d *Dispatcher) takingLocked(requires map[string]string) int {
+	n := 0
+	for _, s := range d.rotation {
+		if !s.draining && labels.Satisfies(s.Labels, requires) {
+			n++
+		}
+	}
+	return n
 }
 
 // eligibleLocked counts the connected workers that have every label in
@@ -251,12 +266,8 @@ func (d *Dispatcher) Backlog() Backlog {
 		g := groups[c.key]
 		if g == nil {
 			g = &Group{Requires: c.requires, Eligible: d.eligibleLocked(c.requires)}
-			if g.Eligible == 0 {
-				probe := task.Task{Status: task.StatusQueued, Requires: c.requires}
-				if g.WaitingFor = d.waitingForLocked(&probe); g.WaitingFor == "" {
-					g.WaitingFor = "no worker is connected"
-				}
-			}
+			probe := task.Task{Status: task.StatusQueued, Requires: c.requires}
+			g.WaitingFor = d.waitingForLocked(&probe) // also when every eligible worker drains
 			groups[c.key] = g
 			keys = append(keys, c.key)
 		}
