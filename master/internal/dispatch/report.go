@@ -156,6 +156,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		return dup, d.p.Store.Apply(), true, "", nil // an empty Apply is Flush's barrier
 	}
+	r.StartedAt, r.FinishedAt = withinDelivery(r.StartedAt, r.FinishedAt, a.AssignedAt, d.p.Now())
 	code := r.ExitCode
 	if r.Canceled && !t.Status.Final() {
 		// The master sends a kill only for a task that is final or a
@@ -172,6 +173,17 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		return false, committed, false, "", nil
 	}
+	if a.N <= t.AttemptBase && !t.Status.Final() {
+		// A delivery from before the task was retried by hand (it was
+		// canceled, or given up, while this worker was away): the retry
+		// runs afresh, and only its own deliveries decide it. The result
+		// is recorded on its attempt, as one that came too late.
+		a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, true
+		d.log.Warn("result of a delivery from before a retry by hand recorded; it decides nothing", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "attempt_base", t.AttemptBase)
+		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
+		unlock()
+		return true, committed, false, "", nil
+	}
 	// A canceled task's running delivery ends with this report; that is no
 	// duplicate. Any other report for a final task is.
 	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning)
@@ -184,7 +196,12 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		return dup, committed, false, "", nil
 	}
-	if slices.Contains(t.RetryOn, a.Outcome) && t.Attempts-t.AttemptBase < t.MaxAttempts {
+	// A retryable outcome of a delivery that is not the current one (lost,
+	// then replaced) decides nothing: the task runs, or waits to run, again
+	// already, and that is the retry, whether or not it is the last one its
+	// budget allows. retryLocked records it on its attempt.
+	if retryable := slices.Contains(t.RetryOn, a.Outcome); retryable && !isCurrent(t, r.WorkerID, a.N) ||
+		retryable && t.Attempts-t.AttemptBase < t.MaxAttempts {
 		return false, d.retryLocked(t, a, r, out, unlock), false, "", nil
 	}
 	d.keepResultLocked(t, a, r, out)
@@ -302,4 +319,30 @@ func (d *Dispatcher) backoffLocked(t *task.Task) time.Duration {
 	}
 	w = min(w, t.MaxBackoff)
 	return w - time.Duration(d.rand()*float64(w)/5)
+}
+
+// withinDelivery keeps a worker's start and finish times (zero: none)
+// between when the master sent the delivery and now, both on the master's
+// clock: a worker's clock that is behind would otherwise date a result
+// before its task was assigned, and retention, which counts from
+// finished_at on the master's clock, would delete a result a worker a
+// month behind just reported. A clock in step changes nothing.
+func withinDelivery(started, finished, assigned, now time.Time) (time.Time, time.Time) {
+	clamp := func(t, lo, hi time.Time) time.Time {
+		switch {
+		case t.IsZero():
+			return t
+		case t.Before(lo):
+			return lo
+		case t.After(hi):
+			return hi
+		}
+		return t
+	}
+	finished = clamp(finished, assigned, now)
+	end := now
+	if !finished.IsZero() {
+		end = finished
+	}
+	return clamp(started, assigned, end), finished
 }

@@ -248,6 +248,12 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		// of its report, which it will send again.
 		log.Debug("reconnecting worker holds a result the master has recorded")
 		return
+	case a.N <= t.AttemptBase:
+		// A run from before the task was retried by hand (canceled, or
+		// given up, while this worker was away): the retry runs afresh, so
+		// this run is killed, as it would have been had the worker been
+		// there for the cancel.
+		log.Info("reconnecting worker runs a delivery from before the task's retry by hand; telling it to kill it", "attempt_base", t.AttemptBase)
 	case t.Status.Final():
 		log.Info("reconnecting worker runs a task that is final; telling it to kill it", "status", t.Status)
 	case a.N != t.Attempts:
@@ -472,7 +478,8 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 // cancelOnLocked tells the worker holding a delivery of task id to kill it,
 // if that worker is connected; one that is not is told when it reconnects
 // and lists the task (claimLocked). The delivery keeps its slot until the
-// worker reports it.
+// worker reports it, or one grace has passed since (expireDeliveriesLocked),
+// as for a delivery the master gave up: not until the task's whole timeout.
 func (d *Dispatcher) cancelOnLocked(workerID, id string) {
 	s := d.sessionLocked(workerID)
 	if s == nil {
@@ -480,6 +487,9 @@ func (d *Dispatcher) cancelOnLocked(workerID, id string) {
 	}
 	if h, ok := s.inflight[id]; ok && !h.canceled {
 		h.canceled = true
+		if h.sent { // one not sent yet gets its grace when it is (Sent)
+			h.deadline = min(h.deadline, d.p.Mono()+reportGrace)
+		}
 		s.send(Message{Cancel: id})
 	}
 }

@@ -139,6 +139,22 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		d.mu.Unlock()
 		return task.Task{}, fmt.Errorf("%w: task %s is %s; only a final task can be retried", task.ErrConflict, id, st)
 	}
+	// A retried task waits in the queue as a new one does: the same bound.
+	if d.queueFullLocked() {
+		d.mu.Unlock()
+		return task.Task{}, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
+	}
+	// An ID of this task left in its class when it stopped waiting (canceled
+	// or decided while queued) would stand for it again once it is queued:
+	// the retry would run from the place it had then. Sweep the class's
+	// stale IDs out first (a cost of its length, only when it has some), so
+	// that the retry waits at the back, as it is queued now.
+	if c := d.queue.classes[keyOf(t)]; c != nil && c.q.stale > 0 {
+		d.queue.keep(c, func(k taskKey) bool {
+			st, ok := d.tasks.status(k)
+			return ok && st == task.StatusQueued
+		})
+	}
 	was := t.Status
 	t.Status = task.StatusQueued
 	t.AttemptBase = t.Attempts

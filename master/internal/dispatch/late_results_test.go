@@ -1,0 +1,93 @@
+package dispatch
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// A running task canceled by the user: its worker is told to kill it and
+// keeps the slot until it reports the kill, or until one grace has passed
+// without a word, as for a delivery the master gave up; not until the
+// task's whole timeout has run out.
+func TestCanceledRunHoldsItsSlotOnlyForTheGrace(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	long := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	if got := deliver(d, w); fmt.Sprint(got) != fmt.Sprint([]string{long}) {
+		t.Fatalf("w got %v", got)
+	}
+	if _, err := d.Cancel(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{long}) {
+		t.Fatalf("w was told to kill %v, want %s", cancels, long)
+	}
+	next := submitOne(t, d, Submission{Cmd: "next"})
+	pass(d, clk, reportGrace+2*time.Second, w) // w heartbeats, but never reports the kill
+	if got := drain(w); fmt.Sprint(got) != fmt.Sprint([]string{next}) {
+		t.Fatalf("%s past the kill, w got %v; want its slot freed and %s sent (workers %+v)", reportGrace+2*time.Second, got, next, d.Workers())
+	}
+}
+
+// A late failure of a delivery the master had given up must not end a
+// task whose retry_on names that failure while its next delivery runs:
+// that delivery is the retry. With max_attempts 3 this is so; with 2 the
+// running delivery is killed and the task ends failed.
+func TestLateRetryableFailureDoesNotKillTheRetryInFlight(t *testing.T) {
+	for _, max := range []int{3, 2} {
+		t.Run(fmt.Sprint("max_attempts=", max), func(t *testing.T) {
+			d, clk := newTest(t)
+			a := register(t, d, "a", 1)
+			id := submitOne(t, d, Submission{Cmd: "flaky", MaxAttempts: max, RetryOn: []task.Outcome{task.OutcomeFailed}})
+			drain(a)
+			b := register(t, d, "b", 1)
+			lose(d, clk, a) // a's run goes on out of sight; b gets attempt 2
+			if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+				t.Fatalf("b got %v", got)
+			}
+			// a's run of attempt 1 fails, and a, back, reports it.
+			if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, cancels := take(b); len(cancels) != 0 {
+				t.Fatalf("b was told to kill %v: the retry in flight was given up", cancels)
+			}
+			if tk, _ := d.Get(ctx, id); tk.Status != task.StatusRunning {
+				t.Fatalf("task %s after a late failure of attempt 1; want running attempt 2 (%d)", tk.Status, tk.Attempts)
+			}
+			finish(t, d, b, id, 0)
+			if tk, _ := d.Get(ctx, id); tk.Status != task.StatusSucceeded {
+				t.Fatalf("task %s; want attempt 2's success", tk.Status)
+			}
+		})
+	}
+}
+
+// Retention deletes what finished more than MASTER_RETENTION ago by the
+// master's clock. A worker whose clock is a month behind (a VM restored
+// from a snapshot, a board without an RTC) reports a finished_at a month
+// old: the result it just reported must not be deleted by the next round.
+func TestRetentionKeepsAFreshResultOfAWorkerWithASlowClock(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	r := result(t, d, w, id, 1, 0)
+	r.StartedAt = clk.Now().Add(-30*24*time.Hour - time.Second)
+	r.FinishedAt = clk.Now().Add(-30 * 24 * time.Hour) // within 1970..2262: kept as the worker's
+	if _, err := d.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// A retention round of 7 days (retainOnce's cutoff), a minute later.
+	clk.Advance(time.Minute)
+	n, err := d.p.Store.DeleteFinished(ctx, clk.Now().Add(-7*24*time.Hour), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Get(ctx, id); err != nil || n != 0 {
+		t.Fatalf("a minute after its result was recorded, retention deleted %d task(s) and Get says %v; want the task kept for 7 days", n, err)
+	}
+}

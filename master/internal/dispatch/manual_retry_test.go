@@ -1,0 +1,182 @@
+package dispatch
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
+)
+
+// A task retried by hand is queued anew: it runs after the tasks that
+// were already waiting, whatever its ID, as it does when its ID is not a
+// UUID.
+func TestManualRetryQueuesAtTheBack(t *testing.T) {
+	for _, first := range []int{1, 2} { // the retried task is t0001 (an alias) or ...0002 (a UUID)
+		t.Run(map[int]string{1: "alias", 2: "uuid"}[first], func(t *testing.T) {
+			d, _ := newTest(t)
+			if first == 2 {
+				submitOne(t, d, Submission{Cmd: "pad"}) // t0001 queued, waits with the rest
+			}
+			retried := submitOne(t, d, Submission{Cmd: "retried"}) // queued: no worker yet
+			other := submitOne(t, d, Submission{Cmd: "other"})
+			if _, err := d.Cancel(ctx, retried); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Retry(ctx, retried); err != nil {
+				t.Fatal(err)
+			}
+			w := register(t, d, "w", 1)
+			var ran []string
+			for range 3 {
+				got := drain(w)
+				if len(got) != 1 {
+					break
+				}
+				ran = append(ran, got[0])
+				finish(t, d, w, got[0], 0)
+			}
+			i, j := slices.Index(ran, other), slices.Index(ran, retried)
+			if i < 0 || j < 0 || j < i {
+				t.Fatalf("ran %v; want %s (queued first) before %s (retried after it was queued)", ran, other, retried)
+			}
+		})
+	}
+}
+
+// A task retried by hand runs again: a late result of a delivery made
+// before the retry is recorded on that delivery, but does not decide the
+// retried task.
+func TestManualRetryIsNotDecidedByAnOlderDelivery(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	id := submitOne(t, d, Submission{Cmd: "exit 1", MaxAttempts: 1})
+	drain(a)
+	lose(d, clk, a) // out of attempts: failed
+	if st, _ := status(t, d, id); st != task.StatusFailed {
+		t.Fatalf("status %s, want failed", st)
+	}
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	// The old run, out of sight all along, ends now and its report arrives.
+	if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 1}); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := d.Get(ctx, id)
+	if tk.Status != task.StatusQueued {
+		t.Fatalf("the retried task is %s after attempts %d; want it queued to run again (the retry never ran)", tk.Status, tk.Attempts)
+	}
+}
+
+// A retry by hand puts a task back in the queue: the queue limit holds for
+// it as for a submission.
+func TestManualRetryRespectsTheQueueLimit(t *testing.T) {
+	d, _ := newTest(t)
+	d.p.MaxQueued = 1
+	id := submitOne(t, d, Submission{Cmd: "a"})
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	submitOne(t, d, Submission{Cmd: "b"})
+	_, err := d.Retry(ctx, id)
+	if st := d.Stats(); st.Queued > d.p.MaxQueued {
+		t.Fatalf("retry answered %v and %d tasks are queued; MaxQueued is %d", err, st.Queued, d.p.MaxQueued)
+	}
+}
+
+// A task canceled while its worker is away, then retried by hand, then the
+// master restarts: when the worker comes back listing the canceled run, it
+// must be told to kill it (the cancel must reach it, as README promises),
+// and the retry must run as a new delivery, not be taken over by the run
+// the user canceled.
+func TestCanceledRunIsKilledAfterRetryByHandAndRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	d.Unregister(w) // cut off: it may come back to claim id
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := newOnDB(t, path, clk, 100)
+	w2 := register(t, d2, "w", 2, id) // still running the canceled delivery 1
+	got, cancels := take(w2)
+	if fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Errorf("w was told to kill %v, want %s: the user canceled that run", cancels, id)
+	}
+	if st, worker := status(t, d2, id); st == task.StatusRunning && worker == "w" && len(got) == 0 {
+		t.Errorf("after the retry the task is running on w as its canceled delivery 1; want it queued for a new delivery")
+	}
+	x := register(t, d2, "x", 1)
+	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Errorf("x got %v, want the retry of %s as a new delivery", got, id)
+	}
+}
+
+// The same without a restart, with another worker taking the retry: the
+// canceled run must still be killed when its worker comes back.
+func TestCanceledRunIsKilledWhenItsWorkerReturnsAfterARetryByHand(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	d.Unregister(w)
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	x := register(t, d, "x", 1)
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Fatalf("x got %v, want the retry of %s", got, id)
+	}
+	w = register(t, d, "w", 1, id)
+	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Errorf("w was told to kill %v, want %s: the user canceled that run", cancels, id)
+	}
+}
+
+// A run the user canceled while its worker was away finishes there anyway
+// (the kill never reached it). The task is retried by hand and runs again
+// on x. When w comes back and reports the canceled run's result, that
+// result must not decide the task, nor kill the retry's run on x.
+func TestResultOfARunCanceledBeforeARetryByHandDoesNotDecideIt(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	d.Unregister(w)
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	x := register(t, d, "x", 1)
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Fatalf("x got %v, want the retry of %s", got, id)
+	}
+	// w's Report stream delivers the result it held of the canceled run.
+	r := result(t, d, w, id, 1, 0)
+	if _, err := d.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := d.Get(ctx, id)
+	_, cancels := take(x)
+	if tk.Status != task.StatusRunning || tk.WorkerID != "x" || len(cancels) != 0 {
+		t.Fatalf("after the canceled run's result: %s on %q, x told to kill %v; want the retry still running on x", tk.Status, tk.WorkerID, cancels)
+	}
+}
