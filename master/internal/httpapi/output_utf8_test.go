@@ -32,3 +32,22 @@ func TestFollowOutputInvalidUTF8NothingMissed(t *testing.T) {
 	expect(t, ch, "end", map[string]any{"status": "succeeded"})
 	expectClosed(t, ch)
 }
+
+// Two invalid bytes in a row, one at the end of a chunk and one at the
+// start of the next: live, each chunk shows its own U+FFFD, but the stored
+// output folds the run into one. The follower must still end with the
+// whole stored output: "CD\n", which never came live, must be sent.
+func TestFollowOutputInvalidRunSplitAcrossChunksNothingMissed(t *testing.T) {
+	w := newWithLive(t, 1<<16)
+	s, a := w.start(t, "w1", "echo")
+	ch := follow(t, w.srv.URL, a.ID)
+	expect(t, ch, "attempt", map[string]any{"attempt": 1.0})
+	w.live.Append(line(a, "w1", 0, "A\xff"))
+	expect(t, ch, "output", map[string]any{"offset": 0.0, "text": "A\uFFFD"})
+	w.live.Append(line(a, "w1", 2, "\xffB"))
+	expect(t, ch, "output", map[string]any{"offset": 2.0, "text": "\uFFFDB"})
+	w.report(t, s, a, "A\xff\xffBCD\n") // "CD\n" never came live
+	expect(t, ch, "output", map[string]any{"text": "CD\n"})
+	expect(t, ch, "end", map[string]any{"status": "succeeded"})
+	expectClosed(t, ch)
+}

@@ -23,12 +23,16 @@ type outputStream struct {
 	// per delivery, the length of the text sent of each stream, -1 once
 	// something was skipped: where to go on in the stored output, whose
 	// invalid bytes are U+FFFD, so its offsets are not the stream's
-	texts   map[int]*[2]int64
+	texts map[int]*[2]int64
+	// per delivery, whether the bytes sent of each stream end in bytes
+	// that are not UTF-8: the stored output folds such a run with one at
+	// the start of the next chunk into a single U+FFFD
+	badTail map[int]*[2]bool
 	pending [2][]byte // the start of a character not yet whole, per stream of the current delivery
 }
 
 func newOutputStream(write func(string) bool) *outputStream {
-	return &outputStream{write: write, sent: make(map[int]*[2]int64), texts: make(map[int]*[2]int64)}
+	return &outputStream{write: write, sent: make(map[int]*[2]int64), texts: make(map[int]*[2]int64), badTail: make(map[int]*[2]bool)}
 }
 
 type attemptEvent struct {
@@ -122,9 +126,21 @@ func (o *outputStream) text(attempt int, s liveout.Stream, off int64, p []byte) 
 	}
 	o.offsets(attempt)[s] = off + int64(len(p))
 	text := strings.ToValidUTF8(string(p), "\uFFFD")
+	bad := o.badTail[attempt]
+	if bad == nil {
+		bad = new([2]bool)
+		o.badTail[attempt] = bad
+	}
 	if n := at(o.texts, attempt); n[s] >= 0 {
 		n[s] += int64(len(text))
+		// strings.ToValidUTF8 of the whole stream, as stored, makes one
+		// U+FFFD of a run of invalid bytes that spans two chunks.
+		if r, size := utf8.DecodeRune(p); bad[s] && r == utf8.RuneError && size == 1 {
+			n[s] -= int64(len("\uFFFD"))
+		}
 	}
+	r, size := utf8.DecodeLastRune(p)
+	bad[s] = r == utf8.RuneError && size == 1
 	return o.event("output", outputEvent{Attempt: attempt, Stream: s.String(), Offset: off, Text: text})
 }
 

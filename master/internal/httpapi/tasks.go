@@ -154,7 +154,11 @@ func (a *api) listTasks(w http.ResponseWriter, r *http.Request) {
 				a.writeError(w, fmt.Errorf("%w: unknown status %q; use one of %v", task.ErrInvalid, st, task.Statuses))
 				return
 			}
-			query.Statuses = append(query.Statuses, task.Status(st))
+			// Each status once: a repeated one adds nothing to the filter,
+			// and every one is a parameter of the store's query.
+			if !slices.Contains(query.Statuses, task.Status(st)) {
+				query.Statuses = append(query.Statuses, task.Status(st))
+			}
 		}
 	}
 	query.WorkerID = q.Get("worker")
