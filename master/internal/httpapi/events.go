@@ -23,6 +23,12 @@ const streamWriteTimeout = 30 * time.Second
 // resumes after that event; when events in between are no longer kept, a
 // `gap` event says so and the client should reload its state.
 func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
+	// A misspelt parameter (?last_id=) would otherwise stream from now on,
+	// quietly, instead of resuming.
+	if err := checkQuery(r, "last_event_id"); err != nil {
+		a.writeError(w, err)
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("last_event_id")

@@ -243,6 +243,25 @@ func TestEventStreamBadLastEventID(t *testing.T) {
 	}
 }
 
+// GET /events takes one query parameter, last_event_id, once; anything
+// else is a 400 that says so, as on every other route, not a stream that
+// quietly ignores a misspelt resume.
+func TestEventStreamUnknownQuery(t *testing.T) {
+	o := newObserved(t)
+	for _, q := range []string{"?last_id=5", "?last_event_id=1&last_event_id=2", "?task=t1"} {
+		resp, err := http.Get(o.srv.URL + "/events" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body errorBody
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(body.Error, "query parameter") {
+			t.Errorf("GET /events%s: %d %+v %v, want 400 naming the query parameter", q, resp.StatusCode, body, err)
+		}
+	}
+}
+
 // getEvents asks for GET /events once and returns the response, whose
 // body the caller closes.
 func getEvents(t *testing.T, url, lastID string) *http.Response {
