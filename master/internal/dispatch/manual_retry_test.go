@@ -180,3 +180,40 @@ func TestResultOfARunCanceledBeforeARetryByHandDoesNotDecideIt(t *testing.T) {
 		t.Fatalf("after the canceled run's result: %s on %q, x told to kill %v; want the retry still running on x", tk.Status, tk.WorkerID, cancels)
 	}
 }
+
+// A task retried by hand is queued and has not been sent: like a new one,
+// it shows no assigned_at or started_at (those of the run before stay in
+// its history), on disk as in memory.
+func TestManualRetryClearsTheTimesOfTheRunBefore(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "exit 1", MaxAttempts: 1})
+	drain(w)
+	finish(t, d, w, id, 1)
+	d.Unregister(w) // the retry waits in the queue
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	check := func(where string, tk task.Task) {
+		t.Helper()
+		if !tk.AssignedAt.IsZero() || !tk.StartedAt.IsZero() || !tk.FinishedAt.IsZero() {
+			t.Errorf("%s: the retried task, queued, has assigned_at %v, started_at %v, finished_at %v; want none", where, tk.AssignedAt, tk.StartedAt, tk.FinishedAt)
+		}
+		if len(tk.History) != 1 || tk.History[0].AssignedAt.IsZero() {
+			t.Errorf("%s: history %+v, want the run before with its times", where, tk.History)
+		}
+	}
+	tk, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("in memory", tk)
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("on disk", stored)
+}

@@ -160,7 +160,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	t.AttemptBase = t.Attempts
 	t.WorkerID, t.ExitCode, t.Error = "", nil, ""
 	t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut = "", "", false, false
-	t.FinishedAt = time.Time{}
+	t.AssignedAt, t.StartedAt, t.FinishedAt = time.Time{}, time.Time{}, time.Time{} // of the run before: the history keeps them
 	d.tasks.put(t)
 	if t.IdempotencyKey != "" {
 		d.keys[t.IdempotencyKey] = t.ID
