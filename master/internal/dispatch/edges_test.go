@@ -212,6 +212,42 @@ func TestSubmitRefusedWhileWritesFail(t *testing.T) {
 	}
 }
 
+// While writes fail, a cancel is refused at once (503) and changes
+// nothing, as a submission is, instead of holding its caller until the
+// disk recovers; a list answers with what is on disk instead of waiting.
+func TestCancelRefusedAndListAnsweredWhileWritesFail(t *testing.T) {
+	d, _, path := newFlaky(t)
+	id := submitOne(t, d, Submission{Cmd: "echo queued"})
+	unlock := storetest.HoldWriteLock(t, path)
+	pending := goSubmit(d, "echo pending")
+	failing(t, d)
+	canceled := goErr(func() error { _, err := d.Cancel(ctx, id); return err })
+	if err := within(t, "the cancel", canceled); !errors.Is(err, task.ErrUnavailable) {
+		t.Fatalf("cancel while writes fail: %v, want ErrUnavailable", err)
+	}
+	if tk, _ := d.Get(ctx, id); tk.Status != task.StatusQueued {
+		t.Fatalf("after a refused cancel the task is %s, want queued", tk.Status)
+	}
+	listed := make(chan error, 1)
+	go func() {
+		p, err := d.List(ctx, Query{Limit: 10})
+		if err == nil && (len(p.Tasks) != 1 || p.Tasks[0].ID != id) {
+			err = fmt.Errorf("listed %d tasks, want the one on disk, %s", len(p.Tasks), id)
+		}
+		listed <- err
+	}()
+	if err := within(t, "the list", listed); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if p := within(t, "the pending submission", pending); p.err != nil {
+		t.Fatal(p.err)
+	}
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatalf("cancel once writes land again: %v", err)
+	}
+}
+
 // #10.3: a task is sent only once its delivery is on disk, so after a crash
 // the store knows every attempt a worker may be running, and a restarted
 // master never hands out the same attempt number twice.

@@ -64,10 +64,15 @@ type (
 	Page  = store.Page
 )
 
-// List returns a page of tasks, newest first, as committed to the store.
+// List returns a page of tasks, newest first, as committed to the store:
+// it waits for the writes queued before it, so that it shows what the
+// dispatcher has told. While writes fail (a full disk) it does not wait,
+// which would be until the disk recovers, and lists what is on disk.
 func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
-	if err := d.p.Store.Flush(ctx); err != nil {
-		return Page{}, err
+	if d.p.Store.WriteErr() == nil {
+		if err := d.p.Store.Flush(ctx); err != nil {
+			return Page{}, err
+		}
 	}
 	return d.p.Store.List(ctx, q)
 }
@@ -75,7 +80,17 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 // Cancel ends a task: a queued one never runs, a running one is killed on
 // its worker. A final task cannot be canceled (ErrConflict).
 func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
+	// As a submission: a cancel whose write could not land would hold the
+	// caller until the disk recovers, the task canceled meanwhile in
+	// memory only. Refused instead, it changes nothing.
+	if err := d.p.Store.WriteErr(); err != nil {
+		return task.Task{}, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
+	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return task.Task{}, task.ErrClosed
+	}
 	t, ok := d.tasks.get(id)
 	if !ok || t.Status.Final() {
 		d.mu.Unlock()
