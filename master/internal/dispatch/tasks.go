@@ -80,12 +80,10 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 // Cancel ends a task: a queued one never runs, a running one is killed on
 // its worker. A final task cannot be canceled (ErrConflict).
 func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
-	// As a submission: a cancel whose write could not land would hold the
-	// caller until the disk recovers, the task canceled meanwhile in
-	// memory only. Refused instead, it changes nothing.
-	if err := d.p.Store.WriteErr(); err != nil {
-		return task.Task{}, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
-	}
+	// Unlike a submission, a cancel is not refused while writes fail: a
+	// task filling the disk is what one may well want to stop then. It
+	// takes effect at once (the worker is told to kill) and answers once
+	// its write lands.
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
