@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -90,4 +91,52 @@ func TestRetentionKeepsAFreshResultOfAWorkerWithASlowClock(t *testing.T) {
 	if _, err := d.Get(ctx, id); err != nil || n != 0 {
 		t.Fatalf("a minute after its result was recorded, retention deleted %d task(s) and Get says %v; want the task kept for 7 days", n, err)
 	}
+}
+
+// A worker lists every delivery it holds when it registers. One that comes
+// back (a new process, say) without a task that waited for it to claim it
+// does not hold it, and no other worker can claim it: the task is queued
+// again at once, not after the claim window (MASTER_WORKER_TIMEOUT), in
+// one process as after a master restart.
+func TestWorkerBackWithoutItsTaskRequeuesItAtOnce(t *testing.T) {
+	check := func(t *testing.T, d *Dispatcher, id string) {
+		t.Helper()
+		tk, err := d.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Status != task.StatusRunning || tk.Attempts != 2 || len(tk.History) != 2 || tk.History[0].Outcome != task.OutcomeLost {
+			t.Fatalf("task %s, attempt %d, history %+v; want its delivery 1 lost and delivery 2 running, with no time passed", tk.Status, tk.Attempts, tk.History)
+		}
+	}
+	t.Run("reconnect", func(t *testing.T) {
+		d, _ := newTest(t)
+		w := register(t, d, "w", 1)
+		id := submitOne(t, d, Submission{Cmd: "sleep 60"})
+		drain(w)
+		d.Unregister(w) // its connection closed: the task waits for it
+		w = register(t, d, "w", 1)
+		if got := drain(w); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+			t.Fatalf("w, back without %s, got %v; want it sent again", id, got)
+		}
+		check(t, d, id)
+	})
+	t.Run("master restart", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "rh.db")
+		clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		d, _ := newOnDB(t, path, clk, 0)
+		w := register(t, d, "w", 1)
+		id := submitOne(t, d, Submission{Cmd: "sleep 60"})
+		drain(w)
+		if err := d.p.Store.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d2, _ := newOnDB(t, path, clk, 100)
+		x := register(t, d2, "x", 1)
+		register(t, d2, "w", 1) // a new process: it holds nothing
+		if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+			t.Fatalf("x got %v; want %s, which w came back without", got, id)
+		}
+		check(t, d2, id)
+	})
 }

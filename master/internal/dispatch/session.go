@@ -182,6 +182,17 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 	}
 	d.rotation = append(d.rotation, s)
 	d.rotationGen++
+	// Its tasks that wait for it to claim them and that it did not list it
+	// does not hold (a worker lists every delivery it holds: this is a new
+	// process, or the delivery never reached it). No other worker can claim
+	// them, so they go back to the queue now, not once the window closes.
+	for id := range d.orphans {
+		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && !d.runsOnItsWorkerLocked(t) {
+			delete(d.orphans, id)
+			d.log.Info("worker came back without a task that waited for it", "task_id", id, "worker_id", r.WorkerID)
+			d.takeBackLocked(t, "not_reclaimed", "its worker "+r.WorkerID+" came back without it")
+		}
+	}
 	pos := len(d.rotation) - 1
 	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
 	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
