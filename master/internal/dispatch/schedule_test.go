@@ -205,6 +205,12 @@ func TestSchedulingFieldsAreChecked(t *testing.T) {
 		len(s.RetryOn) != 1 || s.Requires != nil {
 		t.Fatalf("defaults: %+v, %v", s, err)
 	}
+	// Only max_backoff, under the default backoff: it is the first wait too,
+	// not a max_backoff below backoff that nobody gave.
+	s, err = d.Normalize(Submission{Cmd: "true", RetryOn: []task.Outcome{task.OutcomeFailed}, MaxBackoff: 500 * time.Millisecond})
+	if err != nil || s.Backoff != 500*time.Millisecond || s.MaxBackoff != 500*time.Millisecond {
+		t.Fatalf("max_backoff 500ms alone: backoff %s, max_backoff %s, %v; want both 500ms", s.Backoff, s.MaxBackoff, err)
+	}
 	if _, _, err := d.Register(ctx, Registration{WorkerID: "w", InstanceID: "i", Slots: 1, Labels: map[string]string{"a": "b=c"}}); !errors.Is(err, task.ErrInvalid) {
 		t.Fatalf("register with a bad label: %v, want ErrInvalid", err)
 	}

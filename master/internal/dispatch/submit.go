@@ -300,6 +300,9 @@ func normalizeSchedule(s Submission) (Submission, error) {
 	s.RetryOn = on
 	if s.Backoff == 0 {
 		s.Backoff = defaultBackoff
+		if s.MaxBackoff != 0 {
+			s.Backoff = min(defaultBackoff, s.MaxBackoff) // a max_backoff under the default is the first wait too
+		}
 	}
 	if s.MaxBackoff == 0 {
 		s.MaxBackoff = max(defaultMaxBackoff, s.Backoff)
