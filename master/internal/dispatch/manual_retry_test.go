@@ -28,16 +28,7 @@ func TestManualRetryQueuesAtTheBack(t *testing.T) {
 			if _, err := d.Retry(ctx, retried); err != nil {
 				t.Fatal(err)
 			}
-			w := register(t, d, "w", 1)
-			var ran []string
-			for range 3 {
-				got := drain(w)
-				if len(got) != 1 {
-					break
-				}
-				ran = append(ran, got[0])
-				finish(t, d, w, got[0], 0)
-			}
+			ran := runOneByOne(t, d, register(t, d, "w", 1), 3)
 			i, j := slices.Index(ran, other), slices.Index(ran, retried)
 			if i < 0 || j < 0 || j < i {
 				t.Fatalf("ran %v; want %s (queued first) before %s (retried after it was queued)", ran, other, retried)
@@ -128,25 +119,34 @@ func TestCanceledRunIsKilledAfterRetryByHandAndRestart(t *testing.T) {
 // The same without a restart, with another worker taking the retry: the
 // canceled run must still be killed when its worker comes back.
 func TestCanceledRunIsKilledWhenItsWorkerReturnsAfterARetryByHand(t *testing.T) {
-	d, _ := newTest(t)
-	w := register(t, d, "w", 1)
-	id := submit(t, d, 1)[0]
+	d, _, _, id := canceledAwayThenRetried(t)
+	w := register(t, d, "w", 1, id)
+	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Errorf("w was told to kill %v, want %s: the user canceled that run", cancels, id)
+	}
+}
+
+// canceledAwayThenRetried runs a task on w, cuts w off, cancels the task
+// (the kill cannot reach w), retries it by hand, and has x take the retry.
+// w is the session that was cut off.
+func canceledAwayThenRetried(t *testing.T) (d *Dispatcher, w, x *Session, id string) {
+	t.Helper()
+	d, _ = newTest(t)
+	w = register(t, d, "w", 1)
+	id = submit(t, d, 1)[0]
 	drain(w)
 	d.Unregister(w)
 	if _, err := d.Cancel(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	x := register(t, d, "x", 1)
+	x = register(t, d, "x", 1)
 	if _, err := d.Retry(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
 		t.Fatalf("x got %v, want the retry of %s", got, id)
 	}
-	w = register(t, d, "w", 1, id)
-	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
-		t.Errorf("w was told to kill %v, want %s: the user canceled that run", cancels, id)
-	}
+	return d, w, x, id
 }
 
 // A run the user canceled while its worker was away finishes there anyway
@@ -154,21 +154,7 @@ func TestCanceledRunIsKilledWhenItsWorkerReturnsAfterARetryByHand(t *testing.T) 
 // on x. When w comes back and reports the canceled run's result, that
 // result must not decide the task, nor kill the retry's run on x.
 func TestResultOfARunCanceledBeforeARetryByHandDoesNotDecideIt(t *testing.T) {
-	d, _ := newTest(t)
-	w := register(t, d, "w", 1)
-	id := submit(t, d, 1)[0]
-	drain(w)
-	d.Unregister(w)
-	if _, err := d.Cancel(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	x := register(t, d, "x", 1)
-	if _, err := d.Retry(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
-		t.Fatalf("x got %v, want the retry of %s", got, id)
-	}
+	d, w, x, id := canceledAwayThenRetried(t)
 	// w's Report stream delivers the result it held of the canceled run.
 	r := result(t, d, w, id, 1, 0)
 	if _, err := d.Report(ctx, r); err != nil {

@@ -20,16 +20,7 @@ func TestSameRunTimeKeepsSubmissionOrder(t *testing.T) {
 		ids = append(ids, submitOne(t, d, Submission{Cmd: fmt.Sprint("at ", i), RunAt: at}))
 	}
 	pass(d, clk, time.Hour+time.Second)
-	w := register(t, d, "w", 1)
-	var ran []string
-	for range ids {
-		got := drain(w)
-		if len(got) != 1 {
-			break
-		}
-		ran = append(ran, got[0])
-		finish(t, d, w, got[0], 0)
-	}
+	ran := runOneByOne(t, d, register(t, d, "w", 1), len(ids))
 	if !slices.Equal(ran, ids) {
 		t.Fatalf("ran %v; want %v, the order they were submitted in", ran, ids)
 	}
@@ -45,19 +36,7 @@ func TestRestartKeepsTheOrderTasksWereQueuedIn(t *testing.T) {
 	early := submitOne(t, d, Submission{Cmd: "early"})
 	pass(d, clk, time.Minute)
 	late := submitOne(t, d, Submission{Cmd: "late"})
-	order := func(d *Dispatcher) []string {
-		w := register(t, d, "w", 1)
-		var ran []string
-		for range 3 {
-			got := drain(w)
-			if len(got) != 1 {
-				break
-			}
-			ran = append(ran, got[0])
-			finish(t, d, w, got[0], 0)
-		}
-		return ran
-	}
+	order := func(d *Dispatcher) []string { return runOneByOne(t, d, register(t, d, "w", 1), 3) }
 	if err := d.p.Store.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +74,21 @@ func TestDelayCountsFromTheSubmissionNotItsCommit(t *testing.T) {
 		tk, _ := d.Get(ctx, p.t.ID)
 		t.Fatalf("31s after a submission with a 30s delay (run_at %s, now %s) the task is %s and w got %v", tk.RunAt, clk.Now(), tk.Status, got)
 	}
+}
+
+// runOneByOne has w, with one slot, run up to n tasks one after another,
+// each finishing with exit code 0 before the next is sent, and returns
+// their IDs in the order they ran; it stops early when w gets none.
+func runOneByOne(t *testing.T, d *Dispatcher, w *Session, n int) []string {
+	t.Helper()
+	var ran []string
+	for range n {
+		got := drain(w)
+		if len(got) != 1 {
+			break
+		}
+		ran = append(ran, got[0])
+		finish(t, d, w, got[0], 0)
+	}
+	return ran
 }
