@@ -69,28 +69,3 @@ func TestEventsReconnectsAQuietStream(t *testing.T) {
 		t.Errorf("stderr lacks the reconnect note: %s", errb.String())
 	}
 }
-
-// TestEventsStopsWhenItCannotPrint: as logs -f, a failed write to stdout
-// ends events with that error instead of reconnecting.
-func TestEventsStopsWhenItCannotPrint(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conns.Add(1)
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "id: 1\nevent: task.queued\ndata: {\"seq\":1,\"type\":\"task.queued\",\"task_id\":\"t1\"}\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var out failingWriter
-	var errb localcluster.Buffer
-	code := run(ctx, []string{"events"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
-	if code != exitError || conns.Load() != 1 || out.writes.Load() != 1 {
-		t.Fatalf("exit %d after %d connections and %d writes, want %d after 1 and 1; stderr: %s", code, conns.Load(), out.writes.Load(), exitError, errb.String())
-	}
-	if !strings.Contains(errb.String(), "no space left on device") || strings.Contains(errb.String(), "lost the event stream") {
-		t.Errorf("stderr should name the write error and no lost stream: %s", errb.String())
-	}
-}

@@ -116,29 +116,40 @@ func (w *failingWriter) Write([]byte) (int, error) {
 	return 0, errors.New("no space left on device")
 }
 
-// TestFollowStopsWhenItCannotPrint: a write to stdout that fails is no
-// broken stream; reconnecting would only fail again, for reconnectFor,
-// with a note of a lost stream each time.
-func TestFollowStopsWhenItCannotPrint(t *testing.T) {
-	var follows atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		follows.Add(1)
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "event: attempt\ndata: {\"attempt\":1,\"worker_id\":\"w1\"}\n\n")
-		fmt.Fprint(w, "event: output\ndata: {\"attempt\":1,\"stream\":\"stdout\",\"offset\":0,\"text\":\"x\\n\"}\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var out failingWriter
-	var errb bytes.Buffer
-	code := run(ctx, []string{"logs", "-f", "t1"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
-	if code != exitError || follows.Load() != 1 || out.writes.Load() != 1 {
-		t.Fatalf("exit %d after %d follows and %d writes, want %d after 1 and 1; stderr: %s", code, follows.Load(), out.writes.Load(), exitError, errb.String())
-	}
-	if !strings.Contains(errb.String(), "no space left on device") || strings.Contains(errb.String(), "lost the output stream") {
-		t.Errorf("stderr should name the write error and no lost stream: %s", errb.String())
+// TestStreamsStopWhenTheyCannotPrint: for logs -f and events, a write to
+// stdout that fails is no broken stream; reconnecting would only fail
+// again, for reconnectFor, with a note of a lost stream each time.
+func TestStreamsStopWhenTheyCannotPrint(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		events string // what the master streams
+		lost   string // the note of a lost stream
+	}{
+		{[]string{"logs", "-f", "t1"}, "event: attempt\ndata: {\"attempt\":1,\"worker_id\":\"w1\"}\n\n" +
+			"event: output\ndata: {\"attempt\":1,\"stream\":\"stdout\",\"offset\":0,\"text\":\"x\\n\"}\n\n", "lost the output stream"},
+		{[]string{"events"}, "id: 1\nevent: task.queued\ndata: {\"seq\":1,\"type\":\"task.queued\",\"task_id\":\"t1\"}\n\n", "lost the event stream"},
+	} {
+		t.Run(tt.args[0], func(t *testing.T) {
+			var conns atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				conns.Add(1)
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, tt.events)
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+			}))
+			t.Cleanup(srv.Close)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out failingWriter
+			var errb bytes.Buffer
+			code := run(ctx, tt.args, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
+			if code != exitError || conns.Load() != 1 || out.writes.Load() != 1 {
+				t.Fatalf("exit %d after %d connections and %d writes, want %d after 1 and 1; stderr: %s", code, conns.Load(), out.writes.Load(), exitError, errb.String())
+			}
+			if !strings.Contains(errb.String(), "no space left on device") || strings.Contains(errb.String(), tt.lost) {
+				t.Errorf("stderr should name the write error and no lost stream: %s", errb.String())
+			}
+		})
 	}
 }

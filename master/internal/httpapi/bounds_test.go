@@ -1,47 +1,19 @@
 package httpapi
 
 import (
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
-	"github.com/roundhouse-lab/roundhouse/master/internal/store"
 )
-
-// newServerMaxQueued serves the API on a dispatcher that holds at most
-// maxQueued waiting tasks (MASTER_MAX_QUEUED).
-func newServerMaxQueued(t *testing.T, maxQueued int) (*httptest.Server, *dispatch.Dispatcher) {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	d := dispatch.New(dispatch.Params{
-		Log: log, Store: st, Now: time.Now, NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
-		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
-		MaxQueued: maxQueued,
-	})
-	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second, Ready: func() error { return nil }}))
-	t.Cleanup(srv.Close)
-	return srv, d
-}
 
 // MASTER_MAX_QUEUED is "queued tasks at most": a retry by hand queues a
 // task as a submission does, so while the queue is full it must be refused
 // (429 with Retry-After) and leave the task final, not push the queue past
 // its bound.
 func TestRetryRespectsMaxQueued(t *testing.T) {
-	srv, d := newServerMaxQueued(t, 1)
+	srv, d := newServerOn(t, func(p *dispatch.Params) { p.MaxQueued = 1 }, func(*Params) {})
 	_, _, m := do(t, http.MethodPost, srv.URL+"/tasks", `{"cmd":"echo a"}`)
 	a := m["id"].(string)
 	if code, _, m := do(t, http.MethodDelete, srv.URL+"/tasks/"+a, ""); code != http.StatusOK {

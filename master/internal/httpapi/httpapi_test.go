@@ -33,16 +33,25 @@ func newServer(t *testing.T, ready func() error) (*httptest.Server, *dispatch.Di
 // changes the Params first.
 func newServerWith(t *testing.T, set func(*Params)) (*httptest.Server, *dispatch.Dispatcher) {
 	t.Helper()
+	return newServerOn(t, func(*dispatch.Params) {}, set)
+}
+
+// newServerOn is newServerWith where setD changes the dispatcher's Params
+// first.
+func newServerOn(t *testing.T, setD func(*dispatch.Params), set func(*Params)) (*httptest.Server, *dispatch.Dispatcher) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(filepath.Join(t.TempDir(), "rh.db"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	d := dispatch.New(dispatch.Params{
+	dp := dispatch.Params{
 		Log: log, Store: st, Now: time.Now, NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second,
-	})
+	}
+	setD(&dp)
+	d := dispatch.New(dp)
 	p := Params{Dispatcher: d, Log: log, MaxBodyBytes: 256, MaxWait: 5 * time.Second, Ready: func() error { return nil }}
 	set(&p)
 	srv := httptest.NewServer(New(p))
