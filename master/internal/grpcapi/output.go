@@ -4,6 +4,9 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
@@ -17,22 +20,37 @@ import (
 // their own pace), so a slow follower never slows this stream or the
 // worker behind it.
 func (s *Server) StreamOutput(stream pb.NodeService_StreamOutputServer) error {
-	for {
-		batch, err := stream.Recv()
+	// The stream is long-lived (one per registration), so, like Report, it
+	// ends when the dispatcher closes: the master's shutdown must not wait
+	// for the worker to close it. The chunks are taken on a goroutine of
+	// its own, so that the handler can return while a Recv is blocked;
+	// gRPC then ends the stream, and with it that Recv.
+	read := make(chan error, 1)
+	go func() {
+		for {
+			batch, err := stream.Recv()
+			if err != nil {
+				read <- err
+				return
+			}
+			if s.live == nil || !workerIDPattern.MatchString(batch.GetWorkerId()) {
+				continue
+			}
+			for _, c := range batch.GetChunks() {
+				if ch, ok := chunkOf(batch.GetWorkerId(), c); ok {
+					s.live.Append(ch)
+				}
+			}
+		}
+	}()
+	select {
+	case err := <-read:
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(&pb.OutputAck{})
 		}
-		if err != nil {
-			return err
-		}
-		if s.live == nil || !workerIDPattern.MatchString(batch.GetWorkerId()) {
-			continue
-		}
-		for _, c := range batch.GetChunks() {
-			if ch, ok := chunkOf(batch.GetWorkerId(), c); ok {
-				s.live.Append(ch)
-			}
-		}
+		return err
+	case <-s.d.Closed():
+		return status.Error(codes.Unavailable, "the master is shutting down")
 	}
 }
 

@@ -3,6 +3,10 @@ package grpcapi
 import (
 	"context"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
@@ -66,5 +70,32 @@ func TestStreamOutputKeepsOnlyTheCurrentDelivery(t *testing.T) {
 	}
 	if got := string(snap.Streams[liveout.Stderr].Data); got != "warn\n" {
 		t.Errorf("stderr = %q, want %q", got, "warn\n")
+	}
+}
+
+// A StreamOutput stream is long-lived (one per registration, kept open by
+// the worker while it runs), so, like Report, it must end when the
+// dispatcher closes: otherwise the master's graceful stop waits on it until
+// MASTER_SHUTDOWN_TIMEOUT, for every worker that ran a task with output.
+func TestStreamOutputEndsWhenTheDispatcherCloses(t *testing.T) {
+	live := liveout.New(1 << 16)
+	s := startWith(t, setup{live: live})
+	c := pb.NewNodeServiceClient(dial(t, s.addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	t.Cleanup(cancel)
+	welcomed(t, ctx, c)
+	out, err := c.StreamOutput(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Send(&pb.OutputBatch{WorkerId: "w1", InstanceId: "i1"}); err != nil {
+		t.Fatal(err)
+	}
+	s.d.Close()
+	// The worker keeps its side open, as it does until it registers again;
+	// the master must end the stream by itself.
+	err = out.RecvMsg(new(pb.OutputAck))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("after Close the output stream ended with %v; want UNAVAILABLE from the master, not the worker's deadline", err)
 	}
 }
