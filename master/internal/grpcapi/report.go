@@ -73,6 +73,11 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 			}
 			t := taken{taskID: r.GetTaskId(), attempt: r.GetAttempt()}
 			mu.Lock()
+			select {
+			case <-quit: // the stream is ending: take nothing more
+				stopped = true
+			default:
+			}
 			if stopped {
 				mu.Unlock()
 				return
@@ -84,9 +89,18 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 			}
 			select {
 			case queue <- t: // the acknowledging goroutine takes every one, even after a failed send
-			case <-quit: // the stream is ending: t is written, but not acknowledged
+				mu.Unlock()
+			case <-quit:
+				// The stream is ending: t is written, but not acknowledged.
+				// Its write is still waited for, as every one taken is, so
+				// that the task it finishes leaves memory.
+				stopped = true
+				mu.Unlock()
+				if t.p != nil {
+					t.p.Wait(ctx)
+				}
+				return
 			}
-			mu.Unlock()
 		}
 	}()
 	errStuck := status.Errorf(codes.DeadlineExceeded, "the worker read no acks for %s; ending its report stream", s.sendTimeout)

@@ -352,3 +352,64 @@ func TestDrainNamesTheDeliveriesHeld(t *testing.T) {
 		t.Fatalf("in_flight = %v; want %s attempt 1", got, tasks[0].GetId())
 	}
 }
+
+// When the handler of a worker that reads no acks gives up on its stream,
+// its reader goes on taking the results the worker already sent (it races
+// the handler for the lock that stops it), and drops each it cannot queue:
+// written, but nobody waits for its write, so the task it finished never
+// leaves memory. Every result taken must be waited for, as the handler's
+// doc says: here a task that retention deleted from the store must no
+// longer be served.
+func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
+	s := startWith(t, setup{params: Params{SendTimeout: time.Second}})
+	cc := dial(t, s.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := pb.NewNodeServiceClient(cc)
+	const n = reportsInFlight + 64
+	_, tasks := delivered(t, ctx, s, c, "w1", n)
+
+	before := handlerGoroutines()
+	rs, err := c.Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Acks of a kilobyte each (they name a task ID too long to take) fill
+	// the windows, so that the acks' send blocks; the results behind them
+	// fill the queue, and the reader waits with one more in hand when the
+	// handler gives up.
+	pad := strings.Repeat("x", 1<<10)
+	for i := range 200 {
+		if err := rs.Send(&pb.TaskResult{TaskId: fmt.Sprintf("unknown-%d-%s", i, pad), WorkerId: "w1", InstanceId: "i1", Attempt: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tk := range tasks {
+		if err := rs.Send(resultOf("w1", tk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the Report handler and its goroutines to end", func() bool { return handlerGoroutines() <= before })
+	if err := s.st.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var finished []string
+	for _, tk := range tasks {
+		if got, err := s.st.Get(context.Background(), tk.GetId()); err == nil && got.Status.Final() {
+			finished = append(finished, tk.GetId())
+		}
+	}
+	if len(finished) == 0 {
+		t.Fatal("no result was taken; the test is broken")
+	}
+	// Retention deletes them; each must now be gone from the master.
+	if _, err := s.st.DeleteFinished(context.Background(), time.Now().Add(time.Hour), 10*n); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range finished {
+		if got, err := s.d.Get(context.Background(), id); err == nil {
+			t.Errorf("task %s (%s) is still served from memory after its row was deleted: its finishing write was never waited for", id, got.Status)
+		}
+	}
+	t.Logf("%d of %d results were taken", len(finished), n)
+}
