@@ -75,6 +75,10 @@ type config struct {
 // loadConfig parses and checks the environment. Every error names the
 // variable at fault, so a typo in compose.yaml is found from the first line
 // of the log.
+// maxArgBytes is Linux's MAX_ARG_STRLEN (32 pages of 4 KiB) less its NUL:
+// the longest single argument execve takes.
+const maxArgBytes = 128<<10 - 1
+
 func loadConfig(environ map[string]string) (config, error) {
 	var c config
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
@@ -90,6 +94,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	check("MASTER_HTTP_ADDR", validListenAddr(c.HTTPAddr), "%q is not [host]:port", c.HTTPAddr)
 	check("MASTER_MAX_BODY_BYTES", c.MaxBodyBytes >= 1024 && c.MaxBodyBytes <= 64<<20, "%d is outside 1024..67108864", c.MaxBodyBytes)
 	check("MASTER_MAX_CMD_BYTES", c.MaxCmdBytes >= 1 && int64(c.MaxCmdBytes) < c.MaxBodyBytes, "%d must be at least 1 and below MASTER_MAX_BODY_BYTES (%d)", c.MaxCmdBytes, c.MaxBodyBytes)
+	// A worker runs /bin/sh -c cmd, and Linux takes no argument of a
+	// command over 128 KiB (MAX_ARG_STRLEN, its NUL included): a longer
+	// cmd could be accepted but never run.
+	check("MASTER_MAX_CMD_BYTES", c.MaxCmdBytes <= maxArgBytes, "%d is over %d, the longest argument Linux passes to a command (the worker runs /bin/sh -c cmd)", c.MaxCmdBytes, maxArgBytes)
 	check("MASTER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0 && c.ShutdownTimeout <= 10*time.Minute, "%s is outside 0..10m", c.ShutdownTimeout)
 	check("MASTER_WORKER_TIMEOUT", c.WorkerTimeout >= time.Second && c.WorkerTimeout <= 5*time.Minute, "%s is outside 1s..5m", c.WorkerTimeout)
 	check("MASTER_MAX_TASK_TIMEOUT", c.MaxTaskTimeout >= time.Second && c.MaxTaskTimeout <= 30*24*time.Hour, "%s is outside 1s..720h", c.MaxTaskTimeout)

@@ -36,6 +36,16 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 
+	// The longest cmd a shell can be given as its argument, and one more.
+	big := map[string]string{"MASTER_MAX_BODY_BYTES": "1048576", "MASTER_MAX_CMD_BYTES": "131071"}
+	if _, err := loadConfig(big); err != nil {
+		t.Errorf("MASTER_MAX_CMD_BYTES=131071: %v", err)
+	}
+	big["MASTER_MAX_CMD_BYTES"] = "131072"
+	if _, err := loadConfig(big); err == nil || !strings.Contains(err.Error(), "MASTER_MAX_CMD_BYTES") {
+		t.Errorf("MASTER_MAX_CMD_BYTES=131072 (no shell could be given it): %v, want an error naming it", err)
+	}
+
 	tests := []struct {
 		name, key, value string
 	}{
