@@ -60,7 +60,8 @@ var (
 // Run returns when the shell has exited and the output pipes are closed; a
 // process that left the group (setsid) escapes the kill, and Run stops
 // reading its output drainDelay after the kill. Each of stdout and stderr
-// in the Result keeps its first opt.MaxOutput bytes; opt.Live sees them all.
+// in the Result keeps at most its first opt.MaxOutput bytes, cut between UTF-8
+// characters (see kept); opt.Live sees them all.
 func Run(ctx context.Context, cmd string, opt Options) Result {
 	res := Result{ExitCode: -1, StartedAt: time.Now()}
 	if err := ctx.Err(); err != nil {
@@ -160,8 +161,8 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 		}
 	}
 	stdout, stderr := &sinks[0].boundedWriter, &sinks[1].boundedWriter
-	res.Stdout, res.StdoutTruncated = stdout.buf, stdout.dropped > 0
-	res.Stderr, res.StderrTruncated = stderr.buf, stderr.dropped > 0
+	res.Stdout, res.StdoutTruncated = stdout.kept()
+	res.Stderr, res.StderrTruncated = stderr.kept()
 
 	switch {
 	case waitErr != nil:

@@ -27,7 +27,8 @@ var errTimedOut = errors.New("timed out")
 // Run returns when the shell has exited and the output pipes are closed; a
 // process that left the group (setsid) escapes the kill, and Run stops
 // reading its output drainDelay after the kill. Each of stdout and stderr
-// in the Result keeps its first opt.MaxOutput bytes; opt.Live sees them all.
+// in the Result keeps at most its first opt.MaxOutput bytes, cut between UTF-8
+// characters (see kept); opt.Live sees them all.
 func Run(ctx context.Context, cmd string, opt Options) Result {
 	timeout, maxOutput := opt.Timeout, opt.MaxOutput
 	runCtx, cancel := context.WithCancel(ctx)
@@ -83,8 +84,8 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 	<-outDone
 	<-errDone
 	closeAll(outR, errR)
-	res.Stdout, res.StdoutTruncated = stdout.buf, stdout.dropped > 0
-	res.Stderr, res.StderrTruncated = stderr.buf, stderr.dropped > 0
+	res.Stdout, res.StdoutTruncated = stdout.kept()
+	res.Stderr, res.StderrTruncated = stderr.kept()
 
 	state := c.ProcessState
 	switch {

@@ -15,6 +15,7 @@ package runner
 import (
 	"context"
 	"time"
+	"unicode/utf8"
 )
 
 // drainDelay bounds how long Run reads the output pipes after the task's
@@ -88,4 +89,24 @@ func (w *boundedWriter) Write(p []byte) (int, error) {
 	w.buf = append(w.buf, p[:keep]...)
 	w.dropped += int64(len(p) - keep)
 	return len(p), nil
+}
+
+// kept returns the bytes kept and whether any were dropped. When the cut
+// fell inside a UTF-8 character, that character's first bytes are left out
+// too: kept whole they would be invalid UTF-8, shown by the master as a
+// U+FFFD the command never wrote. Bytes that are not UTF-8 stay as they are.
+func (w *boundedWriter) kept() ([]byte, bool) {
+	b := w.buf
+	if w.dropped == 0 {
+		return b, false
+	}
+	for i := len(b) - 1; i >= 0 && i > len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				b = b[:i]
+			}
+			break
+		}
+	}
+	return b, true
 }

@@ -402,3 +402,27 @@ func TestRunLiveWritesOneAtATime(t *testing.T) {
 		t.Errorf("%d Writes began while another was going on; want one at a time", n)
 	}
 }
+
+// The cut at MaxOutput falls between UTF-8 characters: a command that wrote
+// valid UTF-8 must not get a stray partial character at the end of its
+// kept output, which the master shows as U+FFFD (a character the command
+// never wrote). Bytes that are not UTF-8 are kept as they are.
+func TestRunCutKeepsWholeCharacters(t *testing.T) {
+	tests := []struct {
+		name, cmd, want string
+		max             int
+	}{
+		{"2-byte character cut after its first byte", `printf 'ab\303\251cd'`, "ab", 3},
+		{"3-byte character cut after two bytes", `printf 'a\342\202\254b'`, "a", 3},
+		{"cut after a whole character", `printf 'ab\303\251cd'`, "ab\u00e9", 4},
+		{"not UTF-8 is kept", `printf 'ab\377\376cd'`, "ab\xff\xfe", 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := run(t, tt.cmd, 0, tt.max)
+			if string(res.Stdout) != tt.want || !res.StdoutTruncated {
+				t.Errorf("stdout %q (truncated %v), want %q (truncated true)", res.Stdout, res.StdoutTruncated, tt.want)
+			}
+		})
+	}
+}
