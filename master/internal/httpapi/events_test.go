@@ -425,7 +425,7 @@ func TestMetricsFollowTasks(t *testing.T) {
 	}
 	o.d.Unregister(s)
 	const requeues = `
-# HELP roundhouse_task_requeues_total Tasks taken back from a worker and queued again, by reason (worker_timed_out, worker_drained, worker_replaced, not_reclaimed: its worker went away and did not claim it in time, no_result: no result within the task's timeout plus grace).
+# HELP roundhouse_task_requeues_total Tasks taken back from a worker and queued again, by reason (worker_timed_out, worker_drained, worker_replaced, not_reclaimed: its worker went away and did not claim it in time or came back without it, no_result: no result within the task's timeout plus grace, killed: its worker reported the kill of a delivery the master had given up).
 # TYPE roundhouse_task_requeues_total counter
 roundhouse_task_requeues_total{reason="worker_drained"} 1
 `

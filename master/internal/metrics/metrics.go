@@ -46,7 +46,7 @@ func New(stats Stats) *Metrics {
 		}, []string{"status", "worker"}),
 		requeues: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roundhouse_task_requeues_total",
-			Help: "Tasks taken back from a worker and queued again, by reason (worker_timed_out, worker_drained, worker_replaced, not_reclaimed: its worker went away and did not claim it in time, no_result: no result within the task's timeout plus grace).",
+			Help: "Tasks taken back from a worker and queued again, by reason (worker_timed_out, worker_drained, worker_replaced, not_reclaimed: its worker went away and did not claim it in time or came back without it, no_result: no result within the task's timeout plus grace, killed: its worker reported the kill of a delivery the master had given up).",
 		}, []string{"reason"}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roundhouse_worker_timeouts_total", Help: "Workers dropped for sending no heartbeat within MASTER_WORKER_TIMEOUT.",
