@@ -21,6 +21,7 @@ type testMaster struct {
 	grpcAddr string
 	httpURL  string
 	log      *syncBuffer
+	stop     func() // stops serve and waits for it; the test's end calls it too
 }
 
 // syncBuffer collects the master's log; the servers' goroutines write to it.
@@ -75,11 +76,14 @@ func startMasterLogging(t *testing.T, env map[string]string, log *slog.Logger) *
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- serve(ctx, cfg, log, grpcLis, httpLis) }()
-	t.Cleanup(func() {
+	m.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+	})
+	t.Cleanup(func() {
+		m.stop()
 		if t.Failed() && m.log != nil {
 			t.Logf("master log:\n%s", m.log.String())
 		}

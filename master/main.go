@@ -46,6 +46,16 @@ const (
 	eventBuffer  = 256
 )
 
+// eventSeqSpan is how many event numbers a run reserves: more than it
+// publishes (4 billion; the clock adds a million a second anyway), and few
+// enough that numbers stay below 2^53, which JavaScript holds exactly,
+// through a million and a half restarts within an hour of each other.
+// Restarts further apart skip nothing: the clock has passed the floor.
+const eventSeqSpan = 1 << 32
+
+// wallClock is what event numbers start from; a variable for tests only.
+var wallClock = time.Now
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -156,7 +166,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	// The hub outlives every stream: Close below ends the open ones. Metrics
 	// follow it synchronously, so they count every event.
 	hub := events.NewHub(eventHistory, eventBuffer)
-	hub.StartAfter(uint64(time.Now().UnixMilli()) * 1000)
+	// Event numbers start from the start time in µs, so that they keep
+	// growing across restarts; and, should the clock have stepped back
+	// since an earlier run, from past that run's numbers, which the
+	// database keeps a floor of (eventSeqSpan per run).
+	seq0, err := st.ReserveSeq(ctx, "events", uint64(wallClock().UnixMilli())*1000, eventSeqSpan)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return fmt.Errorf("reserving event numbers: %w", err)
+	}
+	hub.StartAfter(seq0)
 	d := dispatch.New(dispatch.Params{
 		Log:            log,
 		Store:          st,

@@ -77,8 +77,10 @@ func NewHub(history, buffer int) *Hub {
 }
 
 // StartAfter makes the first event's number n+1. The master starts each
-// process after its start time in milliseconds × 1000, so numbers keep
-// growing across restarts (below 2^53, for JavaScript, until the year 2255):
+// process after its start time in milliseconds × 1000, or after the range
+// the previous process reserved in the database if that is higher, so
+// numbers keep growing across restarts (below 2^53, for JavaScript, until
+// the year 2255), whatever the clock did in between:
 // a client that resumes with a number from an earlier process gets a gap,
 // not a silent jump over the new process's first events. Call it before
 // the first Publish.

@@ -116,6 +116,15 @@ DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at)
 	WHERE status != 'scheduled' AND status != 'queued' AND status != 'running';
 `,
+	// 6: numbers that must keep growing across processes whatever the wall
+	// clock does (ReserveSeq): the event numbers, which a process starts
+	// from its start time, and so could reuse after a clock stepped back.
+	`
+CREATE TABLE seqs (
+	name TEXT PRIMARY KEY,
+	next INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

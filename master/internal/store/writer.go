@@ -61,9 +61,10 @@ const (
 // request is one Apply or DeleteFinished call waiting for the writer.
 type request struct {
 	ws []Write // copies, owned by the writer once queued
-	// del, when set, is a DeleteFinished: it runs in the writer's
-	// transaction like ws, but a failure of any kind is answered rather
-	// than retried, because the next retention round retries it anyway.
+	// del, when set, is a DeleteFinished or a ReserveSeq: it runs in the
+	// writer's transaction like ws, but a failure of any kind is answered
+	// rather than retried (the next retention round retries a delete; a
+	// reservation fails the start-up that asked for it).
 	del    func(ctx context.Context) error
 	weight int        // counted against maxBatch
 	done   chan error // cap 1; receives exactly one value
