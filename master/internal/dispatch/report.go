@@ -307,11 +307,19 @@ func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, o
 }
 
 // backoffLocked is the wait before t's next try: Backoff doubled for each
-// try since its budget began, at most MaxBackoff, less up to a fifth at
+// retry since its budget began, at most MaxBackoff, less up to a fifth at
 // random, so that tasks that failed together do not all retry together.
+// A retry is a delivery that ended in an outcome RetryOn names (the one
+// just recorded included); one lost with its worker is none.
 func (d *Dispatcher) backoffLocked(t *task.Task) time.Duration {
+	retries := 0
+	for _, a := range t.History {
+		if a.N > t.AttemptBase && slices.Contains(t.RetryOn, a.Outcome) {
+			retries++
+		}
+	}
 	w := t.Backoff
-	for range t.Attempts - t.AttemptBase - 1 {
+	for range retries - 1 {
 		if w >= t.MaxBackoff {
 			break
 		}

@@ -339,7 +339,14 @@ func TestRetryBackoff(t *testing.T) {
 
 func TestBackoffDoublesWithJitterUpToTheCap(t *testing.T) {
 	d, _ := newTest(t)
-	tk := &task.Task{Backoff: time.Second, MaxBackoff: 10 * time.Second}
+	tk := &task.Task{Backoff: time.Second, MaxBackoff: 10 * time.Second, RetryOn: []task.Outcome{task.OutcomeFailed}}
+	failures := func(n int) []task.Attempt {
+		h := make([]task.Attempt, n)
+		for i := range h {
+			h[i] = task.Attempt{N: i + 1, Outcome: task.OutcomeFailed}
+		}
+		return h
+	}
 	for _, tt := range []struct {
 		attempts int
 		rand     float64
@@ -355,10 +362,23 @@ func TestBackoffDoublesWithJitterUpToTheCap(t *testing.T) {
 		{3, 0.999999, 3200*time.Millisecond + 4*time.Microsecond/5}, // never below 80%
 	} {
 		d.rand = func() float64 { return tt.rand }
-		tk.Attempts = tt.attempts
+		tk.Attempts, tk.History = tt.attempts, failures(tt.attempts)
 		if got := d.backoffLocked(tk); got.Round(time.Millisecond) != tt.want.Round(time.Millisecond) {
 			t.Errorf("after %d attempts, rand %v: wait %s, want %s", tt.attempts, tt.rand, got, tt.want)
 		}
+	}
+	// A delivery lost with its worker is no retry: the first failure after
+	// it waits the first backoff. Nor do deliveries before a retry by hand
+	// count: the budget starts again.
+	d.rand = func() float64 { return 0 }
+	tk.History = []task.Attempt{{N: 1, Outcome: task.OutcomeLost}, {N: 2, Outcome: task.OutcomeFailed}}
+	tk.Attempts = 2
+	if got := d.backoffLocked(tk); got != time.Second {
+		t.Errorf("a failure after a lost delivery waits %s, want the first backoff, 1s", got)
+	}
+	tk.History, tk.Attempts, tk.AttemptBase = append(failures(3), task.Attempt{N: 4, Outcome: task.OutcomeFailed}), 4, 3
+	if got := d.backoffLocked(tk); got != time.Second {
+		t.Errorf("the first failure after a retry by hand waits %s, want the first backoff, 1s", got)
 	}
 }
 
