@@ -140,3 +140,27 @@ func TestWorkerBackWithoutItsTaskRequeuesItAtOnce(t *testing.T) {
 		check(t, d2, id)
 	})
 }
+
+// The master's wall clock steps back (NTP, a VM restored) while a task
+// runs; the worker's clock is right. Its times stand: now on the master's
+// clock is before assigned_at and bounds nothing, and the run must not be
+// dated before it was sent.
+func TestWorkerTimesStandWhenTheMasterClockStepsBack(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "true"})
+	drain(w)
+	tk, _ := d.Get(ctx, id)
+	assigned := tk.AssignedAt
+	clk.Advance(2 * time.Second)
+	clk.Step(-time.Hour) // the master's wall clock goes back an hour
+	r := result(t, d, w, id, 1, 0)
+	r.StartedAt, r.FinishedAt = assigned.Add(time.Second), assigned.Add(2*time.Second) // the worker's, right
+	if _, err := d.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ = d.Get(ctx, id)
+	if !tk.StartedAt.Equal(r.StartedAt) || !tk.FinishedAt.Equal(r.FinishedAt) {
+		t.Fatalf("assigned_at %s, started_at %s, finished_at %s: want the worker's %s and %s, after it was sent", tk.AssignedAt, tk.StartedAt, tk.FinishedAt, r.StartedAt, r.FinishedAt)
+	}
+}

@@ -203,3 +203,27 @@ func TestManualRetryClearsTheTimesOfTheRunBefore(t *testing.T) {
 	}
 	check("on disk", stored)
 }
+
+// A task canceled while its worker w was away is retried by hand, and the
+// retry, running on x, is canceled too. w then reports the run of the
+// first delivery, from before the retry: it is a late result of a task
+// that is final, so it is a duplicate, as README says of every result
+// that comes after the task is final, and as it is when the retry ended
+// any other way.
+func TestResultFromBeforeARetryByHandIsADuplicateOnceTheRetryIsCanceled(t *testing.T) {
+	d, w, _, id := canceledAwayThenRetried(t)
+	if _, err := d.Cancel(ctx, id); err != nil { // the retry, running on x
+		t.Fatal(err)
+	}
+	dup, err := d.Report(ctx, result(t, d, w, id, 1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := d.Get(ctx, id)
+	if !dup || !tk.History[0].Duplicate {
+		t.Fatalf("w's result of attempt 1 (from before the retry): duplicate %v, history %+v; want it marked duplicate", dup, tk.History)
+	}
+	if tk.Status != task.StatusCanceled {
+		t.Fatalf("task %s, want canceled", tk.Status)
+	}
+}

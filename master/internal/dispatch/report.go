@@ -185,8 +185,9 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		return true, committed, false, "", nil
 	}
 	// A canceled task's running delivery ends with this report; that is no
-	// duplicate. Any other report for a final task is.
-	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning)
+	// duplicate. Any other report for a final task is, a delivery from
+	// before a retry by hand's included (its run was given up then).
+	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning && a.N > t.AttemptBase)
 	a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, dup
 	if t.Status.Final() {
 		if dup {
@@ -346,6 +347,11 @@ func withinDelivery(started, finished, assigned, now time.Time) (time.Time, time
 			return hi
 		}
 		return t
+	}
+	if now.Before(assigned) {
+		// The master's clock stepped back since it sent the delivery: it
+		// bounds nothing above, and the worker's times stand.
+		now = task.LastTime
 	}
 	finished = clamp(finished, assigned, now)
 	end := now

@@ -301,7 +301,9 @@ func normalizeSchedule(s Submission) (Submission, error) {
 	if s.Backoff == 0 {
 		s.Backoff = defaultBackoff
 		if s.MaxBackoff != 0 {
-			s.Backoff = min(defaultBackoff, s.MaxBackoff) // a max_backoff under the default is the first wait too
+			// a max_backoff under the default is the first wait too; one
+			// under the least backoff is refused as the max_backoff it is
+			s.Backoff = max(min(defaultBackoff, s.MaxBackoff), minBackoff)
 		}
 	}
 	if s.MaxBackoff == 0 {

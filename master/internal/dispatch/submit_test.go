@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,4 +218,14 @@ func submitHeld(t *testing.T, cmd string) held {
 	pending := goSubmit(d, cmd)
 	failing(t, d)
 	return held{d: d, clk: clk, path: path, w: w, unlock: unlock, pending: pending, m: nextMessage(t, w)}
+}
+
+// A max_backoff given alone that is too short is refused for what it is:
+// the error names max_backoff, not a backoff the submission never gave.
+func TestTooShortMaxBackoffAloneBlamesMaxBackoff(t *testing.T) {
+	d, _ := newTest(t)
+	_, err := d.Normalize(Submission{Cmd: "x", RetryOn: []task.Outcome{task.OutcomeFailed}, MaxBackoff: 5 * time.Millisecond})
+	if err == nil || !strings.HasPrefix(strings.TrimPrefix(err.Error(), task.ErrInvalid.Error()+": "), "max_backoff") {
+		t.Fatalf("max_backoff 5ms alone: %v; want it refused as a max_backoff out of range", err)
+	}
 }
