@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 )
 
 // firstEvent opens GET /events resuming after lastID and returns the id
@@ -64,5 +67,37 @@ func TestEventIDsAcrossARestartWithTheClockSteppedBack(t *testing.T) {
 	if id, typ := firstEvent(t, m, last, false); typ != "gap" {
 		t.Errorf("resuming at a restarted master after event %s of the previous run: first event %q (id %s), want gap: "+
 			"the new run reused the previous run's numbers, and the client silently skipped the new run's first events", last, typ, id)
+	}
+}
+
+// A database that refuses writes at start-up (here: another process holds
+// its write lock past the busy timeout) does not keep the master from
+// starting: the event numbers then start from the clock, with a warning.
+func TestStartsWhenEventNumbersCannotBeReserved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	env := map[string]string{"MASTER_DB_PATH": path}
+	startMaster(t, env).stop() // the schema, so that only the reservation writes
+	release := storetest.HoldWriteLock(t, path)
+	defer release()
+	buf := &syncBuffer{}
+	warned := make(chan struct{})
+	go func() {
+		defer close(warned)
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(buf.String(), "could not reserve event numbers") {
+			if time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		release() // the disk is back: the master becomes ready
+	}()
+	m := startMasterLogging(t, env, slog.New(slog.NewTextHandler(buf, nil)))
+	<-warned
+	if !strings.Contains(buf.String(), "could not reserve event numbers") {
+		t.Fatalf("no warning about the event numbers in the log:\n%s", buf.String())
+	}
+	if code, _, body := m.request(t, http.MethodGet, "/tasks", "", nil, nil); code != http.StatusOK {
+		t.Fatalf("GET /tasks = %d %s", code, body)
 	}
 }

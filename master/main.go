@@ -170,11 +170,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 	// growing across restarts; and, should the clock have stepped back
 	// since an earlier run, from past that run's numbers, which the
 	// database keeps a floor of (eventSeqSpan per run).
-	seq0, err := st.ReserveSeq(ctx, "events", uint64(wallClock().UnixMilli())*1000, eventSeqSpan)
-	if err != nil {
-		grpcLis.Close()
-		httpLis.Close()
-		return fmt.Errorf("reserving event numbers: %w", err)
+	// A database that refuses writes (a full disk) does not keep the master
+	// from starting, to serve what it has and answer 503 to the rest: the
+	// numbers then start from the clock alone.
+	seq0 := uint64(wallClock().UnixMilli()) * 1000
+	if n, err := st.ReserveSeq(ctx, "events", seq0, eventSeqSpan); err != nil {
+		log.Warn("could not reserve event numbers in the database; starting them from the clock", "err", err)
+	} else {
+		seq0 = n
 	}
 	hub.StartAfter(seq0)
 	d := dispatch.New(dispatch.Params{
