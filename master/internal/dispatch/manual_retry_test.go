@@ -167,13 +167,15 @@ func TestResultOfARunCanceledBeforeARetryByHandDoesNotDecideIt(t *testing.T) {
 	}
 }
 
-// A task retried by hand is queued and has not been sent: like a new one,
-// it shows no assigned_at or started_at (those of the run before stay in
-// its history), on disk as in memory.
+// A task retried by hand is queued, not scheduled, and has not been sent:
+// like a new one, it shows no run_at, assigned_at or started_at (those of
+// the run before stay in its history), on disk as in memory; so a restart
+// also queues it by its creation, as README says.
 func TestManualRetryClearsTheTimesOfTheRunBefore(t *testing.T) {
-	d, _ := newTest(t)
+	d, clk := newTest(t)
 	w := register(t, d, "w", 1)
-	id := submitOne(t, d, Submission{Cmd: "exit 1", MaxAttempts: 1})
+	id := submitOne(t, d, Submission{Cmd: "exit 1", MaxAttempts: 1, Delay: time.Second})
+	pass(d, clk, 2*time.Second, w)
 	drain(w)
 	finish(t, d, w, id, 1)
 	d.Unregister(w) // the retry waits in the queue
@@ -182,8 +184,8 @@ func TestManualRetryClearsTheTimesOfTheRunBefore(t *testing.T) {
 	}
 	check := func(where string, tk task.Task) {
 		t.Helper()
-		if !tk.AssignedAt.IsZero() || !tk.StartedAt.IsZero() || !tk.FinishedAt.IsZero() {
-			t.Errorf("%s: the retried task, queued, has assigned_at %v, started_at %v, finished_at %v; want none", where, tk.AssignedAt, tk.StartedAt, tk.FinishedAt)
+		if !tk.RunAt.IsZero() || !tk.AssignedAt.IsZero() || !tk.StartedAt.IsZero() || !tk.FinishedAt.IsZero() {
+			t.Errorf("%s: the retried task, queued, has run_at %v, assigned_at %v, started_at %v, finished_at %v; want none", where, tk.RunAt, tk.AssignedAt, tk.StartedAt, tk.FinishedAt)
 		}
 		if len(tk.History) != 1 || tk.History[0].AssignedAt.IsZero() {
 			t.Errorf("%s: history %+v, want the run before with its times", where, tk.History)

@@ -173,7 +173,9 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	t.AttemptBase = t.Attempts
 	t.WorkerID, t.ExitCode, t.Error = "", nil, ""
 	t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut = "", "", false, false
-	t.AssignedAt, t.StartedAt, t.FinishedAt = time.Time{}, time.Time{}, time.Time{} // of the run before: the history keeps them
+	// Of the run before (the history keeps them): the retry is queued now,
+	// neither scheduled (run_at) nor sent.
+	t.RunAt, t.AssignedAt, t.StartedAt, t.FinishedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	d.tasks.put(t)
 	if t.IdempotencyKey != "" {
 		d.keys[t.IdempotencyKey] = t.ID
