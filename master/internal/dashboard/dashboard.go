@@ -8,6 +8,7 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"path"
 	"strings"
 )
 
@@ -30,7 +31,9 @@ func Handler(notFound http.Handler) http.Handler {
 			return
 		}
 		name := strings.TrimPrefix(r.URL.Path, "/ui/")
-		if st, err := fs.Stat(web, name); err != nil || st.IsDir() {
+		// The page is served at / only: http.FileServer would answer
+		// /ui/index.html with a redirect to /ui/, which is no page.
+		if st, err := fs.Stat(web, name); err != nil || st.IsDir() || path.Base(name) == "index.html" {
 			notFound.ServeHTTP(w, r)
 			return
 		}

@@ -110,3 +110,19 @@ func TestIsPublic(t *testing.T) {
 		}
 	}
 }
+
+// Every path under /ui/ is an asset or a 404: /ui/index.html, a file that
+// is embedded, must not send the browser on (http.FileServer's redirect of
+// .../index.html to ./) to /ui/, which is no page.
+func TestDashboardUIIndexIsNoRedirect(t *testing.T) {
+	o := newObserved(t)
+	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := cl.Get(o.srv.URL + "/ui/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusMovedPermanently || resp.StatusCode == http.StatusFound {
+		t.Fatalf("GET /ui/index.html: %s to %q; GET %s is not served", resp.Status, resp.Header.Get("Location"), "/ui/")
+	}
+}

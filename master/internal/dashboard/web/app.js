@@ -234,7 +234,12 @@ function route() {
   const h = location.hash.replace(/^#\/?/, '');
   let name = 'overview', arg = '';
   if (h === 'tasks') name = 'tasks';
-  else if (h.startsWith('tasks/')) { name = 'task'; arg = decodeURIComponent(h.slice(6)); }
+  else if (h.startsWith('tasks/')) {
+    name = 'task';
+    // A malformed %-escape (a cut or hand-typed link) is taken as written:
+    // a throw here would stop the page before its event stream starts.
+    try { arg = decodeURIComponent(h.slice(6)); } catch (e) { arg = h.slice(6); }
+  }
   if (currentView && currentView !== name && views[currentView].hide) views[currentView].hide();
   currentView = name;
   for (const m of document.querySelectorAll('main.view')) m.hidden = m.id !== 'view-' + name;

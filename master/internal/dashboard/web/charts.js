@@ -177,9 +177,9 @@ function drawLevel(box, s, now) {
 
 // chartsDraw draws the four charts, when the overview is shown.
 function chartsDraw() {
-  if ($('view-overview').hidden) return;
   const now = Date.now();
-  pruneRates(now);
+  pruneRates(now); // also while hidden: a tab left on another view keeps no more
+  if ($('view-overview').hidden) return;
   drawRate($('rate-submitted'), rates.submitted, now);
   drawRate($('rate-finished'), rates.finished, now);
   drawLevel($('rate-queue'), levels.queue, now);

@@ -7,15 +7,13 @@
 'use strict';
 
 const LIVE = ['queued', 'scheduled', 'running'];
-const utf8 = new TextEncoder();
-const utf8Decode = new TextDecoder();
 
 let tvID = '';
 let tvTask = null;
 let tvTimer = null;
 let tvSeq = 0; // numbers task reads, so an older answer never overwrites a newer one
-// follow is the output stream being read: {ctrl, id, attempt, ended,
-// streams: {stdout: bytes had, stderr: bytes had}}; null when none.
+// follow is the output stream being read: {ctrl, id, attempt, ended};
+// null when none.
 let follow = null;
 // outputMissing is why live output cannot be read (an older master); the
 // view then shows the task's stored output.
@@ -185,30 +183,24 @@ function outputEvent(f, type, data) {
         $('tv-stderr').replaceChildren();
       }
       f.attempt = d.attempt;
-      f.streams = { stdout: 0, stderr: 0 };
       out.dataset.attempt = String(d.attempt);
       $('tv-output-state').textContent = 'attempt ' + d.attempt + (d.worker_id ? ' on ' + d.worker_id : '') + ', following live';
       note('attempt', 'attempt ' + d.attempt + ' started' + (d.worker_id ? ' on ' + d.worker_id : ''));
       break;
     case 'output': {
       if (f.attempt && d.attempt !== f.attempt) return;
+      // The master sends each part of a stream once per connection and
+      // tells what it leaves out with 'skipped'. Its offsets cannot be
+      // compared with the text had: live ones count the raw bytes, which
+      // the text has as U+FFFD (3 bytes) where they are not UTF-8, and the
+      // stored output's count its text.
       const s = d.stream === 'stderr' ? 'stderr' : 'stdout';
-      let bytes = utf8.encode(d.text);
-      const had = f.streams[s];
-      if (d.offset > had) appendOutput(s, skippedNode(d.offset - had));
-      if (d.offset < had) {
-        if (d.offset + bytes.length <= had) return; // had it all already
-        bytes = bytes.slice(had - d.offset);
-      }
-      const text = d.offset < had ? utf8Decode.decode(bytes) : d.text;
-      appendOutput(s, document.createTextNode(text));
-      f.streams[s] = Math.max(had, d.offset + utf8.encode(d.text).length);
+      appendOutput(s, document.createTextNode(d.text));
       break;
     }
     case 'skipped': {
       const s = d.stream === 'stderr' ? 'stderr' : 'stdout';
       appendOutput(s, skippedNode(d.bytes));
-      f.streams[s] += d.bytes;
       break;
     }
     case 'attempt_end':
@@ -231,7 +223,7 @@ function outputEvent(f, type, data) {
 // startFollow reads the task's output stream until the task ends, and
 // again from the start when the connection drops before that.
 async function startFollow(id) {
-  const f = { ctrl: new AbortController(), id, attempt: 0, ended: false, streams: { stdout: 0, stderr: 0 } };
+  const f = { ctrl: new AbortController(), id, attempt: 0, ended: false };
   follow = f;
   const out = $('tv-output');
   out.dataset.following = 'true';
@@ -248,7 +240,6 @@ async function startFollow(id) {
         $('tv-stderr').replaceChildren();
         $('tv-notes').replaceChildren();
         f.attempt = 0;
-        f.streams = { stdout: 0, stderr: 0 };
         await readSSE(resp, (type, data) => { if (follow === f) outputEvent(f, type, data); });
       } else if (resp.status === 429) {
         const s = parseInt(resp.headers.get('Retry-After'), 10);

@@ -25,7 +25,7 @@ const gone = new Map(); // worker ID -> time it left (ms)
 // bars by "taskID/attempt": {task, attempt, worker, start, end (null while
 // open), outcome, lost, cmd}.
 const bars = new Map();
-const cmds = new Map(); // task ID -> command, from task.queued, for titles
+const cmds = new Map(); // task ID -> {cmd, t: when it was seen}, from task.queued, for titles
 let tlDrawPending = false;
 
 function evTime(e) {
@@ -73,7 +73,7 @@ function timelineEvent(e) {
   const t = evTime(e);
   switch (e.type) {
     case 'task.queued': case 'task.scheduled':
-      if (e.cmd) cmds.set(e.task_id, e.cmd);
+      if (e.cmd) cmds.set(e.task_id, { cmd: e.cmd, t });
       if (e.type === 'task.scheduled' && e.reason === 'retry' && e.attempt) endBar(e, e.status || 'failed', false);
       break;
     case 'task.assigned': {
@@ -166,14 +166,24 @@ function lanes(from) {
   return out.concat(left);
 }
 
-function timelineDraw() {
-  const box = $('timeline-box');
-  if ($('view-overview').hidden || !box) return;
-  const now = Date.now();
-  const from = now - tlWindowMs;
+// timelinePrune forgets the bars that ended before the longest window, the
+// workers gone with them, and the commands of tasks with no bar left. It
+// runs whichever view is shown: a tab left on another one keeps no more.
+function timelinePrune(now) {
   const keep = now - TL_KEEP_MS;
   for (const [k, b] of bars) if (b.end !== null && b.end < keep) bars.delete(k);
-  for (const [id, t] of gone) if (t < keep && ![...bars.values()].some((b) => b.worker === id)) gone.delete(id);
+  const withBars = new Set(), workers = new Set();
+  for (const b of bars.values()) { withBars.add(b.task); workers.add(b.worker); }
+  for (const [id, t] of gone) if (t < keep && !workers.has(id)) gone.delete(id);
+  for (const [id, c] of cmds) if (c.t < keep && !withBars.has(id)) cmds.delete(id);
+}
+
+function timelineDraw() {
+  const now = Date.now();
+  timelinePrune(now);
+  const box = $('timeline-box');
+  if ($('view-overview').hidden || !box) return;
+  const from = now - tlWindowMs;
 
   const ids = lanes(from);
   const w = Math.max(400, box.clientWidth);
@@ -226,7 +236,7 @@ function drawBar(lane, b, x0, x1, y, adrift) {
   svg('rect', { x: x0, y: y + 5, width: bw, height: TL_LANE_H - 10, rx: 2 }, g);
   const title = svg('title', {}, g);
   const ran = seconds(((b.end === null ? Date.now() : b.end) - b.start) / 1000);
-  title.textContent = 'task ' + b.task + (cmds.has(b.task) ? ' (' + cmds.get(b.task) + ')' : '') +
+  title.textContent = 'task ' + b.task + (cmds.has(b.task) ? ' (' + cmds.get(b.task).cmd + ')' : '') +
     '\nattempt ' + b.attempt + ' on ' + b.worker + ': ' + b.outcome + (b.reason ? ' (' + b.reason + ')' : '') +
     (b.end === null ? ', running for ' : ', ran ') + ran + (adrift ? '\nits worker left: waiting for it to come back' : '');
   if (bw > 90) {
