@@ -369,7 +369,6 @@ func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
 	const n = reportsInFlight + 64
 	_, tasks := delivered(t, ctx, s, c, "w1", n)
 
-	before := handlerGoroutines()
 	rs, err := c.Report(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +388,16 @@ func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the Report handler and its goroutines to end", func() bool { return handlerGoroutines() <= before })
+	// This stream's handler gives up after SendTimeout: seen running
+	// first (it may start after the sends went through), then gone with
+	// every other, those of earlier tests' streams too (while one of those
+	// ends, a count no higher than before this stream would say nothing).
+	running := false
+	eventually(t, "the Report handler to give up and its goroutines to end", func() bool {
+		n := handlerGoroutines()
+		running = running || n > 0
+		return running && n == 0
+	})
 	if err := s.st.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
