@@ -30,25 +30,16 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 		return 0, fmt.Errorf("store: delete finished: limit %d is below 1: %w", limit, task.ErrInvalid)
 	}
 	cutoff := nanos(before)
-	var deleted int // written by the writer before it answers r.done
-	r := &request{weight: limit, done: make(chan error, 1)}
-	r.del = func(ctx context.Context) error {
+	var deleted int // written by the writer before runOnce returns nil
+	err := s.runOnce(ctx, "delete finished", limit, func(ctx context.Context) error {
 		n, err := s.deleteFinished(ctx, cutoff, limit)
 		deleted = n
 		return err
+	})
+	if err != nil {
+		return 0, err
 	}
-	if err := s.enqueue(r); err != nil {
-		return 0, fmt.Errorf("store: delete finished: %w", err)
-	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			return 0, err
-		}
-		return deleted, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+	return deleted, nil
 }
 
 // deleteFinished runs on the writer, inside its transaction.

@@ -21,9 +21,8 @@ func (s *Store) ReserveSeq(ctx context.Context, name string, atLeast, span uint6
 	if atLeast > math.MaxInt64-span {
 		return 0, fmt.Errorf("store: reserve %s: %d + %d is past what SQLite keeps", name, atLeast, span)
 	}
-	var start uint64 // written by the writer before it answers r.done
-	r := &request{weight: 1, done: make(chan error, 1)}
-	r.del = func(ctx context.Context) error {
+	var start uint64 // written by the writer before runOnce returns nil
+	err := s.runOnce(ctx, "reserve "+name, 1, func(ctx context.Context) error {
 		var next int64
 		err := s.conn.QueryRowContext(ctx, `SELECT next FROM seqs WHERE name = ?`, name).Scan(&next)
 		switch {
@@ -41,17 +40,9 @@ ON CONFLICT (name) DO UPDATE SET next = excluded.next`, name, int64(start+span))
 			return fmt.Errorf("store: reserve %s: %w", name, err)
 		}
 		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	if err := s.enqueue(r); err != nil {
-		return 0, fmt.Errorf("store: reserve %s: %w", name, err)
-	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			return 0, err
-		}
-		return start, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+	return start, nil
 }

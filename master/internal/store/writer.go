@@ -70,6 +70,24 @@ type request struct {
 	done   chan error // cap 1; receives exactly one value
 }
 
+// runOnce runs fn in the writer's transaction, in order with Apply, and
+// waits for its commit: a DeleteFinished or a ReserveSeq. Unlike a write it
+// is tried once, its failure returned. If ctx ends first, runOnce returns
+// ctx.Err() and fn may still run. what names the call in its errors;
+// weight counts against maxBatch.
+func (s *Store) runOnce(ctx context.Context, what string, weight int, fn func(ctx context.Context) error) error {
+	r := &request{del: fn, weight: weight, done: make(chan error, 1)}
+	if err := s.enqueue(r); err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // barrier reports whether r changes nothing: a Flush.
 func (r *request) barrier() bool { return len(r.ws) == 0 && r.del == nil }
 
