@@ -106,8 +106,13 @@ VALUES (?, 'echo', ?, 0, 3, 60000000000, '', NULL, '', '', 0, 0, '', NULL, ?, 0,
 
 	// The indexes were made again over the new live statuses: both
 	// queries still read them, and a scheduled task is live to both.
-	if p := queryPlan(t, s, liveQuery); !strings.Contains(p, "tasks_live") {
-		t.Errorf("Live's plan %q after migration; want tasks_live", p)
+	if p := queryPlan(t, s, liveQuery); !strings.Contains(p, "tasks_status") {
+		t.Errorf("Live's plan %q after migration; want tasks_status", p)
+	}
+	// tasks_live went with migration 7.
+	var n int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name = 'tasks_live'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("tasks_live after migration: %d, %v; want gone", n, err)
 	}
 	if p := queryPlan(t, s, finishedQuery, time.Now().UnixNano(), 10); !strings.Contains(p, "tasks_finished") {
 		t.Errorf("retention's plan %q after migration; want tasks_finished", p)

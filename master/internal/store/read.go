@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -67,15 +68,14 @@ FROM attempts WHERE task_id = ? ORDER BY n`, id)
 	return t, nil
 }
 
-// liveQuery selects every live task, oldest first, from the tasks_live
-// index: the few live rows, already in order. Its status term is the
-// index's WHERE, word for word. INDEXED BY because, left to itself, SQLite
-// picks tasks_status and sorts (with or without ANALYZE); and because it
-// makes the query fail, rather than quietly scan, should the WHERE and the
-// index ever disagree.
-var liveQuery = `SELECT ` + taskCols + ` FROM tasks INDEXED BY tasks_live
-WHERE status = 'scheduled' OR status = 'queued' OR status = 'running'
-ORDER BY created_at, id`
+// liveQuery selects every live task from tasks_status: three ranges of
+// the index, the few live rows, in ID order within each status; Live
+// sorts them. INDEXED BY so that the query fails, rather than quietly
+// scans the table, should the index ever go. (Migration 7 dropped the
+// index that held the live tasks in order: it cost every submission and
+// every final write an index entry, for one read at start-up.)
+var liveQuery = `SELECT ` + taskCols + ` FROM tasks INDEXED BY tasks_status
+WHERE status IN ('scheduled', 'queued', 'running')`
 
 // Live returns every scheduled, queued or running task, oldest first (by
 // CreatedAt, then ID), without History. The dispatcher rebuilds its queue
@@ -85,6 +85,9 @@ func (s *Store) Live(ctx context.Context) ([]task.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: live: %w", err)
 	}
+	slices.SortFunc(ts, func(a, b task.Task) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
 	return ts, nil
 }
 
