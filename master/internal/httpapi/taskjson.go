@@ -87,7 +87,10 @@ func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 		j.Backoff, j.MaxBackoff = nonZeroDuration(t.Backoff), nonZeroDuration(t.MaxBackoff)
 	}
 	if withOutput {
-		j.Stdout, j.Stderr = &t.Stdout, &t.Stderr
+		// Copies, not &t.Stdout: a pointer into t would move all of t to
+		// the heap on every call.
+		stdout, stderr := t.Stdout, t.Stderr
+		j.Stdout, j.Stderr = &stdout, &stderr
 	}
 	for _, a := range t.History {
 		j.History = append(j.History, attemptJSON{
@@ -98,11 +101,15 @@ func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 	return j
 }
 
+// nonEmpty, nonZero and nonZeroDuration allocate only what they return:
+// a pointer to their parameter would move it to the heap on every call,
+// for the nil ones too (every field of a new task's 202 but one).
 func nonEmpty(s string) *string {
 	if s == "" {
 		return nil
 	}
-	return &s
+	p := s
+	return &p
 }
 
 func nonZeroDuration(d time.Duration) *string {
@@ -112,10 +119,14 @@ func nonZeroDuration(d time.Duration) *string {
 	return nonEmpty(d.String())
 }
 
+// noLabels is what orEmpty returns for nil: one map for every answer,
+// never written to.
+var noLabels = map[string]string{}
+
 // orEmpty is m, or an empty map for nil: labels show as {}, never null.
 func orEmpty(m map[string]string) map[string]string {
 	if m == nil {
-		return map[string]string{}
+		return noLabels
 	}
 	return m
 }
@@ -124,5 +135,6 @@ func nonZero(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	return &t
+	p := t
+	return &p
 }
