@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -115,11 +116,16 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	if nt.Status == task.StatusScheduled {
 		// Counted from the submission: the wait for the commit is part of it.
 		d.scheduleLocked(nt, nt.RunAt, wait-(d.p.Mono()-mono))
-		d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
-		ev.Type, ev.Reason, ev.RunAt = events.TaskScheduled, "delayed", &c.RunAt
+		if d.debug() {
+			d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
+		}
+		runAt := c.RunAt // not &c.RunAt, which would put c on the heap for every submission
+		ev.Type, ev.Reason, ev.RunAt = events.TaskScheduled, "delayed", &runAt
 	} else {
 		d.queue.push(nt, d.tasks.key(nt.ID), false)
-		d.log.Debug("task queued", "task_id", nt.ID)
+		if d.debug() {
+			d.log.Debug("task queued", "task_id", nt.ID)
+		}
 	}
 	d.tasks.put(nt)
 	d.emitLocked(ev)
@@ -159,7 +165,9 @@ func (d *Dispatcher) submitStraight(t *task.Task, idx int) (task.Task, bool, err
 	accepted := copyTask(t)
 	s := d.rotation[idx]
 	d.next = (idx + 1) % len(d.rotation)
-	d.log.Debug("task queued", "task_id", t.ID)
+	if d.debug() {
+		d.log.Debug("task queued", "task_id", t.ID)
+	}
 	d.emitLocked(events.Event{Type: events.TaskQueued, Time: t.CreatedAt, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: t.Priority, Requires: t.Requires})
 	ready := make(chan error, 1)
 	committed, assigned := d.deliverLocked(t, s, store.Insert, ready)
@@ -334,4 +342,11 @@ func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, er
 		return task.Task{}, false, nil
 	}
 	return t, err == nil, err
+}
+
+// debug says whether debug lines are logged. The hot paths ask before
+// logging one: its arguments, boxed into a slice of interfaces, are
+// allocated before the logger can say it drops the line.
+func (d *Dispatcher) debug() bool {
+	return d.log.Enabled(context.Background(), slog.LevelDebug)
 }
