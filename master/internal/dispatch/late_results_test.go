@@ -3,6 +3,7 @@ package dispatch
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +163,76 @@ func TestWorkerTimesStandWhenTheMasterClockStepsBack(t *testing.T) {
 	tk, _ = d.Get(ctx, id)
 	if !tk.StartedAt.Equal(r.StartedAt) || !tk.FinishedAt.Equal(r.FinishedAt) {
 		t.Fatalf("assigned_at %s, started_at %s, finished_at %s: want the worker's %s and %s, after it was sent", tk.AssignedAt, tk.StartedAt, tk.FinishedAt, r.StartedAt, r.FinishedAt)
+	}
+}
+
+// A canceled run whose worker never reports the kill does not stay
+// "running" in the task's history for good: once the master stops holding
+// its slot, the delivery is recorded lost, in memory and on disk, whether
+// the worker heartbeats on without a word (the grace passes), its
+// connection ends, or it was away when the task was canceled and never
+// came back. A report that comes after all still records the run's end.
+func TestCanceledRunNeverReportedEndsLost(t *testing.T) {
+	for _, how := range []string{"grace passes", "worker leaves", "worker stops listing it", "worker was away", "worker was away, reports later"} {
+		t.Run(how, func(t *testing.T) {
+			d, clk := newTest(t)
+			w := register(t, d, "w", 1)
+			id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+			deliver(d, w)
+			switch how {
+			case "worker was away", "worker was away, reports later":
+				d.Unregister(w)
+			case "worker stops listing it":
+				// Back after a blip, it claims the run, which is canceled;
+				// then its heartbeats list nothing: the run ended, and its
+				// report never came.
+				d.Unregister(w)
+				w = register(t, d, "w", 1, id)
+			}
+			if _, err := d.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			switch how {
+			case "grace passes":
+				pass(d, clk, reportGrace+2*time.Second, w)
+			case "worker leaves":
+				d.Unregister(w)
+			case "worker stops listing it":
+				d.Heartbeat(w.WorkerID, w.InstanceID, []Delivery{})
+			default:
+				pass(d, clk, workerTimeout+2*time.Second)
+			}
+			check := func(what string, tk task.Task, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if tk.Status != task.StatusCanceled || len(tk.History) != 1 {
+					t.Fatalf("%s: task %s, history %+v; want canceled with one delivery", what, tk.Status, tk.History)
+				}
+				if a := tk.History[0]; a.Outcome != task.OutcomeLost || !strings.Contains(a.Error, "never reported") || a.FinishedAt.IsZero() {
+					t.Fatalf("%s: delivery %+v; want lost, the kill never reported, with its end", what, a)
+				}
+			}
+			if err := <-d.p.Store.Apply(); err != nil { // what was queued is on disk
+				t.Fatal(err)
+			}
+			tk, err := d.Get(ctx, id)
+			check("Get", tk, err)
+			tk, err = d.p.Store.Get(ctx, id)
+			check("on disk", tk, err)
+
+			if how == "worker was away, reports later" {
+				w = register(t, d, "w", 1, id)
+				r := result(t, d, w, id, 1, -1)
+				r.Canceled = true
+				if dup, err := d.Report(ctx, r); err != nil || dup {
+					t.Fatalf("late report of the kill: dup=%v %v", dup, err)
+				}
+				if tk, _ := d.Get(ctx, id); tk.History[0].Outcome != task.OutcomeCanceled {
+					t.Fatalf("after the late report: delivery %+v; want canceled", tk.History[0])
+				}
+			}
+		})
 	}
 }

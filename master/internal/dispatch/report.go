@@ -184,10 +184,13 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		return true, committed, false, "", nil
 	}
-	// A canceled task's running delivery ends with this report; that is no
-	// duplicate. Any other report for a final task is, a delivery from
-	// before a retry by hand's included (its run was given up then).
-	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && a.Outcome == task.OutcomeRunning && a.N > t.AttemptBase)
+	// A canceled task's running delivery ends with this report, recorded
+	// running still or lost once the master stopped waiting for its word
+	// (endUnseenLocked); that is no duplicate. Any other report for a
+	// final task is, a delivery from before a retry by hand's included
+	// (its run was given up then).
+	ranWhenCanceled := a.Outcome == task.OutcomeRunning || a.N == t.Attempts && a.WorkerID == t.WorkerID
+	dup := t.Status.Final() && !(t.Status == task.StatusCanceled && ranWhenCanceled && a.N > t.AttemptBase)
 	a.Outcome, a.ExitCode, a.Error, a.FinishedAt, a.Duplicate = outcomeOf(r), &code, r.Error, r.FinishedAt, dup
 	if t.Status.Final() {
 		if dup {

@@ -346,6 +346,7 @@ func (d *Dispatcher) Heartbeat(workerID, instanceID string, holding []Delivery) 
 		}
 		delete(s.inflight, id)
 		freed = true
+		d.endUnseenLocked(id, s.WorkerID, h.attempt, "worker "+s.WorkerID+" no longer runs it; its end was never reported")
 	}
 	if freed {
 		d.assignLocked()
@@ -454,6 +455,8 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 	for id, h := range s.inflight {
 		if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 			lost = append(lost, t)
+		} else {
+			d.endUnseenLocked(id, s.WorkerID, h.attempt, "worker "+s.WorkerID+" left ("+why+"); the kill was never reported")
 		}
 	}
 	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
@@ -514,6 +517,17 @@ func (d *Dispatcher) runsOnItsWorkerLocked(t *task.Task) bool {
 	}
 	h, ok := s.inflight[t.ID]
 	return ok && isCurrent(t, s.WorkerID, h.attempt)
+}
+
+// holdsLocked reports whether workerID is connected and holds a delivery
+// of task id.
+func (d *Dispatcher) holdsLocked(workerID, id string) bool {
+	s := d.sessionLocked(workerID)
+	if s == nil {
+		return false
+	}
+	_, ok := s.inflight[id]
+	return ok
 }
 
 func (d *Dispatcher) sessionLocked(workerID string) *Session {

@@ -136,6 +136,7 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		if !ok || !isCurrent(t, s.WorkerID, h.attempt) {
 			delete(s.inflight, id)
 			d.log.Warn("worker never reported a delivery it was told to kill; freeing its slot", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)
+			d.endUnseenLocked(id, s.WorkerID, h.attempt, fmt.Sprintf("worker %s never reported the kill within %s", s.WorkerID, reportGrace))
 			continue
 		}
 		d.log.Warn("no result within the task's timeout plus grace; giving the delivery up", "task_id", id, "worker_id", s.WorkerID, "attempt", h.attempt)

@@ -19,7 +19,7 @@ import (
 // ones for the commonest writes of a task (taskSubmit, taskFinish).
 type stmts struct {
 	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
-	attemptUpsert, attemptUpdate                               *sql.Stmt
+	attemptUpsert, attemptUpdate, attemptEnd                   *sql.Stmt
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
@@ -89,6 +89,10 @@ ON CONFLICT (task_id, n) DO UPDATE SET
 	attemptUpdateSQL = `
 UPDATE attempts SET outcome = ?, exit_code = ?, error = ?, finished_at = ?, duplicate = ?
 WHERE task_id = ? AND n = ?`
+
+	attemptEndSQL = `
+UPDATE attempts SET outcome = ?, error = ?, finished_at = ?
+WHERE task_id = ? AND n = ? AND outcome = 'running'`
 )
 
 func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
@@ -105,6 +109,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 		{&st.taskFinish, taskFinishSQL, "task finish"},
 		{&st.attemptUpsert, attemptUpsertSQL, "attempt upsert"},
 		{&st.attemptUpdate, attemptUpdateSQL, "attempt update"},
+		{&st.attemptEnd, attemptEndSQL, "attempt end"},
 	} {
 		s, err := conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -119,7 +124,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 // close closes the statements prepared so far.
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate} {
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate, st.attemptEnd} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -180,6 +185,10 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 }
 
 func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
+	if k == IfRunning {
+		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N)
+		return err
+	}
 	if k == Update {
 		res, err := st.attemptUpdate.ExecContext(ctx,
 			string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate,

@@ -498,3 +498,38 @@ func TestPing(t *testing.T) {
 		t.Fatal("Ping of a closed store: want an error")
 	}
 }
+
+// IfRunning records an attempt's end only over a running attempt: one
+// with a result keeps it, and one that is not there (its task deleted)
+// is no error and makes no row.
+func TestAttemptIfRunning(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("a", at(0), task.StatusCanceled)
+	running := task.Attempt{TaskID: "a", N: 1, WorkerID: "w", Outcome: task.OutcomeRunning, AssignedAt: at(1)}
+	zero := 0
+	done := task.Attempt{TaskID: "a", N: 2, WorkerID: "w", Outcome: task.OutcomeSucceeded, ExitCode: &zero, AssignedAt: at(2), FinishedAt: at(3)}
+	apply(t, s, Write{Task: tk}, Write{Attempt: &running}, Write{Attempt: &done})
+
+	end := func(n int) *task.Attempt {
+		return &task.Attempt{TaskID: "a", N: n, WorkerID: "w", Outcome: task.OutcomeLost, Error: "never reported", FinishedAt: at(9)}
+	}
+	gone := end(1)
+	gone.TaskID = "deleted"
+	apply(t, s, Write{Attempt: end(1), AttemptKind: IfRunning}, Write{Attempt: end(2), AttemptKind: IfRunning},
+		Write{Attempt: gone, AttemptKind: IfRunning})
+
+	got := mustGet(t, s, "a")
+	if len(got.History) != 2 {
+		t.Fatalf("history %+v; want two attempts", got.History)
+	}
+	if a := got.History[0]; a.Outcome != task.OutcomeLost || a.Error != "never reported" || !a.FinishedAt.Equal(at(9)) || !a.AssignedAt.Equal(at(1)) {
+		t.Errorf("running attempt after IfRunning: %+v; want lost, never reported, at 9, assigned at 1", a)
+	}
+	if a := got.History[1]; a.Outcome != task.OutcomeSucceeded || !a.FinishedAt.Equal(at(3)) {
+		t.Errorf("finished attempt after IfRunning: %+v; want its success kept", a)
+	}
+	var n int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM attempts WHERE task_id = 'deleted'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("attempts of a missing task: %d, %v; want none", n, err)
+	}
+}

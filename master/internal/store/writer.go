@@ -56,6 +56,12 @@ const (
 	// by retention since the caller read it) is upserted whole instead, so
 	// that no write is ever lost.
 	Update
+	// IfRunning, for an attempt only, records its end (Outcome, Error,
+	// FinishedAt) only if the stored attempt is still running, and writes
+	// nothing if it is not, or is not there: for a delivery the master
+	// gives up after its task left memory, whose result may have been
+	// recorded since, or its task deleted by retention.
+	IfRunning
 )
 
 // request is one Apply or DeleteFinished call waiting for the writer.
