@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -137,5 +138,26 @@ func TestRecoveryInterceptors(t *testing.T) {
 	got, err := recoverUnary(log)(context.Background(), nil, info, func(context.Context, any) (any, error) { return "ok", nil })
 	if got != "ok" || err != nil {
 		t.Errorf("plain call: %v %v", got, err)
+	}
+}
+
+// A call whose caller went away ends Canceled (or DeadlineExceeded), not
+// Internal, and logs no error: nothing failed on the master's side.
+func TestCallerGoneIsNoInternalError(t *testing.T) {
+	var logged syncBuffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&logged, nil))}
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("store: get t1: %w", context.Canceled), codes.Canceled},
+		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+	} {
+		if got := status.Code(s.toStatus(tc.err, "task_id", "t1")); got != tc.want {
+			t.Errorf("toStatus(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+	if l := logged.String(); l != "" {
+		t.Errorf("logged for a caller that went away: %s", l)
 	}
 }

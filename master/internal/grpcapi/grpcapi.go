@@ -396,6 +396,10 @@ func (s *Server) toStatus(err error, attrs ...any) error {
 		code = codes.Unavailable
 	case errors.Is(err, task.ErrFull):
 		code = codes.ResourceExhausted
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled // the worker gave up on the call: nothing failed here
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
 	}
 	if code == codes.Internal {
 		s.log.Error("gRPC call failed", append(attrs, "err", err)...)
