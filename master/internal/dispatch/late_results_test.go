@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -234,5 +235,103 @@ func TestCanceledRunNeverReportedEndsLost(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A late result of a lost delivery decides a task while the worker of the
+// delivery that replaced it is away: nobody can be told to kill that run,
+// and nobody holds its slot. Like a run canceled while its worker was
+// away, it must end lost in the history, not stay running for good.
+func TestReplacementWhoseWorkerIsAwayEndsLostWhenALateResultDecides(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, a)
+	b := register(t, d, "b", 1)
+	lose(d, clk, a) // a's run goes on out of sight; b gets attempt 2
+	if got := deliver(d, b); len(got) != 1 || got[0] != id {
+		t.Fatalf("b got %v, want %s", got, id)
+	}
+	d.Unregister(b) // b is away: its run waits for it to claim it
+	if dup, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1}); err != nil || dup {
+		t.Fatalf("a's late report: dup=%v %v", dup, err)
+	}
+	pass(d, clk, workerTimeout+reportGrace+2*time.Second) // b never comes back
+	if err := <-d.p.Store.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Status != task.StatusSucceeded || len(tk.History) != 2 {
+		t.Fatalf("task %s, history %+v; want succeeded with two deliveries", tk.Status, tk.History)
+	}
+	if h := tk.History[1]; h.Outcome != task.OutcomeLost || h.FinishedAt.IsZero() {
+		t.Fatalf("b's delivery %+v; want lost, not running for good", h)
+	}
+}
+
+// The task a user canceled is answered as it is on disk: the cancel's
+// answer, and every read after it, show its run's end the same way. While
+// writes fail, the store takes them one at a time, so the cancel's answer
+// comes as soon as its own write lands.
+func TestCancelWhileAwayIsOnDiskWhenAnswered(t *testing.T) {
+	d, _, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	for i := range 10 {
+		id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+		deliver(d, w)
+		d.Unregister(w) // away when the task is canceled
+		unlock := storetest.HoldWriteLock(t, path)
+		type answer struct {
+			t   task.Task
+			err error
+		}
+		ch := make(chan answer, 1)
+		go func() { c, err := d.Cancel(ctx, id); ch <- answer{c, err} }()
+		failing(t, d)
+		unlock()
+		c := within(t, "the cancel", ch)
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		tk, err := d.p.Store.Get(ctx, id) // what is on disk now
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.t.History[0].Outcome != task.OutcomeLost || tk.History[0].Outcome != c.t.History[0].Outcome {
+			t.Fatalf("round %d: the cancel answered delivery %s, the disk has %s: the answer was not on disk", i, c.t.History[0].Outcome, tk.History[0].Outcome)
+		}
+		w = register(t, d, "w", 1) // back, without the run
+	}
+}
+
+// A worker that lists a delivery the master never sent it (confused, or
+// forged) must not end another worker's run of that number: the end of a
+// delivery it never had is no end of theirs.
+func TestForeignClaimDoesNotEndAnotherWorkersRun(t *testing.T) {
+	d, _ := newTest(t)
+	b := register(t, d, "b", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, b)
+	if _, err := d.Cancel(ctx, id); err != nil { // b holds the run and is told to kill it
+		t.Fatal(err)
+	}
+	s, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: "a-instance", Slots: 1,
+		Running: []Delivery{{TaskID: id, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Heartbeat(s.WorkerID, s.InstanceID, []Delivery{}) // a lists nothing now
+	if err := <-d.p.Store.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := tk.History[0]; h.WorkerID != "b" || h.Outcome != task.OutcomeRunning || strings.Contains(h.Error, "worker a") {
+		t.Fatalf("b's delivery %+v; want running still: b has not reported, nor has its grace passed", h)
 	}
 }

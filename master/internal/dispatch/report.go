@@ -214,8 +214,16 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		finished = d.p.Now()
 	}
 	d.finishLocked(t, task.Status(a.Outcome), finished) // t may be queued: a result for a delivery the master had taken back
+	last := lastAttempt(t)
+	replaced := last != a && last.Outcome == task.OutcomeRunning
+	if replaced && !d.holdsLocked(last.WorkerID, t.ID) {
+		// Its worker is away: nobody holds the run to report its end
+		// (as for a cancel, Cancel). Queued before the task's final write,
+		// which the ack waits for.
+		d.endUnseenLocked(t.ID, last.WorkerID, last.N, "worker "+last.WorkerID+" was away when another delivery decided the task; the kill was never reported")
+	}
 	committed := d.persistLocked(t, a)
-	if last := lastAttempt(t); last != a && last.Outcome == task.OutcomeRunning {
+	if replaced {
 		// A late result of a lost delivery decided the task: the delivery
 		// that replaced it has nothing left to do.
 		d.cancelOnLocked(last.WorkerID, t.ID)

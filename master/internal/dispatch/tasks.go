@@ -113,12 +113,14 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 		t.Error = "canceled before it ran"
 	}
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
-	committed := d.persistLocked(t, nil)
 	if wasOn != "" && !d.holdsLocked(wasOn, id) {
 		// Nobody holds the run to report its end: its worker is away, and
-		// may come back to report the kill (claimLocked) or may not.
+		// may come back to report the kill (claimLocked) or may not. Its
+		// end is queued before the task's final write, which the answer
+		// waits for: writes land in order, so the answer is on disk.
 		d.endUnseenLocked(id, wasOn, t.Attempts, "canceled while worker "+wasOn+" was away; the kill was never reported")
 	}
+	committed := d.persistLocked(t, nil)
 	c := copyTask(t)
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
 	d.mu.Unlock()

@@ -92,7 +92,7 @@ WHERE task_id = ? AND n = ?`
 
 	attemptEndSQL = `
 UPDATE attempts SET outcome = ?, error = ?, finished_at = ?
-WHERE task_id = ? AND n = ? AND outcome = 'running'`
+WHERE task_id = ? AND n = ? AND worker_id = ? AND outcome = 'running'`
 )
 
 func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
@@ -186,7 +186,7 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 
 func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
 	if k == IfRunning {
-		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N)
+		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
 		return err
 	}
 	if k == Update {

@@ -57,8 +57,9 @@ const (
 	// that no write is ever lost.
 	Update
 	// IfRunning, for an attempt only, records its end (Outcome, Error,
-	// FinishedAt) only if the stored attempt is still running, and writes
-	// nothing if it is not, or is not there: for a delivery the master
+	// FinishedAt) only if the stored attempt is still running on its
+	// WorkerID, and writes nothing if it is not, or is not there (another
+	// worker's delivery of that number is not this one): for a delivery the master
 	// gives up after its task left memory, whose result may have been
 	// recorded since, or its task deleted by retention.
 	IfRunning
