@@ -35,6 +35,20 @@ func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
 	return d.writeLocked(store.Update, t, a, store.Update)
 }
 
+// restoreLocked queues t with every attempt of its history, in one
+// transaction: the row as persistLocked writes it (upserted whole if it
+// is gone) and each attempt upserted, for a task read off disk that may
+// have been deleted since.
+func (d *Dispatcher) restoreLocked(t *task.Task) <-chan error {
+	snap := copyTask(t)
+	snap.History = nil
+	ws := []store.Write{{Task: &snap, Kind: store.Update}}
+	for i := range t.History {
+		ws = append(ws, store.Write{Attempt: copyAttempt(&t.History[i]), AttemptKind: store.Upsert})
+	}
+	return d.p.Store.Apply(ws...)
+}
+
 // writeLocked queues t, written as k, and attempt a, if any, written as ak.
 // Snapshots are passed, since the store writes them later. Writes leave in
 // the order they are made, so the store always converges on the memory's

@@ -229,3 +229,34 @@ func TestResultFromBeforeARetryByHandIsADuplicateOnceTheRetryIsCanceled(t *testi
 		t.Fatalf("task %s, want canceled", tk.Status)
 	}
 }
+
+// A retry by hand reads a task that left memory from the store, without
+// the lock; a retention round that deletes it (attempts and all) between
+// that read and the retry's write must not cost it its history: the retry
+// was accepted, and the task, history included, is on disk after it.
+func TestManualRetryRacingRetentionKeepsTheHistory(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "false"})
+	deliver(d, w)
+	finish(t, d, w, id, 1) // failed, final, and off memory once on disk
+	if err := <-d.p.Store.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	retryReadHook = func() {
+		if n, err := d.p.Store.DeleteFinished(ctx, clk.Now().Add(time.Hour), 10); err != nil || n != 1 {
+			t.Errorf("retention between the retry's read and its write: %d, %v; want the task deleted", n, err)
+		}
+	}
+	t.Cleanup(func() { retryReadHook = func() {} })
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatalf("on disk after the retry: %v", err)
+	}
+	if got.Status.Final() || len(got.History) == 0 || got.History[0].N != 1 || got.History[0].Outcome != task.OutcomeFailed || got.History[0].WorkerID != "w" {
+		t.Fatalf("on disk after the retry: %s, history %+v; want live again, with attempt 1 failed on w", got.Status, got.History)
+	}
+}

@@ -145,14 +145,16 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 			return task.Task{}, err
 		}
 		t = &ft
+		retryReadHook()
 	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return task.Task{}, task.ErrClosed
 	}
+	fromDisk := true
 	if cur, ok := d.tasks.get(id); ok {
-		t = cur // in memory (still, or again: another retry came first)
+		t, fromDisk = cur, false // in memory (still, or again: another retry came first)
 	}
 	if !t.Status.Final() {
 		st := t.Status
@@ -188,7 +190,16 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		d.keys[t.IdempotencyKey] = t.ID
 	}
 	d.queue.push(t, d.tasks.key(t.ID), false)
-	committed := d.persistLocked(t, nil)
+	var committed <-chan error
+	if fromDisk {
+		// Read without the lock: a retention round may have deleted it,
+		// attempts and all, since. Its history goes with it, upserted in
+		// the same transaction, so that the retry puts back whatever that
+		// took rather than a task without its past runs.
+		committed = d.restoreLocked(t)
+	} else {
+		committed = d.persistLocked(t, nil)
+	}
 	d.log.Info("task retried by hand", "task_id", id, "was", was, "attempts_so_far", t.Attempts)
 	d.emitLocked(events.Event{Type: events.TaskRetried, TaskID: id, Status: string(was), Attempt: t.Attempts})
 	d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: id, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "retried"})
@@ -201,3 +212,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	}
 	return c, nil
 }
+
+// retryReadHook runs in Retry between its read of a task off memory and
+// taking the lock; tests set it to run a retention round there.
+var retryReadHook = func() {}
