@@ -335,3 +335,61 @@ func TestForeignClaimDoesNotEndAnotherWorkersRun(t *testing.T) {
 		t.Fatalf("b's delivery %+v; want running still: b has not reported, nor has its grace passed", h)
 	}
 }
+
+// A task canceled while two deliveries of it run (its first worker came
+// back still running the one the master had replaced, and the first
+// result would have won) is killed on both workers, not only on the one
+// it runs on now: the other would run on until its timeout.
+func TestCancelKillsEveryRunOfTheTask(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, a)
+	b := register(t, d, "b", 1)
+	lose(d, clk, a) // a's run goes on out of sight; b gets attempt 2
+	if got := deliver(d, b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Fatalf("b got %v, want %s", got, id)
+	}
+	a, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1,
+		Running: []Delivery{{TaskID: id, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cancels := take(a); len(cancels) != 0 {
+		t.Fatalf("a was told to kill %v on its return; want its run to go on, the first result winning", cancels)
+	}
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Session{a, b} {
+		if _, cancels := take(s); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+			t.Errorf("%s was told to kill %v after the cancel; want %s", s.WorkerID, cancels, id)
+		}
+	}
+}
+
+// The same when the task ends by a result: the delivery now current
+// succeeds while its first worker, back, still runs the replaced one.
+// That run has nothing left to do, and is killed.
+func TestResultKillsTheOlderRunOfTheTask(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, a)
+	b := register(t, d, "b", 1)
+	lose(d, clk, a)
+	deliver(d, b)
+	a, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1,
+		Running: []Delivery{{TaskID: id, Attempt: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	take(a)
+	finish(t, d, b, id, 0)
+	if _, cancels := take(a); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Fatalf("a was told to kill %v once b's run decided the task; want %s", cancels, id)
+	}
+	if _, cancels := take(b); len(cancels) != 0 {
+		t.Fatalf("b was told to kill %v: its run is over, reported", cancels)
+	}
+}

@@ -223,11 +223,10 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		d.endUnseenLocked(t.ID, last.WorkerID, last.N, "worker "+last.WorkerID+" was away when another delivery decided the task; the kill was never reported")
 	}
 	committed := d.persistLocked(t, a)
-	if replaced {
-		// A late result of a lost delivery decided the task: the delivery
-		// that replaced it has nothing left to do.
-		d.cancelOnLocked(last.WorkerID, t.ID)
-	}
+	// The task is decided: any other run of it has nothing left to do, the
+	// delivery that replaced this one (a late result of a lost delivery
+	// decided it) or an older one its worker came back still running.
+	d.killEverywhereLocked(t.ID)
 	run := finished.Sub(t.StartedAt).Seconds()
 	d.emitLocked(events.Event{Type: events.TaskFinished, Time: finished, TaskID: t.ID, WorkerID: r.WorkerID, Attempt: a.N,
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})

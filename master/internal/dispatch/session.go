@@ -489,22 +489,22 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 	d.emitLocked(events.Event{Type: events.TaskRequeued, TaskID: t.ID, WorkerID: workerID, Attempt: t.Attempts, Reason: reason, Detail: why})
 }
 
-// cancelOnLocked tells the worker holding a delivery of task id to kill it,
-// if that worker is connected; one that is not is told when it reconnects
-// and lists the task (claimLocked). The delivery keeps its slot until the
-// worker reports it, or one grace has passed since (expireDeliveriesLocked),
-// as for a delivery the master gave up: not until the task's whole timeout.
-func (d *Dispatcher) cancelOnLocked(workerID, id string) {
-	s := d.sessionLocked(workerID)
-	if s == nil {
-		return
-	}
-	if h, ok := s.inflight[id]; ok && !h.canceled {
-		h.canceled = true
-		if h.sent { // one not sent yet gets its grace when it is (Sent)
-			h.deadline = min(h.deadline, d.p.Mono()+reportGrace)
+// killEverywhereLocked tells every connected worker holding a delivery of
+// task id to kill it: the one it runs on now, and any that came back
+// still running a delivery the master had replaced. One that is away is
+// told when it reconnects and lists the task (claimLocked). Each delivery
+// keeps its slot until its worker reports it, or one grace has passed
+// since (expireDeliveriesLocked), as for a delivery the master gave up:
+// not until the task's whole timeout.
+func (d *Dispatcher) killEverywhereLocked(id string) {
+	for _, s := range d.rotation {
+		if h, ok := s.inflight[id]; ok && !h.canceled {
+			h.canceled = true
+			if h.sent { // one not sent yet gets its grace when it is (Sent)
+				h.deadline = min(h.deadline, d.p.Mono()+reportGrace)
+			}
+			s.send(Message{Cancel: id})
 		}
-		s.send(Message{Cancel: id})
 	}
 }
 

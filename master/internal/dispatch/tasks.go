@@ -99,14 +99,15 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 		return ft, fmt.Errorf("%w: task %s is already %s", task.ErrConflict, id, ft.Status)
 	}
 	wasOn := ""
+	// Every run of it is killed: the current delivery's, and an older one
+	// a worker came back still running. Each keeps its slot until its
+	// worker reports the kill; a worker that is away now is told when it
+	// comes back and lists the task (claimLocked).
+	d.killEverywhereLocked(id)
 	switch t.Status {
 	case task.StatusRunning:
 		wasOn = t.WorkerID
 		t.Error = "canceled while running on " + t.WorkerID
-		// The delivery keeps its slot until the worker reports the kill. A
-		// worker that is away now is told when it comes back and lists the
-		// task (claimLocked).
-		d.cancelOnLocked(t.WorkerID, id)
 	case task.StatusScheduled:
 		t.Error = "canceled while scheduled to run at " + t.RunAt.Format(time.RFC3339)
 	default:
