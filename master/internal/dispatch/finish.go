@@ -37,14 +37,15 @@ func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
 
 // restoreLocked queues t with every attempt of its history, in one
 // transaction: the row as persistLocked writes it (upserted whole if it
-// is gone) and each attempt upserted, for a task read off disk that may
-// have been deleted since.
+// is gone) and each attempt that is gone, for a task read off disk that
+// may have been deleted since. An attempt still stored is left alone: it
+// may have been reported, or ended, since the read.
 func (d *Dispatcher) restoreLocked(t *task.Task) <-chan error {
 	snap := copyTask(t)
 	snap.History = nil
 	ws := []store.Write{{Task: &snap, Kind: store.Update}}
 	for i := range t.History {
-		ws = append(ws, store.Write{Attempt: copyAttempt(&t.History[i]), AttemptKind: store.Upsert})
+		ws = append(ws, store.Write{Attempt: copyAttempt(&t.History[i]), AttemptKind: store.IfAbsent})
 	}
 	return d.p.Store.Apply(ws...)
 }

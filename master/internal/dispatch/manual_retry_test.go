@@ -260,3 +260,39 @@ func TestManualRetryRacingRetentionKeepsTheHistory(t *testing.T) {
 		t.Fatalf("on disk after the retry: %s, history %+v; want live again, with attempt 1 failed on w", got.Status, got.History)
 	}
 }
+
+// A retry by hand reads a final task off disk without the lock. A worker's
+// report of a delivery of it that landed between that read and the
+// retry's write (acknowledged: the worker forgets it) must not be undone
+// by the retry writing the history it read: the attempt stays as reported.
+func TestManualRetryKeepsAReportThatLandedAfterItsRead(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
+		t.Fatal(err)
+	}
+	take(w)
+	retryReadHook = func() {
+		r := result(t, d, w, id, 1, -1)
+		r.Canceled = true
+		if _, err := d.Report(ctx, r); err != nil {
+			t.Errorf("the kill's report: %v", err)
+		}
+	}
+	t.Cleanup(func() { retryReadHook = func() {} })
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.p.Store.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.History) == 0 || got.History[0].Outcome != task.OutcomeCanceled {
+		t.Fatalf("attempt 1 on disk after the retry: %+v; want canceled, as its worker reported (and was acknowledged)", got.History)
+	}
+}

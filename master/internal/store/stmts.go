@@ -19,7 +19,7 @@ import (
 // ones for the commonest writes of a task (taskSubmit, taskFinish).
 type stmts struct {
 	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
-	attemptUpsert, attemptUpdate, attemptEnd                   *sql.Stmt
+	attemptUpsert, attemptUpdate, attemptEnd, attemptKeep      *sql.Stmt
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
@@ -90,6 +90,11 @@ ON CONFLICT (task_id, n) DO UPDATE SET
 UPDATE attempts SET outcome = ?, exit_code = ?, error = ?, finished_at = ?, duplicate = ?
 WHERE task_id = ? AND n = ?`
 
+	attemptKeepSQL = `
+INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id, n) DO NOTHING`
+
 	attemptEndSQL = `
 UPDATE attempts SET outcome = ?, error = ?, finished_at = ?
 WHERE task_id = ? AND n = ? AND worker_id = ? AND outcome = 'running'`
@@ -110,6 +115,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 		{&st.attemptUpsert, attemptUpsertSQL, "attempt upsert"},
 		{&st.attemptUpdate, attemptUpdateSQL, "attempt update"},
 		{&st.attemptEnd, attemptEndSQL, "attempt end"},
+		{&st.attemptKeep, attemptKeepSQL, "attempt keep"},
 	} {
 		s, err := conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -124,7 +130,7 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 // close closes the statements prepared so far.
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate, st.attemptEnd} {
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate, st.attemptEnd, st.attemptKeep} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -187,6 +193,12 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
 	if k == IfRunning {
 		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
+		return err
+	}
+	if k == IfAbsent {
+		_, err := st.attemptKeep.ExecContext(ctx,
+			a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
+			nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate)
 		return err
 	}
 	if k == Update {

@@ -63,6 +63,12 @@ const (
 	// gives up after its task left memory, whose result may have been
 	// recorded since, or its task deleted by retention.
 	IfRunning
+	// IfAbsent, for an attempt only, writes the whole row only if it is not
+	// there, and leaves a stored one as it is: for a history read off disk
+	// without the lock and put back after retention may have deleted it,
+	// where a stored row is as new as the one read, or newer (a report, or
+	// an end, recorded since).
+	IfAbsent
 )
 
 // request is one Apply or DeleteFinished call waiting for the writer.
