@@ -244,14 +244,7 @@ func TestCanceledRunNeverReportedEndsLost(t *testing.T) {
 // away, it must end lost in the history, not stay running for good.
 func TestReplacementWhoseWorkerIsAwayEndsLostWhenALateResultDecides(t *testing.T) {
 	d, clk := newTest(t)
-	a := register(t, d, "a", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, a)
-	b := register(t, d, "b", 1)
-	lose(d, clk, a) // a's run goes on out of sight; b gets attempt 2
-	if got := deliver(d, b); len(got) != 1 || got[0] != id {
-		t.Fatalf("b got %v, want %s", got, id)
-	}
+	a, b, id := replacedRun(t, d, clk)
 	d.Unregister(b) // b is away: its run waits for it to claim it
 	if dup, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1}); err != nil || dup {
 		t.Fatalf("a's late report: dup=%v %v", dup, err)
@@ -342,19 +335,8 @@ func TestForeignClaimDoesNotEndAnotherWorkersRun(t *testing.T) {
 // it runs on now: the other would run on until its timeout.
 func TestCancelKillsEveryRunOfTheTask(t *testing.T) {
 	d, clk := newTest(t)
-	a := register(t, d, "a", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, a)
-	b := register(t, d, "b", 1)
-	lose(d, clk, a) // a's run goes on out of sight; b gets attempt 2
-	if got := deliver(d, b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
-		t.Fatalf("b got %v, want %s", got, id)
-	}
-	a, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1,
-		Running: []Delivery{{TaskID: id, Attempt: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, id := replacedRun(t, d, clk)
+	a = backHolding(t, d, a, id, 1)
 	if _, cancels := take(a); len(cancels) != 0 {
 		t.Fatalf("a was told to kill %v on its return; want its run to go on, the first result winning", cancels)
 	}
@@ -373,17 +355,8 @@ func TestCancelKillsEveryRunOfTheTask(t *testing.T) {
 // That run has nothing left to do, and is killed.
 func TestResultKillsTheOlderRunOfTheTask(t *testing.T) {
 	d, clk := newTest(t)
-	a := register(t, d, "a", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, a)
-	b := register(t, d, "b", 1)
-	lose(d, clk, a)
-	deliver(d, b)
-	a, _, err := d.Register(ctx, Registration{WorkerID: "a", InstanceID: a.InstanceID, Slots: 1,
-		Running: []Delivery{{TaskID: id, Attempt: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, id := replacedRun(t, d, clk)
+	a = backHolding(t, d, a, id, 1)
 	take(a)
 	finish(t, d, b, id, 0)
 	if _, cancels := take(a); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
@@ -392,4 +365,31 @@ func TestResultKillsTheOlderRunOfTheTask(t *testing.T) {
 	if _, cancels := take(b); len(cancels) != 0 {
 		t.Fatalf("b was told to kill %v: its run is over, reported", cancels)
 	}
+}
+
+// replacedRun makes the run that two deliveries of one task share: a got
+// attempt 1 and was lost, its run going on out of sight; b got attempt 2.
+func replacedRun(t *testing.T, d *Dispatcher, clk *fakeClock) (a, b *Session, id string) {
+	t.Helper()
+	a = register(t, d, "a", 1)
+	id = submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, a)
+	b = register(t, d, "b", 1)
+	lose(d, clk, a)
+	if got := deliver(d, b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Fatalf("b got %v, want %s", got, id)
+	}
+	return a, b, id
+}
+
+// backHolding registers s's process again, listing its delivery attempt
+// of task id as still running.
+func backHolding(t *testing.T, d *Dispatcher, s *Session, id string, attempt int) *Session {
+	t.Helper()
+	back, _, err := d.Register(ctx, Registration{WorkerID: s.WorkerID, InstanceID: s.InstanceID, Slots: 1,
+		Running: []Delivery{{TaskID: id, Attempt: attempt}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return back
 }
