@@ -41,9 +41,7 @@ func (d *Dispatcher) persistLocked(t *task.Task, a *task.Attempt) <-chan error {
 // may have been deleted since. An attempt still stored is left alone: it
 // may have been reported, or ended, since the read.
 func (d *Dispatcher) restoreLocked(t *task.Task) <-chan error {
-	snap := copyTask(t)
-	snap.History = nil
-	ws := []store.Write{{Task: &snap, Kind: store.Update}}
+	ws := []store.Write{{Task: rowOf(t), Kind: store.Update}}
 	for i := range t.History {
 		ws = append(ws, store.Write{Attempt: copyAttempt(&t.History[i]), AttemptKind: store.IfAbsent})
 	}
@@ -55,13 +53,19 @@ func (d *Dispatcher) restoreLocked(t *task.Task) <-chan error {
 // the order they are made, so the store always converges on the memory's
 // state.
 func (d *Dispatcher) writeLocked(k store.Kind, t *task.Task, a *task.Attempt, ak store.Kind) <-chan error {
-	snap := copyTask(t)
-	snap.History = nil
-	w := store.Write{Task: &snap, Kind: k}
+	w := store.Write{Task: rowOf(t), Kind: k}
 	if a != nil {
 		w.Attempt, w.AttemptKind = copyAttempt(a), ak
 	}
 	return d.p.Store.Apply(w)
+}
+
+// rowOf is a snapshot of t's row, without its history (attempts are
+// written one by one): the store writes it later, and t changes on.
+func rowOf(t *task.Task) *task.Task {
+	snap := copyTask(t)
+	snap.History = nil
+	return &snap
 }
 
 // settle is called by whoever waited for the commit of a task's final

@@ -191,17 +191,14 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 }
 
 func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
-	if k == IfRunning {
+	switch k {
+	case IfRunning:
 		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
 		return err
-	}
-	if k == IfAbsent {
-		_, err := st.attemptKeep.ExecContext(ctx,
-			a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
-			nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate)
+	case IfAbsent:
+		_, err := st.attemptKeep.ExecContext(ctx, attemptArgs(a)...)
 		return err
-	}
-	if k == Update {
+	case Update:
 		res, err := st.attemptUpdate.ExecContext(ctx,
 			string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate,
 			a.TaskID, a.N)
@@ -209,10 +206,15 @@ func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) erro
 			return err
 		}
 	}
-	_, err := st.attemptUpsert.ExecContext(ctx,
-		a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
-		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate)
+	_, err := st.attemptUpsert.ExecContext(ctx, attemptArgs(a)...)
 	return err
+}
+
+// attemptArgs are a's values in the column order of attemptUpsertSQL and
+// attemptKeepSQL.
+func attemptArgs(a *task.Attempt) []any {
+	return []any{a.TaskID, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
+		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate}
 }
 
 // updated reports whether an UPDATE changed its row; when it did not, the

@@ -71,14 +71,14 @@ const (
 	IfAbsent
 )
 
-// request is one Apply or DeleteFinished call waiting for the writer.
+// request is one Apply or runOnce call waiting for the writer.
 type request struct {
 	ws []Write // copies, owned by the writer once queued
-	// del, when set, is a DeleteFinished or a ReserveSeq: it runs in the
-	// writer's transaction like ws, but a failure of any kind is answered
-	// rather than retried (the next retention round retries a delete; a
-	// reservation fails the start-up that asked for it).
-	del    func(ctx context.Context) error
+	// once, when set, is runOnce's (a DeleteFinished or a ReserveSeq): it
+	// runs in the writer's transaction like ws, but a failure of any kind
+	// is answered rather than retried (the next retention round retries a
+	// delete; a reservation fails the start-up that asked for it).
+	once   func(ctx context.Context) error
 	weight int        // counted against maxBatch
 	done   chan error // cap 1; receives exactly one value
 }
@@ -89,7 +89,7 @@ type request struct {
 // ctx.Err() and fn may still run. what names the call in its errors;
 // weight counts against maxBatch.
 func (s *Store) runOnce(ctx context.Context, what string, weight int, fn func(ctx context.Context) error) error {
-	r := &request{del: fn, weight: weight, done: make(chan error, 1)}
+	r := &request{once: fn, weight: weight, done: make(chan error, 1)}
 	if err := s.enqueue(r); err != nil {
 		return fmt.Errorf("store: %s: %w", what, err)
 	}
@@ -102,7 +102,7 @@ func (s *Store) runOnce(ctx context.Context, what string, weight int, fn func(ct
 }
 
 // barrier reports whether r changes nothing: a Flush.
-func (r *request) barrier() bool { return len(r.ws) == 0 && r.del == nil }
+func (r *request) barrier() bool { return len(r.ws) == 0 && r.once == nil }
 
 // Apply queues writes for the writer goroutine and returns at once; it
 // never waits for the disk. Writes are applied in the order the calls
@@ -326,7 +326,7 @@ func (s *Store) commit(batch []*request, final bool) {
 			s.writes.Add(int64(len(r.ws)))
 			s.recovered("writes recovered")
 			r.done <- nil
-		case r.del != nil || permanent(err):
+		case r.once != nil || permanent(err):
 			r.done <- err
 		case final:
 			s.giveUp(batch[i:], err)
@@ -340,8 +340,8 @@ func (s *Store) commit(batch []*request, final bool) {
 
 // exec runs r's change inside the transaction inTx opened.
 func (s *Store) exec(ctx context.Context, r *request) error {
-	if r.del != nil {
-		return r.del(ctx)
+	if r.once != nil {
+		return r.once(ctx)
 	}
 	return s.stmts.apply(ctx, r.ws)
 }
