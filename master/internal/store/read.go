@@ -34,7 +34,10 @@ func (s *Store) Get(ctx context.Context, id string) (task.Task, error) {
 	}
 	defer tx.Rollback() //nolint:errcheck // read only
 
-	t, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	// The row's attempt (migration 8) is the newest; attempts holds the
+	// others, and may hold a stale copy of the row's, which is skipped.
+	var last attemptRow
+	t, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+`, `+lastCols+` FROM tasks WHERE id = ?`, id), last.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return task.Task{}, fmt.Errorf("store: task %s: %w", id, task.ErrNotFound)
 	}
@@ -43,29 +46,55 @@ func (s *Store) Get(ctx context.Context, id string) (task.Task, error) {
 	}
 
 	rows, err := tx.QueryContext(ctx, `
-SELECT task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate
-FROM attempts WHERE task_id = ? ORDER BY n`, id)
+SELECT n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate
+FROM attempts WHERE task_id = ? AND n != ? ORDER BY n`, id, last.N)
 	if err != nil {
 		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var (
-			a                  task.Attempt
-			exit               sql.NullInt64
-			assigned, finished int64
-		)
-		if err := rows.Scan(&a.TaskID, &a.N, &a.WorkerID, &a.Outcome, &exit, &a.Error, &assigned, &finished, &a.Duplicate); err != nil {
+		var r attemptRow
+		if err := rows.Scan(r.dest()...); err != nil {
 			return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
 		}
-		a.ExitCode = intPtr(exit)
-		a.AssignedAt, a.FinishedAt = fromNanos(assigned), fromNanos(finished)
-		t.History = append(t.History, a)
+		t.History = append(t.History, r.attempt(id))
 	}
 	if err := rows.Err(); err != nil {
 		return task.Task{}, fmt.Errorf("store: get %s: %w", id, err)
 	}
+	if last.N > 0 {
+		a := last.attempt(id)
+		i, _ := slices.BinarySearchFunc(t.History, a.N, func(h task.Attempt, n int) int { return cmp.Compare(h.N, n) })
+		t.History = slices.Insert(t.History, i, a)
+	}
 	return t, nil
+}
+
+// lastCols are the task row's attempt (migration 8), in attemptRow's
+// order.
+const lastCols = `last_n, last_worker_id, last_outcome, last_exit_code, last_error,
+	last_assigned_at, last_finished_at, last_duplicate`
+
+// attemptRow is an attempt as stored, in attempts or in its task's row.
+type attemptRow struct {
+	N                  int
+	WorkerID, Error    string
+	Outcome            task.Outcome
+	Exit               sql.NullInt64
+	Assigned, Finished int64
+	Duplicate          bool
+}
+
+// dest are r's fields in the column order of lastCols.
+func (r *attemptRow) dest() []any {
+	return []any{&r.N, &r.WorkerID, &r.Outcome, &r.Exit, &r.Error, &r.Assigned, &r.Finished, &r.Duplicate}
+}
+
+func (r *attemptRow) attempt(taskID string) task.Attempt {
+	return task.Attempt{
+		TaskID: taskID, N: r.N, WorkerID: r.WorkerID, Outcome: r.Outcome, ExitCode: intPtr(r.Exit),
+		Error: r.Error, AssignedAt: fromNanos(r.Assigned), FinishedAt: fromNanos(r.Finished), Duplicate: r.Duplicate,
+	}
 }
 
 // liveQuery selects every live task from tasks_status: three ranges of
@@ -244,8 +273,9 @@ func (s *Store) query(ctx context.Context, query string, args ...any) ([]task.Ta
 	return ts, rows.Err()
 }
 
-// scanTask reads one row of taskCols (or listCols).
-func scanTask(row interface{ Scan(...any) error }) (task.Task, error) {
+// scanTask reads one row of taskCols (or listCols), then into more the
+// columns selected after them.
+func scanTask(row interface{ Scan(...any) error }, more ...any) (task.Task, error) {
 	var (
 		t                                    task.Task
 		timeout                              int64
@@ -256,10 +286,10 @@ func scanTask(row interface{ Scan(...any) error }) (task.Task, error) {
 		requires, retryOn                    string
 		runAt, backoff, maxBackoff           int64
 	)
-	err := row.Scan(&t.ID, &t.Cmd, &t.Status, &t.Attempts, &t.MaxAttempts, &timeout, &t.WorkerID, &exit,
+	err := row.Scan(append([]any{&t.ID, &t.Cmd, &t.Status, &t.Attempts, &t.MaxAttempts, &timeout, &t.WorkerID, &exit,
 		&stdout, &stderr, &stdoutCut, &stderrCut, &errText, &t.IdempotencyKey,
 		&created, &assigned, &started, &finished,
-		&t.Priority, &requires, &runAt, &retryOn, &backoff, &maxBackoff, &t.AttemptBase)
+		&t.Priority, &requires, &runAt, &retryOn, &backoff, &maxBackoff, &t.AttemptBase}, more...)...)
 	if err != nil {
 		return task.Task{}, err
 	}

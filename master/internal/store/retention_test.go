@@ -14,15 +14,17 @@ func TestDeleteFinished(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
 	// finished makes a task in status st that finished at second sec, with
-	// one attempt, so that deleting it must delete an attempt row too.
+	// two attempts, so that deleting it must delete an attempt row too
+	// (the first: the second, the newest, is in the task's row).
 	finished := func(id string, st task.Status, sec int) []Write {
 		tk := newTask(id, at(0), st)
-		tk.Attempts = 1
+		tk.Attempts = 2
 		if sec > 0 {
 			tk.FinishedAt = at(sec)
 		}
-		a := &task.Attempt{TaskID: id, N: 1, WorkerID: "w", Outcome: task.OutcomeRunning, AssignedAt: at(0)}
-		return []Write{{Task: tk}, {Attempt: a}}
+		a1 := &task.Attempt{TaskID: id, N: 1, WorkerID: "w", Outcome: task.OutcomeLost, AssignedAt: at(0)}
+		a2 := &task.Attempt{TaskID: id, N: 2, WorkerID: "w", Outcome: task.OutcomeRunning, AssignedAt: at(0)}
+		return []Write{{Task: tk}, {Attempt: a1}, {Attempt: a2}}
 	}
 	for _, ws := range [][]Write{
 		// A scheduled task is live, and its finished_at is 0: before any

@@ -20,6 +20,8 @@ import (
 type stmts struct {
 	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
 	attemptUpsert, attemptUpdate, attemptEnd, attemptKeep      *sql.Stmt
+	spill, lastSet, lastUpdate, lastEnd                        *sql.Stmt
+	deliver, finish                                            *sql.Stmt
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
@@ -90,14 +92,66 @@ ON CONFLICT (task_id, n) DO UPDATE SET
 UPDATE attempts SET outcome = ?, exit_code = ?, error = ?, finished_at = ?, duplicate = ?
 WHERE task_id = ? AND n = ?`
 
+	// attemptKeepSQL inserts the attempt unless the table has it, or its
+	// task's row does (the last two values: the task's ID and the N again).
 	attemptKeepSQL = `
 INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = ? AND last_n = ?)
 ON CONFLICT (task_id, n) DO NOTHING`
 
 	attemptEndSQL = `
 UPDATE attempts SET outcome = ?, error = ?, finished_at = ?
 WHERE task_id = ? AND n = ? AND worker_id = ? AND outcome = 'running'`
+
+	// The task row's attempt (migration 8): a task's newest attempt is
+	// written into its row, where the task's own writes rewrite it
+	// anyway. spillSQL moves the row's attempt into attempts when a newer
+	// one (the N bound second) is about to take its place; lastSetSQL
+	// then writes the whole attempt into the row, unless the row holds a
+	// newer one already. lastUpdateSQL and lastEndSQL are attemptUpdateSQL
+	// and attemptEndSQL for the row's attempt.
+	spillSQL = `
+INSERT INTO attempts (task_id, n, worker_id, outcome, exit_code, error, assigned_at, finished_at, duplicate)
+SELECT id, last_n, last_worker_id, last_outcome, last_exit_code, last_error, last_assigned_at, last_finished_at, last_duplicate
+FROM tasks WHERE id = ? AND last_n > 0 AND last_n < ?
+ON CONFLICT (task_id, n) DO UPDATE SET
+	worker_id = excluded.worker_id, outcome = excluded.outcome, exit_code = excluded.exit_code,
+	error = excluded.error, assigned_at = excluded.assigned_at, finished_at = excluded.finished_at,
+	duplicate = excluded.duplicate`
+
+	lastSetSQL = `
+UPDATE tasks SET last_n = ?, last_worker_id = ?, last_outcome = ?, last_exit_code = ?, last_error = ?,
+	last_assigned_at = ?, last_finished_at = ?, last_duplicate = ?
+WHERE id = ? AND last_n <= ?`
+
+	lastUpdateSQL = `
+UPDATE tasks SET last_outcome = ?, last_exit_code = ?, last_error = ?, last_finished_at = ?, last_duplicate = ?
+WHERE id = ? AND last_n = ?`
+
+	lastEndSQL = `
+UPDATE tasks SET last_outcome = ?, last_error = ?, last_finished_at = ?
+WHERE id = ? AND last_n = ? AND last_worker_id = ? AND last_outcome = 'running'`
+
+	// deliverSQL and finishSQL write a task and its newest attempt in one
+	// statement, for the two writes nearly every task makes (writeBoth):
+	// a delivery, taskUpdateSQL with the whole attempt, if the row holds
+	// no attempt to move out first (none, or this one); and a result,
+	// taskFinishSQL with the attempt's end, if the row holds this attempt.
+	deliverSQL = `
+UPDATE tasks SET status = ?, attempts = ?, worker_id = ?, exit_code = ?,
+	stdout = ?, stderr = ?, stdout_cut = ?, stderr_cut = ?, error = ?,
+	assigned_at = ?, started_at = ?, finished_at = ?, run_at = ?, attempt_base = ?,
+	last_n = ?, last_worker_id = ?, last_outcome = ?, last_exit_code = ?, last_error = ?,
+	last_assigned_at = ?, last_finished_at = ?, last_duplicate = ?
+WHERE id = ? AND (last_n = 0 OR last_n = ?)`
+
+	finishSQL = `
+UPDATE tasks SET status = ?, exit_code = ?, stdout = ?, stderr = ?, stdout_cut = ?, stderr_cut = ?,
+	error = ?, started_at = ?, finished_at = ?,
+	last_outcome = ?, last_exit_code = ?, last_error = ?, last_finished_at = ?, last_duplicate = ?
+WHERE id = ? AND worker_id = ? AND attempts = ? AND assigned_at = ? AND run_at = ? AND attempt_base = ?
+	AND last_n = ?`
 )
 
 func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
@@ -116,6 +170,12 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 		{&st.attemptUpdate, attemptUpdateSQL, "attempt update"},
 		{&st.attemptEnd, attemptEndSQL, "attempt end"},
 		{&st.attemptKeep, attemptKeepSQL, "attempt keep"},
+		{&st.spill, spillSQL, "attempt spill"},
+		{&st.lastSet, lastSetSQL, "last attempt set"},
+		{&st.lastUpdate, lastUpdateSQL, "last attempt update"},
+		{&st.lastEnd, lastEndSQL, "last attempt end"},
+		{&st.deliver, deliverSQL, "delivery"},
+		{&st.finish, finishSQL, "result"},
 	} {
 		s, err := conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -130,7 +190,9 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 // close closes the statements prepared so far.
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish, st.attemptUpsert, st.attemptUpdate, st.attemptEnd, st.attemptKeep} {
+	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish,
+		st.attemptUpsert, st.attemptUpdate, st.attemptEnd, st.attemptKeep, st.spill, st.lastSet, st.lastUpdate, st.lastEnd,
+		st.deliver, st.finish} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -142,6 +204,12 @@ func (st *stmts) close() error {
 // opened there.
 func (st *stmts) apply(ctx context.Context, ws []Write) error {
 	for _, w := range ws {
+		if done, err := st.writeBoth(ctx, w); done || err != nil {
+			if err != nil {
+				return writeError("task "+w.Task.ID, err)
+			}
+			continue
+		}
 		if t := w.Task; t != nil {
 			if err := st.writeTask(ctx, t, w.Kind); err != nil {
 				return writeError("task "+t.ID, err)
@@ -154,6 +222,34 @@ func (st *stmts) apply(ctx context.Context, ws []Write) error {
 		}
 	}
 	return nil
+}
+
+// writeBoth writes w in one statement if it is a delivery (an Update of
+// the task with an Insert of its newest attempt) or a final result (an
+// Update of both) and the row is as the statement needs it, and reports
+// whether it did; writeTask and writeAttempt do the rest.
+func (st *stmts) writeBoth(ctx context.Context, w Write) (bool, error) {
+	t, a := w.Task, w.Attempt
+	if t == nil || a == nil || w.Kind != Update || a.TaskID != t.ID || a.N != t.Attempts {
+		return false, nil
+	}
+	switch {
+	case w.AttemptKind == Insert:
+		return updated(st.deliver.ExecContext(ctx,
+			string(t.Status), t.Attempts, t.WorkerID, intArg(t.ExitCode),
+			t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error,
+			nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt), nanos(t.RunAt), t.AttemptBase,
+			a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
+			nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate,
+			t.ID, a.N))
+	case w.AttemptKind == Update && t.Status.Final():
+		return updated(st.finish.ExecContext(ctx,
+			string(t.Status), intArg(t.ExitCode), t.Stdout, t.Stderr, t.StdoutCut, t.StderrCut, t.Error,
+			nanos(t.StartedAt), nanos(t.FinishedAt),
+			string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate,
+			t.ID, t.WorkerID, t.Attempts, nanos(t.AssignedAt), nanos(t.RunAt), t.AttemptBase, a.N))
+	}
+	return false, nil
 }
 
 func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
@@ -190,23 +286,43 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 	return err
 }
 
+// writeAttempt writes a as k says, where it lives: in its task's row if
+// it is the newest attempt written (last_n), else in attempts. Each
+// narrow write tries the row first; a whole write moves the row's
+// attempt out first if a is newer (nothing to move on a first delivery).
 func (st *stmts) writeAttempt(ctx context.Context, a *task.Attempt, k Kind) error {
 	switch k {
 	case IfRunning:
-		_, err := st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
+		res, err := st.lastEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
+		if done, err := updated(res, err); done || err != nil {
+			return err
+		}
+		_, err = st.attemptEnd.ExecContext(ctx, string(a.Outcome), a.Error, nanos(a.FinishedAt), a.TaskID, a.N, a.WorkerID)
 		return err
 	case IfAbsent:
-		_, err := st.attemptKeep.ExecContext(ctx, attemptArgs(a)...)
+		_, err := st.attemptKeep.ExecContext(ctx, append(attemptArgs(a), a.TaskID, a.N)...)
 		return err
 	case Update:
-		res, err := st.attemptUpdate.ExecContext(ctx,
-			string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate,
-			a.TaskID, a.N)
+		args := []any{string(a.Outcome), intArg(a.ExitCode), a.Error, nanos(a.FinishedAt), a.Duplicate, a.TaskID, a.N}
+		res, err := st.lastUpdate.ExecContext(ctx, args...)
+		if done, err := updated(res, err); done || err != nil {
+			return err
+		}
+		res, err = st.attemptUpdate.ExecContext(ctx, args...)
 		if done, err := updated(res, err); done || err != nil {
 			return err
 		}
 	}
-	_, err := st.attemptUpsert.ExecContext(ctx, attemptArgs(a)...)
+	if _, err := st.spill.ExecContext(ctx, a.TaskID, a.N); err != nil {
+		return err
+	}
+	res, err := st.lastSet.ExecContext(ctx, a.N, a.WorkerID, string(a.Outcome), intArg(a.ExitCode), a.Error,
+		nanos(a.AssignedAt), nanos(a.FinishedAt), a.Duplicate, a.TaskID, a.N)
+	if done, err := updated(res, err); done || err != nil {
+		return err
+	}
+	// An attempt older than the row's, or one whose task has no row.
+	_, err = st.attemptUpsert.ExecContext(ctx, attemptArgs(a)...)
 	return err
 }
 
