@@ -8,26 +8,11 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-// attemptRows returns the Ns of the task's rows in the attempts table.
-func attemptRows(t *testing.T, s *Store, id string) []int {
+// attemptRows returns the Ns of the task's rows in the attempts table,
+// in order.
+func attemptRows(t *testing.T, s *Store, id string) []string {
 	t.Helper()
-	rows, err := s.db.Query(`SELECT n FROM attempts WHERE task_id = ? ORDER BY n`, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var ns []int
-	for rows.Next() {
-		var n int
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		ns = append(ns, n)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	return storedIDs(t, s, `SELECT n FROM attempts WHERE task_id = '`+id+`' ORDER BY n`)
 }
 
 // wantHistory checks the task's History as Get reads it.
@@ -73,7 +58,7 @@ func TestNewestAttemptLivesInTheTaskRow(t *testing.T) {
 	run.Attempts, run.WorkerID, run.AssignedAt = 2, "w2", at(3)
 	a2 := task.Attempt{TaskID: "t1", N: 2, WorkerID: "w2", Outcome: task.OutcomeRunning, AssignedAt: at(3)}
 	apply(t, s, Write{Task: &run, Kind: Update, Attempt: &a2, AttemptKind: Insert})
-	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []int{1}) {
+	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []string{"1"}) {
 		t.Errorf("rows in attempts after the second delivery: %v, want [1]", got)
 	}
 	wantHistory(t, s, "t1", lost, a2)
@@ -94,7 +79,7 @@ func TestNewestAttemptLivesInTheTaskRow(t *testing.T) {
 	stale1, stale2 := a1, a2
 	apply(t, s, Write{Attempt: &stale1, AttemptKind: IfAbsent}, Write{Attempt: &stale2, AttemptKind: IfAbsent})
 	wantHistory(t, s, "t1", late, a2done)
-	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []int{1}) {
+	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []string{"1"}) {
 		t.Errorf("rows in attempts after IfAbsent of stored attempts: %v, want [1]", got)
 	}
 	// An older attempt written whole goes to the table, not the row.
@@ -149,7 +134,7 @@ VALUES ('t1', 1, 'w1', 'lost', NULL, 'gone', 1, 2, 0), ('t1', 2, 'w2', 'running'
 	a3 := task.Attempt{TaskID: "t1", N: 3, WorkerID: "w3", Outcome: task.OutcomeRunning, AssignedAt: fromNanos(5)}
 	apply(t, s, Write{Attempt: &a3, AttemptKind: Insert})
 	wantHistory(t, s, "t1", a1, a2, a3)
-	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []int{1, 2}) {
+	if got := attemptRows(t, s, "t1"); !reflect.DeepEqual(got, []string{"1", "2"}) {
 		t.Errorf("rows in attempts: %v, want [1 2]", got)
 	}
 	var outcome string
