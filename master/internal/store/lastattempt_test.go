@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -173,5 +175,19 @@ func TestDeliveryAndResultFallBack(t *testing.T) {
 	}
 	if got := attemptRows(t, s, "gone"); got != nil {
 		t.Errorf("rows in attempts: %v, want none", got)
+	}
+}
+
+// Attempts are numbered from 1 (a row's last_n 0 is "none"): an attempt
+// numbered 0 is a caller's bug, and its whole Apply is refused.
+func TestAttemptZeroIsRefused(t *testing.T) {
+	s, _ := open(t)
+	tk := newTask("t0", at(0), task.StatusQueued)
+	a0 := task.Attempt{TaskID: "t0", N: 0, WorkerID: "w1", Outcome: task.OutcomeRunning, AssignedAt: at(1)}
+	if err := <-s.Apply(Write{Task: tk, Kind: Insert}, Write{Attempt: &a0}); !errors.Is(err, task.ErrInvalid) {
+		t.Fatalf("Apply of attempt 0 = %v, want an error wrapping ErrInvalid", err)
+	}
+	if _, err := s.Get(context.Background(), "t0"); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Get after the refused Apply: %v, want not found (nothing written)", err)
 	}
 }

@@ -119,8 +119,18 @@ func (r *request) barrier() bool { return len(r.ws) == 0 && r.once == nil }
 // wrapping task.ErrUnavailable; after Close the error wraps task.ErrClosed.
 //
 // Apply copies what ws points to, so the caller may change its tasks once
-// Apply returns.
+// Apply returns. A call with an attempt numbered below 1 is refused whole,
+// its error wrapping task.ErrInvalid.
 func (s *Store) Apply(ws ...Write) <-chan error {
+	for _, w := range ws {
+		if a := w.Attempt; a != nil && a.N < 1 {
+			// Numbered from 1 (task.Attempt.N): last_n 0 is a row's "no
+			// attempt". A caller's bug, refused before anything is written.
+			done := make(chan error, 1)
+			done <- fmt.Errorf("store: apply: attempt %d of task %s: %w: attempts are numbered from 1", a.N, a.TaskID, task.ErrInvalid)
+			return done
+		}
+	}
 	r := &request{ws: copyWrites(ws), weight: len(ws), done: make(chan error, 1)}
 	if err := s.enqueue(r); err != nil {
 		r.done <- fmt.Errorf("store: apply: %w", err)
