@@ -393,3 +393,69 @@ func backHolding(t *testing.T, d *Dispatcher, s *Session, id string, attempt int
 	}
 	return back
 }
+
+// A master that restarts between a cancel and the worker's report of the
+// kill forgets it waited for that report. Start-up reads such runs back
+// (store.Unended): one whose worker never comes back, or comes back
+// without it, ends lost, as without the restart; one its worker still
+// holds is killed, and its report recorded.
+func TestCanceledRunOverARestart(t *testing.T) {
+	for _, how := range []string{"worker never comes back", "worker comes back without it", "worker comes back holding it"} {
+		t.Run(how, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "rh.db")
+			clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			d, _ := newOnDB(t, path, clk, 0)
+			w := register(t, d, "w", 1)
+			id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+			deliver(d, w)
+			if _, err := d.Cancel(ctx, id); err != nil { // the kill is sent; no report yet
+				t.Fatal(err)
+			}
+			if err := d.p.Store.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			d2, _ := newOnDB(t, path, clk, 100)
+			outcome := func() task.Attempt {
+				t.Helper()
+				if err := d2.p.Store.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				tk, err := d2.p.Store.Get(ctx, id)
+				if err != nil || tk.Status != task.StatusCanceled || len(tk.History) != 1 {
+					t.Fatalf("on disk: %+v, %v; want canceled with one delivery", tk, err)
+				}
+				return tk.History[0]
+			}
+			switch how {
+			case "worker never comes back":
+				pass(d2, clk, workerTimeout+2*time.Second)
+				if a := outcome(); a.Outcome != task.OutcomeLost || !strings.Contains(a.Error, "did not come back") || a.FinishedAt.IsZero() {
+					t.Errorf("delivery %+v; want lost, its worker not back in time", a)
+				}
+			case "worker comes back without it":
+				register(t, d2, "w", 1)
+				if a := outcome(); a.Outcome != task.OutcomeLost || !strings.Contains(a.Error, "came back without it") {
+					t.Errorf("delivery %+v; want lost, its worker back without it", a)
+				}
+			case "worker comes back holding it":
+				w2 := register(t, d2, "w", 1, id)
+				if _, cancels := take(w2); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+					t.Errorf("w was told to kill %v, want %s", cancels, id)
+				}
+				pass(d2, clk, workerTimeout+2*time.Second, w2)
+				if a := outcome(); a.Outcome != task.OutcomeRunning {
+					t.Errorf("delivery %+v while w holds it; want running until w reports", a)
+				}
+				r := result(t, d2, w2, id, 1, -1)
+				r.Canceled = true
+				if dup, err := d2.Report(ctx, r); err != nil || dup {
+					t.Fatalf("report of the kill: dup=%v %v", dup, err)
+				}
+				if a := outcome(); a.Outcome != task.OutcomeCanceled || a.Duplicate {
+					t.Errorf("delivery %+v after the report; want canceled, no duplicate", a)
+				}
+			}
+		})
+	}
+}

@@ -193,6 +193,19 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+r.WorkerID+" came back without it")
 		}
 	}
+	// Unended runs of final tasks it did not list are over: it lists every
+	// delivery it holds. One it listed was told to kill (claimLocked) and
+	// holds a slot until it reports the kill or the grace passes.
+	for id, u := range d.unended {
+		if u.workerID != r.WorkerID {
+			continue
+		}
+		delete(d.unended, id)
+		if h, held := s.inflight[id]; !held || h.attempt != u.attempt {
+			d.endUnseenLocked(id, u.workerID, u.attempt,
+				"the master restarted while it ran, and worker "+u.workerID+" came back without it")
+		}
+	}
 	pos := len(d.rotation) - 1
 	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
 	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})

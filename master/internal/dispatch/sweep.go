@@ -11,14 +11,29 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
+// unendedRun is a run of a final task whose end the master never heard of
+// before it stopped, waiting for its worker to come back holding it.
+type unendedRun struct {
+	workerID string
+	attempt  int
+	deadline time.Duration // monotonic: when to end it lost
+}
+
 // Recover loads the live tasks from the store after a start. Queued tasks
 // queue again in their order. Tasks that were running stay with their worker
 // for one worker timeout: a worker that reconnects still running one keeps
-// it (Register); Sweep re-queues the ones nobody claimed.
+// it (Register); Sweep re-queues the ones nobody claimed. Runs of final
+// tasks whose end was never reported (canceled, or decided by another run,
+// while they ran) wait the same window for their worker to come back
+// holding them, to be told to kill them; else they end lost.
 func (d *Dispatcher) Recover(ctx context.Context) error {
 	live, err := d.p.Store.Live(ctx)
 	if err != nil {
 		return fmt.Errorf("loading live tasks: %w", err)
+	}
+	unended, err := d.p.Store.Unended(ctx)
+	if err != nil {
+		return fmt.Errorf("loading unended runs: %w", err)
 	}
 	// Histories are read before the lock is taken: nothing waits for the
 	// disk under it, even at start.
@@ -81,7 +96,11 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 		}
 	}
 	pushDue(time.Time{})
-	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled)
+	for _, r := range unended {
+		d.unended[r.TaskID] = unendedRun{workerID: r.WorkerID, attempt: r.N, deadline: grace}
+	}
+	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled,
+		"unended_runs", len(unended))
 	return nil
 }
 
@@ -116,6 +135,13 @@ func (d *Dispatcher) Sweep() {
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.runsOnItsWorkerLocked(t) {
 			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
+		}
+	}
+	for id, u := range d.unended {
+		if now >= u.deadline {
+			delete(d.unended, id)
+			d.endUnseenLocked(id, u.workerID, u.attempt,
+				fmt.Sprintf("the master restarted while it ran, and worker %s did not come back holding it within %s", u.workerID, d.p.WorkerTimeout))
 		}
 	}
 	d.promoteLocked()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
@@ -189,5 +191,42 @@ func TestAttemptZeroIsRefused(t *testing.T) {
 	}
 	if _, err := s.Get(context.Background(), "t0"); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Get after the refused Apply: %v, want not found (nothing written)", err)
+	}
+}
+
+// Unended lists the final tasks whose newest run is still running in their
+// history, from the index that holds those alone, and drops one once its
+// end is written.
+func TestUnendedRuns(t *testing.T) {
+	s, _ := open(t)
+	write := func(id string, st task.Status, outcome task.Outcome) *task.Attempt {
+		tk := newTask(id, at(0), st)
+		tk.Attempts, tk.WorkerID = 1, "w-"+id
+		a := &task.Attempt{TaskID: id, N: 1, WorkerID: "w-" + id, Outcome: outcome, AssignedAt: at(1)}
+		apply(t, s, Write{Task: tk}, Write{Attempt: a})
+		return a
+	}
+	write("running", task.StatusRunning, task.OutcomeRunning)
+	canceled := write("canceled", task.StatusCanceled, task.OutcomeRunning)
+	write("decided", task.StatusSucceeded, task.OutcomeRunning) // another run decided it
+	write("ended", task.StatusCanceled, task.OutcomeCanceled)
+	write("queued", task.StatusQueued, task.OutcomeLost)
+	got, err := s.Unended(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Run{{TaskID: "canceled", N: 1, WorkerID: "w-canceled"}, {TaskID: "decided", N: 1, WorkerID: "w-decided"}}
+	slices.SortFunc(got, func(a, b Run) int { return strings.Compare(a.TaskID, b.TaskID) })
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Unended = %+v, want %+v", got, want)
+	}
+	if p := queryPlan(t, s, unendedQuery); !strings.Contains(p, "tasks_unended") {
+		t.Errorf("Unended's plan %q; want tasks_unended", p)
+	}
+
+	canceled.Outcome, canceled.FinishedAt = task.OutcomeLost, at(5)
+	apply(t, s, Write{Attempt: canceled, AttemptKind: IfRunning})
+	if got, err := s.Unended(context.Background()); err != nil || len(got) != 1 || got[0].TaskID != "decided" {
+		t.Errorf("Unended after canceled's end = %+v, %v; want decided alone", got, err)
 	}
 }

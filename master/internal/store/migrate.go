@@ -155,6 +155,16 @@ ALTER TABLE tasks ADD COLUMN last_assigned_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN last_finished_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN last_duplicate   INTEGER NOT NULL DEFAULT 0;
 `,
+	// 9: the final tasks whose newest run is still running in their
+	// history: canceled, or decided by another run, while it ran, and
+	// its end not reported yet. Start-up reads them (Unended) to end them
+	// lost should their worker not come back holding them; the index
+	// holds those few only. Its WHERE must read as unendedQuery's does,
+	// and is plain comparisons (migration 5).
+	`
+CREATE INDEX tasks_unended ON tasks (last_worker_id)
+	WHERE last_outcome = 'running' AND status != 'scheduled' AND status != 'queued' AND status != 'running';
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

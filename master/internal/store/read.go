@@ -120,6 +120,41 @@ func (s *Store) Live(ctx context.Context) ([]task.Task, error) {
 	return ts, nil
 }
 
+// unendedQuery reads tasks_unended (migration 9), whose WHERE it repeats.
+const unendedQuery = `SELECT id, last_n, last_worker_id FROM tasks INDEXED BY tasks_unended
+WHERE last_outcome = 'running' AND status != 'scheduled' AND status != 'queued' AND status != 'running'`
+
+// Run is one delivery of a task: its attempt N on a worker.
+type Run struct {
+	TaskID   string
+	N        int
+	WorkerID string
+}
+
+// Unended returns the newest run of each final task whose history still
+// has it running: it was canceled, or another run decided the task, while
+// it ran, and its end was never reported. (Older runs, and those of a
+// database from before migration 8, are not among them.)
+func (s *Store) Unended(ctx context.Context) ([]Run, error) {
+	rows, err := s.db.QueryContext(ctx, unendedQuery)
+	if err != nil {
+		return nil, fmt.Errorf("store: unended runs: %w", err)
+	}
+	defer rows.Close()
+	var runs []Run
+	for rows.Next() {
+		var r Run
+		if err := rows.Scan(&r.TaskID, &r.N, &r.WorkerID); err != nil {
+			return nil, fmt.Errorf("store: unended runs: %w", err)
+		}
+		runs = append(runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: unended runs: %w", err)
+	}
+	return runs, nil
+}
+
 // FindByIdempotencyKey returns the task created with key, without History.
 // The error wraps task.ErrNotFound if there is none.
 func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (task.Task, error) {
