@@ -116,12 +116,12 @@ type Dispatcher struct {
 	// end unreported, when the master last stopped (store.Unended): each
 	// ends lost unless its worker comes back holding it by the deadline
 	// (monotonic), as orphans do for live tasks.
-	unended map[string]unendedRun
-	closedCh    chan struct{}            // closed by Close: wakes waiters
-	reserved    int                      // queue places held by submissions waiting for their write
-	timers      timers                   // scheduled tasks by when they are due
-	kick        chan struct{}            // cap 1: a timer earlier than any before was set; wakes Run
-	rand        func() float64           // in [0, 1), for the jitter of retry backoffs
+	unended  map[string]unendedRun
+	closedCh chan struct{}  // closed by Close: wakes waiters
+	reserved int            // queue places held by submissions waiting for their write
+	timers   timers         // scheduled tasks by when they are due
+	kick     chan struct{}  // cap 1: a timer earlier than any before was set; wakes Run
+	rand     func() float64 // in [0, 1), for the jitter of retry backoffs
 }
 
 type eviction struct {
