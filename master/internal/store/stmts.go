@@ -22,6 +22,7 @@ type stmts struct {
 	attemptUpsert, attemptUpdate, attemptEnd, attemptKeep      *sql.Stmt
 	spill, lastSet, lastUpdate, lastEnd                        *sql.Stmt
 	deliver, finish                                            *sql.Stmt
+	begin, commit                                              *sql.Stmt // inTx's, parsed once like the rest
 }
 
 // taskColumns are the tasks columns in the order taskArgs binds them.
@@ -176,6 +177,8 @@ func prepare(ctx context.Context, conn *sql.Conn) (*stmts, error) {
 		{&st.lastEnd, lastEndSQL, "last attempt end"},
 		{&st.deliver, deliverSQL, "delivery"},
 		{&st.finish, finishSQL, "result"},
+		{&st.begin, "BEGIN", "begin"},
+		{&st.commit, "COMMIT", "commit"},
 	} {
 		s, err := conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -192,7 +195,7 @@ func (st *stmts) close() error {
 	var errs []error
 	for _, s := range []*sql.Stmt{st.taskUpsert, st.taskInsert, st.taskSubmit, st.taskUpdate, st.taskFinish,
 		st.attemptUpsert, st.attemptUpdate, st.attemptEnd, st.attemptKeep, st.spill, st.lastSet, st.lastUpdate, st.lastEnd,
-		st.deliver, st.finish} {
+		st.deliver, st.finish, st.begin, st.commit} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
