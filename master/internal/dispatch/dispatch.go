@@ -112,11 +112,14 @@ type Dispatcher struct {
 	completed   map[string]int           // results per worker ID; outlives sessions so counts survive reconnects
 	evicting    []eviction               // final tasks nobody waits for, to drop from memory once committed
 	orphans     map[string]time.Duration // running tasks whose worker is away -> when (monotonic) to re-queue them unclaimed
-	// unended are the runs of final tasks that were still going on, their
-	// end unreported, when the master last stopped (store.Unended): each
-	// ends lost unless its worker comes back holding it by the deadline
-	// (monotonic), as orphans do for live tasks.
-	unended  map[string]unendedRun
+	// unended are the runs that were still going on, their end unreported,
+	// when the master last stopped, and that are no task's current
+	// delivery: the newest run of a final task (store.Unended), and a run
+	// from before a retry by hand of a live one (its history). Each ends
+	// lost unless its worker comes back holding it by the deadline
+	// (monotonic), as orphans do for live tasks. By delivery: a live task
+	// may have more than one.
+	unended  map[Delivery]unendedRun
 	closedCh chan struct{}  // closed by Close: wakes waiters
 	reserved int            // queue places held by submissions waiting for their write
 	timers   timers         // scheduled tasks by when they are due
@@ -159,7 +162,7 @@ func New(p Params) *Dispatcher {
 		keys:      make(map[string]string),
 		completed: make(map[string]int),
 		orphans:   make(map[string]time.Duration),
-		unended:   make(map[string]unendedRun),
+		unended:   make(map[Delivery]unendedRun),
 		closedCh:  make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		rand:      p.Rand,

@@ -193,16 +193,23 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+r.WorkerID+" came back without it")
 		}
 	}
-	// Unended runs of final tasks it did not list are over: it lists every
+	// Unended runs (Recover) it did not list are over: it lists every
 	// delivery it holds. One it listed was told to kill (claimLocked) and
 	// holds a slot until it reports the kill or the grace passes.
-	for id, u := range d.unended {
+	for k, u := range d.unended {
 		if u.workerID != r.WorkerID {
 			continue
 		}
-		delete(d.unended, id)
-		if h, held := s.inflight[id]; !held || h.attempt != u.attempt {
-			d.endUnseenLocked(id, u.workerID, u.attempt,
+		delete(d.unended, k)
+		h, held := s.inflight[k.TaskID]
+		if held && h.attempt == 0 {
+			// Claimed without its number, and its task left memory between
+			// lookUpGone and the lock, so claimLocked could not tell which
+			// delivery: the one this worker was running is this one.
+			h.attempt = k.Attempt
+		}
+		if !held || h.attempt != k.Attempt {
+			d.endUnseenLocked(k.TaskID, u.workerID, k.Attempt,
 				"the master restarted while it ran, and worker "+u.workerID+" came back without it")
 		}
 	}

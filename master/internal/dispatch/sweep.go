@@ -11,21 +11,23 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
-// unendedRun is a run of a final task whose end the master never heard of
-// before it stopped, waiting for its worker to come back holding it.
+// unendedRun is a run, no task's current delivery, whose end the master
+// never heard of before it stopped, waiting for its worker to come back
+// holding it.
 type unendedRun struct {
 	workerID string
-	attempt  int
 	deadline time.Duration // monotonic: when to end it lost
 }
 
 // Recover loads the live tasks from the store after a start. Queued tasks
 // queue again in their order. Tasks that were running stay with their worker
 // for one worker timeout: a worker that reconnects still running one keeps
-// it (Register); Sweep re-queues the ones nobody claimed. Runs of final
-// tasks whose end was never reported (canceled, or decided by another run,
-// while they ran) wait the same window for their worker to come back
-// holding them, to be told to kill them; else they end lost.
+// it (Register); Sweep re-queues the ones nobody claimed. Runs whose end
+// was never reported and that are no task's current delivery (the newest
+// run of a final task, canceled or decided by another run while it ran; a
+// run from before a retry by hand of a live task) wait the same window for
+// their worker to come back holding them, to be told to kill them; else
+// they end lost.
 func (d *Dispatcher) Recover(ctx context.Context) error {
 	live, err := d.p.Store.Live(ctx)
 	if err != nil {
@@ -70,6 +72,15 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 		t := &task.Task{}
 		*t = live[i] // a copy: a pointer into live would keep the whole slice in memory
 		t.History = histories[t.ID]
+		// A run still going on in the history that is not the task's
+		// current delivery is one from before a retry by hand (any other
+		// is ended when its task is taken back): the master that stopped
+		// waited for its worker to report its kill.
+		for _, a := range t.History {
+			if a.Outcome == task.OutcomeRunning && !isCurrent(t, a.WorkerID, a.N) {
+				d.unended[Delivery{TaskID: t.ID, Attempt: a.N}] = unendedRun{workerID: a.WorkerID, deadline: grace}
+			}
+		}
 		switch t.Status {
 		case task.StatusRunning:
 			d.orphans[t.ID] = grace
@@ -97,10 +108,10 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	}
 	pushDue(time.Time{})
 	for _, r := range unended {
-		d.unended[r.TaskID] = unendedRun{workerID: r.WorkerID, attempt: r.N, deadline: grace}
+		d.unended[Delivery{TaskID: r.TaskID, Attempt: r.N}] = unendedRun{workerID: r.WorkerID, deadline: grace}
 	}
 	d.log.Info("recovered tasks", "live", len(live), "awaiting_their_worker", orphaned, "scheduled", scheduled,
-		"unended_runs", len(unended))
+		"unended_runs", len(d.unended))
 	return nil
 }
 
@@ -137,10 +148,10 @@ func (d *Dispatcher) Sweep() {
 			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
 		}
 	}
-	for id, u := range d.unended {
+	for k, u := range d.unended {
 		if now >= u.deadline {
-			delete(d.unended, id)
-			d.endUnseenLocked(id, u.workerID, u.attempt,
+			delete(d.unended, k)
+			d.endUnseenLocked(k.TaskID, u.workerID, k.Attempt,
 				fmt.Sprintf("the master restarted while it ran, and worker %s did not come back holding it within %s", u.workerID, d.p.WorkerTimeout))
 		}
 	}
