@@ -311,7 +311,9 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: d.p.Now(), TaskID: t.ID, WorkerID: s.WorkerID, Attempt: a.N, Reason: "reclaimed"})
 		return
 	}
-	h.canceled = true
+	// Told to kill it now: the grace for the kill's report runs from now,
+	// as for a kill sent to a connected worker (killEverywhereLocked).
+	h.canceled, h.deadline = true, mono+reportGrace
 	s.send(Message{Cancel: c.TaskID})
 }
 

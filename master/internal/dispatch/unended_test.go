@@ -179,3 +179,39 @@ func TestCanceledRunOverARestart(t *testing.T) {
 		})
 	}
 }
+
+// A worker that comes back holding a run it must kill (its task was
+// canceled while it was away) keeps that run's slot for the grace after
+// the kill is sent, as for a kill sent to a connected worker: not for the
+// claim window on top of it.
+func TestKillSentAtRegistrationHoldsTheSlotForTheGrace(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	d.Unregister(w)
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	w = register(t, d, "w", 1, id)
+	if _, cancels := take(w); fmt.Sprint(cancels) != fmt.Sprint([]string{id}) {
+		t.Fatalf("w was told to kill %v, want %s", cancels, id)
+	}
+	running := func() int {
+		for _, wi := range d.Workers() {
+			if wi.ID == "w" {
+				return wi.Running
+			}
+		}
+		t.Fatal("w is not connected")
+		return 0
+	}
+	pass(d, clk, reportGrace-2*time.Second, w)
+	if n := running(); n != 1 {
+		t.Fatalf("w runs %d before the grace passed; want the killed run's slot held", n)
+	}
+	pass(d, clk, 4*time.Second, w)
+	if n := running(); n != 0 {
+		t.Errorf("w runs %d once the grace passed without the kill's report; want its slot free", n)
+	}
+}
