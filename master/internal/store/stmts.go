@@ -15,8 +15,12 @@ import (
 )
 
 // stmts are the writer's prepared statements, on its own connection: one
-// per Kind of each row (an attempt's Insert is its upsert), and narrower
-// ones for the commonest writes of a task (taskSubmit, taskFinish).
+// per Kind of each row (an attempt's Insert is its upsert), narrower ones
+// for the commonest writes of a task (taskSubmit, taskFinish), the same
+// for the newest attempt, which lives in its task's row (spill, lastSet,
+// lastUpdate, lastEnd), the two writes of task and attempt in one
+// statement (deliver and finish, for writeBoth), and inTx's BEGIN and
+// COMMIT.
 type stmts struct {
 	taskUpsert, taskInsert, taskSubmit, taskUpdate, taskFinish *sql.Stmt
 	attemptUpsert, attemptUpdate, attemptEnd, attemptKeep      *sql.Stmt
