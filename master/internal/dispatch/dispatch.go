@@ -119,7 +119,11 @@ type Dispatcher struct {
 	// lost unless its worker comes back holding it by the deadline
 	// (monotonic), as orphans do for live tasks. By delivery: a live task
 	// may have more than one.
-	unended  map[Delivery]unendedRun
+	unended map[Delivery]unendedRun
+	// diskOnly counts the writes queued for tasks off memory (a late
+	// result, an unended run's end): Retry, which reads such a task
+	// without the lock, reads it again should one have come meanwhile.
+	diskOnly uint64
 	closedCh chan struct{}  // closed by Close: wakes waiters
 	reserved int            // queue places held by submissions waiting for their write
 	timers   timers         // scheduled tasks by when they are due

@@ -142,6 +142,8 @@ func (d *Dispatcher) endUnseenLocked(id, workerID string, attempt int, why strin
 		}
 		a := &t.History[i]
 		a.Outcome, a.Error, a.FinishedAt = ended.Outcome, ended.Error, ended.FinishedAt
+	} else {
+		d.diskOnly++
 	}
 	// IfRunning: a task off memory is final and on disk, where this
 	// delivery may have its result already, or be gone with its task.

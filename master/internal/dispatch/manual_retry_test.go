@@ -295,4 +295,115 @@ func TestManualRetryKeepsAReportThatLandedAfterItsRead(t *testing.T) {
 	if len(got.History) == 0 || got.History[0].Outcome != task.OutcomeCanceled {
 		t.Fatalf("attempt 1 on disk after the retry: %+v; want canceled, as its worker reported (and was acknowledged)", got.History)
 	}
+	// The retry is live, answered from memory: the same history there (it
+	// showed attempt 1 running, as Retry had read it).
+	mem, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mem.History) == 0 || mem.History[0].Outcome != task.OutcomeCanceled {
+		t.Fatalf("attempt 1 in memory after the retry: %+v; want canceled, as on disk", mem.History)
+	}
+}
+
+// The same with the end the master records itself: a restarted master
+// ends lost a canceled task's run whose worker did not come back (Sweep)
+// between a retry's read of the task and its lock. The retry, live in
+// memory, shows that end, as the disk does.
+func TestManualRetryKeepsAnEndSweepRecordedAfterItsRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // the kill is sent; no report yet
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := newOnDB(t, path, clk, 100) // the run is unended, its task off memory
+	once := false
+	retryReadHook = func() {
+		if !once {
+			once = true
+			pass(d2, clk, workerTimeout+2*time.Second) // w never came back
+		}
+	}
+	t.Cleanup(func() { retryReadHook = func() {} })
+	if _, err := d2.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := d2.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := d2.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, tk := range map[string]task.Task{"on disk": disk, "in memory": mem} {
+		if tk.Status != task.StatusQueued || len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeLost {
+			t.Errorf("%s after the retry: %s, history %+v; want queued, attempt 1 lost (its worker did not come back)", where, tk.Status, tk.History)
+		}
+	}
+}
+
+// A worker's result for a task off memory is read from the store without
+// the lock. A retry by hand that puts the task back in memory between
+// that read and the lock makes it a result from before the retry: it
+// decides nothing, is recorded as a late one, and shows in the retry's
+// history in memory as on disk (it was judged against the final task
+// read, and written to disk alone).
+func TestResultRacingARetryByHandIsRecordedOnTheRetry(t *testing.T) {
+	d, _ := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
+		t.Fatal(err)
+	}
+	take(w)
+	once := false
+	reportReadHook = func() {
+		if !once {
+			once = true
+			if _, err := d.Retry(ctx, id); err != nil {
+				t.Errorf("the retry: %v", err)
+			}
+		}
+	}
+	t.Cleanup(func() { reportReadHook = func() {} })
+	// w's run ended before the kill reached it.
+	dup, err := d.Report(ctx, result(t, d, w, id, 1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.p.Store.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dup {
+		t.Errorf("the result was not told a duplicate; it came after the retry, which it must not decide")
+	}
+	for where, tk := range map[string]task.Task{"in memory": mem, "on disk": disk} {
+		if tk.Status.Final() || len(tk.History) == 0 {
+			t.Fatalf("%s: %s, history %+v; want the retry live", where, tk.Status, tk.History)
+		}
+		if a := tk.History[0]; a.N != 1 || a.Outcome != task.OutcomeSucceeded || !a.Duplicate {
+			t.Errorf("%s: attempt 1 %+v; want succeeded, a duplicate (from before the retry)", where, a)
+		}
+	}
 }

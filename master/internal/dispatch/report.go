@@ -136,7 +136,15 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			return false, nil, false, "", err
 		}
 		t = &ft
+		reportReadHook()
 		d.mu.Lock()
+		if cur, ok := d.tasks.get(r.TaskID); ok {
+			// A retry by hand brought it back since the read: the report
+			// is of the live task, recorded in its history in memory too,
+			// and judged by what it is now (a delivery from before the
+			// retry decides nothing).
+			t, live = cur, true
+		}
 	}
 	a := attemptFor(t, r)
 	if a == nil {
@@ -197,6 +205,9 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			d.log.Warn("duplicate result recorded", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "final_worker_id", t.WorkerID)
 		}
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
+		if !live {
+			d.diskOnly++ // a write memory does not hold (Retry reads again)
+		}
 		unlock()
 		return dup, committed, false, "", nil
 	}
@@ -370,3 +381,7 @@ func withinDelivery(started, finished, assigned, now time.Time) (time.Time, time
 	}
 	return clamp(started, assigned, end), finished
 }
+
+// reportReadHook runs in report between its read of a task off memory and
+// taking the lock; tests set it to retry the task by hand there.
+var reportReadHook = func() {}

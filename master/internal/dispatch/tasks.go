@@ -136,26 +136,54 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	if err := d.p.Store.WriteErr(); err != nil {
 		return task.Task{}, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
 	}
+	var (
+		t, ft    *task.Task // in memory; read off disk
+		seen     uint64     // d.diskOnly before that read
+		fromDisk bool
+	)
 	d.mu.Lock()
-	t, live := d.tasks.get(id)
-	d.mu.Unlock()
-	if !live {
-		// Final and off memory: read it, history and all, without the lock.
-		ft, err := d.p.Store.Get(ctx, id)
+	for {
+		if cur, ok := d.tasks.get(id); ok {
+			t = cur // in memory (still, or again: another retry came first)
+			break
+		}
+		if ft != nil && d.diskOnly == seen {
+			t, fromDisk = ft, true
+			break
+		}
+		// Final and off memory: read it, history and all, without the
+		// lock; again should a write for a task off memory (a late result
+		// of this one, say) have been queued meanwhile, since the retry
+		// puts the task in memory as read, where that write would be
+		// missing. That read waits for the write to land: a barrier
+		// queued under the lock is behind it.
+		seen = d.diskOnly
+		var landed <-chan error
+		if ft != nil {
+			landed = d.p.Store.Apply()
+		}
+		d.mu.Unlock()
+		if landed != nil {
+			select {
+			case err := <-landed:
+				if err != nil {
+					return task.Task{}, err
+				}
+			case <-ctx.Done():
+				return task.Task{}, ctx.Err()
+			}
+		}
+		got, err := d.p.Store.Get(ctx, id)
 		if err != nil {
 			return task.Task{}, err
 		}
-		t = &ft
+		ft = &got
 		retryReadHook()
+		d.mu.Lock()
 	}
-	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return task.Task{}, task.ErrClosed
-	}
-	fromDisk := true
-	if cur, ok := d.tasks.get(id); ok {
-		t, fromDisk = cur, false // in memory (still, or again: another retry came first)
 	}
 	if !t.Status.Final() {
 		st := t.Status
