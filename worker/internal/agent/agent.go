@@ -118,7 +118,12 @@ type Agent struct {
 	// the latter until they arrive or the stream ends. asked is set once the
 	// master has answered the drain, or could not be asked.
 	seen, awaited map[string]int32
-	asked         bool
+	// listed holds the deliveries the latest registration listed, which
+	// had all arrived: the master's drain answer may still name one whose
+	// result was acknowledged since (its claim stands until a heartbeat),
+	// and the drain must not await it.
+	listed map[string]int32
+	asked  bool
 	// registering is set while a registration is on its way, until its
 	// Welcome has come and, if a drain began meanwhile, the master has been
 	// told of the drain on the new stream: tasks can come with the Welcome,
@@ -303,6 +308,11 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		return errDraining
 	}
 	a.registering = true // until the Welcome; Run clears it if none comes
+	running := a.holdingLocked()
+	a.listed = make(map[string]int32, len(running))
+	for _, r := range running {
+		a.listed[r.GetTaskId()] = r.GetAttempt()
+	}
 	a.mu.Unlock()
 	streamCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -312,7 +322,7 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 		InstanceId:     a.instanceID,
 		Slots:          int32(a.cfg.Slots),
 		RunningTaskIds: a.runningIDs(), // for a master that predates running
-		Running:        a.holding(),
+		Running:        running,
 		Version:        a.cfg.Version,
 		Labels:         a.cfg.Labels,
 	}
@@ -519,6 +529,11 @@ func (a *Agent) runningIDs() []string {
 func (a *Agent) holding() []*pb.RunningTask {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.holdingLocked()
+}
+
+// holdingLocked is holding for a caller that holds mu.
+func (a *Agent) holdingLocked() []*pb.RunningTask {
 	out := make([]*pb.RunningTask, 0, len(a.running))
 	for id := range a.running {
 		out = append(out, &pb.RunningTask{TaskId: id, Attempt: a.attempts[id]})

@@ -52,8 +52,10 @@ func (a *Agent) Drain(ctx context.Context) error {
 // registered, has the drain wait for the deliveries the master's answer
 // names that have not reached us: sent (or about to be) before the master
 // took note of the drain, they run. Only on the stream that is open now:
-// once that ends, nothing more comes on it. Then the drain counts as asked,
-// answered or not.
+// once that ends, nothing more comes on it. Nor those the registration of
+// that stream listed, which had arrived: the master still names one whose
+// result it took while the worker registered, until the next heartbeat
+// frees its slot. Then the drain counts as asked, answered or not.
 func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
 	var held []*pb.RunningTask
 	if client != nil && ctx.Err() == nil {
@@ -69,7 +71,7 @@ func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
 	defer a.mu.Unlock()
 	if a.registered.Load() {
 		for _, h := range held {
-			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n {
+			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n && a.listed[id] < n {
 				a.awaited[id] = n
 			}
 		}

@@ -282,3 +282,45 @@ func TestDrainDuringRegistrationRunsWhatCameWithTheWelcome(t *testing.T) {
 		})
 	}
 }
+
+// A delivery the worker listed when it registered is not on its way: it
+// had arrived. The master may still name it in its drain answer after the
+// worker's result for it was acknowledged: a report the master took
+// between the worker's list and its registration (the worker resends its
+// results as it reconnects, after a master restart) leaves the claim of
+// the listed delivery standing until the next heartbeat. The drain must
+// not wait for it to arrive; it used to, for the whole drain timeout.
+func TestDrainDoesNotAwaitADeliveryListedAtRegistration(t *testing.T) {
+	f := newFakeMaster()
+	var ack atomic.Bool
+	f.reportErr = func(*pb.TaskResult, int32) error {
+		if !ack.Load() {
+			return status.Error(codes.Unavailable, "not now")
+		}
+		return nil
+	}
+	_, addr := serve(t, inFlightMaster{f, []*pb.RunningTask{{TaskId: "t1", Attempt: 1}}}, "127.0.0.1:0")
+	a, _ := startAgent(t, addr)
+	recv(t, f.registrations, "registration")
+	f.tasks <- task("t1", "true")
+	eventually(t, func() bool { return f.reportCalls.Load() >= 1 }, "t1 was never reported")
+
+	// The session ends (the master forgot it) while t1's result waits for
+	// its ack: the next registration lists t1.
+	f.unknown.Store(true)
+	again := recv(t, f.registrations, "registration after known=false")
+	f.unknown.Store(false)
+	if r := again.GetRunning(); len(r) != 1 || r[0].GetTaskId() != "t1" || r[0].GetAttempt() != 1 {
+		t.Fatalf("registration lists %v, want t1's delivery 1", r)
+	}
+	eventually(t, a.Registered, "not registered again")
+	ack.Store(true)
+	recv(t, f.reports, "t1's result")
+	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "t1 still held after its ack")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if err := recv(t, startDrain(ctx, a), "end of the drain"); err != nil {
+		t.Errorf("Drain = %v, want nil: t1 had come and gone", err)
+	}
+}
