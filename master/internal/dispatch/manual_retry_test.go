@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -404,6 +405,63 @@ func TestResultRacingARetryByHandIsRecordedOnTheRetry(t *testing.T) {
 		}
 		if a := tk.History[0]; a.N != 1 || a.Outcome != task.OutcomeSucceeded || !a.Duplicate {
 			t.Errorf("%s: attempt 1 %+v; want succeeded, a duplicate (from before the retry)", where, a)
+		}
+	}
+}
+
+// The same with a report whose write was queued before the retry looked
+// for the task, and had not landed when it read it: the retry must not put
+// in memory a history without it. The write lock is held from outside
+// until the retry has read the task (or has waited a while, should it wait
+// for the write first, as it must).
+func TestManualRetryKeepsAReportQueuedBeforeItsRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	d, _ := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
+		t.Fatal(err)
+	}
+	take(w)
+	unlock := storetest.HoldWriteLock(t, path)
+	r := result(t, d, w, id, 1, -1)
+	r.Canceled = true
+	p := d.ReportAsync(ctx, r) // recorded, queued; it cannot land yet
+	read := make(chan struct{}, 1)
+	retryReadHook = func() {
+		select {
+		case read <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { retryReadHook = func() {} })
+	retried := goErr(func() error { _, err := d.Retry(ctx, id); return err })
+	select {
+	case <-read: // it read the task while the report's write could not land
+	case <-time.After(200 * time.Millisecond): // it waits for that write
+	}
+	unlock()
+	if err := within(t, "the retry", retried); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, tk := range map[string]task.Task{"on disk": disk, "in memory": mem} {
+		if tk.Status.Final() || len(tk.History) == 0 || tk.History[0].Outcome != task.OutcomeCanceled {
+			t.Errorf("%s after the retry: %s, history %+v; want live, attempt 1 canceled (as its worker reported, and was acknowledged)", where, tk.Status, tk.History)
 		}
 	}
 }

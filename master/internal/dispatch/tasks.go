@@ -155,23 +155,21 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		// lock; again should a write for a task off memory (a late result
 		// of this one, say) have been queued meanwhile, since the retry
 		// puts the task in memory as read, where that write would be
-		// missing. That read waits for the write to land: a barrier
-		// queued under the lock is behind it.
+		// missing. Each read waits for the writes queued before it to
+		// land, the first read's too: one queued before the retry came
+		// (a report not yet committed) is counted in seen already, and
+		// the read must see it. A barrier queued under the lock is behind
+		// them all; it costs no commit of its own.
 		seen = d.diskOnly
-		var landed <-chan error
-		if ft != nil {
-			landed = d.p.Store.Apply()
-		}
+		landed := d.p.Store.Apply()
 		d.mu.Unlock()
-		if landed != nil {
-			select {
-			case err := <-landed:
-				if err != nil {
-					return task.Task{}, err
-				}
-			case <-ctx.Done():
-				return task.Task{}, ctx.Err()
+		select {
+		case err := <-landed:
+			if err != nil {
+				return task.Task{}, err
 			}
+		case <-ctx.Done():
+			return task.Task{}, ctx.Err()
 		}
 		got, err := d.p.Store.Get(ctx, id)
 		if err != nil {
