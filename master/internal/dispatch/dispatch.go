@@ -132,7 +132,7 @@ type Dispatcher struct {
 }
 
 type eviction struct {
-	id        string
+	t         *task.Task // as it was made final: forgetLocked
 	committed <-chan error
 }
 

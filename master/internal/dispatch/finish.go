@@ -71,23 +71,30 @@ func rowOf(t *task.Task) *task.Task {
 // settle is called by whoever waited for the commit of a task's final
 // state: once that is on disk, the task leaves memory, and the store
 // answers for it from then on.
-func (d *Dispatcher) settle(id string, err error) error {
+func (d *Dispatcher) settle(t *task.Task, err error) error {
 	if err != nil {
-		d.log.Error("storing a final task failed; keeping it in memory", "task_id", id, "err", err)
+		d.log.Error("storing a final task failed; keeping it in memory", "task_id", t.ID, "err", err)
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.forgetLocked(id)
+	d.forgetLocked(t)
 	return nil
 }
 
-func (d *Dispatcher) forgetLocked(id string) {
-	t, ok := d.tasks.get(id)
-	if !ok || !t.Status.Final() {
+// forgetLocked drops t, whose final state is on disk, from memory: only if
+// memory still holds that very task, final. A retry by hand of a final
+// task still in memory puts a copy there (Retry), which may be final again
+// by the time the write that made t final lands: it leaves memory with its
+// own final write, not with t's, which lacks its runs since. Until then
+// the store may not have them, and what reads it off memory (Get, a
+// report) would see the retry as it was before that.
+func (d *Dispatcher) forgetLocked(t *task.Task) {
+	cur, ok := d.tasks.get(t.ID)
+	if !ok || cur != t || !t.Status.Final() {
 		return
 	}
-	d.tasks.del(id)
+	d.tasks.del(t.ID)
 	if t.IdempotencyKey != "" { // byKey asks the store from now on
 		delete(d.keys, t.IdempotencyKey)
 	}
@@ -101,10 +108,10 @@ func (d *Dispatcher) evictLocked() {
 		select {
 		case err := <-e.committed:
 			if err != nil {
-				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.id, "err", err)
+				d.log.Error("storing a final task failed; keeping it in memory", "task_id", e.t.ID, "err", err)
 				continue
 			}
-			d.forgetLocked(e.id)
+			d.forgetLocked(e.t)
 		default:
 			keep = append(keep, e)
 		}

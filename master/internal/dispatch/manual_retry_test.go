@@ -465,3 +465,69 @@ func TestManualRetryKeepsAReportQueuedBeforeItsRead(t *testing.T) {
 		}
 	}
 }
+
+// A task that failed out of attempts waits in memory until a sweep finds
+// its final write on disk (evictLocked). Retried by hand meanwhile, and
+// canceled, that sweep must not drop it from memory before the cancel's
+// write lands: a worker's report of the kill, read off disk then, found
+// the retry still running there, took it back, and stored it queued over
+// the cancel, a task in no queue that a restarted master would run again.
+func TestRetryByHandOfATaskWaitingToLeaveMemoryKeepsItUntilItsOwnWriteLands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	d, clk := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour, MaxAttempts: 2})
+	w := register(t, d, "w", 1)
+	deliver(d, w)
+	lose(d, clk, w) // re-queued
+	w2 := register(t, d, "w2", 1)
+	deliver(d, w2)
+	unlock := storetest.HoldWriteLock(t, path)
+	lose(d, clk, w2) // out of attempts: failed, in memory until a sweep finds its write on disk
+	unlock()
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := status(t, d, id); st != task.StatusFailed {
+		t.Fatalf("after two losses: %s, want failed", st)
+	}
+	if _, err := d.Retry(ctx, id); err != nil { // from memory
+		t.Fatal(err)
+	}
+	x := register(t, d, "x", 1)
+	deliver(d, x) // attempt 3
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	unlock = storetest.HoldWriteLock(t, path)
+	canceled := goErr(func() error { _, err := d.Cancel(ctx, id); return err })
+	eventually(t, "the cancel", func() bool { st, _ := status(t, d, id); return st == task.StatusCanceled })
+	beat(d, x)
+	d.Sweep() // the failure's write is on disk; the cancel's is not
+	r := result(t, d, x, id, 3, -1)
+	r.Canceled = true // x reports the kill
+	p := d.ReportAsync(ctx, r)
+	unlock()
+	if err := within(t, "the cancel", canceled); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, tk := range map[string]task.Task{"on disk": disk, "as shown": mem} {
+		if tk.Status != task.StatusCanceled || len(tk.History) != 3 || tk.History[2].Outcome != task.OutcomeCanceled {
+			t.Errorf("%s: %s, history %+v; want canceled, attempt 3 canceled (its kill reported)", where, tk.Status, tk.History)
+		}
+	}
+}

@@ -34,8 +34,8 @@ type Pending struct {
 	// result, which a caller may stop waiting for.
 	committed <-chan error
 	barrier   bool
-	settle    string // the task to settle once committed: its final state is in the write
-	polled    bool   // the outcome has been taken from committed into res
+	settle    *task.Task // the task to settle once committed: its final state is in the write
+	polled    bool       // the outcome has been taken from committed into res
 	res       error
 }
 
@@ -76,10 +76,10 @@ func (p *Pending) Wait(ctx context.Context) (duplicate bool, err error) {
 		}
 		p.polled = true
 	}
-	if p.settle != "" {
-		id := p.settle
-		p.settle = ""
-		return p.dup, p.d.settle(id, p.res)
+	if p.settle != nil {
+		t := p.settle
+		p.settle = nil
+		return p.dup, p.d.settle(t, p.res)
 	}
 	return p.dup, p.res
 }
@@ -96,7 +96,7 @@ func (d *Dispatcher) ReportAsync(ctx context.Context, r task.Result) *Pending {
 
 // report is ReportAsync. It returns the write to wait for, whether that is
 // a barrier, and the task to settle after it.
-func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan error, bool, string, error) {
+func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan error, bool, *task.Task, error) {
 	// The worker bounds its output too, but the master does not rely on a
 	// worker's settings for what it stores. Bounding happens before taking
 	// d.mu: it copies and checks the UTF-8 of everything the report carries
@@ -133,7 +133,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
 		if err != nil {
-			return false, nil, false, "", err
+			return false, nil, false, nil, err
 		}
 		t = &ft
 		reportReadHook()
@@ -153,7 +153,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		// task, nor take the number of a delivery still to come.
 		unlock()
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
-		return false, nil, false, "", fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
+		return false, nil, false, nil, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
 	if reported(a) {
 		// This delivery's result is already recorded: the worker is retrying
@@ -162,7 +162,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		// once a barrier behind it has, the result is there.
 		dup := a.Duplicate
 		unlock()
-		return dup, d.p.Store.Apply(), true, "", nil // an empty Apply is Flush's barrier
+		return dup, d.p.Store.Apply(), true, nil, nil // an empty Apply is Flush's barrier
 	}
 	r.StartedAt, r.FinishedAt = withinDelivery(r.StartedAt, r.FinishedAt, a.AssignedAt, d.p.Now())
 	code := r.ExitCode
@@ -179,7 +179,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
-		return false, committed, false, "", nil
+		return false, committed, false, nil, nil
 	}
 	if a.N <= t.AttemptBase && !t.Status.Final() {
 		// A delivery from before the task was retried by hand (it was
@@ -190,7 +190,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		d.log.Warn("result of a delivery from before a retry by hand recorded; it decides nothing", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "attempt_base", t.AttemptBase)
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
-		return true, committed, false, "", nil
+		return true, committed, false, nil, nil
 	}
 	// A canceled task's running delivery ends with this report, recorded
 	// running still or lost once the master stopped waiting for its word
@@ -209,7 +209,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			d.diskOnly++ // a write memory does not hold (Retry reads again)
 		}
 		unlock()
-		return dup, committed, false, "", nil
+		return dup, committed, false, nil, nil
 	}
 	// A retryable outcome of a delivery that is not the current one (lost,
 	// then replaced) decides nothing: the task runs, or waits to run, again
@@ -217,7 +217,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	// budget allows. retryLocked records it on its attempt.
 	if retryable := slices.Contains(t.RetryOn, a.Outcome); retryable && !isCurrent(t, r.WorkerID, a.N) ||
 		retryable && t.Attempts-t.AttemptBase < t.MaxAttempts {
-		return false, d.retryLocked(t, a, r, out, unlock), false, "", nil
+		return false, d.retryLocked(t, a, r, out, unlock), false, nil, nil
 	}
 	d.keepResultLocked(t, a, r, out)
 	finished := r.FinishedAt
@@ -243,7 +243,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
 	unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
-	return false, committed, false, t.ID, nil
+	return false, committed, false, t, nil
 }
 
 // output is a result's stdout and stderr as the master keeps them: bounded

@@ -496,7 +496,7 @@ func (d *Dispatcher) takeBackLocked(t *task.Task, reason, why string) {
 		t.Error = fmt.Sprintf("gave up after %d attempts: %s", t.Attempts, why)
 		d.finishLocked(t, task.StatusFailed, d.p.Now())
 		// Nobody waits for this write: evictLocked reads its result.
-		d.evicting = append(d.evicting, eviction{id: t.ID, committed: d.persistLocked(t, lastAttempt(t))})
+		d.evicting = append(d.evicting, eviction{t: t, committed: d.persistLocked(t, lastAttempt(t))})
 		d.log.Warn("task failed: out of attempts", "task_id", t.ID, "worker_id", t.WorkerID, "attempts", t.Attempts)
 		d.emitLocked(events.Event{Type: events.TaskFinished, Time: t.FinishedAt, TaskID: t.ID, WorkerID: t.WorkerID, Attempt: t.Attempts,
 			Status: string(task.StatusFailed), Reason: "out_of_attempts", Detail: why})

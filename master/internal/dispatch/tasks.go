@@ -126,7 +126,7 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
 	d.mu.Unlock()
 	d.log.Info("task canceled", "task_id", id, "worker_id", wasOn)
-	return c, d.settle(id, <-committed)
+	return c, d.settle(t, <-committed)
 }
 
 // Retry runs a final task again as a new attempt: it is queued with a
@@ -203,6 +203,15 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 			st, ok := d.tasks.status(k)
 			return ok && st == task.StatusQueued
 		})
+	}
+	if !fromDisk {
+		// Final and still in memory: whoever made it final (a cancel, a
+		// result, a failure out of attempts) drops it from memory once
+		// that write lands, unless memory holds another task then
+		// (forgetLocked). The retry is that other task: it may be final
+		// again by then, with writes of its own still to land.
+		c := copyTask(t)
+		t = &c
 	}
 	was := t.Status
 	t.Status = task.StatusQueued
