@@ -298,6 +298,10 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		// reconnect within the claim window).
 		h.deadline = mono + t.Timeout + reportGrace
 		delete(d.orphans, t.ID)
+		// Told as a reclaim, as below: after a master restart nothing else
+		// tells of this delivery, and the live output buffers (which start
+		// a delivery on its task.assigned) would drop all it prints.
+		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: d.p.Now(), TaskID: t.ID, WorkerID: s.WorkerID, Attempt: a.N, Reason: "reclaimed"})
 		return
 	default:
 		// Re-queued when the worker was lost, and not yet sent elsewhere: it
