@@ -78,6 +78,9 @@ func (b *Buffers) Follow(taskID string) *Follower {
 		f.after = d.attempt - 1
 	} else if n := len(e.deliveries); n > 0 {
 		f.after = e.deliveries[n-1].attempt
+		// Given up, but its worker may yet reclaim it (Next picks it up
+		// again then, as for a follower that saw it end).
+		f.left = e.deliveries[n-1]
 	}
 	return f
 }

@@ -28,3 +28,28 @@ func TestFollowerSeesAReclaimAfterARequeue(t *testing.T) {
 		t.Fatalf("after the reclaim the follower saw %q, want %q", got, want)
 	}
 }
+
+// A follow that begins while the delivery is given up (re-queued, kept for
+// a follower already there) and before its worker reclaims it must pick the
+// delivery up when it goes on, as that earlier follower does. It waited for
+// a later attempt instead, and saw nothing live until the task's end.
+func TestFollowerThatBeginsBetweenARequeueAndAReclaimSeesTheReclaim(t *testing.T) {
+	b := New(1024)
+	b.Observe(assigned("t1", "w1", 1))
+	first := b.Follow("t1") // keeps the task's entry across the requeue
+	defer first.Close()
+	b.Append(chunk("t1", "w1", 1, Stdout, 0, "one\n"))
+	b.Observe(events.Event{Type: events.TaskRequeued, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "worker_timed_out"})
+	f := b.Follow("t1")
+	defer f.Close()
+	if got := describe(drain(t, f)); got != "" {
+		t.Fatalf("before the reclaim: %q, want nothing (the task waits)", got)
+	}
+	b.Observe(events.Event{Type: events.TaskAssigned, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "reclaimed"})
+	if !b.Append(chunk("t1", "w1", 1, Stdout, 4, "two\n")) {
+		t.Fatal("a chunk of the reclaimed delivery was refused")
+	}
+	if got, want := describe(drain(t, f)), "attempt 1 w1;stdout@0 one\ntwo\n;"; got != want {
+		t.Fatalf("after the reclaim the follower saw %q, want %q", got, want)
+	}
+}
