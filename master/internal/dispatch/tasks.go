@@ -74,7 +74,20 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 			return Page{}, err
 		}
 	}
-	return d.p.Store.List(ctx, q)
+	p, err := d.p.Store.List(ctx, q)
+	if err != nil {
+		return p, err
+	}
+	// The store does not keep why a task waits: say it as Get does, of
+	// each entry as listed, so that an entry is the task as GET shows it.
+	d.mu.Lock()
+	for i := range p.Tasks {
+		if t := &p.Tasks[i]; !t.Status.Final() {
+			t.WaitingFor = d.waitingForLocked(t)
+		}
+	}
+	d.mu.Unlock()
+	return p, nil
 }
 
 // Cancel ends a task: a queued one never runs, a running one is killed on

@@ -177,3 +177,28 @@ func TestFinishedTaskShowsHistory(t *testing.T) {
 		t.Fatalf("attempt = %v", a)
 	}
 }
+
+// A list entry is the task as GET /tasks/{id} shows it, stdout and stderr
+// left out: a task that waits says why there too. Entries came from the
+// store alone, which does not keep waiting_for, so every one showed null,
+// which the README reads as "does not wait".
+func TestListShowsWhyTasksWait(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	_, _, queued := do(t, "POST", srv.URL+"/tasks", `{"cmd":"echo now"}`)
+	_, _, later := do(t, "POST", srv.URL+"/tasks", `{"cmd":"echo later","delay":"1h"}`)
+	want := map[any]any{queued["id"]: "no worker is connected", later["id"]: later["waiting_for"]}
+	if later["waiting_for"] == nil {
+		t.Fatalf("the delayed task does not say what it waits for: %v", later)
+	}
+	_, _, body := do(t, "GET", srv.URL+"/tasks", "")
+	entries, _ := body["tasks"].([]any)
+	if len(entries) != 2 {
+		t.Fatalf("GET /tasks = %v, want the 2 tasks", body)
+	}
+	for _, x := range entries {
+		m := x.(map[string]any)
+		if m["waiting_for"] != want[m["id"]] {
+			t.Errorf("task %v (%v) listed with waiting_for %#v, want %#v", m["id"], m["status"], m["waiting_for"], want[m["id"]])
+		}
+	}
+}
