@@ -222,8 +222,11 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 
 // lookUpGone reads from the store the claimed tasks that are not in memory:
 // final ones (only those leave memory), or ones the master never had. It
-// runs before Register takes the lock, which must not wait for the disk; a
-// final task never changes again, so what it reads stays true.
+// runs before Register takes the lock, which must not wait for the disk.
+// A final task changes again only by a retry by hand, which puts it back
+// in memory: claimLocked takes memory's copy of a task live again, and
+// what it reads of one still off memory is final either way (a run of it
+// is killed).
 func (d *Dispatcher) lookUpGone(ctx context.Context, claims []Delivery) (map[string]*task.Task, error) {
 	d.mu.Lock()
 	var ids []string
