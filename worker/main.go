@@ -281,9 +281,16 @@ func healthcheck(healthAddr string) error {
 // with the API token reads it. (A task can still read the worker's
 // /proc/<pid>/environ: it runs as the same user. This stops leaks by
 // accident, not a task that goes looking; see the README's threat model.)
+// The master's tokens go too: a worker started from a shell that loaded
+// .env, or by `make dev`, inherits them, and MASTER_WORKER_TOKEN is the
+// worker token under another name.
 func taskEnv(environ []string) []string {
 	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
 		name, _, _ := strings.Cut(kv, "=")
-		return name == "WORKER_TOKEN" || strings.HasPrefix(name, "WORKER_TLS_")
+		switch name {
+		case "WORKER_TOKEN", "MASTER_WORKER_TOKEN", "MASTER_API_TOKEN":
+			return true
+		}
+		return strings.HasPrefix(name, "WORKER_TLS_")
 	})
 }

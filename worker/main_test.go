@@ -154,6 +154,20 @@ func TestTaskEnvDropsTheWorkersSecrets(t *testing.T) {
 	}
 }
 
+// TestTaskEnvDropsTheMastersTokens: a worker started without Docker
+// inherits the shell's environment, and the README's way to start one
+// (`set -a; . ./.env`, or `make dev`, whose Makefile exports
+// MASTER_API_TOKEN) puts the master's tokens there too. MASTER_WORKER_TOKEN
+// is the worker token under another name, and a task that ran `env` stored
+// both in its output.
+func TestTaskEnvDropsTheMastersTokens(t *testing.T) {
+	got := taskEnv([]string{"PATH=/bin", "MASTER_API_TOKEN=api-secret", "WORKER_TOKEN=secret", "MASTER_WORKER_TOKEN=secret", "HOME=/tmp"})
+	want := []string{"PATH=/bin", "HOME=/tmp"}
+	if !slices.Equal(got, want) {
+		t.Errorf("taskEnv = %q, want %q", got, want)
+	}
+}
+
 func TestProcsFor(t *testing.T) {
 	for _, c := range []struct {
 		slots, current int
