@@ -60,16 +60,20 @@ var wallClock = time.Now
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] != "healthcheck" {
+		fmt.Fprintf(os.Stderr, "usage: master [healthcheck]\n(configuration comes from MASTER_* environment variables)\n")
+		os.Exit(2)
+	}
+	healthcheckMode := len(os.Args) > 1
 	cfg, err := loadConfig(environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "master: bad configuration:\n%v\n", err)
+		if healthcheckMode {
+			os.Exit(1) // Docker reserves exit status 2 of a healthcheck
+		}
 		os.Exit(2)
 	}
-	if len(os.Args) > 1 {
-		if os.Args[1] != "healthcheck" {
-			fmt.Fprintf(os.Stderr, "usage: master [healthcheck]\n(configuration comes from MASTER_* environment variables)\n")
-			os.Exit(2)
-		}
+	if healthcheckMode {
 		if err := healthcheck(cfg.HTTPAddr); err != nil {
 			fmt.Fprintf(os.Stderr, "unhealthy: %v\n", err)
 			os.Exit(1)
