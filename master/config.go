@@ -98,7 +98,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	// command over 128 KiB (MAX_ARG_STRLEN, its NUL included): a longer
 	// cmd could be accepted but never run.
 	check("MASTER_MAX_CMD_BYTES", c.MaxCmdBytes <= maxArgBytes, "%d is over %d, the longest argument Linux passes to a command (the worker runs /bin/sh -c cmd)", c.MaxCmdBytes, maxArgBytes)
-	check("MASTER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0 && c.ShutdownTimeout <= 10*time.Minute, "%s is outside 0..10m", c.ShutdownTimeout)
+	check("MASTER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0 && c.ShutdownTimeout <= 10*time.Minute, "%s must be more than 0s and at most 10m", c.ShutdownTimeout)
 	check("MASTER_WORKER_TIMEOUT", c.WorkerTimeout >= time.Second && c.WorkerTimeout <= 5*time.Minute, "%s is outside 1s..5m", c.WorkerTimeout)
 	check("MASTER_MAX_TASK_TIMEOUT", c.MaxTaskTimeout >= time.Second && c.MaxTaskTimeout <= 30*24*time.Hour, "%s is outside 1s..720h", c.MaxTaskTimeout)
 	check("MASTER_TASK_TIMEOUT", c.TaskTimeout >= time.Second && c.TaskTimeout <= c.MaxTaskTimeout, "%s is outside 1s..MASTER_MAX_TASK_TIMEOUT (%s)", c.TaskTimeout, c.MaxTaskTimeout)

@@ -134,3 +134,12 @@ func TestTokenFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownTimeoutZeroIsExplained: 0s is refused, and the error said
+// "0s is outside 0..10m", a range that reads as if it held 0s.
+func TestShutdownTimeoutZeroIsExplained(t *testing.T) {
+	_, err := loadConfig(map[string]string{"MASTER_SHUTDOWN_TIMEOUT": "0s"})
+	if err == nil || !strings.Contains(err.Error(), "MASTER_SHUTDOWN_TIMEOUT: 0s must be more than 0s and at most 10m") {
+		t.Fatalf("MASTER_SHUTDOWN_TIMEOUT=0s: err = %v, want one saying it must be more than 0s and at most 10m", err)
+	}
+}
