@@ -314,16 +314,7 @@ func TestManualRetryKeepsAReportThatLandedAfterItsRead(t *testing.T) {
 func TestManualRetryKeepsAnEndSweepRecordedAfterItsRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rh.db")
 	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	d, _ := newOnDB(t, path, clk, 0)
-	w := register(t, d, "w", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, w)
-	if _, err := d.Cancel(ctx, id); err != nil { // the kill is sent; no report yet
-		t.Fatal(err)
-	}
-	if err := d.p.Store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	id := canceledWhileRunning(t, path, clk)
 
 	d2, _ := newOnDB(t, path, clk, 100) // the run is unended, its task off memory
 	once := false
@@ -337,18 +328,7 @@ func TestManualRetryKeepsAnEndSweepRecordedAfterItsRead(t *testing.T) {
 	if _, err := d2.Retry(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := d2.p.Store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := d2.p.Store.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := d2.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for where, tk := range map[string]task.Task{"on disk": disk, "in memory": mem} {
+	for where, tk := range shownAndStored(t, d2, id) {
 		if tk.Status != task.StatusQueued || len(tk.History) != 1 || tk.History[0].Outcome != task.OutcomeLost {
 			t.Errorf("%s after the retry: %s, history %+v; want queued, attempt 1 lost (its worker did not come back)", where, tk.Status, tk.History)
 		}
@@ -385,21 +365,10 @@ func TestResultRacingARetryByHandIsRecordedOnTheRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-d.p.Store.Apply(); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := d.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk, err := d.p.Store.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if !dup {
 		t.Errorf("the result was not told a duplicate; it came after the retry, which it must not decide")
 	}
-	for where, tk := range map[string]task.Task{"in memory": mem, "on disk": disk} {
+	for where, tk := range shownAndStored(t, d, id) {
 		if tk.Status.Final() || len(tk.History) == 0 {
 			t.Fatalf("%s: %s, history %+v; want the retry live", where, tk.Status, tk.History)
 		}
@@ -448,18 +417,7 @@ func TestManualRetryKeepsAReportQueuedBeforeItsRead(t *testing.T) {
 	if _, err := p.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.p.Store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := d.p.Store.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := d.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for where, tk := range map[string]task.Task{"on disk": disk, "in memory": mem} {
+	for where, tk := range shownAndStored(t, d, id) {
 		if tk.Status.Final() || len(tk.History) == 0 || tk.History[0].Outcome != task.OutcomeCanceled {
 			t.Errorf("%s after the retry: %s, history %+v; want live, attempt 1 canceled (as its worker reported, and was acknowledged)", where, tk.Status, tk.History)
 		}
@@ -514,20 +472,27 @@ func TestRetryByHandOfATaskWaitingToLeaveMemoryKeepsItUntilItsOwnWriteLands(t *t
 	if _, err := p.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.p.Store.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := d.p.Store.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := d.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for where, tk := range map[string]task.Task{"on disk": disk, "as shown": mem} {
+	for where, tk := range shownAndStored(t, d, id) {
 		if tk.Status != task.StatusCanceled || len(tk.History) != 3 || tk.History[2].Outcome != task.OutcomeCanceled {
 			t.Errorf("%s: %s, history %+v; want canceled, attempt 3 canceled (its kill reported)", where, tk.Status, tk.History)
 		}
 	}
+}
+
+// shownAndStored flushes the store and returns task id as the dispatcher
+// shows it (from memory while it is there) and as the store has it.
+func shownAndStored(t *testing.T, d *Dispatcher, id string) map[string]task.Task {
+	t.Helper()
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := d.p.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]task.Task{"as shown": shown, "on disk": stored}
 }

@@ -64,18 +64,7 @@ func TestRunFromBeforeARetryOverARestart(t *testing.T) {
 			} else {
 				pass(d2, clk, workerTimeout+2*time.Second)
 			}
-			if err := d2.p.Store.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			mem, err := d2.Get(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			disk, err := d2.p.Store.Get(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for where, tk := range map[string]task.Task{"in memory": mem, "on disk": disk} {
+			for where, tk := range shownAndStored(t, d2, id) {
 				if len(tk.History) == 0 {
 					t.Fatalf("%s: no history", where)
 				}
@@ -124,16 +113,7 @@ func TestCanceledRunOverARestart(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "rh.db")
 			clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			d, _ := newOnDB(t, path, clk, 0)
-			w := register(t, d, "w", 1)
-			id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-			deliver(d, w)
-			if _, err := d.Cancel(ctx, id); err != nil { // the kill is sent; no report yet
-				t.Fatal(err)
-			}
-			if err := d.p.Store.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			id := canceledWhileRunning(t, path, clk)
 
 			d2, _ := newOnDB(t, path, clk, 100)
 			outcome := func() task.Attempt {
@@ -214,4 +194,22 @@ func TestKillSentAtRegistrationHoldsTheSlotForTheGrace(t *testing.T) {
 	if n := running(); n != 0 {
 		t.Errorf("w runs %d once the grace passed without the kill's report; want its slot free", n)
 	}
+}
+
+// canceledWhileRunning runs a task on w and cancels it (the kill is sent; w
+// has not reported it), on the database at path. The store is flushed: the
+// master may stop now.
+func canceledWhileRunning(t *testing.T, path string, clk *fakeClock) string {
+	t.Helper()
+	d, _ := newOnDB(t, path, clk, 0)
+	w := register(t, d, "w", 1)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // the kill is sent; no report yet
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
