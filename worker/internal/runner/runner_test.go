@@ -162,10 +162,13 @@ func TestRunLiveSeesLargeOutput(t *testing.T) {
 }
 
 func TestRunTimeoutKillsTheGroup(t *testing.T) {
-	// The background child records its PID and holds stdout: unless the whole
-	// group dies, it outlives the run.
+	// The background child holds stdout: unless the whole group dies, it
+	// outlives the run. The shell records the child's PID ($!) as soon as it
+	// has forked it, so the PID is on file whenever the timeout falls; the
+	// child itself, which must exec a shell first, could be killed before it
+	// wrote its own $$ on a machine slow to fork and exec.
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	cmd := "echo started; sh -c 'echo $$ > " + pidFile + "; exec sleep 30' & sleep 30"
+	cmd := "echo started; sh -c 'exec sleep 30' & echo $! > " + pidFile + "; sleep 30"
 	res := run(t, cmd, 300*time.Millisecond, 1024)
 	if !res.TimedOut || res.ExitCode != -1 || res.Err != "timed out after 300ms" {
 		t.Fatalf("timed out %v, exit %d, err %q; want a timeout", res.TimedOut, res.ExitCode, res.Err)
