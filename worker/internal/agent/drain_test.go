@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -26,7 +28,12 @@ func TestDrainFinishesAndReports(t *testing.T) {
 	a, stop := startAgent(t, addr)
 	recv(t, f.registrations, "registration")
 
-	f.tasks <- task("t1", "sleep 1; echo done")
+	// t1 runs until the test opens its gate, once the late task below has
+	// arrived: with a fixed run time instead, a late task that took longer
+	// than that to reach the agent (a loaded machine) found the drain over
+	// and the stream closed, and the test failed for want of it.
+	gate := filepath.Join(t.TempDir(), "gate")
+	f.tasks <- task("t1", "until [ -e "+gate+" ]; do sleep 0.02; done; echo done")
 	eventually(t, func() bool { return slices.Contains(a.runningIDs(), "t1") }, "task never started")
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
@@ -39,7 +46,14 @@ func TestDrainFinishesAndReports(t *testing.T) {
 	// A task the master sent before it took note of the drain is run and
 	// reported too: dropping it would cost the task an attempt.
 	f.tasks <- task("late", "echo late")
-	eventually(t, func() bool { return f.tasksSent.Load() == 2 }, "the late task was never sent")
+	eventually(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.seen["late"] == 1
+	}, "the late task never reached the draining agent")
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	got := map[string]string{}
 	for range 2 {
