@@ -30,19 +30,29 @@ func TestKillWorkerMidTask(t *testing.T) {
 	for _, id := range []string{"k1", "k2", "k3"} {
 		l.startWorker(id, 1)
 	}
+	// The task on k1 runs until k1 is killed, however slow the machine
+	// (tasks see the worker's WORKER_ID); elsewhere, and when run again,
+	// each takes a few seconds, so the others are still running too.
+	const victim = "k1"
 	var ids []string
 	for i := range 3 {
-		ids = append(ids, l.submit(fmt.Sprintf("sleep 5; echo ok-%d", i)).ID)
+		ids = append(ids, l.submit(fmt.Sprintf(`if [ "$WORKER_ID" = %s ]; then sleep 60; else sleep 3; fi; echo ok-%d`, victim, i)).ID)
 	}
 	l.watch(ids...)
-	for _, id := range ids {
-		waitStatus(t, l, id, "running")
+	killed := "" // the task running on the victim
+	ctx, cancel := context.WithTimeout(l.ctx, time.Minute)
+	defer cancel()
+	if err := client.Poll(ctx, 20*time.Millisecond, func() (bool, error) {
+		for _, id := range ids {
+			if tk, err := l.api.Get(ctx, id); err == nil && tk.Status == "running" && tk.Worker() == victim {
+				killed = id
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("no task ran on %s: %v", victim, err)
 	}
-	first, err := l.api.Get(l.ctx, ids[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := first.Worker()
 	l.docker("kill", l.workers[victim].GetContainerID()) // SIGKILL: no goodbye, no report
 
 	got := l.waitAllFinal(ids)
@@ -51,7 +61,7 @@ func TestKillWorkerMidTask(t *testing.T) {
 			t.Errorf("task %d: %s, stdout %q", i, tk.Status, tk.Stdout)
 		}
 	}
-	tk := got[ids[0]]
+	tk := got[killed]
 	if tk.Attempts != 2 || len(tk.History) != 2 {
 		t.Fatalf("killed task: %d attempts, history %+v; want 2 deliveries", tk.Attempts, tk.History)
 	}
@@ -61,7 +71,7 @@ func TestKillWorkerMidTask(t *testing.T) {
 	if h := tk.History[1]; h.Outcome != "succeeded" || h.WorkerID == victim || tk.Worker() != h.WorkerID {
 		t.Errorf("killed task's second delivery: %s on %s (task worker %s), want succeeded elsewhere than %s", h.Outcome, h.WorkerID, tk.Worker(), victim)
 	}
-	checkDeliveries(t, got, ids[0])
+	checkDeliveries(t, got, killed)
 	if ws := l.waitWorkers(2); ws.Has(victim) {
 		t.Errorf("killed %s still listed: %v", victim, ws.IDs())
 	}
@@ -453,7 +463,7 @@ func TestDrainOnStop(t *testing.T) {
 	l := newLab(t)
 	l.startWorker("da", 1)
 	l.startWorker("db", 1)
-	id := l.submit("sleep 3; echo drained").ID
+	id := l.submit("sleep 6; echo drained").ID // still running once da is seen draining
 	l.watch(id)
 	waitStatus(t, l, id, "running")
 	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "da" {

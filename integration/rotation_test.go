@@ -122,7 +122,10 @@ func TestKilledWorkersTaskRunsElsewhere(t *testing.T) {
 	l := newLab(t)
 	l.startWorker("doomed", 1)
 	l.startWorker("survivor", 1)
-	tk := l.submit("sleep 3; echo finished")
+	// Long on doomed only (tasks see the worker's WORKER_ID): it must
+	// still run when the kill lands, however slow the machine; elsewhere
+	// it ends at once.
+	tk := l.submit(`if [ "$WORKER_ID" = doomed ]; then sleep 60; fi; echo finished`)
 	if tk.ID == "" {
 		t.Fatal("no task")
 	}
