@@ -12,7 +12,11 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 # The other spelling, when this machine has both: `make integration` runs the
 # compose tests under it too, so neither rots.
 COMPOSE_OTHER := $(if $(filter docker-compose,$(COMPOSE)),$(shell docker compose version >/dev/null 2>&1 && echo "docker compose"),$(shell command -v docker-compose >/dev/null && echo docker-compose))
-export COMPOSE_PROJECT_NAME ?= roundhouse
+# The lab's compose project. `make env` writes the same default to .env, so
+# that a plain `docker compose` (or `docker-compose`) in a checkout of any
+# name runs this lab too, not one named after the directory.
+DEFAULT_PROJECT := roundhouse
+export COMPOSE_PROJECT_NAME ?= $(DEFAULT_PROJECT)
 export ROUNDHOUSE_HTTP_PORT ?= 9092
 API ?= http://127.0.0.1:$(ROUNDHOUSE_HTTP_PORT)
 # TLS=1: run the lab with mutual TLS between workers and master (make certs).
@@ -69,12 +73,14 @@ up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: mast
 	@echo "the API token is in .env: export \$$(grep MASTER_API_TOKEN .env) for curl; make demo reads it"
 
 .PHONY: env
-env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN to .env unless it has them
+env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN, and COMPOSE_PROJECT_NAME=roundhouse, to .env unless it has them
 	@touch .env && chmod 600 .env
 	@for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
 	  grep -q "^$$k=" .env && continue; \
 	  echo "$$k=$$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >> .env && echo "env: wrote a random $$k to .env"; \
 	done
+	@grep -q '^COMPOSE_PROJECT_NAME=' .env || { echo "COMPOSE_PROJECT_NAME=$(DEFAULT_PROJECT)" >> .env && \
+	  echo "env: wrote COMPOSE_PROJECT_NAME=$(DEFAULT_PROJECT) to .env: compose commands here run the lab make up starts"; }
 
 # The containers (uid 65532) read the master and worker keys through a bind
 # mount, hence 0644; the CA key never enters a container and stays private.

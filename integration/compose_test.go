@@ -9,7 +9,9 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -194,6 +196,80 @@ func checkHardening(t *testing.T, ctx context.Context, project string, want map[
 	}
 	if !maps.Equal(seen, want) {
 		t.Errorf("inspected %v, want %v", seen, want)
+	}
+}
+
+// `make env` names the compose project in .env, so that the README's plain
+// `docker compose up -d --scale worker=5` (or `docker-compose ...`) starts
+// the lab the make targets run (project roundhouse) in a checkout of any
+// name: compose names a project after the directory otherwise ("main",
+// "roundhouse-main"), and `make status`, `make down` and the lab targets
+// would not find it. Found by running the README's commands in a worktree
+// named rev-lab.
+func TestComposeProjectFromEnv(t *testing.T) {
+	orch := composeOrchestrator()
+	dir := filepath.Join(t.TempDir(), "not-roundhouse")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yaml, err := os.ReadFile("../compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), yaml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	makefile, err := filepath.Abs("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shell without the lab's variables, as a student's.
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "MASTER_API_TOKEN", "MASTER_WORKER_TOKEN":
+		default:
+			env = append(env, kv)
+		}
+	}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	for range 2 { // a second run adds nothing
+		run("make", "-s", "-f", makefile, "env")
+	}
+	dotenv, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"MASTER_API_TOKEN=", "MASTER_WORKER_TOKEN=", "COMPOSE_PROJECT_NAME=roundhouse\n"} {
+		if n := strings.Count(string(dotenv), k); n != 1 {
+			t.Errorf(".env has %d lines %q, want 1:\n%s", n, k, dotenv)
+		}
+	}
+	var project string
+	if orch.cli[0] == "docker" { // v2 prints the project's name
+		var cfg struct{ Name string }
+		if err := json.Unmarshal([]byte(run("docker", "compose", "config", "--format", "json")), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		project = cfg.Name
+	} else { // v1 does not, but filters the containers it lists by it
+		m := regexp.MustCompile(`com\.docker\.compose\.project=([a-z0-9_-]+)`).FindStringSubmatch(run(orch.cli[0], "--verbose", "ps"))
+		if m == nil {
+			t.Fatalf("%s --verbose ps names no project", orch.name)
+		}
+		project = m[1]
+	}
+	if project != "roundhouse" {
+		t.Errorf("%s in %s runs project %q, want roundhouse, as the Makefile", orch.name, dir, project)
 	}
 }
 
