@@ -63,7 +63,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: up
-up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + $(WORKERS) workers (GPU_WORKERS=n: and n labelled gpu=nvidia; TLS=1: with mTLS; TLS=1 REMOTE=1: gRPC port published for remote workers)
+up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: master + WORKERS workers (default 5; GPU_WORKERS=n: and n labelled gpu=nvidia; TLS=1: with mTLS; TLS=1 REMOTE=1: gRPC port published for remote workers)
 	@sed -i -E '/^COMPOSE_FILE=$(subst /,\/,$(TLS_COMPOSE_FILE))(:docker\/compose\.remote\.yaml)?$$/d' .env
 	$(if $(TLS_ON),@echo "COMPOSE_FILE=$(LAB_COMPOSE_FILE)" >> .env && echo "env: wrote COMPOSE_FILE=$(LAB_COMPOSE_FILE) to .env: compose commands use the TLS overlay$(if $(REMOTE_ON), and publish the gRPC port) until the next make up without TLS=1$(if $(REMOTE_ON), or REMOTE=1)")
 	$(COMPOSE) $(COMPOSE_FILES) up -d --scale worker=$(WORKERS) --scale worker-gpu=$(or $(GPU_WORKERS),0)
@@ -165,7 +165,7 @@ ROUNDHOUSE_MASTER_NODE ?= $(shell docker info -f '{{.Name}}' 2>/dev/null)
 SWARM_ADVERTISE_ADDR ?=
 
 .PHONY: swarm-up
-swarm-up: images env ## deploy the lab on Docker Swarm as stack $(SWARM_STACK): master + $(WORKERS) workers (a single-node swarm if none)
+swarm-up: images env ## deploy the lab on Docker Swarm as stack SWARM_STACK (default roundhouse): master + WORKERS workers (default 5; a single-node swarm if none)
 	@case "$$(docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}')" in \
 	  "active true") ;; \
 	  "inactive false") mkdir -p .swarm && docker network inspect docker_gwbridge >/dev/null 2>&1 && : > .swarm/created-swarm \
@@ -249,7 +249,7 @@ cli: ## build the command-line client bin/roundhouse (roundhouse help; see READM
 	CGO_ENABLED=0 go build -o bin/roundhouse ./integration/cmd/roundhouse
 
 .PHONY: dev
-dev: build ## run a master and WORKERS workers as local processes, API on 127.0.0.1:$(ROUNDHOUSE_HTTP_PORT) (Ctrl-C stops all)
+dev: build ## run a master and WORKERS workers (default 5) as local processes, API on 127.0.0.1:ROUNDHOUSE_HTTP_PORT (default 9092; Ctrl-C stops all)
 	@# Built, not go run: go run exits 1 after a Ctrl-C, which make would report as a failure.
 	go build -o bin/demo ./integration/cmd/demo
 	bin/demo -serve -master bin/master -worker bin/worker -workers $(WORKERS) \

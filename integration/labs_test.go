@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -387,6 +388,36 @@ func TestLabs(t *testing.T) {
 			t.Errorf("delayed task assigned %s after its creation, want no sooner than 5s", after)
 		}
 	})
+}
+
+// `make help` (a bare `make`) lists every target that has a ## comment,
+// one line each, as the user reads it: help greps the Makefile's text, so a
+// make variable in a comment came out unexpanded ("master + $(WORKERS)
+// workers", found by running make in a new checkout).
+func TestMakeHelp(t *testing.T) {
+	cmd := exec.Command("make", "-s")
+	cmd.Dir = ".."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := regexp.MustCompile(`(?m)^([a-z-]+):.*## `).FindAllStringSubmatch(string(makefile), -1)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(targets) < 10 || len(lines) != len(targets) {
+		t.Fatalf("make lists %d lines for %d documented targets:\n%s", len(lines), len(targets), out)
+	}
+	for i, line := range lines {
+		if f := strings.Fields(line); len(f) < 2 || f[0] != targets[i][1] {
+			t.Errorf("line %d of make help is %q, want target %s and what it does", i+1, line, targets[i][1])
+		}
+		if strings.Contains(line, "$(") || strings.Contains(line, "${") {
+			t.Errorf("make help shows an unexpanded variable: %q", line)
+		}
+	}
 }
 
 // The make targets of docs/labs.md run docker/lab.sh with their arguments:
