@@ -80,10 +80,15 @@ function timelineEvent(e) {
       const key = e.task_id + '/' + e.attempt;
       const b = bars.get(key);
       if (b) {
-        // Reclaimed: the worker came back still running it; the bar goes on.
+        // Reclaimed: the worker came back still running it; the bar goes on,
+        // and is no lost delivery after all, though a task.requeued may have
+        // ended it so (a worker that timed out came back before another
+        // worker took the task).
         b.worker = e.worker_id;
         b.end = null;
         b.outcome = 'running';
+        b.lost = false;
+        delete b.reason;
       } else {
         bars.set(key, { task: e.task_id, attempt: e.attempt, worker: e.worker_id, start: t, end: null, outcome: 'running', lost: false });
       }
