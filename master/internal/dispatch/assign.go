@@ -105,6 +105,9 @@ func (d *Dispatcher) deliverLocked(t *task.Task, s *Session, k store.Kind, ready
 	if t.RunAt.After(queuedAt) {
 		queuedAt = t.RunAt
 	}
+	if t.RetriedAt.After(queuedAt) { // queued again by hand, since its last run or its creation
+		queuedAt = t.RetriedAt
+	}
 	wait := max(now.Sub(queuedAt), 0).Seconds()
 	t.Status = task.StatusRunning
 	t.WorkerID = s.WorkerID

@@ -93,7 +93,7 @@ func compactable(t *task.Task) bool {
 		t.Stdout == "" && t.Stderr == "" && !t.StdoutCut && !t.StderrCut && t.Error == "" &&
 		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() && len(t.History) == 0 &&
 		t.CreatedAt.Equal(createdAt(t.CreatedAt.UnixNano())) && t.MaxAttempts == int(int32(t.MaxAttempts)) &&
-		t.Priority >= 0 && t.Priority <= task.MaxPriority && t.AttemptBase == 0 && t.WaitingFor == "" &&
+		t.Priority >= 0 && t.Priority <= task.MaxPriority && t.AttemptBase == 0 && t.RetriedAt.IsZero() && t.WaitingFor == "" &&
 		(t.RunAt.IsZero() || t.RunAt.Equal(createdAt(t.RunAt.UnixNano()))) &&
 		(t.Requires == nil || len(t.Requires) > 0) && (t.RetryOn == nil || len(t.RetryOn) > 0)
 }

@@ -234,6 +234,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	// Of the run before (the history keeps them): the retry is queued now,
 	// neither scheduled (run_at) nor sent.
 	t.RunAt, t.AssignedAt, t.StartedAt, t.FinishedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	t.RetriedAt = d.p.Now() // its wait in the queue counts from now
 	d.tasks.put(t)
 	if t.IdempotencyKey != "" {
 		d.keys[t.IdempotencyKey] = t.ID

@@ -86,6 +86,11 @@ type Task struct {
 	// AttemptBase is Attempts when the task was last retried by hand
 	// (POST /tasks/{id}/retry): MaxAttempts counts the deliveries after it.
 	AttemptBase int
+	// RetriedAt is when the task was last retried by hand, from when its
+	// next delivery's wait in the queue counts (task.assigned's
+	// wait_seconds). Kept in memory only, never stored: a master that
+	// restarts counts the wait of a retried task from its last run's end.
+	RetriedAt time.Time
 
 	// WaitingFor says, for a live task that waits, what for ("no connected
 	// worker has gpu=nvidia"). It is worked out when read, never stored.

@@ -1,0 +1,54 @@
+package dispatch
+
+import (
+	"testing"
+	"time"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+)
+
+// A task retried by hand waits in the queue from its retry: the
+// task.assigned of its next delivery (and roundhouse_dispatch_latency_seconds,
+// which observes it) tells that wait, not the time since its last run
+// ended, or since it was created when it never ran.
+func TestRetryByHandWaitsFromTheRetry(t *testing.T) {
+	for _, ran := range []bool{true, false} {
+		t.Run(map[bool]string{true: "ran before", false: "canceled before it ran"}[ran], func(t *testing.T) {
+			d, clk := newTest(t)
+			sub := follow(t, d)
+			id := submitOne(t, d, Submission{Cmd: "echo hi"})
+			if ran {
+				w := register(t, d, "w1", 1)
+				drain(w)
+				finish(t, d, w, id, 0)
+				d.Unregister(w) // no worker while the retry waits
+			} else if _, err := d.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(time.Hour) // final for an hour
+			if _, err := d.Retry(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(2 * time.Second) // queued for two seconds
+			drain(register(t, d, "w2", 1))
+			var assigned *events.Event
+			for {
+				select {
+				case e := <-sub.C():
+					if e.Type == events.TaskAssigned && e.WorkerID == "w2" {
+						assigned = &e
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if assigned == nil || assigned.WaitSeconds == nil {
+				t.Fatalf("the retried task's task.assigned = %+v, want one with wait_seconds", assigned)
+			}
+			if w := *assigned.WaitSeconds; w < 1.9 || w > 2.1 {
+				t.Fatalf("the retried task's task.assigned has wait_seconds %v, want 2 (queued at its retry, assigned two seconds later)", w)
+			}
+		})
+	}
+}
