@@ -104,6 +104,13 @@ function timelineEvent(e) {
         bars.set(e.task_id + '/' + e.attempt, { task: e.task_id, attempt: e.attempt, worker: e.worker_id,
           start: t - e.run_seconds * 1000, end: t, outcome, lost });
       }
+      // The task is decided: the master kills every other delivery of it
+      // still running (a worker that came back with one it had replaced),
+      // and no event tells of those again.
+      for (const b of openBars(e.task_id)) {
+        b.end = t;
+        b.outcome = 'canceled';
+      }
       break;
     }
     case 'task.requeued': endBar(e, 'lost', true); break;
