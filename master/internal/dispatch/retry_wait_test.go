@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 // A task retried by hand waits in the queue from its retry: the
@@ -50,5 +51,30 @@ func TestRetryByHandWaitsFromTheRetry(t *testing.T) {
 				t.Fatalf("the retried task's task.assigned has wait_seconds %v, want 2 (queued at its retry, assigned two seconds later)", w)
 			}
 		})
+	}
+}
+
+// Every task.scheduled carries the task's command, as README's event table
+// says: the one of a run that failed and waits to retry too.
+func TestRetryScheduledEventCarriesCmd(t *testing.T) {
+	d, _ := newTest(t)
+	sub := follow(t, d)
+	id := submitOne(t, d, Submission{Cmd: "exit 1", RetryOn: []task.Outcome{task.OutcomeFailed}})
+	w := register(t, d, "w1", 1)
+	drain(w)
+	finish(t, d, w, id, 1)
+	for {
+		select {
+		case e := <-sub.C():
+			if e.Type == events.TaskScheduled {
+				if e.Reason != "retry" || e.Cmd != "exit 1" {
+					t.Fatalf("task.scheduled has reason %q and cmd %q; want retry and %q", e.Reason, e.Cmd, "exit 1")
+				}
+				return
+			}
+			continue
+		default:
+		}
+		t.Fatal("no task.scheduled for the retry")
 	}
 }
