@@ -8,7 +8,8 @@
 // process is owned by the Cluster, which waits for it; Close stops the
 // workers in reverse order of their start, then the master, each with a
 // deadline, and removes the temporary directory. Each process's output
-// goes, line by line and prefixed with its name, to Config.Log.
+// goes, line by line and prefixed with its name, to Config.Log, or into a
+// file of its own in Config.LogDir.
 //
 // A developer's shell may hold settings meant for the compose lab (after
 // `set -a; . ./.env`, or with certificates for TLS=1): an inherited
@@ -99,6 +100,12 @@ type Config struct {
 	MasterEnv   []string  // "K=V" entries for the master, after (so over) the launcher's own
 	WorkerEnv   []string  // "K=V" entries for every worker, before Worker.Env
 	Log         io.Writer // every process's output, each line prefixed "name| "; nil: discarded
+	// LogDir, if set, takes Log's place: each process writes its output
+	// straight into a file of its own there, named after it (master.log,
+	// worker-w1.log; a worker started again under its ID appends), with no
+	// prefix and nothing of this process in between, so that a launcher
+	// that measures the cluster (the bench) spends no CPU on its lines.
+	LogDir string
 	// ReadyTimeout bounds the wait for the master's readiness and for each
 	// worker's registration; default 30 s.
 	ReadyTimeout time.Duration

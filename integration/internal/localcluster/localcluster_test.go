@@ -1,10 +1,13 @@
 package localcluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,6 +127,50 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second close: %v", err)
+	}
+}
+
+// TestLogDir: with Config.LogDir each process writes its output into a
+// file of its own, directly (its stdout is the file, not a pipe to the
+// launcher), and a worker started again under its ID appends to its file.
+func TestLogDir(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Config{Bin: bins, LogDir: dir, StopTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w, err := c.StartWorker(ctx, Worker{ID: "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pid := range map[string]int{"master": c.Master().Pid(), "worker-w1": w.Pid()} {
+		out, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", pid))
+		if want := filepath.Join(dir, name+".log"); err != nil || out != want {
+			t.Errorf("%s's stdout is %q (%v), want %s", name, out, err, want)
+		}
+	}
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "worker-w1.log"))
+	if err != nil || len(before) == 0 {
+		t.Fatalf("worker-w1.log: %d bytes, %v", len(before), err)
+	}
+	if _, err := c.StartWorker(ctx, Worker{ID: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(dir, "worker-w1.log"))
+	if err != nil || !bytes.HasPrefix(after, before) || len(after) == len(before) {
+		t.Errorf("worker-w1.log after a second w1: %d bytes (%v), want the first's %d and more", len(after), err, len(before))
+	}
+	if m, err := os.ReadFile(filepath.Join(dir, "master.log")); err != nil || len(m) == 0 {
+		t.Errorf("master.log: %d bytes, %v", len(m), err)
 	}
 }
 

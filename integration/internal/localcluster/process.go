@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -18,7 +19,7 @@ type Process struct {
 	cmd     *exec.Cmd
 	started time.Time // just before the exec
 	grace   time.Duration
-	out     *prefixWriter
+	out     *prefixWriter // nil with Config.LogDir
 	done    chan struct{} // closed by the waiting goroutine once the process has been reaped
 	err     error         // Wait's result; written before done is closed
 }
@@ -27,10 +28,20 @@ type Process struct {
 // group of its own: a Ctrl-C at the terminal reaches only the launcher,
 // which stops the cluster in order.
 func (c *Cluster) start(name, bin string, env []string) (*Process, error) {
-	p := &Process{Name: name, grace: c.cfg.StopTimeout, out: &prefixWriter{w: c.log, prefix: name + "| "}, done: make(chan struct{})}
+	p := &Process{Name: name, grace: c.cfg.StopTimeout, done: make(chan struct{})}
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if c.cfg.LogDir != "" {
+		f, err := os.OpenFile(filepath.Join(c.cfg.LogDir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		defer f.Close() // the process has its own descriptor
+		cmd.Stdout, cmd.Stderr = f, f
+	} else {
+		p.out = &prefixWriter{w: c.log, prefix: name + "| "}
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A task's command that outlives a killed worker could hold the
 	// output pipe open; Wait gives up on it after this.
@@ -44,7 +55,9 @@ func (c *Cluster) start(name, bin string, env []string) (*Process, error) {
 	// it, and Close stops every process.
 	go func() {
 		p.err = cmd.Wait()
-		p.out.flush()
+		if p.out != nil {
+			p.out.flush()
+		}
 		close(p.done)
 	}()
 	return p, nil
