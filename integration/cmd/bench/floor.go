@@ -134,10 +134,14 @@ func serveFloor() error {
 			f.first.Store(0)
 			rw.WriteHeader(http.StatusNoContent)
 		case r.Method == http.MethodGet && r.URL.Path == "/stats":
+			// completed before last: a result's done moves last before
+			// it counts the result (and takes no lock), so every result
+			// this count holds is in the last read after it. Read the
+			// other way round, the count could hold the run's final result
+			// while last did not yet, and the run would seem shorter.
+			completed := f.completed.Load()
 			f.mu.Lock()
-			// last before completed: a count read after its last time
-			// could pair with the time of the commit before.
-			st := floorStats{FirstNS: f.first.Load(), LastNS: f.last.Load(), Completed: f.completed.Load(), Workers: len(f.workers), GRPC: f.grpcAddr}
+			st := floorStats{FirstNS: f.first.Load(), LastNS: f.last.Load(), Completed: completed, Workers: len(f.workers), GRPC: f.grpcAddr}
 			f.mu.Unlock()
 			rw.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(rw).Encode(st)
