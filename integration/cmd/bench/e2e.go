@@ -176,18 +176,16 @@ type throughputResult struct{ rate, q2s50, q2s99, s2f50, s2f99 float64 }
 // master's is: reading thousands of tasks back through the API is the
 // bench's work, not theirs.
 func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api string, n int, ended func() error) (throughputResult, error) {
-	var mu sync.Mutex // protects ids
-	ids := make(map[string]bool, n)
+	// The answers are kept as they are and parsed after ended: parsing
+	// them is the bench's work, which the floor master's run, whose
+	// answers nobody parses, does not have in its window.
+	var mu sync.Mutex // protects bodies
+	bodies := make([][]byte, 0, n)
 	ld := load{client: hc, url: api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 16, count: n,
 		onBody: func(b []byte) {
-			var t struct {
-				ID string `json:"id"`
-			}
-			if json.Unmarshal(b, &t) == nil {
-				mu.Lock()
-				ids[t.ID] = true
-				mu.Unlock()
-			}
+			mu.Lock()
+			bodies = append(bodies, b)
+			mu.Unlock()
 		}}
 	if _, err := ld.run(ctx); err != nil {
 		return throughputResult{}, err
@@ -197,6 +195,16 @@ func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api str
 	}
 	if err := ended(); err != nil {
 		return throughputResult{}, err
+	}
+	ids := make(map[string]bool, n)
+	for _, b := range bodies {
+		var t struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
+			return throughputResult{}, fmt.Errorf("POST /tasks answered %q: no task ID (%v)", b, err)
+		}
+		ids[t.ID] = true
 	}
 	// Newest first: this run's tasks are the first pages. Stop at the
 	// last of them: older runs' pages would be read for nothing.

@@ -40,7 +40,7 @@ type load struct {
 	dur    time.Duration
 	count  int
 	// onBody, if set, sees every answer's body (it must be safe for
-	// concurrent use).
+	// concurrent use; each body is a slice of its own, which it may keep).
 	onBody func([]byte)
 }
 
