@@ -360,6 +360,7 @@ func TestSubmittedSeesEveryField(t *testing.T) {
 		"ID": true, "Cmd": true, "Status": true, "MaxAttempts": true, "Timeout": true,
 		"IdempotencyKey": true, "CreatedAt": true, "Priority": true,
 		"WaitingFor": true, "History": true,
+		"RetriedAt": true, // the dispatcher's, in memory only
 	}
 	typ := reflect.TypeFor[task.Task]()
 	for i := range typ.NumField() {
