@@ -268,13 +268,7 @@ func TestManualRetryRacingRetentionKeepsTheHistory(t *testing.T) {
 // by the retry writing the history it read: the attempt stays as reported.
 func TestManualRetryKeepsAReportThatLandedAfterItsRead(t *testing.T) {
 	d, _ := newTest(t)
-	w := register(t, d, "w", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, w)
-	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
-		t.Fatal(err)
-	}
-	take(w)
+	w, id := canceledOffMemory(t, d)
 	retryReadHook = func() {
 		r := result(t, d, w, id, 1, -1)
 		r.Canceled = true
@@ -343,13 +337,7 @@ func TestManualRetryKeepsAnEndSweepRecordedAfterItsRead(t *testing.T) {
 // read, and written to disk alone).
 func TestResultRacingARetryByHandIsRecordedOnTheRetry(t *testing.T) {
 	d, _ := newTest(t)
-	w := register(t, d, "w", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, w)
-	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
-		t.Fatal(err)
-	}
-	take(w)
+	w, id := canceledOffMemory(t, d)
 	once := false
 	reportReadHook = func() {
 		if !once {
@@ -386,13 +374,7 @@ func TestResultRacingARetryByHandIsRecordedOnTheRetry(t *testing.T) {
 func TestManualRetryKeepsAReportQueuedBeforeItsRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rh.db")
 	d, _ := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
-	w := register(t, d, "w", 1)
-	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
-	deliver(d, w)
-	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
-		t.Fatal(err)
-	}
-	take(w)
+	w, id := canceledOffMemory(t, d)
 	unlock := storetest.HoldWriteLock(t, path)
 	r := result(t, d, w, id, 1, -1)
 	r.Canceled = true
@@ -495,4 +477,19 @@ func shownAndStored(t *testing.T, d *Dispatcher, id string) map[string]task.Task
 		t.Fatal(err)
 	}
 	return map[string]task.Task{"as shown": shown, "on disk": stored}
+}
+
+// canceledOffMemory runs a task on a worker w of d and cancels it: the
+// task is settled (off memory, attempt 1 running on disk), and w has taken
+// the kill but not reported it.
+func canceledOffMemory(t *testing.T, d *Dispatcher) (w *Session, id string) {
+	t.Helper()
+	w = register(t, d, "w", 1)
+	id = submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour})
+	deliver(d, w)
+	if _, err := d.Cancel(ctx, id); err != nil { // settled: off memory, attempt 1 running on disk
+		t.Fatal(err)
+	}
+	take(w)
+	return w, id
 }

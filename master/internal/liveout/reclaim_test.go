@@ -16,11 +16,11 @@ func TestFollowerSeesAReclaimAfterARequeue(t *testing.T) {
 	f := b.Follow("t1")
 	defer f.Close()
 	b.Append(chunk("t1", "w1", 1, Stdout, 0, "one\n"))
-	b.Observe(events.Event{Type: events.TaskRequeued, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "worker_timed_out"})
+	b.Observe(requeued("t1", "w1", 1))
 	if got := describe(drain(t, f)); got != "attempt 1 w1;stdout@0 one\n;end 1 lost;" {
 		t.Fatalf("before the reclaim: %q", got)
 	}
-	b.Observe(events.Event{Type: events.TaskAssigned, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "reclaimed"})
+	b.Observe(reclaimed("t1", "w1", 1))
 	if !b.Append(chunk("t1", "w1", 1, Stdout, 4, "two\n")) {
 		t.Fatal("a chunk of the reclaimed delivery was refused")
 	}
@@ -39,17 +39,27 @@ func TestFollowerThatBeginsBetweenARequeueAndAReclaimSeesTheReclaim(t *testing.T
 	first := b.Follow("t1") // keeps the task's entry across the requeue
 	defer first.Close()
 	b.Append(chunk("t1", "w1", 1, Stdout, 0, "one\n"))
-	b.Observe(events.Event{Type: events.TaskRequeued, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "worker_timed_out"})
+	b.Observe(requeued("t1", "w1", 1))
 	f := b.Follow("t1")
 	defer f.Close()
 	if got := describe(drain(t, f)); got != "" {
 		t.Fatalf("before the reclaim: %q, want nothing (the task waits)", got)
 	}
-	b.Observe(events.Event{Type: events.TaskAssigned, TaskID: "t1", WorkerID: "w1", Attempt: 1, Reason: "reclaimed"})
+	b.Observe(reclaimed("t1", "w1", 1))
 	if !b.Append(chunk("t1", "w1", 1, Stdout, 4, "two\n")) {
 		t.Fatal("a chunk of the reclaimed delivery was refused")
 	}
 	if got, want := describe(drain(t, f)), "attempt 1 w1;stdout@0 one\ntwo\n;"; got != want {
 		t.Fatalf("after the reclaim the follower saw %q, want %q", got, want)
 	}
+}
+
+// requeued gives up a delivery (its worker timed out); reclaimed gives it
+// back to that worker, the same attempt.
+func requeued(id, worker string, attempt int) events.Event {
+	return events.Event{Type: events.TaskRequeued, TaskID: id, WorkerID: worker, Attempt: attempt, Reason: "worker_timed_out"}
+}
+
+func reclaimed(id, worker string, attempt int) events.Event {
+	return events.Event{Type: events.TaskAssigned, TaskID: id, WorkerID: worker, Attempt: attempt, Reason: "reclaimed"}
 }
