@@ -191,3 +191,32 @@ func TestStats(t *testing.T) {
 		t.Fatalf("Stats() = %+v, want %+v", got, want)
 	}
 }
+
+// A worker that comes back holding its task is told as joined before its
+// task is told as reclaimed by it: a follower (the dashboard) then knows the
+// worker a reclaim names. Both ways: back within the claim window, and back
+// after the task was re-queued for it.
+func TestWorkerJoinsBeforeItsReclaims(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w1", 1)
+	ids := submit(t, d, 1)
+	drain(w)
+	sub := follow(t, d)
+	d.Unregister(w) // stream closed; the claim window is open
+	w = register(t, d, "w1", 1, ids[0])
+	lose(d, clk, w) // re-queued, and no other worker to take it
+	register(t, d, "w1", 1, ids[0])
+	want := []string{
+		"worker.left w1 0 disconnected",
+		"worker.joined w1 0",
+		"task.assigned " + ids[0] + " w1 1 reclaimed",
+		"worker.left w1 0 disconnected",
+		"task.requeued " + ids[0] + " w1 1 not_reclaimed",
+		"worker.joined w1 0",
+		"task.assigned " + ids[0] + " w1 1 reclaimed",
+	}
+	got := received(sub)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

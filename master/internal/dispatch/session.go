@@ -177,11 +177,16 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 		lastSeen:    now,
 		seenMono:    mono,
 	}
+	d.rotation = append(d.rotation, s)
+	d.rotationGen++
+	pos := len(d.rotation) - 1
+	// Told before its claims, so that a follower knows the worker a
+	// reclaim (task.assigned) names.
+	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
+	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
 	for _, c := range r.Running {
 		d.claimLocked(s, c, gone[c.TaskID])
 	}
-	d.rotation = append(d.rotation, s)
-	d.rotationGen++
 	// Its tasks that wait for it to claim them and that it did not list it
 	// does not hold (a worker lists every delivery it holds: this is a new
 	// process, or the delivery never reached it). No other worker can claim
@@ -213,9 +218,6 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 				"the master restarted while it ran, and worker "+u.workerID+" came back without it")
 		}
 	}
-	pos := len(d.rotation) - 1
-	d.log.Info("worker joined", "worker_id", r.WorkerID, "slots", r.Slots, "labels", labels.String(r.Labels), "position", pos, "still_running", len(r.Running))
-	d.emitLocked(events.Event{Type: events.WorkerJoined, Time: now, WorkerID: r.WorkerID, Slots: r.Slots, Position: &pos})
 	d.assignLocked()
 	return s, pos, nil
 }

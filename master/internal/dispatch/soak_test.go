@@ -195,7 +195,7 @@ func (k *soak) summary() string {
 func (k *soak) observe(e events.Event) {
 	switch e.Type {
 	case events.TaskAssigned:
-		if e.Reason == "reclaimed" { // a claim at Register, before the session is in the rotation
+		if e.Reason == "reclaimed" { // a claim at Register holds a slot however many the worker lists
 			return
 		}
 		// Invariant 3, at the moment it could break: an assignment takes a
