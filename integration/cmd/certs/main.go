@@ -35,6 +35,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -98,8 +99,29 @@ func main() {
 // on the host.
 var defaultHosts = []string{"master", "localhost", "127.0.0.1", "::1"}
 
+// dnsName is a DNS name a worker may dial (WORKER_MASTER_ADDR's host or
+// WORKER_TLS_SERVER_NAME), optionally a wildcard "*." in front and a dot
+// at the end: labels of 1-63 letters, digits, '-' and '_'.
+var dnsName = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$`)
+
+// checkHosts refuses a name in -hosts that no worker could match, such as
+// "lab.example:50051" or "[fe80::1]": it would go into the master
+// certificate as it is, and the worker it was meant for would fail its
+// handshake, on another machine, without a word about -hosts.
+func checkHosts(hosts []string) error {
+	for _, h := range hosts {
+		if net.ParseIP(h) == nil && (len(h) > 253 || !dnsName.MatchString(h)) {
+			return fmt.Errorf("-hosts: %q is neither a DNS name nor an IP address (no port, scheme or brackets: lab.example, 192.168.1.10, fe80::1)", h)
+		}
+	}
+	return nil
+}
+
 // generate writes the CA and both certificates into o.out.
 func generate(o options) error {
+	if err := checkHosts(o.hosts); err != nil {
+		return err
+	}
 	if o.validFor <= 0 {
 		o.validFor = 365 * 24 * time.Hour
 	}
@@ -204,6 +226,9 @@ func issueMaster(o options, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, n
 // against that CA for every default name and o.hosts. It reports whether it
 // wrote them.
 func reissueMaster(o options) (bool, error) {
+	if err := checkHosts(o.hosts); err != nil {
+		return false, err
+	}
 	if o.validFor <= 0 {
 		o.validFor = 365 * 24 * time.Hour
 	}

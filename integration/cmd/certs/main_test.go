@@ -168,3 +168,58 @@ func TestReissueMasterAddsNames(t *testing.T) {
 		t.Error("-master-only without a CA: no error")
 	}
 }
+
+// A name in -hosts that no worker can dial (a port, a scheme, brackets
+// around an address) would go into the master certificate as it is, and
+// a remote worker would fail its handshake, on another machine, with no
+// hint that MASTER_HOSTS was at fault. Such names stop the tool, before it
+// writes anything; names and addresses a worker dials pass.
+func TestHostsMustBeNamesOrAddresses(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		host string
+		ok   bool
+	}{
+		{"DNS name", "lab.example", true},
+		{"single label", "master2", true},
+		{"trailing dot", "lab.example.", true},
+		{"wildcard", "*.lab.example", true},
+		{"IPv4", "192.168.1.10", true},
+		{"IPv6", "fe80::1", true},
+		{"with a port", "lab.example:50051", false},
+		{"IPv4 with a port", "192.168.1.10:50051", false},
+		{"URL", "https://lab.example", false},
+		{"bracketed IPv6", "[fe80::1]", false},
+		{"space inside", "lab example", false},
+		{"empty label", "lab..example", false},
+		{"wildcard inside", "lab.*.example", false},
+		{"label over 63", strings.Repeat("a", 64) + ".example", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			err := generate(options{out: dir, hosts: []string{tt.host}})
+			if tt.ok != (err == nil) {
+				t.Fatalf("generate with -hosts %q: %v, want ok %v", tt.host, err, tt.ok)
+			}
+			if tt.ok {
+				if issued, err := reissueMaster(options{out: dir, hosts: []string{tt.host}}); err != nil || issued {
+					t.Fatalf("-master-only with the same %q: issued %v, err %v; want nothing to do", tt.host, issued, err)
+				}
+				return
+			}
+			if !strings.Contains(err.Error(), tt.host) {
+				t.Errorf("error %q does not name %q", err, tt.host)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("generate wrote %d files despite the bad host", len(entries))
+			}
+			// -master-only on a lab's certificates refuses it too.
+			if err := generate(options{out: dir}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := reissueMaster(options{out: dir, hosts: []string{tt.host}}); err == nil {
+				t.Errorf("-master-only with -hosts %q: no error", tt.host)
+			}
+		})
+	}
+}
