@@ -42,7 +42,7 @@ func New(stats Stats) *Metrics {
 		}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roundhouse_tasks_finished_total",
-			Help: "Tasks that reached a final status, by status and by the worker that ran them last (empty if none did).",
+			Help: "Tasks that reached a final status, by status and by the worker that ran them last (empty if none did, or for a task canceled while it was not running).",
 		}, []string{"status", "worker"}),
 		requeues: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roundhouse_task_requeues_total",
