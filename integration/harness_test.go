@@ -229,18 +229,24 @@ func (d *deployment) logs() string {
 	return b.String()
 }
 
-// teardown prints the logs if the test failed, then removes the lab.
+// teardown prints the logs if the test failed, then removes the lab. It
+// runs after the test, whose context may be spent (a test that ran into its
+// deadline), so it takes a context of its own: the lab goes all the same.
 func (d *deployment) teardown() {
-	if d.t.Failed() {
-		d.t.Logf("---- %s logs ----\n%s", d.orch.name, d.logs())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), 3*time.Minute)
+	defer cancel()
+	td := *d
+	td.ctx = ctx
+	if td.t.Failed() {
+		td.t.Logf("---- %s logs ----\n%s", td.orch.name, td.logs())
 	}
-	if !d.orch.swarm() {
-		if out, err := d.compose("down", "--volumes", "--remove-orphans"); err != nil {
-			d.t.Errorf("compose down: %v\n%s", err, out)
+	if !td.orch.swarm() {
+		if out, err := td.compose("down", "--volumes", "--remove-orphans"); err != nil {
+			td.t.Errorf("compose down: %v\n%s", err, out)
 		}
 		return
 	}
-	removeStack(d.t, d.ctx, d.project)
+	removeStack(td.t, ctx, td.project)
 }
 
 // removeStack removes a stack and, unlike `docker stack rm`, waits until
@@ -325,5 +331,29 @@ func checkConfined(t *testing.T, svc, user string, readonlyRootfs bool, capDrop 
 	}
 	if !slices.Equal(capDrop, []string{"ALL"}) {
 		t.Errorf("%s: cap_drop %v, want [ALL]", svc, capDrop)
+	}
+}
+
+// A lab's teardown runs after the test, when the test's context may have
+// run out: a test that hit its deadline is the one whose lab would
+// otherwise stay behind, and whose logs are wanted. The teardown must still
+// remove the lab. A compose CLI that only records what it is asked to do
+// stands in for the real one.
+func TestTeardownAfterTheTestContext(t *testing.T) {
+	record := filepath.Join(t.TempDir(), "compose")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as after the test's deadline
+	d := &deployment{
+		t: t, ctx: ctx, project: "rhteardown",
+		orch: orchestrator{name: "recording compose", cli: []string{"sh", "-c", `echo "$*" >>"$RECORD"`, "compose"}},
+		env:  []string{"PATH=" + envOr("PATH", "/usr/bin:/bin"), "RECORD=" + record},
+	}
+	d.teardown()
+	got, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("the compose CLI never ran: %v", err)
+	}
+	if want := "-p rhteardown down --volumes --remove-orphans\n"; !strings.HasSuffix(string(got), want) {
+		t.Errorf("teardown ran compose with\n%s\nwant it to end with %q", got, want)
 	}
 }
