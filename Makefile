@@ -45,9 +45,12 @@ COMPOSE_FILES := $(if $(TLS_ON),-f compose.yaml -f docker/compose.tls.yaml $(if 
 # and `make up` write with random tokens; compose reads it by itself. Tools
 # on the host (make demo, make up's wait, curl in the README) take the API
 # token from MASTER_API_TOKEN: the shell's if set, as for compose, else the
-# one in .env, read when a recipe runs, so after `make env` wrote it.
+# one in .env, read when a recipe runs, so after `make env` wrote it, and
+# read as compose reads it (as docker/lab.sh does too): the last line that
+# sets it, with or without `export ` and quotes.
+dotenv_sed = s/^\(export \)\{0,1\}$(1)=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$$/\2/p
 ifeq ($(origin MASTER_API_TOKEN),undefined)
-MASTER_API_TOKEN = $(shell sed -n 's/^MASTER_API_TOKEN=//p' .env 2>/dev/null)
+MASTER_API_TOKEN = $(shell sed -n "$(call dotenv_sed,MASTER_API_TOKEN)" .env 2>/dev/null | tail -n 1)
 endif
 export MASTER_API_TOKEN
 
@@ -176,7 +179,7 @@ swarm-up: images env ## deploy the lab on Docker Swarm as stack SWARM_STACK (def
 	esac
 	@mkdir -p .swarm && chmod 700 .swarm && umask 077 && \
 	for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
-	  v=$$(printenv $$k || sed -n "s/^$$k=//p" .env | tail -n 1); \
+	  v=$$(printenv $$k || sed -n "$(call dotenv_sed,$$k)" .env | tail -n 1); \
 	  test -n "$$v" || { echo "swarm: $$k is empty: swarm needs both tokens (make env writes them to .env)"; exit 1; }; \
 	  printf '%s' "$$v" > .swarm/$$(echo $$k | tr A-Z a-z); \
 	done

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -458,6 +461,70 @@ func TestLabMakeTargets(t *testing.T) {
 			got := strings.TrimSpace(string(out))
 			if !strings.HasSuffix(got, tt.want) || !strings.Contains(got, `API="http://127.0.0.1:19999"`) {
 				t.Errorf("make %s runs\n\t%s\nwant it to end with %q and pass API for port 19999", strings.Join(tt.args, " "), got, tt.want)
+			}
+		})
+	}
+}
+
+// The make targets send the API token that compose gives the master, read
+// from .env as compose reads it: the last line that sets it, with or
+// without `export ` and quotes (`make up`, `make demo` and the lab targets
+// alike; lab.sh run by hand does the same). A master that wants the token
+// answers make long-task; make runs in a directory of its own, with only
+// .env and docker/ there.
+func TestMakeSendsTheTokenOfDotEnv(t *testing.T) {
+	const token = "dotenv-token-0123456789"
+	master := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error": "got %q"}`, r.Header.Get("Authorization"))
+			return
+		}
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/tasks":
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprint(w, `{"id": "t1", "status": "queued", "worker_id": null}`)
+		case r.URL.Path == "/tasks/t1":
+			fmt.Fprint(w, `{"id": "t1", "status": "running", "worker_id": "w1"}`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer master.Close()
+	port := master.Listener.Addr().(*net.TCPAddr).Port
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MASTER_API_TOKEN" && k != "API" && k != "ROUNDHOUSE_HTTP_PORT" {
+			env = append(env, kv)
+		}
+	}
+	tests := []struct {
+		name, dotenv string
+	}{
+		{"plain", "MASTER_API_TOKEN=" + token},
+		{"double quotes", `MASTER_API_TOKEN="` + token + `"`},
+		{"single quotes", "MASTER_API_TOKEN='" + token + "'"},
+		{"export", "export MASTER_API_TOKEN=" + token},
+		{"the last of two", "MASTER_API_TOKEN=an-old-one\nMASTER_WORKER_TOKEN=w\nMASTER_API_TOKEN=" + token},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(tt.dotenv+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "long-task", "SECS=1", fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port))
+			cmd.Dir, cmd.Env = dir, env
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "task t1 running on w1") {
+				t.Errorf("make long-task with .env %q: %v\n%s", tt.dotenv, err, out)
 			}
 		})
 	}
