@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -401,17 +402,30 @@ func (c *Client) WaitFinal(ctx context.Context, id string) (Task, error) {
 }
 
 // WaitWorkers polls until exactly n workers are connected, and returns them.
+// A master that refuses the token (401, 403) ends the wait at once: it will
+// not change its answer. Other errors (no master yet) are polled through,
+// and the last one is named if the wait runs out.
 func (c *Client) WaitWorkers(ctx context.Context, n int) (Workers, error) {
 	var last Workers
+	var lastErr error
 	err := Poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		w, err := c.Workers(ctx)
-		last = w
+		if code := StatusOf(err); code == http.StatusUnauthorized || code == http.StatusForbidden {
+			return false, err
+		}
+		last, lastErr = w, err
 		return err == nil && w.WorkerCount == n, nil
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		return last, nil
+	case ctx.Err() == nil: // the master refused the token
+		return last, fmt.Errorf("want %d workers: %w", n, err)
+	case lastErr != nil && !errors.Is(lastErr, ctx.Err()):
+		return last, fmt.Errorf("want %d workers, have %v: %w (last try: %v)", n, last.IDs(), err, lastErr)
+	default:
 		return last, fmt.Errorf("want %d workers, have %v: %w", n, last.IDs(), err)
 	}
-	return last, nil
 }
 
 // Poll calls cond every interval until it returns true or an error, or ctx ends.

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -71,6 +74,23 @@ func TestDemoRoundRobinOnLocalProcesses(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "tasks per worker: w1=3 w2=3 w3=3") {
 		t.Errorf("summary missing from output:\n%s", log.String())
+	}
+}
+
+// make up and make swarm-up wait with -wait-workers for the lab's workers.
+// A master that refuses the token (a shell or .env from another lab) will
+// not change its mind: the wait ends at once and says why, rather than
+// "have []" when the timeout is spent.
+func TestWaitWorkersRefusedToken(t *testing.T) {
+	master := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"unauthenticated: invalid API token"}`))
+	}))
+	defer master.Close()
+	var out bytes.Buffer
+	_, err := run(context.Background(), options{api: master.URL, token: "another-labs-token", waitWorkers: 5, timeout: 30 * time.Second}, &out)
+	if client.StatusOf(err) != http.StatusUnauthorized || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("demo -wait-workers 5 against a master that refuses the token: %v; want its 401 at once", err)
 	}
 }
 
