@@ -169,6 +169,10 @@ SWARM_ADVERTISE_ADDR ?=
 
 .PHONY: swarm-up
 swarm-up: images env ## deploy the lab on Docker Swarm as stack SWARM_STACK (default roundhouse): master + WORKERS workers (default 5; a single-node swarm if none)
+	@# Another master on the port (make up's, make dev's) keeps the stack's
+	@# from publishing it, and the wait below would count its workers.
+	@docker service inspect $(SWARM_STACK)_master >/dev/null 2>&1 || ! curl -fsS --max-time 2 -o /dev/null $(API)/healthz 2>/dev/null || \
+	  { echo "swarm: a master already answers at $(API), not stack $(SWARM_STACK)'s: stop it (make down for the compose lab), or deploy on another port, ROUNDHOUSE_HTTP_PORT=..."; exit 1; }
 	@case "$$(docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}')" in \
 	  "active true") ;; \
 	  "inactive false") mkdir -p .swarm && docker network inspect docker_gwbridge >/dev/null 2>&1 && : > .swarm/created-swarm \

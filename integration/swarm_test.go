@@ -4,6 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -216,5 +222,43 @@ func TestSwarmStackFile(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("docker stack config shows no %q:\n%s", want, out)
 		}
+	}
+}
+
+// make swarm-up waits until the master at API lists every worker. With
+// another master already there (the compose lab of make up, or make dev,
+// both on port 9092 by default) the stack's master cannot publish the port,
+// and the wait would count the other lab's workers: swarm-up refuses before
+// it changes anything. A docker that records what it is asked to do stands
+// in for the real one, make runs in a directory of its own.
+func TestSwarmUpRefusesAnotherMasterOnThePort(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"status":"ok"}`)
+	}))
+	defer other.Close()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, bin := t.TempDir(), t.TempDir()
+	record := filepath.Join(dir, "docker-calls")
+	fake := `#!/bin/sh
+echo "$*" >>"` + record + `"
+case "$1 $2" in
+"info -f") case "$3" in *Swarm*) echo "active true" ;; *) echo node1 ;; esac ;;
+"service inspect") exit 1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(bin, "docker"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "-o", "images", "-o", "env", "swarm-up",
+		fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", other.Listener.Addr().(*net.TCPAddr).Port), "SWARM_STACK=rhswarmtest")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + bin + ":" + envOr("PATH", "/usr/bin:/bin"), "HOME=" + envOr("HOME", dir), "MASTER_API_TOKEN=a", "MASTER_WORKER_TOKEN=w"}
+	out, err := cmd.CombinedOutput()
+	calls, _ := os.ReadFile(record)
+	if err == nil || strings.Contains(string(calls), "stack deploy") || !strings.Contains(string(out), "already answers") {
+		t.Errorf("make swarm-up with another master on the port: %v\n%s\ndocker calls:\n%s\nwant it to refuse before deploying", err, out, calls)
 	}
 }
