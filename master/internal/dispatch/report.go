@@ -322,8 +322,12 @@ func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, o
 	committed := d.persistLocked(t, a)
 	why := fmt.Sprintf("attempt %d of %d %s (exit code %d); the next runs after %s", a.N-t.AttemptBase, t.MaxAttempts, a.Outcome, *a.ExitCode, wait.Round(time.Millisecond))
 	d.log.Info("task scheduled to retry", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", a.N, "outcome", a.Outcome, "run_at", t.RunAt)
+	// A copy: the event outlives this schedule (the hub keeps it for
+	// readers resuming, who read it without d.mu), and t's next retry
+	// sets t.RunAt again.
+	runAt := t.RunAt
 	d.emitLocked(events.Event{Type: events.TaskScheduled, TaskID: t.ID, Cmd: shorten(t.Cmd), WorkerID: r.WorkerID, Attempt: a.N, Status: string(a.Outcome),
-		ExitCode: a.ExitCode, Priority: priorityOf(t), Requires: t.Requires, RunAt: &t.RunAt, Reason: "retry", Detail: why})
+		ExitCode: a.ExitCode, Priority: priorityOf(t), Requires: t.Requires, RunAt: &runAt, Reason: "retry", Detail: why})
 	unlock()
 	return committed
 }

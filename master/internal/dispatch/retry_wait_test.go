@@ -78,3 +78,34 @@ func TestRetryScheduledEventCarriesCmd(t *testing.T) {
 		t.Fatal("no task.scheduled for the retry")
 	}
 }
+
+// A task.scheduled of a retry keeps the run time it announced: the next
+// retry of the same task, scheduled later, does not change what a reader
+// of the first event (one resuming the stream, say) sees.
+func TestRetryScheduledEventKeepsItsRunAt(t *testing.T) {
+	d, clk, w, id := retrying(t)
+	sub := follow(t, d)
+	var runAts []time.Time
+	for range 2 {
+		drain(w)
+		finish(t, d, w, id, 3)
+		tk, _ := d.Get(ctx, id)
+		runAts = append(runAts, tk.RunAt)
+		pass(d, clk, 5*time.Second, w)
+	}
+	var got []time.Time
+	for len(got) < 2 {
+		select {
+		case e := <-sub.C():
+			if e.Type == events.TaskScheduled {
+				got = append(got, *e.RunAt)
+			}
+			continue
+		default:
+		}
+		t.Fatalf("%d task.scheduled events, want 2", len(got))
+	}
+	if runAts[0].Equal(runAts[1]) || !got[0].Equal(runAts[0]) || !got[1].Equal(runAts[1]) {
+		t.Fatalf("task.scheduled run_at %v; want %v, the run time of each retry", got, runAts)
+	}
+}
