@@ -16,26 +16,26 @@ import (
 func (d *Dispatcher) assignLocked() {
 	var blocked map[*class]bool                    // classes no free worker can take; free slots only shrink here
 	for d.queue.len() > 0 && d.nextLocked() >= 0 { // stale IDs too: they go as the heads are cleaned
-		c, idx := d.urgentLocked(&blocked)
+		c, pos, idx := d.urgentLocked(&blocked)
 		if c == nil {
 			return // what waits needs a worker that is busy, or that nobody has
 		}
-		e, _ := c.q.peek()
-		d.queue.pop(c)
+		e := d.queue.take(c, pos)
 		s := d.rotation[idx]
 		d.next = (idx + 1) % len(d.rotation)
 		d.sendLocked(d.tasks.id(e.key), s)
 	}
 }
 
-// urgentLocked returns the class whose head is the most urgent task that a
-// free worker can run, and the index of that worker, or nil. A class no
+// urgentLocked returns the class that holds the most urgent task a free
+// worker can run, the task's place in it (0: its head; see
+// pastHeldLocked), and the index of that worker, or nil. A class no
 // connected worker can serve is passed over at once; only one whose head
 // is older than the best found so far has its workers looked at, and one
 // found to have no eligible free worker is added to *blocked. A step costs
 // at most the classes plus, for some, their eligible workers; never the
-// tasks.
-func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
+// tasks, but for the few past a head that free workers hold.
+func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int, int) {
 	waits := func(k taskKey) bool {
 		st, ok := d.tasks.status(k)
 		return ok && st == task.StatusQueued
@@ -43,7 +43,7 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 	for level := range d.queue.levels {
 		var best *class
 		var head int64
-		idx := -1
+		pos, idx := 0, -1
 		// By index: cleaning a class may drop it from the level, moving
 		// the last class into its place.
 		for i := 0; i < len(d.queue.levels[level]); i++ {
@@ -62,7 +62,10 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 			if best != nil && e.seq >= head {
 				continue
 			}
-			w := d.freeAmongLocked(c.eligible, e.key)
+			at, w := 0, d.freeAmongLocked(c.eligible, e.key)
+			if w < 0 {
+				at, e, w = d.pastHeldLocked(c, waits)
+			}
 			if w < 0 {
 				if *blocked == nil {
 					*blocked = make(map[*class]bool)
@@ -70,13 +73,44 @@ func (d *Dispatcher) urgentLocked(blocked *map[*class]bool) (*class, int) {
 				(*blocked)[c] = true
 				continue
 			}
-			best, head, idx = c, e.seq, w
+			if best != nil && e.seq >= head {
+				continue
+			}
+			best, head, pos, idx = c, e.seq, at, w
 		}
 		if best != nil {
-			return best, idx
+			return best, pos, idx
 		}
 	}
-	return nil, -1
+	return nil, 0, -1
+}
+
+// pastHeldLocked finds, for class c whose head no free worker can take
+// because each one that could still holds an older delivery of it (it
+// came back running it, or has yet to report its kill), the oldest task
+// of c that a free worker can take: its place in c, its entry and the
+// index of the worker, or -1. Without it that worker would take a less
+// urgent task, or none of c, while it runs that older delivery (up to the
+// task's timeout). The walk ends at the first such task: a free worker
+// holds fewer deliveries than its slots, so it passes at most those (and
+// stale IDs); with no free worker eligible for c it walks nothing.
+func (d *Dispatcher) pastHeldLocked(c *class, waits func(k taskKey) bool) (int, entry, int) {
+	if !slices.ContainsFunc(c.eligible, func(i int) bool {
+		s := d.rotation[i]
+		return !s.draining && len(s.inflight) < s.Slots
+	}) {
+		return 0, entry{}, -1
+	}
+	for i := 1; i < c.q.n; i++ {
+		e := c.q.ring[c.q.at(i)]
+		if !waits(e.key) {
+			continue
+		}
+		if w := d.freeAmongLocked(c.eligible, e.key); w >= 0 {
+			return i, e, w
+		}
+	}
+	return 0, entry{}, -1
 }
 
 // sendLocked hands queued task id to s: its delivery is stored, counted in

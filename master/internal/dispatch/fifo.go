@@ -72,6 +72,18 @@ func (q *fifo) pop() {
 	}
 }
 
+// removeAt removes the i-th ID from the front, a waiting task's, and
+// returns it: the i IDs in front of it move back one place, a cost of i
+// (0 for the front).
+func (q *fifo) removeAt(i int) entry {
+	e := q.ring[q.at(i)]
+	for j := i; j > 0; j-- {
+		q.ring[q.at(j)] = q.ring[q.at(j-1)]
+	}
+	q.pop()
+	return e
+}
+
 // popStale removes the front ID, one counted stale by left.
 func (q *fifo) popStale() {
 	q.pop()

@@ -129,3 +129,34 @@ var fifoIDs = newIDTable()
 func ent(id string) entry { return entry{key: fifoIDs.key(id)} }
 
 func fid(e entry) string { return fifoIDs.id(e.key) }
+
+// removeAt takes an ID from inside the queue, the ring wrapped or not,
+// and keeps the order of the rest.
+func TestFifoRemoveAt(t *testing.T) {
+	var q fifo
+	for i := range 60 {
+		q.pushBack(ent(fmt.Sprint(i)))
+	}
+	for i := range 5 { // the front wraps round the ring's end
+		q.pushFront(ent(fmt.Sprint("f", i)))
+	}
+	want := []string{"f4", "f3", "f2", "f1", "f0"}
+	for i := range 60 {
+		want = append(want, fmt.Sprint(i))
+	}
+	for _, at := range []int{0, 3, 6, 50, 60} { // 60: the last
+		if got := fid(q.removeAt(at)); got != want[at] {
+			t.Fatalf("removeAt(%d) = %s, want %s", at, got, want[at])
+		}
+		want = slices.Delete(want, at, at+1)
+	}
+	var got []string
+	for q.len() > 0 {
+		e, _ := q.peek()
+		got = append(got, fid(e))
+		q.pop()
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+}

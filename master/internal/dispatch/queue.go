@@ -100,12 +100,14 @@ func (q *queue) push(t *task.Task, k taskKey, front bool) {
 	q.byPriority[c.priority-1]++
 }
 
-// pop removes the head of c, a waiting task's.
-func (q *queue) pop(c *class) {
-	c.q.pop()
+// take removes the i-th ID of c from the front (0: its head), a waiting
+// task's, and returns it.
+func (q *queue) take(c *class, i int) entry {
+	e := c.q.removeAt(i)
 	q.n--
 	q.byPriority[c.priority-1]--
 	q.dropIfEmpty(c)
+	return e
 }
 
 // popStale removes the head of c, one counted stale by left.

@@ -92,3 +92,39 @@ func runOneByOne(t *testing.T, d *Dispatcher, w *Session, n int) []string {
 	}
 	return ran
 }
+
+// A free worker that cannot take the task at the head of its class,
+// because it still runs an older delivery of it (it came back with the
+// run, which then was re-queued again), takes the next task of that
+// class: the most urgent task it can run, not a less urgent one, nor
+// nothing until that older run ends (up to the task's timeout).
+func TestAFreeWorkerHoldingTheHeadTakesTheNextTaskOfItsPriority(t *testing.T) {
+	d, clk := newTest(t)
+	w1 := register(t, d, "w1", 2)
+	w2 := register(t, d, "w2", 1)
+	x := submitOne(t, d, Submission{Cmd: "x"})
+	if got := drain(w1); !slices.Equal(got, []string{x}) {
+		t.Fatalf("w1 got %v, want %s", got, x)
+	}
+	lose(d, clk, w1) // x goes to w2, as attempt 2
+	if got := drain(w2); !slices.Equal(got, []string{x}) {
+		t.Fatalf("w2 got %v, want %s", got, x)
+	}
+	w1 = register(t, d, "w1", 2, x) // back, still running attempt 1: both run
+	lose(d, clk, w2)                // x is queued again; w1 holds its attempt 1
+	if got := drain(w1); len(got) != 0 {
+		t.Fatalf("w1 got %v while it runs an older delivery of the only queued task", got)
+	}
+	y := submitOne(t, d, Submission{Cmd: "y"})
+	z := submitOne(t, d, Submission{Cmd: "z", Priority: 5})
+	if got := drain(w1); !slices.Equal(got, []string{y}) {
+		t.Fatalf("w1, with a free slot, got %v; want %s, the most urgent task it can run", got, y)
+	}
+	if st := d.Stats(); st.Queued != 2 || st.ByPriority[2] != 1 || st.ByPriority[4] != 1 {
+		t.Fatalf("stats %+v; want x and z queued", st)
+	}
+	finish(t, d, w1, y, 0)
+	if got := drain(w1); !slices.Equal(got, []string{z}) {
+		t.Fatalf("w1 got %v; want %s, the one queued task it can run", got, z)
+	}
+}
