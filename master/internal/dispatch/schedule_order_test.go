@@ -128,3 +128,24 @@ func TestAFreeWorkerHoldingTheHeadTakesTheNextTaskOfItsPriority(t *testing.T) {
 		t.Fatalf("w1 got %v; want %s, the one queued task it can run", got, z)
 	}
 }
+
+// Scheduled tasks that came due while the master was down are queued, at
+// its restart, in the order of their run times, as they would have been
+// had it kept running: not in the order they were submitted.
+func TestRestartQueuesOverdueTasksByRunTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	late := submitOne(t, d, Submission{Cmd: "late", Delay: 10 * time.Minute})
+	early := submitOne(t, d, Submission{Cmd: "early", Delay: time.Minute})
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(20 * time.Minute) // the master is down meanwhile
+	d2, _ := newOnDB(t, path, clk, 100)
+	d2.Sweep()
+	want := []string{early, late}
+	if got := runOneByOne(t, d2, register(t, d2, "w", 1), 2); !slices.Equal(got, want) {
+		t.Fatalf("after a restart ran %v; want %v, the order they came due in", got, want)
+	}
+}

@@ -62,12 +62,14 @@ func (ts *timers) next() (time.Duration, bool) {
 }
 
 // scheduleLocked makes t scheduled until runAt (wall time, for people and
-// the store), which is due after wait on the monotonic clock. The caller
-// persists t.
+// the store), which is due after wait on the monotonic clock. A negative
+// wait (a run time that passed while the master was down) is kept, not
+// taken as 0: tasks overdue together are queued in the order they fell
+// due. The caller persists t.
 func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, wait time.Duration) {
 	t.Status = task.StatusScheduled
 	t.RunAt = runAt
-	due := d.p.Mono() + max(wait, 0)
+	due := d.p.Mono() + wait
 	d.timers.seq++
 	heap.Push(&d.timers.h, timer{due: due, runAt: runAt.UnixNano(), id: t.ID, seq: d.timers.seq})
 	if first, _ := d.timers.next(); first == due && d.kick != nil {
