@@ -1,0 +1,128 @@
+// Package readme reads the repository's README.md for the tests that hold it
+// to the code: a section by its heading, and the rows of its tables. The
+// README promises every endpoint, variable, event and metric; the tests
+// enumerate those from the code and look each one up here.
+package readme
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Read returns README.md of the repository, found from the working
+// directory (a package's directory under go test) upwards.
+func Read() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "README.md"))
+		if err == nil {
+			return string(b), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", err
+		}
+		dir = parent
+	}
+}
+
+// Section is the text under the heading that starts with heading (such as
+// "## Configuration"), up to the next heading of its level or above; ""
+// when there is none. Lines inside code fences are never headings.
+func Section(doc, heading string) string {
+	level := strings.IndexFunc(heading, func(r rune) bool { return r != '#' })
+	var out []string
+	in, fence := false, false
+	for line := range strings.Lines(doc) {
+		if strings.HasPrefix(line, "```") {
+			fence = !fence
+		}
+		if !fence && strings.HasPrefix(line, "#") {
+			l := strings.IndexFunc(line, func(r rune) bool { return r != '#' })
+			switch {
+			case in && l <= level:
+				return strings.Join(out, "")
+			case !in && l == level && strings.HasPrefix(line, heading):
+				in = true
+				continue
+			}
+		}
+		if in {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+// Row is one body row of a Markdown table.
+type Row struct {
+	Names []string // the `code` spans of the first cell
+	Cells []string // every cell, trimmed
+	Line  string
+}
+
+// Has reports whether the row's first cell names name.
+func (r Row) Has(name string) bool {
+	for _, n := range r.Names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	codeSpan = regexp.MustCompile("`([^`]+)`")
+	cellSep  = regexp.MustCompile(`[^\\]\|`)
+)
+
+// Rows returns the body rows of every table in text, header and separator
+// rows left out.
+func Rows(text string) []Row {
+	var rows []Row
+	var prev string
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		was := prev
+		prev = line
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") || strings.HasPrefix(line, "| ---") {
+			continue
+		}
+		if !strings.HasPrefix(was, "|") { // a header row
+			continue
+		}
+		inner := strings.TrimSuffix(strings.TrimPrefix(line, "|"), "|")
+		var cells []string
+		for {
+			loc := cellSep.FindStringIndex(inner)
+			if loc == nil {
+				cells = append(cells, strings.TrimSpace(inner))
+				break
+			}
+			cells = append(cells, strings.TrimSpace(inner[:loc[0]+1]))
+			inner = inner[loc[1]:]
+		}
+		r := Row{Cells: cells, Line: line}
+		for _, m := range codeSpan.FindAllStringSubmatch(cells[0], -1) {
+			r.Names = append(r.Names, m[1])
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// Find returns the rows whose first cell names name.
+func Find(rows []Row, name string) []Row {
+	var out []Row
+	for _, r := range rows {
+		if r.Has(name) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
