@@ -23,12 +23,12 @@ const (
 	WorkerTimedOut Type = "worker.timed_out" // worker_id, reason (how long it was silent); worker.left follows
 	WorkerLeft     Type = "worker.left"      // worker_id, reason: disconnected, drained, replaced, timed_out
 	TaskQueued     Type = "task.queued"      // task_id, cmd, priority, requires; reason "due" when a scheduled task's time came (it was counted when submitted)
-	TaskScheduled  Type = "task.scheduled"   // task_id, cmd, priority, run_at; reason "delayed" (submitted with run_at or delay) or "retry" (attempt failed, detail says how)
+	TaskScheduled  Type = "task.scheduled"   // task_id, cmd, priority, requires, run_at; reason "delayed" (submitted with run_at or delay) or "retry" (attempt failed, detail says how; worker_id, attempt, status, exit_code of that run)
 	TaskAssigned   Type = "task.assigned"    // task_id, worker_id, attempt, wait_seconds; reason "reclaimed" when its worker kept it across a reconnect
 	TaskFinished   Type = "task.finished"    // task_id, worker_id, attempt, status, exit_code, run_seconds; reason "out_of_attempts" when it failed for lost workers
 	TaskRequeued   Type = "task.requeued"    // task_id, worker_id (the one lost), attempt, reason, detail
 	TaskCanceled   Type = "task.canceled"    // task_id, worker_id (if it was running), status
-	TaskRetried    Type = "task.retried"     // task_id: a final task was queued again by hand (POST /tasks/{id}/retry)
+	TaskRetried    Type = "task.retried"     // task_id, status (as it was), attempt: a final task was queued again by hand (POST /tasks/{id}/retry)
 )
 
 // Event is one thing that happened. Seq increases by one per event for the
