@@ -78,8 +78,28 @@ func IsPublic(r *http.Request) bool {
 	}
 }
 
-// New returns the router.
+// New returns the API: the routes of newRouter behind authentication, the
+// cross-origin and Host checks and a recoverer.
 func New(p Params) http.Handler {
+	a, r := newRouter(p)
+	auth := newAuthenticator(p.APIToken)
+	// A web page in the user's browser must not be able to POST a command
+	// to a master on localhost (CSRF): browsers mark such requests, curl and
+	// the dashboard (same origin) pass.
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusForbidden, errorBody{"cross-origin request refused: the API does not take state-changing requests from other web sites"})
+	}))
+	var h http.Handler = csrf.Handler(auth.wrap(r, a.writeError))
+	if p.APIToken == "" {
+		h = loopbackHostOnly(h)
+	}
+	return recoverer(a.log, h)
+}
+
+// newRouter returns the API's routes, and the api they call. Every route
+// the master serves is here (TestREADMERoutes walks them).
+func newRouter(p Params) (*api, *mux.Router) {
 	a := &api{d: p.Dispatcher, log: p.Log.With("component", "httpapi"), maxBody: p.MaxBodyBytes, maxWait: p.MaxWait, ready: p.Ready,
 		events: p.Events, live: p.LiveOutput, heartbeat: p.Heartbeat, maxStreams: int64(p.MaxEventStreams)}
 	if a.heartbeat <= 0 {
@@ -117,17 +137,5 @@ func New(p Params) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path)})
 	})
-	auth := newAuthenticator(p.APIToken)
-	// A web page in the user's browser must not be able to POST a command
-	// to a master on localhost (CSRF): browsers mark such requests, curl and
-	// the dashboard (same origin) pass.
-	csrf := http.NewCrossOriginProtection()
-	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusForbidden, errorBody{"cross-origin request refused: the API does not take state-changing requests from other web sites"})
-	}))
-	var h http.Handler = csrf.Handler(auth.wrap(r, a.writeError))
-	if p.APIToken == "" {
-		h = loopbackHostOnly(h)
-	}
-	return recoverer(a.log, h)
+	return a, r
 }

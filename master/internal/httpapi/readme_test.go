@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/mux"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
+	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
+	"github.com/roundhouse-lab/roundhouse/proto/readme"
+)
+
+// TestREADMERoutes walks every route of the router and wants it in the
+// README's REST API table as "METHOD PATH" (HEAD beside GET in the prose),
+// and no row for a route that does not exist. Then it sends each route bad
+// input (a malformed task ID, an unknown query parameter), an unknown path
+// and a method a path does not take: every refusal is a 4xx with
+// {"error": "..."}, and its code is in the route's row or the section's
+// prose above the table.
+func TestREADMERoutes(t *testing.T) {
+	doc, err := readme.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := readme.Section(doc, "## REST API")
+	intro, table, ok := strings.Cut(section, "| Endpoint |")
+	if !ok {
+		t.Fatal("README's REST API section has no Endpoint table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	rows := readme.Rows("| Endpoint |" + table)
+
+	var p Params
+	srv, _ := newServerWith(t, func(pp *Params) {
+		pp.Events = events.NewHub(100, 100)
+		pp.LiveOutput = liveout.New(1 << 16)
+		pp.Metrics = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("# metrics\n")) })
+		p = *pp
+	})
+	_, router := newRouter(p)
+
+	// rowsOf is the text of the rows that document "METHOD PATH", which
+	// it marks documented; "" if none does.
+	documented := map[int]bool{}
+	rowsOf := func(key string) string {
+		var text string
+		for i, r := range rows {
+			if c := r.Cells[0]; strings.HasPrefix(c, "`"+key) && len(c) > len(key)+1 && strings.ContainsRune("` ?", rune(c[len(key)+1])) {
+				documented[i] = true
+				text += r.Line + "\n"
+			}
+		}
+		return text
+	}
+	err = router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		tpl, err := route.GetPathTemplate()
+		if err != nil {
+			return err
+		}
+		methods, err := route.GetMethods()
+		if err != nil {
+			return err
+		}
+		for _, m := range methods {
+			if m == http.MethodHead {
+				if !strings.Contains(intro, "`GET`/`HEAD`") && !strings.Contains(intro, "`HEAD`") {
+					t.Errorf("README's REST API does not say which routes take HEAD (%s)", tpl)
+				}
+				continue
+			}
+			key := m + " " + tpl
+			if tpl == "/ui/" { // a prefix: the dashboard's assets, in the row of its page
+				if !strings.Contains(rowsOf(m+" /"), "/ui/") {
+					t.Errorf("README's REST API table has no row that names /ui/")
+				}
+				continue
+			}
+			r := rowsOf(key)
+			if r == "" {
+				t.Errorf("README's REST API table has no row for %s", key)
+				continue
+			}
+			path := strings.ReplaceAll(tpl, "{id}", "0195b5d2-0000-7000-8000-000000000000")
+			checkRefusal(t, srv.URL, m, path+"?bogus=1", r+intro)
+			if strings.Contains(tpl, "{id}") {
+				checkRefusal(t, srv.URL, m, strings.ReplaceAll(tpl, "{id}", "not~an~id"), r+intro)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rows {
+		if !documented[i] {
+			t.Errorf("README's REST API table documents a route the master does not have: %s", r.Line)
+		}
+	}
+	checkRefusal(t, srv.URL, http.MethodGet, "/no/such/endpoint", intro)
+	checkRefusal(t, srv.URL, http.MethodPut, "/tasks", intro)
+}
+
+// checkRefusal sends method path to the server at base; an answer of 400
+// or more must be a 4xx JSON error whose code doc mentions.
+func checkRefusal(t *testing.T, base, method, path, doc string) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 400 {
+		return
+	}
+	var body struct {
+		Error *string `json:"error"`
+	}
+	if resp.StatusCode >= 500 || resp.Header.Get("Content-Type") != "application/json" ||
+		json.NewDecoder(resp.Body).Decode(&body) != nil || body.Error == nil {
+		t.Errorf("%s %s = %d %s, want a 4xx with {\"error\": ...}", method, path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		return
+	}
+	if !strings.Contains(doc, "`"+strconv.Itoa(resp.StatusCode)) && !strings.Contains(doc, " "+strconv.Itoa(resp.StatusCode)) {
+		t.Errorf("%s %s = %d (%s), which README's REST API does not mention for it", method, path, resp.StatusCode, *body.Error)
+	}
+}
