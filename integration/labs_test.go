@@ -421,6 +421,23 @@ func TestMakeHelp(t *testing.T) {
 			t.Errorf("make help shows an unexpanded variable: %q", line)
 		}
 	}
+	// The README shows every target as `make TARGET ...`, and no other.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, tg := range targets {
+		listed[tg[1]] = true
+		if !regexp.MustCompile("`make " + tg[1] + "[` ]").Match(readme) {
+			t.Errorf("README never shows `make %s`", tg[1])
+		}
+	}
+	for _, m := range regexp.MustCompile("`make ([a-z-]+)").FindAllSubmatch(readme, -1) {
+		if !listed[string(m[1])] {
+			t.Errorf("README shows `make %s`, which make help does not list", m[1])
+		}
+	}
 }
 
 // The make targets of docs/labs.md run docker/lab.sh with their arguments:
