@@ -4,7 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -96,77 +96,80 @@ func emittedFields(t *testing.T) map[string]map[string]bool {
 		}
 	}
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool {
-		return !strings.HasSuffix(fi.Name(), "_test.go")
-	}, 0)
+	names, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pkg := range pkgs {
-		for _, file := range pkg.Files {
-			for _, decl := range file.Decls {
-				fn, ok := decl.(*ast.FuncDecl)
-				if !ok || fn.Body == nil {
-					continue
-				}
-				vars := map[string][]string{} // ev := events.Event{...}: its fields
-				ast.Inspect(fn.Body, func(n ast.Node) bool {
-					switch n := n.(type) {
-					case *ast.CompositeLit:
-						if s, ok := n.Type.(*ast.SelectorExpr); !ok || s.Sel.Name != "Event" {
-							return true
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range file.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Body == nil {
+				continue
+			}
+			vars := map[string][]string{} // ev := events.Event{...}: its fields
+			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.CompositeLit:
+					if s, ok := n.Type.(*ast.SelectorExpr); !ok || s.Sel.Name != "Event" {
+						return true
+					}
+					var typ string
+					var fields []string
+					for _, e := range n.Elts {
+						kv, ok := e.(*ast.KeyValueExpr)
+						if !ok {
+							continue
 						}
-						var typ string
-						var fields []string
-						for _, e := range n.Elts {
-							kv, ok := e.(*ast.KeyValueExpr)
-							if !ok {
-								continue
-							}
-							k := kv.Key.(*ast.Ident).Name
-							fields = append(fields, k)
-							if k == "Type" {
-								typ = typeOf(kv.Value)
-							}
+						k := kv.Key.(*ast.Ident).Name
+						fields = append(fields, k)
+						if k == "Type" {
+							typ = typeOf(kv.Value)
 						}
-						add(typ, fields)
-					case *ast.AssignStmt:
-						if len(n.Lhs) == 1 && len(n.Rhs) == 1 {
-							if id, ok := n.Lhs[0].(*ast.Ident); ok {
-								if lit, ok := n.Rhs[0].(*ast.CompositeLit); ok {
-									for _, e := range lit.Elts {
-										if kv, ok := e.(*ast.KeyValueExpr); ok {
-											vars[id.Name] = append(vars[id.Name], kv.Key.(*ast.Ident).Name)
-										}
+					}
+					add(typ, fields)
+				case *ast.AssignStmt:
+					if len(n.Lhs) == 1 && len(n.Rhs) == 1 {
+						if id, ok := n.Lhs[0].(*ast.Ident); ok {
+							if lit, ok := n.Rhs[0].(*ast.CompositeLit); ok {
+								for _, e := range lit.Elts {
+									if kv, ok := e.(*ast.KeyValueExpr); ok {
+										vars[id.Name] = append(vars[id.Name], kv.Key.(*ast.Ident).Name)
 									}
 								}
 							}
 						}
-						// ev.Type, ev.Reason = events.TaskScheduled, "delayed"
-						var typ, v string
-						var fields []string
-						for i, l := range n.Lhs {
-							s, ok := l.(*ast.SelectorExpr)
-							if !ok {
-								continue
-							}
-							x, ok := s.X.(*ast.Ident)
-							if !ok || vars[x.Name] == nil {
-								continue
-							}
-							v = x.Name
-							fields = append(fields, s.Sel.Name)
-							if s.Sel.Name == "Type" && i < len(n.Rhs) {
-								typ = typeOf(n.Rhs[i])
-							}
+					}
+					// ev.Type, ev.Reason = events.TaskScheduled, "delayed"
+					var typ, v string
+					var fields []string
+					for i, l := range n.Lhs {
+						s, ok := l.(*ast.SelectorExpr)
+						if !ok {
+							continue
 						}
-						if typ != "" {
-							add(typ, append(fields, vars[v]...))
+						x, ok := s.X.(*ast.Ident)
+						if !ok || vars[x.Name] == nil {
+							continue
+						}
+						v = x.Name
+						fields = append(fields, s.Sel.Name)
+						if s.Sel.Name == "Type" && i < len(n.Rhs) {
+							typ = typeOf(n.Rhs[i])
 						}
 					}
-					return true
-				})
-			}
+					if typ != "" {
+						add(typ, append(fields, vars[v]...))
+					}
+				}
+				return true
+			})
 		}
 	}
 	return out
