@@ -139,12 +139,12 @@ func init() {
 		{"submit", "[flags] -- CMD...", "submit a command; print its task ID", (*app).cmdSubmit},
 		{"get", "ID", "show a task: status, worker, attempts, output", (*app).cmdGet},
 		{"ls", "[flags]", "list tasks, newest first", (*app).cmdList},
-		{"logs", "[-f] ID", "print a task's output; -f follows it live until the task ends", (*app).cmdLogs},
+		{"logs", "[-f [-v]] ID", "print a task's output; -f follows it live until the task ends (-v: say where each attempt runs)", (*app).cmdLogs},
 		{"cancel", "ID", "cancel a task (a running one is killed on its worker)", (*app).cmdCancel},
 		{"retry", "ID", "run a final task again", (*app).cmdRetry},
 		{"wait", "ID", "wait until a task is final; exit with its exit code, as run", (*app).cmdWait},
 		{"workers", "", "list the connected workers in rotation order", (*app).cmdWorkers},
-		{"events", "", "follow the master's event stream, one line per event", (*app).cmdEvents},
+		{"events", "[-since SEQ]", "follow the master's event stream, one line per event", (*app).cmdEvents},
 	}
 }
 

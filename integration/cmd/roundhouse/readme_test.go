@@ -46,6 +46,10 @@ func TestREADMECommands(t *testing.T) {
 				}
 				continue
 			}
+			// The usage's synopsis names each flag, unless it says [flags].
+			if !strings.Contains(c.args, "[flags]") && !regexp.MustCompile(`\[-`+name+`[ \]]`).MatchString(c.args) {
+				t.Errorf("the usage's synopsis of %s, %q, does not name its flag -%s", c.name, c.args, name)
+			}
 			if c.name == "run" && strings.Contains(row.Line, "the flags of `submit`") && name != "v" {
 				continue
 			}
