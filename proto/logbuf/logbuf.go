@@ -13,9 +13,11 @@
 package logbuf
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // Writer is an io.Writer that never blocks on its output. Close it to
@@ -28,12 +30,14 @@ type Writer struct {
 	mu      sync.Mutex // protects buf, dropped, closed
 	buf     []byte     // lines not yet written
 	dropped int        // lines dropped for want of room since the last notice
-	closed  bool       // run has returned
+	closed  bool       // run has returned, or Close gave up on it
 
 	kick chan struct{} // cap 1: there is something in buf
 	stop chan struct{} // closed by Close: write what is left and return
 	once sync.Once     // closes stop
 	done chan struct{} // closed when run has returned
+
+	closeWait time.Duration // how long Close waits for the output: CloseWait
 }
 
 // Start returns a Writer that writes to out, holding at most max bytes
@@ -43,7 +47,7 @@ type Writer struct {
 // write to the Writer.
 func Start(out io.Writer, max int, notice func(dropped int)) *Writer {
 	w := &Writer{out: out, max: max, notice: notice,
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), closeWait: CloseWait}
 	go w.run()
 	return w
 }
@@ -69,11 +73,24 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // Close writes what the buffer holds, stops the goroutine and waits for
-// it. It blocks for as long as the output does.
+// it, for at most CloseWait: a program that stops while its output is
+// stuck (a log driver that stopped reading) must still exit, and it would
+// lose those lines all the same once killed. Then Close returns an error,
+// every line from then on is dropped, and the goroutine ends by itself
+// should the output move again.
 func (w *Writer) Close() error {
 	w.once.Do(func() { close(w.stop) })
-	<-w.done
-	return nil
+	t := time.NewTimer(w.closeWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return nil
+	case <-t.C:
+	}
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	return fmt.Errorf("the log output did not take the last lines within %s", w.closeWait)
 }
 
 // run is the Writer's goroutine: each time it is told, it swaps the buffer
@@ -93,7 +110,7 @@ func (w *Writer) run() {
 			w.mu.Lock()
 			lines, dropped := w.buf, w.dropped
 			if len(lines) == 0 && dropped == 0 {
-				w.closed = stopping
+				w.closed = w.closed || stopping // Close may have given up already
 				w.mu.Unlock()
 				break
 			}
@@ -111,6 +128,10 @@ func (w *Writer) run() {
 		}
 	}
 }
+
+// CloseWait bounds how long Close waits for the output to take what is
+// left.
+const CloseWait = 5 * time.Second
 
 // LoggerBuffer is the most log output a NewLogger holds while its output
 // is not being read; past it, lines are dropped and counted.

@@ -144,3 +144,27 @@ func TestWriteAfterClose(t *testing.T) {
 		t.Errorf("output %q, want %q", got, "before\n")
 	}
 }
+
+// Close waits for the output only so long: a program stopping while its
+// output is stuck (a log driver that stopped reading) exits, losing the
+// lines left, instead of hanging until it is killed. Lines written after
+// are dropped, and the goroutine ends once the output moves.
+func TestCloseGivesUpOnAStuckOutput(t *testing.T) {
+	out := newStuck()
+	w := Start(out, 1<<10, nil)
+	w.closeWait = 50 * time.Millisecond
+	fmt.Fprint(w, "first\n")
+	<-out.entered // run waits on the output with "first"
+	fmt.Fprint(w, "second\n")
+	var err error
+	within(t, 5*time.Second, "Close with the output stuck", func() { err = w.Close() })
+	if err == nil {
+		t.Error("Close = nil with lines left unwritten; want an error saying so")
+	}
+	fmt.Fprint(w, "after\n")
+	close(out.open)
+	within(t, 5*time.Second, "the goroutine, once the output moved", func() { <-w.done })
+	if got, want := out.String(), "first\nsecond\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+}
