@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Max bounds the labels of one worker and the requirements of one task.
@@ -44,7 +45,7 @@ func checkKey(k string) error {
 		return fmt.Errorf("label key %q must start with a letter or a digit", k)
 	}
 	if i := strings.IndexFunc(k, func(r rune) bool { return !alnum(r) && !strings.ContainsRune("._-/", r) }); i >= 0 {
-		return fmt.Errorf("label key %q has %q at byte %d; keys are made of a-z A-Z 0-9 . _ - /", k, k[i], i)
+		return fmt.Errorf("label key %q has %q at byte %d; keys are made of a-z A-Z 0-9 . _ - /", k, runeAt(k, i), i)
 	}
 	return nil
 }
@@ -54,9 +55,16 @@ func checkValue(k, v string) error {
 		return fmt.Errorf("label %s: the value must be 1-%d characters", k, maxLen)
 	}
 	if i := strings.IndexFunc(v, func(r rune) bool { return !alnum(r) && !strings.ContainsRune("._-", r) }); i >= 0 {
-		return fmt.Errorf("label %s: the value %q has %q at byte %d; values are made of a-z A-Z 0-9 . _ -", k, v, v[i], i)
+		return fmt.Errorf("label %s: the value %q has %q at byte %d; values are made of a-z A-Z 0-9 . _ -", k, v, runeAt(v, i), i)
 	}
 	return nil
+}
+
+// runeAt is the character that starts at byte i of s, for errors: s[i]
+// alone would name the first byte of a non-ASCII one ('Ã' for 'é').
+func runeAt(s string, i int) rune {
+	r, _ := utf8.DecodeRuneInString(s[i:])
+	return r
 }
 
 func alnum(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' }

@@ -27,6 +27,9 @@ func TestParse(t *testing.T) {
 		{name: "key too long", in: strings.Repeat("k", 64) + "=1", wantErr: "must be 1-63"},
 		{name: "trailing comma", in: "a=1,", wantErr: "not key=value"},
 		{name: "too many", in: many(Max + 1), wantErr: "at most 16"},
+		// The error names the character given, not the first byte of it.
+		{name: "non-ASCII value", in: "zone=é", wantErr: `"é" has 'é' at byte 0`},
+		{name: "non-ASCII key", in: "gpü=1", wantErr: `"gpü" has 'ü' at byte 2`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
