@@ -223,6 +223,11 @@ func TestSwarmStackFile(t *testing.T) {
 			t.Errorf("docker stack config shows no %q:\n%s", want, out)
 		}
 	}
+	// Swarm replaces an unhealthy task: its workers are checked alive
+	// (/livez), not registered, or a master's restart would kill them all.
+	if !regexp.MustCompile(`- /worker\s+- healthcheck\s+- live\s`).MatchString(out) {
+		t.Errorf("the stack's workers are not checked with `worker healthcheck live`:\n%s", out)
+	}
 }
 
 // make swarm-up waits until the master at API lists every worker. With

@@ -14,11 +14,11 @@ func TestHealthcheckUsesTheConfiguredHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: healthHandler(func() bool { return true }, "w1")}
+	srv := &http.Server{Handler: healthHandler(func() bool { return true }, func() bool { return true }, "w1")}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
-	if err := healthcheck(lis.Addr().String()); err != nil {
+	if err := healthcheck(lis.Addr().String(), "/healthz"); err != nil {
 		t.Fatalf("healthcheck(%q) = %v; want healthy, the worker is registered and serving there", lis.Addr(), err)
 	}
 }

@@ -6,8 +6,9 @@
 // signal stops it at once.
 //
 // Configuration comes only from environment variables (see config.go).
-// `worker healthcheck` checks a running worker's /healthz and exits 0 or 1,
-// for container healthchecks.
+// `worker healthcheck` checks a running worker's /healthz (registered with
+// its master) and exits 0 or 1, for container healthchecks; `worker
+// healthcheck live` checks its /livez (serving or trying to reach its master).
 package main
 
 import (
@@ -38,11 +39,15 @@ import (
 var version = "dev"
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] != "healthcheck" {
-		fmt.Fprintf(os.Stderr, "usage: worker [healthcheck]\n(configuration comes from WORKER_* environment variables)\n")
+	if len(os.Args) > 1 && (os.Args[1] != "healthcheck" || len(os.Args) > 3 || len(os.Args) == 3 && os.Args[2] != "live") {
+		fmt.Fprintf(os.Stderr, "usage: worker [healthcheck [live]]\n(configuration comes from WORKER_* environment variables)\n")
 		os.Exit(2)
 	}
 	healthcheckMode := len(os.Args) > 1
+	path := "/healthz"
+	if len(os.Args) == 3 {
+		path = "/livez"
+	}
 	cfg, err := loadConfig(environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "worker: bad configuration:\n%v\n", err)
@@ -52,7 +57,7 @@ func main() {
 		os.Exit(2)
 	}
 	if healthcheckMode {
-		if err := healthcheck(cfg.HealthAddr); err != nil {
+		if err := healthcheck(cfg.HealthAddr, path); err != nil {
 			fmt.Fprintf(os.Stderr, "unhealthy: %v\n", err)
 			os.Exit(1)
 		}
@@ -169,7 +174,7 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		name, env, addr string
 		h               http.Handler
 	}{
-		{"health", "WORKER_HEALTH_ADDR", cfg.HealthAddr, healthHandler(a.Registered, cfg.WorkerID)},
+		{"health", "WORKER_HEALTH_ADDR", cfg.HealthAddr, healthHandler(a.Registered, a.Serving, cfg.WorkerID)},
 		{"metrics", "WORKER_METRICS_ADDR", cfg.MetricsAddr, m.Handler()},
 	} {
 		if s.addr == "" {
@@ -229,29 +234,48 @@ func work(a *agent.Agent, sigs <-chan os.Signal, drainTimeout time.Duration, log
 
 // healthHandler answers GET /healthz: 200 while the worker is registered with
 // the master, 503 otherwise, so an orchestrator sees a worker cut off from
-// its master.
-func healthHandler(registered func() bool, workerID string) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		body := struct {
-			Status     string `json:"status"`
-			Registered bool   `json:"registered"`
-			WorkerID   string `json:"worker_id"`
-			Version    string `json:"version"`
-		}{Status: "ok", Registered: registered(), WorkerID: workerID, Version: version}
+// its master. And GET /livez: 200 while the worker serves its master or
+// tries to reach it (serving), registered or not, 503 once it has stopped
+// (drained): for an orchestrator that replaces what is unhealthy (swarm),
+// which must not kill a worker, and its tasks, for its master's outage.
+func healthHandler(registered, serving func() bool, workerID string) http.Handler {
+	type answer struct {
+		Status     string `json:"status"`
+		Registered bool   `json:"registered"`
+		WorkerID   string `json:"worker_id"`
+		Version    string `json:"version"`
+	}
+	reply := func(w http.ResponseWriter, ok bool, body answer) {
 		code := http.StatusOK
-		if !body.Registered {
-			body.Status, code = "unregistered", http.StatusServiceUnavailable
+		if !ok {
+			code = http.StatusServiceUnavailable
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body) // the client is gone if this fails
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		body := answer{Status: "ok", Registered: registered(), WorkerID: workerID, Version: version}
+		if !body.Registered {
+			body.Status = "unregistered"
+		}
+		reply(w, body.Registered, body)
+	})
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		body := answer{Status: "alive", Registered: registered(), WorkerID: workerID, Version: version}
+		up := serving()
+		if !up {
+			body.Status = "stopped"
+		}
+		reply(w, up, body)
 	})
 	return mux
 }
 
-// healthcheck asks the worker whose health endpoint is healthAddr for /healthz.
-func healthcheck(healthAddr string) error {
+// healthcheck asks the worker whose health endpoint is healthAddr for path
+// (/healthz or /livez).
+func healthcheck(healthAddr, path string) error {
 	if healthAddr == "" {
 		return errors.New("WORKER_HEALTH_ADDR is not set, so the worker serves no health endpoint")
 	}
@@ -265,13 +289,13 @@ func healthcheck(healthAddr string) error {
 		host = "127.0.0.1"
 	}
 	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + path)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("/healthz answered %s", resp.Status)
+		return fmt.Errorf("%s answered %s", path, resp.Status)
 	}
 	return nil
 }

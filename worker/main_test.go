@@ -19,28 +19,35 @@ import (
 )
 
 func TestHealth(t *testing.T) {
-	var registered atomic.Bool
-	srv := httptest.NewServer(healthHandler(registered.Load, "w1"))
+	var registered, serving atomic.Bool
+	srv := httptest.NewServer(healthHandler(registered.Load, serving.Load, "w1"))
 	defer srv.Close()
 	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 
+	// /healthz follows the registration; /livez whether the worker still
+	// serves its master or tries to: cut off from its master, a worker is
+	// unhealthy (compose shows it) but alive (swarm must not replace it).
 	tests := []struct {
-		name       string
-		registered bool
-		wantCode   int
-		wantStatus string
-		wantCheck  bool
+		name                string
+		registered, serving bool
+		path                string
+		wantCode            int
+		wantStatus          string
 	}{
-		{"not registered", false, http.StatusServiceUnavailable, "unregistered", false},
-		{"registered", true, http.StatusOK, "ok", true},
+		{"not registered", false, true, "/healthz", http.StatusServiceUnavailable, "unregistered"},
+		{"registered", true, true, "/healthz", http.StatusOK, "ok"},
+		{"reconnecting, live", false, true, "/livez", http.StatusOK, "alive"},
+		{"registered, live", true, true, "/livez", http.StatusOK, "alive"},
+		{"stopped, live", false, false, "/livez", http.StatusServiceUnavailable, "stopped"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			registered.Store(tt.registered)
-			resp, err := http.Get(srv.URL + "/healthz")
+			serving.Store(tt.serving)
+			resp, err := http.Get(srv.URL + tt.path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,17 +61,17 @@ func TestHealth(t *testing.T) {
 				t.Fatal(err)
 			}
 			if resp.StatusCode != tt.wantCode || body.Status != tt.wantStatus || body.Registered != tt.registered || body.WorkerID != "w1" {
-				t.Errorf("GET /healthz = %d %+v, want %d status %q", resp.StatusCode, body, tt.wantCode, tt.wantStatus)
+				t.Errorf("GET %s = %d %+v, want %d status %q", tt.path, resp.StatusCode, body, tt.wantCode, tt.wantStatus)
 			}
-			if err := healthcheck(":" + port); (err == nil) != tt.wantCheck {
-				t.Errorf("healthcheck = %v, want healthy %v", err, tt.wantCheck)
+			if err := healthcheck(":"+port, tt.path); (err == nil) != (tt.wantCode == http.StatusOK) {
+				t.Errorf("healthcheck of %s = %v, want healthy %v", tt.path, err, tt.wantCode == http.StatusOK)
 			}
 		})
 	}
 }
 
 func TestHealthcheckWithoutAddress(t *testing.T) {
-	if err := healthcheck(""); err == nil || !strings.Contains(err.Error(), "WORKER_HEALTH_ADDR is not set") {
+	if err := healthcheck("", "/healthz"); err == nil || !strings.Contains(err.Error(), "WORKER_HEALTH_ADDR is not set") {
 		t.Fatalf("healthcheck(\"\") = %v, want an error saying WORKER_HEALTH_ADDR is not set", err)
 	}
 }

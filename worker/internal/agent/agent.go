@@ -160,6 +160,18 @@ func New(cfg Config, log *slog.Logger) *Agent {
 // Registered reports whether the agent holds an accepted stream to the master.
 func (a *Agent) Registered() bool { return a.registered.Load() }
 
+// Serving reports whether the agent still serves the master or tries to:
+// true until Run will open no more sessions (a drain, a stop), whether or
+// not it is registered now.
+func (a *Agent) Serving() bool {
+	select {
+	case <-a.offline:
+		return false
+	default:
+		return true
+	}
+}
+
 // Run registers with the master and serves it until ctx is canceled,
 // reconnecting whenever the stream ends, until a Drain. It never gives up on
 // the master; it returns nil once ctx is done, after every task it started

@@ -556,3 +556,25 @@ func TestNewerDeliveryRunsWhileTheOlderAwaitsItsAck(t *testing.T) {
 	}
 	eventually(t, func() bool { return len(a.runningIDs()) == 0 }, "acknowledged runs still held")
 }
+
+// Serving (the worker's /livez) holds while the agent cannot reach its
+// master and ends with Run: an orchestrator that replaces what is not
+// serving must leave a worker alone for its master's outage.
+func TestServingWhileTheMasterIsAwayUntilRunEnds(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nobody listens there
+	var logs syncBuffer
+	a, stop := startAgentWith(t, Config{MasterAddr: addr}, &logs)
+	eventually(t, func() bool { return strings.Count(logs.String(), "not connected to master") >= 2 }, "two failed registrations")
+	if a.Registered() || !a.Serving() {
+		t.Fatalf("with no master: registered %v, serving %v; want not registered, serving", a.Registered(), a.Serving())
+	}
+	stop() // returns once Run has
+	if a.Serving() {
+		t.Fatal("serving after Run returned")
+	}
+}
