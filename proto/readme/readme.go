@@ -7,8 +7,11 @@ package readme
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
+	"testing"
 )
 
 // Read returns README.md of the repository, found from the working
@@ -125,4 +128,63 @@ func Find(rows []Row, name string) []Row {
 		}
 	}
 	return out
+}
+
+// bounded finds in a config.go the variables its loadConfig holds to a range.
+var bounded = regexp.MustCompile(`check\("([A-Z_]+)", .*"(%[sd] )?(is outside|must be)`)
+
+// CheckEnvTable holds rows, a README table of variables, to the env tags
+// of typ (a config struct): a row per variable, its envDefault as its
+// default ("empty" for none, but for the variables in derived, whose
+// default the program works out), and no row for a variable not read; and
+// the rows of the variables that src (its config.go) bounds to a range
+// must give it.
+func CheckEnvTable(t testing.TB, typ reflect.Type, src string, rows []Row, derived ...string) {
+	t.Helper()
+	read := map[string]bool{}
+	for _, m := range bounded.FindAllStringSubmatch(src, -1) {
+		for _, r := range Find(rows, m[1]) {
+			if len(r.Cells) > 2 && !regexp.MustCompile(` to |at most|at least|outside`).MatchString(r.Cells[2]) {
+				t.Errorf("README: %s is held to a range at start, which its row does not give: %s", m[1], r.Line)
+			}
+		}
+	}
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		read[name] = true
+		found := Find(rows, name)
+		if len(found) != 1 {
+			t.Errorf("README: %s is in %d rows of the table, want 1", name, len(found))
+			continue
+		}
+		r := found[0]
+		if len(r.Cells) < 3 {
+			t.Errorf("README: row of %s has %d cells, want Variable | Default | Meaning: %s", name, len(r.Cells), r.Line)
+			continue
+		}
+		def, set := f.Tag.Lookup("envDefault")
+		got := Rows("|h|\n" + "| " + r.Cells[1] + " |")[0].Names // the default cell's code spans
+		switch {
+		case !set && !strings.HasPrefix(r.Cells[1], "empty") && !slices.Contains(derived, name):
+			t.Errorf("README: %s has no default in the code, but the table says %q", name, r.Cells[1])
+		case set && len(r.Names) == len(got) && len(got) > 1: // `A`, `B` | `a`, `b`
+			for i, n := range r.Names {
+				if n == name && got[i] != def {
+					t.Errorf("README: default of %s is %q, the code's is %q", name, got[i], def)
+				}
+			}
+		case set && (len(got) == 0 || got[0] != def):
+			t.Errorf("README: default of %s is %q, the code's is `%s`", name, r.Cells[1], def)
+		}
+	}
+	for _, r := range rows {
+		for _, n := range r.Names {
+			if !read[n] {
+				t.Errorf("README documents %s, which is not read: %s", n, r.Line)
+			}
+		}
+	}
 }
