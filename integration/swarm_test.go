@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -79,6 +80,67 @@ func TestSwarm(t *testing.T) {
 	t.Logf("the killed task ran again on %s and succeeded %s after the kill", tk.History[1].WorkerID, time.Since(at).Round(100*time.Millisecond))
 	after := checkRotation(t, l, 4)
 	t.Logf("rotation before the kill %v, after %v", rotation, after)
+
+	// The master away for longer than the workers' health window (three
+	// failed checks 5 s apart): swarm replaces unhealthy tasks, so the
+	// stack checks its workers alive (/livez), not registered. They wait for
+	// the master in the same containers, and register again once it is back.
+	before := d.workerContainers()
+	d.scale("master", 0)
+	outage := time.Now()
+	checkAliveThrough(t, d, before, outage, 4)
+	d.scale("master", 1)
+	l.waitWorkers(4)
+	t.Logf("master back %s after it stopped; the workers registered again", time.Since(outage).Round(100*time.Millisecond))
+	if now := d.workerContainers(); !maps.Equal(now, before) {
+		t.Errorf("worker containers after the master's outage %v, want the same as before it %v", now, before)
+	}
+}
+
+// checkAliveThrough waits until each of containers (worker ID to container)
+// has passed n health checks that began after since, and fails the test at
+// the first failed one or at a container gone (replaced).
+func checkAliveThrough(t *testing.T, d *deployment, containers map[string]string, since time.Time, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Duration(n)*5*time.Second + time.Minute)
+	for {
+		done := true
+		for id, c := range containers {
+			out, err := d.docker("inspect", "-f", "{{json .State.Health}}", c)
+			if err != nil {
+				t.Fatalf("worker %s's container %.12s is gone while the master is away (replaced?): %v\n%s", id, c, err, out)
+			}
+			var h struct {
+				Status string
+				Log    []struct {
+					Start    time.Time
+					ExitCode int
+					Output   string
+				}
+			}
+			if err := json.Unmarshal([]byte(out), &h); err != nil {
+				t.Fatalf("health of %s: %v\n%s", id, err, out)
+			}
+			passed := 0
+			for _, p := range h.Log {
+				if p.Start.Before(since) {
+					continue
+				}
+				if p.ExitCode != 0 {
+					t.Fatalf("worker %s failed a health check while the master was away (swarm replaces it): %s", id, p.Output)
+				}
+				passed++
+			}
+			done = done && passed >= n
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the workers did not pass %d health checks each within %s of the master's stop", n, time.Since(since).Round(time.Second))
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // checkRotation submits n quick tasks one after another: they run on the
