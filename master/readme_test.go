@@ -13,11 +13,7 @@ import (
 // README's master table with envDefault as its default (or "empty" for
 // none), and the table names no variable the master does not read.
 func TestREADMEConfiguration(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## Configuration")
+	section := readme.SectionOf(t, "## Configuration")
 	master, _, ok := strings.Cut(section, "\nWorker:\n")
 	if !ok {
 		t.Fatal(`README's Configuration has no "Worker:" table after the master's`)

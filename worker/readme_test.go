@@ -14,11 +14,7 @@ import (
 // none, "derived" for WORKER_ID), and the table names no variable the
 // worker does not read.
 func TestREADMEConfiguration(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## Configuration")
+	section := readme.SectionOf(t, "## Configuration")
 	_, worker, ok := strings.Cut(section, "\nWorker:\n")
 	if !ok {
 		t.Fatal(`README's Configuration has no "Worker:" table`)

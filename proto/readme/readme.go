@@ -34,6 +34,21 @@ func Read() (string, error) {
 	}
 }
 
+// SectionOf is Section of the repository's README, failing t when the
+// README cannot be read or has no such section.
+func SectionOf(t testing.TB, heading string) string {
+	t.Helper()
+	doc, err := Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := Section(doc, heading)
+	if section == "" {
+		t.Fatalf("README has no section %q", heading)
+	}
+	return section
+}
+
 // Section is the text under the heading that starts with heading (such as
 // "## Configuration"), up to the next heading of its level or above; ""
 // when there is none. Lines inside code fences are never headings.

@@ -13,11 +13,7 @@ import (
 // global --api, --token and --json in the prose above), and the table has
 // no row for a command that does not exist.
 func TestREADMECommands(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## Command-line client")
+	section := readme.SectionOf(t, "## Command-line client")
 	rows := readme.Rows(section)
 	flag := regexp.MustCompile(`(?m)^  (-[a-z-]+)`)
 	known := map[string]bool{}

@@ -19,11 +19,7 @@ import (
 // events.Event literals, and the fields assigned to one afterwards); the
 // table has no row for a type that is never emitted.
 func TestREADMEEvents(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## Dashboard, events and metrics")
+	section := readme.SectionOf(t, "## Dashboard, events and metrics")
 	_, table, ok := strings.Cut(section, "**Events.**")
 	table, _, _ = strings.Cut(table, "**Metrics.**")
 	if !ok {

@@ -11,11 +11,7 @@ import (
 // TestREADMEMethods: every method of NodeService is a row of the README's
 // gRPC table that says what it does, and the table has no other.
 func TestREADMEMethods(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := readme.Rows(readme.Section(doc, "## gRPC"))
+	rows := readme.Rows(readme.SectionOf(t, "## gRPC"))
 	methods := map[string]bool{}
 	for _, m := range pb.NodeService_ServiceDesc.Methods {
 		methods[m.MethodName] = true

@@ -22,11 +22,7 @@ import (
 // {"error": "..."}, and its code is in the route's row or the section's
 // prose above the table.
 func TestREADMERoutes(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## REST API")
+	section := readme.SectionOf(t, "## REST API")
 	intro, table, ok := strings.Cut(section, "| Endpoint |")
 	if !ok {
 		t.Fatal("README's REST API section has no Endpoint table")
@@ -56,7 +52,7 @@ func TestREADMERoutes(t *testing.T) {
 		}
 		return text
 	}
-	err = router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+	err := router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		tpl, err := route.GetPathTemplate()
 		if err != nil {
 			return err

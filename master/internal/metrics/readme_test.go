@@ -16,11 +16,7 @@ import (
 // registers them, is a row of the README's metrics table with its type and
 // labels, and the table has no row for a metric it does not serve.
 func TestREADMEMetrics(t *testing.T) {
-	doc, err := readme.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := readme.Section(doc, "## Dashboard, events and metrics")
+	section := readme.SectionOf(t, "## Dashboard, events and metrics")
 	_, table, ok := strings.Cut(section, "**Metrics.**")
 	if !ok {
 		t.Fatal("README's Dashboard, events and metrics has no **Metrics.** table")
