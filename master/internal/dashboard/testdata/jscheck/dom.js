@@ -55,4 +55,14 @@ function load(files, opts) {
   for (const f of files) vm.runInContext(fs.readFileSync(path.join(opts.dir || path.join(__dirname, '..', '..', 'web'), f), 'utf8'), ctx, { filename: f });
   return { ctx, byId, document, run: (code) => vm.runInContext(code, ctx), setNow: (t) => { now = t; } };
 }
-module.exports = { load, Node };
+// timeline loads the dashboard's overview, charts and timeline with the
+// clock at t0 and starts them, for scripts that feed it events: at(s) is
+// the time s seconds after t0, send(e) hands event e to the page.
+function timeline(t0) {
+  const w = load(['app.js', 'overview.js', 'charts.js', 'timeline.js'], { now: t0 });
+  w.run('startOverview(); startCharts(); startTimeline();');
+  const at = (s) => new Date(t0 + s * 1000).toISOString();
+  const send = (e) => w.run('handleEvent("", ' + JSON.stringify(JSON.stringify(e)) + ', "")');
+  return { w, at, send };
+}
+module.exports = { load, timeline, Node };

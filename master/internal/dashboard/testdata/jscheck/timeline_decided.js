@@ -3,12 +3,9 @@
 // frozen one, thawed, reports first. Its task.finished (attempt 1) decides
 // the task; the master kills attempt 2 and no event tells of that delivery
 // again. Its bar must end there, not stay running (and kept) forever.
-const { load } = require('./dom');
+const { timeline } = require('./dom');
 const t0 = Date.parse('2026-01-01T00:00:00Z');
-const w = load(['app.js', 'overview.js', 'charts.js', 'timeline.js'], { now: t0 });
-w.run('startOverview(); startCharts(); startTimeline();');
-const at = (s) => new Date(t0 + s * 1000).toISOString();
-const send = (e) => w.run('handleEvent("", ' + JSON.stringify(JSON.stringify(e)) + ', "")');
+const { w, at, send } = timeline(t0);
 const id = 'task-1';
 let fail = 0;
 send({ type: 'task.queued', task_id: id, cmd: 'sleep 14', time: at(0) });

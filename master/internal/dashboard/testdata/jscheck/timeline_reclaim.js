@@ -3,12 +3,9 @@
 // bar ends in a ✕) and then gives it back to that worker (task.assigned,
 // reason reclaimed, the same attempt). The bar goes on as that delivery's,
 // and is no lost delivery: no ✕ while it runs, nor once it succeeds.
-const { load } = require('./dom');
+const { timeline } = require('./dom');
 const t0 = Date.parse('2026-01-01T00:00:00Z');
-const w = load(['app.js', 'overview.js', 'charts.js', 'timeline.js'], { now: t0 });
-w.run('startOverview(); startCharts(); startTimeline();');
-const at = (s) => new Date(t0 + s * 1000).toISOString();
-const send = (e) => w.run('handleEvent("", ' + JSON.stringify(JSON.stringify(e)) + ', "")');
+const { w, at, send } = timeline(t0);
 const id = 'task-1';
 let fail = 0;
 function check(when, want) {
