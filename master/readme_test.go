@@ -1,9 +1,7 @@
 package main
 
 import (
-	"os"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/roundhouse-lab/roundhouse/proto/readme"
@@ -13,14 +11,5 @@ import (
 // README's master table with envDefault as its default (or "empty" for
 // none), and the table names no variable the master does not read.
 func TestREADMEConfiguration(t *testing.T) {
-	section := readme.SectionOf(t, "## Configuration")
-	master, _, ok := strings.Cut(section, "\nWorker:\n")
-	if !ok {
-		t.Fatal(`README's Configuration has no "Worker:" table after the master's`)
-	}
-	src, err := os.ReadFile("config.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme.CheckEnvTable(t, reflect.TypeFor[config](), string(src), readme.Rows(master))
+	readme.CheckConfiguration(t, "master", reflect.TypeFor[config]())
 }

@@ -148,6 +148,27 @@ func Find(rows []Row, name string) []Row {
 // bounded finds in a config.go the variables its loadConfig holds to a range.
 var bounded = regexp.MustCompile(`check\("([A-Z_]+)", .*"(%[sd] )?(is outside|must be)`)
 
+// CheckConfiguration holds README's Configuration table of the master's
+// variables (which "master") or of the worker's ("worker", after the
+// "Worker:" line) to typ, the program's config struct, with CheckEnvTable;
+// the test runs in the program's directory, where its config.go is.
+func CheckConfiguration(t testing.TB, which string, typ reflect.Type, derived ...string) {
+	t.Helper()
+	master, worker, ok := strings.Cut(SectionOf(t, "## Configuration"), "\nWorker:\n")
+	if !ok {
+		t.Fatal(`README's Configuration has no "Worker:" table after the master's`)
+	}
+	table := master
+	if which == "worker" {
+		table = worker
+	}
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	CheckEnvTable(t, typ, string(src), Rows(table), derived...)
+}
+
 // CheckEnvTable holds rows, a README table of variables, to the env tags
 // of typ (a config struct): a row per variable, its envDefault as its
 // default ("empty" for none, but for the variables in derived, whose
