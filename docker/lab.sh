@@ -317,7 +317,7 @@ cmd_kill_worker() {
 	read -r c name n <<<"$t"
 	docker kill "$c" >/dev/null
 	echo "killed worker $n ($name) with SIGKILL: its connection closed, so the master drops it at once"
-	echo "and re-queues its running task after MASTER_WORKER_TIMEOUT (10s by default), unless it comes back"
+	echo "and re-queues its running task after half of MASTER_WORKER_TIMEOUT (5s by default), unless it comes back"
 	echo "to claim it. Bring it back: make scale WORKERS=<as before> (and GPU_WORKERS=<as before> for a gpu-N)"
 }
 

@@ -96,8 +96,8 @@ func TestLabs(t *testing.T) {
 		// Its connection closes: dropped at once, not after a timeout.
 		waitWorkerGone(t, l, victim, 3*time.Second)
 		t.Logf("killed %s dropped after %s", victim, time.Since(killed).Round(100*time.Millisecond))
-		// Its task waits one worker timeout for a claim, then runs for 10 s
-		// elsewhere.
+		// Its task waits half a worker timeout for a claim, then runs for
+		// 10 s elsewhere.
 		tk := waitTask(t, l, id, labWorkerTimeout+10*time.Second+time.Minute, "the killed worker's task to finish", client.Task.Final)
 		if tk.Status != "succeeded" || tk.Stdout != "slept 10s\n" || tk.Attempts != 2 || len(tk.History) != 2 {
 			t.Fatalf("task: %s, stdout %q, history %s; want succeeded after 2 deliveries", tk.Status, tk.Stdout, trail(tk))
@@ -107,6 +107,14 @@ func TestLabs(t *testing.T) {
 		}
 		if h := tk.History[1]; h.Outcome != "succeeded" || h.WorkerID == victim || tk.Worker() != h.WorkerID {
 			t.Errorf("second delivery: %s on %s, want succeeded on another worker", h.Outcome, h.WorkerID)
+		} else if h.AssignedAt == nil {
+			t.Errorf("second delivery has no assigned_at")
+		} else if h.AssignedAt.Sub(killed) >= labWorkerTimeout {
+			// The claim window is half the timeout; a whole one means the
+			// master waited for a killed worker as for a restarted master.
+			t.Errorf("second delivery assigned at %v, %v after the kill; want within the worker timeout, %s", h.AssignedAt, h.AssignedAt.Sub(killed), labWorkerTimeout)
+		} else {
+			t.Logf("the killed worker's task ran again %s after the kill", h.AssignedAt.Sub(killed).Round(100*time.Millisecond))
 		}
 		// make scale WORKERS=3 starts the killed container again.
 		cl.run(t, "scale", "3")

@@ -177,6 +177,17 @@ func New(p Params) *Dispatcher {
 // four beats fit in one worker timeout, so one lost beat is not a death.
 func (d *Dispatcher) HeartbeatInterval() time.Duration { return d.p.WorkerTimeout / 4 }
 
+// ClaimWindow is how long the tasks of a worker whose connection closed
+// wait for it to come back and claim them before they are queued again:
+// half a worker timeout. A worker that lives reconnects at once (its first
+// retry waits at most 100 ms), so half leaves it ample room on a loaded
+// machine, while the task of a worker that died, whose connection closes
+// with it, runs again within about half the time a silent worker's takes
+// (issue 6: within 10 s, the default timeout). After a master restart the
+// workers first wait out their backoff, up to WORKER_RECONNECT_MAX, so the
+// tasks the disk calls running wait a whole worker timeout (Recover).
+func (d *Dispatcher) ClaimWindow() time.Duration { return d.p.WorkerTimeout / 2 }
+
 // SweepInterval is how often the owner must call Sweep. A lease expires one
 // interval before the worker timeout, so a silent worker is dropped within
 // the timeout however the sweeps fall.

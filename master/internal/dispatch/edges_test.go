@@ -480,7 +480,7 @@ func TestReconnectWithinTheClaimWindowRunsNothingTwice(t *testing.T) {
 	drain(w)
 	x := register(t, d, "x", 1)
 	d.Unregister(w)
-	clk.Advance(workerTimeout / 2)
+	clk.Advance(d.ClaimWindow() - 100*time.Millisecond)
 	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
 	d.Sweep()
 	if got := drain(x); len(got) != 0 {
@@ -499,6 +499,35 @@ func TestReconnectWithinTheClaimWindowRunsNothingTwice(t *testing.T) {
 	}
 	if tk, _ := d.Get(ctx, id); tk.Attempts != 1 {
 		t.Fatalf("attempts = %d, want 1", tk.Attempts)
+	}
+}
+
+// A worker whose connection closed and that does not come back (its
+// process died: SIGKILL closes the connection with it) has its tasks run
+// elsewhere once half a worker timeout has passed, not a whole one: a
+// worker that lives reconnects at once, and issue 6 wants a dead worker's
+// task running again within 10 s, the default worker timeout.
+func TestClosedConnectionsTasksWaitHalfAWorkerTimeout(t *testing.T) {
+	d, clk := newTest(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	x := register(t, d, "x", 1)
+	d.Unregister(w)
+	if got := d.ClaimWindow(); got != workerTimeout/2 {
+		t.Fatalf("claim window %s, want half the worker timeout, %s", got, workerTimeout/2)
+	}
+	clk.Advance(workerTimeout/2 - 100*time.Millisecond)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
+	d.Sweep()
+	if got := drain(x); len(got) != 0 {
+		t.Fatalf("x got %v before w's claim window ended", got)
+	}
+	clk.Advance(100 * time.Millisecond)
+	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
+	d.Sweep()
+	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+		t.Fatalf("x got %v once w's claim window ended, want %s", got, id)
 	}
 }
 

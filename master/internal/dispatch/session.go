@@ -432,9 +432,9 @@ func (d *Dispatcher) Drain(workerID, instanceID string) ([]Delivery, error) {
 
 // Unregister removes a session whose stream ended. A worker whose
 // connection merely closed may be reconnecting (it gave up on a stream that
-// stopped answering): its tasks wait one worker timeout for it to claim
-// them, as after a master restart, before Sweep re-queues them. It is a
-// no-op for a session the dispatcher already ended.
+// stopped answering): its tasks wait one ClaimWindow for it to claim them
+// before Sweep re-queues them. It is a no-op for a session the dispatcher
+// already ended.
 func (d *Dispatcher) Unregister(s *Session) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -444,7 +444,7 @@ func (d *Dispatcher) Unregister(s *Session) {
 	if s.draining {
 		d.endLocked(s, "drained", "it drained and closed its connection")
 	} else {
-		claimBy := d.p.Mono() + d.p.WorkerTimeout
+		claimBy := d.p.Mono() + d.ClaimWindow()
 		for id, h := range s.inflight {
 			if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
 				d.orphans[id] = claimBy
