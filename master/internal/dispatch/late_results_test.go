@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
@@ -392,4 +393,127 @@ func backHolding(t *testing.T, d *Dispatcher, s *Session, id string, attempt int
 		t.Fatal(err)
 	}
 	return back
+}
+
+// A late result of a replaced delivery is no retry, even of an outcome
+// retry_on names: the task ran again at once, with no backoff, because the
+// delivery was lost (README: "a delivery lost with its worker is none").
+// The waits the task serves are backoff, then doubled: here 1s before the
+// first retry and 2s before the second, whether the late failure of
+// attempt 1 comes before attempt 2 fails or while the retry, attempt 3,
+// runs. The late result is recorded as a duplicate: it decided nothing.
+// Counted as a retry, it made the wait double once early (2s; or 1s, then
+// 4s).
+func TestLateRetryableResultOfAReplacedDeliveryIsNoRetry(t *testing.T) {
+	for _, lateBefore := range []bool{true, false} {
+		t.Run(map[bool]string{true: "late before the failure", false: "late while the retry runs"}[lateBefore], func(t *testing.T) {
+			d, clk := newTest(t)
+			d.rand = func() float64 { return 0 } // no jitter: each wait is exact
+			sub := follow(t, d)
+			a := register(t, d, "a", 1)
+			id := submitOne(t, d, Submission{Cmd: "flaky", MaxAttempts: 4, RetryOn: []task.Outcome{task.OutcomeFailed},
+				Backoff: time.Second, MaxBackoff: time.Minute})
+			drain(a)
+			b := register(t, d, "b", 1)
+			lose(d, clk, a) // a's run of attempt 1 goes on out of sight; b gets attempt 2
+			if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+				t.Fatalf("b got %v, want %s", got, id)
+			}
+			late := func() {
+				t.Helper()
+				dup, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tk, _ := d.Get(ctx, id); tk.History[0].Outcome != task.OutcomeFailed || !dup || !tk.History[0].Duplicate {
+					t.Errorf("a's late failure of attempt 1: told duplicate %v, recorded %+v; want failed, a duplicate (it decided nothing)", dup, tk.History[0])
+				}
+			}
+			// failsAndWaits fails b's current delivery, attempt n, and checks
+			// the retry's run_at (the task's and its task.scheduled event's)
+			// and that the task is queued, and sent to b, no sooner than want.
+			failsAndWaits := func(n int, want time.Duration) {
+				t.Helper()
+				received(sub)
+				before := clk.Now()
+				if _, err := d.Report(ctx, result(t, d, b, id, n, 1)); err != nil {
+					t.Fatal(err)
+				}
+				tk, _ := d.Get(ctx, id)
+				if tk.Status != task.StatusScheduled {
+					t.Fatalf("after attempt %d failed: %s, want scheduled", n, tk.Status)
+				}
+				if got := tk.RunAt.Sub(before); got < want || got > want+50*time.Millisecond {
+					t.Errorf("attempt %d failed: run_at is %s after it, want %s (the wait before retry %d)", n, got, want, n-1)
+				}
+				var scheduled *events.Event
+				for {
+					select {
+					case e := <-sub.C():
+						if e.Type == events.TaskScheduled {
+							scheduled = &e
+						}
+						continue
+					default:
+					}
+					break
+				}
+				if scheduled == nil || scheduled.RunAt == nil || !scheduled.RunAt.Equal(tk.RunAt) {
+					t.Errorf("attempt %d failed: task.scheduled %+v, want one with run_at %s", n, scheduled, tk.RunAt)
+				}
+				pass(d, clk, want-100*time.Millisecond, b)
+				if got := drain(b); len(got) != 0 {
+					t.Fatalf("attempt %d sent %s after attempt %d failed, before its wait of %s", n+1, want-100*time.Millisecond, n, want)
+				}
+				pass(d, clk, 100*time.Millisecond, b)
+				if got := drain(b); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
+					t.Fatalf("attempt %d not sent %s after attempt %d failed (b got %v); want it after its wait of %s", n+1, want, n, got, want)
+				}
+			}
+			if lateBefore {
+				late()
+				failsAndWaits(2, time.Second) // the first retry
+			} else {
+				failsAndWaits(2, time.Second)
+				late()                          // attempt 3 is running on b
+				failsAndWaits(3, 2*time.Second) // the second retry
+			}
+		})
+	}
+}
+
+// The late result stays no retry across a master restart: what tells it
+// apart is on disk (its attempt is a duplicate), not in memory only.
+func TestLateRetryableResultIsNoRetryAcrossARestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	a := register(t, d, "a", 1)
+	id := submitOne(t, d, Submission{Cmd: "flaky", MaxAttempts: 4, RetryOn: []task.Outcome{task.OutcomeFailed},
+		Backoff: time.Second, MaxBackoff: time.Minute})
+	drain(a)
+	b := register(t, d, "b", 1)
+	lose(d, clk, a)
+	drain(b) // attempt 2
+	if _, err := d.Report(ctx, task.Result{TaskID: id, WorkerID: "a", InstanceID: a.InstanceID, Attempt: 1, ExitCode: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := newOnDB(t, path, clk, 100)
+	d2.rand = func() float64 { return 0 }
+	b2, _, err := d2.Register(ctx, Registration{WorkerID: "b", InstanceID: b.InstanceID, Slots: 1, Running: []Delivery{{TaskID: id, Attempt: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := clk.Now()
+	if _, err := d2.Report(ctx, result(t, d2, b2, id, 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := d2.Get(ctx, id)
+	if got := tk.RunAt.Sub(before); tk.Status != task.StatusScheduled || got < time.Second || got > time.Second+50*time.Millisecond {
+		t.Fatalf("attempt 2 failed after a restart: %s, run_at %s after it; want scheduled, 1s after (the first retry)", tk.Status, got)
+	}
 }

@@ -214,10 +214,11 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	// A retryable outcome of a delivery that is not the current one (lost,
 	// then replaced) decides nothing: the task runs, or waits to run, again
 	// already, and that is the retry, whether or not it is the last one its
-	// budget allows. retryLocked records it on its attempt.
+	// budget allows. retryLocked records it on its attempt, a duplicate.
 	if retryable := slices.Contains(t.RetryOn, a.Outcome); retryable && !isCurrent(t, r.WorkerID, a.N) ||
 		retryable && t.Attempts-t.AttemptBase < t.MaxAttempts {
-		return false, d.retryLocked(t, a, r, out, unlock), false, nil, nil
+		dup, committed := d.retryLocked(t, a, r, out, unlock)
+		return dup, committed, false, nil, nil
 	}
 	d.keepResultLocked(t, a, r, out)
 	finished := r.FinishedAt
@@ -308,13 +309,17 @@ func reported(a *task.Attempt) bool {
 // attempts left: when it ends the delivery t runs on, t keeps the result
 // and is scheduled to run again after its backoff. Otherwise another
 // delivery goes on, or t already waits to run again: the result is recorded
-// on its attempt only. It leaves the lock through unlock and returns the
-// write's commit, without waiting for it.
-func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) <-chan error {
+// on its attempt only, as a duplicate, so that the backoff does not count
+// it as a retry (it was none: its delivery was lost, and the task ran
+// again at once). It leaves the lock through unlock and returns whether
+// the result is a duplicate and the write's commit, without waiting for it.
+func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, out output, unlock func()) (bool, <-chan error) {
 	if !isCurrent(t, r.WorkerID, a.N) {
+		a.Duplicate = true
+		d.log.Warn("result of a replaced delivery recorded; it decides nothing", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "outcome", a.Outcome)
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
-		return committed
+		return true, committed
 	}
 	d.keepResultLocked(t, a, r, out)
 	wait := d.backoffLocked(t)
@@ -329,18 +334,19 @@ func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, o
 	d.emitLocked(events.Event{Type: events.TaskScheduled, TaskID: t.ID, Cmd: shorten(t.Cmd), WorkerID: r.WorkerID, Attempt: a.N, Status: string(a.Outcome),
 		ExitCode: a.ExitCode, Priority: priorityOf(t), Requires: t.Requires, RunAt: &runAt, Reason: "retry", Detail: why})
 	unlock()
-	return committed
+	return false, committed
 }
 
 // backoffLocked is the wait before t's next try: Backoff doubled for each
 // retry since its budget began, at most MaxBackoff, less up to a fifth at
 // random, so that tasks that failed together do not all retry together.
 // A retry is a delivery that ended in an outcome RetryOn names (the one
-// just recorded included); one lost with its worker is none.
+// just recorded included); one lost with its worker is none, even when its
+// result comes later (a duplicate: retryLocked).
 func (d *Dispatcher) backoffLocked(t *task.Task) time.Duration {
 	retries := 0
 	for _, a := range t.History {
-		if a.N > t.AttemptBase && slices.Contains(t.RetryOn, a.Outcome) {
+		if a.N > t.AttemptBase && !a.Duplicate && slices.Contains(t.RetryOn, a.Outcome) {
 			retries++
 		}
 	}

@@ -124,7 +124,9 @@ type Attempt struct {
 	AssignedAt time.Time
 	FinishedAt time.Time
 	// Duplicate: the result arrived after the task was already final (it
-	// had been re-queued and finished elsewhere); it changed nothing.
+	// had been re-queued and finished elsewhere), or, of an outcome RetryOn
+	// names, after the delivery was replaced (the task ran again already);
+	// it changed nothing.
 	Duplicate bool
 }
 
