@@ -8,11 +8,10 @@ package dispatch
 // waiting tasks must not copy them. The ring doubles when full and halves
 // when a quarter full, so memory follows the queue's length, not its history.
 //
-// An ID whose task stopped waiting without being popped (canceled, taken
-// back by its reconnecting worker, finished by a late result, or a repeat of
-// an ID queued again) stays in the queue until it reaches the front or the
-// queue is compacted: removing it from the middle would cost a scan. stale
-// counts such IDs, so that waiting is exact at no cost.
+// An ID whose task stopped waiting without being popped (canceled, or
+// finished by a late result) stays in the queue until it reaches the front
+// or the queue is compacted: removing it from the middle would cost a scan.
+// stale counts such IDs, so that waiting is exact at no cost.
 type fifo struct {
 	ring  []entry // len(ring) is 0 or a power of two
 	head  int     // ring[head] is the front, when n > 0

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 // Tasks given the same run time are queued, when it comes, in the order
@@ -147,5 +148,67 @@ func TestRestartQueuesOverdueTasksByRunTime(t *testing.T) {
 	want := []string{early, late}
 	if got := runOneByOne(t, d2, register(t, d2, "w", 1), 2); !slices.Equal(got, want) {
 		t.Fatalf("after a restart ran %v; want %v, the order they came due in", got, want)
+	}
+}
+
+// A task its worker took back (it was lost, its task re-queued at the
+// front, then it came back holding the run) and that is then queued again,
+// by its retry policy or by hand, waits at the back of its priority: not
+// at the place it had while re-queued, ahead of tasks queued before it
+// was queued again. A priority-1 task keeps the worker busy meanwhile, so
+// no assignment reaches the priority-5 class in between. Both ways a task
+// ID is held (ids.go): an alias is not given again once its task left
+// memory, a UUID's key is the same.
+func TestReclaimedThenRetriedTaskQueuesAtTheBack(t *testing.T) {
+	for _, how := range []string{"retry policy", "by hand"} {
+		for _, id := range []string{"alias", "uuid"} {
+			t.Run(how+"/"+id, func(t *testing.T) {
+				d, clk := newTest(t)
+				d.rand = func() float64 { return 0 }
+				if id == "uuid" {
+					submitOne(t, d, Submission{Cmd: "pad", Delay: time.Hour}) // t0001, scheduled throughout
+				}
+				w := register(t, d, "w", 1)
+				sub := Submission{Cmd: "flaky", Priority: 5}
+				if how == "retry policy" {
+					sub.MaxAttempts, sub.RetryOn, sub.Backoff, sub.MaxBackoff = 3, []task.Outcome{task.OutcomeFailed}, time.Second, time.Second
+				}
+				a := submitOne(t, d, sub)
+				if got := drain(w); !slices.Equal(got, []string{a}) {
+					t.Fatalf("w got %v, want %s", got, a)
+				}
+				b := submitOne(t, d, Submission{Cmd: "b", Priority: 5})
+				c := submitOne(t, d, Submission{Cmd: "c", Priority: 5})
+				lose(d, clk, w)               // a is re-queued at the front of priority 5: a, b, c
+				w = register(t, d, "w", 1, a) // back, running it: a runs on w again
+				if st, on := status(t, d, a); st != task.StatusRunning || on != "w" {
+					t.Fatalf("after w came back holding it, %s is %s on %q; want running on w", a, st, on)
+				}
+				u := submitOne(t, d, Submission{Cmd: "urgent", Priority: 1})
+				finish(t, d, w, a, 1) // failed: scheduled for its retry, or final
+				if got := drain(w); !slices.Equal(got, []string{u}) {
+					t.Fatalf("w got %v after %s failed; want %s, the priority-1 task", got, a, u)
+				}
+				if how == "retry policy" {
+					pass(d, clk, time.Second, w) // its backoff: a is queued again
+				} else if _, err := d.Retry(ctx, a); err != nil {
+					t.Fatal(err)
+				}
+				if st, _ := status(t, d, a); st != task.StatusQueued {
+					t.Fatalf("%s is %s, want queued again", a, st)
+				}
+				if st := d.Stats(); st.Queued != 3 || st.ByPriority[4] != 3 {
+					t.Fatalf("stats %+v; want a, b and c queued at priority 5", st)
+				}
+				finish(t, d, w, u, 0)
+				want := []string{b, c, a} // a was queued again after b and c were queued
+				if got := runOneByOne(t, d, w, 3); !slices.Equal(got, want) {
+					t.Fatalf("ran %v; want %v, the order they were queued in", got, want)
+				}
+				if st := d.Stats(); st.Queued != 0 || st.ByPriority != [5]int{} {
+					t.Fatalf("stats after all ran: %+v", st)
+				}
+			})
+		}
 	}
 }

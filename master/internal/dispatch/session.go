@@ -314,7 +314,7 @@ func (d *Dispatcher) claimLocked(s *Session, c Delivery, stored *task.Task) {
 		h.deadline = mono + t.Timeout + reportGrace
 		t.Status = task.StatusRunning
 		t.WorkerID = s.WorkerID
-		d.leftQueueLocked(t)
+		d.queue.remove(t, d.tasks.key(t.ID)) // not left stale: see remove
 		a.Outcome, a.Error, a.FinishedAt = task.OutcomeRunning, "", time.Time{}
 		d.persistLocked(t, a)
 		d.emitLocked(events.Event{Type: events.TaskAssigned, Time: d.p.Now(), TaskID: t.ID, WorkerID: s.WorkerID, Attempt: a.N, Reason: "reclaimed"})

@@ -217,9 +217,10 @@ func (d *Dispatcher) queueFullLocked() bool {
 const compactAt = 1024
 
 // leftQueueLocked records that a queued task stopped waiting without being
-// popped (canceled, reclaimed by its worker, finished by a late result). Call
-// it after the task's status changed; finishLocked calls it for every queued
-// task it finishes. Its ID stays in the queue, counted stale, until
+// popped and is final (canceled, finished by a late result). Call it after
+// the task's status changed; finishLocked calls it for every queued task it
+// finishes. (A task its worker reclaims goes on: queue.remove takes its ID
+// out instead.) Its ID stays in the queue, counted stale, until
 // assignLocked reaches it; once stale IDs outnumber waiting ones (say, tasks
 // canceled while no worker pops) in its class, they are swept out at once. A
 // sweep costs the class's length, paid for by the departures that made at
