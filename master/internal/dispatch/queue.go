@@ -116,8 +116,9 @@ func (q *queue) take(c *class, i int) entry {
 // again later (its retry policy), at the place it had, not at the back.
 // It costs t's place in its class: a task put back at the front is near
 // the head (after a master restart, where Recover queued it by creation,
-// it may be anywhere; a worker's return, rare, pays once). A task queued has one ID in the queue (Retry sweeps out those
-// of a final task before it queues it again), so the first is its own.
+// it may be anywhere; a worker's return, rare, pays once). A task queued
+// has one ID in the queue (Retry sweeps out those of a final task before
+// it queues it again), so the first is its own.
 func (q *queue) remove(t *task.Task, k taskKey) {
 	c := q.classes[keyOf(t)]
 	if c == nil {
