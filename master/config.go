@@ -14,6 +14,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	"github.com/roundhouse-lab/roundhouse/proto/certcheck"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
 
@@ -70,6 +71,9 @@ type config struct {
 	// Kept so serve uses the files as they were checked, rather than read
 	// them (and parse the certificates) a second time.
 	tls *tls.Config `env:"-"`
+	// tlsFiles are the certificates of tls, whose validity periods run
+	// checks and logs at start.
+	tlsFiles []certcheck.File `env:"-"`
 }
 
 // loadConfig parses and checks the environment. Every error names the
@@ -119,7 +123,7 @@ func loadConfig(environ map[string]string) (config, error) {
 		"%d must be at least 2×MASTER_MAX_OUTPUT_BYTES+%d (%d) and at most 268435456", c.GRPCMaxRecvBytes, grpcSlack, 2*c.MaxOutputBytes+grpcSlack)
 	check("MASTER_LIVE_OUTPUT_BYTES", c.LiveOutputBytes >= 4096 && c.LiveOutputBytes <= 16<<20, "%d is outside 4096..16777216", c.LiveOutputBytes)
 	var err error
-	if c.tls, err = serverTLS(c); err != nil {
+	if c.tls, c.tlsFiles, err = serverTLS(c); err != nil {
 		errs = append(errs, err)
 	}
 	check("MASTER_PPROF_ADDR", c.PprofAddr == "" || validListenAddr(c.PprofAddr), "%q is not [host]:port", c.PprofAddr)

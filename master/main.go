@@ -34,6 +34,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
 	"github.com/roundhouse-lab/roundhouse/master/internal/store"
+	"github.com/roundhouse-lab/roundhouse/proto/certcheck"
 	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
@@ -122,6 +123,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		"live_output_bytes", cfg.LiveOutputBytes, "timer_slack", cfg.TimerSlack,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
 	warnInsecure(cfg, log)
+	// On the wall clock: certificates are valid between two dates. Logged,
+	// not refused: the workers' clocks judge the master's certificate, and
+	// a wrong clock here must not stop a lab that works.
+	certcheck.Log(log, certcheck.Check(time.Now(), cfg.tlsFiles...))
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("MASTER_GRPC_ADDR: %w", err)
@@ -150,7 +155,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, grpcLis, httpLis n
 		// Off, or cfg was not made by loadConfig: with TLS off this reads
 		// nothing, and a hand-made cfg with MASTER_TLS_* still gets TLS
 		// rather than plaintext.
-		if tlsCfg, err = serverTLS(cfg); err != nil {
+		if tlsCfg, _, err = serverTLS(cfg); err != nil {
 			grpcLis.Close()
 			httpLis.Close()
 			return err

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -146,8 +147,53 @@ func TestTLSConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := serverTLS(c)
+	tc, _, err := serverTLS(c)
 	if err != nil || tc.MinVersion != tls.VersionTLS12 || tc.ClientAuth != tls.NoClientCert {
 		t.Fatalf("serverTLS = %+v, %v", tc, err)
+	}
+}
+
+// A certificate outside its validity period does not stop the master (its
+// clock may be the wrong one), but the start-up log says which, and that
+// handshakes will fail; one that ends within 7 days is warned of.
+func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
+	day := 24 * time.Hour
+	ca := newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(3*day))
+	cert, key := ca.issueValid(t, "master", true, time.Now().Add(-30*day), time.Now().Add(-day))
+	cfg, err := loadConfig(map[string]string{
+		"MASTER_GRPC_ADDR": "127.0.0.1:0", "MASTER_HTTP_ADDR": "127.0.0.1:0",
+		"MASTER_DB_PATH":  filepath.Join(t.TempDir(), "rh.db"),
+		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": ca.path("ca.pem"),
+	})
+	if err != nil {
+		t.Fatalf("an expired certificate must not stop the master: %v", err)
+	}
+	var logged syncBuffer
+	runUntilReady(t, cfg, &logged)
+	l := logged.String()
+	for _, want := range []string{
+		`level=ERROR msg="MASTER_TLS_CERT: certificate expired (by this machine's clock): every TLS handshake will fail; replace it" file=` + cert + ` subject="CN=master"`,
+		`level=WARN msg="MASTER_TLS_CLIENT_CA: certificate expires within 7 days: every TLS handshake with a certificate it signed will fail after its not_after; replace it before then" file=` + ca.path("ca.pem") + ` subject="CN=lab CA"`,
+	} {
+		if !strings.Contains(l, want) {
+			t.Errorf("start-up log lacks %s:\n%s", want, l)
+		}
+	}
+
+	// Certificates well within their validity: not a word.
+	good := newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
+	cert, key = good.issueValid(t, "master", true, time.Now().Add(-day), time.Now().Add(90*day))
+	cfg, err = loadConfig(map[string]string{
+		"MASTER_GRPC_ADDR": "127.0.0.1:0", "MASTER_HTTP_ADDR": "127.0.0.1:0",
+		"MASTER_DB_PATH":  filepath.Join(t.TempDir(), "rh.db"),
+		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": good.path("ca.pem"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged2 syncBuffer
+	runUntilReady(t, cfg, &logged2)
+	if l := logged2.String(); strings.Contains(l, `msg="MASTER_TLS_`) {
+		t.Errorf("start-up log with valid certificates warns of one:\n%s", l)
 	}
 }
