@@ -25,13 +25,19 @@ type testCA struct {
 
 func newTestCA(t *testing.T, name string) *testCA {
 	t.Helper()
+	return newTestCAValid(t, name, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// newTestCAValid is newTestCA valid from notBefore to notAfter.
+func newTestCAValid(t *testing.T, name string, notBefore, notAfter time.Time) *testCA {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -50,6 +56,12 @@ func (ca *testCA) path(name string) string { return filepath.Join(ca.dir, name) 
 // localhost and 127.0.0.1, or a client certificate.
 func (ca *testCA) issue(t *testing.T, name string, server bool) (certPath, keyPath string) {
 	t.Helper()
+	return ca.issueValid(t, name, server, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// issueValid is issue for a certificate valid from notBefore to notAfter.
+func (ca *testCA) issueValid(t *testing.T, name string, server bool, notBefore, notAfter time.Time) (certPath, keyPath string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +69,7 @@ func (ca *testCA) issue(t *testing.T, name string, server bool) (certPath, keyPa
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if server {

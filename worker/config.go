@@ -16,6 +16,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	"github.com/roundhouse-lab/roundhouse/proto/certcheck"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
 )
@@ -56,6 +57,9 @@ type config struct {
 	// tls is what the TLS settings above load to, nil without TLS. It is
 	// read once, in loadConfig, so the files checked are the files used.
 	tls *tls.Config `env:"-"`
+	// tlsFiles are the certificates of tls, whose validity periods run
+	// checks and logs at start.
+	tlsFiles []certcheck.File `env:"-"`
 	// labels is Labels parsed, read once in loadConfig like tls; empty
 	// for none.
 	labels map[string]string `env:"-"`
@@ -120,11 +124,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	set, err := labels.Parse(c.Labels)
 	check("WORKER_LABELS", err == nil, "%v", err)
 	c.labels = set
-	tc, err := clientTLS(c)
+	tc, files, err := clientTLS(c)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	c.tls = tc
+	c.tls, c.tlsFiles = tc, files
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/proto/certcheck"
 	"github.com/roundhouse-lab/roundhouse/proto/labels"
 	"github.com/roundhouse-lab/roundhouse/proto/logbuf"
 	"github.com/roundhouse-lab/roundhouse/proto/timerslack"
@@ -136,6 +137,10 @@ func run(sigs <-chan os.Signal, cfg config, log *slog.Logger) error {
 		"reconnect_max", cfg.ReconnectMax, "drain_timeout", cfg.DrainTimeout, "timer_slack", cfg.TimerSlack, "labels", labels.String(cfg.labels), "token", mask(cfg.Token),
 		"tls_ca", cfg.TLSCA, "tls_cert", cfg.TLSCert, "tls_key", cfg.TLSKey, "tls_server_name", cfg.TLSServerName,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat)
+	// On the wall clock: certificates are valid between two dates. Logged,
+	// not refused: the master's clock judges the worker's certificate, and
+	// a wrong clock here must not stop a worker that works.
+	certcheck.Log(log, certcheck.Check(time.Now(), cfg.tlsFiles...))
 
 	var a *agent.Agent
 	m := metrics.New(func() bool { return a.Registered() })

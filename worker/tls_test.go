@@ -81,7 +81,7 @@ func TestAgentOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := clientTLS(cfg)
+	tc, _, err := clientTLS(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc, err := clientTLS(c); err != nil || tc.ServerName != "master.lab" || len(tc.Certificates) != 0 {
+	if tc, _, err := clientTLS(c); err != nil || tc.ServerName != "master.lab" || len(tc.Certificates) != 0 {
 		t.Fatalf("clientTLS with a server name = %+v, %v", tc, err)
 	}
 }
@@ -152,7 +152,7 @@ func TestAgentRefusesMasterFromAnotherCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := clientTLS(cfg)
+	tc, _, err := clientTLS(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +218,44 @@ func TestPlaintextAgentAgainstTLSMasterIsHinted(t *testing.T) {
 	}
 	if len(w.joined) != 0 {
 		t.Fatal("a plaintext worker registered with a TLS master")
+	}
+}
+
+// A certificate outside its validity period does not stop the worker (its
+// clock may be the wrong one), but the start-up log says which, and that
+// handshakes will fail; one that ends within 7 days is warned of.
+func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
+	day := 24 * time.Hour
+	ca := newTestCAValid(t, "lab CA", time.Now().Add(-60*day), time.Now().Add(-2*day))
+	cert, key := ca.issueValid(t, "worker", false, time.Now().Add(2*day), time.Now().Add(365*day))
+	l := startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
+		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+	for _, want := range []string{
+		`level=ERROR msg="WORKER_TLS_CA: certificate expired (by this machine's clock): every TLS handshake with a certificate it signed will fail; replace it" file=` + ca.path("ca.pem") + ` subject="CN=lab CA"`,
+		`level=ERROR msg="WORKER_TLS_CERT: certificate not valid yet (by this machine's clock): every TLS handshake will fail until its not_before; check this machine's clock, or replace it" file=` + cert + ` subject="CN=worker"`,
+	} {
+		if !strings.Contains(l, want) {
+			t.Errorf("start-up log lacks %s:\n%s", want, l)
+		}
+	}
+
+	// Ending within 7 days: a warning.
+	ca = newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
+	cert, key = ca.issueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(5*day))
+	l = startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
+		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+	if want := `level=WARN msg="WORKER_TLS_CERT: certificate expires within 7 days: every TLS handshake will fail after its not_after; replace it before then" file=` + cert; !strings.Contains(l, want) {
+		t.Errorf("start-up log lacks %s:\n%s", want, l)
+	}
+	if strings.Contains(l, `msg="WORKER_TLS_CA`) {
+		t.Errorf("start-up log warns of a valid CA:\n%s", l)
+	}
+
+	// Both well within their validity: not a word.
+	cert, key = ca.issueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(90*day))
+	l = startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
+		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+	if strings.Contains(l, `msg="WORKER_TLS_`) {
+		t.Errorf("start-up log with valid certificates warns of one:\n%s", l)
 	}
 }
