@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/roundhouse-lab/roundhouse/proto/certtest"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -43,10 +44,10 @@ func register(t *testing.T, addr string, creds credentials.TransportCredentials,
 	return err
 }
 
-func clientCreds(t *testing.T, ca *testCA, certPath, keyPath string) credentials.TransportCredentials {
+func clientCreds(t *testing.T, ca *certtest.CA, certPath, keyPath string) credentials.TransportCredentials {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if certPath != "" {
 		c, err := tls.LoadX509KeyPair(certPath, keyPath)
@@ -59,13 +60,13 @@ func clientCreds(t *testing.T, ca *testCA, certPath, keyPath string) credentials
 }
 
 func TestMutualTLS(t *testing.T) {
-	ca := newTestCA(t, "lab CA")
-	other := newTestCA(t, "another CA")
-	srvCert, srvKey := ca.issue(t, "master", true)
-	goodCert, goodKey := ca.issue(t, "worker", false)
-	badCert, badKey := other.issue(t, "impostor", false)
+	ca := certtest.NewCA(t, "lab CA")
+	other := certtest.NewCA(t, "another CA")
+	srvCert, srvKey := ca.Issue(t, "master", true)
+	goodCert, goodKey := ca.Issue(t, "worker", false)
+	badCert, badKey := other.Issue(t, "impostor", false)
 	m := startMaster(t, map[string]string{
-		"MASTER_TLS_CERT": srvCert, "MASTER_TLS_KEY": srvKey, "MASTER_TLS_CLIENT_CA": ca.path("ca.pem"),
+		"MASTER_TLS_CERT": srvCert, "MASTER_TLS_KEY": srvKey, "MASTER_TLS_CLIENT_CA": ca.Path("ca.pem"),
 	})
 
 	tests := []struct {
@@ -103,8 +104,8 @@ func TestMutualTLS(t *testing.T) {
 // TLS without MASTER_TLS_CLIENT_CA: encryption and the master's identity,
 // no client certificates; the worker token still applies.
 func TestTLSWithWorkerToken(t *testing.T) {
-	ca := newTestCA(t, "lab CA")
-	srvCert, srvKey := ca.issue(t, "master", true)
+	ca := certtest.NewCA(t, "lab CA")
+	srvCert, srvKey := ca.Issue(t, "master", true)
 	const tok = "worker-token-0123456789abcdef"
 	m := startMaster(t, map[string]string{"MASTER_TLS_CERT": srvCert, "MASTER_TLS_KEY": srvKey, "MASTER_WORKER_TOKEN": tok})
 	if err := register(t, m.grpcAddr, clientCreds(t, ca, "", ""), tok, "w1"); err != nil {
@@ -116,9 +117,9 @@ func TestTLSWithWorkerToken(t *testing.T) {
 }
 
 func TestTLSConfigErrors(t *testing.T) {
-	ca := newTestCA(t, "lab CA")
-	cert, key := ca.issue(t, "master", true)
-	notPEM := ca.path("junk.pem")
+	ca := certtest.NewCA(t, "lab CA")
+	cert, key := ca.Issue(t, "master", true)
+	notPEM := ca.Path("junk.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +130,10 @@ func TestTLSConfigErrors(t *testing.T) {
 	}{
 		{"cert without key", map[string]string{"MASTER_TLS_CERT": cert}, "MASTER_TLS_CERT and MASTER_TLS_KEY"},
 		{"key without cert", map[string]string{"MASTER_TLS_KEY": key}, "MASTER_TLS_CERT and MASTER_TLS_KEY"},
-		{"client CA without cert", map[string]string{"MASTER_TLS_CLIENT_CA": ca.path("ca.pem")}, "MASTER_TLS_CERT and MASTER_TLS_KEY"},
-		{"missing cert file", map[string]string{"MASTER_TLS_CERT": ca.path("nope.pem"), "MASTER_TLS_KEY": key}, "MASTER_TLS_CERT, MASTER_TLS_KEY"},
-		{"key of another cert", map[string]string{"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": ca.path("nope-key.pem")}, "MASTER_TLS_KEY"},
-		{"client CA missing", map[string]string{"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": ca.path("nope.pem")}, "MASTER_TLS_CLIENT_CA"},
+		{"client CA without cert", map[string]string{"MASTER_TLS_CLIENT_CA": ca.Path("ca.pem")}, "MASTER_TLS_CERT and MASTER_TLS_KEY"},
+		{"missing cert file", map[string]string{"MASTER_TLS_CERT": ca.Path("nope.pem"), "MASTER_TLS_KEY": key}, "MASTER_TLS_CERT, MASTER_TLS_KEY"},
+		{"key of another cert", map[string]string{"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": ca.Path("nope-key.pem")}, "MASTER_TLS_KEY"},
+		{"client CA missing", map[string]string{"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": ca.Path("nope.pem")}, "MASTER_TLS_CLIENT_CA"},
 		{"client CA not PEM", map[string]string{"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": notPEM}, "MASTER_TLS_CLIENT_CA"},
 	}
 	for _, tt := range tests {
@@ -158,12 +159,12 @@ func TestTLSConfigErrors(t *testing.T) {
 // handshakes will fail; one that ends within 7 days is warned of.
 func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	day := 24 * time.Hour
-	ca := newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(3*day))
-	cert, key := ca.issueValid(t, "master", true, time.Now().Add(-30*day), time.Now().Add(-day))
+	ca := certtest.NewCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(3*day))
+	cert, key := ca.IssueValid(t, "master", true, time.Now().Add(-30*day), time.Now().Add(-day))
 	cfg, err := loadConfig(map[string]string{
 		"MASTER_GRPC_ADDR": "127.0.0.1:0", "MASTER_HTTP_ADDR": "127.0.0.1:0",
 		"MASTER_DB_PATH":  filepath.Join(t.TempDir(), "rh.db"),
-		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": ca.path("ca.pem"),
+		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": ca.Path("ca.pem"),
 	})
 	if err != nil {
 		t.Fatalf("an expired certificate must not stop the master: %v", err)
@@ -173,7 +174,7 @@ func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	l := logged.String()
 	for _, want := range []string{
 		`level=ERROR msg="MASTER_TLS_CERT: certificate expired (by this machine's clock): every TLS handshake will fail; replace it" file=` + cert + ` subject="CN=master"`,
-		`level=WARN msg="MASTER_TLS_CLIENT_CA: certificate expires within 7 days: every TLS handshake with a certificate it signed will fail after its not_after; replace it before then" file=` + ca.path("ca.pem") + ` subject="CN=lab CA"`,
+		`level=WARN msg="MASTER_TLS_CLIENT_CA: certificate expires within 7 days: every TLS handshake with a certificate it signed will fail after its not_after; replace it before then" file=` + ca.Path("ca.pem") + ` subject="CN=lab CA"`,
 	} {
 		if !strings.Contains(l, want) {
 			t.Errorf("start-up log lacks %s:\n%s", want, l)
@@ -181,12 +182,12 @@ func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	}
 
 	// Certificates well within their validity: not a word.
-	good := newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
-	cert, key = good.issueValid(t, "master", true, time.Now().Add(-day), time.Now().Add(90*day))
+	good := certtest.NewCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
+	cert, key = good.IssueValid(t, "master", true, time.Now().Add(-day), time.Now().Add(90*day))
 	cfg, err = loadConfig(map[string]string{
 		"MASTER_GRPC_ADDR": "127.0.0.1:0", "MASTER_HTTP_ADDR": "127.0.0.1:0",
 		"MASTER_DB_PATH":  filepath.Join(t.TempDir(), "rh.db"),
-		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": good.path("ca.pem"),
+		"MASTER_TLS_CERT": cert, "MASTER_TLS_KEY": key, "MASTER_TLS_CLIENT_CA": good.Path("ca.pem"),
 	})
 	if err != nil {
 		t.Fatal(err)

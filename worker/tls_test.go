@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/roundhouse-lab/roundhouse/proto/certtest"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 	"github.com/roundhouse-lab/roundhouse/worker/internal/agent"
 )
@@ -39,15 +40,15 @@ func (w *welcomer) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.Heartbe
 }
 
 // serveMTLS serves a welcomer that requires client certificates from ca.
-func serveMTLS(t *testing.T, ca *testCA) (string, *welcomer) {
+func serveMTLS(t *testing.T, ca *certtest.CA) (string, *welcomer) {
 	t.Helper()
-	certPath, keyPath := ca.issue(t, "master", true)
+	certPath, keyPath := ca.Issue(t, "master", true)
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 	})))
@@ -70,13 +71,13 @@ func serveMTLS(t *testing.T, ca *testCA) (string, *welcomer) {
 
 // The worker's TLS settings, from the environment to a registered agent.
 func TestAgentOverMutualTLS(t *testing.T) {
-	ca := newTestCA(t, "lab CA")
+	ca := certtest.NewCA(t, "lab CA")
 	addr, w := serveMTLS(t, ca)
 	_, port, _ := net.SplitHostPort(addr)
-	cert, key := ca.issue(t, "worker", false)
+	cert, key := ca.Issue(t, "worker", false)
 	cfg, err := loadConfig(map[string]string{
 		"WORKER_MASTER_ADDR": "localhost:" + port, "WORKER_ID": "w1",
-		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key,
+		"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +111,8 @@ func TestAgentOverMutualTLS(t *testing.T) {
 }
 
 func TestClientTLSConfigErrors(t *testing.T) {
-	ca := newTestCA(t, "lab CA")
-	cert, key := ca.issue(t, "worker", false)
+	ca := certtest.NewCA(t, "lab CA")
+	cert, key := ca.Issue(t, "worker", false)
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -119,10 +120,10 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	}{
 		{"cert without CA", map[string]string{"WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key}, "WORKER_TLS_CA: required"},
 		{"server name without CA", map[string]string{"WORKER_TLS_SERVER_NAME": "master"}, "WORKER_TLS_CA: required"},
-		{"cert without key", map[string]string{"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert}, "WORKER_TLS_CERT and WORKER_TLS_KEY"},
-		{"missing CA file", map[string]string{"WORKER_TLS_CA": ca.path("nope.pem")}, "WORKER_TLS_CA"},
+		{"cert without key", map[string]string{"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": cert}, "WORKER_TLS_CERT and WORKER_TLS_KEY"},
+		{"missing CA file", map[string]string{"WORKER_TLS_CA": ca.Path("nope.pem")}, "WORKER_TLS_CA"},
 		{"CA file not PEM", map[string]string{"WORKER_TLS_CA": key}, "WORKER_TLS_CA"},
-		{"key does not match", map[string]string{"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": ca.path("ca.pem"), "WORKER_TLS_KEY": key}, "WORKER_TLS_CERT, WORKER_TLS_KEY"},
+		{"key does not match", map[string]string{"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": ca.Path("ca.pem"), "WORKER_TLS_KEY": key}, "WORKER_TLS_CERT, WORKER_TLS_KEY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,7 +133,7 @@ func TestClientTLSConfigErrors(t *testing.T) {
 			}
 		})
 	}
-	c, err := loadConfig(map[string]string{"WORKER_MASTER_ADDR": "master:50051", "WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_SERVER_NAME": "master.lab"})
+	c, err := loadConfig(map[string]string{"WORKER_MASTER_ADDR": "master:50051", "WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_SERVER_NAME": "master.lab"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +145,11 @@ func TestClientTLSConfigErrors(t *testing.T) {
 // A worker that trusts another CA than the master's says which settings to
 // check, and never registers.
 func TestAgentRefusesMasterFromAnotherCA(t *testing.T) {
-	ca, other := newTestCA(t, "lab CA"), newTestCA(t, "another CA")
+	ca, other := certtest.NewCA(t, "lab CA"), certtest.NewCA(t, "another CA")
 	addr, w := serveMTLS(t, ca)
-	cert, key := other.issue(t, "worker", false)
+	cert, key := other.Issue(t, "worker", false)
 	cfg, err := loadConfig(map[string]string{"WORKER_MASTER_ADDR": addr, "WORKER_ID": "w1", "WORKER_TLS_SERVER_NAME": "localhost",
-		"WORKER_TLS_CA": other.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+		"WORKER_TLS_CA": other.Path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func (s *syncLog) String() string {
 
 // A plaintext worker against a TLS master gets a hint at the fix.
 func TestPlaintextAgentAgainstTLSMasterIsHinted(t *testing.T) {
-	addr, w := serveMTLS(t, newTestCA(t, "lab CA"))
+	addr, w := serveMTLS(t, certtest.NewCA(t, "lab CA"))
 	var logged syncLog
 	a := agent.New(agent.Config{MasterAddr: addr, WorkerID: "w1", Slots: 1, MaxOutput: 10, ReconnectMax: 200 * time.Millisecond},
 		slog.New(slog.NewTextHandler(&logged, nil)))
@@ -226,12 +227,12 @@ func TestPlaintextAgentAgainstTLSMasterIsHinted(t *testing.T) {
 // handshakes will fail; one that ends within 7 days is warned of.
 func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	day := 24 * time.Hour
-	ca := newTestCAValid(t, "lab CA", time.Now().Add(-60*day), time.Now().Add(-2*day))
-	cert, key := ca.issueValid(t, "worker", false, time.Now().Add(2*day), time.Now().Add(365*day))
+	ca := certtest.NewCAValid(t, "lab CA", time.Now().Add(-60*day), time.Now().Add(-2*day))
+	cert, key := ca.IssueValid(t, "worker", false, time.Now().Add(2*day), time.Now().Add(365*day))
 	l := startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
-		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+		"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
 	for _, want := range []string{
-		`level=ERROR msg="WORKER_TLS_CA: certificate expired (by this machine's clock): every TLS handshake with a certificate it signed will fail; replace it" file=` + ca.path("ca.pem") + ` subject="CN=lab CA"`,
+		`level=ERROR msg="WORKER_TLS_CA: certificate expired (by this machine's clock): every TLS handshake with a certificate it signed will fail; replace it" file=` + ca.Path("ca.pem") + ` subject="CN=lab CA"`,
 		`level=ERROR msg="WORKER_TLS_CERT: certificate not valid yet (by this machine's clock): every TLS handshake will fail until its not_before; check this machine's clock, or replace it" file=` + cert + ` subject="CN=worker"`,
 	} {
 		if !strings.Contains(l, want) {
@@ -240,10 +241,10 @@ func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	}
 
 	// Ending within 7 days: a warning.
-	ca = newTestCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
-	cert, key = ca.issueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(5*day))
+	ca = certtest.NewCAValid(t, "lab CA", time.Now().Add(-day), time.Now().Add(365*day))
+	cert, key = ca.IssueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(5*day))
 	l = startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
-		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+		"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
 	if want := `level=WARN msg="WORKER_TLS_CERT: certificate expires within 7 days: every TLS handshake will fail after its not_after; replace it before then" file=` + cert; !strings.Contains(l, want) {
 		t.Errorf("start-up log lacks %s:\n%s", want, l)
 	}
@@ -252,9 +253,9 @@ func TestStartupLogsCertificatesOutsideTheirValidity(t *testing.T) {
 	}
 
 	// Both well within their validity: not a word.
-	cert, key = ca.issueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(90*day))
+	cert, key = ca.IssueValid(t, "worker", false, time.Now().Add(-day), time.Now().Add(90*day))
 	l = startupLog(t, map[string]string{"WORKER_ID": "w1", "WORKER_MASTER_ADDR": "127.0.0.1:1",
-		"WORKER_TLS_CA": ca.path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
+		"WORKER_TLS_CA": ca.Path("ca.pem"), "WORKER_TLS_CERT": cert, "WORKER_TLS_KEY": key})
 	if strings.Contains(l, `msg="WORKER_TLS_`) {
 		t.Errorf("start-up log with valid certificates warns of one:\n%s", l)
 	}

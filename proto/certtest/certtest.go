@@ -1,4 +1,8 @@
-package main
+// Package certtest makes throwaway certificate authorities and
+// certificates for the tests of the master's and the worker's TLS, as
+// `make certs` makes them (integration/cmd/certs, in a module neither can
+// import).
+package certtest
 
 import (
 	"crypto/ecdsa"
@@ -15,21 +19,22 @@ import (
 	"time"
 )
 
-// testCA is a throwaway CA in a temporary directory, as `make certs` makes
-// one (integration/cmd/certs; a module this one cannot import).
-type testCA struct {
+// CA is a throwaway CA in a temporary directory, its certificate in
+// ca.pem there.
+type CA struct {
+	Cert *x509.Certificate
 	dir  string
-	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+// NewCA makes a CA valid from an hour ago to an hour from now.
+func NewCA(t *testing.T, name string) *CA {
 	t.Helper()
-	return newTestCAValid(t, name, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	return NewCAValid(t, name, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 }
 
-// newTestCAValid is newTestCA valid from notBefore to notAfter.
-func newTestCAValid(t *testing.T, name string, notBefore, notAfter time.Time) *testCA {
+// NewCAValid is NewCA valid from notBefore to notAfter.
+func NewCAValid(t *testing.T, name string, notBefore, notAfter time.Time) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -45,22 +50,24 @@ func newTestCAValid(t *testing.T, name string, notBefore, notAfter time.Time) *t
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{dir: t.TempDir(), cert: cert, key: key}
-	writePEMFile(t, ca.path("ca.pem"), "CERTIFICATE", der)
+	ca := &CA{dir: t.TempDir(), Cert: cert, key: key}
+	writePEMFile(t, ca.Path("ca.pem"), "CERTIFICATE", der)
 	return ca
 }
 
-func (ca *testCA) path(name string) string { return filepath.Join(ca.dir, name) }
+// Path is the path of the file name in the CA's directory.
+func (ca *CA) Path(name string) string { return filepath.Join(ca.dir, name) }
 
-// issue writes name.pem and name-key.pem: a server certificate for
-// localhost and 127.0.0.1, or a client certificate.
-func (ca *testCA) issue(t *testing.T, name string, server bool) (certPath, keyPath string) {
+// Issue writes name.pem and name-key.pem: a server certificate for
+// localhost, master and 127.0.0.1, or a client certificate, signed by ca
+// and valid from an hour ago to an hour from now.
+func (ca *CA) Issue(t *testing.T, name string, server bool) (certPath, keyPath string) {
 	t.Helper()
-	return ca.issueValid(t, name, server, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	return ca.IssueValid(t, name, server, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 }
 
-// issueValid is issue for a certificate valid from notBefore to notAfter.
-func (ca *testCA) issueValid(t *testing.T, name string, server bool, notBefore, notAfter time.Time) (certPath, keyPath string) {
+// IssueValid is Issue for a certificate valid from notBefore to notAfter.
+func (ca *CA) IssueValid(t *testing.T, name string, server bool, notBefore, notAfter time.Time) (certPath, keyPath string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -77,7 +84,7 @@ func (ca *testCA) issueValid(t *testing.T, name string, server bool, notBefore, 
 		tmpl.DNSNames = []string{"localhost", "master"}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +92,7 @@ func (ca *testCA) issueValid(t *testing.T, name string, server bool, notBefore, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPath, keyPath = ca.path(name+".pem"), ca.path(name+"-key.pem")
+	certPath, keyPath = ca.Path(name+".pem"), ca.Path(name+"-key.pem")
 	writePEMFile(t, certPath, "CERTIFICATE", der)
 	writePEMFile(t, keyPath, "EC PRIVATE KEY", kder)
 	return certPath, keyPath
