@@ -36,23 +36,39 @@ func NewCA(t *testing.T, name string) *CA {
 // NewCAValid is NewCA valid from notBefore to notAfter.
 func NewCAValid(t *testing.T, name string, notBefore, notAfter time.Time) *CA {
 	t.Helper()
+	cert, key := Sign(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: name}, NotBefore: notBefore, NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}, nil, nil)
+	ca := &CA{dir: t.TempDir(), Cert: cert, key: key}
+	writePEMFile(t, ca.Path("ca.pem"), "CERTIFICATE", cert.Raw)
+	return ca
+}
+
+// Sign makes a certificate from tmpl (a random serial number if it has
+// none) for a new P-256 key, signed by parent with parentKey, or by itself
+// when parent is nil, and returns it with its key.
+func Sign(t *testing.T, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber, _ = rand.Int(rand.Reader, big.NewInt(1<<62))
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &CA{dir: t.TempDir(), Cert: cert, key: key}
-	writePEMFile(t, ca.Path("ca.pem"), "CERTIFICATE", der)
-	return ca
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }
 
 // Path is the path of the file name in the CA's directory.
@@ -69,14 +85,8 @@ func (ca *CA) Issue(t *testing.T, name string, server bool) (certPath, keyPath s
 // IssueValid is Issue for a certificate valid from notBefore to notAfter.
 func (ca *CA) IssueValid(t *testing.T, name string, server bool, notBefore, notAfter time.Time) (certPath, keyPath string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: notBefore, NotAfter: notAfter,
+		Subject: pkix.Name{CommonName: name}, NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if server {
@@ -84,16 +94,13 @@ func (ca *CA) IssueValid(t *testing.T, name string, server bool, notBefore, notA
 		tmpl.DNSNames = []string{"localhost", "master"}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := Sign(t, tmpl, ca.Cert, ca.key)
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certPath, keyPath = ca.Path(name+".pem"), ca.Path(name+"-key.pem")
-	writePEMFile(t, certPath, "CERTIFICATE", der)
+	writePEMFile(t, certPath, "CERTIFICATE", cert.Raw)
 	writePEMFile(t, keyPath, "EC PRIVATE KEY", kder)
 	return certPath, keyPath
 }
