@@ -517,15 +517,11 @@ func TestClosedConnectionsTasksWaitHalfAWorkerTimeout(t *testing.T) {
 	if got := d.ClaimWindow(); got != workerTimeout/2 {
 		t.Fatalf("claim window %s, want half the worker timeout, %s", got, workerTimeout/2)
 	}
-	clk.Advance(workerTimeout/2 - 100*time.Millisecond)
-	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
-	d.Sweep()
+	pass(d, clk, workerTimeout/2-100*time.Millisecond, x)
 	if got := drain(x); len(got) != 0 {
 		t.Fatalf("x got %v before w's claim window ended", got)
 	}
-	clk.Advance(100 * time.Millisecond)
-	d.Heartbeat(x.WorkerID, x.InstanceID, nil)
-	d.Sweep()
+	pass(d, clk, 100*time.Millisecond, x)
 	if got := drain(x); fmt.Sprint(got) != fmt.Sprint([]string{id}) {
 		t.Fatalf("x got %v once w's claim window ended, want %s", got, id)
 	}
