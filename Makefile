@@ -195,8 +195,14 @@ swarm-up: images env ## deploy the lab on Docker Swarm as stack SWARM_STACK (def
 .PHONY: swarm-down
 swarm-down: ## remove the swarm stack (its master-data volume stays); leave the swarm if swarm-up made it
 	-docker stack rm $(SWARM_STACK)
+	@# docker stack rm returns before the stack is gone: its containers stop
+	@# after their grace period, and only then does its network go. A
+	@# swarm-up (stack deploy) or swarm leave before that fails on the
+	@# network still being there.
 	@for i in $$(seq 120); do \
-	  test -z "$$(docker ps -aq --filter label=com.docker.stack.namespace=$(SWARM_STACK))" && break; sleep 0.5; done
+	  left="$$(docker ps -aq --filter label=com.docker.stack.namespace=$(SWARM_STACK))$$(docker network ls -q --filter label=com.docker.stack.namespace=$(SWARM_STACK))"; \
+	  test -z "$$left" && break; sleep 0.5; done; \
+	test -z "$$left" || echo "swarm: stack $(SWARM_STACK)'s containers or network still there after 60 s (docker ps -a, docker network ls)"
 	@rm -f .swarm/master_api_token .swarm/master_worker_token
 	@if [ -f .swarm/created-swarm ]; then docker swarm leave --force && \
 	  { grep -q docker_gwbridge .swarm/created-swarm && docker network rm docker_gwbridge >/dev/null || true; } && rm .swarm/created-swarm; fi

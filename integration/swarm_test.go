@@ -329,3 +329,59 @@ esac
 		t.Errorf("make swarm-up with another master on the port: %v\n%s\ndocker calls:\n%s\nwant it to refuse before deploying", err, out, calls)
 	}
 }
+
+// make swarm-down waits until the stack's network is gone, not only its
+// containers: docker stack rm returns at once, and a swarm-up (or swarm
+// leave) that comes before the network has gone fails on it. A docker that
+// records its calls stands in for the real one; its stack network lingers
+// for three polls.
+func TestSwarmDownWaitsForTheStacksNetwork(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, bin := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, ".swarm"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".swarm", "created-swarm"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	record, polls := filepath.Join(dir, "docker-calls"), filepath.Join(dir, "network-polls")
+	fake := `#!/bin/sh
+echo "$*" >>"` + record + `"
+case "$1 $2" in
+"network ls")
+  echo poll >>"` + polls + `"
+  [ "$(wc -l <"` + polls + `")" -gt 3 ] || echo net1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(bin, "docker"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "swarm-down", "SWARM_STACK=rhswarmtest")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + bin + ":" + envOr("PATH", "/usr/bin:/bin"), "HOME=" + envOr("HOME", dir)}
+	out, err := cmd.CombinedOutput()
+	raw, _ := os.ReadFile(record)
+	calls := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if err != nil {
+		t.Fatalf("make swarm-down: %v\n%s\ndocker calls:\n%s", err, out, raw)
+	}
+	lastPoll, leave := -1, -1
+	for i, c := range calls {
+		switch {
+		case strings.HasPrefix(c, "network ls") && strings.Contains(c, "label=com.docker.stack.namespace=rhswarmtest"):
+			lastPoll = i
+		case strings.HasPrefix(c, "swarm leave"):
+			leave = i
+		}
+	}
+	polled, _ := os.ReadFile(polls)
+	if n := strings.Count(string(polled), "poll"); n != 4 || leave < lastPoll {
+		t.Errorf("swarm-down polled the stack's network %d times (want 4: until it was gone) and left the swarm at call %d, the last poll being call %d; docker calls:\n%s", n, leave, lastPoll, raw)
+	}
+	if strings.Contains(string(out), "still there") {
+		t.Errorf("swarm-down says something is left though the network went:\n%s", out)
+	}
+}
