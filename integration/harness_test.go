@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -69,6 +70,16 @@ type deployment struct {
 	files   []string // -f arguments of every compose command
 }
 
+// labDefaults set, empty, every variable compose.yaml and docker/stack.yaml
+// read to tune the lab, so that each takes the file's default
+// (`${VAR:-default}` reads empty as unset), whatever the caller's shell or
+// .env says: the tests' timings and counts assume those defaults. A spec's
+// env comes after them and wins (exec.Cmd uses a key's last value).
+var labDefaults = []string{
+	"MASTER_WORKER_TIMEOUT=", "WORKER_SLOTS=", "WORKER_DRAIN_TIMEOUT=", "WORKER_MEMORY_LIMIT=",
+	"WORKER_CPUS=", "WORKER_TMP_SIZE=", "WORKER_GPU_LABELS=", "LOG_LEVEL=", "LOG_FORMAT=",
+}
+
 // startLab starts spec's lab and returns at once: callers wait for the
 // workers they need (apiLab().waitWorkers) and check what they want first.
 func startLab(t *testing.T, ctx context.Context, spec labSpec) *deployment {
@@ -106,7 +117,7 @@ func startLab(t *testing.T, ctx context.Context, spec labSpec) *deployment {
 			"COMPOSE_FILE="+strings.Join(spec.files, ":"),
 			"MASTER_API_TOKEN="+d.token, "MASTER_WORKER_TOKEN="+workerToken)
 	}
-	d.env = append(d.env, spec.env...)
+	d.env = append(append(d.env, labDefaults...), spec.env...)
 	t.Cleanup(d.teardown)
 	var out string
 	var err error
@@ -355,5 +366,35 @@ func TestTeardownAfterTheTestContext(t *testing.T) {
 	}
 	if want := "-p rhteardown down --volumes --remove-orphans\n"; !strings.HasSuffix(string(got), want) {
 		t.Errorf("teardown ran compose with\n%s\nwant it to end with %q", got, want)
+	}
+}
+
+// Every variable compose.yaml and docker/stack.yaml read with a default is
+// pinned to it by labDefaults, or set by startLab itself, or names an image
+// (make integration's choice, MASTER_IMAGE and WORKER_IMAGE): a variable
+// added to either file without a line here would let the caller's shell
+// change what the container tests run.
+func TestLabDefaultsCoverTheLabFiles(t *testing.T) {
+	setByStartLab := map[string]bool{"ROUNDHOUSE_HTTP_PORT": true, "WORKERS": true, "GPU_WORKERS": true,
+		"ROUNDHOUSE_SECRETS": true, "ROUNDHOUSE_MASTER_NODE": true, "MASTER_IMAGE": true, "WORKER_IMAGE": true}
+	pinned := map[string]bool{}
+	for _, kv := range labDefaults {
+		name, v, _ := strings.Cut(kv, "=")
+		if v != "" {
+			t.Errorf("labDefaults sets %s to %q, want it empty (the file's default)", name, v)
+		}
+		pinned[name] = true
+	}
+	read := regexp.MustCompile(`\$\{([A-Z0-9_]+):-`)
+	for _, f := range []string{"../compose.yaml", "../docker/stack.yaml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range read.FindAllStringSubmatch(string(b), -1) {
+			if !pinned[m[1]] && !setByStartLab[m[1]] {
+				t.Errorf("%s reads ${%s:-...}, which labDefaults does not pin", f, m[1])
+			}
+		}
 	}
 }
