@@ -95,7 +95,7 @@ func main() {
 // its commands and on the master; with more threads than that work needs,
 // the scheduler keeps spare threads spinning in search of goroutines after
 // every wake-up. A worker with 1 slot on 2 cores spent about a fifth less
-// CPU per task with 1 (README, Performance).
+// CPU per task with 1 (docs/performance.md, What was optimised).
 func procsFor(slots, current int, env string) (int, bool) {
 	if env != "" || slots >= current {
 		return current, false

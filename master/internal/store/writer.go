@@ -475,7 +475,7 @@ func (e *failingError) Unwrap() []error { return []error{task.ErrUnavailable, e.
 // It says BEGIN and COMMIT itself instead of using a *sql.Tx: Tx.StmtContext
 // prepares a statement that was prepared on a Conn all over again, so every
 // transaction re-parsed both upserts, and that parsing was the master's
-// largest CPU cost under load (see the README's Performance section). BEGIN
+// largest CPU cost under load (docs/performance.md, What was optimised). BEGIN
 // and COMMIT are prepared statements too: parsed on every transaction,
 // they were about 2% of the master's CPU while workers ran short tasks.
 func (s *Store) inTx(ctx context.Context, fn func() error) error {
