@@ -233,3 +233,26 @@ func BenchmarkAssignStep(b *testing.B) {
 // benchID returns the i-th of a run of task IDs in the form the master
 // makes (UUIDv7): the form the dispatcher keeps compact.
 func benchID(i int) string { return fmt.Sprintf("019a0000-0000-7000-8000-%012d", i) }
+
+// BenchmarkQueueRemove: a worker comes back holding a task its retry
+// policy had queued again (queue.remove, under the dispatcher's lock), the
+// task at the back of a class of 1,000,000 queued tasks.
+func BenchmarkQueueRemove(b *testing.B) {
+	const n = 1_000_000
+	ids := newIDTable()
+	t := &task.Task{Priority: task.DefaultPriority}
+	var q queue
+	for i := range n {
+		q.push(t, ids.key(fmt.Sprint("q", i)), false)
+	}
+	k := ids.key(fmt.Sprint("q", n-1))
+	for b.Loop() {
+		q.remove(t, k)
+		b.StopTimer()
+		if q.len() != n-1 {
+			b.Fatalf("queue of %d after remove, want %d", q.len(), n-1)
+		}
+		q.push(t, k, false) // queued again
+		b.StartTimer()
+	}
+}

@@ -66,21 +66,50 @@ func (q *fifo) peek() (entry, bool) {
 func (q *fifo) pop() {
 	q.head = q.at(1)
 	q.n--
+	q.shrink()
+}
+
+// shrink halves the ring once it is a quarter full.
+func (q *fifo) shrink() {
 	if len(q.ring) > minRing && q.n <= len(q.ring)/4 {
 		q.resize(len(q.ring) / 2)
 	}
 }
 
 // removeAt removes the i-th ID from the front, a waiting task's, and
-// returns it: the i IDs in front of it move back one place, a cost of i
-// (0 for the front).
+// returns it: the IDs on the shorter side of it move one place towards
+// it, a cost of min(i, len-1-i) (0 for either end).
 func (q *fifo) removeAt(i int) entry {
 	e := q.ring[q.at(i)]
-	for j := i; j > 0; j-- {
-		q.ring[q.at(j)] = q.ring[q.at(j-1)]
+	if i < q.n/2 {
+		for j := i; j > 0; j-- {
+			q.ring[q.at(j)] = q.ring[q.at(j-1)]
+		}
+		q.pop()
+		return e
 	}
-	q.pop()
+	for j := i; j < q.n-1; j++ {
+		q.ring[q.at(j)] = q.ring[q.at(j+1)]
+	}
+	q.n--
+	q.shrink()
 	return e
+}
+
+// find returns the place from the front of an ID with key k, or -1. It
+// looks from both ends at once, so it costs twice the distance of that ID
+// from the nearer end: an ID put back at the front, or queued again at the
+// back, is found at once however long the queue.
+func (q *fifo) find(k taskKey) int {
+	for d := 0; d <= (q.n-1)/2; d++ {
+		if q.ring[q.at(d)].key == k {
+			return d
+		}
+		if back := q.n - 1 - d; q.ring[q.at(back)].key == k {
+			return back
+		}
+	}
+	return -1
 }
 
 // popStale removes the front ID, one counted stale by left.

@@ -160,3 +160,47 @@ func TestFifoRemoveAt(t *testing.T) {
 		t.Fatalf("left %v, want %v", got, want)
 	}
 }
+
+// removeAt and find at every place of rings of several lengths, wrapped
+// round the ring's end and not: removeAt takes the ID asked for from
+// either half and keeps the order of the rest, find gives each ID's place
+// and -1 for one not there.
+func TestFifoRemoveAtAndFindEverywhere(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 64, 65, 130} {
+		for _, front := range []int{0, 7} { // 7: the front wraps round the ring's end
+			for at := range n {
+				var q fifo
+				var want []string
+				for i := range front {
+					q.pushFront(ent(fmt.Sprint("f", i)))
+					want = append([]string{fmt.Sprint("f", i)}, want...)
+				}
+				for i := front; i < n; i++ {
+					q.pushBack(ent(fmt.Sprint(i)))
+					want = append(want, fmt.Sprint(i))
+				}
+				for i, id := range want {
+					if got := q.find(fifoIDs.key(id)); got != i {
+						t.Fatalf("n %d, front %d: find(%s) = %d, want %d", n, front, id, got, i)
+					}
+				}
+				if got := q.find(fifoIDs.key("absent")); got != -1 {
+					t.Fatalf("n %d: find(absent) = %d, want -1", n, got)
+				}
+				if got := fid(q.removeAt(at)); got != want[at] {
+					t.Fatalf("n %d, front %d: removeAt(%d) = %s, want %s", n, front, at, got, want[at])
+				}
+				want = slices.Delete(want, at, at+1)
+				var got []string
+				for q.len() > 0 {
+					e, _ := q.peek()
+					got = append(got, fid(e))
+					q.pop()
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("n %d, front %d, removeAt(%d): left %v, want %v", n, front, at, got, want)
+				}
+			}
+		}
+	}
+}

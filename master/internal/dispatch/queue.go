@@ -114,21 +114,19 @@ func (q *queue) take(c *class, i int) entry {
 // waiting without being popped, and goes on (its worker came back holding
 // it). Left there, stale, the ID would stand for t again were t queued
 // again later (its retry policy), at the place it had, not at the back.
-// It costs t's place in its class: a task put back at the front is near
-// the head (after a master restart, where Recover queued it by creation,
-// it may be anywhere; a worker's return, rare, pays once). A task queued
-// has one ID in the queue (Retry sweeps out those of a final task before
-// it queues it again), so the first is its own.
+// It costs t's distance from the nearer end of its class (fifo.find): a
+// task put back at the front, or queued again at the back, is at one end
+// (after a master restart, where Recover queued it by creation, it may be
+// anywhere; a worker's return, rare, pays once). A task queued has one ID
+// in the queue (Retry sweeps out those of a final task before it queues it
+// again), so the one found is its own.
 func (q *queue) remove(t *task.Task, k taskKey) {
 	c := q.classes[keyOf(t)]
 	if c == nil {
 		return // cannot happen: a queued task's ID is in its class
 	}
-	for i := range c.q.n {
-		if c.q.ring[c.q.at(i)].key == k {
-			q.take(c, i)
-			return
-		}
+	if i := c.q.find(k); i >= 0 {
+		q.take(c, i)
 	}
 }
 
