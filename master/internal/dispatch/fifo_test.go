@@ -190,16 +190,7 @@ func TestFifoRemoveAtAndFindEverywhere(t *testing.T) {
 				if got := fid(q.removeAt(at)); got != want[at] {
 					t.Fatalf("n %d, front %d: removeAt(%d) = %s, want %s", n, front, at, got, want[at])
 				}
-				want = slices.Delete(want, at, at+1)
-				var got []string
-				for q.len() > 0 {
-					e, _ := q.peek()
-					got = append(got, fid(e))
-					q.pop()
-				}
-				if !slices.Equal(got, want) {
-					t.Fatalf("n %d, front %d, removeAt(%d): left %v, want %v", n, front, at, got, want)
-				}
+				checkQueue(t, &q, slices.Delete(want, at, at+1))
 			}
 		}
 	}
