@@ -33,7 +33,9 @@
 //     stream handler drains; writes are queued with store.Apply, which never
 //     waits; their commits are waited for after the lock is released. The
 //     dispatcher logs under the lock, so its logger must not wait for its
-//     output either: main's writes through logbuf.
+//     output either: main's writes through logbuf. Nor is the lock left
+//     held by a panic, which the transports recover from: a call that lets
+//     go of it to wait and takes it again holds it through a holder.
 //   - A client or worker is acknowledged only for what is on disk: a 202 after
 //     the task's commit, a report's ack after its result's commit (a retried
 //     report waits for the first one's), a task is sent to a worker only after
@@ -90,6 +92,27 @@ type Params struct {
 	WorkerTimeout  time.Duration // a worker not heard from for this long is dropped
 	MaxQueued      int           // queued tasks at most; Submit answers ErrFull past it. 0: no limit
 	MaxOutputBytes int           // stored per output stream of a result; 0: no limit
+}
+
+// holder is d.mu as one call holds it, for the calls that let go of it to
+// wait (for a commit, a read off disk) and take it again. Deferred,
+// release lets go of it should the call panic while it holds it: both
+// transports recover a handler's panic and go on serving, and a lock left
+// held would hang every later call instead. Each call has its own.
+type holder struct {
+	mu *sync.Mutex
+	on bool
+}
+
+func (h *holder) lock()   { h.mu.Lock(); h.on = true }
+func (h *holder) unlock() { h.on = false; h.mu.Unlock() }
+
+// release unlocks if the call still holds the lock: deferred once, right
+// after the first lock.
+func (h *holder) release() {
+	if h.on {
+		h.unlock()
+	}
 }
 
 // Dispatcher owns the live tasks, queue and rotation. It is safe for

@@ -107,16 +107,9 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	out.stdout, out.stdoutCut = task.Output(r.Stdout, d.maxOutput())
 	out.stderr, out.stderrCut = task.Output(r.Stderr, d.maxOutput())
 	out.stdoutCut, out.stderrCut = out.stdoutCut || r.StdoutCut, out.stderrCut || r.StderrCut
-	d.mu.Lock()
-	// locked says whether this call holds d.mu: a panic under it (which
-	// grpcapi's recovery interceptor survives) must not leave it held, or
-	// every later call would wait for it forever.
-	locked := true
-	defer func() {
-		if locked {
-			d.mu.Unlock()
-		}
-	}()
+	l := holder{mu: &d.mu}
+	l.lock()
+	defer l.release()
 	freed := false
 	// Only a result for the delivery the slot holds frees it: a late result
 	// of an older delivery of the same task must not free the slot of the
@@ -135,8 +128,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			freed = false
 			d.assignLocked()
 		}
-		locked = false
-		d.mu.Unlock()
+		l.unlock()
 	}
 	t, live := d.tasks.get(r.TaskID)
 	if !live {
@@ -147,8 +139,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		}
 		t = &ft
 		reportReadHook()
-		d.mu.Lock()
-		locked = true
+		l.lock()
 		if cur, ok := d.tasks.get(r.TaskID); ok {
 			// A retry by hand brought it back since the read: the report
 			// is of the live task, recorded in its history in memory too,

@@ -54,15 +54,15 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		return task.Task{}, false, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, err)
 	}
 
-	d.mu.Lock()
+	l := holder{mu: &d.mu}
+	l.lock()
+	defer l.release()
 	if d.closed {
-		d.mu.Unlock()
 		return task.Task{}, false, task.ErrClosed
 	}
 	// Checked before anything is written, and the place held until the
 	// task is queued, so concurrent submissions cannot overshoot the limit.
 	if d.queueFullLocked() {
-		d.mu.Unlock()
 		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
 	now, mono := d.p.Now(), d.p.Mono()
@@ -85,18 +85,18 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		nt.Status = task.StatusScheduled
 	}
 	if idx := d.straightLocked(nt); idx >= 0 {
-		return d.submitStraight(nt, idx)
+		return d.submitStraight(&l, nt, idx)
 	}
 	d.reserved++
 	committed := d.writeLocked(store.Insert, nt, nil, store.Insert) // a new row: no upsert
-	d.mu.Unlock()
+	l.unlock()
 
 	// On disk before anyone hears of it: a 202 means the task survives a crash.
 	err = <-committed
-	d.mu.Lock()
+	l.lock()
 	d.reserved--
 	if err != nil {
-		d.mu.Unlock()
+		l.unlock()
 		if errors.Is(err, task.ErrConflict) && s.IdempotencyKey != "" {
 			// Another submission with the same key got there first: the
 			// unique index decided, and this one is its replay. Keyed
@@ -107,7 +107,6 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		}
 		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
 	}
-	defer d.mu.Unlock()
 	c := copyTask(nt) // put hands nt over
 	if nt.IdempotencyKey != "" {
 		d.keys[nt.IdempotencyKey] = nt.ID
@@ -156,12 +155,12 @@ func (d *Dispatcher) straightLocked(t *task.Task) int {
 // its row is inserted running, with its first delivery, so that its
 // dispatch waits for one commit instead of the insert's and then the
 // delivery's (on an idle cluster, the most of its queued-to-started time).
-// Called with d.mu held; it unlocks it. As in Submit, the task is answered
+// Called with d.mu held, as l; it unlocks it. As in Submit, the task is answered
 // once its row is on disk, as it was submitted (queued); the worker gets it
 // then too, the stream's wait for the commit passed on from here. Its
 // events are published as it is assigned, as every assignment's are: they
 // tell of the dispatcher's state, which runs a commit ahead of the disk.
-func (d *Dispatcher) submitStraight(t *task.Task, idx int) (task.Task, bool, error) {
+func (d *Dispatcher) submitStraight(l *holder, t *task.Task, idx int) (task.Task, bool, error) {
 	accepted := copyTask(t)
 	s := d.rotation[idx]
 	d.next = (idx + 1) % len(d.rotation)
@@ -173,19 +172,19 @@ func (d *Dispatcher) submitStraight(t *task.Task, idx int) (task.Task, bool, err
 	committed, assigned := d.deliverLocked(t, s, store.Insert, ready)
 	d.assignedLocked(assigned)
 	d.tasks.put(t) // running: kept as it is, not compacted
-	d.mu.Unlock()
+	l.unlock()
 
 	err := <-committed
 	if err != nil {
 		// Only a store that is closing refuses such a write: the task
 		// never existed. Its hold goes, and the stream that was to send
 		// it ends with this error, as for any delivery not stored.
-		d.mu.Lock()
+		l.lock()
 		if h, ok := s.inflight[t.ID]; ok && h.attempt == 1 {
 			delete(s.inflight, t.ID)
 		}
 		d.tasks.del(t.ID)
-		d.mu.Unlock()
+		l.unlock()
 		ready <- err
 		return task.Task{}, false, fmt.Errorf("storing task: %w", err)
 	}

@@ -97,14 +97,15 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	// task filling the disk is what one may well want to stop then. It
 	// takes effect at once (the worker is told to kill) and answers once
 	// its write lands.
-	d.mu.Lock()
+	l := holder{mu: &d.mu}
+	l.lock()
+	defer l.release()
 	if d.closed {
-		d.mu.Unlock()
 		return task.Task{}, task.ErrClosed
 	}
 	t, ok := d.tasks.get(id)
 	if !ok || t.Status.Final() {
-		d.mu.Unlock()
+		l.unlock()
 		ft, err := d.Get(ctx, id)
 		if err != nil {
 			return task.Task{}, err
@@ -137,7 +138,7 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 	committed := d.persistLocked(t, nil)
 	c := copyTask(t)
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
-	d.mu.Unlock()
+	l.unlock()
 	d.log.Info("task canceled", "task_id", id, "worker_id", wasOn)
 	return c, d.settle(t, <-committed)
 }
@@ -154,7 +155,9 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		seen     uint64     // d.diskOnly before that read
 		fromDisk bool
 	)
-	d.mu.Lock()
+	l := holder{mu: &d.mu}
+	l.lock()
+	defer l.release()
 	for {
 		if cur, ok := d.tasks.get(id); ok {
 			t = cur // in memory (still, or again: another retry came first)
@@ -175,7 +178,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		// them all; it costs no commit of its own.
 		seen = d.diskOnly
 		landed := d.p.Store.Apply()
-		d.mu.Unlock()
+		l.unlock()
 		select {
 		case err := <-landed:
 			if err != nil {
@@ -190,20 +193,16 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		}
 		ft = &got
 		retryReadHook()
-		d.mu.Lock()
+		l.lock()
 	}
 	if d.closed {
-		d.mu.Unlock()
 		return task.Task{}, task.ErrClosed
 	}
 	if !t.Status.Final() {
-		st := t.Status
-		d.mu.Unlock()
-		return task.Task{}, fmt.Errorf("%w: task %s is %s; only a final task can be retried", task.ErrConflict, id, st)
+		return task.Task{}, fmt.Errorf("%w: task %s is %s; only a final task can be retried", task.ErrConflict, id, t.Status)
 	}
 	// A retried task waits in the queue as a new one does: the same bound.
 	if d.queueFullLocked() {
-		d.mu.Unlock()
 		return task.Task{}, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
 	// An ID of this task left in its class when it stopped waiting (canceled
@@ -256,7 +255,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	c := copyTask(t)
 	c.WaitingFor = d.waitingForLocked(&c)
 	d.assignLocked()
-	d.mu.Unlock()
+	l.unlock()
 	if err := <-committed; err != nil {
 		return c, err
 	}
