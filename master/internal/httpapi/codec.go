@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,13 +132,7 @@ func checkKeys(body []byte, v any) error {
 		if body[i] == '}' {
 			return nil
 		}
-		end := skipString(body, i)
-		key := body[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 { // escaped: let encoding/json unquote it
-			var k string
-			_ = json.Unmarshal(body[i:end], &k) // decodeBody decoded it already
-			key = []byte(k)
-		}
+		key, end := objectKey(body, i)
 		n := 0
 		for n < len(known) && string(key) != known[n] {
 			n++
@@ -149,8 +144,48 @@ func checkKeys(body []byte, v any) error {
 			return fmt.Errorf("%w: field %q is given twice", task.ErrInvalid, key)
 		}
 		seen |= 1 << n
-		i = skipValue(body, skipSpace(body, end)+1) // past ':'
+		v := skipSpace(body, skipSpace(body, end)+1) // past ':'
+		if body[v] == '{' {
+			// encoding/json keeps the last value of a repeated key of a
+			// map too: {"gpu":"a100","gpu":"none"} would require gpu=none.
+			if k, ok := repeatedKey(body, v); ok {
+				return fmt.Errorf("%w: field %q has the key %q twice", task.ErrInvalid, key, k)
+			}
+		}
+		i = skipValue(body, v)
 		if i = skipSpace(body, i); body[i] == ',' {
+			i++
+		}
+	}
+}
+
+// objectKey reads the key that starts at b[i], a quote, unescaped, and
+// returns it with the index just past it.
+func objectKey(b []byte, i int) (key []byte, end int) {
+	end = skipString(b, i)
+	key = b[i+1 : end-1]
+	if bytes.IndexByte(key, '\\') >= 0 { // escaped: let encoding/json unquote it
+		var k string
+		_ = json.Unmarshal(b[i:end], &k) // decodeBody decoded it already
+		key = []byte(k)
+	}
+	return key, end
+}
+
+// repeatedKey returns a key that the object starting at b[i] has twice.
+func repeatedKey(b []byte, i int) (string, bool) {
+	var keys []string
+	for i++; ; { // i++: past '{'
+		i = skipSpace(b, i)
+		if b[i] == '}' {
+			return "", false
+		}
+		key, end := objectKey(b, i)
+		if slices.Contains(keys, string(key)) {
+			return string(key), true
+		}
+		keys = append(keys, string(key))
+		if i = skipSpace(b, skipValue(b, skipSpace(b, end)+1)); b[i] == ',' {
 			i++
 		}
 	}

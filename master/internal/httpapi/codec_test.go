@@ -51,7 +51,8 @@ func TestFieldNamesAreExactAndOnce(t *testing.T) {
 		{`{"cmd":"echo safe","Cmd":"rm -rf ~"}`, `unknown field "Cmd"`},
 		{`{"cmd":"echo safe","cmd":"rm -rf ~"}`, `field "cmd" is given twice`},
 		{` { "cmd" : "true" , "Max_Attempts" : 1 } `, `unknown field "Max_Attempts"`},
-		{`{"cmd":"true","requires":{"a":"b","a":"c"},"requires":{}}`, `field "requires" is given twice`},
+		{`{"cmd":"true","requires":{"a":"b","a":"c"},"requires":{}}`, `field "requires" has the key "a" twice`},
+		{`{"cmd":"true","requires":{"a":"b","c":"d"},"requires":{}}`, `field "requires" is given twice`},
 		{`{"\u0063md":"true","cmd":"x"}`, `field "cmd" is given twice`},
 	} {
 		code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", tc.body)
@@ -82,6 +83,7 @@ func FuzzCheckKeys(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"requires":{"a":1,"b":{"a":1,"a":2},"\u0061":[]},"cmd":"x"}`))
 	known := fieldNames(reflect.TypeFor[*createRequest]())
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if !json.Valid(body) {
@@ -94,24 +96,75 @@ func FuzzCheckKeys(f *testing.F) {
 			for dec.More() {
 				tok, _ := dec.Token()
 				key := tok.(string)
+				var v json.RawMessage
+				if err := dec.Decode(&v); err != nil {
+					t.Fatal(err)
+				}
 				switch {
 				case want != "":
 				case !slices.Contains(known, key):
 					want = "unknown"
 				case slices.Contains(seen, key):
 					want = "twice"
+				case hasRepeatedKey(v):
+					want = "key twice"
 				}
 				seen = append(seen, key)
-				if err := dec.Decode(new(json.RawMessage)); err != nil {
-					t.Fatal(err)
-				}
 			}
 		}
 		err := checkKeys(body, new(createRequest))
 		switch got := fmt.Sprint(err); {
 		case want == "" && err != nil, want == "unknown" && !strings.Contains(got, "unknown field"),
-			want == "twice" && !strings.Contains(got, "given twice"):
+			want == "twice" && !strings.Contains(got, "given twice"), want == "key twice" && !strings.Contains(got, "twice"):
 			t.Fatalf("checkKeys(%s) = %v, want %s", body, err, cmp.Or(want, "nil"))
 		}
 	})
+}
+
+// hasRepeatedKey reports whether v, valid JSON, is an object with a key
+// given twice, as encoding/json reads keys.
+func hasRepeatedKey(v json.RawMessage) bool {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	if tok, _ := dec.Token(); tok != json.Delim('{') {
+		return false
+	}
+	var keys []string
+	for dec.More() {
+		tok, _ := dec.Token()
+		if slices.Contains(keys, tok.(string)) {
+			return true
+		}
+		keys = append(keys, tok.(string))
+		if err := dec.Decode(new(json.RawMessage)); err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// A label key given twice in requires was taken as the last of its values:
+// {"gpu":"a100","gpu":"none"} queued a task that runs only where gpu=none,
+// while a log or a proxy reading the body may see gpu=a100, and
+// WORKER_LABELS refuses a key given twice (labels.Parse). A 400 naming the
+// key, and nothing queued; escaped keys are read as they are.
+func TestRequiresKeyGivenTwiceIsRefused(t *testing.T) {
+	srv, d := newServer(t, nil)
+	for _, body := range []string{
+		`{"cmd":"true","requires":{"gpu":"a100","gpu":"none"}}`,
+		`{"cmd":"true","requires":{"gpu":"a100","zone":"eu","gpu":"a100"}}`,
+		`{"cmd":"true","requires":{"gpu":"a100", "g\u0070u" :"none"}}`,
+	} {
+		code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", body)
+		if msg, _ := m["error"].(string); code != http.StatusBadRequest || !strings.Contains(msg, `key "gpu" twice`) {
+			t.Errorf("POST %s = %d %v; want 400 saying the key \"gpu\" is given twice", body, code, m)
+		}
+	}
+	if n := queued(t, d); n != 0 {
+		t.Errorf("%d tasks queued by refused requests, want 0", n)
+	}
+	// Keys differ in case, and so are two labels.
+	body := `{"cmd":"true","requires":{"gpu":"a","GPU":"b"}}`
+	if code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", body); code != http.StatusAccepted || len(m["requires"].(map[string]any)) != 2 {
+		t.Errorf("POST %s = %d %v, want 202 with both labels", body, code, m)
+	}
 }
