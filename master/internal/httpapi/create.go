@@ -106,6 +106,11 @@ func (a *api) parseCreate(w http.ResponseWriter, r *http.Request) (dispatch.Subm
 		if sub.RunAt, err = time.Parse(time.RFC3339, *req.RunAt); err != nil {
 			return sub, 0, fmt.Errorf(`%w: field "run_at" must be an RFC 3339 time such as "2026-12-01T09:30:00Z"`, task.ErrInvalid)
 		}
+		// Checked here, not only by Normalize: 0001-01-01T00:00:00Z is Go's
+		// zero time, which a Submission reads as no run_at at all.
+		if !task.Keepable(sub.RunAt) {
+			return sub, 0, fmt.Errorf(`%w: field "run_at" must be a time after 1970 and before %s`, task.ErrInvalid, task.LastTime.Format(time.RFC3339))
+		}
 	}
 	if sub.Delay, err = duration("delay", req.Delay, true); err != nil {
 		return sub, 0, err

@@ -34,6 +34,12 @@ func TestBadSchedulingFieldsChangeNothing(t *testing.T) {
 		{name: "run_at not a time", body: `"run_at":"tomorrow"`, wantErr: `field "run_at" must be an RFC 3339 time`},
 		{name: "run_at without a zone", body: `"run_at":"2026-12-01T09:30:00"`, wantErr: `field "run_at" must be an RFC 3339 time`},
 		{name: "run_at as a number", body: `"run_at":1764581400`, wantErr: `field "run_at" must be a string`},
+		{name: "run_at before 1970", body: `"run_at":"1969-12-31T23:59:59Z"`, wantErr: `field "run_at" must be a time after 1970`},
+		// Go's zero time, which a Submission reads as no run_at: it was
+		// queued at once, its run_at null, where any other time before
+		// 1970 is refused.
+		{name: "run_at in year 1", body: `"run_at":"0001-01-01T00:00:00Z"`, wantErr: `field "run_at" must be a time after 1970`},
+		{name: "run_at in year 1 with an offset", body: `"run_at":"0001-01-01T01:00:00+01:00"`, wantErr: `field "run_at" must be a time after 1970`},
 		{name: "delay not a duration", body: `"delay":"soon"`, wantErr: `field "delay" must be a duration of 0s or more`},
 		{name: "delay without a unit", body: `"delay":"30"`, wantErr: `field "delay" must be a duration of 0s or more`},
 		{name: "negative delay", body: `"delay":"-1s"`, wantErr: `field "delay" must be a duration of 0s or more`},
