@@ -338,6 +338,11 @@ func (d *Dispatcher) byKey(ctx context.Context, key string) (task.Task, bool, er
 		return t, err == nil, err
 	}
 	t, err := d.p.Store.FindByIdempotencyKey(ctx, key)
+	if err == nil {
+		// The key's row has no history: a replay answers the task as Get
+		// does, whole.
+		t, err = d.Get(ctx, t.ID)
+	}
 	if errors.Is(err, task.ErrNotFound) {
 		return task.Task{}, false, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,37 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
 		t.Fatalf("empty key = %d, want 400", resp.StatusCode)
+	}
+}
+
+// A replay answers "that task" (README): the task as GET /tasks/{id} shows
+// it. Once the task was final and off memory, the replay read it by its key
+// without its history, and answered "history": [] for a task that ran.
+func TestIdempotentReplayIsTheTaskAsGETShowsIt(t *testing.T) {
+	srv, d := newServer(t, nil)
+	s, _, err := d.Register(context.Background(), dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, first := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"exit 2"}`, "order-7")
+	if code != 202 {
+		t.Fatalf("first = %d %v", code, first)
+	}
+	a, ok := nextTask(s)
+	if !ok {
+		t.Fatal("no task sent to the worker within 10s")
+	}
+	now := time.Now()
+	if _, err := d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, ExitCode: 2, StartedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, got := do(t, "GET", srv.URL+"/tasks/"+a.ID, "")
+	if h, _ := got["history"].([]any); got["status"] != "failed" || len(h) != 1 {
+		t.Fatalf("GET = %v, want the failed task with one attempt", got)
+	}
+	code, _, again := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"exit 2"}`, "order-7")
+	if code != 200 || !reflect.DeepEqual(again, got) {
+		t.Fatalf("replay = %d\n%v\nwant 200 with the task as GET shows it:\n%v", code, again, got)
 	}
 }
 
