@@ -210,10 +210,43 @@ func TestFinishedTaskShowsHistory(t *testing.T) {
 	}
 }
 
-// A list entry is the task as GET /tasks/{id} shows it, stdout and stderr
-// left out: a task that waits says why there too. Entries came from the
-// store alone, which does not keep waiting_for, so every one showed null,
-// which the README reads as "does not wait".
+// The store lists tasks without their history, and entries showed it as
+// "history": [], which says the task never went to a worker, for tasks that
+// ran (and "attempts": 1 beside it). A list entry leaves the history out as
+// it does stdout and stderr: null, as a field not known there.
+func TestListEntriesLeaveOutTheHistory(t *testing.T) {
+	srv, d := newServer(t, nil)
+	s, _, err := d.Register(context.Background(), dispatch.Registration{WorkerID: "w", InstanceID: "i", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, body := do(t, "POST", srv.URL+"/tasks", `{"cmd":"exit 2"}`)
+	a, ok := nextTask(s)
+	if !ok {
+		t.Fatal("no task sent to the worker within 10s")
+	}
+	now := time.Now()
+	if _, err := d.Report(context.Background(), task.Result{TaskID: a.ID, WorkerID: "w", InstanceID: "i", Attempt: 1, ExitCode: 2, StartedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, got := do(t, "GET", srv.URL+"/tasks/"+body["id"].(string), ""); len(got["history"].([]any)) != 1 {
+		t.Fatalf("GET = %v, want the task with its one attempt", got)
+	}
+	_, _, list := do(t, "GET", srv.URL+"/tasks", "")
+	entries, _ := list["tasks"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("GET /tasks = %v, want the task", list)
+	}
+	e := entries[0].(map[string]any)
+	if h, ok := e["history"]; !ok || h != nil || e["attempts"] != 1.0 {
+		t.Errorf("list entry of a task that ran once: attempts %v, history %#v (present %v); want null", e["attempts"], h, ok)
+	}
+}
+
+// A list entry is the task as GET /tasks/{id} shows it, stdout, stderr and
+// history left out: a task that waits says why there too. Entries came from
+// the store alone, which does not keep waiting_for, so every one showed
+// null, which the README reads as "does not wait".
 func TestListShowsWhyTasksWait(t *testing.T) {
 	srv, _ := newServer(t, nil)
 	_, _, queued := do(t, "POST", srv.URL+"/tasks", `{"cmd":"echo now"}`)

@@ -10,7 +10,9 @@ import (
 // not apply (run_at of a task never scheduled, backoff without retry_on),
 // are null rather than absent, and empty sets are {} or [], so a reader of
 // `curl` output sees the whole shape.
-// Only stdout and stderr are left out, in list entries, to keep pages small.
+// Only stdout and stderr are left out, in list entries, to keep pages small,
+// and the history, which the store does not list: it is null there, never
+// [], which would say the task never went to a worker.
 type taskJSON struct {
 	ID              string            `json:"id"`
 	Cmd             string            `json:"cmd"`
@@ -53,7 +55,8 @@ type attemptJSON struct {
 	FinishedAt *time.Time `json:"finished_at"`
 }
 
-// toTaskJSON converts t; withOutput includes stdout and stderr.
+// toTaskJSON converts t; withOutput includes stdout, stderr and the history
+// (a list entry has none of them).
 func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 	j := taskJSON{
 		ID:              t.ID,
@@ -78,7 +81,6 @@ func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 		AssignedAt:      nonZero(t.AssignedAt),
 		StartedAt:       nonZero(t.StartedAt),
 		FinishedAt:      nonZero(t.FinishedAt),
-		History:         make([]attemptJSON, 0, len(t.History)),
 	}
 	for _, o := range t.RetryOn {
 		j.RetryOn = append(j.RetryOn, string(o))
@@ -91,12 +93,13 @@ func toTaskJSON(t task.Task, withOutput bool) taskJSON {
 		// the heap on every call.
 		stdout, stderr := t.Stdout, t.Stderr
 		j.Stdout, j.Stderr = &stdout, &stderr
-	}
-	for _, a := range t.History {
-		j.History = append(j.History, attemptJSON{
-			Attempt: a.N, WorkerID: a.WorkerID, Outcome: string(a.Outcome), ExitCode: a.ExitCode,
-			Error: nonEmpty(a.Error), Duplicate: a.Duplicate, AssignedAt: nonZero(a.AssignedAt), FinishedAt: nonZero(a.FinishedAt),
-		})
+		j.History = make([]attemptJSON, 0, len(t.History))
+		for _, a := range t.History {
+			j.History = append(j.History, attemptJSON{
+				Attempt: a.N, WorkerID: a.WorkerID, Outcome: string(a.Outcome), ExitCode: a.ExitCode,
+				Error: nonEmpty(a.Error), Duplicate: a.Duplicate, AssignedAt: nonZero(a.AssignedAt), FinishedAt: nonZero(a.FinishedAt),
+			})
+		}
 	}
 	return j
 }
