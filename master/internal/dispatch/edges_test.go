@@ -242,6 +242,44 @@ func TestListAnsweredWhileWritesFail(t *testing.T) {
 	}
 }
 
+// A list that came while the first failing write was still being tried
+// (SQLite's busy timeout, here 500ms) waited for it to land: for as long as
+// the disk refused writes, though the writes were known to fail a moment
+// later. It answers with what is on disk once they are, as a later list
+// does.
+func TestListThatCameBeforeWritesFailedIsAnswered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	d, _ := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0,
+		store.WithBusyTimeout(500*time.Millisecond), store.WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
+	id := submitOne(t, d, Submission{Cmd: "echo queued"})
+	unlock := storetest.HoldWriteLock(t, path)
+	pending := goSubmit(d, "echo pending")
+	eventually(t, "the submission's write to be queued", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.reserved > 0
+	})
+	if d.p.Store.WriteErr() != nil {
+		t.Fatal("writes seen failing before the list came; the test needs a longer busy timeout")
+	}
+	listed := make(chan error, 1)
+	go func() {
+		p, err := d.List(ctx, Query{Limit: 10})
+		if err == nil && (len(p.Tasks) != 1 || p.Tasks[0].ID != id) {
+			err = fmt.Errorf("listed %d tasks, want the one on disk, %s", len(p.Tasks), id)
+		}
+		listed <- err
+	}()
+	failing(t, d)
+	if err := within(t, "the list", listed); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if p := within(t, "the pending submission", pending); p.err != nil {
+		t.Fatal(p.err)
+	}
+}
+
 // #10.3: a task is sent only once its delivery is on disk, so after a crash
 // the store knows every attempt a worker may be running, and a restarted
 // master never hands out the same attempt number twice.

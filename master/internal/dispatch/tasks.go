@@ -69,10 +69,8 @@ type (
 // dispatcher has told. While writes fail (a full disk) it does not wait,
 // which would be until the disk recovers, and lists what is on disk.
 func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
-	if d.p.Store.WriteErr() == nil {
-		if err := d.p.Store.Flush(ctx); err != nil {
-			return Page{}, err
-		}
+	if err := d.flushUnlessFailing(ctx); err != nil {
+		return Page{}, err
 	}
 	p, err := d.p.Store.List(ctx, q)
 	if err != nil {
@@ -88,6 +86,36 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 	}
 	d.mu.Unlock()
 	return p, nil
+}
+
+// listPoll is how often a list that waits for the writes queued before it
+// asks whether they have started to fail.
+const listPoll = 50 * time.Millisecond
+
+// flushUnlessFailing waits for the writes queued before it to land, unless
+// writes fail, already or once the store says so while it waits: a write
+// that meets a full disk or another process's lock is tried for SQLite's
+// busy timeout before the store knows it fails, and a list that came
+// meanwhile would otherwise wait until the disk recovers.
+func (d *Dispatcher) flushUnlessFailing(ctx context.Context) error {
+	if d.p.Store.WriteErr() != nil {
+		return nil
+	}
+	landed := d.p.Store.Apply() // a barrier, as Flush queues
+	tick := time.NewTicker(listPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-landed:
+			return err
+		case <-tick.C:
+			if d.p.Store.WriteErr() != nil {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Cancel ends a task: a queued one never runs, a running one is killed on
