@@ -280,6 +280,52 @@ func TestListThatCameBeforeWritesFailedIsAnswered(t *testing.T) {
 	}
 }
 
+// So with a retry by hand of a task off memory, which reads it once the
+// writes before it land: one that came while the first failing write was
+// still being tried waited until the disk recovered, where the README has
+// it answered 503 while writes fail, and nothing changed.
+func TestRetryThatCameBeforeWritesFailedIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	d, _ := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0,
+		store.WithBusyTimeout(500*time.Millisecond), store.WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
+	id := submitOne(t, d, Submission{Cmd: "echo canceled"})
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the canceled task to leave memory", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		_, ok := d.tasks.view(id)
+		return !ok
+	})
+	unlock := storetest.HoldWriteLock(t, path)
+	pending := goSubmit(d, "echo pending")
+	eventually(t, "the submission's write to be queued", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.reserved > 0
+	})
+	if d.p.Store.WriteErr() != nil {
+		t.Fatal("writes seen failing before the retry came; the test needs a longer busy timeout")
+	}
+	retried := make(chan error, 1)
+	go func() {
+		_, err := d.Retry(ctx, id)
+		retried <- err
+	}()
+	failing(t, d)
+	if err := within(t, "the retry", retried); !errors.Is(err, task.ErrUnavailable) {
+		t.Fatalf("retry while writes fail: %v, want ErrUnavailable", err)
+	}
+	unlock()
+	if p := within(t, "the pending submission", pending); p.err != nil {
+		t.Fatal(p.err)
+	}
+	if got, err := d.Get(ctx, id); err != nil || got.Status != task.StatusCanceled {
+		t.Fatalf("the task after a refused retry: %s, %v; want canceled", got.Status, err)
+	}
+}
+
 // #10.3: a task is sent only once its delivery is on disk, so after a crash
 // the store knows every attempt a worker may be running, and a restarted
 // master never hands out the same attempt number twice.

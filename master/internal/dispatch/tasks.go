@@ -69,8 +69,10 @@ type (
 // dispatcher has told. While writes fail (a full disk) it does not wait,
 // which would be until the disk recovers, and lists what is on disk.
 func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
-	if err := d.flushUnlessFailing(ctx); err != nil {
-		return Page{}, err
+	if d.p.Store.WriteErr() == nil {
+		if _, err := d.waitLanded(ctx, d.p.Store.Apply()); err != nil { // an empty Apply is Flush's barrier
+			return Page{}, err
+		}
 	}
 	p, err := d.p.Store.List(ctx, q)
 	if err != nil {
@@ -88,32 +90,29 @@ func (d *Dispatcher) List(ctx context.Context, q Query) (Page, error) {
 	return p, nil
 }
 
-// listPoll is how often a list that waits for the writes queued before it
-// asks whether they have started to fail.
-const listPoll = 50 * time.Millisecond
+// landedPoll is how often a read that waits for the writes queued before
+// it asks whether they have started to fail.
+const landedPoll = 50 * time.Millisecond
 
-// flushUnlessFailing waits for the writes queued before it to land, unless
-// writes fail, already or once the store says so while it waits: a write
-// that meets a full disk or another process's lock is tried for SQLite's
-// busy timeout before the store knows it fails, and a list that came
-// meanwhile would otherwise wait until the disk recovers.
-func (d *Dispatcher) flushUnlessFailing(ctx context.Context) error {
-	if d.p.Store.WriteErr() != nil {
-		return nil
-	}
-	landed := d.p.Store.Apply() // a barrier, as Flush queues
-	tick := time.NewTicker(listPoll)
+// waitLanded waits for landed, a barrier the store answers once the writes
+// queued before it land, unless writes fail meanwhile: it returns then with
+// the store's WriteErr as failing. A write that meets a full disk or another
+// process's lock is tried for SQLite's busy timeout before the store knows
+// it fails, and a read that came meanwhile would otherwise wait until the
+// disk recovers.
+func (d *Dispatcher) waitLanded(ctx context.Context, landed <-chan error) (failing, err error) {
+	tick := time.NewTicker(landedPoll)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-landed:
-			return err
+			return nil, err
 		case <-tick.C:
-			if d.p.Store.WriteErr() != nil {
-				return nil
+			if f := d.p.Store.WriteErr(); f != nil {
+				return f, nil
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -207,13 +206,12 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		seen = d.diskOnly
 		landed := d.p.Store.Apply()
 		l.unlock()
-		select {
-		case err := <-landed:
-			if err != nil {
-				return task.Task{}, err
-			}
-		case <-ctx.Done():
-			return task.Task{}, ctx.Err()
+		failing, err := d.waitLanded(ctx, landed)
+		if err != nil {
+			return task.Task{}, err
+		}
+		if failing != nil {
+			return task.Task{}, fmt.Errorf("%w: the database is not accepting writes (%v); retry later", task.ErrUnavailable, failing)
 		}
 		got, err := d.p.Store.Get(ctx, id)
 		if err != nil {
