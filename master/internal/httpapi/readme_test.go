@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -140,4 +143,46 @@ func checkRefusal(t *testing.T, base, method, path, doc string) int {
 		t.Errorf("%s %s = %d (%s), which README's REST API does not mention for it", method, path, resp.StatusCode, *body.Error)
 	}
 	return resp.StatusCode
+}
+
+// TestREADMEPlainTextRefusals sends the router's server requests that Go's
+// HTTP server refuses before any route sees them: each refusal is plain
+// text, not the API's JSON, and README's REST API must name its code
+// beside the others Go's server answers so.
+func TestREADMEPlainTextRefusals(t *testing.T) {
+	section := readme.SectionOf(t, "## REST API")
+	intro, _, _ := strings.Cut(section, "| Endpoint |")
+	_, goServer, ok := strings.Cut(intro, "Go's HTTP server")
+	if !ok {
+		t.Fatal("README's REST API does not say what Go's HTTP server refuses")
+	}
+	goServer, _, _ = strings.Cut(goServer, "\n\n")
+	srv, _ := newServer(t, nil)
+	for _, tc := range []struct{ name, raw string }{
+		{"no HTTP", "NOT HTTP\r\n\r\n"},
+		{"transfer coding", "POST /tasks HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n"},
+		{"expectation", "POST /tasks HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nContent-Length: 14\r\n\r\n{\"cmd\":\"true\"}"},
+		{"HTTP version", "GET /tasks HTTP/2.0\r\nHost: localhost\r\n\r\n"},
+		{"huge header", "GET /tasks HTTP/1.1\r\nHost: localhost\r\nX-Junk: " + strings.Repeat("j", 2<<20) + "\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			go io.WriteString(c, tc.raw) // the server may answer before it has read it all
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 || resp.Header.Get("Content-Type") == "application/json" {
+				t.Fatalf("%d %s: want a refusal by Go's HTTP server", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			if !strings.Contains(goServer, "`"+strconv.Itoa(resp.StatusCode)) {
+				t.Errorf("Go's HTTP server answers %d, which README's REST API does not list among its refusals:%s", resp.StatusCode, goServer)
+			}
+		})
+	}
 }
