@@ -133,6 +133,7 @@ func FuzzSubmitReadBack(f *testing.F) {
 		`{"cmd":"x","requires":{"gpu":"a","gpu":"b"}}`,
 		`{"cmd":"x","timeout":"1h0.5ns"}`,
 		`{"cmd":"x","delay":"8784h"}`,
+		`{"cmd":"x","delay":"1ns"}`,
 		`{"cmd":"\u00e9\ud83d\ude00 \t\r\n"}`,
 		`{"cmd":"x\ud800"}`,
 		`{"cmd":"x"} {}`,
@@ -149,7 +150,10 @@ func FuzzSubmitReadBack(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { st.Close() })
-	d := dispatch.New(dispatch.Params{Log: log, Store: st, Now: time.Now, NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
+	// The monotonic clock stands still: a task scheduled for a moment
+	// later must not come due between its POST and its GET.
+	d := dispatch.New(dispatch.Params{Log: log, Store: st, Now: time.Now, Mono: func() time.Duration { return 0 },
+		NewID:       func() string { return uuid.Must(uuid.NewV7()).String() },
 		MaxCmdBytes: 100, DefaultTimeout: time.Hour, MaxTimeout: 2 * time.Hour, MaxAttempts: 3, WorkerTimeout: 10 * time.Second})
 	f.Cleanup(d.Close)
 	srv := httptest.NewServer(New(Params{Dispatcher: d, Log: log, MaxBodyBytes: 1024, MaxWait: time.Second, Ready: func() error { return nil }}))
