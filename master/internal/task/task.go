@@ -193,11 +193,32 @@ func ValidateCmd(cmd string, maxBytes int) error {
 	}
 	// Control characters other than tab and line breaks do nothing useful
 	// in a shell command, and can hide what it does from a person reading
-	// the log or the API (ESC sequences rewrite a terminal).
-	if i := strings.IndexFunc(cmd, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f }); i >= 0 {
-		return fmt.Errorf("%w: cmd contains the control character U+%04X at byte %d; only tab, CR and LF are allowed", ErrInvalid, cmd[i], i)
+	// the log, the API or the dashboard (ESC sequences, and C1's CSI,
+	// rewrite a terminal); so can the bidirectional formatting characters,
+	// which reorder what follows them on screen ("Trojan Source").
+	if i := strings.IndexFunc(cmd, hides); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(cmd[i:])
+		if r < 0x202a {
+			return fmt.Errorf("%w: cmd contains the control character U+%04X at byte %d; only tab, CR and LF are allowed", ErrInvalid, r, i)
+		}
+		return fmt.Errorf("%w: cmd contains the bidirectional formatting character U+%04X at byte %d, which can make a command read as another", ErrInvalid, r, i)
 	}
 	return nil
+}
+
+// hides reports whether ValidateCmd refuses r: a control character
+// (C0 but tab, LF and CR; DEL; C1), or a bidirectional embedding,
+// override or isolate (U+202A-U+202E, U+2066-U+2069).
+func hides(r rune) bool {
+	switch {
+	case r < 0x20:
+		return r != '\t' && r != '\n' && r != '\r'
+	case r >= 0x7f && r <= 0x9f:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }
 
 // Output turns what a command wrote into text of at most max bytes: bytes

@@ -20,6 +20,14 @@ func TestValidateCmd(t *testing.T) {
 		{"over the limit", strings.Repeat("x", 21), "limit is 20"},
 		{"invalid UTF-8", "echo \xff", "UTF-8"},
 		{"NUL", "echo a\x00b", "NUL"},
+		{"tab, CR and LF", "echo a\tb\r\nc", ""},
+		{"ESC", "echo \x1b[2J", "control character U+001B at byte 5"},
+		{"DEL", "echo \x7f", "control character U+007F"},
+		{"C1 CSI", "echo \u009b2J", "control character U+009B at byte 5"},
+		{"right-to-left override", "rm x\u202e", "bidirectional formatting character U+202E at byte 4"},
+		{"first strong isolate", "ls \u2068", "bidirectional formatting character U+2068"},
+		{"right-to-left text", "echo שלום", ""},
+		{"zero-width joiner", "echo \u200d", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
