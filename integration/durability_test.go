@@ -313,7 +313,9 @@ func TestChaos2000(t *testing.T) {
 			t.Errorf("task %d (%s): %s", i, id, tk.Status)
 			l.watch(id)
 		}
-		if tk.Attempts > 1 || tk.Duplicates() > 0 {
+		// A late result (a duplicate) is of a delivery that another one
+		// replaced, so Attempts counts both: list entries carry no history.
+		if tk.Attempts > 1 {
 			redelivered = append(redelivered, id)
 		}
 	}
