@@ -423,3 +423,38 @@ roundhouse_tasks_scheduled 1
 		t.Errorf("queue depth = %v, want 4 (the scheduled task is not queued yet)", got)
 	}
 }
+
+// Cancel and retry take no body: one that asks for something (a retry
+// with more attempts, a cancel with a reason) is refused and changes
+// nothing, rather than ignored while the task is acted on as it was. No
+// body, white space or {} asks nothing.
+func TestTaskActionsRefuseABody(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	_, _, m := do(t, http.MethodPost, srv.URL+"/tasks", `{"cmd":"sleep 60"}`)
+	queued := m["id"].(string)
+	_, _, m = do(t, http.MethodPost, srv.URL+"/tasks", `{"cmd":"sleep 60"}`)
+	final := m["id"].(string)
+	if code, _, m := do(t, http.MethodDelete, srv.URL+"/tasks/"+final, " \n"); code != http.StatusOK {
+		t.Fatalf("DELETE with a blank body = %d %v, want 200", code, m)
+	}
+	for _, tt := range []struct{ method, path, body string }{
+		{http.MethodDelete, "/tasks/" + queued, `{"reason":"not needed"}`},
+		{http.MethodPost, "/tasks/" + final + "/retry", `{"max_attempts":5}`},
+		{http.MethodPost, "/tasks/" + final + "/retry", `[]`},
+		{http.MethodPost, "/tasks/" + final + "/retry", `not json`},
+	} {
+		code, _, m := do(t, tt.method, srv.URL+tt.path, tt.body)
+		if msg, _ := m["error"].(string); code != http.StatusBadRequest || !strings.Contains(msg, "takes no body") {
+			t.Errorf("%s %s with %s = %d %v, want 400 saying it takes no body", tt.method, tt.path, tt.body, code, m)
+		}
+	}
+	if _, _, m := do(t, http.MethodGet, srv.URL+"/tasks/"+queued, ""); m["status"] != "queued" {
+		t.Errorf("the task after a refused cancel = %v, want it queued as before", m["status"])
+	}
+	if _, _, m := do(t, http.MethodGet, srv.URL+"/tasks/"+final, ""); m["status"] != "canceled" || m["attempts"] != 0.0 {
+		t.Errorf("the task after refused retries = %v (%v attempts), want it canceled as before", m["status"], m["attempts"])
+	}
+	if code, _, m := do(t, http.MethodPost, srv.URL+"/tasks/"+final+"/retry", `{ }`); code != http.StatusAccepted || m["status"] != "queued" {
+		t.Fatalf("POST retry with {} = %d %v, want 202 and the task queued", code, m)
+	}
+}

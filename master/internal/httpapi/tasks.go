@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -35,6 +38,30 @@ func checkQuery(r *http.Request, allowed ...string) error {
 		}
 	}
 	return nil
+}
+
+// maxIgnoredBody is what checkNoBody reads of a body: enough to tell an
+// empty JSON object from anything else.
+const maxIgnoredBody = 64
+
+// checkNoBody refuses a body on a route that takes none (cancel, retry),
+// rather than ignore it: POST /tasks/{id}/retry with {"max_attempts": 5}
+// would otherwise run the task again as it was, as if asked to. An empty
+// body, white space or {} asks nothing and is let through, as some
+// clients send one with every POST.
+func checkNoBody(r *http.Request) error {
+	if r.Body == nil {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxIgnoredBody))
+	if err != nil {
+		return fmt.Errorf("%w: reading the body: %v", task.ErrInvalid, err)
+	}
+	var empty map[string]json.RawMessage
+	if len(bytes.TrimSpace(b)) == 0 || json.Unmarshal(b, &empty) == nil && empty != nil && len(empty) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s takes no body; it acts on the task as it was submitted", task.ErrInvalid, r.Method, r.URL.Path)
 }
 
 // taskID is the {id} of a task path, checked: IDs are UUIDs, so anything
@@ -116,12 +143,15 @@ func (a *api) retryTask(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// taskAction checks a POST /tasks/{id}/... request (a valid ID, no query)
-// and does it; on any error it has answered, and ok is false.
+// taskAction checks a request that acts on a task (a valid ID, no query,
+// no body) and does it; on any error it has answered, and ok is false.
 func (a *api) taskAction(w http.ResponseWriter, r *http.Request, do func(context.Context, string) (task.Task, error)) (t task.Task, ok bool) {
 	id, err := taskID(r)
 	if err == nil {
 		err = checkQuery(r)
+	}
+	if err == nil {
+		err = checkNoBody(r)
 	}
 	if err == nil {
 		t, err = do(r.Context(), id)
