@@ -178,7 +178,7 @@ func (a *Agent) Serving() bool {
 // has been killed and waited for. Results not yet acknowledged are dropped:
 // the master re-queues the tasks of a worker that disconnects.
 func (a *Agent) Run(ctx context.Context) error {
-	conn, err := dial(a.cfg)
+	conn, err := newMasterConn(a.cfg)
 	if err != nil {
 		close(a.offline)
 		return fmt.Errorf("master address %q: %w", a.cfg.MasterAddr, err)
@@ -208,7 +208,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer context.AfterFunc(a.draining, stopWait)()
 	bo := backoff{max: a.cfg.ReconnectMax}
 	for {
-		err := a.session(ctx, client, bo.reset)
+		// Each try dials the master, or finds a connection: the wait before
+		// it was the agent's backoff alone (masterConn).
+		err := conn.ready()
+		if err == nil {
+			err = a.session(ctx, client, bo.reset)
+		}
 		a.registered.Store(false)
 		a.mu.Lock()
 		a.registering = false
@@ -270,10 +275,17 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		// assignment.
 		grpc.WithStaticStreamWindowSize(rhproto.StreamWindow),
 		grpc.WithStaticConnWindowSize(rhproto.ConnWindow),
-		// gRPC's own reconnect backoff grows to 120 s by default and calls
-		// fail fast meanwhile, which would override ReconnectMax.
+		// gRPC re-dials a failed channel on its own at the end of its
+		// backoff (up to 120 s by default), and calls fail at once
+		// meanwhile. The agent's tries to register do not wait for it: each
+		// dials, on a new channel if need be (masterConn). Only calls made
+		// while the agent does not try, the reporter's after a drain, do.
+		// A quarter longer than the agent's longest wait, even 20% early,
+		// so that it does not dial between two of the agent's tries as
+		// well: every new channel starts gRPC's backoff afresh, and from
+		// 100 ms it would dial several times there.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: backoffBase, Multiplier: 2, Jitter: 0.2, MaxDelay: cfg.ReconnectMax},
+			Backoff:           grpcbackoff.Config{BaseDelay: cfg.ReconnectMax * 5 / 4, Multiplier: 1, Jitter: 0.2, MaxDelay: cfg.ReconnectMax * 5 / 4},
 			MinConnectTimeout: 5 * time.Second,
 		}),
 	}
