@@ -12,8 +12,9 @@ let tvID = '';
 let tvTask = null;
 let tvTimer = null;
 let tvSeq = 0; // numbers task reads, so an older answer never overwrites a newer one
-// follow is the output stream being read: {ctrl, id, attempt, ended};
-// null when none.
+// follow is the output stream being read: {ctrl, id, attempt, ended,
+// refollow ('now' or 'done' once the task's output is read again)}; null
+// when none.
 let follow = null;
 // outputMissing is why live output cannot be read (an older master); the
 // view then shows the task's stored output.
@@ -209,6 +210,14 @@ function outputEvent(f, type, data) {
       loadTaskSoon();
       break;
     case 'end':
+      if (f.attempt && d.attempt && d.attempt !== f.attempt && !f.refollow) {
+        // A late result of a delivery given up decided the task, not the
+        // one shown: its output went when its replacement started, and
+        // the master sends before end only what of it this follow had not
+        // had. A follow of the final task sends all of it.
+        f.refollow = 'now';
+        return;
+      }
       f.ended = true;
       out.dataset.ended = 'true';
       $('tv-output-state').textContent = 'attempt ' + (f.attempt || d.attempt) + ': ' + d.status +
@@ -241,6 +250,7 @@ async function startFollow(id) {
         $('tv-notes').replaceChildren();
         f.attempt = 0;
         await readSSE(resp, (type, data) => { if (follow === f) outputEvent(f, type, data); });
+        if (f.refollow === 'now') { f.refollow = 'done'; retryMs = 0; }
       } else if (resp.status === 429) {
         const s = parseInt(resp.headers.get('Retry-After'), 10);
         retryMs = (s > 0 ? s : 2) * 1000;
