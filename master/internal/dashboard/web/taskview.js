@@ -59,7 +59,9 @@ async function loadTask() {
     // Stored output only: what the task has when it ends or between attempts.
     setOutput('stdout', t.stdout || '');
     setOutput('stderr', t.stderr || '');
-  } else if (!follow && !(FINAL.includes(t.status) && $('tv-output').dataset.ended === 'true')) {
+  } else if (!follow && !$('view-task').hidden && !(FINAL.includes(t.status) && $('tv-output').dataset.ended === 'true')) {
+    // Not once the view is left (tvHide closed its follow): the answer
+    // may come after.
     startFollow(id);
   }
 }
