@@ -49,10 +49,13 @@ async function loadTask() {
   try {
     t = await api('/tasks/' + encodeURIComponent(id));
   } catch (e) {
-    if (id === tvID && seq === tvSeq) showError(e.status === 404 ? 'no task ' + id + ' (finished tasks are deleted after MASTER_RETENTION)' : e.message);
+    if (id === tvID && seq === tvSeq) showError(e.status === 404 ? 'no task ' + id + ' (finished tasks are deleted after MASTER_RETENTION)' : e.message, true);
     return;
   }
   if (id !== tvID || seq !== tvSeq) return;
+  // A read that failed (a 401 before the token was entered) is over once
+  // one works; a refused Cancel or Retry stays told.
+  if ($('tv-error').dataset.load === 'true') $('tv-error').hidden = true;
   tvTask = t;
   renderTask(t);
   if (outputMissing) {
@@ -124,8 +127,11 @@ function renderTask(t) {
   }
 }
 
-function showError(msg) {
+// showError shows msg above the task; load tells that reading the task
+// failed, which the next read that works takes back.
+function showError(msg, load) {
   $('tv-error').textContent = msg;
+  $('tv-error').dataset.load = String(!!load);
   $('tv-error').hidden = false;
 }
 
