@@ -116,12 +116,13 @@ function labelText(set) {
 // readSSE reads an SSE response body and calls onEvent(type, data, id) for
 // each event; comments (heartbeats) are skipped. It returns when the body
 // ends; an abort or a network error throws.
-async function readSSE(resp, onEvent) {
+async function readSSE(resp, onEvent, onChunk) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    if (onChunk) onChunk();
     buf += value.replace(/\r\n?/g, '\n');
     let i;
     while ((i = buf.indexOf('\n\n')) >= 0) {
@@ -153,6 +154,13 @@ let seenEvents = false;
 let streamAbort = null;
 const eventListeners = [];
 
+// silentMs is how long the event stream may stay silent before it is taken
+// for dead: three of the master's heartbeats (one every 15 s). A laptop that
+// slept, or a NAT that forgot the connection, leaves a stream that is
+// never told it ended; it is dropped and opened again from the last event
+// seen, rather than shown "live" with nothing coming.
+let silentMs = 45000;
+
 // onEvent registers fn(e) for every event of GET /events, the kept history
 // first: listeners place events by their time, not by when they arrive.
 function onEvent(fn) {
@@ -174,18 +182,25 @@ function handleEvent(type, data, id) {
 
 async function streamEvents() {
   for (;;) {
-    streamAbort = new AbortController();
+    const abort = new AbortController();
+    streamAbort = abort;
     let retryMs = 2000;
+    let silence = 0, silent = false;
     try {
       const headers = authHeaders();
       if (lastEventId) headers['Last-Event-ID'] = lastEventId;
-      const resp = await fetch('/events', { headers, cache: 'no-store', signal: streamAbort.signal });
+      const resp = await fetch('/events', { headers, cache: 'no-store', signal: abort.signal });
       if (resp.status === 401) {
         setConn('unauthorized', 'API token needed');
       } else if (resp.ok && resp.body) {
         setConn('live', 'live');
         for (const fn of connectListeners) fn();
-        await readSSE(resp, handleEvent);
+        const listen = () => {
+          clearTimeout(silence);
+          silence = setTimeout(() => { silent = true; abort.abort(); }, silentMs);
+        };
+        listen();
+        await readSSE(resp, handleEvent, listen);
         setConn('reconnecting', 'reconnecting…');
       } else if (resp.status === 429) {
         // The master serves as many streams as MASTER_MAX_EVENT_STREAMS
@@ -197,9 +212,11 @@ async function streamEvents() {
         setConn('reconnecting', 'events: ' + resp.status);
       }
     } catch (err) {
-      if (!streamAbort.signal.aborted) setConn('reconnecting', 'reconnecting…');
+      if (silent) setConn('reconnecting', 'events: nothing heard for ' + silentMs / 1000 + ' s, reconnecting…');
+      else if (!abort.signal.aborted) setConn('reconnecting', 'reconnecting…');
     }
-    await new Promise((r) => setTimeout(r, streamAbort.signal.aborted ? 0 : retryMs));
+    clearTimeout(silence);
+    await new Promise((r) => setTimeout(r, abort.signal.aborted ? 0 : retryMs));
   }
 }
 

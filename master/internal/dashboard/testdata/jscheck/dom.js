@@ -42,7 +42,7 @@ function load(files, opts) {
   const ctx = {
     document, console, TextEncoder, TextDecoder, TextDecoderStream, URLSearchParams, AbortController, JSON, Math, Promise,
     Date: FakeDate, isNaN, parseInt, String, Object, Array, Map, Set, Error,
-    setTimeout: opts.setTimeout || (() => 0), clearTimeout() {}, setInterval() { return 0; },
+    setTimeout: opts.setTimeout || (() => 0), clearTimeout: opts.clearTimeout || (() => {}), setInterval() { return 0; },
     requestAnimationFrame: () => 0,
     sessionStorage: { getItem: (k) => (k in store ? store[k] : null), setItem: (k, v) => { store[k] = String(v); }, removeItem: (k) => { delete store[k]; } },
     location: { hash: opts.hash || '' },
