@@ -213,7 +213,7 @@ func (f *follower) follow(ctx context.Context, id string) error {
 			fmt.Fprintf(f.a.stderr, "roundhouse: lost the output stream of task %s (%s); reconnecting\n", id, f.a.explain(err))
 		}
 		if time.Since(brokenSince) > reconnectFor {
-			return fmt.Errorf("%w; task %s may still run: roundhouse wait %s", err, id, id)
+			return &gaveUpError{id: id, err: err}
 		}
 		select {
 		case <-ctx.Done():
@@ -222,6 +222,20 @@ func (f *follower) follow(ctx context.Context, id string) error {
 		}
 	}
 }
+
+// gaveUpError ends a follow that stopped trying to get its stream back:
+// the task may still run, and explain says how to go on with it whatever
+// err is.
+type gaveUpError struct {
+	id  string
+	err error
+}
+
+func (e *gaveUpError) Error() string {
+	return fmt.Sprintf("%v; task %s may still run: roundhouse wait %s", e.err, e.id, e.id)
+}
+
+func (e *gaveUpError) Unwrap() error { return e.err }
 
 func (f *follower) event(e client.OutputEvent) error {
 	if e.Type == client.OutputEnd {

@@ -35,6 +35,10 @@ func (a *app) failTask(id string, err error) int {
 
 // explain turns a client error into one sentence that says what to do.
 func (a *app) explain(err error) string {
+	var gu *gaveUpError
+	if errors.As(err, &gu) { // its own explanations say nothing of the task
+		return fmt.Sprintf("%s; task %s may still run: roundhouse wait %s", a.explain(gu.err), gu.id, gu.id)
+	}
 	var ae *client.APIError
 	var ue *url.Error
 	switch {
