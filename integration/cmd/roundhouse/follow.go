@@ -200,7 +200,11 @@ func (f *follower) follow(ctx context.Context, id string) error {
 		if printErr != nil {
 			return printErr
 		}
-		if err == nil || ctx.Err() != nil || client.StatusOf(err) != 0 {
+		// A 429 (MASTER_MAX_EVENT_STREAMS follows open) asks to retry
+		// later: the task runs meanwhile, and run must not send its user
+		// to submit it again.
+		busy := client.StatusOf(err) == http.StatusTooManyRequests
+		if err == nil || ctx.Err() != nil || client.StatusOf(err) != 0 && !busy {
 			return err
 		}
 		// The stream broke, or the master could not be reached. An error
@@ -208,9 +212,13 @@ func (f *follower) follow(ctx context.Context, id string) error {
 		// stream that was open: a new break, even if no event came through
 		// it (a task queued or running quietly while the master restarted).
 		var ue *url.Error
-		if opened := got || !errors.As(err, &ue); opened || brokenSince.IsZero() {
+		if opened := got || !busy && !errors.As(err, &ue); opened || brokenSince.IsZero() {
 			brokenSince = time.Now()
-			fmt.Fprintf(f.a.stderr, "roundhouse: lost the output stream of task %s (%s); reconnecting\n", id, f.a.explain(err))
+			if busy {
+				fmt.Fprintf(f.a.stderr, "roundhouse: cannot follow task %s yet (%s); trying again\n", id, f.a.explain(err))
+			} else {
+				fmt.Fprintf(f.a.stderr, "roundhouse: lost the output stream of task %s (%s); reconnecting\n", id, f.a.explain(err))
+			}
 		}
 		if time.Since(brokenSince) > reconnectFor {
 			return &gaveUpError{id: id, err: err}
