@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os/signal"
 	"strconv"
@@ -88,8 +89,10 @@ func (a *app) cmdEvents(ctx context.Context, args []string) int {
 		}
 		// A refusal, or no master at the start, is the user's to fix; a
 		// stream that breaks later (a master restart) is picked up again
-		// where it left off.
-		if !connected || client.StatusOf(err) != 0 {
+		// where it left off, also through 429s (every follower of the
+		// restarted master reconnecting at once), which ask to retry.
+		busy := client.StatusOf(err) == http.StatusTooManyRequests
+		if !connected || client.StatusOf(err) != 0 && !busy {
 			return a.fail(err)
 		}
 		if brokenSince.IsZero() {

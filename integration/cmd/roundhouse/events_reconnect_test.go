@@ -69,3 +69,59 @@ func TestEventsReconnectsAQuietStream(t *testing.T) {
 		t.Errorf("stderr lacks the reconnect note: %s", errb.String())
 	}
 }
+
+// TestEventsReconnectWaitsForAPlace: the master restarts, and as every
+// follower reconnects at once the first try gets 429 (too many streams
+// open, "retry later"). The stream broke after it was open: events must
+// go on trying, as for a refused connection, and resume where it left off.
+func TestEventsReconnectWaitsForAPlace(t *testing.T) {
+	oldFor, oldEvery := reconnectFor, reconnectEvery
+	reconnectFor, reconnectEvery = 10*time.Second, 10*time.Millisecond
+	t.Cleanup(func() { reconnectFor, reconnectEvery = oldFor, oldEvery })
+	var conns atomic.Int32
+	var resumedFrom atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch conns.Add(1) {
+		case 1:
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "retry: 2000\n\nid: 1\nevent: task.queued\ndata: {\"seq\":1,\"type\":\"task.queued\",\"task_id\":\"t1\"}\n\n")
+			return // the master restarts
+		case 2:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"error":"too many event streams are open (MASTER_MAX_EVENT_STREAMS=64); close one or retry later"}`)
+			return
+		}
+		resumedFrom.Store(r.Header.Get("Last-Event-ID"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "retry: 2000\n\nid: 2\nevent: task.queued\ndata: {\"seq\":2,\"type\":\"task.queued\",\"task_id\":\"t2\"}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb localcluster.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"task_id":"t2"`) {
+		select {
+		case code := <-done:
+			t.Fatalf("events gave up on a 429 while reconnecting: exit %d, stderr: %s", code, errb.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
+		}
+	}
+	cancel()
+	if code := <-done; code != exitInterrupted {
+		t.Fatalf("exit %d, want %d", code, exitInterrupted)
+	}
+	if got := resumedFrom.Load(); got != "1" {
+		t.Errorf("resumed with Last-Event-ID %q, want 1", got)
+	}
+}
