@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -105,7 +106,7 @@ func (c *Client) FollowOutput(ctx context.Context, id string, fn func(OutputEven
 type Event struct {
 	Seq      uint64            `json:"seq"`
 	Time     time.Time         `json:"time"`
-	Type     string            `json:"type"` // e.g. task.assigned; "gap" when events were missed
+	Type     string            `json:"type"` // e.g. task.assigned; "gap" when events were missed; "" for where a stream starts (Seq only)
 	TaskID   string            `json:"task_id,omitempty"`
 	WorkerID string            `json:"worker_id,omitempty"`
 	Attempt  int               `json:"attempt,omitempty"`
@@ -129,9 +130,18 @@ type Event struct {
 // (then it returns ctx's error), fn returns an error (returned), or the
 // stream breaks (ErrStreamEnded, or the read's error). lastID, when not
 // empty, resumes after that event (Last-Event-ID); a caller that reconnects
-// passes the Seq of the last event it saw.
+// passes the Seq of the last event it saw. fn is also called with an Event
+// that has only Seq set (Type "", Raw nil) when the master says where a
+// stream starts without an event to send: a reconnect resumes after it.
 func (c *Client) Events(ctx context.Context, lastID string, fn func(Event) error) error {
 	return c.stream(ctx, "/events", lastID, func(ev sseEvent) (bool, error) {
+		if ev.name == "" { // an id alone: the position of a stream with nothing to send yet
+			n, err := strconv.ParseUint(ev.id, 10, 64)
+			if err != nil {
+				return false, nil
+			}
+			return false, fn(Event{Seq: n})
+		}
 		e := Event{Raw: json.RawMessage(ev.data)}
 		if err := json.Unmarshal([]byte(ev.data), &e); err != nil {
 			return false, fmt.Errorf("GET /events: event %s: %w", ev.name, err)
@@ -206,6 +216,13 @@ func (c *Client) stream(ctx context.Context, path, lastID string, handle func(ss
 		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		if line == "" { // the end of an event
 			if data == nil {
+				// An id without data is no event, but moves the
+				// stream's last event ID (where a stream starts).
+				if ev.id != "" {
+					if _, err := handle(sseEvent{id: ev.id}); err != nil {
+						return err
+					}
+				}
 				ev = sseEvent{}
 				continue
 			}

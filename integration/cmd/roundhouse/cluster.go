@@ -67,6 +67,9 @@ func (a *app) cmdEvents(ctx context.Context, args []string) int {
 			if e.Seq != 0 {
 				last = strconv.FormatUint(e.Seq, 10)
 			}
+			if e.Type == "" { // only where the stream starts: nothing to print
+				return nil
+			}
 			if a.json {
 				_, printErr = fmt.Fprintf(a.stdout, "%s\n", e.Raw)
 			} else {

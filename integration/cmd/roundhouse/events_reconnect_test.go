@@ -125,3 +125,56 @@ func TestEventsReconnectWaitsForAPlace(t *testing.T) {
 		t.Errorf("resumed with Last-Event-ID %q, want 1", got)
 	}
 }
+
+// TestEventsResumesFromWhereTheStreamStarted: the master says where the
+// stream starts (an id line before any event), no event comes, and the
+// stream breaks. events must reconnect with that id as Last-Event-ID, so
+// the master sends what was published meanwhile (or says gap), not
+// reconnect as a new reader that silently misses it.
+func TestEventsResumesFromWhereTheStreamStarted(t *testing.T) {
+	oldEvery := reconnectEvery
+	reconnectEvery = 10 * time.Millisecond
+	t.Cleanup(func() { reconnectEvery = oldEvery })
+	var conns atomic.Int32
+	var resumedFrom atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		if conns.Add(1) == 1 {
+			fmt.Fprint(w, "retry: 2000\nid: 5\n: roundhouse events\n\n")
+			return // quiet, then the master restarts
+		}
+		resumedFrom.Store(r.Header.Get("Last-Event-ID"))
+		fmt.Fprint(w, "retry: 2000\n: roundhouse events\n\nid: 6\nevent: task.queued\ndata: {\"seq\":6,\"type\":\"task.queued\",\"task_id\":\"t6\"}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb localcluster.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"task_id":"t6"`) {
+		select {
+		case code := <-done:
+			t.Fatalf("events ended: exit %d, stderr: %s", code, errb.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
+		}
+	}
+	cancel()
+	if code := <-done; code != exitInterrupted {
+		t.Fatalf("exit %d, want %d", code, exitInterrupted)
+	}
+	if got := resumedFrom.Load(); got != "5" {
+		t.Errorf("resumed with Last-Event-ID %q, want 5, where the first stream started", got)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 1 {
+		t.Errorf("want the one event printed, got %q", out.String())
+	}
+}

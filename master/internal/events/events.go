@@ -101,8 +101,14 @@ func (h *Hub) Observe(fn func(Event)) { h.observers = append(h.observers, fn) }
 type Subscription struct {
 	h      *Hub
 	c      chan Event
-	lagged bool // set before c is closed when the reader fell behind
+	start  uint64 // the last event published when it began; set once, under h.mu
+	lagged bool   // set before c is closed when the reader fell behind
 }
+
+// Start is the number of the last event published when the subscription
+// began: the backlog ends with it, and C delivers the events after it. A
+// reader with no backlog that resumes after Start misses nothing.
+func (s *Subscription) Start() uint64 { return s.start }
 
 // C delivers events in order. It is closed when the reader fell behind
 // (Lagged reports true), when Close is called, or when the hub closes.
@@ -165,7 +171,7 @@ func (h *Hub) Publish(e Event) {
 func (h *Hub) Subscribe(after uint64, resume bool) (s *Subscription, backlog []Event, gap bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s = &Subscription{h: h, c: make(chan Event, h.bufSize)}
+	s = &Subscription{h: h, c: make(chan Event, h.bufSize), start: h.seq}
 	if h.closed {
 		close(s.c)
 		return s, nil, false

@@ -66,7 +66,15 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		return true
 	}
-	if !write("retry: 2000\n: roundhouse events\n\n") || !sendBatch(gap, backlog) {
+	// With no backlog, an id says where the stream starts: a reader that
+	// loses it before any event came resumes from there, not from
+	// whenever it is back (SSE sets the last event ID from an id line
+	// without data too).
+	start := "retry: 2000\n: roundhouse events\n\n"
+	if len(backlog) == 0 {
+		start = fmt.Sprintf("retry: 2000\nid: %d\n: roundhouse events\n\n", sub.Start())
+	}
+	if !write(start) || !sendBatch(gap, backlog) {
 		return
 	}
 	tick := time.NewTicker(a.heartbeat)

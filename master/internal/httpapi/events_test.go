@@ -452,3 +452,38 @@ func gaugeFrom(t *testing.T, o *observed, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestEventStreamTellsWhereItStarts: a reader that connects, gets no event
+// (a quiet cluster) and loses the stream has seen no id to resume from.
+// The stream must tell it where it starts (an id line before any event),
+// so that its reconnect gets the events published while it was away
+// rather than, without a Last-Event-ID, only those after it is back.
+func TestEventStreamTellsWhereItStarts(t *testing.T) {
+	o := newObserved(t)
+	if _, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w0", InstanceID: "i0", Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	resp := getEvents(t, o.srv.URL, "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /events: %s", resp.Status)
+	}
+	// The lines up to the first blank one: what a reader has before any event.
+	var id string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && sc.Text() != "" {
+		if v, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+			id = v
+		}
+	}
+	resp.Body.Close() // the stream breaks
+	if _, _, err := o.d.Register(context.Background(), dispatch.Registration{WorkerID: "w1", InstanceID: "i1", Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if id != "1" {
+		t.Fatalf("the stream starts with id %q, want 1 (worker.joined of w0, before it)", id)
+	}
+	resumed, _ := openStream(t, o.srv.URL, id)
+	if e := next(t, resumed); e.event != "worker.joined" || e.data.WorkerID != "w1" {
+		t.Fatalf("after Last-Event-ID %s: %s %+v, want worker.joined of w1", id, e.event, e.data)
+	}
+}
