@@ -175,6 +175,7 @@ type follower struct {
 	// events have gone: a skipped event carries no offset, it starts here.
 	at        map[streamKey]int64
 	announced int                 // the last attempt whose attempt event was shown
+	ended     int                 // the last attempt whose attempt_end was shown
 	lastEnd   *client.OutputEvent // the last attempt_end, for the next attempt's note
 }
 
@@ -250,11 +251,16 @@ func (f *follower) event(e client.OutputEvent) error {
 		f.end = e
 	}
 	if e.Type == client.OutputAttempt {
-		// A new follow starts again with the running delivery: say it once.
-		if e.Attempt <= f.announced {
+		// A new follow starts again with the running delivery: say it
+		// once. Unless it was said to have ended: its worker came back
+		// with it and reclaimed it, and it goes on.
+		if e.Attempt < f.announced || e.Attempt == f.announced && f.ended != e.Attempt {
 			return nil
 		}
-		f.announced = e.Attempt
+		f.announced, f.ended = e.Attempt, 0
+	}
+	if e.Type == client.OutputAttemptEnd {
+		f.ended = e.Attempt
 	}
 	if e.Type == client.OutputSkipped {
 		// Only what was not printed yet: a new follow reports the start of
@@ -305,12 +311,18 @@ func (f *follower) event(e client.OutputEvent) error {
 	case client.OutputAttemptEnd:
 		f.lastEnd = &e
 	case client.OutputAttempt:
-		switch {
-		case f.lastEnd != nil:
-			why := f.lastEnd.Outcome
+		why := ""
+		if f.lastEnd != nil {
+			why = f.lastEnd.Outcome
 			if f.lastEnd.Detail != "" {
 				why += ": " + f.lastEnd.Detail
 			}
+		}
+		switch {
+		case f.lastEnd != nil && f.lastEnd.Attempt == e.Attempt:
+			fmt.Fprintf(a.stderr, "roundhouse: attempt %d continues on %s (its worker came back after it was %s)\n", e.Attempt, e.WorkerID, why)
+			f.lastEnd = nil
+		case f.lastEnd != nil:
 			fmt.Fprintf(a.stderr, "roundhouse: attempt %d on %s (attempt %d %s)\n", e.Attempt, e.WorkerID, f.lastEnd.Attempt, why)
 			f.lastEnd = nil
 		case e.Attempt > 1 || f.verbose:
