@@ -136,6 +136,25 @@ func finalAttempt(t task.Task) int {
 	return t.Attempts
 }
 
+// storedAttempt is the delivery whose result t's stored output is, 0 for
+// none: its latest result kept since a retry by hand (which drops the
+// output). A lost delivery keeps none, nor does a duplicate result.
+func storedAttempt(t task.Task) int {
+	for i := len(t.History) - 1; i >= 0; i-- {
+		h := t.History[i]
+		if h.N <= t.AttemptBase {
+			break
+		}
+		switch h.Outcome {
+		case task.OutcomeSucceeded, task.OutcomeFailed, task.OutcomeTimedOut:
+			if !h.Duplicate {
+				return h.N
+			}
+		}
+	}
+	return 0
+}
+
 // outputChunk bounds the text of one output event (on a character
 // boundary), so a reader never needs to hold a huge line of the stream.
 const outputChunk = 32 << 10
@@ -187,6 +206,15 @@ func (a *api) followOutput(w http.ResponseWriter, r *http.Request, id string) {
 				}
 				o.finish(ft, e.Attempt)
 				return
+			}
+			if e.Kind == liveout.KindAttemptEnd && e.Outcome != "lost" {
+				// A failed try with a retry to come: its result, kept
+				// as the task's output until the next, has what the
+				// worker wrote last, whose chunks raced that result
+				// and were refused once the try had ended.
+				if t, err := a.d.Get(r.Context(), id); err == nil && storedAttempt(t) == e.Attempt && !o.fill(t, e.Attempt) {
+					return
+				}
 			}
 			if !o.send(e) {
 				return

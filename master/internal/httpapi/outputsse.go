@@ -162,8 +162,7 @@ func (o *outputStream) flush() bool {
 // finish ends the follow of final task t: an attempt event if none was
 // sent, then what of the stored output the follower has not had (past
 // the offsets sent of the deciding delivery, attempt, or t's own guess
-// when 0), then end. A held-back partial character is dropped: the
-// stored output has it whole (or as U+FFFD).
+// when 0), then end.
 func (o *outputStream) finish(t task.Task, attempt int) {
 	if attempt == 0 {
 		attempt = finalAttempt(t)
@@ -173,6 +172,17 @@ func (o *outputStream) finish(t task.Task, attempt int) {
 			return
 		}
 	}
+	if !o.fill(t, attempt) {
+		return
+	}
+	o.event("end", endEvent{Status: string(t.Status), ExitCode: t.ExitCode, Error: nonEmpty(t.Error), Attempt: attempt,
+		StdoutTruncated: t.StdoutCut, StderrTruncated: t.StderrCut})
+}
+
+// fill sends what of t's stored output, the result of delivery attempt,
+// the follower has not had, and counts it as sent. A held-back partial
+// character is dropped: the stored output has it whole (or as U+FFFD).
+func (o *outputStream) fill(t task.Task, attempt int) bool {
 	o.pending = [2][]byte{}
 	sent, texts := o.offsets(attempt), at(o.texts, attempt)
 	for s, stored := range [2]string{t.Stdout, t.Stderr} {
@@ -190,11 +200,15 @@ func (o *outputStream) finish(t task.Task, attempt int) {
 				to--
 			}
 			if !o.event("output", outputEvent{Attempt: attempt, Stream: liveout.Stream(s).String(), Offset: int64(from), Text: stored[from:to]}) {
-				return
+				return false
 			}
 			from = to
 		}
+		n := int64(len(stored))
+		sent[s] = max(sent[s], n)
+		if texts[s] >= 0 {
+			texts[s] = max(texts[s], n)
+		}
 	}
-	o.event("end", endEvent{Status: string(t.Status), ExitCode: t.ExitCode, Error: nonEmpty(t.Error), Attempt: attempt,
-		StdoutTruncated: t.StdoutCut, StderrTruncated: t.StderrCut})
+	return true
 }
