@@ -62,6 +62,8 @@ type OutputEvent struct {
 	Error           *string `json:"error,omitempty"`
 	StdoutTruncated bool    `json:"stdout_truncated,omitempty"`
 	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
+
+	Raw json.RawMessage `json:"-"` // the event's data as the master sent it, fields this struct lacks included
 }
 
 // The output events of the README's Live output section.
@@ -90,7 +92,7 @@ func (c *Client) FollowOutput(ctx context.Context, id string, fn func(OutputEven
 		default:
 			return false, nil
 		}
-		oe := OutputEvent{Type: ev.name}
+		oe := OutputEvent{Type: ev.name, Raw: json.RawMessage(ev.data)}
 		if err := json.Unmarshal([]byte(ev.data), &oe); err != nil {
 			return false, fmt.Errorf("GET %s: event %s: %w", path, ev.name, err)
 		}

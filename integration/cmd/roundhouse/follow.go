@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -292,10 +294,7 @@ func (f *follower) event(e client.OutputEvent) error {
 		f.printed[k] = e.Offset + int64(len(e.Text))
 	}
 	if f.a.json {
-		return f.a.printJSONLine(struct {
-			Event string `json:"event"`
-			client.OutputEvent
-		}{e.Type, e})
+		return f.a.printJSONLine(jsonEvent(e))
 	}
 	a := f.a
 	switch e.Type {
@@ -339,4 +338,24 @@ func (f *follower) event(e client.OutputEvent) error {
 		}
 	}
 	return nil
+}
+
+// jsonEvent is e as --json prints it: the master's event, every field it
+// sent (a zero offset, a null error), with its name as "event", and its
+// text and offset, or bytes, as printed after a reconnect's repeat was cut.
+func jsonEvent(e client.OutputEvent) any {
+	m := map[string]any{}
+	d := json.NewDecoder(bytes.NewReader(e.Raw))
+	d.UseNumber()
+	if d.Decode(&m) != nil || m == nil {
+		m = map[string]any{}
+	}
+	m["event"] = e.Type
+	switch e.Type {
+	case client.OutputText:
+		m["text"], m["offset"] = e.Text, e.Offset
+	case client.OutputSkipped:
+		m["bytes"] = e.Bytes
+	}
+	return m
 }
