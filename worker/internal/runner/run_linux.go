@@ -273,13 +273,16 @@ func (p *proc) dropPidfd() {
 	}
 }
 
-// killGroup kills the shell's process group, unless the shell has been
-// waited for. It is called from Run, and by a canceled ctx.
+// killGroup kills the shell's process group, and the shell by its PID,
+// unless the shell has been waited for. The shell may have left the group
+// (a program it exec'ed joined another group of the session), and Run
+// waits for the shell. It is called from Run, and by a canceled ctx.
 func (p *proc) killGroup() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.reaped {
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
 }
 

@@ -56,7 +56,13 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 	c.Stdout, c.Stderr = outW, errW
 	c.Env = opt.Env
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Cancel = func() error { return killGroup(c.Process.Pid) }
+	c.Cancel = func() error {
+		err := killGroup(c.Process.Pid)
+		// The shell too, by its handle: it may have left the group (a
+		// program it exec'ed joined another), and Wait waits for it.
+		_ = c.Process.Kill()
+		return err
+	}
 
 	// As on Linux's path: the shell gets the timer slack the worker had
 	// before it raised its own.
