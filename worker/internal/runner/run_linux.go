@@ -197,6 +197,7 @@ type proc struct {
 // start forks /bin/sh -c cmd in a process group of its own, its stdout and
 // stderr pipes to Run.
 func start(cmd string, env []string) (*proc, error) {
+	markInherited()
 	null, err := devNull()
 	if err != nil {
 		return nil, err

@@ -48,6 +48,7 @@ func Run(ctx context.Context, cmd string, opt Options) Result {
 		closeAll(outR, outW)
 		return failedStart(ctx, res, err)
 	}
+	markInherited()
 	c := exec.CommandContext(runCtx, "/bin/sh", "-c", cmd)
 	// *os.File, not a Writer: exec hands the write ends to the shell as they
 	// are instead of copying from a pipe of its own in goroutines that Wait

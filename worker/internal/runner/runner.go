@@ -14,6 +14,7 @@ package runner
 
 import (
 	"context"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -63,6 +64,23 @@ type Options struct {
 	Env       []string      // the command's environment; nil: the worker's own
 	Live      Live          // sees all of the output as it is read; nil: nobody
 }
+
+// markInherited runs closeInheritedOnExec before the first command, and
+// again before each next one until it has worked (it may fail for lack of
+// a descriptor): the inherited descriptors are there from the process's
+// start.
+func markInherited() {
+	inheritedMu.Lock()
+	defer inheritedMu.Unlock()
+	if !inheritedMarked {
+		inheritedMarked = closeInheritedOnExec()
+	}
+}
+
+var (
+	inheritedMu     sync.Mutex // protects inheritedMarked
+	inheritedMarked bool
+)
 
 // failedStart is res for a command that could not be started.
 func failedStart(ctx context.Context, res Result, err error) Result {
