@@ -66,6 +66,8 @@ type setup struct {
 	// live, when set, follows the dispatcher's events and takes
 	// StreamOutput's chunks.
 	live *liveout.Buffers
+	// hub, when set, carries the dispatcher's events.
+	hub *events.Hub
 }
 
 // served is a running NodeService and what stands behind it.
@@ -90,9 +92,11 @@ func startWith(t testing.TB, su setup) served {
 	if su.maxCmdBytes == 0 {
 		su.maxCmdBytes = 1000
 	}
-	var hub *events.Hub
+	hub := su.hub
 	if su.live != nil {
-		hub = events.NewHub(10, 10)
+		if hub == nil {
+			hub = events.NewHub(10, 10)
+		}
 		hub.Observe(su.live.Observe)
 		su.params.LiveOutput = su.live
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
@@ -85,7 +86,7 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 			if res, err := toResult(r); err != nil {
 				t.err = err
 			} else {
-				t.p = s.d.ReportAsync(ctx, res)
+				t.p, t.err = s.reportAsync(ctx, res)
 			}
 			select {
 			case queue <- t: // the acknowledging goroutine takes every one, even after a failed send
@@ -129,6 +130,15 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 	case <-stuck:
 		return errStuck
 	}
+}
+
+// reportAsync is d.ReportAsync for the stream's reader, a goroutine the
+// recovery interceptor does not cover: a panic, logged with its stack,
+// fails that result alone with Internal, as it would fail a ReportStatus,
+// instead of ending the master.
+func (s *Server) reportAsync(ctx context.Context, res task.Result) (p *dispatch.Pending, err error) {
+	defer recoverTo(s.log, pb.NodeService_Report_FullMethodName, &err)
+	return s.d.ReportAsync(ctx, res), nil
 }
 
 // ackReports answers the results on queue in order until it is closed. It
@@ -191,6 +201,8 @@ func (s *Server) ackOf(ctx context.Context, t taken) *pb.ResultAck {
 	}
 	switch {
 	case err == nil:
+	case status.Code(err) == codes.Internal: // a panic reportAsync recovered, and logged
+		ack.Code, ack.Message = int32(codes.Internal), status.Convert(err).Message()
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		// Only a retried report's wait ends with the stream; nobody hears this.
 		ack.Code, ack.Message = int32(codes.Canceled), err.Error()
