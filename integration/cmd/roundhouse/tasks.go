@@ -334,14 +334,36 @@ func (a *app) cmdWait(ctx context.Context, args []string) int {
 	ctx, stop := signal.NotifyContext(ctx, interrupt)
 	defer stop()
 	id := pos[0]
+	var brokenSince time.Time
+	answered := false
 	for {
 		t, err := a.c.GetWait(ctx, id, waitPoll)
 		if ctx.Err() != nil {
 			return exitInterrupted
 		}
 		if err != nil {
-			return a.failTask(id, err)
+			// Once the master has answered, no answer or a master shutting
+			// down (503) is a restart, which the task lives through, so the
+			// wait goes on too, as run's follow does, for up to
+			// reconnectFor. A master never reached (down, a wrong --api) or
+			// any other answer (no such task, a refused token) ends it.
+			if code := client.StatusOf(err); !answered || code != 0 && code != http.StatusServiceUnavailable {
+				return a.failTask(id, err)
+			}
+			if brokenSince.IsZero() {
+				brokenSince = time.Now()
+				fmt.Fprintf(a.stderr, "roundhouse: lost the master while waiting for task %s (%s); trying again\n", id, a.explain(err))
+			} else if time.Since(brokenSince) > reconnectFor {
+				return a.fail(&gaveUpError{id: id, err: err})
+			}
+			select {
+			case <-ctx.Done():
+				return exitInterrupted
+			case <-time.After(reconnectEvery):
+			}
+			continue
 		}
+		answered, brokenSince = true, time.Time{}
 		if !t.Final() {
 			continue
 		}
