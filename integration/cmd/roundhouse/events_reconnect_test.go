@@ -35,39 +35,40 @@ func TestEventsReconnectsAQuietStream(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
+	_, errs := eventsUntil(t, srv.URL, `"task_id":"t1"`)
+	if !strings.Contains(errs, "lost the event stream") {
+		t.Errorf("stderr lacks the reconnect note: %s", errs)
+	}
+}
+
+// eventsUntil runs `roundhouse events --json` against the master at api
+// until its output holds want (failing the test if it ends first, or after
+// 10 s), then stops it as Ctrl-C does, and returns what it printed.
+func eventsUntil(t *testing.T, api, want string) (stdout, stderr string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb localcluster.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
+		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + api, "MASTER_API_TOKEN="})
 	}()
-	select {
-	case code := <-done:
-		t.Fatalf("events gave up on a stream that broke after it was open: exit %d, stderr: %s", code, errb.String())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
-	case <-func() chan struct{} {
-		c := make(chan struct{})
-		go func() {
-			for !strings.Contains(out.String(), `"task_id":"t1"`) {
-				if ctx.Err() != nil {
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			close(c)
-		}()
-		return c
-	}():
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case code := <-done:
+			t.Fatalf("events ended before printing %s: exit %d, stderr: %s", want, code, errb.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after the reconnect; stderr: %s", want, errb.String())
+		}
 	}
 	cancel()
 	if code := <-done; code != exitInterrupted {
 		t.Fatalf("exit %d, want %d", code, exitInterrupted)
 	}
-	if !strings.Contains(errb.String(), "lost the event stream") {
-		t.Errorf("stderr lacks the reconnect note: %s", errb.String())
-	}
+	return out.String(), errb.String()
 }
 
 // TestEventsReconnectWaitsForAPlace: the master restarts, and as every
@@ -99,28 +100,7 @@ func TestEventsReconnectWaitsForAPlace(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb localcluster.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), `"task_id":"t2"`) {
-		select {
-		case code := <-done:
-			t.Fatalf("events gave up on a 429 while reconnecting: exit %d, stderr: %s", code, errb.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
-		}
-	}
-	cancel()
-	if code := <-done; code != exitInterrupted {
-		t.Fatalf("exit %d, want %d", code, exitInterrupted)
-	}
+	eventsUntil(t, srv.URL, `"task_id":"t2"`) // not given up on the 429
 	if got := resumedFrom.Load(); got != "1" {
 		t.Errorf("resumed with Last-Event-ID %q, want 1", got)
 	}
@@ -149,32 +129,11 @@ func TestEventsResumesFromWhereTheStreamStarted(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb localcluster.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"events", "--json"}, strings.NewReader(""), &out, &errb, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), `"task_id":"t6"`) {
-		select {
-		case code := <-done:
-			t.Fatalf("events ended: exit %d, stderr: %s", code, errb.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no event after the reconnect; stderr: %s", errb.String())
-		}
-	}
-	cancel()
-	if code := <-done; code != exitInterrupted {
-		t.Fatalf("exit %d, want %d", code, exitInterrupted)
-	}
+	out, _ := eventsUntil(t, srv.URL, `"task_id":"t6"`)
 	if got := resumedFrom.Load(); got != "5" {
 		t.Errorf("resumed with Last-Event-ID %q, want 5, where the first stream started", got)
 	}
-	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 1 {
-		t.Errorf("want the one event printed, got %q", out.String())
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 {
+		t.Errorf("want the one event printed, got %q", out)
 	}
 }
