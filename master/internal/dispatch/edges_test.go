@@ -242,6 +242,25 @@ func TestListAnsweredWhileWritesFail(t *testing.T) {
 	}
 }
 
+// writeStalled holds the write lock of the database at path and queues a
+// submission behind it: the store is then trying its first failing write,
+// which it does not know yet to fail (SQLite's busy timeout). It returns
+// the lock's release and the submission's answer.
+func writeStalled(t *testing.T, d *Dispatcher, path string) (unlock func(), pending <-chan submitAnswer) {
+	t.Helper()
+	unlock = storetest.HoldWriteLock(t, path)
+	pending = goSubmit(d, "echo pending")
+	eventually(t, "the submission's write to be queued", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.reserved > 0
+	})
+	if d.p.Store.WriteErr() != nil {
+		t.Fatal("writes seen failing already; the test needs a longer busy timeout")
+	}
+	return unlock, pending
+}
+
 // A list that came while the first failing write was still being tried
 // (SQLite's busy timeout, here 500ms) waited for it to land: for as long as
 // the disk refused writes, though the writes were known to fail a moment
@@ -252,16 +271,7 @@ func TestListThatCameBeforeWritesFailedIsAnswered(t *testing.T) {
 	d, _ := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0,
 		store.WithBusyTimeout(500*time.Millisecond), store.WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
 	id := submitOne(t, d, Submission{Cmd: "echo queued"})
-	unlock := storetest.HoldWriteLock(t, path)
-	pending := goSubmit(d, "echo pending")
-	eventually(t, "the submission's write to be queued", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.reserved > 0
-	})
-	if d.p.Store.WriteErr() != nil {
-		t.Fatal("writes seen failing before the list came; the test needs a longer busy timeout")
-	}
+	unlock, pending := writeStalled(t, d, path)
 	listed := make(chan error, 1)
 	go func() {
 		p, err := d.List(ctx, Query{Limit: 10})
@@ -298,16 +308,7 @@ func TestRetryThatCameBeforeWritesFailedIsRefused(t *testing.T) {
 		_, ok := d.tasks.view(id)
 		return !ok
 	})
-	unlock := storetest.HoldWriteLock(t, path)
-	pending := goSubmit(d, "echo pending")
-	eventually(t, "the submission's write to be queued", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.reserved > 0
-	})
-	if d.p.Store.WriteErr() != nil {
-		t.Fatal("writes seen failing before the retry came; the test needs a longer busy timeout")
-	}
+	unlock, pending := writeStalled(t, d, path)
 	retried := make(chan error, 1)
 	go func() {
 		_, err := d.Retry(ctx, id)
