@@ -5,7 +5,6 @@ package runner
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,15 +18,8 @@ const devNullChildEnv = "RUNNER_TEST_DEVNULL_CHILD"
 // per process, so the test runs in a process of its own in which the
 // first run is the one that runs out.
 func TestRunRecoversFromATransientOpenFailure(t *testing.T) {
-	if os.Getenv(devNullChildEnv) != "" {
+	if inChild(t, devNullChildEnv) {
 		devNullChild(t)
-		return
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRunRecoversFromATransientOpenFailure$", "-test.v")
-	cmd.Env = append(os.Environ(), devNullChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
 

@@ -5,7 +5,6 @@ package runner
 import (
 	"context"
 	"os"
-	"os/exec"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -19,22 +18,14 @@ const inheritedChildEnv = "RUNNER_TEST_INHERITED_CHILD"
 // in a process of its own, started with such a descriptor as its fd 3,
 // before any run of its own.
 func TestRunPassesNoInheritedDescriptor(t *testing.T) {
-	if os.Getenv(inheritedChildEnv) != "" {
-		inheritedChild(t)
-		return
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	defer w.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRunPassesNoInheritedDescriptor$", "-test.v")
-	cmd.Env = append(os.Environ(), inheritedChildEnv+"=1")
-	cmd.ExtraFiles = []*os.File{w} // fd 3 in the child, without close-on-exec
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+	if inChild(t, inheritedChildEnv, w) { // fd 3 in the child, without close-on-exec
+		inheritedChild(t)
 	}
 }
 
