@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -20,6 +21,22 @@ const (
 	// over: SQLite's own automatic checkpoint threshold.
 	defaultRestartFrames = 1000
 )
+
+// stuckFactor: a WAL past stuckFactor times restartFrames has missed its
+// restarts, each time because a reader was in it when the writer's next
+// transaction began (readers that never all leave at once, as clients that
+// poll without a pause, keep it growing for good). The writer's part of the
+// checkpoint then waits for those readers (RESTART), up to restartWait:
+// the readers that begin meanwhile read the database file only, so they
+// do not keep it waiting. Should a reader stay past that, the next wait
+// is only once the WAL has doubled (stuckAt).
+const stuckFactor = 4
+
+// restartWait bounds the writer's wait for the readers in a stuck WAL, in
+// place of the busy timeout meant for writes: a reader that stays (a
+// backup, a shell left in a transaction) then costs the writes at most
+// this once per round, and the master's own readers take milliseconds.
+const restartWait = 200 * time.Millisecond
 
 // walSizeLimit is journal_size_limit: when the WAL starts over, SQLite
 // truncates a file grown past this back to it, so that a burst does not
@@ -60,7 +77,9 @@ func (s *Store) checkpoint() {
 // what commits added during the first, and then the writer, between two
 // transactions, copies the few frames left (finishCheckpoint): its next
 // transaction finds the whole WAL copied and starts it over, unless a
-// reader is still in it, in which case the next round tries again.
+// reader is still in it, in which case the next round tries again. Once
+// the WAL has outgrown stuckFactor rounds, the writer waits for such
+// readers to leave, and starts it over itself.
 func (s *Store) checkpointRound() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -69,6 +88,9 @@ func (s *Store) checkpointRound() bool {
 		s.log.Warn("checkpoint failed; the next one will retry", "err", err)
 		return true
 	}
+	if frames < stuckFactor*s.restartFrames {
+		s.stuckAt = stuckFactor * s.restartFrames // not stuck, or started over since
+	}
 	if frames < s.restartFrames {
 		return true
 	}
@@ -76,8 +98,12 @@ func (s *Store) checkpointRound() bool {
 		s.log.Warn("checkpoint failed; the next one will retry", "err", err)
 		return true
 	}
+	wait := frames >= s.stuckAt
+	if wait {
+		s.stuckAt = 2 * frames
+	}
 	select {
-	case s.restartAsk <- struct{}{}:
+	case s.restartAsk <- wait:
 	case <-s.stop:
 		return false
 	}
@@ -92,14 +118,37 @@ func (s *Store) checkpointRound() bool {
 // finishCheckpoint is the writer's part of a checkpointRound: between two
 // transactions, no commit can add to the WAL while it copies the rest.
 // It costs the writer the last frames' copy and two fsyncs (the WAL's,
-// then the database file's), about once per interval under load.
-func (s *Store) finishCheckpoint() {
+// then the database file's), about once per interval under load. With
+// waitReaders (the WAL missed its restarts: stuckFactor) it is a RESTART
+// checkpoint, which also waits, up to restartWait, for the readers still
+// in the WAL, and starts it over.
+func (s *Store) finishCheckpoint(waitReaders bool) {
 	if s.fail == nil { // a failing disk fails this too; the writes come first
-		if _, err := passiveCheckpoint(context.Background(), s.conn); err != nil {
+		var err error
+		if waitReaders {
+			err = s.restartCheckpoint(context.Background())
+		} else {
+			_, err = passiveCheckpoint(context.Background(), s.conn)
+		}
+		if err != nil {
 			s.log.Warn("checkpoint failed; the next one will retry", "err", err)
 		}
 	}
 	s.restartDone <- struct{}{}
+}
+
+// restartCheckpoint runs a RESTART checkpoint on the writer's connection,
+// which waits through the busy handler: for restartWait at most, and then
+// the busy timeout is the writes' again.
+func (s *Store) restartCheckpoint(ctx context.Context) error {
+	if _, err := s.conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", min(restartWait, s.busyTimeout).Milliseconds())); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	_, err := walCheckpoint(ctx, s.conn, "RESTART")
+	if _, rerr := s.conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", s.busyTimeout.Milliseconds())); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("store: checkpoint: restoring the busy timeout: %w", rerr))
+	}
+	return err
 }
 
 // queryRower is a *sql.DB or a *sql.Conn.
@@ -110,8 +159,14 @@ type queryRower interface {
 // passiveCheckpoint runs a PASSIVE checkpoint on q and returns the WAL's
 // length in pages when it ran.
 func passiveCheckpoint(ctx context.Context, q queryRower) (int, error) {
+	return walCheckpoint(ctx, q, "PASSIVE")
+}
+
+// walCheckpoint runs a checkpoint of mode (PASSIVE or RESTART) on q and
+// returns the WAL's length in pages when it ran.
+func walCheckpoint(ctx context.Context, q queryRower, mode string) (int, error) {
 	var busy, frames, copied int
-	if err := q.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+	if err := q.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &copied); err != nil {
 		return 0, fmt.Errorf("store: checkpoint: %w", err)
 	}
 	return frames, nil

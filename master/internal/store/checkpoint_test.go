@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,5 +105,97 @@ func TestWALStartsOverUnderSteadyWrites(t *testing.T) {
 		if _, err := s.Get(context.Background(), fmt.Sprintf("g%d-%05d", g, perSender-1)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestWALStartsOverUnderSteadyReads: the same writes, while reads go on
+// without a pause (one read transaction is always open, the next one
+// begun before the last one ends, as under clients that poll). A PASSIVE
+// copy and the writer's PASSIVE finish never find the WAL free of readers,
+// so SQLite never started it over and it grew with everything written.
+func TestWALStartsOverUnderSteadyReads(t *testing.T) {
+	const (
+		restartFrames = 100
+		senders       = 4
+		perSender     = 600
+		cmdBytes      = 4000
+		readsPerTx    = 100 // reads of one read transaction
+	)
+	path := filepath.Join(t.TempDir(), "roundhouse.db")
+	s, err := Open(path, discard(), withCheckpoints(10*time.Millisecond, restartFrames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	ctx := context.Background()
+	begin := func() (*sql.Tx, error) {
+		tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return nil, err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM seqs`).Scan(&n); err != nil {
+			tx.Rollback()
+			return nil, err
+		}
+		return tx, nil // the snapshot is taken: the transaction is in the WAL
+	}
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		// Each transaction reads readsPerTx times, and ends only once the
+		// next one has begun, so a reader is in the WAL at every moment.
+		// The readers never wait for the writer, as none does in the
+		// master.
+		old, err := begin()
+		for err == nil {
+			select {
+			case <-stop:
+				readErr <- old.Rollback()
+				return
+			default:
+			}
+			for i := 0; i < readsPerTx && err == nil; i++ {
+				var n int
+				err = old.QueryRowContext(ctx, `SELECT COUNT(*) FROM seqs`).Scan(&n)
+			}
+			var next *sql.Tx
+			if err == nil {
+				next, err = begin()
+			}
+			old.Rollback()
+			old = next
+		}
+		readErr <- err
+	}()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for g := range senders {
+		wg.Go(func() {
+			for i := range perSender {
+				tk := newTask(fmt.Sprintf("g%d-%05d", g, i), at(i), task.StatusQueued)
+				tk.Cmd = strings.Repeat("x", cmdBytes)
+				if err := <-s.Apply(Write{Task: tk, Kind: Insert}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := <-readErr; err != nil {
+		t.Fatal(err)
+	}
+
+	written := int64(senders * perSender * cmdBytes)
+	if wal := fileSize(t, path+"-wal"); wal > written/2 {
+		t.Fatalf("the WAL is %d bytes after %d bytes of tasks: it never started over", wal, written)
 	}
 }

@@ -89,10 +89,13 @@ type Store struct {
 
 	checkpointDone chan struct{} // closed by the checkpointer when it has exited
 	// The checkpointer asks the writer to finish a checkpoint (restartAsk,
-	// unbuffered) and waits for its answer (restartDone, cap 1).
-	restartAsk, restartDone chan struct{}
-	checkpointEvery         time.Duration
-	restartFrames           int
+	// unbuffered; true: wait for the readers in the WAL) and waits for its
+	// answer (restartDone, cap 1).
+	restartAsk      chan bool
+	restartDone     chan struct{}
+	checkpointEvery time.Duration
+	restartFrames   int
+	stuckAt         int // the WAL length that has the writer wait for readers (stuckFactor); the checkpointer's
 
 	// Owned by the writer goroutine once Open returns.
 	conn  *sql.Conn
@@ -100,6 +103,7 @@ type Store struct {
 	fail  *failing // nil while writes succeed
 
 	backoffMin, backoffMax time.Duration
+	busyTimeout            time.Duration // the connections' (dsn), which finishCheckpoint lowers for a while
 
 	// writeErr is what WriteErr reports: a copy of fail's state, published
 	// by the writer, nil while writes succeed. An atomic because callers
@@ -176,11 +180,12 @@ func Open(path string, log *slog.Logger, opts ...Option) (*Store, error) {
 		conn:  conn,
 		stmts: st,
 
-		backoffMin: o.backoffMin,
-		backoffMax: o.backoffMax,
+		backoffMin:  o.backoffMin,
+		backoffMax:  o.backoffMax,
+		busyTimeout: o.busyTimeout,
 
 		checkpointDone:  make(chan struct{}),
-		restartAsk:      make(chan struct{}),
+		restartAsk:      make(chan bool),
 		restartDone:     make(chan struct{}, 1),
 		checkpointEvery: o.checkpointEvery,
 		restartFrames:   o.restartFrames,

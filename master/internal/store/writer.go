@@ -223,8 +223,8 @@ func (s *Store) run() {
 		// nothing more can be queued: what take finds is all there is.
 		final = final || isClosed(s.stop)
 		select {
-		case <-s.restartAsk:
-			s.finishCheckpoint()
+		case wait := <-s.restartAsk:
+			s.finishCheckpoint(wait)
 		default:
 		}
 		if batch := s.take(s.fail != nil); len(batch) > 0 {
@@ -242,8 +242,8 @@ func (s *Store) run() {
 		}
 		select {
 		case <-s.wake:
-		case <-s.restartAsk:
-			s.finishCheckpoint()
+		case wait := <-s.restartAsk:
+			s.finishCheckpoint(wait)
 		case <-s.stop:
 		}
 	}
