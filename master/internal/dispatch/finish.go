@@ -129,23 +129,32 @@ func (d *Dispatcher) loseAttemptLocked(t *task.Task, why string) {
 // endUnseenLocked records that the run of delivery attempt of task id on
 // workerID ended unseen: the master holds its slot no longer (the kill it
 // sent went unanswered for a grace, the worker's connection ended, or the
-// worker was away when the task was canceled) and no report came. Only a
+// worker was away when it was to be killed) and no report came. Only a
 // delivery that is not the task's current one and is still running in
 // its history is recorded so, as lost; a current one is taken back
 // instead (takeBackLocked). A report that comes after all still records
 // how the run ended (reported): lost with no exit code is no result.
 func (d *Dispatcher) endUnseenLocked(id, workerID string, attempt int, why string) {
+	if w, ok := d.unseenEndLocked(id, workerID, attempt, why); ok {
+		d.p.Store.Apply(w)
+	}
+}
+
+// unseenEndLocked is endUnseenLocked without the write, which it returns
+// (false: nothing to write), for a caller that writes it with the task's
+// own change, in one transaction.
+func (d *Dispatcher) unseenEndLocked(id, workerID string, attempt int, why string) (store.Write, bool) {
 	if attempt == 0 {
-		return // listed by a worker without its number: which delivery is not known
+		return store.Write{}, false // listed by a worker without its number: which delivery is not known
 	}
 	ended := task.Attempt{TaskID: id, N: attempt, WorkerID: workerID, Outcome: task.OutcomeLost, Error: why, FinishedAt: d.p.Now()}
 	if t, ok := d.tasks.get(id); ok {
 		if isCurrent(t, workerID, attempt) {
-			return
+			return store.Write{}, false
 		}
 		i := slices.IndexFunc(t.History, func(a task.Attempt) bool { return a.N == attempt && a.WorkerID == workerID })
 		if i < 0 || t.History[i].Outcome != task.OutcomeRunning {
-			return
+			return store.Write{}, false
 		}
 		a := &t.History[i]
 		a.Outcome, a.Error, a.FinishedAt = ended.Outcome, ended.Error, ended.FinishedAt
@@ -154,7 +163,7 @@ func (d *Dispatcher) endUnseenLocked(id, workerID string, attempt int, why strin
 	}
 	// IfRunning: a task off memory is final and on disk, where this
 	// delivery may have its result already, or be gone with its task.
-	d.p.Store.Apply(store.Write{Attempt: &ended, AttemptKind: store.IfRunning})
+	return store.Write{Attempt: &ended, AttemptKind: store.IfRunning}, true
 }
 
 func lastAttempt(t *task.Task) *task.Attempt {

@@ -230,13 +230,17 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	d.finishLocked(t, task.Status(a.Outcome), finished) // t may be queued: a result for a delivery the master had taken back
 	last := lastAttempt(t)
 	replaced := last != a && last.Outcome == task.OutcomeRunning
+	var ws []store.Write
 	if replaced && !d.holdsLocked(last.WorkerID, t.ID) {
 		// Its worker is away: nobody holds the run to report its end
-		// (as for a cancel, Cancel). Queued before the task's final write,
-		// which the ack waits for.
-		d.endUnseenLocked(t.ID, last.WorkerID, last.N, "worker "+last.WorkerID+" was away when another delivery decided the task; the kill was never reported")
+		// (as for a cancel, Cancel). Written with the task's final state,
+		// in one transaction, which the ack waits for.
+		if w, ok := d.unseenEndLocked(t.ID, last.WorkerID, last.N, "worker "+last.WorkerID+" was away when another delivery decided the task; the kill was never reported"); ok {
+			ws = append(ws, w)
+		}
 	}
-	committed := d.persistLocked(t, a)
+	// persistLocked(t, a), with the replaced run's end.
+	committed := d.p.Store.Apply(append(ws, store.Write{Task: rowOf(t), Kind: store.Update, Attempt: copyAttempt(a), AttemptKind: store.Update})...)
 	// The task is decided: any other run of it has nothing left to do, the
 	// delivery that replaced this one (a late result of a lost delivery
 	// decided it) or an older one its worker came back still running.

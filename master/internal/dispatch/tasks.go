@@ -155,14 +155,18 @@ func (d *Dispatcher) Cancel(ctx context.Context, id string) (task.Task, error) {
 		t.Error = "canceled before it ran"
 	}
 	d.finishLocked(t, task.StatusCanceled, d.p.Now())
+	var ws []store.Write
 	if wasOn != "" && !d.holdsLocked(wasOn, id) {
 		// Nobody holds the run to report its end: its worker is away, and
 		// may come back to report the kill (claimLocked) or may not. Its
-		// end is queued before the task's final write, which the answer
-		// waits for: writes land in order, so the answer is on disk.
-		d.endUnseenLocked(id, wasOn, t.Attempts, "canceled while worker "+wasOn+" was away; the kill was never reported")
+		// end is written with the task's final state, in one transaction:
+		// the answer waits for both, and a master stopped between two
+		// would find the task running on a delivery its history ended.
+		if w, ok := d.unseenEndLocked(id, wasOn, t.Attempts, "canceled while worker "+wasOn+" was away; the kill was never reported"); ok {
+			ws = append(ws, w)
+		}
 	}
-	committed := d.persistLocked(t, nil)
+	committed := d.p.Store.Apply(append(ws, store.Write{Task: rowOf(t), Kind: store.Update})...) // persistLocked(t, nil), with the run's end
 	c := copyTask(t)
 	d.emitLocked(events.Event{Type: events.TaskCanceled, Time: t.FinishedAt, TaskID: id, WorkerID: wasOn, Status: string(task.StatusCanceled)})
 	l.unlock()

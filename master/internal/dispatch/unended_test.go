@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roundhouse-lab/roundhouse/master/internal/store/storetest"
 	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
@@ -212,4 +213,59 @@ func canceledWhileRunning(t *testing.T, path string, clk *fakeClock) string {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// The end of a run whose worker is away, recorded as the cancel or the
+// result that made the task final is, lands with that task's final state,
+// in one transaction. In two, a master killed between them restarted with
+// the task running on disk and that very delivery lost in its history: a
+// worker coming back holding it kept running it as its current delivery,
+// shown lost meanwhile. The write lock is held from outside while the call
+// queues its writes, so that the store commits them as they were queued
+// (one call at a time once it retries): one commit, not two.
+func TestAnAwayRunsEndLandsWithItsTask(t *testing.T) {
+	for _, how := range []string{"canceled", "decided by a late result"} {
+		t.Run(how, func(t *testing.T) {
+			d, clk, path := newFlaky(t)
+			w := register(t, d, "w", 1)
+			id := submit(t, d, 1)[0]
+			drain(w)
+			away, want := w, task.StatusCanceled
+			call := func() error { _, err := d.Cancel(ctx, id); return err }
+			if how == "decided by a late result" {
+				// w is lost, the task runs again on x (attempt 2), and x
+				// goes away; w's result of attempt 1 comes late and decides.
+				x := register(t, d, "x", 1)
+				lose(d, clk, w)
+				if got := drain(x); len(got) != 1 {
+					t.Fatalf("x got %v, want the task again", got)
+				}
+				away, want = x, task.StatusSucceeded
+				call = func() error { _, err := d.Report(ctx, result(t, d, w, id, 1, 0)); return err }
+			}
+			d.Unregister(away) // its connection closed: nobody holds the run now
+			if err := d.p.Store.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			unlock := storetest.HoldWriteLock(t, path)
+			done := goErr(call)
+			failing(t, d)
+			before := d.p.Store.Counts().Commits
+			unlock()
+			if err := within(t, "the call", done); err != nil {
+				t.Fatal(err)
+			}
+			if n := d.p.Store.Counts().Commits - before; n != 1 {
+				t.Errorf("the task's final state and the away run's end took %d commits, want 1", n)
+			}
+			tk, err := d.p.Store.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last := tk.History[len(tk.History)-1]; tk.Status != want || last.WorkerID != away.WorkerID || last.Outcome != task.OutcomeLost {
+				t.Errorf("on disk: %s, history %+v; want %s with %s's run lost", tk.Status, tk.History, want, away.WorkerID)
+			}
+		})
+	}
 }
