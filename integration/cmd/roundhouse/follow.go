@@ -71,6 +71,13 @@ func (a *app) cmdRun(ctx context.Context, args []string) int {
 				if ctx.Err() != nil {
 					return exitInterrupted
 				}
+				// Submitted: whatever ended the follow (a token changed on
+				// the master, output that could not be printed), the task
+				// may run on, and only this says which it is.
+				var gu *gaveUpError
+				if !errors.As(err, &gu) && client.StatusOf(err) != http.StatusNotFound {
+					err = &gaveUpError{id: t.ID, err: err}
+				}
 				return a.failTask(t.ID, err)
 			}
 			return taskExit(f.end.Status, f.end.ExitCode)

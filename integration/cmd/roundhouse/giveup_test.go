@@ -95,3 +95,27 @@ func TestRunWaitsForAPlaceToFollow(t *testing.T) {
 		t.Errorf("want one note that the master is busy, naming why: %q", r.stderr)
 	}
 }
+
+// TestRunThatIsRefusedTheFollowNamesTheTask: run submitted a task, and the
+// master refused its follow (401: the token changed on the master since).
+// The task runs on: run's last words must say which it is.
+func TestRunThatIsRefusedTheFollowNamesTheTask(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/tasks":
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprint(w, `{"id":"t1","cmd":"x","status":"queued"}`)
+		case r.URL.Path == "/tasks/t1/output":
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"missing or wrong API token"}`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r := cli(t, []string{"ROUNDHOUSE_API=" + srv.URL, "MASTER_API_TOKEN="}, "run", "--", "x")
+	last := r.stderr[strings.LastIndex(strings.TrimSuffix(r.stderr, "\n"), "\n")+1:]
+	if r.code != exitError || !strings.Contains(last, "task t1 may still run") || !strings.Contains(last, "API token") {
+		t.Fatalf("exit %d, last line %q; want exit %d saying why and which task may still run: %v", r.code, last, exitError, r)
+	}
+}
