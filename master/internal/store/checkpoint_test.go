@@ -75,25 +75,7 @@ func TestWALStartsOverUnderSteadyWrites(t *testing.T) {
 
 	// Several senders keep a write queued at all times, so the writer
 	// commits back to back, as under load.
-	var wg sync.WaitGroup
-	errs := make(chan error, senders)
-	for g := range senders {
-		wg.Go(func() {
-			for i := range perSender {
-				tk := newTask(fmt.Sprintf("g%d-%05d", g, i), at(i), task.StatusQueued)
-				tk.Cmd = strings.Repeat("x", cmdBytes)
-				if err := <-s.Apply(Write{Task: tk, Kind: Insert}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	insertFrom(t, s, senders, perSender, cmdBytes)
 
 	// Every task took at least a page of the WAL; the file holds a few
 	// rounds' worth of them.
@@ -170,6 +152,25 @@ func TestWALStartsOverUnderSteadyReads(t *testing.T) {
 		readErr <- err
 	}()
 
+	func() {
+		defer close(stop) // the reader stops however the inserts end
+		insertFrom(t, s, senders, perSender, cmdBytes)
+	}()
+	if err := <-readErr; err != nil {
+		t.Fatal(err)
+	}
+
+	written := int64(senders * perSender * cmdBytes)
+	if wal := fileSize(t, path+"-wal"); wal > written/2 {
+		t.Fatalf("the WAL is %d bytes after %d bytes of tasks: it never started over", wal, written)
+	}
+}
+
+// insertFrom inserts perSender tasks of a cmdBytes-long command from each of
+// senders goroutines, each waiting for its write before the next, so that
+// the writer commits back to back, as under load.
+func insertFrom(t *testing.T, s *Store, senders, perSender, cmdBytes int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, senders)
 	for g := range senders {
@@ -185,17 +186,8 @@ func TestWALStartsOverUnderSteadyReads(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
-	}
-	if err := <-readErr; err != nil {
-		t.Fatal(err)
-	}
-
-	written := int64(senders * perSender * cmdBytes)
-	if wal := fileSize(t, path+"-wal"); wal > written/2 {
-		t.Fatalf("the WAL is %d bytes after %d bytes of tasks: it never started over", wal, written)
 	}
 }
