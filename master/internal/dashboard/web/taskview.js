@@ -1,6 +1,6 @@
 // The task view (#/tasks/ID): one task's fields and attempt history (GET
-// /tasks/{id}, read again on each of its events), its output followed live
-// (GET /tasks/{id}/output?follow=true: Server-Sent Events as
+// /tasks/{id}, read again on each of its events and after a gap in them),
+// its output followed live (GET /tasks/{id}/output?follow=true: Server-Sent Events as
 // the README's Live output section fixes them, read with fetch() to send the token),
 // and Cancel (DELETE /tasks/{id}) and Retry (POST /tasks/{id}/retry)
 // buttons, enabled as the status allows.
@@ -312,7 +312,8 @@ async function act(button, method, path, what) {
 function startTaskView() {
   $('tv-cancel').addEventListener('click', () => act($('tv-cancel'), 'DELETE', '/tasks/' + encodeURIComponent(tvID), 'cancel'));
   $('tv-retry').addEventListener('click', () => act($('tv-retry'), 'POST', '/tasks/' + encodeURIComponent(tvID) + '/retry', 'retry'));
-  onEvent((e) => { if (e.task_id && e.task_id === tvID && !$('view-task').hidden) loadTaskSoon(); });
+  // A gap names no task, but the events missed may have been this one's.
+  onEvent((e) => { if ((e.type === 'gap' || (e.task_id && e.task_id === tvID)) && !$('view-task').hidden) loadTaskSoon(); });
   onConnect(() => { if (tvID && !$('view-task').hidden) loadTask(); });
   addView('task', { show: tvShow, hide: tvHide });
   // A live task's run time counts up between its events.
