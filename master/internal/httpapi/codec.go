@@ -330,9 +330,17 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	noSniff(w.Header())
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")  // read by people with curl as much as by programs
 	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": this is no HTML page
 	_ = enc.Encode(v)        // the client went away; nothing to do
+}
+
+// noSniff tells a browser to take an answer for the type it says it is. The
+// API's answers echo what clients sent (a task's command and output, a Host
+// header); a browser that sniffed one could take it for HTML or a script.
+func noSniff(h http.Header) {
+	h.Set("X-Content-Type-Options", "nosniff")
 }

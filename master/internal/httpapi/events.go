@@ -120,6 +120,7 @@ func startSSE(w http.ResponseWriter) (write func(string) bool) {
 	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
+	noSniff(h)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
 	w.WriteHeader(http.StatusOK)

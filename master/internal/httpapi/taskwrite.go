@@ -33,6 +33,7 @@ func writeTask(w http.ResponseWriter, code int, j taskJSON) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	noSniff(h)
 	// Known up front, so a large output goes out without chunked encoding.
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(code)
