@@ -21,9 +21,13 @@ func Handler(notFound http.Handler) http.Handler {
 	web, _ := fs.Sub(files, "web") // the directory is embedded: cannot fail
 	assets := http.StripPrefix("/ui/", http.FileServerFS(web))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The page must not be framed by another site, and runs only its own scripts.
+		// The page must not be framed by another site, and runs only its own
+		// scripts. Its forms are read by those scripts and never sent by the
+		// browser, and it has no <base>: form-action and base-uri 'none' keep
+		// markup injected into it from sending what is typed (the token) away
+		// or from moving where its /ui/ scripts are loaded from.
 		w.Header().Set("X-Frame-Options", "DENY")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		if r.URL.Path == "/" {
 			w.Header().Set("Cache-Control", "no-cache")

@@ -44,7 +44,10 @@ func TestDashboardIsServed(t *testing.T) {
 
 // The page runs under Content-Security-Policy default-src 'self': every
 // script it names must be served from /ui/, and it may hold no inline
-// script, style or event handler, which the browser would refuse.
+// script, style or event handler, which the browser would refuse. Its
+// form-action 'none' and base-uri 'none' hold too: it has no <base>, and
+// its forms are read by its scripts, each submit handled by one (which
+// cancels the browser's own submission), never sent by the browser.
 func TestDashboardPageFitsItsCSP(t *testing.T) {
 	o := newObserved(t)
 	resp, err := http.Get(o.srv.URL + "/")
@@ -54,8 +57,21 @@ func TestDashboardPageFitsItsCSP(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	page := string(b)
-	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
-		t.Fatalf("Content-Security-Policy %q, want default-src 'self'", csp)
+	csp := resp.Header.Get("Content-Security-Policy")
+	directives := map[string]string{}
+	for _, d := range strings.Split(csp, ";") {
+		name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+		directives[name] = value
+	}
+	for name, want := range map[string]string{
+		"default-src":     "'self'",
+		"frame-ancestors": "'none'", // no other site frames the page (clickjacking)
+		"form-action":     "'none'", // no injected form sends what is typed in the page anywhere
+		"base-uri":        "'none'", // no injected <base> moves where /ui/... scripts come from
+	} {
+		if got, ok := directives[name]; !ok || got != want {
+			t.Errorf("Content-Security-Policy %q: %s %q, want %s", csp, name, got, want)
+		}
 	}
 	for _, bad := range []*regexp.Regexp{
 		regexp.MustCompile(`<script(\s[^>]*)?>[^<]`), // a script with a body
@@ -63,6 +79,8 @@ func TestDashboardPageFitsItsCSP(t *testing.T) {
 		regexp.MustCompile(`<style`),
 		regexp.MustCompile(`\sstyle=`),
 		regexp.MustCompile(`\son[a-z]+=`),
+		regexp.MustCompile(`<base[\s>]`),
+		regexp.MustCompile(`\s(action|formaction|method)=`),
 	} {
 		if m := bad.FindString(page); m != "" {
 			t.Errorf("the page has %q, which its CSP blocks", m)
@@ -72,14 +90,26 @@ func TestDashboardPageFitsItsCSP(t *testing.T) {
 	if len(srcs) < 2 {
 		t.Fatalf("the page names %d scripts, want its split scripts", len(srcs))
 	}
+	var scripts strings.Builder
 	for _, m := range srcs {
 		resp, err := http.Get(o.srv.URL + m[1])
 		if err != nil {
 			t.Fatal(err)
 		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		scripts.Write(b)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
 			t.Errorf("GET %s: %s %q, want 200 javascript", m[1], resp.Status, resp.Header.Get("Content-Type"))
+		}
+	}
+	forms := regexp.MustCompile(`<form id="([^"]+)"`).FindAllStringSubmatch(page, -1)
+	if len(forms) == 0 || len(forms) != strings.Count(page, "<form") {
+		t.Fatalf("the page has %d forms with an id of %d, want each named", len(forms), strings.Count(page, "<form"))
+	}
+	for _, m := range forms {
+		if !strings.Contains(scripts.String(), "$('"+m[1]+"').addEventListener('submit'") {
+			t.Errorf("form %q: no script handles its submit, which form-action 'none' then refuses", m[1])
 		}
 	}
 }
