@@ -91,7 +91,10 @@ function tasksSoon(ms) {
 }
 
 function tasksEvent(e) {
-  if ($('view-tasks').hidden || !e.task_id) return;
+  if ($('view-tasks').hidden) return;
+  // Events were missed, of tasks on any page: read the one shown again.
+  if (e.type === 'gap') { tasksSoon(); return; }
+  if (!e.task_id) return;
   const status = e.type === 'task.finished' ? e.status : EVENT_STATUS[e.type];
   if (!status) return;
   const tr = document.querySelector('#tasks-body tr[data-task-id="' + CSS.escape(e.task_id) + '"]');
