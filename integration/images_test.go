@@ -27,6 +27,10 @@ import (
 // and binaries built with the same settings and module versions, byte for
 // byte when the Go versions match. A second fast build of unchanged sources
 // must keep both image IDs, or `make up` would restart every container.
+//
+// The builds are given one VERSION: otherwise each takes the last commit
+// that touched its module, and a commit made while the test runs would
+// change the version label and -X main.version between them.
 func TestImagesFastMatchesClean(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -87,7 +91,8 @@ func buildImages(t *testing.T, ctx context.Context, master, worker, clean string
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "bash", "docker/images.sh")
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "MASTER_IMAGE="+master, "WORKER_IMAGE="+worker, "CLEAN="+clean, "NO_CACHE=")
+	cmd.Env = append(os.Environ(), "MASTER_IMAGE="+master, "WORKER_IMAGE="+worker, "CLEAN="+clean, "NO_CACHE=",
+		"VERSION=images-test")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("CLEAN=%q docker/images.sh: %v\n%s", clean, err, out)
