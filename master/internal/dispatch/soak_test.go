@@ -279,28 +279,18 @@ func (k *soak) submitter(r *rand.Rand, stop <-chan struct{}, cancels chan<- stru
 		if full || r.IntN(2) == 0 {
 			continue
 		}
-		sub := Submission{Cmd: fmt.Sprintf("echo %d", r.IntN(1000)), MaxAttempts: r.IntN(5), Priority: r.IntN(6)} // 0: the defaults, 3 and 3
-		if r.IntN(2) == 0 {
-			sub.Timeout = time.Duration(5+r.IntN(60)) * time.Second // else the default, 1h
-		}
-		// Scheduling: some tasks run later, retry failures, or need a
-		// worker of the "gpu" pool (every other worker).
-		if r.IntN(8) == 0 {
-			sub.Delay = time.Duration(r.IntN(30)) * time.Second
-		}
-		if r.IntN(4) == 0 {
-			sub.RetryOn, sub.Backoff = []task.Outcome{task.OutcomeFailed}, time.Duration(1+r.IntN(5))*time.Second
-		}
-		if r.IntN(5) == 0 {
-			sub.Requires = map[string]string{"pool": "gpu"}
-		}
+		sub := soakSubmission(r)
 		key := ""
 		switch n := r.IntN(100); {
 		case n < 5:
 			k.submitConflict(r)
 			continue
 		case n < 35:
-			key = fmt.Sprintf("key-%d", r.IntN(soakKeys))
+			// A key stands for one request, which every submission of it
+			// repeats whole: drawn from the key's own source, not r.
+			i := r.IntN(soakKeys)
+			sub = soakSubmission(rand.New(rand.NewPCG(k.seed, uint64(i))))
+			key = fmt.Sprintf("key-%d", i)
 			sub.Cmd, sub.IdempotencyKey = "echo "+key, key
 		}
 		tk, created, err := k.d.Submit(ctx, sub)
@@ -329,6 +319,26 @@ func (k *soak) submitter(r *rand.Rand, stop <-chan struct{}, cancels chan<- stru
 			}
 		}
 	}
+}
+
+// soakSubmission draws a submission from r.
+func soakSubmission(r *rand.Rand) Submission {
+	sub := Submission{Cmd: fmt.Sprintf("echo %d", r.IntN(1000)), MaxAttempts: r.IntN(5), Priority: r.IntN(6)} // 0: the defaults, 3 and 3
+	if r.IntN(2) == 0 {
+		sub.Timeout = time.Duration(5+r.IntN(60)) * time.Second // else the default, 1h
+	}
+	// Scheduling: some tasks run later, retry failures, or need a
+	// worker of the "gpu" pool (every other worker).
+	if r.IntN(8) == 0 {
+		sub.Delay = time.Duration(r.IntN(30)) * time.Second
+	}
+	if r.IntN(4) == 0 {
+		sub.RetryOn, sub.Backoff = []task.Outcome{task.OutcomeFailed}, time.Duration(1+r.IntN(5))*time.Second
+	}
+	if r.IntN(5) == 0 {
+		sub.Requires = map[string]string{"pool": "gpu"}
+	}
+	return sub
 }
 
 // submitConflict submits a used key with another command: ErrConflict, and

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
@@ -193,16 +194,71 @@ func (d *Dispatcher) submitStraight(l *holder, t *task.Task, idx int) (task.Task
 }
 
 // replay returns the task an earlier submission with s's idempotency key
-// created, if there is one; the same key with another command is a conflict.
+// created, if there is one. The same key with a request that asks for
+// anything else is a conflict, which names the fields that differ: a
+// replay that silently dropped a new priority or run time would leave the
+// client believing it was taken.
 func (d *Dispatcher) replay(ctx context.Context, s Submission) (task.Task, bool, error) {
 	prev, ok, err := d.byKey(ctx, s.IdempotencyKey)
 	if err != nil || !ok {
 		return task.Task{}, false, err
 	}
-	if prev.Cmd != s.Cmd {
-		return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another command", task.ErrConflict, s.IdempotencyKey)
+	if diff := differences(&prev, s); len(diff) > 0 {
+		return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another request (task %s); fields that differ: %s. Send the same request to get that task, or use a new key",
+			task.ErrConflict, s.IdempotencyKey, prev.ID, strings.Join(diff, ", "))
 	}
 	return prev, true, nil
+}
+
+// differences names, as POST /tasks calls them, the fields in which
+// submission s (normalized: defaults applied as Submit applies them) asks
+// for something other than what task t was submitted with.
+func differences(t *task.Task, s Submission) []string {
+	var diff []string
+	add := func(differ bool, field string) {
+		if differ {
+			diff = append(diff, field)
+		}
+	}
+	add(t.Cmd != s.Cmd, "cmd")
+	add(t.Timeout != s.Timeout, "timeout")
+	add(t.MaxAttempts != s.MaxAttempts, "max_attempts")
+	add(priorityOf(t) != s.Priority, "priority")
+	add(!maps.Equal(t.Requires, s.Requires), "requires")
+	if submittedRunAt(t) {
+		// Submit set RunAt to CreatedAt+Delay from the same reading of the
+		// clock, or to run_at as given; both kept to the nanosecond, in
+		// memory and on disk, so the comparison is exact.
+		want, field := s.RunAt, "run_at"
+		if s.Delay > 0 {
+			want, field = t.CreatedAt.Add(s.Delay), "delay"
+		}
+		add(!t.RunAt.Equal(want), field)
+	}
+	// Outcomes as a set: their order changes nothing.
+	sameOn := len(t.RetryOn) == len(s.RetryOn)
+	for _, o := range s.RetryOn {
+		sameOn = sameOn && slices.Contains(t.RetryOn, o)
+	}
+	add(!sameOn, "retry_on")
+	if len(t.RetryOn) > 0 && len(s.RetryOn) > 0 {
+		// Without a policy on one side retry_on says it all: backoffs
+		// apply only with it.
+		add(t.Backoff != s.Backoff, "backoff")
+		add(t.MaxBackoff != s.MaxBackoff, "max_backoff")
+	}
+	return diff
+}
+
+// submittedRunAt reports whether t's RunAt is still the one it was
+// submitted with (zero for none): a retry under its retry policy replaces
+// it with the retry's time, and a retry by hand clears it. Neither can
+// have happened to a task that has not run, nor, after its runs, to one
+// without a policy that was never retried by hand. (A task canceled
+// before it ran and then retried by hand has lost its run_at too, and
+// nothing tells it apart; that one is compared as if it had none.)
+func submittedRunAt(t *task.Task) bool {
+	return t.AttemptBase == 0 && (t.Attempts == 0 || len(t.RetryOn) == 0)
 }
 
 // queueFullLocked reports whether the queue has no room for one more task.

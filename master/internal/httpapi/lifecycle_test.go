@@ -71,6 +71,15 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 	if code, _, _ := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo twice"}`, "order-42"); code != 409 {
 		t.Fatalf("same key, other cmd = %d, want 409", code)
 	}
+	// Every field counts, a default given as good as left out.
+	code, hdr, again = doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once","priority":3,"timeout":"1h"}`, "order-42")
+	if code != 200 || again["id"] != first["id"] || hdr.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay with the defaults given = %d %v, want 200 with the same task", code, again)
+	}
+	code, _, body := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once","priority":1,"delay":"1m"}`, "order-42")
+	if msg, _ := body["error"].(string); code != 409 || !strings.Contains(msg, `idempotency key "order-42"`) || !strings.Contains(msg, "fields that differ: priority, delay.") {
+		t.Fatalf("same key, other priority and delay = %d %v, want 409 naming the key and both fields", code, body)
+	}
 	if code, _, _ := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"x"}`, "has space"); code != 400 {
 		t.Fatalf("bad key = %d, want 400", code)
 	}
