@@ -69,7 +69,11 @@ func (a *app) cmdRun(ctx context.Context, args []string) int {
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
-					return exitInterrupted
+					// Stopped from outside (SIGTERM: a kill, a CI job's
+					// timeout): the task runs on, and only this says which
+					// it is.
+					a.fail(&gaveUpError{id: t.ID, err: fmt.Errorf("stopped (%w)", context.Cause(ctx))})
+					return exitTerminated
 				}
 				// Submitted: whatever ended the follow (a token changed on
 				// the master, output that could not be printed), the task

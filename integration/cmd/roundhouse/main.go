@@ -18,7 +18,8 @@
 // no such task); 2 a bad flag or usage; run and wait exit with the task's
 // exit code, or 123 (failed without one: the command could not run, was
 // killed, or its workers were lost), 124 (timed out), 125 (canceled); 130
-// when Ctrl-C left the task running.
+// when Ctrl-C left the task running; 143 when SIGTERM stopped run, which
+// says which task may still run.
 package main
 
 import (
@@ -48,6 +49,7 @@ const (
 	exitTimedOut    = 124 // as timeout(1)
 	exitCanceled    = 125
 	exitInterrupted = 130 // 128 + SIGINT: Ctrl-C, the task left running
+	exitTerminated  = 143 // 128 + SIGTERM: run stopped, the task left running
 )
 
 const defaultAPI = "http://127.0.0.1:9092"
@@ -166,7 +168,7 @@ flags of every command:
   --json         print JSON for scripts: one document, or one per line for streams
 
 exit codes: 0 ok; 1 error; 2 bad usage; run and wait: the task's exit code,
-123 failed without one, 124 timed out, 125 canceled; 130 Ctrl-C left the task running.
+123 failed without one, 124 timed out, 125 canceled; 130 Ctrl-C (143 SIGTERM) left the task running.
 "roundhouse COMMAND -h" shows a command's flags.
 `)
 }
