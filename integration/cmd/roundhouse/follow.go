@@ -50,6 +50,11 @@ func (a *app) cmdRun(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	if t.Replayed {
+		// Not a new run: what follows may be old output and an old exit
+		// code, and the user must know it is not this command's run.
+		fmt.Fprintf(a.stderr, "roundhouse: the idempotency key %s was used before: following its task %s (%s), not a new one\n", s.IdempotencyKey, t.ID, t.Status)
+	}
 	if *verbose {
 		fmt.Fprintf(a.stderr, "roundhouse: task %s %s\n", t.ID, t.Status)
 	}
