@@ -159,8 +159,8 @@ func (c *Client) Events(ctx context.Context, lastID string, fn func(Event) error
 // up on it. The master sends a heartbeat comment every 15 s (by default)
 // on an idle stream, so a longer silence means it is gone without a word:
 // a vanished host or a cut network, which TCP alone would take minutes to
-// notice.
-const streamIdle = 60 * time.Second
+// notice. A variable for tests only.
+var streamIdle = 60 * time.Second
 
 // sseEvent is one Server-Sent Event: its name ("message" when unnamed),
 // its data lines joined by newlines, and its id.
@@ -176,6 +176,14 @@ func (c *Client) stream(ctx context.Context, path, lastID string, handle func(ss
 	errIdle := fmt.Errorf("GET %s: no word from the master for %s", path, streamIdle)
 	idle := time.AfterFunc(streamIdle, func() { cancel(errIdle) })
 	defer idle.Stop()
+	// The time handle takes is the caller's, not the master's silence: a
+	// caller blocked writing its own output (a pager paused by its reader)
+	// must not end a stream whose master is there.
+	call := func(ev sseEvent) (bool, error) {
+		idle.Stop()
+		defer idle.Reset(streamIdle)
+		return handle(ev)
+	}
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+path, nil)
 	if err != nil {
@@ -221,7 +229,7 @@ func (c *Client) stream(ctx context.Context, path, lastID string, handle func(ss
 				// An id without data is no event, but moves the
 				// stream's last event ID (where a stream starts).
 				if ev.id != "" {
-					if _, err := handle(sseEvent{id: ev.id}); err != nil {
+					if _, err := call(sseEvent{id: ev.id}); err != nil {
 						return err
 					}
 				}
@@ -232,7 +240,7 @@ func (c *Client) stream(ctx context.Context, path, lastID string, handle func(ss
 			if ev.name == "" {
 				ev.name = "message"
 			}
-			last, err := handle(ev)
+			last, err := call(ev)
 			if err != nil || last {
 				return err
 			}

@@ -193,3 +193,55 @@ func TestEventsResumesAndKeepsTheRawJSON(t *testing.T) {
 		t.Fatalf("without Last-Event-ID: %v, %+v", err, got)
 	}
 }
+
+// TestFollowIdleCountsOnlyTheMastersSilence: streamIdle is the master's
+// silence. A caller that takes longer than that with one event (a pager
+// paused on the output, stdout blocked) is not the master going quiet:
+// the stream must go on. It was cut for "no word from the master", and
+// the follow reconnected. A master that says nothing for streamIdle still
+// ends it.
+func TestFollowIdleCountsOnlyTheMastersSilence(t *testing.T) {
+	old := streamIdle
+	streamIdle = 300 * time.Millisecond
+	t.Cleanup(func() { streamIdle = old })
+	resumed := make(chan struct{}) // the caller has written the first event
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: output\ndata: {\"attempt\":1,\"stream\":\"stdout\",\"offset\":0,\"text\":\"one\\n\"}\n\n")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/tasks/silent/output" {
+			<-r.Context().Done() // the master says nothing more, not even a heartbeat
+			return
+		}
+		select {
+		case <-resumed:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "event: end\ndata: {\"status\":\"succeeded\",\"exit_code\":0,\"error\":null,\"attempt\":1}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+
+	var got []string
+	err := c.FollowOutput(context.Background(), "slow", func(e OutputEvent) error {
+		got = append(got, e.Type)
+		if e.Type == OutputText {
+			// The slow writer: blocked on its own output for over
+			// streamIdle, as a pager paused by its reader keeps it.
+			time.Sleep(3 * streamIdle)
+			close(resumed)
+		}
+		return nil
+	})
+	if err != nil || strings.Join(got, ",") != "output,end" {
+		t.Errorf("a caller slow to write: err = %v, events %q; want both events and no error", err, got)
+	}
+
+	err = c.FollowOutput(context.Background(), "silent", func(OutputEvent) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "no word from the master") {
+		t.Errorf("a silent master: err = %v, want the idle timeout's", err)
+	}
+}
