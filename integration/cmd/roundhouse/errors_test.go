@@ -36,6 +36,11 @@ func TestErrors(t *testing.T) {
 		{"bad flag", cl.env(), []string{"ls", "--bogus"}, exitUsage,
 			[]string{"flag provided but not defined: -bogus", "usage: roundhouse ls [flags]", "-status"}},
 		{"bad flag value", cl.env(), []string{"ls", "--limit", "many"}, exitUsage, []string{`invalid value "many" for flag -limit`}},
+		// 0 was left out of the request, so the master's default (100)
+		// listed 100 tasks with exit 0; the flag left out means that.
+		{"--limit 0", cl.env(), []string{"ls", "--limit", "0"}, exitUsage, []string{"--limit 0 is not from 1 to 1000", "usage: roundhouse ls"}},
+		{"negative --limit", cl.env(), []string{"ls", "--limit", "-5"}, exitUsage, []string{"--limit -5 is not from 1 to 1000"}},
+		{"--limit too big", cl.env(), []string{"ls", "--all", "--limit", "1001"}, exitUsage, []string{"--limit 1001 is not from 1 to 1000"}},
 		{"bad status, the master's word", cl.env(), []string{"ls", "--status", "done"}, exitError, []string{`unknown status "done"`}},
 		{"unknown command", cl.env(), []string{"frobnicate"}, exitUsage, []string{`unknown command "frobnicate"`, "commands:"}},
 		{"no command", cl.env(), nil, exitUsage, []string{"usage: roundhouse"}},

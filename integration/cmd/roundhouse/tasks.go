@@ -224,13 +224,20 @@ func (a *app) cmdList(ctx context.Context, args []string) int {
 	if _, code := a.parse(fs, args, 0, false); code >= 0 {
 		return code
 	}
+	// Only a --limit given goes to the master: left out, the master's
+	// default applies. A 0 given must not mean the same silently.
+	limitSet := false
+	fs.Visit(func(f *flag.Flag) { limitSet = limitSet || f.Name == "limit" })
+	if limitSet && (*limit < 1 || *limit > 1000) {
+		return a.usageError(fs, "--limit %d is not from 1 to 1000 (leave it out for the master's default, 100)", *limit)
+	}
 	q := url.Values{}
 	for k, v := range map[string]string{"status": *status, "worker": *worker, "cmd": *cmd, "cursor": *cursor} {
 		if v != "" {
 			q.Set(k, v)
 		}
 	}
-	if *limit != 0 {
+	if limitSet {
 		q.Set("limit", fmt.Sprint(*limit))
 	}
 	var tasks []client.Task
