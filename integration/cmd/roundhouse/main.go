@@ -18,8 +18,8 @@
 // no such task); 2 a bad flag or usage; run and wait exit with the task's
 // exit code, or 123 (failed without one: the command could not run, was
 // killed, or its workers were lost), 124 (timed out), 125 (canceled); 130
-// when Ctrl-C left the task running; 143 when SIGTERM stopped run, which
-// says which task may still run.
+// when Ctrl-C left the task running; 143 when SIGTERM stopped a command
+// (run then says which task may still run).
 package main
 
 import (
@@ -49,7 +49,7 @@ const (
 	exitTimedOut    = 124 // as timeout(1)
 	exitCanceled    = 125
 	exitInterrupted = 130 // 128 + SIGINT: Ctrl-C, the task left running
-	exitTerminated  = 143 // 128 + SIGTERM: run stopped, the task left running
+	exitTerminated  = 143 // 128 + SIGTERM: any command stopped, a task left running
 )
 
 const defaultAPI = "http://127.0.0.1:9092"
@@ -59,6 +59,11 @@ func main() {
 	// offers to cancel the task, the followers stop).
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Environ())
+	if ctx.Err() != nil && code != 0 {
+		// Whatever the command made of its canceled context, a shell
+		// reports a process SIGTERM stopped as 128 + 15.
+		code = exitTerminated
+	}
 	stop()
 	os.Exit(code)
 }
@@ -168,7 +173,7 @@ flags of every command:
   --json         print JSON for scripts: one document, or one per line for streams
 
 exit codes: 0 ok; 1 error; 2 bad usage; run and wait: the task's exit code,
-123 failed without one, 124 timed out, 125 canceled; 130 Ctrl-C (143 SIGTERM) left the task running.
+123 failed without one, 124 timed out, 125 canceled; 130 Ctrl-C left the task running; 143 SIGTERM stopped the command.
 "roundhouse COMMAND -h" shows a command's flags.
 `)
 }

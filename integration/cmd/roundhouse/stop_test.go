@@ -75,3 +75,43 @@ func TestRunStoppedBySignalNamesTheTask(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitStoppedBySIGTERMExits143 stops a wait on a task that has not
+// ended with SIGTERM: any command a SIGTERM stops exits 128 + 15, as a
+// shell reports it, not with what its canceled request made of it (wait
+// exited 130, as for Ctrl-C).
+func TestWaitStoppedBySIGTERMExits143(t *testing.T) {
+	buildBins(t)
+	asked := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/tasks/t1" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // the task is still running
+	}))
+	t.Cleanup(srv.Close)
+	cmd := exec.Command(bins.roundhouse, "--api", srv.URL, "wait", "t1")
+	cmd.Env = append(os.Environ(), "MASTER_API_TOKEN=")
+	_, errb, _, exited := startProcess(t, cmd)
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("wait asked nothing:\n%s", errb.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("wait did not end:\n%s", errb.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitTerminated {
+		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitTerminated, errb.String())
+	}
+}
