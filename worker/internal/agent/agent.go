@@ -35,6 +35,10 @@ var (
 	// errNoWelcome means the master broke the protocol: every accepted stream
 	// starts with a Welcome.
 	errNoWelcome = errors.New("master did not open the stream with a Welcome")
+	// errWelcomeLate means the master accepted the stream and sent nothing:
+	// a hung master, or a proxy whose backend never answers. The connection
+	// answers keepalive pings all the same, so nothing else would end the wait.
+	errWelcomeLate = errors.New("master accepted the stream but sent no Welcome")
 	// errCanceledByMaster is the cause a task's context gets from a Cancel,
 	// so the task can tell it from the worker stopping.
 	errCanceledByMaster = errors.New("canceled by the master")
@@ -66,6 +70,23 @@ type Config struct {
 	// TLS secures the connection (and may carry a client certificate); nil
 	// connects in plaintext.
 	TLS *tls.Config
+
+	// welcomeWait replaces welcomeWaitFor(ReconnectMax) when set: tests
+	// shorten it.
+	welcomeWait time.Duration
+}
+
+// minWelcomeWait is the shortest wait for a Welcome: MASTER_WORKER_TIMEOUT's
+// default, which a master busy registering others, or reading the deliveries
+// a worker lists from its database, is well within.
+const minWelcomeWait = 10 * time.Second
+
+// welcomeWaitFor is how long a try waits for the Welcome once the stream is
+// open (the dial is bounded apart): never less than the longest wait between
+// tries, so that a worker configured to be patient with its master is as
+// patient with its answer.
+func welcomeWaitFor(reconnectMax time.Duration) time.Duration {
+	return max(minWelcomeWait, reconnectMax)
 }
 
 // Agent is one worker's connection to the master. Run it once.
@@ -138,6 +159,9 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = noObserver{}
+	}
+	if cfg.welcomeWait <= 0 {
+		cfg.welcomeWait = welcomeWaitFor(cfg.ReconnectMax)
 	}
 	a := &Agent{
 		cfg:        cfg,
@@ -354,7 +378,15 @@ func (a *Agent) session(ctx context.Context, client pb.NodeServiceClient, welcom
 	if err != nil {
 		return err
 	}
+	// A try that gets no Welcome fails, and Run tries again after its
+	// backoff: a Recv without a bound waited for ever on a master that
+	// accepted the stream and hung.
+	late := fmt.Errorf("%w within %s", errWelcomeLate, a.cfg.welcomeWait)
+	timer := time.AfterFunc(a.cfg.welcomeWait, func() { cancel(late) })
 	first, err := stream.Recv()
+	if !timer.Stop() {
+		return late // even if the Welcome came in the same instant: the stream is canceled
+	}
 	if err != nil {
 		return err
 	}

@@ -152,7 +152,7 @@ func startAgent(t *testing.T, addr string) (*Agent, func()) {
 	return startAgentWith(t, Config{MasterAddr: addr}, t.Output())
 }
 
-// startAgentWith is startAgent with cfg's Token, TLS, Labels and MaxOutput (if set), logging
+// startAgentWith is startAgent with cfg's Token, TLS, Labels, MaxOutput and welcomeWait (if set), logging
 // to logw.
 func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 	t.Helper()
@@ -166,6 +166,7 @@ func startAgentWith(t *testing.T, cfg Config, logw io.Writer) (*Agent, func()) {
 		Token:        cfg.Token,
 		TLS:          cfg.TLS,
 		Labels:       cfg.Labels,
+		welcomeWait:  cfg.welcomeWait,
 	}, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	pb "github.com/roundhouse-lab/roundhouse/proto/roundhousepb"
 )
 
 // timeline records, in order, the connections a master stand-in accepted
@@ -155,5 +158,39 @@ func TestEveryTryToRegisterDials(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("timeline: %s", tl)
+	}
+}
+
+// silentMaster accepts every AssignTask stream and never sends the Welcome,
+// as a hung master (or a proxy whose backend never answers) does: the
+// connection stays up and answers keepalive pings, so only a bound on the
+// wait for the Welcome can end the try.
+type silentMaster struct {
+	*fakeMaster
+}
+
+func (m silentMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
+	m.registrations <- req
+	<-stream.Context().Done()
+	m.streamsEnded <- struct{}{}
+	return stream.Context().Err()
+}
+
+// A try whose stream opens but brings no Welcome fails once welcomeWait has
+// passed, and the worker tries again; before, it waited on that stream for
+// ever.
+func TestNoWelcomeIsAFailedTry(t *testing.T) {
+	f := newFakeMaster()
+	_, addr := serve(t, silentMaster{f}, "127.0.0.1:0")
+	var logged syncBuffer
+	a, _ := startAgentWith(t, Config{MasterAddr: addr, welcomeWait: 100 * time.Millisecond}, io.MultiWriter(&logged, t.Output()))
+	recv(t, f.registrations, "registration")
+	recv(t, f.streamsEnded, "end of the stream that brought no Welcome")
+	recv(t, f.registrations, "second registration after no Welcome")
+	if a.Registered() {
+		t.Error("registered without a Welcome")
+	}
+	if l := logged.String(); !strings.Contains(l, "not connected to master") || !strings.Contains(l, "no Welcome within 100ms") {
+		t.Errorf("the log does not say the master sent no Welcome in time:\n%s", l)
 	}
 }
