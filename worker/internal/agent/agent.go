@@ -184,6 +184,17 @@ func New(cfg Config, log *slog.Logger) *Agent {
 // Registered reports whether the agent holds an accepted stream to the master.
 func (a *Agent) Registered() bool { return a.registered.Load() }
 
+// stream names the registration whose stream is open: its number (a count
+// of registrations) while registered, 0 while none is. session counts a
+// registration before it marks it registered, so a number read here is
+// never older than the stream that was registered.
+func (a *Agent) stream() int64 {
+	if !a.registered.Load() {
+		return 0
+	}
+	return a.registrations.Load()
+}
+
 // Serving reports whether the agent still serves the master or tries to:
 // true until Run will open no more sessions (a drain, a stop), whether or
 // not it is registered now.

@@ -52,11 +52,16 @@ func (a *Agent) Drain(ctx context.Context) error {
 // registered, has the drain wait for the deliveries the master's answer
 // names that have not reached us: sent (or about to be) before the master
 // took note of the drain, they run. Only on the stream that is open now:
-// once that ends, nothing more comes on it. Nor those the registration of
+// once that ends, nothing more comes on it. And only if that stream was
+// open as the call went out: asked while a registration was on its way, the
+// master may answer about the stream lost before, naming deliveries sent on
+// it that will never come; the session tells the master again once
+// welcomed, and that answer counts. Nor those the registration of
 // that stream listed, which had arrived: the master still names one whose
 // result it took while the worker registered, until the next heartbeat
 // frees its slot. Then the drain counts as asked, answered or not.
 func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
+	on := a.stream()
 	var held []*pb.RunningTask
 	if client != nil && ctx.Err() == nil {
 		callCtx, cancel := context.WithTimeout(ctx, drainCallTimeout)
@@ -67,9 +72,10 @@ func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
 		}
 		held = ack.GetInFlight()
 	}
+	defer tellDrainHook()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.registered.Load() {
+	if on != 0 && a.stream() == on {
 		for _, h := range held {
 			if id, n := h.GetTaskId(), h.GetAttempt(); a.seen[id] < n && a.listed[id] < n {
 				a.awaited[id] = n
@@ -82,6 +88,11 @@ func (a *Agent) tellDrain(ctx context.Context, client pb.NodeServiceClient) {
 	a.asked = true
 	a.noteDrained()
 }
+
+// tellDrainHook runs at the end of each tellDrain, once the master's answer
+// has been taken into account; tests set it to order a late answer against
+// a registration.
+var tellDrainHook = func() {}
 
 // noteDrained closes drained if a drain has begun, the master has answered
 // it, no registration is on its way, and nothing is left to wait for. The

@@ -338,3 +338,105 @@ func TestDrainDoesNotAwaitADeliveryListedAtRegistration(t *testing.T) {
 		t.Errorf("Drain = %v, want nil: t1 had come and gone", err)
 	}
 }
+
+// staleAnswerMaster is a master from which the worker re-registers while it
+// drains. Its first Drain answer is about the stream the worker lost: it is
+// held until the test releases it, and names stale, a delivery sent on that
+// stream that never arrived (the new registration does not list it, so the
+// master re-queues it, and it never comes). Later answers are about the new
+// stream and name fresh. The Welcome of every registration after the first
+// is held until release is closed.
+type staleAnswerMaster struct {
+	*fakeMaster
+	arrived      chan struct{} // one per AssignTask call
+	release      chan struct{} // closed to send the held Welcomes
+	answerFirst  chan struct{} // closed to answer the first Drain
+	stale, fresh []*pb.RunningTask
+	calls        *atomic.Int32 // AssignTask calls
+	drainsIn     *atomic.Int32
+}
+
+func (m staleAnswerMaster) AssignTask(req *pb.RegisterRequest, stream pb.NodeService_AssignTaskServer) error {
+	m.arrived <- struct{}{}
+	if m.calls.Add(1) > 1 {
+		select {
+		case <-m.release:
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+	return m.fakeMaster.AssignTask(req, stream)
+}
+
+func (m staleAnswerMaster) Drain(ctx context.Context, r *pb.DrainRequest) (*pb.DrainAck, error) {
+	if _, err := m.fakeMaster.Drain(ctx, r); err != nil {
+		return nil, err
+	}
+	if m.drainsIn.Add(1) > 1 {
+		return &pb.DrainAck{InFlight: m.fresh}, nil
+	}
+	select {
+	case <-m.answerFirst:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &pb.DrainAck{InFlight: m.stale}, nil
+}
+
+// A drain that begins while the worker re-registers asks the master before
+// the new stream is welcomed: the answer may be about the stream that was
+// lost, and name deliveries sent on it that will never come. If that answer
+// lands after the Welcome (the drain told again on the new stream, whose
+// answer is the one that counts), the drain used to await them, and waited
+// out WORKER_DRAIN_TIMEOUT with nothing left to run. Now only an answer to a
+// call made on the stream that is still registered counts.
+func TestDrainIgnoresAnAnswerAboutAnEarlierStream(t *testing.T) {
+	f := newFakeMaster()
+	m := staleAnswerMaster{fakeMaster: f, arrived: make(chan struct{}, 10), release: make(chan struct{}), answerFirst: make(chan struct{}),
+		stale: []*pb.RunningTask{{TaskId: "gone", Attempt: 1}}, fresh: []*pb.RunningTask{{TaskId: "w", Attempt: 1}},
+		calls: new(atomic.Int32), drainsIn: new(atomic.Int32)}
+	told := make(chan struct{}, 10)
+	tellDrainHook = func() { told <- struct{}{} }
+	t.Cleanup(func() { tellDrainHook = func() {} })
+	_, addr := serve(t, m, "127.0.0.1:0")
+	a, stop := startAgent(t, addr)
+	recv(t, m.arrived, "registration")
+	eventually(t, a.Registered, "not registered")
+
+	// The session ends; the next registration waits for its Welcome.
+	f.unknown.Store(true)
+	recv(t, m.arrived, "re-registration")
+	f.unknown.Store(false)
+
+	ctx, cancel := context.WithTimeout(context.Background(), within/2)
+	defer cancel()
+	drained := startDrain(ctx, a)
+	recv(t, f.drains, "drain request during the re-registration")
+
+	// w goes out with the Welcome and runs until the gate opens, so that
+	// the drain is not over before the late answer lands.
+	gate := filepath.Join(t.TempDir(), "gate")
+	f.tasks <- task("w", "until [ -e "+gate+" ]; do sleep 0.02; done; echo welcome")
+	close(m.release)
+	recv(t, f.drains, "the drain told again on the new stream")
+	recv(t, told, "the new stream's answer taken into account")
+	close(m.answerFirst)
+	recv(t, told, "the late answer taken into account")
+	a.mu.Lock()
+	_, stale := a.awaited["gone"]
+	a.mu.Unlock()
+	if stale {
+		t.Error("the drain awaits a delivery named by the answer about the lost stream")
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(t, f.reports, "w's result"); r.GetTaskId() != "w" || string(r.GetStdout()) != "welcome\n" {
+		t.Fatalf("reported %v; want w", r)
+	}
+	if err := recv(t, drained, "end of the drain"); err != nil {
+		t.Errorf("Drain = %v, want nil: w, the only task, was done", err)
+	}
+	recv(t, f.streamsEnded, "end of the stream")
+	stop()
+}
