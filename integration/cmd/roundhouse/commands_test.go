@@ -103,18 +103,25 @@ func TestCommands(t *testing.T) {
 	}
 
 	// A scheduled task with every submit flag: cancel it, once.
-	r = cli(t, env, "submit", "--json", "--timeout", "5s", "--max-attempts", "2", "--priority", "1", "--requires", "gpu=nvidia",
+	every := []string{"submit", "--timeout", "5s", "--max-attempts", "2", "--priority", "1", "--requires", "gpu=nvidia",
 		"--requires", "zone=b", "--delay", "1h", "--retry-on", "failed,timed_out", "--backoff", "1s", "--max-backoff", "4s",
-		"--idempotency-key", marker, "--", "sleep", "1")
+		"--idempotency-key", marker, "--", "sleep", "1"}
+	r = cli(t, env, append([]string{"--json"}, every...)...)
 	if err := json.Unmarshal([]byte(r.stdout), &tk); r.code != 0 || err != nil || tk.Status != "scheduled" || tk.Timeout != "5s" ||
 		tk.MaxAttempts != 2 || tk.Priority != 1 || tk.Requires["gpu"] != "nvidia" || tk.Requires["zone"] != "b" ||
 		strings.Join(tk.RetryOn, ",") != "failed,timed_out" || tk.Backoff != "1s" || tk.MaxBackoff != "4s" || tk.RunAt == nil ||
 		tk.IdempotencyKey == nil || *tk.IdempotencyKey != marker || tk.Cmd != "sleep 1" {
 		t.Fatalf("submit with every flag: %v (%v)", r, err)
 	}
-	r = cli(t, env, "submit", "--idempotency-key", marker, "--", "sleep", "1")
+	r = cli(t, env, every...)
 	if r.code != 0 || strings.TrimSpace(r.stdout) != tk.ID || !strings.Contains(r.stderr, "idempotency key was used before") {
 		t.Fatalf("submit with the same key: want the same task: %v", r)
+	}
+	// The same key for another request (the defaults but the command):
+	// refused, naming what differs.
+	r = cli(t, env, "submit", "--idempotency-key", marker, "--", "sleep", "1")
+	if r.code != 1 || !strings.Contains(r.stderr, "409") || !strings.Contains(r.stderr, "fields that differ: timeout, max_attempts, priority") {
+		t.Fatalf("submit with the same key, another request: want a 409 naming the fields: %v", r)
 	}
 	if r = cli(t, env, "retry", tk.ID); r.code != 1 || !strings.Contains(r.stderr, "is scheduled: only a final task can be retried") {
 		t.Fatalf("retry of a scheduled task: %v", r)
