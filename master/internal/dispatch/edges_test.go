@@ -188,6 +188,37 @@ func TestReportIsAckedOnlyOnDisk(t *testing.T) {
 	}
 }
 
+// A report's wait for the disk ends with its caller's context: during an
+// outage a stream that is gone, or a master shutting down, must not wait
+// for the disk. The result stays queued and lands when the disk recovers;
+// the task it finished then leaves memory with the sweep.
+func TestReportWaitEndsWithItsContext(t *testing.T) {
+	d, _, path := newFlaky(t)
+	w := register(t, d, "w", 1)
+	id := submit(t, d, 1)[0]
+	drain(w)
+	unlock := storetest.HoldWriteLock(t, path)
+	rctx, cancel := context.WithCancel(ctx)
+	first := goErr(func() error { _, err := d.Report(rctx, result(t, d, w, id, 1, 0)); return err })
+	failing(t, d)
+	cancel()
+	if err := within(t, "the report whose context ended", first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("report: %v; want context.Canceled", err)
+	}
+	unlock()
+	eventually(t, "the result to land", func() bool {
+		got, err := d.p.Store.Get(ctx, id)
+		return err == nil && got.Status == task.StatusSucceeded
+	})
+	d.Sweep()
+	d.mu.Lock()
+	n, e := d.tasks.len(), len(d.evicting)
+	d.mu.Unlock()
+	if n != 0 || e != 0 {
+		t.Fatalf("in memory: %d tasks, %d evictions pending; want none: the task is final and on disk", n, e)
+	}
+}
+
 // #10.2 and the disk-full path: while writes fail, new tasks are refused at
 // once (503), and the ones accepted before are kept.
 func TestSubmitRefusedWhileWritesFail(t *testing.T) {

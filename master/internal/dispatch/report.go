@@ -16,10 +16,11 @@ import (
 // result for a task is final. A result that arrives after the task is final
 // (it was re-queued and finished elsewhere) is recorded on its delivery's
 // attempt, marked duplicate, and changes nothing else. Report returns once
-// the result is on disk, so the worker may forget it.
+// the result is on disk, so the worker may forget it, or once ctx ends
+// (Pending.Wait), leaving its write queued.
 func (d *Dispatcher) Report(ctx context.Context, r task.Result) (duplicate bool, err error) {
-	dup, committed, barrier, settle, err := d.report(ctx, r)
-	p := Pending{d: d, dup: dup, err: err, committed: committed, barrier: barrier, settle: settle} // on the stack: ReportAsync's costs an allocation
+	dup, committed, settle, err := d.report(ctx, r)
+	p := Pending{d: d, dup: dup, err: err, committed: committed, settle: settle} // on the stack: ReportAsync's costs an allocation
 	return p.Wait(ctx)
 }
 
@@ -29,11 +30,9 @@ type Pending struct {
 	d   *Dispatcher
 	dup bool
 	err error // refused before any write
-	// committed receives the write's outcome (nil: none was needed);
-	// barrier says it is a Flush behind an earlier report of the same
-	// result, which a caller may stop waiting for.
+	// committed receives the write's outcome (nil: none was needed), or
+	// that of a Flush behind an earlier report of the same result.
 	committed <-chan error
-	barrier   bool
 	settle    *task.Task // the task to settle once committed: its final state is in the write
 	polled    bool       // the outcome has been taken from committed into res
 	res       error
@@ -54,9 +53,12 @@ func (p *Pending) Committed() bool {
 }
 
 // Wait returns once the result is on disk (or refused, or its write failed
-// for good), with what Report returns. Only the wait for a retried
-// report's barrier ends with ctx: a write of this report always finishes
-// with its commit, so that the task it finishes leaves memory.
+// for good), with what Report returns, or with ctx's error once ctx ends:
+// during a store outage the caller (a worker's stream, ended, or the
+// master shutting down) must not wait for the disk. The write stays queued
+// and lands when the disk recovers; the caller just cannot say so. The
+// task it finishes then leaves memory with the sweep (evictLocked), as
+// one nobody waits for.
 func (p *Pending) Wait(ctx context.Context) (duplicate bool, err error) {
 	if p.err != nil {
 		return false, p.err
@@ -65,14 +67,16 @@ func (p *Pending) Wait(ctx context.Context) (duplicate bool, err error) {
 		return p.dup, nil
 	}
 	if !p.polled {
-		if p.barrier {
-			select {
-			case p.res = <-p.committed:
-			case <-ctx.Done():
-				return p.dup, ctx.Err()
+		select {
+		case p.res = <-p.committed:
+		case <-ctx.Done():
+			if p.settle != nil {
+				p.d.mu.Lock()
+				p.d.evicting = append(p.d.evicting, eviction{t: p.settle, committed: p.committed})
+				p.d.mu.Unlock()
+				p.settle = nil
 			}
-		} else {
-			p.res = <-p.committed
+			return p.dup, ctx.Err()
 		}
 		p.polled = true
 	}
@@ -90,13 +94,13 @@ func (p *Pending) Wait(ctx context.Context) (duplicate bool, err error) {
 // share a group commit. It waits only for a read of a task no longer in
 // memory. Its results are acknowledged through Pending.Wait.
 func (d *Dispatcher) ReportAsync(ctx context.Context, r task.Result) *Pending {
-	dup, committed, barrier, settle, err := d.report(ctx, r)
-	return &Pending{d: d, dup: dup, err: err, committed: committed, barrier: barrier, settle: settle}
+	dup, committed, settle, err := d.report(ctx, r)
+	return &Pending{d: d, dup: dup, err: err, committed: committed, settle: settle}
 }
 
-// report is ReportAsync. It returns the write to wait for, whether that is
-// a barrier, and the task to settle after it.
-func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan error, bool, *task.Task, error) {
+// report is ReportAsync. It returns the write to wait for and the task to
+// settle after it.
+func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan error, *task.Task, error) {
 	// The worker bounds its output too, but the master does not rely on a
 	// worker's settings for what it stores. Bounding happens before taking
 	// d.mu: it copies and checks the UTF-8 of everything the report carries
@@ -135,7 +139,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		unlock()
 		ft, err := d.p.Store.Get(ctx, r.TaskID) // final, and already off memory
 		if err != nil {
-			return false, nil, false, nil, err
+			return false, nil, nil, err
 		}
 		t = &ft
 		reportReadHook()
@@ -155,7 +159,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		// task, nor take the number of a delivery still to come.
 		unlock()
 		d.log.Warn("result refused: no such delivery was sent to this worker", "task_id", r.TaskID, "worker_id", r.WorkerID, "attempt", r.Attempt)
-		return false, nil, false, nil, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
+		return false, nil, nil, fmt.Errorf("%w: delivery %d of task %s was never sent to worker %s", task.ErrNotFound, r.Attempt, r.TaskID, r.WorkerID)
 	}
 	if reported(a) {
 		// This delivery's result is already recorded: the worker is retrying
@@ -164,7 +168,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		// once a barrier behind it has, the result is there.
 		dup := a.Duplicate
 		unlock()
-		return dup, d.p.Store.Apply(), true, nil, nil // an empty Apply is Flush's barrier
+		return dup, d.p.Store.Apply(), nil, nil // an empty Apply is Flush's barrier
 	}
 	r.StartedAt, r.FinishedAt = withinDelivery(r.StartedAt, r.FinishedAt, a.AssignedAt, d.p.Now())
 	code := r.ExitCode
@@ -181,7 +185,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		a.Outcome, a.ExitCode, a.Error, a.FinishedAt = task.OutcomeLost, &code, "killed: the master had given this delivery up", r.FinishedAt
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
-		return false, committed, false, nil, nil
+		return false, committed, nil, nil
 	}
 	if a.N <= t.AttemptBase && !t.Status.Final() {
 		// A delivery from before the task was retried by hand (it was
@@ -192,7 +196,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		d.log.Warn("result of a delivery from before a retry by hand recorded; it decides nothing", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", r.Attempt, "attempt_base", t.AttemptBase)
 		committed := d.p.Store.Apply(store.Write{Attempt: copyAttempt(a), AttemptKind: store.Update})
 		unlock()
-		return true, committed, false, nil, nil
+		return true, committed, nil, nil
 	}
 	// A canceled task's running delivery ends with this report, recorded
 	// running still or lost once the master stopped waiting for its word
@@ -211,7 +215,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 			d.diskOnly++ // a write memory does not hold (Retry reads again)
 		}
 		unlock()
-		return dup, committed, false, nil, nil
+		return dup, committed, nil, nil
 	}
 	// A retryable outcome of a delivery that is not the current one (lost,
 	// then replaced) decides nothing: the task runs, or waits to run, again
@@ -220,7 +224,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 	if retryable := slices.Contains(t.RetryOn, a.Outcome); retryable && !isCurrent(t, r.WorkerID, a.N) ||
 		retryable && t.Attempts-t.AttemptBase < t.MaxAttempts {
 		dup, committed := d.retryLocked(t, a, r, out, unlock)
-		return dup, committed, false, nil, nil
+		return dup, committed, nil, nil
 	}
 	d.keepResultLocked(t, a, r, out)
 	finished := r.FinishedAt
@@ -250,7 +254,7 @@ func (d *Dispatcher) report(ctx context.Context, r task.Result) (bool, <-chan er
 		Status: string(t.Status), ExitCode: &code, RunSeconds: &run})
 	unlock()
 	d.log.Info("task finished", "task_id", t.ID, "worker_id", r.WorkerID, "status", t.Status, "exit_code", code)
-	return false, committed, false, t, nil
+	return false, committed, t, nil
 }
 
 // output is a result's stdout and stderr as the master keeps them: bounded

@@ -37,8 +37,11 @@ type taken struct {
 // that the results of a stream share group commits. A goroutine of the
 // handler's acknowledges them in the order taken, each only once it is on
 // disk, several to a message when they landed together. The handler
-// returns once every result it took has been answered (or the stream is
-// gone): each write is waited for, so that a task it finishes leaves memory.
+// returns once every result it took has been answered, or once the
+// stream's context ends: during a store outage the writes wait for the
+// disk, and a stream that is gone (its worker's, or one gRPC ends at the
+// master's shutdown) must not. What it took stays queued for writing, and
+// a task it finishes leaves memory once it lands (dispatch.Pending.Wait).
 // The stream is long-lived: it also ends when the dispatcher closes (the
 // master shuts down), after the acks of what it took, so that shutdown need
 // not wait for the worker; the worker sends the rest to the next master.
@@ -93,8 +96,8 @@ func (s *Server) Report(stream pb.NodeService_ReportServer) error {
 				mu.Unlock()
 			case <-quit:
 				// The stream is ending: t is written, but not acknowledged.
-				// Its write is still waited for, as every one taken is, so
-				// that the task it finishes leaves memory.
+				// Its write is still waited for, as every one taken is,
+				// until the stream's context ends.
 				stopped = true
 				mu.Unlock()
 				if t.p != nil {
@@ -204,7 +207,7 @@ func (s *Server) ackOf(ctx context.Context, t taken) *pb.ResultAck {
 	case status.Code(err) == codes.Internal: // a panic reportAsync recovered, and logged
 		ack.Code, ack.Message = int32(codes.Internal), status.Convert(err).Message()
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		// Only a retried report's wait ends with the stream; nobody hears this.
+		// The wait ended with the stream, its write still queued; nobody hears this.
 		ack.Code, ack.Message = int32(codes.Canceled), err.Error()
 	default:
 		st := status.Convert(s.toStatus(err, "task_id", t.taskID, "attempt", t.attempt))

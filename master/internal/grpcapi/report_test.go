@@ -3,6 +3,8 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -357,9 +359,9 @@ func TestDrainNamesTheDeliveriesHeld(t *testing.T) {
 // its reader goes on taking the results the worker already sent (it races
 // the handler for the lock that stops it), and drops each it cannot queue:
 // written, but nobody waits for its write, so the task it finished never
-// leaves memory. Every result taken must be waited for, as the handler's
-// doc says: here a task that retention deleted from the store must no
-// longer be served.
+// leaves memory. Every result taken must be waited for, by the handler or,
+// once its stream has ended, by the sweep (the handler's doc): here a task
+// that retention deleted from the store must no longer be served.
 func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
 	s := startWith(t, setup{params: Params{SendTimeout: time.Second}})
 	cc := dial(t, s.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
@@ -401,6 +403,9 @@ func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
 	if err := s.st.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// The writes the ended stream stopped waiting for are on disk; the
+	// sweeper, every SweepInterval, drops their tasks from memory.
+	s.d.Sweep()
 	var finished []string
 	for _, tk := range tasks {
 		if got, err := s.st.Get(context.Background(), tk.GetId()); err == nil && got.Status.Final() {
@@ -420,4 +425,85 @@ func TestReportHandlerThatGivesUpLeavesNoFinishedTaskInMemory(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d results were taken", len(finished), n)
+}
+
+// reportStream is the server's side of a Report stream, for a test that
+// must see the handler return: Recv yields what is put on in, and fails,
+// as gRPC's does, once the stream's context ends.
+type reportStream struct {
+	grpc.ServerStream // unused: Report calls only what is below
+	ctx               context.Context
+	in                chan *pb.TaskResult
+}
+
+func (r *reportStream) Context() context.Context { return r.ctx }
+
+func (r *reportStream) Recv() (*pb.TaskResult, error) {
+	select {
+	case m := <-r.in:
+		return m, nil
+	case <-r.ctx.Done():
+		return nil, status.FromContextError(r.ctx.Err()).Err()
+	}
+}
+
+func (r *reportStream) Send(*pb.ReportAcks) error {
+	return status.FromContextError(r.ctx.Err()).Err()
+}
+
+// During a store outage a Report stream's handler waits for its results'
+// writes only as long as the stream lives: once its context ends (the
+// worker went away, or gRPC ends the stream when the master's shutdown
+// stops waiting) it returns without the disk. The results stay queued, and
+// land once the disk recovers.
+func TestReportStreamEndsWithItsContextDuringAnOutage(t *testing.T) {
+	tests := []struct {
+		name     string
+		shutdown bool // the master shuts down before the stream's context ends
+	}{
+		{name: "worker gone"},
+		{name: "master shutting down", shutdown: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startWith(t, setup{storeOpts: storeRetryFast})
+			c := pb.NewNodeServiceClient(dial(t, s.addr))
+			_, tasks := delivered(t, ctxT(t), s, c, "w1", 2)
+			release := storetest.HoldWriteLock(t, s.dbPath)
+			sctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			rs := &reportStream{ctx: sctx, in: make(chan *pb.TaskResult, len(tasks))}
+			srv := &Server{d: s.d, log: slog.New(slog.NewTextHandler(io.Discard, nil)), sendTimeout: time.Minute}
+			done := make(chan error, 1)
+			go func() { done <- srv.Report(rs) }()
+			for _, tk := range tasks {
+				rs.in <- resultOf("w1", tk)
+			}
+			eventually(t, "every result to be taken", func() bool {
+				for _, tk := range tasks {
+					if got, err := s.d.Get(context.Background(), tk.GetId()); err != nil || got.Status != task.StatusSucceeded {
+						return false
+					}
+				}
+				return true
+			})
+			eventually(t, "the store to say writes fail", func() bool { return s.st.WriteErr() != nil })
+			if tt.shutdown {
+				s.d.Close()
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler still waits for the disk 10s after its stream's context ended")
+			}
+			release()
+			for _, tk := range tasks {
+				eventually(t, "the result of "+tk.GetId()+" to land", func() bool {
+					got, err := s.st.Get(context.Background(), tk.GetId())
+					return err == nil && got.Status == task.StatusSucceeded
+				})
+			}
+		})
+	}
 }
