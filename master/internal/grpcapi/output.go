@@ -26,23 +26,7 @@ func (s *Server) StreamOutput(stream pb.NodeService_StreamOutputServer) error {
 	// its own, so that the handler can return while a Recv is blocked;
 	// gRPC then ends the stream, and with it that Recv.
 	read := make(chan error, 1)
-	go func() {
-		for {
-			batch, err := stream.Recv()
-			if err != nil {
-				read <- err
-				return
-			}
-			if s.live == nil || !workerIDPattern.MatchString(batch.GetWorkerId()) {
-				continue
-			}
-			for _, c := range batch.GetChunks() {
-				if ch, ok := chunkOf(batch.GetWorkerId(), c); ok {
-					s.live.Append(ch)
-				}
-			}
-		}
-	}()
+	go func() { read <- s.takeOutput(stream) }()
 	select {
 	case err := <-read:
 		if errors.Is(err, io.EOF) {
@@ -53,6 +37,31 @@ func (s *Server) StreamOutput(stream pb.NodeService_StreamOutputServer) error {
 		return status.Error(codes.Unavailable, "the master is shutting down")
 	}
 }
+
+// takeOutput hands the stream's chunks to the live buffers until Recv
+// fails, and returns its error. It runs on a goroutine of the handler's,
+// which the recovery interceptor does not cover: a panic, logged with its
+// stack, fails this stream with Internal instead of ending the master.
+func (s *Server) takeOutput(stream pb.NodeService_StreamOutputServer) (err error) {
+	defer recoverTo(s.log, pb.NodeService_StreamOutput_FullMethodName, &err)
+	for {
+		batch, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if s.live == nil || !workerIDPattern.MatchString(batch.GetWorkerId()) {
+			continue
+		}
+		for _, c := range batch.GetChunks() {
+			if ch, ok := chunkOf(batch.GetWorkerId(), c); ok {
+				appendChunk(s.live, ch)
+			}
+		}
+	}
+}
+
+// appendChunk is (*liveout.Buffers).Append; a test replaces it to panic.
+var appendChunk = (*liveout.Buffers).Append
 
 // chunkOf converts a chunk, or reports it malformed: an unknown stream, a
 // negative offset or attempt, a task ID that is empty or too long.
