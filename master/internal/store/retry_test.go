@@ -176,6 +176,10 @@ func TestConstraintIsNotRetried(t *testing.T) {
 		{"same idempotency key, alone", false, Write{Task: keyed("b", "k")}, task.ErrConflict},
 		{"same idempotency key, in a batch", true, Write{Task: keyed("b", "k")}, task.ErrConflict},
 		{"attempt of a task never stored", false, Write{Attempt: &task.Attempt{TaskID: "nope", N: 1, WorkerID: "w", Outcome: task.OutcomeRunning}}, nil},
+		// As for an attempt whose task retention deleted since it was read:
+		// its foreign key fails it alone, and the calls committed with it
+		// in one transaction are tried again one by one, and land.
+		{"attempt of a task never stored, in a batch", true, Write{Attempt: &task.Attempt{TaskID: "nope", N: 1, WorkerID: "w", Outcome: task.OutcomeRunning}, AttemptKind: Update}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
