@@ -493,3 +493,35 @@ func canceledOffMemory(t *testing.T, d *Dispatcher) (w *Session, id string) {
 	take(w)
 	return w, id
 }
+
+// A final task stays in memory until its final write is on disk and
+// someone drops it (settle, or a sweep: evictLocked). Retention may delete
+// its row meanwhile: its finished_at, a worker's clock, can be older than
+// a short MASTER_RETENTION. A retry by hand of it then must put the row
+// back with its history, as a retry of a task read off disk does
+// (TestManualRetryRacingRetentionKeepsTheHistory), not a row without its
+// past runs.
+func TestManualRetryOfATaskInMemoryThatRetentionDeletedKeepsTheHistory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	d, clk := newOnDB(t, path, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, 0)
+	id := submitOne(t, d, Submission{Cmd: "sleep 3000", Timeout: time.Hour, MaxAttempts: 1})
+	w := register(t, d, "w", 1)
+	deliver(d, w)
+	unlock := storetest.HoldWriteLock(t, path)
+	lose(d, clk, w) // out of attempts: failed, in memory until a sweep finds its write on disk
+	unlock()
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.p.Store.DeleteFinished(ctx, clk.Now().Add(time.Hour), 10); err != nil || n != 1 {
+		t.Fatalf("retention: %d, %v; want the task deleted", n, err)
+	}
+	if tk, err := d.Retry(ctx, id); err != nil || tk.Status != task.StatusQueued {
+		t.Fatalf("retry of the task in memory: %s, %v; want it queued", tk.Status, err)
+	}
+	for where, tk := range shownAndStored(t, d, id) {
+		if tk.Status.Final() || len(tk.History) != 1 || tk.History[0].N != 1 || tk.History[0].Outcome != task.OutcomeLost || tk.History[0].WorkerID != "w" {
+			t.Errorf("%s after the retry: %s, history %+v; want queued, with attempt 1 lost on w", where, tk.Status, tk.History)
+		}
+	}
+}

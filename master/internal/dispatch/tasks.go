@@ -269,16 +269,13 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 		d.keys[t.IdempotencyKey] = t.ID
 	}
 	d.queue.push(t, d.tasks.key(t.ID), false)
-	var committed <-chan error
-	if fromDisk {
-		// Read without the lock: a retention round may have deleted it,
-		// attempts and all, since. Its history goes with it, upserted in
-		// the same transaction, so that the retry puts back whatever that
-		// took rather than a task without its past runs.
-		committed = d.restoreLocked(t)
-	} else {
-		committed = d.persistLocked(t, nil)
-	}
+	// A retention round may have deleted it, attempts and all: since it
+	// was read without the lock, or while it waited in memory, final, to
+	// be dropped (its finished_at, a worker's clock, may be older than
+	// MASTER_RETENTION). Its history goes with it, each attempt upserted if
+	// gone in the same transaction, so that the retry puts back whatever
+	// that took rather than a task without its past runs.
+	committed := d.restoreLocked(t)
 	d.log.Info("task retried by hand", "task_id", id, "was", was, "attempts_so_far", t.Attempts)
 	d.emitLocked(events.Event{Type: events.TaskRetried, TaskID: id, Status: string(was), Attempt: t.Attempts})
 	d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: id, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "retried"})
