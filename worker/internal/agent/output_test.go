@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,14 +90,22 @@ func TestLiveOutputArrivesWhileTheTaskRuns(t *testing.T) {
 	startAgentWith(t, Config{MasterAddr: addr}, &logged)
 	reg := recv(t, f.registrations, "registration")
 
-	f.tasks <- &pb.Task{Id: "t1", Cmd: "printf 'err%s\\n' 1 >&2; for i in 1 2 3 4; do echo line$i; sleep 0.2; done", Attempt: 2}
+	// The task stops after its first line until the test opens its gate,
+	// so line1 can only arrive while it runs: with a fixed run time
+	// instead (0.6 s after line1), a loaded machine that took longer to
+	// ship line1 failed the test, though the output did come live. The
+	// command spells no "line1" or "err1": the log check below needs that.
+	gate := filepath.Join(t.TempDir(), "gate")
+	f.tasks <- &pb.Task{Id: "t1", Cmd: "printf 'err%s\\n' 1 >&2; printf 'line%s\\n' 1; until [ -e '" + gate + "' ]; do sleep 0.02; done; for i in 2 3 4; do echo line$i; done", Attempt: 2}
 	out := &liveOutput{taskID: "t1", attempt: 2, streams: map[pb.OutputStream]string{}}
 	for !strings.Contains(out.stdout(), "line1\n") {
 		out.add(t, recv(t, f.batches, "a batch with line1"), reg.GetInstanceId())
 	}
-	// The task runs for 0.6 s after its first line.
 	if len(f.reports) > 0 {
-		t.Fatalf("the result was reported before line1 arrived live (stdout so far %q)", out.stdout())
+		t.Fatalf("the result was reported while the task waited at its gate (stdout so far %q)", out.stdout())
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	r := recv(t, f.reports, "report")
 	// The rest is sent as the run ends; it may land just after the result.
