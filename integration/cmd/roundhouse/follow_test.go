@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -155,10 +156,18 @@ func TestRunAfterALostWorker(t *testing.T) {
 	cl := startCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The task waits at a gate until the test has killed its worker: with
+	// a fixed run time instead (sleep 2), a loaded machine that took longer
+	// than that from the first line to the kill let attempt 1 succeed, and
+	// the test failed for want of attempt 2. The gate stays open for
+	// attempt 2. Its wait is bounded so that attempt 1's shell, which the
+	// kill leaves behind, ends within a minute should the test fail first.
+	gate := filepath.Join(t.TempDir(), "gate")
+	cmd := "echo start; n=0; until [ -e '" + gate + "' ] || [ $n -ge 1200 ]; do n=$((n+1)); sleep 0.05; done; echo done"
 	var out, errb localcluster.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "-v", "--", "echo start; sleep 2; echo done"}, strings.NewReader(""), &out, &errb, cl.env())
+		done <- run(ctx, []string{"run", "-v", "--", cmd}, strings.NewReader(""), &out, &errb, cl.env())
 	}()
 	defer func() { cancel(); <-done }()
 	waitFor(t, 30*time.Second, "the first line", func() bool {
@@ -180,6 +189,9 @@ func TestRunAfterALostWorker(t *testing.T) {
 	}
 	lost := tk.Worker()
 	if err := cl.Worker(lost).Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var code int
