@@ -442,10 +442,14 @@ func TestTaskActionsRefuseABody(t *testing.T) {
 		{http.MethodPost, "/tasks/" + final + "/retry", `{"max_attempts":5}`},
 		{http.MethodPost, "/tasks/" + final + "/retry", `[]`},
 		{http.MethodPost, "/tasks/" + final + "/retry", `not json`},
+		// What follows a long run of white space or a {} is a body too,
+		// however far into it the request puts it.
+		{http.MethodPost, "/tasks/" + final + "/retry", strings.Repeat(" ", 100) + `{"max_attempts":5}`},
+		{http.MethodDelete, "/tasks/" + queued, "{}" + strings.Repeat("\n", 100) + `{"reason":"not needed"}`},
 	} {
 		code, _, m := do(t, tt.method, srv.URL+tt.path, tt.body)
 		if msg, _ := m["error"].(string); code != http.StatusBadRequest || !strings.Contains(msg, "takes no body") {
-			t.Errorf("%s %s with %s = %d %v, want 400 saying it takes no body", tt.method, tt.path, tt.body, code, m)
+			t.Errorf("%s %s with %.80q = %d %v, want 400 saying it takes no body", tt.method, tt.path, tt.body, code, m)
 		}
 	}
 	if _, _, m := do(t, http.MethodGet, srv.URL+"/tasks/"+queued, ""); m["status"] != "queued" {

@@ -40,8 +40,8 @@ func checkQuery(r *http.Request, allowed ...string) error {
 	return nil
 }
 
-// maxIgnoredBody is what checkNoBody reads of a body: enough to tell an
-// empty JSON object from anything else.
+// maxIgnoredBody is the longest body checkNoBody lets through: room for an
+// empty JSON object with some white space; anything longer asks for more.
 const maxIgnoredBody = 64
 
 // checkNoBody refuses a body on a route that takes none (cancel, retry),
@@ -53,12 +53,15 @@ func checkNoBody(r *http.Request) error {
 	if r.Body == nil {
 		return nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxIgnoredBody))
+	// One byte past the limit is read, so that a body longer than it is
+	// refused whole rather than judged by its start: 64 spaces, or a {},
+	// followed by {"max_attempts": 5} would pass as empty.
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxIgnoredBody+1))
 	if err != nil {
 		return fmt.Errorf("%w: reading the body: %v", task.ErrInvalid, err)
 	}
 	var empty map[string]json.RawMessage
-	if len(bytes.TrimSpace(b)) == 0 || json.Unmarshal(b, &empty) == nil && empty != nil && len(empty) == 0 {
+	if len(b) <= maxIgnoredBody && (len(bytes.TrimSpace(b)) == 0 || json.Unmarshal(b, &empty) == nil && empty != nil && len(empty) == 0) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s %s takes no body; it acts on the task as it was submitted", task.ErrInvalid, r.Method, r.URL.Path)
