@@ -87,6 +87,22 @@ func TestAnswersAreNotSniffed(t *testing.T) {
 		})
 	}
 
+	// /metrics too, whose handler (Prometheus's) sets no such header.
+	withMetrics, _ := newServerWith(t, func(p *Params) {
+		p.Metrics = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			io.WriteString(w, "# metrics\n")
+		})
+	})
+	resp, err := http.Get(withMetrics.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("GET /metrics: %d, X-Content-Type-Options %q, want 200 with nosniff", resp.StatusCode, resp.Header.Get("X-Content-Type-Options"))
+	}
+
 	// A panic's 500 too.
 	rec := httptest.NewRecorder()
 	recoverer(slog.New(slog.DiscardHandler), http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })).

@@ -125,7 +125,12 @@ func newRouter(p Params) (*api, *mux.Router) {
 		r.HandleFunc("/events", a.streamEvents).Methods(http.MethodGet)
 	}
 	if p.Metrics != nil {
-		r.Handle("/metrics", p.Metrics).Methods(http.MethodGet)
+		// Prometheus's handler sets no nosniff; every answer carries it.
+		metrics := p.Metrics
+		r.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			noSniff(w.Header())
+			metrics.ServeHTTP(w, r)
+		})).Methods(http.MethodGet)
 	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
