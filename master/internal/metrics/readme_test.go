@@ -12,6 +12,9 @@ import (
 	"github.com/roundhouse-lab/roundhouse/proto/readme"
 )
 
+// workerMetrics introduces the worker's metrics table, after the master's.
+const workerMetrics = "A worker with `WORKER_METRICS_ADDR` set"
+
 // TestREADMEMetrics: every metric the master serves, registered as main
 // registers them, is a row of the README's metrics table with its type and
 // labels, and the table has no row for a metric it does not serve.
@@ -21,6 +24,8 @@ func TestREADMEMetrics(t *testing.T) {
 	if !ok {
 		t.Fatal("README's Dashboard, events and metrics has no **Metrics.** table")
 	}
+	// The worker's table follows; worker/internal/metrics holds it.
+	table, _, _ = strings.Cut(table, workerMetrics)
 	rows := map[string]readme.Row{} // by the metric's name, labels left out
 	for _, r := range readme.Rows(table) {
 		for _, n := range r.Names {
