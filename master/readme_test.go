@@ -13,3 +13,9 @@ import (
 func TestREADMEConfiguration(t *testing.T) {
 	readme.CheckConfiguration(t, "master", reflect.TypeFor[config]())
 }
+
+// TestLabDefaults: compose.yaml and docker/ give the master's variables the
+// defaults README's table gives them (MASTER_WORKER_TIMEOUT, LOG_LEVEL...).
+func TestLabDefaults(t *testing.T) {
+	readme.CheckLabDefaults(t, reflect.TypeFor[config]())
+}

@@ -14,3 +14,9 @@ import (
 func TestREADMEConfiguration(t *testing.T) {
 	readme.CheckConfiguration(t, "worker", reflect.TypeFor[config](), "WORKER_ID", "WORKER_TLS_SERVER_NAME")
 }
+
+// TestLabDefaults: compose.yaml and docker/ give the worker's variables the
+// defaults README's table gives them (WORKER_SLOTS, WORKER_DRAIN_TIMEOUT...).
+func TestLabDefaults(t *testing.T) {
+	readme.CheckLabDefaults(t, reflect.TypeFor[config]())
+}

@@ -17,14 +17,25 @@ import (
 // Read returns README.md of the repository, found from the working
 // directory (a package's directory under go test) upwards.
 func Read() (string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	return string(b), err
+}
+
+// Dir returns the repository's root, the nearest directory from the
+// working directory upwards that holds a README.md.
+func Dir() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		b, err := os.ReadFile(filepath.Join(dir, "README.md"))
+		_, err := os.Stat(filepath.Join(dir, "README.md"))
 		if err == nil {
-			return string(b), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -222,5 +233,57 @@ func CheckEnvTable(t testing.TB, typ reflect.Type, src string, rows []Row, deriv
 				t.Errorf("README documents %s, which is not read: %s", n, r.Line)
 			}
 		}
+	}
+}
+
+// composeDefault finds ${NAME:-default} in the lab's compose files and
+// scripts.
+var composeDefault = regexp.MustCompile(`\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}`)
+
+// CheckLabDefaults holds the fallbacks the lab's files (compose.yaml,
+// docker/*.yaml, docker/*.sh) give the variables of typ, a config struct,
+// to its envDefault: README's Configuration table gives a variable one
+// default, and a lab started without it set must run with that one.
+func CheckLabDefaults(t testing.TB, typ reflect.Type) {
+	t.Helper()
+	root, err := Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := map[string]string{}
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if def, ok := f.Tag.Lookup("envDefault"); ok && name != "" {
+			defaults[name] = def
+		}
+	}
+	files := []string{filepath.Join(root, "compose.yaml")}
+	for _, pattern := range []string{"docker/*.yaml", "docker/*.sh"} {
+		m, err := filepath.Glob(filepath.Join(root, pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	checked := 0
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range composeDefault.FindAllStringSubmatch(string(b), -1) {
+			def, ok := defaults[m[1]]
+			if !ok {
+				continue
+			}
+			checked++
+			if m[2] != def {
+				rel, _ := filepath.Rel(root, file)
+				t.Errorf("%s falls back to %s=%s, README and the code give %s", rel, m[1], m[2], def)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no variable of %s has a fallback in compose.yaml or docker/: is the pattern still right?", typ)
 	}
 }
