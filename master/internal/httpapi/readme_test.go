@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -184,5 +187,89 @@ func TestREADMEPlainTextRefusals(t *testing.T) {
 				t.Errorf("Go's HTTP server answers %d, which README's REST API does not list among its refusals:%s", resp.StatusCode, goServer)
 			}
 		})
+	}
+}
+
+// TestREADMEShapes: the JSON README shows for a task (and its history),
+// GET /queue, GET /workers and GET /tasks/{id}/output names exactly the
+// fields the API's types have: a field added, renamed or dropped in one
+// and not the other fails here.
+func TestREADMEShapes(t *testing.T) {
+	api := readme.SectionOf(t, "## REST API")
+	live := readme.SectionOf(t, "## Live output")
+	between := func(doc, from, to string) string {
+		t.Helper()
+		_, after, ok := strings.Cut(doc, from)
+		if !ok {
+			t.Fatalf("README has no %q", from)
+		}
+		s, _, ok := strings.Cut(after, to)
+		if !ok {
+			t.Fatalf("README has no %q after %q", to, from)
+		}
+		return from + s + to
+	}
+	keys := func(v any) []string {
+		m, _ := v.(map[string]any)
+		var k []string
+		for name := range m {
+			k = append(k, name)
+		}
+		return k
+	}
+	unmarshal := func(what, s string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(strings.TrimSuffix(strings.TrimPrefix(s, "```json"), "```")), &m); err != nil {
+			t.Fatalf("README's %s is not JSON: %v", what, err)
+		}
+		return m
+	}
+	quoted := regexp.MustCompile(`"([A-Za-z_]+)"`)
+	names := func(s string) []string {
+		var n []string
+		for _, m := range quoted.FindAllStringSubmatch(s, -1) {
+			n = append(n, m[1])
+		}
+		return n
+	}
+
+	task := unmarshal("task", between(api, "```json", "```"))
+	history, _ := task["history"].([]any)
+	if len(history) == 0 {
+		t.Fatal("README's task has no history entry")
+	}
+	queue := unmarshal("GET /queue", between(api, `{"queued"`, "]}"))
+	groups, _ := queue["groups"].([]any)
+	if len(groups) == 0 {
+		t.Fatal("README's GET /queue has no group")
+	}
+	workers := between(api, `{"workerCount"`, "]}")
+	worker := between(workers, `[{`, `}]`)
+
+	for _, tc := range []struct {
+		name string
+		doc  []string
+		typ  reflect.Type
+	}{
+		{"a task", keys(task), reflect.TypeFor[taskJSON]()},
+		{"a task's history entry", keys(history[0]), reflect.TypeFor[attemptJSON]()},
+		{"GET /queue", keys(queue), reflect.TypeFor[queueJSON]()},
+		{"a GET /queue group", keys(groups[0]), reflect.TypeFor[groupJSON]()},
+		{"GET /workers", names(strings.Replace(workers, worker, "", 1)), reflect.TypeFor[workersJSON]()},
+		{"a worker of GET /workers", names(worker), reflect.TypeFor[workerJSON]()},
+		{"GET /tasks/{id}/output", names(between(live, "Without `follow`: `{", "}`")), reflect.TypeFor[outputJSON]()},
+	} {
+		var want []string
+		for f := range tc.typ.Fields() {
+			if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+				want = append(want, name)
+			}
+		}
+		slices.Sort(want)
+		got := slices.Sorted(slices.Values(tc.doc))
+		if !slices.Equal(got, want) {
+			t.Errorf("README's %s has the fields %v; the API's %v", tc.name, got, want)
+		}
 	}
 }
