@@ -1,7 +1,12 @@
 package main
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -58,5 +63,67 @@ func TestREADMECommands(t *testing.T) {
 		if name := strings.Fields(r.Names[0])[0]; !known[name] {
 			t.Errorf("README's Command-line client table documents %s, which is no command: %s", name, r.Line)
 		}
+	}
+}
+
+// TestREADMEExitCodesAndEnvironment: every exit code main.go declares
+// (the exit... constants) is in the README's Command-line client section,
+// and every variable the client reads (a.getenv) is named there or in
+// Configuration's line about the client.
+func TestREADMEExitCodesAndEnvironment(t *testing.T) {
+	section := readme.SectionOf(t, "## Command-line client")
+	config := readme.SectionOf(t, "## Configuration")
+	_, client, ok := strings.Cut(config, "The command-line client `roundhouse` reads")
+	if !ok {
+		t.Fatal("README's Configuration does not say what the command-line client reads")
+	}
+	fset := token.NewFileSet()
+	var codes, vars int
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.ValueSpec:
+				for i, name := range n.Names {
+					if !strings.HasPrefix(name.Name, "exit") || i >= len(n.Values) {
+						continue
+					}
+					lit, ok := n.Values[i].(*ast.BasicLit)
+					if !ok || lit.Kind != token.INT {
+						continue
+					}
+					codes++
+					if !strings.Contains(section, "`"+lit.Value+"`") {
+						t.Errorf("README's Command-line client does not give exit code %s (%s)", lit.Value, name.Name)
+					}
+				}
+			case *ast.CallExpr:
+				sel, ok := n.Fun.(*ast.SelectorExpr)
+				if !ok || sel.Sel.Name != "getenv" || len(n.Args) != 1 {
+					return true
+				}
+				if lit, ok := n.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					vars++
+					v, _ := strconv.Unquote(lit.Value)
+					if !strings.Contains(section, "$"+v) && !strings.Contains(section, "`"+v) || !strings.Contains(client, "`"+v+"`") {
+						t.Errorf("README's Command-line client and Configuration's line about it do not both name %s, which the client reads", v)
+					}
+				}
+			}
+			return true
+		})
+	}
+	if codes < 8 || vars < 3 {
+		t.Errorf("found %d exit codes and %d variables in the client's source, want at least 8 and 3: is the test still reading it right?", codes, vars)
 	}
 }
