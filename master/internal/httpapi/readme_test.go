@@ -191,8 +191,8 @@ func TestREADMEPlainTextRefusals(t *testing.T) {
 }
 
 // TestREADMEShapes: the JSON README shows for a task (and its history),
-// GET /queue, GET /workers and GET /tasks/{id}/output names exactly the
-// fields the API's types have: a field added, renamed or dropped in one
+// GET /queue, GET /workers and GET /tasks/{id}/output, and the data of the
+// output follow's events, names exactly the fields the API's types have: a field added, renamed or dropped in one
 // and not the other fails here.
 func TestREADMEShapes(t *testing.T) {
 	api := readme.SectionOf(t, "## REST API")
@@ -247,11 +247,24 @@ func TestREADMEShapes(t *testing.T) {
 	workers := between(api, `{"workerCount"`, "]}")
 	worker := between(workers, `[{`, `}]`)
 
+	// The follow's events: README's table gives each one's data.
+	sse := map[string][]string{}
+	for _, r := range readme.Rows(between(live, "| event | data | when |", "\n\n")) {
+		if len(r.Names) == 1 && len(r.Cells) > 1 {
+			sse[r.Names[0]] = keys(unmarshal("data of the "+r.Names[0]+" event", strings.Trim(r.Cells[1], "`")))
+		}
+	}
+
 	for _, tc := range []struct {
 		name string
 		doc  []string
 		typ  reflect.Type
 	}{
+		{"attempt event", sse["attempt"], reflect.TypeFor[attemptEvent]()},
+		{"output event", sse["output"], reflect.TypeFor[outputEvent]()},
+		{"skipped event", sse["skipped"], reflect.TypeFor[skippedEvent]()},
+		{"attempt_end event", sse["attempt_end"], reflect.TypeFor[attemptEndEvent]()},
+		{"end event", sse["end"], reflect.TypeFor[endEvent]()},
 		{"a task", keys(task), reflect.TypeFor[taskJSON]()},
 		{"a task's history entry", keys(history[0]), reflect.TypeFor[attemptJSON]()},
 		{"GET /queue", keys(queue), reflect.TypeFor[queueJSON]()},
