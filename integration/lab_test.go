@@ -433,6 +433,29 @@ func (l *lab) docker(args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// gate is a shell step at which a task waits until the test opens it with
+// openGate: a test that acts on a running task (pauses, cuts off, kills or
+// stops its worker, restarts the master, reads its output) holds the task
+// there, rather than counting on a sleep to outlast the test's own steps,
+// which a slow machine does not. The gate is a file in the /tmp of the
+// worker container running the task, so a test opens it in every container
+// the task runs in. The wait is bounded, to two minutes or more of the
+// task's own running, so that a task whose test failed before opening the
+// gate still ends; it then fails (exit 3) rather than pass the gate.
+func gate(name string) string {
+	return fmt.Sprintf("n=0; until [ -e %[1]s ] || [ $n -ge 2400 ]; do n=$((n+1)); sleep 0.05; done; [ -e %[1]s ] || exit 3", gatePath(name))
+}
+
+func gatePath(name string) string { return "/tmp/gate-" + name }
+
+// openGate opens gate name in the containers of the given workers.
+func (l *lab) openGate(name string, workers ...string) {
+	l.t.Helper()
+	for _, id := range workers {
+		l.docker("exec", l.workers[id].GetContainerID(), "touch", gatePath(name))
+	}
+}
+
 // logBuffer keeps a container's log for printing if the test fails.
 type logBuffer struct {
 	mu sync.Mutex // protects b
