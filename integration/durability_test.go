@@ -89,11 +89,14 @@ func TestPausedWorkerTimesOutAndRejoins(t *testing.T) {
 	l := newLab(t, withMasterEnv("MASTER_WORKER_TIMEOUT", "4s"))
 	l.startWorker("pa", 1)
 	l.startWorker("pb", 1)
-	id := l.submit("sleep 6; echo done").ID
+	// The task waits at a gate that the test opens on pb once pa is
+	// dropped, and on pa once it is unpaused: so it is running on pa when
+	// pa freezes, however slow the machine.
+	id := l.submit(gate("paused") + "; echo done").ID
 	l.watch(id)
 	waitStatus(t, l, id, "running")
-	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "pa" {
-		t.Fatalf("task went to %q, want pa, the first in the rotation", tk.Worker())
+	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "pa" || tk.Status != "running" {
+		t.Fatalf("task %s on %q, want running on pa, the first in the rotation", tk.Status, tk.Worker())
 	}
 
 	pa := l.workers["pa"].GetContainerID()
@@ -104,6 +107,7 @@ func TestPausedWorkerTimesOutAndRejoins(t *testing.T) {
 	// container overhead, not a longer lease.
 	waitWorkerGone(t, l, "pa", 4*time.Second+detectionSlack)
 	t.Logf("paused pa dropped after %s", time.Since(paused).Round(100*time.Millisecond))
+	l.openGate("paused", "pb")
 
 	tk := l.waitFinal(id)
 	if tk.Status != "succeeded" || tk.Worker() != "pb" || tk.Attempts != 2 || tk.Stdout != "done\n" {
@@ -114,6 +118,7 @@ func TestPausedWorkerTimesOutAndRejoins(t *testing.T) {
 	}
 
 	l.docker("unpause", pa)
+	l.openGate("paused", "pa")
 	waitWorkerBack(t, l, "pa", 30*time.Second)
 	late := waitTask(t, l, id, 30*time.Second, "pa's first delivery reported as a duplicate", func(tk client.Task) bool {
 		return len(tk.History) > 0 && tk.History[0].Duplicate
@@ -132,11 +137,14 @@ func TestNetworkCutWorker(t *testing.T) {
 	l := newLab(t, withMasterEnv("MASTER_WORKER_TIMEOUT", "4s"))
 	l.startWorker("na", 1)
 	l.startWorker("nb", 1)
-	id := l.submit("sleep 8; echo cut").ID
+	// The task waits at a gate that the test opens on both workers once na
+	// is dropped: so it is running on na at the cut, however slow the
+	// machine, and na finishes it while still cut off.
+	id := l.submit(gate("cut") + "; echo cut").ID
 	l.watch(id)
 	waitStatus(t, l, id, "running")
-	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "na" {
-		t.Fatalf("task went to %q, want na, the first in the rotation", tk.Worker())
+	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "na" || tk.Status != "running" {
+		t.Fatalf("task %s on %q, want running on na, the first in the rotation", tk.Status, tk.Worker())
 	}
 
 	na := l.workers["na"].GetContainerID()
@@ -144,6 +152,7 @@ func TestNetworkCutWorker(t *testing.T) {
 	cut := time.Now()
 	waitWorkerGone(t, l, "na", 4*time.Second+detectionSlack)
 	t.Logf("cut-off na dropped after %s", time.Since(cut).Round(100*time.Millisecond))
+	l.openGate("cut", "nb", "na")
 
 	tk := l.waitFinal(id)
 	if tk.Status != "succeeded" || tk.Worker() != "nb" || tk.Attempts != 2 || tk.Stdout != "cut\n" {
@@ -177,7 +186,10 @@ func TestMasterRestartLosesNothing(t *testing.T) {
 	if before.Status != "succeeded" {
 		t.Fatalf("task before the restart: %s", before.Status)
 	}
-	long := l.submit("sleep 3; echo a").ID
+	// The long task waits at a gate that the test opens once the master is
+	// back: so the quick tasks queue behind it and it runs across the
+	// restart, however slow the machine.
+	long := l.submit(gate("restart") + "; echo a").ID
 	waitStatus(t, l, long, "running")
 	ids := []string{before.ID, long}
 	for i := range 3 {
@@ -193,8 +205,12 @@ func TestMasterRestartLosesNothing(t *testing.T) {
 	if got := l.docker("inspect", "-f", mounts, l.master.GetContainerID()); got != l.volume+":/data" {
 		t.Fatalf("master mounts %q, want %s at /data", got, l.volume)
 	}
+	if tk, err := l.api.Get(l.ctx, long); err != nil || tk.Status != "running" {
+		t.Fatalf("long task before the restart: %s, %v; want running", tk.Status, err)
+	}
 	l.restartMaster()
 	l.waitWorkers(1)
+	l.openGate("restart", "solo")
 	got := l.waitAllFinal(ids)
 
 	want := map[string]string{before.ID: "before\n", long: "a\n", ids[2]: "q-0\n", ids[3]: "q-1\n", ids[4]: "q-2\n"}
@@ -465,7 +481,9 @@ func TestDrainOnStop(t *testing.T) {
 	l := newLab(t)
 	l.startWorker("da", 1)
 	l.startWorker("db", 1)
-	id := l.submit("sleep 6; echo drained").ID // still running once da is seen draining
+	// The task waits at a gate that the test opens once da is seen
+	// draining: so it is still running then, however slow the machine.
+	id := l.submit(gate("drain") + "; echo drained").ID
 	l.watch(id)
 	waitStatus(t, l, id, "running")
 	if tk, _ := l.api.Get(l.ctx, id); tk.Worker() != "da" {
@@ -493,9 +511,13 @@ func TestDrainOnStop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GET /workers never showed da draining (last %+v): %v", ws.Workers, err)
 	}
+	if tk, err := l.api.Get(l.ctx, id); err != nil || tk.Status != "running" || tk.Worker() != "da" {
+		t.Fatalf("task while da drains: %s on %q, %v; want running on da", tk.Status, tk.Worker(), err)
+	}
 	// While da drains, new tasks go to db only.
 	during := l.submit("echo during")
 	l.watch(during.ID)
+	l.openGate("drain", "da")
 
 	select {
 	case err := <-stopped:
