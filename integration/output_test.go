@@ -71,10 +71,25 @@ func TestFollowOutput(t *testing.T) {
 	l.startWorker("o2", 2)
 
 	t.Run("each line arrives while the task runs", func(t *testing.T) {
-		// A line every 200 ms, then a last step, so that the task's end is
-		// well after its last line.
-		tk := l.submit(`for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done; echo done >&2; sleep 1`)
+		// A line every 200 ms, then a gate that the test opens only once
+		// every line has been followed: so the task ends after its last
+		// line arrived, however slow the machine.
+		tk := l.submit(`for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done; echo done >&2; ` + gate("lines"))
 		f := follow(l.ctx, l.api, tk.ID)
+		ctx, cancel := context.WithTimeout(l.ctx, time.Minute)
+		defer cancel()
+		if err := client.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return strings.Contains(stdoutOf(f.events, 1), "line5\n") && indexOf(f.events, func(e client.OutputEvent) bool { return e.Stream == "stderr" }) >= 0, nil
+		}); err != nil {
+			t.Fatalf("line5 and the stderr line never arrived: %v", err)
+		}
+		running, err := l.api.Get(l.ctx, tk.ID)
+		if err != nil || running.Status != "running" {
+			t.Fatalf("task with every line followed: %s, %v; want running at its gate", running.Status, err)
+		}
+		l.openGate("lines", running.Worker())
 		events, at := f.wait(t)
 		final := l.waitFinal(tk.ID)
 		if final.Status != "succeeded" || final.FinishedAt == nil {
@@ -108,7 +123,10 @@ func TestFollowOutput(t *testing.T) {
 	})
 
 	t.Run("a re-run after a lost worker is announced", func(t *testing.T) {
-		tk := l.submit(`echo start; sleep 3; echo finish`)
+		// The task waits at a gate that the test opens on the other worker
+		// once the first one is killed: so attempt 1 is running at the kill,
+		// however slow the machine.
+		tk := l.submit(`echo start; ` + gate("rerun") + `; echo finish`)
 		f := follow(l.ctx, l.api, tk.ID)
 		waitStatus(t, l, tk.ID, "running")
 		running, err := l.api.Get(l.ctx, tk.ID)
@@ -125,6 +143,11 @@ func TestFollowOutput(t *testing.T) {
 			t.Fatalf("the first line never arrived: %v", err)
 		}
 		l.docker("kill", l.workers[victim].GetContainerID())
+		survivor := "o1"
+		if victim == survivor {
+			survivor = "o2"
+		}
+		l.openGate("rerun", survivor)
 		events, _ := f.wait(t)
 		final := l.waitFinal(tk.ID)
 		end := indexOf(events, func(e client.OutputEvent) bool { return e.Type == client.OutputAttemptEnd && e.Attempt == 1 })
