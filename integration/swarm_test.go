@@ -51,9 +51,12 @@ func TestSwarm(t *testing.T) {
 
 	rotation := checkRotation(t, l, 8)
 
-	// SIGKILL the container of the worker running a sleep: swarm starts a
+	// SIGKILL the container of the worker running a task: swarm starts a
 	// new task in the same slot, so a new process under the same worker ID.
-	long := l.submit("sleep 6; echo slept")
+	// The task waits at a gate that the test opens in every worker
+	// container once the victim is back: so it is running at the kill,
+	// however slow the machine, and its re-run passes wherever it goes.
+	long := l.submit(gate("swarm") + "; echo slept")
 	l.watch(long.ID)
 	running := waitTask(t, l, long.ID, 30*time.Second, "it to run", func(tk client.Task) bool { return tk.Status == "running" })
 	victim := running.Worker()
@@ -65,12 +68,18 @@ func TestSwarm(t *testing.T) {
 	// the same worker ID registers again, the old session being closed.
 	waitWorkerBack(t, l, victim, time.Minute)
 	t.Logf("%s back in the rotation %s after the kill", victim, time.Since(at).Round(100*time.Millisecond))
-	if c := d.workerContainers()[victim]; c == "" || c == killed {
+	containers := d.workerContainers()
+	if c := containers[victim]; c == "" || c == killed {
 		t.Errorf("worker %s runs in container %q, want a new one, not the killed %.12s", victim, c, killed)
 	}
+	for id, c := range containers {
+		if out, err := d.docker("exec", c, "touch", gatePath("swarm")); err != nil {
+			t.Fatalf("opening the gate in worker %s's container %.12s: %v\n%s", id, c, err, out)
+		}
+	}
 	// The new process does not claim the task, so the master re-queues it
-	// after MASTER_WORKER_TIMEOUT, and it runs for 6 s somewhere.
-	tk := waitTask(t, l, long.ID, labWorkerTimeout+6*time.Second+time.Minute, "the killed worker's task to finish", client.Task.Final)
+	// after MASTER_WORKER_TIMEOUT, and it runs again somewhere.
+	tk := waitTask(t, l, long.ID, labWorkerTimeout+time.Minute, "the killed worker's task to finish", client.Task.Final)
 	if tk.Status != "succeeded" || tk.Stdout != "slept\n" || len(tk.History) != 2 {
 		t.Fatalf("task: %s, stdout %q, history %s; want succeeded after 2 deliveries", tk.Status, tk.Stdout, trail(tk))
 	}
