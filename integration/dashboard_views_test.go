@@ -56,10 +56,12 @@ func TestDashboardTasks(t *testing.T) {
 
 // followOutput opens the view of a task that prints a line every 200 ms and
 // checks that its lines appear while it runs, then all of them at its end.
+// The task waits at a gate after line-3 until the page has shown it: so it
+// is still running then, however slow the machine.
 func (p *dashboardPage) followOutput() {
 	t, l := p.t, p.l
 	const lines = 30
-	id := l.submit(fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); echo line-$i; sleep 0.2; done", lines)).ID
+	id := l.submit(fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); echo line-$i; if [ $i -eq 3 ]; then %s; fi; sleep 0.2; done", lines, gate("line-3"))).ID
 	l.watch(id)
 	p.goTo("#/tasks/" + id)
 	// Poll the page, and as soon as it shows line-3 ask the API whether the
@@ -77,6 +79,7 @@ func (p *dashboardPage) followOutput() {
 	if tk.Final() || n >= lines {
 		t.Fatalf("the page showed line-3 only when the task was %s with %d of %d lines shown: the output was not followed live", tk.Status, n, lines)
 	}
+	l.openGate("line-3", tk.Worker())
 	p.visible("see the task end in the view", fmt.Sprintf(`#task-view[data-task-id=%q][data-status="succeeded"] #tv-output[data-ended="true"]`, id))
 	got := strings.Fields(p.text(`#tv-stdout`))
 	if len(got) != lines || got[0] != "line-1" || got[lines-1] != fmt.Sprintf("line-%d", lines) {
