@@ -29,6 +29,12 @@ func (a *api) streamEvents(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, err)
 		return
 	}
+	// Two headers would leave it to chance which event the stream resumes
+	// after; refused, as a query parameter given twice is.
+	if n := len(r.Header.Values("Last-Event-ID")); n > 1 {
+		a.writeError(w, fmt.Errorf("%w: Last-Event-ID is given %d times; send it once", task.ErrInvalid, n))
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("last_event_id")
