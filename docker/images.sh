@@ -203,7 +203,9 @@ clean() {
 
 # `images.sh prune` (make clean): also drop the build stages kept as cache.
 if [ "${1:-}" = prune ]; then
-  cat "$BUILD_DIR"/*.stage 2>/dev/null | while read -r id; do replaced "$id"; done
+  # A fast build leaves no *.stage: cat's failure must not end the script
+  # (pipefail) before prune removes what docker/.build/replaced lists.
+  { cat "$BUILD_DIR"/*.stage 2>/dev/null || true; } | while read -r id; do replaced "$id"; done
   rm -f "$BUILD_DIR"/*.stage
   prune
   exit 0

@@ -398,3 +398,15 @@ func TestLabDefaultsCoverTheLabFiles(t *testing.T) {
 		}
 	}
 }
+
+// fakeDocker writes script as a `docker` into a directory of its own and
+// returns a PATH that finds it first: the tests of the Makefile's and
+// docker/'s shell code run against it, without an engine.
+func fakeDocker(t *testing.T, script string) (path string) {
+	t.Helper()
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "docker"), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return "PATH=" + bin + ":" + envOr("PATH", "/usr/bin:/bin")
+}

@@ -203,3 +203,42 @@ func buildInfo(t *testing.T, ctx context.Context, b binary) string {
 	}
 	return strings.TrimPrefix(string(out), b.path+":")
 }
+
+// `images.sh prune` (make clean) removes the untagged images that
+// docker/.build/replaced lists. A fast build, the default, keeps no build
+// stage (*.stage): prune must not stop at their absence, or make clean,
+// which ignores its failure, deletes the list and leaves the images behind
+// for good. The script runs in a directory of its own, against a docker
+// that records its calls.
+func TestImagesPruneWithoutBuildStages(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "docker", ".build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile("../docker/images.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker", "images.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker", ".build", "replaced"), []byte("sha256:0ld\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(dir, "docker-calls")
+	path := fakeDocker(t, `echo "$*" >>"`+record+`"
+case "$1 $2" in
+"image inspect") echo 0 ;; # untagged
+esac
+`)
+	cmd := exec.Command("bash", "docker/images.sh", "prune")
+	cmd.Dir, cmd.Env = dir, []string{path, "HOME=" + dir}
+	out, err := cmd.CombinedOutput()
+	calls, _ := os.ReadFile(record)
+	if err != nil || !strings.Contains(string(calls), "image rm sha256:0ld") {
+		t.Errorf("images.sh prune: %v\n%s\ndocker calls:\n%s\nwant it to remove sha256:0ld", err, out, calls)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "docker", ".build", "replaced")); !os.IsNotExist(err) {
+		t.Errorf("docker/.build/replaced is still there after its image went (stat: %v)", err)
+	}
+}
