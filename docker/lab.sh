@@ -182,7 +182,9 @@ number_of() { docker inspect -f '{{index .Config.Labels "com.docker.compose.cont
 # ref_of: how N names a worker container: 3 for worker 3, gpu-2 for worker-gpu 2.
 ref_of() {
 	local svc_n
-	svc_n=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{index .Config.Labels "com.docker.compose.container-number"}}' "$1")
+	# Callers test ref_of with || (a worker that is no container of the
+	# lab), where set -e is off: fail here explicitly, never print "".
+	svc_n=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{index .Config.Labels "com.docker.compose.container-number"}}' "$1") || return
 	case ${svc_n% *} in
 	worker-gpu) echo "gpu-${svc_n#* }" ;;
 	*) echo "${svc_n#* }" ;;

@@ -670,3 +670,48 @@ func isSubsequence(sub, all []string) bool {
 	}
 	return true
 }
+
+// A worker the master lists that is no container of the lab (a remote
+// worker joined with make worker-join) has no compose number N: lab.sh says
+// so (long-task prints N=?, kill-worker refuses with the worker's name)
+// rather than going on with an empty N. A docker that knows no container
+// stands in for the real one.
+func TestLabScriptWorkerWithoutContainer(t *testing.T) {
+	master := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz":
+			fmt.Fprint(w, `{"status":"ok"}`)
+		case r.URL.Path == "/workers":
+			fmt.Fprint(w, `{"workers":[{"id":"remote-1","state":"active","slots":1,"running":1,"completed":0,"labels":{},"next":true}]}`)
+		case r.Method == http.MethodPost && r.URL.Path == "/tasks":
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprint(w, `{"id":"t1","status":"queued","worker_id":null}`)
+		case r.URL.Path == "/tasks/t1":
+			fmt.Fprint(w, `{"id":"t1","status":"running","worker_id":"remote-1"}`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer master.Close()
+	path := fakeDocker(t, "exit 1\n")
+	tests := []struct {
+		name string
+		args []string
+		ok   bool   // whether lab.sh succeeds
+		want string // in what it prints
+	}{
+		{"long-task", []string{"long-task", "1"}, true, "task t1 running on remote-1 (N=?) for 1s"},
+		{"kill-worker", []string{"kill-worker"}, false, `worker remote-1 is not a container of project "rhlabref"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command("bash", append([]string{"docker/lab.sh"}, tt.args...)...)
+			cmd.Dir = ".."
+			cmd.Env = []string{path, "HOME=" + t.TempDir(), "API=" + master.URL, "MASTER_API_TOKEN=", "COMPOSE_PROJECT_NAME=rhlabref", "COMPOSE=docker compose"}
+			out, err := cmd.CombinedOutput()
+			if (err == nil) != tt.ok || !strings.Contains(string(out), tt.want) {
+				t.Errorf("lab.sh %s: %v\n%s\nwant success %v and %q", strings.Join(tt.args, " "), err, out, tt.ok, tt.want)
+			}
+		})
+	}
+}
