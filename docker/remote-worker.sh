@@ -91,8 +91,10 @@ join() {
     args+=(-e WORKER_TOKEN_FILE=/run/secrets/worker_token
       -v "$(cd "$(dirname "$WORKER_TOKEN_FILE")" && pwd)/$(basename "$WORKER_TOKEN_FILE"):/run/secrets/worker_token:ro")
   else
+    # As compose reads .env (and the Makefile, docker/lab.sh): the last
+    # line that sets it, with or without `export ` and quotes.
     if [ -z "${MASTER_WORKER_TOKEN:-}" ] && [ -f .env ]; then
-      MASTER_WORKER_TOKEN=$(sed -n 's/^MASTER_WORKER_TOKEN=//p' .env)
+      MASTER_WORKER_TOKEN=$(sed -n "s/^\(export \)\{0,1\}MASTER_WORKER_TOKEN=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$/\2/p" .env | tail -n 1)
     fi
     [ -n "${MASTER_WORKER_TOKEN:-}" ] || die "no worker token: set WORKER_TOKEN_FILE to a file holding the lab's MASTER_WORKER_TOKEN (from its .env), or MASTER_WORKER_TOKEN"
     export WORKER_TOKEN=$MASTER_WORKER_TOKEN

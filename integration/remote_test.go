@@ -318,3 +318,67 @@ func checkRemoteContainer(t *testing.T, ctx context.Context, name string) {
 		}
 	}
 }
+
+// make worker-join takes the worker token from .env, when neither
+// WORKER_TOKEN_FILE nor MASTER_WORKER_TOKEN is given, as compose and the
+// Makefile read .env: the last line that sets it, with or without `export `
+// and quotes (the README's rotation appends a new token, and a token in
+// quotes is the same token to compose). make runs in a directory of its
+// own, with .env, certs/ and docker/; a docker that records the token the
+// worker gets stands in for the real one.
+func TestWorkerJoinTakesTheTokenOfDotEnv(t *testing.T) {
+	const token = "dotenv-worker-token-0123456789"
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "PATH", "MASTER_WORKER_TOKEN", "WORKER_TOKEN_FILE", "ROUNDHOUSE_CERTS", "WORKER_ID", "JOIN_WAIT":
+		default:
+			env = append(env, kv)
+		}
+	}
+	tests := []struct {
+		name, dotenv string
+	}{
+		{"plain", "MASTER_WORKER_TOKEN=" + token},
+		{"double quotes", `MASTER_WORKER_TOKEN="` + token + `"`},
+		{"single quotes", "MASTER_WORKER_TOKEN='" + token + "'"},
+		{"export", "export MASTER_WORKER_TOKEN=" + token},
+		{"the last of two", "MASTER_WORKER_TOKEN=an-old-one-0123456789\nMASTER_API_TOKEN=a\nMASTER_WORKER_TOKEN=" + token},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(tt.dotenv+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(filepath.Join(dir, "certs"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"ca.pem", "worker.pem", "worker-key.pem"} {
+				if err := os.WriteFile(filepath.Join(dir, "certs", f), []byte("not checked here\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			record := filepath.Join(dir, "worker-token")
+			path := fakeDocker(t, `case "$1" in
+run) printf '%s' "$WORKER_TOKEN" >"`+record+`" ;;
+container) exit 1 ;; # no such container yet
+esac
+`)
+			cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "worker-join", "MASTER=lab.example:50051")
+			cmd.Dir, cmd.Env = dir, append(env, path, "WORKER_ID=rhjoin", "JOIN_WAIT=0")
+			out, err := cmd.CombinedOutput()
+			got, _ := os.ReadFile(record)
+			if err != nil || string(got) != token {
+				t.Errorf("make worker-join with .env %q: %v\n%s\nthe worker got WORKER_TOKEN %q, want %q", tt.dotenv, err, out, got, token)
+			}
+		})
+	}
+}
