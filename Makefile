@@ -78,11 +78,12 @@ up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: mast
 .PHONY: env
 env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN, and COMPOSE_PROJECT_NAME=roundhouse, to .env unless it has them
 	@touch .env && chmod 600 .env
+	@# A line with `export ` sets it too, for compose and for the recipes here.
 	@for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
-	  grep -q "^$$k=" .env && continue; \
+	  grep -Eq "^(export )?$$k=" .env && continue; \
 	  echo "$$k=$$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >> .env && echo "env: wrote a random $$k to .env"; \
 	done
-	@grep -q '^COMPOSE_PROJECT_NAME=' .env || { echo "COMPOSE_PROJECT_NAME=$(DEFAULT_PROJECT)" >> .env && \
+	@grep -Eq '^(export )?COMPOSE_PROJECT_NAME=' .env || { echo "COMPOSE_PROJECT_NAME=$(DEFAULT_PROJECT)" >> .env && \
 	  echo "env: wrote COMPOSE_PROJECT_NAME=$(DEFAULT_PROJECT) to .env: compose commands here run the lab make up starts"; }
 
 # The containers (uid 65532) read the master and worker keys through a bind

@@ -335,3 +335,31 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// make env leaves a .env alone that sets the tokens and the project on
+// lines of its own with `export `, which compose reads as well as plain
+// ones: appending plain lines after them would replace the user's tokens
+// (the last line wins) with random ones.
+func TestMakeEnvKeepsExportLines(t *testing.T) {
+	makefile, err := filepath.Abs("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dotenv := "export MASTER_API_TOKEN=mine-0123456789abcdef\nexport MASTER_WORKER_TOKEN=\"worker-0123456789abcdef\"\nexport COMPOSE_PROJECT_NAME=roundhouse\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "-f", makefile, "env")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make env: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != dotenv {
+		t.Errorf("make env changed .env\n%s\ninto\n%s", dotenv, got)
+	}
+}
