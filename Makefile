@@ -188,7 +188,7 @@ swarm-up: images env ## deploy the lab on Docker Swarm as stack SWARM_STACK (def
 	  test -n "$$v" || { echo "swarm: $$k is empty: swarm needs both tokens (make env writes them to .env)"; exit 1; }; \
 	  printf '%s' "$$v" > .swarm/$$(echo $$k | tr A-Z a-z); \
 	done
-	ROUNDHOUSE_SECRETS=$(CURDIR)/.swarm ROUNDHOUSE_MASTER_NODE=$(ROUNDHOUSE_MASTER_NODE) WORKERS=$(WORKERS) GPU_WORKERS=$(or $(GPU_WORKERS),0) \
+	ROUNDHOUSE_SECRETS="$(CURDIR)/.swarm" ROUNDHOUSE_MASTER_NODE=$(ROUNDHOUSE_MASTER_NODE) WORKERS=$(WORKERS) GPU_WORKERS=$(or $(GPU_WORKERS),0) \
 	  docker stack deploy -c docker/stack.yaml --resolve-image never --detach=true $(SWARM_STACK)
 	@go run ./integration/cmd/demo -api $(API) -wait-workers $$(( $(WORKERS) + $(or $(GPU_WORKERS),0) )) -tasks 0
 	@echo "lab is up on swarm: $(API)  (docker service ls, docker service scale $(SWARM_STACK)_worker=N, make swarm-down)"

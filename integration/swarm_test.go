@@ -394,3 +394,34 @@ esac
 		t.Errorf("swarm-down says something is left though the network went:\n%s", out)
 	}
 }
+
+// make swarm-up hands the stack the directory of its secret files as an
+// absolute path, which holds a space when the checkout's path does. make
+// runs in such a directory against a docker that records what stack deploy
+// is given (and then fails, so that swarm-up does not wait for a master).
+func TestSwarmUpSecretsInAPathWithASpace(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "a checkout")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(t.TempDir(), "secrets-dir")
+	path := fakeDocker(t, `case "$1 $2" in
+"info -f") case "$3" in *Swarm*) echo "active true" ;; *) echo node1 ;; esac ;;
+"service inspect") exit 1 ;;
+"stack deploy") printf '%s' "$ROUNDHOUSE_SECRETS" >"`+record+`"; exit 1 ;;
+esac
+`)
+	cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "-o", "images", "-o", "env", "swarm-up",
+		fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", freePort(t)), "SWARM_STACK=rhswarmspace")
+	cmd.Dir = dir
+	cmd.Env = []string{path, "HOME=" + envOr("HOME", dir), "MASTER_API_TOKEN=a", "MASTER_WORKER_TOKEN=w"}
+	out, _ := cmd.CombinedOutput()
+	got, _ := os.ReadFile(record)
+	if want := filepath.Join(dir, ".swarm"); string(got) != want {
+		t.Errorf("make swarm-up in %q gave stack deploy ROUNDHOUSE_SECRETS=%q, want %q\n%s", dir, got, want, out)
+	}
+}
