@@ -14,10 +14,13 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 COMPOSE_OTHER := $(if $(filter docker-compose,$(COMPOSE)),$(shell docker compose version >/dev/null 2>&1 && echo "docker compose"),$(shell command -v docker-compose >/dev/null && echo docker-compose))
 # The lab's compose project. `make env` writes the same default to .env, so
 # that a plain `docker compose` (or `docker-compose`) in a checkout of any
-# name runs this lab too, not one named after the directory.
+# name runs this lab too, not one named after the directory. The project
+# and the API's port are the shell's if set, else .env's (read as the token
+# below), else the defaults: exported, they override .env for compose, so
+# they must be what a plain compose would take from .env.
 DEFAULT_PROJECT := roundhouse
-export COMPOSE_PROJECT_NAME ?= $(DEFAULT_PROJECT)
-export ROUNDHOUSE_HTTP_PORT ?= 9092
+export COMPOSE_PROJECT_NAME ?= $(or $(call dotenv,COMPOSE_PROJECT_NAME),$(DEFAULT_PROJECT))
+export ROUNDHOUSE_HTTP_PORT ?= $(or $(call dotenv,ROUNDHOUSE_HTTP_PORT),9092)
 API ?= http://127.0.0.1:$(ROUNDHOUSE_HTTP_PORT)
 # TLS=1: run the lab with mutual TLS between workers and master (make certs).
 # `make up TLS=1` writes TLS_COMPOSE_FILE to .env as COMPOSE_FILE, which both
@@ -49,8 +52,9 @@ COMPOSE_FILES := $(if $(TLS_ON),-f compose.yaml -f docker/compose.tls.yaml $(if 
 # read as compose reads it (as docker/lab.sh does too): the last line that
 # sets it, with or without `export ` and quotes.
 dotenv_sed = s/^\(export \)\{0,1\}$(1)=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$$/\2/p
+dotenv = $(shell sed -n "$(call dotenv_sed,$(1))" .env 2>/dev/null | tail -n 1)
 ifeq ($(origin MASTER_API_TOKEN),undefined)
-MASTER_API_TOKEN = $(shell sed -n "$(call dotenv_sed,MASTER_API_TOKEN)" .env 2>/dev/null | tail -n 1)
+MASTER_API_TOKEN = $(call dotenv,MASTER_API_TOKEN)
 endif
 export MASTER_API_TOKEN
 

@@ -11,12 +11,13 @@
 #
 # Environment:
 #   COMPOSE               compose command (default: `docker compose` if present, else docker-compose)
-#   COMPOSE_PROJECT_NAME  the lab's compose project (default roundhouse)
+#   COMPOSE_PROJECT_NAME  the lab's compose project (else the .env's, as for
+#                         compose, else roundhouse)
 #   COMPOSE_FILE          the compose files, read by compose itself: from the
 #                         environment, else from .env, where `make up TLS=1`
 #                         writes compose.yaml:docker/compose.tls.yaml so that
 #                         `scale` starts workers with their TLS certificates
-#   ROUNDHOUSE_HTTP_PORT  the master's published REST port (default 9092)
+#   ROUNDHOUSE_HTTP_PORT  the master's published REST port (else the .env's, else 9092)
 #   API                   the master's REST base URL (default http://127.0.0.1:$ROUNDHOUSE_HTTP_PORT)
 #   MASTER_API_TOKEN      bearer token for the API, when the master wants one
 #                         (if unset, read from the .env that `make up` writes)
@@ -25,14 +26,24 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PROJECT=${COMPOSE_PROJECT_NAME:-roundhouse}
-API=${API:-http://127.0.0.1:${ROUNDHOUSE_HTTP_PORT:-9092}}
+# dotenv KEY: the value .env gives KEY, read as compose reads it: the last
+# line that sets it, with or without `export ` and quotes.
+dotenv() {
+	[[ -f $ROOT/.env ]] || return 0
+	sed -n "s/^\(export \)\{0,1\}$1=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$/\2/p" "$ROOT/.env" | tail -n 1
+}
+# The environment's, else .env's, as compose (and the Makefile) take them.
+PROJECT=${COMPOSE_PROJECT_NAME:-$(dotenv COMPOSE_PROJECT_NAME)}
+PROJECT=${PROJECT:-roundhouse}
+PORT=${ROUNDHOUSE_HTTP_PORT:-$(dotenv ROUNDHOUSE_HTTP_PORT)}
+PORT=${PORT:-9092}
+API=${API:-http://127.0.0.1:$PORT}
 if [[ -z ${COMPOSE:-} ]]; then
 	if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE=docker-compose; fi
 fi
 # Only when unset: an empty MASTER_API_TOKEN means "no token" on purpose.
-if [[ -z ${MASTER_API_TOKEN+set} && -f $ROOT/.env ]]; then
-	MASTER_API_TOKEN=$(sed -n "s/^\(export \)\{0,1\}MASTER_API_TOKEN=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\} *$/\2/p" "$ROOT/.env" | tail -n 1)
+if [[ -z ${MASTER_API_TOKEN+set} ]]; then
+	MASTER_API_TOKEN=$(dotenv MASTER_API_TOKEN)
 fi
 
 die() {
@@ -94,7 +105,7 @@ api() {
 	BODY=""
 	[[ ! -f $body ]] || BODY=$(flatten <"$body")
 	case $CODE in
-	000) die "no master answers at $API ($(head -c 200 "$err")). Is the lab up? Start it with \`make up\` (project $PROJECT, port ${ROUNDHOUSE_HTTP_PORT:-9092})." ;;
+	000) die "no master answers at $API ($(head -c 200 "$err")). Is the lab up? Start it with \`make up\` (project $PROJECT, port $PORT)." ;;
 	401) die "the master wants a token: set MASTER_API_TOKEN (\`make up\` writes it to .env). It said: $BODY" ;;
 	esac
 }

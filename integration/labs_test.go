@@ -715,3 +715,74 @@ func TestLabScriptWorkerWithoutContainer(t *testing.T) {
 		})
 	}
 }
+
+// The lab's project and API port set in .env are the ones the make targets
+// and docker/lab.sh use, as a plain `docker compose` does: the Makefile
+// exports both to compose, so its defaults must not shadow .env's (make up
+// would publish another port than .env asks for, and make down or make
+// status would look for another project). The shell's values win over
+// .env's, as for compose. make and lab.sh run in a directory of their own,
+// against a docker that records what compose is given.
+func TestMakeTakesProjectAndPortOfDotEnv(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "PATH", "COMPOSE", "COMPOSE_PROJECT_NAME", "ROUNDHOUSE_HTTP_PORT", "API":
+		default:
+			env = append(env, kv)
+		}
+	}
+	dir := t.TempDir()
+	dotenv := "COMPOSE_PROJECT_NAME=roundhouse\nROUNDHOUSE_HTTP_PORT=19191\nexport COMPOSE_PROJECT_NAME=\"rhdotenv\"\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(dir, "compose-env")
+	env = append(env, fakeDocker(t, `[ "$1" = compose ] && [ "$2" != version ] && echo "$COMPOSE_PROJECT_NAME $ROUNDHOUSE_HTTP_PORT" >"`+record+`"
+exit 0
+`))
+	run := func(env []string, name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	makefile := filepath.Join(root, "Makefile")
+	tests := []struct {
+		name    string
+		env     []string // more of the shell's
+		project string
+		port    string
+	}{
+		{".env", nil, "rhdotenv", "19191"},
+		{"the shell's", []string{"COMPOSE_PROJECT_NAME=rhshell", "ROUNDHOUSE_HTTP_PORT=19292"}, "rhshell", "19292"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append(slices.Clip(env), tt.env...)
+			os.Remove(record)
+			run(env, "make", "-s", "-f", makefile, "down")
+			got, _ := os.ReadFile(record)
+			if want := tt.project + " " + tt.port + "\n"; string(got) != want {
+				t.Errorf("make down ran compose with project and port %q, want %q", got, want)
+			}
+			if out, want := run(env, "make", "-s", "-n", "-f", makefile, "status"), `API="http://127.0.0.1:`+tt.port+`"`; !strings.Contains(out, want) {
+				t.Errorf("make status runs\n%s\nwant %s", out, want)
+			}
+			if out, want := run(env, "bash", "docker/lab.sh", "help"), `(project "`+tt.project+`", API http://127.0.0.1:`+tt.port+`)`; !strings.Contains(out, want) {
+				t.Errorf("docker/lab.sh by hand says\n%s\nwant %s", out, want)
+			}
+		})
+	}
+}
