@@ -82,6 +82,9 @@ up: images env $(if $(TLS_ON),certs) ## build the images and start the lab: mast
 .PHONY: env
 env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN, and COMPOSE_PROJECT_NAME=roundhouse, to .env unless it has them
 	@touch .env && chmod 600 .env
+	@# Lines are appended below (and by make up TLS=1): end a last line
+	@# without a newline first, or the next key would be glued onto it.
+	@[ -z "$$(tail -c 1 .env)" ] || echo >> .env
 	@# A line with `export ` sets it too, for compose and for the recipes here.
 	@for k in MASTER_API_TOKEN MASTER_WORKER_TOKEN; do \
 	  grep -Eq "^(export )?$$k=" .env && continue; \

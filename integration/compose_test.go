@@ -363,3 +363,29 @@ func TestMakeEnvKeepsExportLines(t *testing.T) {
 		t.Errorf("make env changed .env\n%s\ninto\n%s", dotenv, got)
 	}
 }
+
+// make env appends its lines to a .env whose last line has no newline (as
+// some editors leave it) without gluing the first onto that line.
+func TestMakeEnvAfterALastLineWithoutNewline(t *testing.T) {
+	makefile, err := filepath.Abs("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("LOG_LEVEL=debug"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "-f", makefile, "env")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make env: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(got), "\n")
+	if lines[0] != "LOG_LEVEL=debug" || !strings.HasPrefix(lines[1], "MASTER_API_TOKEN=") {
+		t.Errorf("make env made .env\n%s\nwant LOG_LEVEL=debug on a line of its own, then the new ones", got)
+	}
+}
