@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -191,13 +192,15 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 	// does not hold (a worker lists every delivery it holds: this is a new
 	// process, or the delivery never reached it). No other worker can claim
 	// them, so they go back to the queue now, not once the window closes.
+	var without []*task.Task
 	for id := range d.orphans {
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && !d.runsOnItsWorkerLocked(t) {
 			delete(d.orphans, id)
 			d.log.Info("worker came back without a task that waited for it", "task_id", id, "worker_id", r.WorkerID)
-			d.takeBackLocked(t, "not_reclaimed", "its worker "+r.WorkerID+" came back without it")
+			without = append(without, t)
 		}
 	}
+	d.takeBackAllLocked(without, "not_reclaimed", func(*task.Task) string { return "its worker " + r.WorkerID + " came back without it" })
 	// Unended runs (Recover) it did not list are over: it lists every
 	// delivery it holds. One it listed was told to kill (claimLocked) and
 	// holds a slot until it reports the kill or the grace passes.
@@ -490,9 +493,19 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 			d.endUnseenLocked(id, s.WorkerID, h.attempt, "worker "+s.WorkerID+" left ("+why+"); the kill was never reported")
 		}
 	}
-	slices.SortFunc(lost, func(a, b *task.Task) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	for _, t := range lost { // newest first, each to the front: oldest ends up first
-		d.takeBackLocked(t, "worker_"+reason, "worker "+s.WorkerID+" was lost: "+why)
+	d.takeBackAllLocked(lost, "worker_"+reason, func(*task.Task) string { return "worker " + s.WorkerID + " was lost: " + why })
+}
+
+// takeBackAllLocked takes back each of ts (takeBackLocked) newest first,
+// each to the front of the queue, so that the oldest ends up first, as
+// FIFO within a priority asks: callers gather them from a map, whose
+// order is random. why says, for each, why it is taken back.
+func (d *Dispatcher) takeBackAllLocked(ts []*task.Task, reason string, why func(t *task.Task) string) {
+	slices.SortFunc(ts, func(a, b *task.Task) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(b.ID, a.ID))
+	})
+	for _, t := range ts {
+		d.takeBackLocked(t, reason, why(t))
 	}
 }
 

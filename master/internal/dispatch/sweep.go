@@ -136,6 +136,7 @@ func (d *Dispatcher) Sweep() {
 		}
 		d.expireDeliveriesLocked(s, now)
 	}
+	var unclaimed []*task.Task
 	for id, deadline := range d.orphans {
 		if now < deadline {
 			continue
@@ -145,9 +146,12 @@ func (d *Dispatcher) Sweep() {
 		// another worker holds for an older delivery of it does not count.
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.runsOnItsWorkerLocked(t) {
 			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
-			d.takeBackLocked(t, "not_reclaimed", "its worker "+t.WorkerID+" did not come back to claim it in time")
+			unclaimed = append(unclaimed, t)
 		}
 	}
+	d.takeBackAllLocked(unclaimed, "not_reclaimed", func(t *task.Task) string {
+		return "its worker " + t.WorkerID + " did not come back to claim it in time"
+	})
 	for k, u := range d.unended {
 		if now >= u.deadline {
 			delete(d.unended, k)
@@ -165,6 +169,7 @@ func (d *Dispatcher) Sweep() {
 // would otherwise pin them, and its slots, forever. The task is re-queued
 // or fails, and the worker is told to kill the run, should it still go on.
 func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
+	var expired []*task.Task
 	for id, h := range s.inflight {
 		if now < h.deadline || !h.sent {
 			continue
@@ -181,8 +186,11 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		// worker, until the worker reports the kill or one more grace passes.
 		h.canceled, h.deadline = true, now+reportGrace
 		s.send(Message{Cancel: id})
-		d.takeBackLocked(t, "no_result", fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace))
+		expired = append(expired, t)
 	}
+	d.takeBackAllLocked(expired, "no_result", func(t *task.Task) string {
+		return fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace)
+	})
 }
 
 // Run sweeps every SweepInterval and queues each scheduled task when it is
