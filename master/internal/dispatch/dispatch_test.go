@@ -20,9 +20,12 @@ import (
 // It has a wall clock and a monotonic one: Advance moves both, as time
 // passing does; Step moves the wall clock alone, as NTP or a VM resume does.
 type fakeClock struct {
-	mu   sync.Mutex // protects now and mono
+	mu   sync.Mutex // protects now, mono and tick
 	now  time.Time
 	mono time.Duration
+	// tick, when set, is how far each reading of Mono moves both clocks:
+	// time passes while the dispatcher works, as it does on a real one.
+	tick time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -36,7 +39,23 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) Mono() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.now = c.now.Add(c.tick)
+	c.mono += c.tick
 	return c.mono
+}
+
+// setTick sets tick (see fakeClock).
+func (c *fakeClock) setTick(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick = d
+}
+
+// wall reads the wall clock without moving it.
+func (c *fakeClock) wall() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
 }
 
 func (c *fakeClock) Advance(d time.Duration) {

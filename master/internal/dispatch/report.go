@@ -333,7 +333,7 @@ func (d *Dispatcher) retryLocked(t *task.Task, a *task.Attempt, r task.Result, o
 	}
 	d.keepResultLocked(t, a, r, out)
 	wait := d.backoffLocked(t)
-	d.scheduleLocked(t, d.p.Now().Add(wait), wait)
+	d.scheduleLocked(t, d.p.Now().Add(wait), d.p.Mono()+wait)
 	committed := d.persistLocked(t, a)
 	why := fmt.Sprintf("attempt %d of %d %s (exit code %d); the next runs after %s", a.N-t.AttemptBase, t.MaxAttempts, a.Outcome, *a.ExitCode, wait.Round(time.Millisecond))
 	d.log.Info("task scheduled to retry", "task_id", t.ID, "worker_id", r.WorkerID, "attempt", a.N, "outcome", a.Outcome, "run_at", t.RunAt)

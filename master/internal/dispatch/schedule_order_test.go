@@ -212,3 +212,35 @@ func TestReclaimedThenRetriedTaskQueuesAtTheBack(t *testing.T) {
 		}
 	}
 }
+
+// A restarted master counts each scheduled task's remaining wait from one
+// reading of its clocks: the time its recovery takes (a large backlog's
+// may take seconds) neither delays a task past its run time nor reorders
+// tasks whose run times are that close. Here every reading of the
+// monotonic clock during the restart takes 1ms.
+func TestRestartCountsEveryRemainingWaitFromOneInstant(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	at := clk.Now().Add(time.Hour).Truncate(time.Second)
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, submitOne(t, d, Submission{Cmd: fmt.Sprint("at ", i), RunAt: at}))
+	}
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.setTick(time.Millisecond)
+	d2, _ := newOnDB(t, path, clk, 100)
+	clk.setTick(0)
+	// The wall clock reaches the run time, and one reading's more (the
+	// restart reads both clocks, one after the other).
+	clk.Advance(at.Sub(clk.wall()) + time.Millisecond)
+	d2.Sweep()
+	if st := d2.Stats(); st.Scheduled != 0 || st.Queued != len(ids) {
+		t.Fatalf("at their run time after a restart: %d scheduled, %d queued; want all %d queued", st.Scheduled, st.Queued, len(ids))
+	}
+	if ran := runOneByOne(t, d2, register(t, d2, "w", 1), len(ids)); !slices.Equal(ran, ids) {
+		t.Fatalf("ran %v; want %v, the order they were submitted in", ran, ids)
+	}
+}

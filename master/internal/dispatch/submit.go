@@ -115,7 +115,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	ev := events.Event{Type: events.TaskQueued, Time: nt.CreatedAt, TaskID: nt.ID, Cmd: shorten(nt.Cmd), Priority: nt.Priority, Requires: nt.Requires}
 	if nt.Status == task.StatusScheduled {
 		// Counted from the submission: the wait for the commit is part of it.
-		d.scheduleLocked(nt, nt.RunAt, wait-(d.p.Mono()-mono))
+		d.scheduleLocked(nt, nt.RunAt, mono+wait)
 		if d.debug() {
 			d.log.Debug("task scheduled", "task_id", nt.ID, "run_at", nt.RunAt)
 		}

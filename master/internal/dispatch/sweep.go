@@ -52,7 +52,11 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	orphaned, scheduled := 0, 0
-	grace := d.p.Mono() + d.p.WorkerTimeout
+	// One reading of each clock for every task: the remaining waits all
+	// count from the same instant, not from when the loop reaches each
+	// task, which for a large backlog is seconds later for the last.
+	mono := d.p.Mono()
+	grace := mono + d.p.WorkerTimeout
 	now := d.p.Now()
 	// Queued tasks queue again in the order they were queued. Live gives
 	// them by creation; a task that waited for a run time (a delay, a
@@ -88,7 +92,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 		case task.StatusScheduled:
 			// The wall clock is all that outlives a process: the wait left
 			// is counted from it once, then on the monotonic clock.
-			d.scheduleLocked(t, t.RunAt, t.RunAt.Sub(now))
+			d.scheduleLocked(t, t.RunAt, mono+t.RunAt.Sub(now))
 			scheduled++
 		default:
 			if t.RunAt.After(t.CreatedAt) {

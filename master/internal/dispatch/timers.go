@@ -62,14 +62,15 @@ func (ts *timers) next() (time.Duration, bool) {
 }
 
 // scheduleLocked makes t scheduled until runAt (wall time, for people and
-// the store), which is due after wait on the monotonic clock. A negative
-// wait (a run time that passed while the master was down) is kept, not
-// taken as 0: tasks overdue together are queued in the order they fell
-// due. The caller persists t.
-func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, wait time.Duration) {
+// the store), which is due at due on the monotonic clock. The caller
+// works due out from its own reading of the clock, the one its wait counts
+// from: a reading here would add the time since then (a restart's, for
+// every task it recovers). A due already past (a run time that passed
+// while the master was down) is kept as it is: tasks overdue together are
+// queued in the order they fell due. The caller persists t.
+func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, due time.Duration) {
 	t.Status = task.StatusScheduled
 	t.RunAt = runAt
-	due := d.p.Mono() + wait
 	d.timers.seq++
 	heap.Push(&d.timers.h, timer{due: due, runAt: runAt.UnixNano(), id: t.ID, seq: d.timers.seq})
 	if first, _ := d.timers.next(); first == due && d.kick != nil {
