@@ -58,3 +58,27 @@ func TestUnclaimedTasksAreRequeuedOldestFirst(t *testing.T) {
 		})
 	}
 }
+
+// Workers dropped in one sweep (a network cut that silences several at
+// once) have their tasks re-queued oldest first across all of them, not
+// worker by worker, where each worker's would go in front of the last's.
+func TestTasksOfWorkersDroppedTogetherAreRequeuedOldestFirst(t *testing.T) {
+	d, clk := newTest(t)
+	a := register(t, d, "a", 1)
+	b := register(t, d, "b", 1)
+	older := submitOne(t, d, Submission{Cmd: "older"}) // to a
+	newer := submitOne(t, d, Submission{Cmd: "newer"}) // to b
+	if ga, gb := drain(a), drain(b); !slices.Equal(ga, []string{older}) || !slices.Equal(gb, []string{newer}) {
+		t.Fatalf("a got %v and b %v; want %s and %s", ga, gb, older, newer)
+	}
+	behind := submitOne(t, d, Submission{Cmd: "behind"})
+	clk.Advance(workerTimeout) // neither beats
+	d.Sweep()
+	if n := len(d.Workers()); n != 0 {
+		t.Fatalf("%d workers left, want both dropped", n)
+	}
+	want := []string{older, newer, behind}
+	if got := runOneByOne(t, d, register(t, d, "x", 1), len(want)); !slices.Equal(got, want) {
+		t.Fatalf("ran %v; want %v, oldest first", got, want)
+	}
+}

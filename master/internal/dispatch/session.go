@@ -192,15 +192,15 @@ func (d *Dispatcher) Register(ctx context.Context, r Registration) (*Session, in
 	// does not hold (a worker lists every delivery it holds: this is a new
 	// process, or the delivery never reached it). No other worker can claim
 	// them, so they go back to the queue now, not once the window closes.
-	var without []*task.Task
+	var without []takeBack
 	for id := range d.orphans {
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && t.WorkerID == r.WorkerID && !d.runsOnItsWorkerLocked(t) {
 			delete(d.orphans, id)
 			d.log.Info("worker came back without a task that waited for it", "task_id", id, "worker_id", r.WorkerID)
-			without = append(without, t)
+			without = append(without, takeBack{t: t, reason: "not_reclaimed", why: "its worker " + r.WorkerID + " came back without it"})
 		}
 	}
-	d.takeBackAllLocked(without, "not_reclaimed", func(*task.Task) string { return "its worker " + r.WorkerID + " came back without it" })
+	d.takeBackAllLocked(without)
 	// Unended runs (Recover) it did not list are over: it lists every
 	// delivery it holds. One it listed was told to kill (claimLocked) and
 	// holds a slot until it reports the kill or the grace passes.
@@ -472,6 +472,13 @@ func isCurrent(t *task.Task, workerID string, attempt int) bool {
 // reason is a short code for events and metrics (disconnected, drained,
 // replaced, timed_out); why says the same for people.
 func (d *Dispatcher) endLocked(s *Session, reason, why string) {
+	d.takeBackAllLocked(d.leaveLocked(s, reason, why))
+}
+
+// leaveLocked is endLocked but for the taking back, which it returns for
+// the caller to do (takeBackAllLocked): one that ends several sessions
+// at once takes all their tasks back together, oldest first.
+func (d *Dispatcher) leaveLocked(s *Session, reason, why string) []takeBack {
 	i := slices.Index(d.rotation, s)
 	d.rotation = slices.Delete(d.rotation, i, i+1)
 	d.rotationGen++
@@ -485,27 +492,35 @@ func (d *Dispatcher) endLocked(s *Session, reason, why string) {
 	d.log.Info("worker left", "worker_id", s.WorkerID, "why", why, "in_flight", len(s.inflight))
 	d.emitLocked(events.Event{Type: events.WorkerLeft, WorkerID: s.WorkerID, Reason: reason, Detail: why})
 
-	var lost []*task.Task
+	var lost []takeBack
 	for id, h := range s.inflight {
 		if t, ok := d.tasks.get(id); ok && isCurrent(t, s.WorkerID, h.attempt) {
-			lost = append(lost, t)
+			lost = append(lost, takeBack{t: t, reason: "worker_" + reason, why: "worker " + s.WorkerID + " was lost: " + why})
 		} else {
 			d.endUnseenLocked(id, s.WorkerID, h.attempt, "worker "+s.WorkerID+" left ("+why+"); the kill was never reported")
 		}
 	}
-	d.takeBackAllLocked(lost, "worker_"+reason, func(*task.Task) string { return "worker " + s.WorkerID + " was lost: " + why })
+	return lost
 }
 
-// takeBackAllLocked takes back each of ts (takeBackLocked) newest first,
-// each to the front of the queue, so that the oldest ends up first, as
-// FIFO within a priority asks: callers gather them from a map, whose
-// order is random. why says, for each, why it is taken back.
-func (d *Dispatcher) takeBackAllLocked(ts []*task.Task, reason string, why func(t *task.Task) string) {
-	slices.SortFunc(ts, func(a, b *task.Task) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(b.ID, a.ID))
+// takeBack is a running task to take back (takeBackLocked), and why.
+type takeBack struct {
+	t           *task.Task
+	reason, why string
+}
+
+// takeBackAllLocked takes back each of ts newest first, each to the front
+// of the queue, so that the oldest ends up first, as FIFO within a
+// priority asks: callers gather them from maps, whose order is random, and
+// from several workers. One no longer running (listed twice) is skipped.
+func (d *Dispatcher) takeBackAllLocked(ts []takeBack) {
+	slices.SortFunc(ts, func(a, b takeBack) int {
+		return cmp.Or(b.t.CreatedAt.Compare(a.t.CreatedAt), strings.Compare(b.t.ID, a.t.ID))
 	})
-	for _, t := range ts {
-		d.takeBackLocked(t, reason, why(t))
+	for _, tb := range ts {
+		if tb.t.Status == task.StatusRunning {
+			d.takeBackLocked(tb.t, tb.reason, tb.why)
+		}
 	}
 }
 

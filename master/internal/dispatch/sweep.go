@@ -130,17 +130,19 @@ func (d *Dispatcher) Sweep() {
 	defer d.mu.Unlock()
 	now := d.p.Mono()
 	expiry := d.p.WorkerTimeout - d.SweepInterval()
+	// Every task this sweep takes back, of every worker, goes back at once,
+	// oldest first (takeBackAllLocked).
+	var back []takeBack
 	for _, s := range slices.Clone(d.rotation) {
 		if silent := now - s.seenMono; silent > expiry {
 			d.log.Warn("worker timed out", "worker_id", s.WorkerID, "silent_for", silent.Round(time.Millisecond))
 			why := fmt.Sprintf("it sent no heartbeat for %s", silent.Round(time.Second))
 			d.emitLocked(events.Event{Type: events.WorkerTimedOut, WorkerID: s.WorkerID, Reason: "timed_out", Detail: why})
-			d.endLocked(s, "timed_out", why)
+			back = append(back, d.leaveLocked(s, "timed_out", why)...)
 			continue
 		}
-		d.expireDeliveriesLocked(s, now)
+		back = d.expireDeliveriesLocked(s, now, back)
 	}
-	var unclaimed []*task.Task
 	for id, deadline := range d.orphans {
 		if now < deadline {
 			continue
@@ -150,12 +152,10 @@ func (d *Dispatcher) Sweep() {
 		// another worker holds for an older delivery of it does not count.
 		if t, ok := d.tasks.get(id); ok && t.Status == task.StatusRunning && !d.runsOnItsWorkerLocked(t) {
 			d.log.Info("no worker claimed a task whose worker went away", "task_id", id, "worker_id", t.WorkerID)
-			unclaimed = append(unclaimed, t)
+			back = append(back, takeBack{t: t, reason: "not_reclaimed", why: "its worker " + t.WorkerID + " did not come back to claim it in time"})
 		}
 	}
-	d.takeBackAllLocked(unclaimed, "not_reclaimed", func(t *task.Task) string {
-		return "its worker " + t.WorkerID + " did not come back to claim it in time"
-	})
+	d.takeBackAllLocked(back)
 	for k, u := range d.unended {
 		if now >= u.deadline {
 			delete(d.unended, k)
@@ -170,10 +170,10 @@ func (d *Dispatcher) Sweep() {
 
 // expireDeliveriesLocked gives up the deliveries on s whose deadline passed:
 // a worker that heartbeats but never reports (or never reads its stream)
-// would otherwise pin them, and its slots, forever. The task is re-queued
-// or fails, and the worker is told to kill the run, should it still go on.
-func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
-	var expired []*task.Task
+// would otherwise pin them, and its slots, forever. The worker is told to
+// kill the run, should it still go on, and the task is added to back, to
+// be re-queued, or to fail, by the caller (takeBackAllLocked).
+func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration, back []takeBack) []takeBack {
 	for id, h := range s.inflight {
 		if now < h.deadline || !h.sent {
 			continue
@@ -190,11 +190,10 @@ func (d *Dispatcher) expireDeliveriesLocked(s *Session, now time.Duration) {
 		// worker, until the worker reports the kill or one more grace passes.
 		h.canceled, h.deadline = true, now+reportGrace
 		s.send(Message{Cancel: id})
-		expired = append(expired, t)
+		back = append(back, takeBack{t: t, reason: "no_result",
+			why: fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace)})
 	}
-	d.takeBackAllLocked(expired, "no_result", func(t *task.Task) string {
-		return fmt.Sprintf("worker %s sent no result within the task's timeout (%s) plus %s", s.WorkerID, t.Timeout, reportGrace)
-	})
+	return back
 }
 
 // Run sweeps every SweepInterval and queues each scheduled task when it is
