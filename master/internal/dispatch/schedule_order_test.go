@@ -27,6 +27,25 @@ func TestSameRunTimeKeepsSubmissionOrder(t *testing.T) {
 	}
 }
 
+// The same holds however long passes between a submission's readings of
+// the wall and monotonic clocks, two calls apart (a goroutine may be
+// preempted between them): its run time, less the wall clock, added to
+// the monotonic one, is due that much later, and tasks given one run_at
+// would otherwise be queued in the order of those delays, at random.
+func TestSameRunTimeKeepsSubmissionOrderWhateverTheReadingsGap(t *testing.T) {
+	d, clk := newTest(t)
+	at := clk.Now().Add(time.Hour).Truncate(time.Second)
+	clk.setTick(2 * time.Millisecond) // each monotonic reading: 2ms after the wall clock's
+	first := submitOne(t, d, Submission{Cmd: "first", RunAt: at})
+	clk.setTick(0)
+	second := submitOne(t, d, Submission{Cmd: "second", RunAt: at})
+	pass(d, clk, time.Hour+time.Second)
+	want := []string{first, second}
+	if ran := runOneByOne(t, d, register(t, d, "w", 1), 2); !slices.Equal(ran, want) {
+		t.Fatalf("ran %v; want %v, the order they were submitted in", ran, want)
+	}
+}
+
 // A restarted master queues the tasks again in the order they were queued:
 // a delayed task that fell due after others were queued stays behind them.
 func TestRestartKeepsTheOrderTasksWereQueuedIn(t *testing.T) {

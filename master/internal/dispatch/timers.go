@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"cmp"
 	"container/heap"
+	"slices"
 	"time"
 
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
@@ -66,8 +68,7 @@ func (ts *timers) next() (time.Duration, bool) {
 // works due out from its own reading of the clock, the one its wait counts
 // from: a reading here would add the time since then (a restart's, for
 // every task it recovers). A due already past (a run time that passed
-// while the master was down) is kept as it is: tasks overdue together are
-// queued in the order they fell due. The caller persists t.
+// while the master was down) is kept as it is. The caller persists t.
 func (d *Dispatcher) scheduleLocked(t *task.Task, runAt time.Time, due time.Duration) {
 	t.Status = task.StatusScheduled
 	t.RunAt = runAt
@@ -109,26 +110,34 @@ func (d *Dispatcher) timerLiveLocked(tm timer) bool {
 	return t.RunAt.UnixNano() == tm.runAt
 }
 
-// promoteLocked queues the scheduled tasks that are due, in the order they
-// fall due, and hands them to free workers.
+// promoteLocked queues the scheduled tasks that are due, by run time and,
+// for one run time, in the order they were scheduled, and hands them to
+// free workers. Not in the order of their monotonic due times alone: a
+// run_at becomes one through two readings, of the wall clock and of the
+// monotonic one, and the time between them (nanoseconds, or more should
+// the goroutine be preempted) differs from one submission to the next, so
+// tasks given the same run_at would be due moments apart, in any order.
 func (d *Dispatcher) promoteLocked() {
 	now := d.p.Mono()
-	promoted := false
+	var due []timer
 	for len(d.timers.h) > 0 && d.timers.h[0].due <= now {
 		tm := heap.Pop(&d.timers.h).(timer)
 		if !d.timerLiveLocked(tm) {
 			d.timers.stale--
 			continue
 		}
+		due = append(due, tm)
+	}
+	slices.SortFunc(due, func(a, b timer) int { return cmp.Or(cmp.Compare(a.runAt, b.runAt), cmp.Compare(a.seq, b.seq)) })
+	for _, tm := range due {
 		t, _ := d.tasks.get(tm.id)
 		t.Status = task.StatusQueued
 		d.tasks.put(t) // compact again if it never ran
 		d.queue.push(t, d.tasks.key(t.ID), false)
 		d.persistLocked(t, nil)
 		d.emitLocked(events.Event{Type: events.TaskQueued, TaskID: t.ID, Cmd: shorten(t.Cmd), Priority: priorityOf(t), Requires: t.Requires, Reason: "due"})
-		promoted = true
 	}
-	if promoted {
+	if len(due) > 0 {
 		d.assignLocked()
 	}
 }
