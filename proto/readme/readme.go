@@ -287,3 +287,61 @@ func CheckLabDefaults(t testing.TB, typ reflect.Type) {
 		t.Errorf("no variable of %s has a fallback in compose.yaml or docker/: is the pattern still right?", typ)
 	}
 }
+
+// MetricRows returns the rows of a table of metrics by the names their
+// first cells give, labels left out (`tasks_total{status}` is tasks_total).
+func MetricRows(table string) map[string]Row {
+	rows := map[string]Row{}
+	for _, r := range Rows(table) {
+		for _, n := range r.Names {
+			name, _, _ := strings.Cut(n, "{")
+			rows[name] = r
+		}
+	}
+	return rows
+}
+
+// Metric is a metric family a program serves: its name, its type as
+// Prometheus's text format spells it (counter, gauge, histogram...) and
+// its labels' names.
+type Metric struct {
+	Name, Type string
+	Labels     []string
+}
+
+// CheckMetrics fails t for each metric of served that rows (MetricRows)
+// lacks, or names without its labels, or gives another type; who names
+// the program in the messages. The runtime's go_ and process_ families
+// are one row each, go_* and process_*, whose labels and types are not
+// checked. It returns the names served as rows give them, for the caller's
+// check of rows the program does not serve.
+func CheckMetrics(t testing.TB, who string, rows map[string]Row, served []Metric) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	for _, m := range served {
+		name := m.Name
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			name = name[:strings.Index(name, "_")+1] + "*"
+		}
+		names[name] = true
+		r, ok := rows[name]
+		if !ok {
+			t.Errorf("README's table of the %s's metrics has no row for %s", who, name)
+			continue
+		}
+		if name != m.Name {
+			continue
+		}
+		want := name
+		if len(m.Labels) > 0 {
+			want += "{" + strings.Join(m.Labels, ",") + "}"
+		}
+		if !slices.Contains(r.Names, want) {
+			t.Errorf("README names %v, the %s serves %s", r.Names, who, want)
+		}
+		if len(r.Cells) < 2 || r.Cells[1] != m.Type {
+			t.Errorf("README: %s is a %s, the table says %q", name, m.Type, r.Cells)
+		}
+	}
+	return names
+}

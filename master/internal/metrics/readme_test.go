@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -26,13 +25,7 @@ func TestREADMEMetrics(t *testing.T) {
 	}
 	// The worker's table follows; worker/internal/metrics holds it.
 	table, _, _ = strings.Cut(table, workerMetrics)
-	rows := map[string]readme.Row{} // by the metric's name, labels left out
-	for _, r := range readme.Rows(table) {
-		for _, n := range r.Names {
-			name, _, _ := strings.Cut(n, "{")
-			rows[name] = r
-		}
-	}
+	rows := readme.MetricRows(table)
 
 	m := New(func() dispatch.Stats { return dispatch.Stats{} })
 	m.LiveOutput(func() uint64 { return 0 })
@@ -44,38 +37,17 @@ func TestREADMEMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := map[string]bool{}
+	var served []readme.Metric
 	for _, f := range families {
-		name := f.GetName()
-		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
-			name = name[:strings.Index(name, "_")+1] + "*"
-		}
-		served[name] = true
-		r, ok := rows[name]
-		if !ok {
-			t.Errorf("README's metrics table has no row for %s", name)
-			continue
-		}
-		if name != f.GetName() {
-			continue
-		}
 		var labels []string
 		for _, l := range f.GetMetric()[0].GetLabel() {
 			labels = append(labels, l.GetName())
 		}
-		want := name
-		if len(labels) > 0 {
-			want += "{" + strings.Join(labels, ",") + "}"
-		}
-		if !slices.Contains(r.Names, want) {
-			t.Errorf("README names %v, the master serves %s", r.Names, want)
-		}
-		if typ := strings.ToLower(f.GetType().String()); len(r.Cells) < 2 || r.Cells[1] != typ {
-			t.Errorf("README: %s is a %s, the table says %q", name, typ, r.Cells[1])
-		}
+		served = append(served, readme.Metric{Name: f.GetName(), Type: strings.ToLower(f.GetType().String()), Labels: labels})
 	}
+	names := readme.CheckMetrics(t, "master", rows, served)
 	for name, r := range rows {
-		if !served[name] && regexp.MustCompile(`^[a-z_]+\*?$`).MatchString(name) {
+		if !names[name] && regexp.MustCompile(`^[a-z_]+\*?$`).MatchString(name) {
 			t.Errorf("README documents %s, which the master does not serve: %s", name, r.Line)
 		}
 	}

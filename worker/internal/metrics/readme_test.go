@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"slices"
 	"strings"
 	"testing"
 
@@ -19,13 +18,7 @@ func TestREADMEMetrics(t *testing.T) {
 		t.Fatal("README's Dashboard, events and metrics does not say what a worker with WORKER_METRICS_ADDR serves")
 	}
 	table, _, _ = strings.Cut(table, "**Logs.**")
-	rows := map[string]readme.Row{} // by the metric's name, labels left out
-	for _, r := range readme.Rows(table) {
-		for _, n := range r.Names {
-			name, _, _ := strings.Cut(n, "{")
-			rows[name] = r
-		}
-	}
+	rows := readme.MetricRows(table)
 
 	m := New(func() bool { return true })
 	m.TaskDone("succeeded", 0) // a vector shows only once it has a child
@@ -33,38 +26,17 @@ func TestREADMEMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := map[string]bool{}
+	var served []readme.Metric
 	for _, f := range families {
-		name := f.GetName()
-		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
-			name = name[:strings.Index(name, "_")+1] + "*"
-		}
-		served[name] = true
-		r, ok := rows[name]
-		if !ok {
-			t.Errorf("README's table of the worker's metrics has no row for %s", name)
-			continue
-		}
-		if name != f.GetName() {
-			continue
-		}
 		var labels []string
 		for _, l := range f.GetMetric()[0].GetLabel() {
 			labels = append(labels, l.GetName())
 		}
-		want := name
-		if len(labels) > 0 {
-			want += "{" + strings.Join(labels, ",") + "}"
-		}
-		if !slices.Contains(r.Names, want) {
-			t.Errorf("README names %v, the worker serves %s", r.Names, want)
-		}
-		if typ := strings.ToLower(f.GetType().String()); len(r.Cells) < 2 || r.Cells[1] != typ {
-			t.Errorf("README: %s is a %s, the table says %q", name, typ, r.Cells[1])
-		}
+		served = append(served, readme.Metric{Name: f.GetName(), Type: strings.ToLower(f.GetType().String()), Labels: labels})
 	}
+	names := readme.CheckMetrics(t, "worker", rows, served)
 	for name, r := range rows {
-		if !served[name] {
+		if !names[name] {
 			t.Errorf("README documents %s, which the worker does not serve: %s", name, r.Line)
 		}
 	}
