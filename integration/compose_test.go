@@ -224,14 +224,7 @@ func TestComposeProjectFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A shell without the lab's variables, as a student's.
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "MASTER_API_TOKEN", "MASTER_WORKER_TOKEN":
-		default:
-			env = append(env, kv)
-		}
-	}
+	env := environWithout("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "MASTER_API_TOKEN", "MASTER_WORKER_TOKEN")
 	run := func(name string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(name, args...)

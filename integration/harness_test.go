@@ -410,3 +410,46 @@ func fakeDocker(t *testing.T, script string) (path string) {
 	}
 	return "PATH=" + bin + ":" + envOr("PATH", "/usr/bin:/bin")
 }
+
+// environWithout is the test's environment less the variables named: a
+// shell without the lab's settings, as a student's.
+func environWithout(names ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains(names, k) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// dotenvCase is a .env, named for what it tries.
+type dotenvCase struct{ name, dotenv string }
+
+// dotenvSpellings are the ways a .env can set key to value that compose
+// reads alike (the last line that sets it wins, with or without export and
+// quotes); other is another key, set between two lines of key.
+func dotenvSpellings(key, value, other string) []dotenvCase {
+	return []dotenvCase{
+		{"plain", key + "=" + value},
+		{"double quotes", key + `="` + value + `"`},
+		{"single quotes", key + "='" + value + "'"},
+		{"export", "export " + key + "=" + value},
+		{"the last of two", key + "=an-old-one-0123456789\n" + other + "=a\n" + key + "=" + value},
+	}
+}
+
+// checkoutWithDotenv is a new directory like a checkout for make and the
+// lab's scripts to run in: dotenv as its .env and the repository's
+// docker/ (root is the repository's directory).
+func checkoutWithDotenv(t *testing.T, root, dotenv string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

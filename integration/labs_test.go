@@ -521,30 +521,10 @@ func TestMakeSendsTheTokenOfDotEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MASTER_API_TOKEN" && k != "API" && k != "ROUNDHOUSE_HTTP_PORT" {
-			env = append(env, kv)
-		}
-	}
-	tests := []struct {
-		name, dotenv string
-	}{
-		{"plain", "MASTER_API_TOKEN=" + token},
-		{"double quotes", `MASTER_API_TOKEN="` + token + `"`},
-		{"single quotes", "MASTER_API_TOKEN='" + token + "'"},
-		{"export", "export MASTER_API_TOKEN=" + token},
-		{"the last of two", "MASTER_API_TOKEN=an-old-one\nMASTER_WORKER_TOKEN=w\nMASTER_API_TOKEN=" + token},
-	}
-	for _, tt := range tests {
+	env := environWithout("MASTER_API_TOKEN", "API", "ROUNDHOUSE_HTTP_PORT")
+	for _, tt := range dotenvSpellings("MASTER_API_TOKEN", token, "MASTER_WORKER_TOKEN") {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(tt.dotenv+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
-				t.Fatal(err)
-			}
+			dir := checkoutWithDotenv(t, root, tt.dotenv+"\n")
 			cmd := exec.Command("make", "-s", "-f", filepath.Join(root, "Makefile"), "long-task", "SECS=1", fmt.Sprintf("ROUNDHOUSE_HTTP_PORT=%d", port))
 			cmd.Dir, cmd.Env = dir, env
 			out, err := cmd.CombinedOutput()
@@ -728,22 +708,8 @@ func TestMakeTakesProjectAndPortOfDotEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "PATH", "COMPOSE", "COMPOSE_PROJECT_NAME", "ROUNDHOUSE_HTTP_PORT", "API":
-		default:
-			env = append(env, kv)
-		}
-	}
-	dir := t.TempDir()
-	dotenv := "COMPOSE_PROJECT_NAME=roundhouse\nROUNDHOUSE_HTTP_PORT=19191\nexport COMPOSE_PROJECT_NAME=\"rhdotenv\"\n"
-	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
-		t.Fatal(err)
-	}
+	env := environWithout("PATH", "COMPOSE", "COMPOSE_PROJECT_NAME", "ROUNDHOUSE_HTTP_PORT", "API")
+	dir := checkoutWithDotenv(t, root, "COMPOSE_PROJECT_NAME=roundhouse\nROUNDHOUSE_HTTP_PORT=19191\nexport COMPOSE_PROJECT_NAME=\"rhdotenv\"\n")
 	record := filepath.Join(dir, "compose-env")
 	env = append(env, fakeDocker(t, `[ "$1" = compose ] && [ "$2" != version ] && echo "$COMPOSE_PROJECT_NAME $ROUNDHOUSE_HTTP_PORT" >"`+record+`"
 exit 0

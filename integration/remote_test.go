@@ -332,32 +332,10 @@ func TestWorkerJoinTakesTheTokenOfDotEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "PATH", "MASTER_WORKER_TOKEN", "WORKER_TOKEN_FILE", "ROUNDHOUSE_CERTS", "WORKER_ID", "JOIN_WAIT":
-		default:
-			env = append(env, kv)
-		}
-	}
-	tests := []struct {
-		name, dotenv string
-	}{
-		{"plain", "MASTER_WORKER_TOKEN=" + token},
-		{"double quotes", `MASTER_WORKER_TOKEN="` + token + `"`},
-		{"single quotes", "MASTER_WORKER_TOKEN='" + token + "'"},
-		{"export", "export MASTER_WORKER_TOKEN=" + token},
-		{"the last of two", "MASTER_WORKER_TOKEN=an-old-one-0123456789\nMASTER_API_TOKEN=a\nMASTER_WORKER_TOKEN=" + token},
-	}
-	for _, tt := range tests {
+	env := environWithout("PATH", "MASTER_WORKER_TOKEN", "WORKER_TOKEN_FILE", "ROUNDHOUSE_CERTS", "WORKER_ID", "JOIN_WAIT")
+	for _, tt := range dotenvSpellings("MASTER_WORKER_TOKEN", token, "MASTER_API_TOKEN") {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(tt.dotenv+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(filepath.Join(root, "docker"), filepath.Join(dir, "docker")); err != nil {
-				t.Fatal(err)
-			}
+			dir := checkoutWithDotenv(t, root, tt.dotenv+"\n")
 			if err := os.Mkdir(filepath.Join(dir, "certs"), 0o755); err != nil {
 				t.Fatal(err)
 			}
