@@ -334,12 +334,31 @@ func freePort(t *testing.T) int {
 // ones: appending plain lines after them would replace the user's tokens
 // (the last line wins) with random ones.
 func TestMakeEnvKeepsExportLines(t *testing.T) {
+	dotenv := "export MASTER_API_TOKEN=mine-0123456789abcdef\nexport MASTER_WORKER_TOKEN=\"worker-0123456789abcdef\"\nexport COMPOSE_PROJECT_NAME=roundhouse\n"
+	if got := makeEnvOn(t, dotenv); got != dotenv {
+		t.Errorf("make env changed .env\n%s\ninto\n%s", dotenv, got)
+	}
+}
+
+// make env appends its lines to a .env whose last line has no newline (as
+// some editors leave it) without gluing the first onto that line.
+func TestMakeEnvAfterALastLineWithoutNewline(t *testing.T) {
+	got := makeEnvOn(t, "LOG_LEVEL=debug")
+	lines := strings.Split(got, "\n")
+	if lines[0] != "LOG_LEVEL=debug" || !strings.HasPrefix(lines[1], "MASTER_API_TOKEN=") {
+		t.Errorf("make env made .env\n%s\nwant LOG_LEVEL=debug on a line of its own, then the new ones", got)
+	}
+}
+
+// makeEnvOn runs make env in a new directory whose .env holds dotenv and
+// returns the .env it leaves.
+func makeEnvOn(t *testing.T, dotenv string) string {
+	t.Helper()
 	makefile, err := filepath.Abs("../Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	dotenv := "export MASTER_API_TOKEN=mine-0123456789abcdef\nexport MASTER_WORKER_TOKEN=\"worker-0123456789abcdef\"\nexport COMPOSE_PROJECT_NAME=roundhouse\n"
 	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -352,33 +371,5 @@ func TestMakeEnvKeepsExportLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got) != dotenv {
-		t.Errorf("make env changed .env\n%s\ninto\n%s", dotenv, got)
-	}
-}
-
-// make env appends its lines to a .env whose last line has no newline (as
-// some editors leave it) without gluing the first onto that line.
-func TestMakeEnvAfterALastLineWithoutNewline(t *testing.T) {
-	makefile, err := filepath.Abs("../Makefile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("LOG_LEVEL=debug"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("make", "-s", "-f", makefile, "env")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make env: %v\n%s", err, out)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, ".env"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(got), "\n")
-	if lines[0] != "LOG_LEVEL=debug" || !strings.HasPrefix(lines[1], "MASTER_API_TOKEN=") {
-		t.Errorf("make env made .env\n%s\nwant LOG_LEVEL=debug on a line of its own, then the new ones", got)
-	}
+	return string(got)
 }
