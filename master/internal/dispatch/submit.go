@@ -64,7 +64,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	// Checked before anything is written, and the place held until the
 	// task is queued, so concurrent submissions cannot overshoot the limit.
 	if d.queueFullLocked() {
-		return task.Task{}, false, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
+		return task.Task{}, false, fmt.Errorf("%w: %d tasks are queued or scheduled, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
 	now, mono := d.p.Now(), d.p.Mono()
 	nt := &task.Task{

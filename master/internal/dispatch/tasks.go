@@ -233,7 +233,7 @@ func (d *Dispatcher) Retry(ctx context.Context, id string) (task.Task, error) {
 	}
 	// A retried task waits in the queue as a new one does: the same bound.
 	if d.queueFullLocked() {
-		return task.Task{}, fmt.Errorf("%w: %d tasks are waiting for a worker, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
+		return task.Task{}, fmt.Errorf("%w: %d tasks are queued or scheduled, the most MASTER_MAX_QUEUED allows; retry later", task.ErrFull, d.p.MaxQueued)
 	}
 	// An ID of this task left in its class when it stopped waiting (canceled
 	// or decided while queued) would stand for it again once it is queued:
