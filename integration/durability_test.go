@@ -83,7 +83,8 @@ const detectionSlack = 2 * time.Second
 
 // A paused worker sends no heartbeats: the master drops it within
 // MASTER_WORKER_TIMEOUT and re-delivers its task. Unpaused, the worker
-// rejoins, finishes the first delivery and reports it; the master records
+// rejoins and reports how the first delivery ended (finished, or killed at
+// the master's word since the task is final elsewhere); the master records
 // that late result as a duplicate and keeps the first final result.
 func TestPausedWorkerTimesOutAndRejoins(t *testing.T) {
 	l := newLab(t, withMasterEnv("MASTER_WORKER_TIMEOUT", "4s"))
@@ -123,8 +124,11 @@ func TestPausedWorkerTimesOutAndRejoins(t *testing.T) {
 	late := waitTask(t, l, id, 30*time.Second, "pa's first delivery reported as a duplicate", func(tk client.Task) bool {
 		return len(tk.History) > 0 && tk.History[0].Duplicate
 	})
-	if h := late.History[0]; h.Outcome != "succeeded" || h.WorkerID != "pa" || h.Attempt != 1 {
-		t.Errorf("late result: attempt %d on %s, outcome %s; want attempt 1 on pa, succeeded", h.Attempt, h.WorkerID, h.Outcome)
+	// pa's run ends either way: at the gate, opened before the master's
+	// word reaches the rejoined worker, or killed by that word (the task is
+	// final elsewhere); both are its late result, and neither may decide.
+	if h := late.History[0]; h.Outcome != "succeeded" && h.Outcome != "canceled" || h.WorkerID != "pa" || h.Attempt != 1 {
+		t.Errorf("late result: attempt %d on %s, outcome %s; want attempt 1 on pa, succeeded or canceled", h.Attempt, h.WorkerID, h.Outcome)
 	}
 	if late.Status != "succeeded" || late.Worker() != "pb" || late.Attempts != 2 || late.Stdout != "done\n" || late.History[1].Duplicate {
 		t.Errorf("the late result changed the task: %s on %s, %d attempts, stdout %q, history %+v", late.Status, late.Worker(), late.Attempts, late.Stdout, late.History)
