@@ -197,6 +197,13 @@ func TestListTasks(t *testing.T) {
 			t.Errorf("%s = %d %v, want 400", bad, code, b)
 		}
 	}
+	// A cursor the master did not give is named, not echoed back: it could
+	// be of any length.
+	long := strings.Repeat("A", 10000)
+	code, _, b := do(t, "GET", srv.URL+"/tasks?cursor="+long, "")
+	if msg := fmt.Sprint(b["error"]); code != 400 || len(msg) > 200 || !strings.Contains(msg, "cursor") {
+		t.Errorf("cursor of 10,000 characters = %d %.300s, want 400 with a short error naming the cursor", code, msg)
+	}
 }
 
 func TestFinishedTaskShowsHistory(t *testing.T) {

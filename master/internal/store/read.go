@@ -286,7 +286,8 @@ func decodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	id, ok := strings.CutPrefix(string(b), cursorPrefix)
 	if err != nil || !ok || id == "" {
-		return "", fmt.Errorf("store: bad cursor %q: %w", c, task.ErrInvalid)
+		// Not echoed: it is whatever a client sent, of any length.
+		return "", fmt.Errorf("%w: cursor is not one the master gave; pass a page's next_cursor as it is", task.ErrInvalid)
 	}
 	return id, nil
 }
