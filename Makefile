@@ -245,8 +245,8 @@ test: ## unit tests (no Docker needed), and every Go micro-benchmark once so non
 
 .PHONY: integration
 integration: images ## container tests: master + workers with testcontainers, and compose.yaml
-	TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE)" go test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0
-	$(if $(COMPOSE_OTHER),TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE_OTHER)" go test -count=1 -timeout 15m -v -run '^TestCompose' ./integration/ 2>&1 | tee -a integration.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0)
+	TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE)" go test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.out | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0
+	$(if $(COMPOSE_OTHER),TESTCONTAINERS_RYUK_DISABLED=true COMPOSE="$(COMPOSE_OTHER)" go test -count=1 -timeout 15m -v -run '^TestCompose' ./integration/ 2>&1 | tee -a integration.out | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} = 0)
 
 # The system Roundhouse replaces, measured beside it by make bench when its
 # build is there (README, Performance): it needs ports 9092 and 50051 free.
