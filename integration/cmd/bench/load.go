@@ -178,6 +178,101 @@ func forkExecRate(ctx context.Context, conc int, dur time.Duration) (rate, cpuMS
 	return float64(n.Load()) / elapsed.Seconds(), float64(cpu) / float64(time.Millisecond) / runs, nil
 }
 
+// bareForkCPU starts `sh -c true` with syscall.ForkExec, its stdout and
+// stderr each a pipe read to its end, and reaps it with wait4, from conc
+// goroutines for dur, with nothing of os/exec, and returns this process's
+// own CPU time per run, in ms (the shell's is not in it): the least that
+// running a command and keeping its output costs the process that starts
+// it, which a worker pays whatever else it does. It is the bound of the
+// worker's CPU target (Target.Bound).
+func bareForkCPU(ctx context.Context, conc int, dur time.Duration) (float64, error) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		return 0, err
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer null.Close()
+	argv := []string{"sh", "-c", "true"}
+
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, conc)
+	before, err := selfCPU()
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(dur)
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 512)
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				if err := bareRun(sh, argv, null.Fd(), buf); err != nil {
+					errc <- err
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := errors.Join(<-errc, ctx.Err()); err != nil {
+		return 0, fmt.Errorf("bare fork of sh -c true: %w", err)
+	}
+	after, err := selfCPU()
+	if err != nil {
+		return 0, err
+	}
+	return float64(after-before) / float64(time.Millisecond) / float64(max(n.Load(), 1)), nil
+}
+
+// bareRun is one run of bareForkCPU: stdin from stdin (an open /dev/null),
+// stdout and stderr each into a pipe read to its end, then wait4.
+func bareRun(path string, argv []string, stdin uintptr, buf []byte) error {
+	var out, errp [2]int
+	if err := syscall.Pipe2(out[:], syscall.O_CLOEXEC); err != nil {
+		return err
+	}
+	if err := syscall.Pipe2(errp[:], syscall.O_CLOEXEC); err != nil {
+		syscall.Close(out[0])
+		syscall.Close(out[1])
+		return err
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{Files: []uintptr{stdin, uintptr(out[1]), uintptr(errp[1])}})
+	syscall.Close(out[1])
+	syscall.Close(errp[1])
+	for _, fd := range []int{out[0], errp[0]} {
+		for err == nil {
+			var k int
+			if k, err = syscall.Read(fd, buf); k == 0 && err == nil {
+				break
+			}
+			if err == syscall.EINTR {
+				err = nil
+			}
+		}
+		syscall.Close(fd)
+	}
+	if err != nil {
+		return err
+	}
+	var ws syscall.WaitStatus
+	for {
+		if _, err = syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+			break
+		}
+	}
+	if err == nil && ws.ExitStatus() != 0 {
+		err = fmt.Errorf("exit status %d", ws.ExitStatus())
+	}
+	return err
+}
+
 // selfCPU is this process's CPU time so far.
 func selfCPU() (time.Duration, error) {
 	var ru syscall.Rusage

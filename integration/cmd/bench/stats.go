@@ -84,6 +84,17 @@ type Target struct {
 	Limit  float64  `json:"limit"`
 	Value  *float64 `json:"value"` // the median; nil when not measured
 	Pass   *bool    `json:"pass"`
+
+	// Bound names the same figure, from the same run, for the least that
+	// any system doing what the target asks of Roundhouse must do (a
+	// Metric or Ratio; "" for none): the row handler for submissions, the
+	// floor master for tasks run, a bare fork and wait for a worker. When
+	// the target fails and its bound fails it too, nothing that keeps
+	// Roundhouse's promise met the target in that run, whatever its code;
+	// when the bound meets it, the target was within reach.
+	Bound      string   `json:"bound,omitempty"`
+	BoundValue *float64 `json:"bound_value,omitempty"` // its median; nil when not measured
+	BoundPass  *bool    `json:"bound_pass,omitempty"`  // whether that meets the target
 }
 
 // Machine says where the figures come from.
@@ -158,16 +169,16 @@ func (r *Report) value(name string) (float64, bool) {
 // targets are the goals of issue 6 and of issue 14, which kept issue 6's
 // and added the old system (-peer) as a yardstick.
 var targets = []Target{
-	{Name: "accepted/s at 64 >= 60% of the minimal handler", Issue: 6, Metric: "accepted_vs_minimal_c64", Op: ">=", Limit: 0.60},
+	{Name: "accepted/s at 64 >= 60% of the minimal handler", Issue: 6, Metric: "accepted_vs_minimal_c64", Op: ">=", Limit: 0.60, Bound: "durable_row_vs_minimal_c64"},
 	{Name: "submit p99 at 16 < 5 ms", Issue: 6, Metric: "submit_p99_ms_c16", Op: "<", Limit: 5},
-	{Name: "completed/s (true, 5 workers) >= 85% of fork/exec", Issue: 6, Metric: "completed_vs_forkexec", Op: ">=", Limit: 0.85},
+	{Name: "completed/s (true, 5 workers) >= 85% of fork/exec", Issue: 6, Metric: "completed_vs_forkexec", Op: ">=", Limit: 0.85, Bound: "floor_completed_vs_forkexec"},
 	{Name: "queued-to-started p50, idle < 2 ms", Issue: 6, Metric: "idle_queued_to_started_p50_ms", Op: "<", Limit: 2},
 	{Name: "master RSS with 1M queued < 512 MiB", Issue: 6, Metric: "master_rss_mib_1m", Op: "<", Limit: 512},
 	{Name: "dead worker to re-run < 10 s", Issue: 6, Metric: "dead_worker_rerun_s", Op: "<", Limit: 10},
 	{Name: "accepted/s at 64, 5 workers >= the old system", Issue: 14, Metric: "accepted_vs_peer_c64", Op: ">=", Limit: 1},
-	{Name: "completed/s (true, 5 workers) >= the old system", Issue: 14, Metric: "completed_vs_peer", Op: ">=", Limit: 1},
-	{Name: "CPU per task, master <= 0.1 ms", Issue: 14, Metric: "cpu_master_ms_per_task", Op: "<=", Limit: 0.1},
-	{Name: "CPU per task, worker <= 0.1 ms (command excluded)", Issue: 14, Metric: "cpu_workers_ms_per_task", Op: "<=", Limit: 0.1},
+	{Name: "completed/s (true, 5 workers) >= the old system", Issue: 14, Metric: "completed_vs_peer", Op: ">=", Limit: 1, Bound: "floor_completed_vs_peer"},
+	{Name: "CPU per task, master <= 0.1 ms", Issue: 14, Metric: "cpu_master_ms_per_task", Op: "<=", Limit: 0.1, Bound: "cpu_floor_master_ms_per_task"},
+	{Name: "CPU per task, worker <= 0.1 ms (command excluded)", Issue: 14, Metric: "cpu_workers_ms_per_task", Op: "<=", Limit: 0.1, Bound: "forkexec_bare_cpu_ms_per_run_c2"},
 	{Name: "master RSS with 1M queued < 256 MiB", Issue: 14, Metric: "master_rss_mib_1m", Op: "<", Limit: 256},
 }
 
@@ -194,6 +205,10 @@ func (r *Report) evaluate() {
 		if v, ok := r.value(t.Metric); ok {
 			pass := t.met(v)
 			t.Value, t.Pass = &v, &pass
+		}
+		if v, ok := r.value(t.Bound); ok && t.Bound != "" {
+			pass := t.met(v)
+			t.BoundValue, t.BoundPass = &v, &pass
 		}
 		r.Targets = append(r.Targets, t)
 	}
@@ -229,10 +244,23 @@ func (r *Report) writeTable(w io.Writer) {
 		if t.Pass != nil {
 			verdict, v = map[bool]string{true: "PASS", false: "FAIL"}[*t.Pass], *t.Value
 		}
-		fmt.Fprintf(w, "  %-4s #%-2d %-52s %s %s %s\n", verdict, t.Issue, t.Name, num(v), t.Op, num(t.Limit))
+		fmt.Fprintf(w, "  %-4s #%-2d %-52s %s %s %s%s\n", verdict, t.Issue, t.Name, num(v), t.Op, num(t.Limit), t.boundNote())
 	}
 	fmt.Fprintln(w)
 	r.writeComparison(w)
+}
+
+// boundNote says, for a failed target whose bound was measured, whether
+// the bound met it in this run.
+func (t Target) boundNote() string {
+	if t.Pass == nil || *t.Pass || t.BoundPass == nil {
+		return ""
+	}
+	reach := "out of reach in this run"
+	if *t.BoundPass {
+		reach = "within reach"
+	}
+	return fmt.Sprintf("   (bound %s %s: %s)", t.Bound, num(*t.BoundValue), reach)
 }
 
 // num prints a figure with about three significant digits.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -151,6 +152,62 @@ func TestEvaluate(t *testing.T) {
 			t.Errorf("target %q: %s, want %s", tg.Name, got, want[tg.Name])
 		}
 	}
+}
+
+// TestTargetBounds checks that a failed target says whether its bound,
+// the same figure for the least that keeps the promise in the same run,
+// met it: out of reach when not, within reach when it did.
+func TestTargetBounds(t *testing.T) {
+	r := &Report{}
+	r.add("completed_rate", "tasks/s", []float64{80, 90, 100}, "")
+	r.add("peer_completed_rate", "tasks/s", []float64{100, 100, 100}, "")
+	r.add("floor_completed_rate", "tasks/s", []float64{100, 110, 120}, "") // 1.1 of the old system
+	r.add("cpu_workers_ms_per_task", "ms", []float64{0.2, 0.1, 0.3}, "")
+	r.add("forkexec_bare_cpu_ms_per_run_c2", "ms", []float64{0.05, 0.12, 0.11}, "") // median 0.11
+	r.add("cpu_master_ms_per_task", "ms", []float64{0.1, 0.05, 0.3}, "")
+	r.add("cpu_floor_master_ms_per_task", "ms", []float64{0.2, 0.3, 0.25}, "")
+	r.evaluate()
+
+	type verdict struct {
+		pass, boundPass *bool
+		note            string
+	}
+	got := map[string]verdict{}
+	for _, tg := range r.Targets {
+		got[tg.Metric] = verdict{tg.Pass, tg.BoundPass, tg.boundNote()}
+	}
+	yes, no := true, false
+	for metric, want := range map[string]verdict{
+		"completed_vs_peer":       {&no, &yes, "   (bound floor_completed_vs_peer 1.10: within reach)"},
+		"cpu_workers_ms_per_task": {&no, &no, "   (bound forkexec_bare_cpu_ms_per_run_c2 0.11: out of reach in this run)"},
+		// Met: its bound is judged (and fails) but says nothing.
+		"cpu_master_ms_per_task": {&yes, &no, ""},
+		// Not measured, nor its bound.
+		"accepted_vs_minimal_c64": {nil, nil, ""},
+		// No bound.
+		"submit_p99_ms_c16": {nil, nil, ""},
+	} {
+		g := got[metric]
+		if !sameBool(g.pass, want.pass) || !sameBool(g.boundPass, want.boundPass) || g.note != want.note {
+			t.Errorf("%s: pass %v, bound pass %v, note %q; want %v, %v, %q",
+				metric, show(g.pass), show(g.boundPass), g.note, show(want.pass), show(want.boundPass), want.note)
+		}
+	}
+
+	var table bytes.Buffer
+	r.writeTable(&table)
+	if !strings.Contains(table.String(), "0.11: out of reach in this run)") {
+		t.Errorf("table does not say the worker's CPU was out of reach:\n%s", table.String())
+	}
+}
+
+func sameBool(a, b *bool) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
+
+func show(b *bool) string {
+	if b == nil {
+		return "n/a"
+	}
+	return fmt.Sprint(*b)
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
