@@ -151,10 +151,10 @@ func TestIdempotentReplayComparesAcrossARestart(t *testing.T) {
 	}
 }
 
-// A retry under the task's retry_on, or by hand, replaces its run_at: the
-// request's run time is then no longer compared, and the same request
-// still replays. Without either, a task that ran keeps its run_at, which
-// is compared.
+// A retry under the task's retry_on, or by hand, replaces its run_at; the
+// request's run time is compared all the same, with the one it was
+// submitted with (task.Request): the same request still replays, and one
+// with another run time is a conflict.
 func TestIdempotentReplayAfterRetries(t *testing.T) {
 	d, _ := newTest(t)
 	w := register(t, d, "w", 1)
@@ -169,6 +169,9 @@ func TestIdempotentReplayAfterRetries(t *testing.T) {
 		t.Fatalf("after a failure the task is %s to run at %s; want it scheduled for its retry", first.Status, first.RunAt)
 	}
 	checkAgain(t, d, first, retried, "")
+	other := retried
+	other.RunAt = first.RunAt // the retry's time is not what was asked for
+	checkAgain(t, d, first, other, "run_at")
 
 	plain := Submission{Cmd: "exit 0", IdempotencyKey: "plain", RunAt: past}
 	id = submitOne(t, d, plain)
@@ -184,5 +187,91 @@ func TestIdempotentReplayAfterRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ = d.Get(ctx, id)
+	if !first.RunAt.IsZero() {
+		t.Fatalf("a retry by hand left run_at %s", first.RunAt)
+	}
 	checkAgain(t, d, first, plain, "")
+	checkAgain(t, d, first, later, "run_at")
+	none := plain
+	none.RunAt = time.Time{}
+	checkAgain(t, d, first, none, "run_at")
+}
+
+// A task canceled while scheduled, before it ever ran, and then retried
+// by hand has no run_at left; a replay of its request, run_at and all, is
+// still that request.
+func TestIdempotentReplayAfterACancelAndARetry(t *testing.T) {
+	d, clk := newTest(t)
+	sub := Submission{Cmd: "later", IdempotencyKey: "later", RunAt: clk.Now().Add(time.Hour)}
+	id := submitOne(t, d, sub)
+	if _, err := d.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Retry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := d.Get(ctx, id)
+	if first.Status != task.StatusQueued || !first.RunAt.IsZero() {
+		t.Fatalf("canceled and retried: %s, run_at %s; want queued without one", first.Status, first.RunAt)
+	}
+	checkAgain(t, d, first, sub, "")
+	delay := sub
+	delay.RunAt, delay.Delay = time.Time{}, sub.RunAt.Sub(first.CreatedAt) // the same instant, said another way
+	checkAgain(t, d, first, delay, "")
+	other := sub
+	other.RunAt = sub.RunAt.Add(time.Second)
+	checkAgain(t, d, first, other, "run_at")
+}
+
+// A field both requests leave out agrees whatever the master's setting was
+// for the first and is now: a master restarted with another
+// MASTER_TASK_TIMEOUT or MASTER_MAX_ATTEMPTS still replays the same
+// request. A field only one of them leaves out counts as the default
+// applied to it: then, for the first; now, for the replay.
+func TestIdempotentReplayAfterTheDefaultsChanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rh.db")
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, _ := newOnDB(t, path, clk, 0)
+	w := register(t, d, "w", 1)
+	plain := Submission{Cmd: "true", IdempotencyKey: "ran"} // timeout 1h, max_attempts 3: the defaults
+	ran := submitOne(t, d, plain)
+	drain(w)
+	finish(t, d, w, ran, 0)
+	d.Unregister(w)
+	queuedSub := Submission{Cmd: "queued", IdempotencyKey: "queued"}
+	queued := submitOne(t, d, queuedSub)
+	if err := d.p.Store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, _ := newOnDB(t, path, clk, 100)
+	d2.p.DefaultTimeout, d2.p.MaxAttempts = 2*time.Hour, 5
+	for _, c := range []struct {
+		id  string
+		sub Submission
+	}{{ran, plain}, {queued, queuedSub}} {
+		first, err := d2.Get(ctx, c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Timeout != time.Hour || first.MaxAttempts != 3 {
+			t.Fatalf("task %s: timeout %s, max_attempts %d; want the defaults it was submitted with", c.id, first.Timeout, first.MaxAttempts)
+		}
+		checkAgain(t, d2, first, c.sub, "")
+		given := c.sub
+		given.Timeout, given.MaxAttempts = time.Hour, 3 // what the first got by default
+		checkAgain(t, d2, first, given, "")
+		given.Timeout, given.MaxAttempts = 2*time.Hour, 5 // what a new one would
+		checkAgain(t, d2, first, given, "timeout, max_attempts")
+	}
+
+	// Given explicitly the first time: a replay that leaves it out asks
+	// for today's default, and that differs.
+	explicit := Submission{Cmd: "true", IdempotencyKey: "explicit", Timeout: time.Hour, MaxAttempts: 3}
+	id := submitOne(t, d2, explicit)
+	d2.p.DefaultTimeout, d2.p.MaxAttempts = time.Hour, 3
+	first, _ := d2.Get(ctx, id)
+	checkAgain(t, d2, first, Submission{Cmd: "true"}, "") // today's defaults are what it gave
+	d2.p.DefaultTimeout = 2 * time.Hour
+	checkAgain(t, d2, first, Submission{Cmd: "true"}, "timeout")
 }

@@ -61,7 +61,7 @@ type queuedShape struct {
 	maxAttempts int32
 	priority    int8
 	scheduled   bool
-	extra       *queuedExtra // nil: no idempotency key, requirements, run time or retry policy, as most tasks
+	extra       *queuedExtra // nil: no idempotency key, requirements, run time, retry policy or request, as most tasks
 }
 
 // queuedExtra is what few compact tasks have. A shape with one is never
@@ -73,6 +73,7 @@ type queuedExtra struct {
 	retryOn    []task.Outcome
 	backoff    time.Duration
 	maxBackoff time.Duration
+	req        *task.Request // never changed: shared with the task
 }
 
 // reqSet is one set of required labels, shared by the compact tasks that
@@ -118,6 +119,7 @@ func (q queuedTask) task(id string) *task.Task {
 			t.RunAt = createdAt(x.runAt)
 		}
 		t.RetryOn, t.Backoff, t.MaxBackoff = slices.Clone(x.retryOn), x.backoff, x.maxBackoff
+		t.Request = x.req
 	}
 	return t
 }
@@ -140,8 +142,8 @@ func (l *liveTasks) put(t *task.Task) {
 	}
 	sh := queuedShape{cmd: t.Cmd, timeout: t.Timeout, maxAttempts: int32(t.MaxAttempts), priority: int8(t.Priority),
 		scheduled: t.Status == task.StatusScheduled}
-	if t.IdempotencyKey != "" || len(t.Requires) > 0 || !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 {
-		x := &queuedExtra{key: t.IdempotencyKey, retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff}
+	if t.IdempotencyKey != "" || len(t.Requires) > 0 || !t.RunAt.IsZero() || t.RetryOn != nil || t.Backoff != 0 || t.MaxBackoff != 0 || t.Request != nil {
+		x := &queuedExtra{key: t.IdempotencyKey, retryOn: t.RetryOn, backoff: t.Backoff, maxBackoff: t.MaxBackoff, req: t.Request}
 		if !t.RunAt.IsZero() {
 			x.runAt = t.RunAt.UnixNano()
 		}

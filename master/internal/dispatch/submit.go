@@ -40,11 +40,12 @@ type Submission struct {
 // Submit validates, stores and queues a new task. With an idempotency key
 // that was used before it returns that task and created=false instead.
 func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, created bool, err error) {
+	left := leftOut(s) // before Normalize fills them in
 	if s, err = d.Normalize(s); err != nil {
 		return task.Task{}, false, err
 	}
 	if s.IdempotencyKey != "" {
-		if prev, ok, err := d.replay(ctx, s); err != nil || ok {
+		if prev, ok, err := d.replay(ctx, s, left); err != nil || ok {
 			return prev, false, err
 		}
 	}
@@ -85,6 +86,9 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 	if wait > 0 {
 		nt.Status = task.StatusScheduled
 	}
+	if s.IdempotencyKey != "" {
+		nt.Request = &task.Request{RunAt: nt.RunAt, DefaultTimeout: left.timeout, DefaultMaxAttempts: left.maxAttempts}
+	}
 	if idx := d.straightLocked(nt); idx >= 0 {
 		return d.submitStraight(&l, nt, idx)
 	}
@@ -102,7 +106,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 			// Another submission with the same key got there first: the
 			// unique index decided, and this one is its replay. Keyed
 			// submissions never wait for each other otherwise.
-			if prev, ok, err := d.replay(ctx, s); err != nil || ok {
+			if prev, ok, err := d.replay(ctx, s, left); err != nil || ok {
 				return prev, false, err
 			}
 		}
@@ -197,43 +201,57 @@ func (d *Dispatcher) submitStraight(l *holder, t *task.Task, idx int) (task.Task
 // created, if there is one. The same key with a request that asks for
 // anything else is a conflict, which names the fields that differ: a
 // replay that silently dropped a new priority or run time would leave the
-// client believing it was taken.
-func (d *Dispatcher) replay(ctx context.Context, s Submission) (task.Task, bool, error) {
+// client believing it was taken. left says which of s's fields its sender
+// left out, before Normalize filled in the defaults.
+func (d *Dispatcher) replay(ctx context.Context, s Submission, left defaulted) (task.Task, bool, error) {
 	prev, ok, err := d.byKey(ctx, s.IdempotencyKey)
 	if err != nil || !ok {
 		return task.Task{}, false, err
 	}
-	if diff := differences(&prev, s); len(diff) > 0 {
+	if diff := differences(&prev, s, left); len(diff) > 0 {
 		return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another request (task %s); fields that differ: %s. Send the same request to get that task, or use a new key",
 			task.ErrConflict, s.IdempotencyKey, prev.ID, strings.Join(diff, ", "))
 	}
 	return prev, true, nil
 }
 
+// defaulted says which fields a submission left to the master's settings.
+type defaulted struct{ timeout, maxAttempts bool }
+
+// leftOut reads, from a submission not yet normalized, which fields it
+// left to the master's settings.
+func leftOut(s Submission) defaulted {
+	return defaulted{timeout: s.Timeout == 0, maxAttempts: s.MaxAttempts == 0}
+}
+
 // differences names, as POST /tasks calls them, the fields in which
-// submission s (normalized: defaults applied as Submit applies them) asks
-// for something other than what task t was submitted with.
-func differences(t *task.Task, s Submission) []string {
+// submission s (normalized: defaults applied as Submit applies them now;
+// left says which it had to) asks for something other than what task t
+// was submitted with. A field both requests left out agrees whatever the
+// master's setting was then and is now.
+func differences(t *task.Task, s Submission, left defaulted) []string {
 	var diff []string
 	add := func(differ bool, field string) {
 		if differ {
 			diff = append(diff, field)
 		}
 	}
+	r := t.Request // nil for a task stored before the master kept requests
 	add(t.Cmd != s.Cmd, "cmd")
-	add(t.Timeout != s.Timeout, "timeout")
-	add(t.MaxAttempts != s.MaxAttempts, "max_attempts")
+	add(t.Timeout != s.Timeout && !(r != nil && r.DefaultTimeout && left.timeout), "timeout")
+	add(t.MaxAttempts != s.MaxAttempts && !(r != nil && r.DefaultMaxAttempts && left.maxAttempts), "max_attempts")
 	add(priorityOf(t) != s.Priority, "priority")
 	add(!maps.Equal(t.Requires, s.Requires), "requires")
-	if submittedRunAt(t) {
-		// Submit set RunAt to CreatedAt+Delay from the same reading of the
-		// clock, or to run_at as given; both kept to the nanosecond, in
-		// memory and on disk, so the comparison is exact.
+	runAt, known := submittedRunAt(t)
+	if known {
+		// Submit set the run time to CreatedAt+Delay from the same reading
+		// of the clock, or to run_at as given; both kept to the nanosecond,
+		// in memory and on disk, so the comparison is exact.
 		want, field := s.RunAt, "run_at"
 		if s.Delay > 0 {
 			want, field = t.CreatedAt.Add(s.Delay), "delay"
 		}
-		add(!t.RunAt.Equal(want), field)
+		add(!runAt.Equal(want), field)
 	}
 	// Outcomes as a set: their order changes nothing.
 	sameOn := len(t.RetryOn) == len(s.RetryOn)
@@ -250,15 +268,19 @@ func differences(t *task.Task, s Submission) []string {
 	return diff
 }
 
-// submittedRunAt reports whether t's RunAt is still the one it was
-// submitted with (zero for none): a retry under its retry policy replaces
-// it with the retry's time, and a retry by hand clears it. Neither can
-// have happened to a task that has not run, nor, after its runs, to one
-// without a policy that was never retried by hand. (A task canceled
-// before it ran and then retried by hand has lost its run_at too, and
-// nothing tells it apart; that one is compared as if it had none.)
-func submittedRunAt(t *task.Task) bool {
-	return t.AttemptBase == 0 && (t.Attempts == 0 || len(t.RetryOn) == 0)
+// submittedRunAt returns the run time t was submitted with (zero for
+// none), and whether it is known: always for a task that kept its request
+// (task.Request). For one stored before, RunAt is still it unless a retry
+// under its retry policy replaced it with the retry's time or a retry by
+// hand cleared it, which cannot have happened to a task that has not run,
+// nor, after its runs, to one without a policy that was never retried by
+// hand. (Such a task canceled before it ran and then retried by hand has
+// lost its run_at too, and nothing tells it apart.)
+func submittedRunAt(t *task.Task) (time.Time, bool) {
+	if t.Request != nil {
+		return t.Request.RunAt, true
+	}
+	return t.RunAt, t.AttemptBase == 0 && (t.Attempts == 0 || len(t.RetryOn) == 0)
 }
 
 // queueFullLocked reports whether the queue has no room for one more task.

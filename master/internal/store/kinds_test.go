@@ -387,6 +387,8 @@ func TestSubmittedSeesEveryField(t *testing.T) {
 			*x = map[string]string{"gpu": "1"}
 		case *[]task.Outcome:
 			*x = []task.Outcome{task.OutcomeFailed}
+		case **task.Request:
+			*x = &task.Request{RunAt: at(1)} // the defaults are bound
 		default:
 			t.Fatalf("field %s of type %s: teach this test to set it", f.Name, f.Type)
 		}

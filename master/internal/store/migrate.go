@@ -165,6 +165,16 @@ ALTER TABLE tasks ADD COLUMN last_duplicate   INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_unended ON tasks (last_worker_id)
 	WHERE last_outcome = 'running' AND status != 'scheduled' AND status != 'queued' AND status != 'running';
 `,
+	// 10: the request of a task with an idempotency key, as sent, for its
+	// replays to be compared with (task.Request): req_defaults says which
+	// fields it left to the master's settings (reqTimeout, reqMaxAttempts;
+	// NULL for a task without a key, or stored before this migration), and
+	// req_run_at its run time as submitted (0 for none), which run_at no
+	// longer holds once the task has been retried.
+	`
+ALTER TABLE tasks ADD COLUMN req_defaults INTEGER NULL;
+ALTER TABLE tasks ADD COLUMN req_run_at   INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations,

@@ -401,6 +401,14 @@ func (mr *modelRun) logf(format string, args ...any) {
 	mr.log = append(mr.log, fmt.Sprintf(format, args...))
 }
 
+// The tasks columns of version 7, the first of taskColumns: the later
+// migrations added the rest.
+var (
+	v7Columns = strings.TrimSuffix(strings.TrimSpace(strings.Split(taskColumns, "attempt_base")[0]), ",") + ", attempt_base"
+	v7Count   = len(strings.Split(v7Columns, ","))
+	v7Values  = "VALUES (?" + strings.Repeat(", ?", v7Count-1) + ")"
+)
+
 func runModel(t *testing.T, run int) {
 	r := rand.New(rand.NewPCG(uint64(run), 8))
 	m := newModel()
@@ -411,7 +419,7 @@ func runModel(t *testing.T, run int) {
 		for _, id := range ids {
 			tk := newTask(id, at(r.IntN(3)), task.StatusRunning)
 			tk.Attempts = 1 + r.IntN(3)
-			if _, err := old.Exec(`INSERT INTO tasks (`+taskColumns+`) `+taskValues, taskArgs(tk)...); err != nil {
+			if _, err := old.Exec(`INSERT INTO tasks (`+v7Columns+`) `+v7Values, taskArgs(tk)[:v7Count]...); err != nil {
 				t.Fatal(err)
 			}
 			m.tasks[id] = *tk

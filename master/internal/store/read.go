@@ -19,7 +19,8 @@ import (
 const taskCols = `id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
 	stdout, stderr, stdout_cut, stderr_cut, error, COALESCE(idempotency_key, ''),
 	created_at, assigned_at, started_at, finished_at,
-	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base`
+	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base,
+	req_defaults, req_run_at`
 
 // listCols are taskCols without the output, which can be large.
 var listCols = strings.Replace(taskCols, "stdout, stderr,", "'', '',", 1)
@@ -321,11 +322,14 @@ func scanTask(row interface{ Scan(...any) error }, more ...any) (task.Task, erro
 		created, assigned, started, finished int64
 		requires, retryOn                    string
 		runAt, backoff, maxBackoff           int64
+		reqDefaults                          sql.NullInt64
+		reqRunAt                             int64
 	)
 	err := row.Scan(append([]any{&t.ID, &t.Cmd, &t.Status, &t.Attempts, &t.MaxAttempts, &timeout, &t.WorkerID, &exit,
 		&stdout, &stderr, &stdoutCut, &stderrCut, &errText, &t.IdempotencyKey,
 		&created, &assigned, &started, &finished,
-		&t.Priority, &requires, &runAt, &retryOn, &backoff, &maxBackoff, &t.AttemptBase}, more...)...)
+		&t.Priority, &requires, &runAt, &retryOn, &backoff, &maxBackoff, &t.AttemptBase,
+		&reqDefaults, &reqRunAt}, more...)...)
 	if err != nil {
 		return task.Task{}, err
 	}
@@ -337,6 +341,7 @@ func scanTask(row interface{ Scan(...any) error }, more ...any) (task.Task, erro
 	t.StartedAt, t.FinishedAt = fromNanos(started), fromNanos(finished)
 	t.RunAt = fromNanos(runAt)
 	t.Backoff, t.MaxBackoff = time.Duration(backoff), time.Duration(maxBackoff)
+	t.Request = requestOf(reqDefaults, reqRunAt)
 	// '' reads as nil, not an empty map or slice: a task without
 	// requirements or policy reads back as it was written.
 	if requires != "" {

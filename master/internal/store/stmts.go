@@ -33,9 +33,10 @@ type stmts struct {
 const taskColumns = `id, cmd, status, attempts, max_attempts, timeout_ns, worker_id, exit_code,
 	stdout, stderr, stdout_cut, stderr_cut, error, idempotency_key,
 	created_at, assigned_at, started_at, finished_at,
-	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base`
+	priority, requires, run_at, retry_on, backoff_ns, max_backoff_ns, attempt_base,
+	req_defaults, req_run_at`
 
-const taskValues = `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const taskValues = `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // The statements. taskUpdateSQL sets the columns that change after
 // submission, in the order taskUpdateArgs binds them; the others are in no
@@ -50,7 +51,7 @@ const (
 	// bound instead of 25. writeTask uses it for the tasks that are so
 	// (submitted), taskInsertSQL for the others.
 	taskSubmitSQL = `INSERT INTO tasks (` + taskColumns + `)
-VALUES (?, ?, ?, 0, ?, ?, '', NULL, '', '', 0, 0, '', ?, ?, 0, 0, 0, ?, '', 0, '', 0, 0, 0)`
+VALUES (?, ?, ?, 0, ?, ?, '', NULL, '', '', 0, 0, '', ?, ?, 0, 0, 0, ?, '', 0, '', 0, 0, 0, ?, 0)`
 
 	taskUpsertSQL = taskInsertSQL + `
 ON CONFLICT (id) DO UPDATE SET
@@ -64,7 +65,8 @@ ON CONFLICT (id) DO UPDATE SET
 	started_at = excluded.started_at, finished_at = excluded.finished_at,
 	priority = excluded.priority, requires = excluded.requires, run_at = excluded.run_at,
 	retry_on = excluded.retry_on, backoff_ns = excluded.backoff_ns,
-	max_backoff_ns = excluded.max_backoff_ns, attempt_base = excluded.attempt_base`
+	max_backoff_ns = excluded.max_backoff_ns, attempt_base = excluded.attempt_base,
+	req_defaults = excluded.req_defaults, req_run_at = excluded.req_run_at`
 
 	taskUpdateSQL = `
 UPDATE tasks SET status = ?, attempts = ?, worker_id = ?, exit_code = ?,
@@ -265,7 +267,7 @@ func (st *stmts) writeTask(ctx context.Context, t *task.Task, k Kind) error {
 		if submitted(t) {
 			_, err := st.taskSubmit.ExecContext(ctx,
 				t.ID, t.Cmd, string(t.Status), t.MaxAttempts, int64(t.Timeout), idempotencyArg(t),
-				nanos(t.CreatedAt), t.Priority)
+				nanos(t.CreatedAt), t.Priority, reqDefaultsArg(t.Request))
 			return err
 		}
 		_, err := st.taskInsert.ExecContext(ctx, taskArgs(t)...)
@@ -357,7 +359,47 @@ func submitted(t *task.Task) bool {
 		t.Stdout == "" && t.Stderr == "" && !t.StdoutCut && !t.StderrCut && t.Error == "" &&
 		t.AssignedAt.IsZero() && t.StartedAt.IsZero() && t.FinishedAt.IsZero() &&
 		len(t.Requires) == 0 && t.RunAt.IsZero() && len(t.RetryOn) == 0 &&
-		t.Backoff == 0 && t.MaxBackoff == 0 && t.AttemptBase == 0
+		t.Backoff == 0 && t.MaxBackoff == 0 && t.AttemptBase == 0 &&
+		(t.Request == nil || t.Request.RunAt.IsZero())
+}
+
+// The bits of req_defaults: the fields a request left to the master's
+// settings.
+const (
+	reqTimeout     = 1 << 0
+	reqMaxAttempts = 1 << 1
+)
+
+// reqDefaultsArg binds r's req_defaults: NULL for none.
+func reqDefaultsArg(r *task.Request) any {
+	if r == nil {
+		return nil
+	}
+	var bits int64
+	if r.DefaultTimeout {
+		bits |= reqTimeout
+	}
+	if r.DefaultMaxAttempts {
+		bits |= reqMaxAttempts
+	}
+	return bits
+}
+
+// reqRunAtArg binds r's req_run_at.
+func reqRunAtArg(r *task.Request) int64 {
+	if r == nil {
+		return 0
+	}
+	return nanos(r.RunAt)
+}
+
+// requestOf is the inverse of reqDefaultsArg and reqRunAtArg.
+func requestOf(defaults sql.NullInt64, runAt int64) *task.Request {
+	if !defaults.Valid {
+		return nil
+	}
+	return &task.Request{RunAt: fromNanos(runAt),
+		DefaultTimeout: defaults.Int64&reqTimeout != 0, DefaultMaxAttempts: defaults.Int64&reqMaxAttempts != 0}
 }
 
 // idempotencyArg binds t's key: NULL for none, so that the unique index
@@ -377,6 +419,7 @@ func taskArgs(t *task.Task) []any {
 		nanos(t.CreatedAt), nanos(t.AssignedAt), nanos(t.StartedAt), nanos(t.FinishedAt),
 		t.Priority, labels.String(t.Requires), nanos(t.RunAt), joinOutcomes(t.RetryOn),
 		int64(t.Backoff), int64(t.MaxBackoff), t.AttemptBase,
+		reqDefaultsArg(t.Request), reqRunAtArg(t.Request),
 	}
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +63,11 @@ func utc(t task.Task) task.Task {
 	fix(&t.StartedAt)
 	fix(&t.FinishedAt)
 	fix(&t.RunAt)
+	if t.Request != nil {
+		r := *t.Request
+		fix(&r.RunAt)
+		t.Request = &r
+	}
 	t.History = append([]task.Attempt(nil), t.History...)
 	if len(t.History) == 0 {
 		t.History = nil
@@ -180,6 +186,59 @@ func TestRoundTripScheduling(t *testing.T) {
 	}
 	if requires != "example.com/arch=x86_64,gpu=nvidia,zone=eu" || retryOn != "failed,timed_out" {
 		t.Errorf("stored requires %q, retry_on %q; want the canonical label string and failed,timed_out", requires, retryOn)
+	}
+}
+
+// A task's request as sent (task.Request, kept for tasks with an
+// idempotency key) comes back through every read, whichever statement
+// wrote it, and survives the task's later writes; a task without one
+// reads back without one.
+func TestRoundTripRequest(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	// Inserted by taskSubmitSQL (nothing else set) and by taskInsertSQL
+	// (a run time), and one without a request.
+	plain := *newTask("r1", at(1), task.StatusQueued)
+	plain.IdempotencyKey = "k1"
+	plain.Request = &task.Request{DefaultTimeout: true}
+	delayed := *newTask("r2", at(2), task.StatusScheduled)
+	delayed.IdempotencyKey, delayed.RunAt = "k2", at(30)
+	delayed.Request = &task.Request{RunAt: at(30), DefaultMaxAttempts: true}
+	none := *newTask("r3", at(3), task.StatusQueued)
+	apply(t, s, Write{Task: &plain, Kind: Insert}, Write{Task: &delayed, Kind: Insert}, Write{Task: &none, Kind: Insert})
+
+	// Then delivered and retried: RunAt moves on, the request stays.
+	delayed.Status, delayed.Attempts, delayed.WorkerID, delayed.AssignedAt = task.StatusRunning, 1, "w1", at(31)
+	apply(t, s, Write{Task: &delayed, Kind: Update})
+	delayed.Status, delayed.RunAt = task.StatusScheduled, at(40)
+	apply(t, s, Write{Task: &delayed, Kind: Update})
+	// And a whole-row upsert (a manual retry's restore) keeps it too.
+	plain.Status = task.StatusCanceled
+	apply(t, s, Write{Task: &plain, Kind: Upsert})
+
+	for _, want := range []task.Task{plain, delayed, none} {
+		if got := mustGet(t, s, want.ID); !reflect.DeepEqual(got, utc(want)) {
+			t.Errorf("Get(%s):\n got %+v (request %+v)\nwant %+v (request %+v)", want.ID, got, got.Request, utc(want), want.Request)
+		}
+	}
+	got, err := s.FindByIdempotencyKey(ctx, "k2")
+	if err != nil || !reflect.DeepEqual(got.Request, utc(delayed).Request) {
+		t.Errorf("FindByIdempotencyKey(k2) = request %+v, %v; want %+v", got.Request, err, delayed.Request)
+	}
+	live, err := s.Live(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []task.Task{utc(delayed), utc(none)}; !reflect.DeepEqual(live, want) {
+		t.Errorf("Live:\n got %+v\nwant %+v", live, want)
+	}
+	var bits sql.NullInt64
+	var runAt int64
+	if err := s.db.QueryRow(`SELECT req_defaults, req_run_at FROM tasks WHERE id = 'r2'`).Scan(&bits, &runAt); err != nil {
+		t.Fatal(err)
+	}
+	if !bits.Valid || bits.Int64 != reqMaxAttempts || runAt != at(30).UnixNano() {
+		t.Errorf("stored req_defaults %v, req_run_at %d; want %d, %d", bits, runAt, reqMaxAttempts, at(30).UnixNano())
 	}
 }
 

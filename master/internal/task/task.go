@@ -86,6 +86,13 @@ type Task struct {
 	// AttemptBase is Attempts when the task was last retried by hand
 	// (POST /tasks/{id}/retry): MaxAttempts counts the deliveries after it.
 	AttemptBase int
+	// Request is what the submission asked for that the fields above
+	// cannot tell once the task has run or the master's settings changed;
+	// a replay of its idempotency key is compared with it. Only a task
+	// with a key has one (nil: none, or submitted before the master kept
+	// it). Never changed once made, so copies may share it.
+	Request *Request
+
 	// RetriedAt is when the task was last retried by hand, from when its
 	// next delivery's wait in the queue counts (task.assigned's
 	// wait_seconds). Kept in memory only, never stored: a master that
@@ -99,6 +106,15 @@ type Task struct {
 	// History has one entry per delivery, oldest first. Only the store
 	// fills it in (Store.Get); live tasks in memory leave it empty.
 	History []Attempt
+}
+
+// Request is a submission as sent, where its task no longer says it: its
+// run time (a retry replaces RunAt, a retry by hand clears it) and which
+// fields it left to defaults the master's settings give.
+type Request struct {
+	RunAt              time.Time // run_at as given, or created_at + delay; zero for none
+	DefaultTimeout     bool      // timeout left out: MASTER_TASK_TIMEOUT's at the time
+	DefaultMaxAttempts bool      // max_attempts left out: MASTER_MAX_ATTEMPTS's at the time
 }
 
 // Outcome is how one delivery of a task ended.
