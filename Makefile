@@ -102,11 +102,11 @@ env: ## write random MASTER_API_TOKEN and MASTER_WORKER_TOKEN, and COMPOSE_PROJE
 .PHONY: certs
 MASTER_HOSTS ?=
 CERTS_DIR := $(or $(ROUNDHOUSE_CERTS),certs)
-CERTS_TOOL := go run ./integration/cmd/certs -out $(CERTS_DIR) -key-mode 0644 $(if $(MASTER_HOSTS),-hosts "$(MASTER_HOSTS)")
+CERTS_TOOL := go run ./integration/cmd/certs -out "$(CERTS_DIR)" -key-mode 0644 $(if $(MASTER_HOSTS),-hosts "$(MASTER_HOSTS)")
 certs: ## make a lab CA and master/worker certificates in certs/ for TLS=1 (keeps existing ones; MASTER_HOSTS=lab.example,10.0.0.5: names for remote workers)
-	@if [ -f $(CERTS_DIR)/ca.pem ]; then \
+	@if [ -f "$(CERTS_DIR)/ca.pem" ]; then \
 	  $(if $(MASTER_HOSTS),$(CERTS_TOOL) -master-only,echo "certs: $(CERTS_DIR)/ exists; remove it for new certificates (MASTER_HOSTS=... adds names to its master certificate)"); \
-	else $(CERTS_TOOL) && chmod 600 $(CERTS_DIR)/ca-key.pem; fi
+	else $(CERTS_TOOL) && chmod 600 "$(CERTS_DIR)/ca-key.pem"; fi
 
 # compose refuses to read compose.yaml with the tokens unset; down and logs
 # start nothing, so they work without .env too.

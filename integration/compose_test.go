@@ -373,3 +373,28 @@ func makeEnvOn(t *testing.T, dotenv string) string {
 	}
 	return string(got)
 }
+
+// make certs works in a directory whose path has a space (ROUNDHOUSE_CERTS
+// from a home directory such as "/Users/Ada Lovelace/lab"): it makes the
+// certificates, keeps them the second time, and reissues the master's
+// with MASTER_HOSTS.
+func TestMakeCertsInAPathWithASpace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	certs := filepath.Join(t.TempDir(), "lab certs")
+	runMake(t, ctx, "-s", "certs", "ROUNDHOUSE_CERTS="+certs)
+	for _, f := range []string{"ca.pem", "ca-key.pem", "master.pem", "master-key.pem", "worker.pem", "worker-key.pem"} {
+		if _, err := os.Stat(filepath.Join(certs, f)); err != nil {
+			t.Errorf("make certs: %v", err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(certs, "ca-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("ca-key.pem: %v, %v; want mode 0600", fi, err)
+	}
+	if out := runMake(t, ctx, "-s", "certs", "ROUNDHOUSE_CERTS="+certs); !strings.Contains(out, "exists; remove it for new certificates") {
+		t.Errorf("make certs again:\n%s\nwant it to keep the certificates", out)
+	}
+	if out := runMake(t, ctx, "-s", "certs", "ROUNDHOUSE_CERTS="+certs, "MASTER_HOSTS=lab.example"); !strings.Contains(out, "wrote a new master.pem") {
+		t.Errorf("make certs MASTER_HOSTS=lab.example:\n%s\nwant a new master.pem", out)
+	}
+}
