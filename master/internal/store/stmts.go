@@ -47,8 +47,8 @@ const (
 
 	// taskSubmitSQL inserts a task as nearly every submission leaves it:
 	// the columns that only a delivery, a result, a schedule, labels or a
-	// retry policy set hold their initial values in the SQL, so that 8 are
-	// bound instead of 25. writeTask uses it for the tasks that are so
+	// retry policy set hold their initial values in the SQL, so that 9 are
+	// bound instead of 27. writeTask uses it for the tasks that are so
 	// (submitted), taskInsertSQL for the others.
 	taskSubmitSQL = `INSERT INTO tasks (` + taskColumns + `)
 VALUES (?, ?, ?, 0, ?, ?, '', NULL, '', '', 0, 0, '', ?, ?, 0, 0, 0, ?, '', 0, '', 0, 0, 0, ?, 0)`
