@@ -138,44 +138,19 @@ func (l load) post(ctx context.Context) ([]byte, error) {
 // CPU time of a run, in ms: the shell's own (from wait4) and this
 // process's, which does nothing else meanwhile.
 func forkExecRate(ctx context.Context, conc int, dur time.Duration) (rate, cpuMS float64, err error) {
-	var n atomic.Int64
 	var children atomic.Int64 // the shells' CPU time, ns
-	var wg sync.WaitGroup
-	errc := make(chan error, conc)
-	selfBefore, err := selfCPU()
+	l, err := loop(ctx, conc, dur, func() error {
+		cmd := exec.CommandContext(ctx, "sh", "-c", "true")
+		if err := cmd.Run(); err != nil {
+			return err
+		}
+		children.Add(int64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()))
+		return nil
+	})
 	if err != nil {
-		return 0, 0, err
-	}
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil && time.Now().Before(deadline) {
-				cmd := exec.CommandContext(ctx, "sh", "-c", "true")
-				if err := cmd.Run(); err != nil {
-					errc <- err
-					return
-				}
-				children.Add(int64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()))
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errc)
-	if err := errors.Join(<-errc, ctx.Err()); err != nil {
 		return 0, 0, fmt.Errorf("sh -c true: %w", err)
 	}
-	selfAfter, err := selfCPU()
-	if err != nil {
-		return 0, 0, err
-	}
-	runs := float64(max(n.Load(), 1))
-	cpu := selfAfter - selfBefore + time.Duration(children.Load())
-	return float64(n.Load()) / elapsed.Seconds(), float64(cpu) / float64(time.Millisecond) / runs, nil
+	return float64(l.runs) / l.elapsed.Seconds(), l.msPerRun(l.self + time.Duration(children.Load())), nil
 }
 
 // bareForkCPU starts `sh -c true` with syscall.ForkExec, its stdout and
@@ -196,22 +171,44 @@ func bareForkCPU(ctx context.Context, conc int, dur time.Duration) (float64, err
 	}
 	defer null.Close()
 	argv := []string{"sh", "-c", "true"}
+	l, err := loop(ctx, conc, dur, func() error { return bareRun(sh, argv, null.Fd()) })
+	if err != nil {
+		return 0, fmt.Errorf("bare fork of sh -c true: %w", err)
+	}
+	return l.msPerRun(l.self), nil
+}
 
+// looped is what loop measured.
+type looped struct {
+	runs    int64
+	elapsed time.Duration
+	self    time.Duration // this process's CPU time meanwhile
+}
+
+// msPerRun is cpu per run, in ms.
+func (l looped) msPerRun(cpu time.Duration) float64 {
+	return float64(cpu) / float64(time.Millisecond) / float64(max(l.runs, 1))
+}
+
+// loop calls run over and over from conc goroutines for dur, or until one
+// call fails or ctx ends, and says how many calls returned and what they
+// cost this process.
+func loop(ctx context.Context, conc int, dur time.Duration, run func() error) (looped, error) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, conc)
 	before, err := selfCPU()
 	if err != nil {
-		return 0, err
+		return looped{}, err
 	}
-	deadline := time.Now().Add(dur)
+	start := time.Now()
+	deadline := start.Add(dur)
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 512)
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				if err := bareRun(sh, argv, null.Fd(), buf); err != nil {
+				if err := run(); err != nil {
 					errc <- err
 					return
 				}
@@ -220,20 +217,22 @@ func bareForkCPU(ctx context.Context, conc int, dur time.Duration) (float64, err
 		}()
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	close(errc)
 	if err := errors.Join(<-errc, ctx.Err()); err != nil {
-		return 0, fmt.Errorf("bare fork of sh -c true: %w", err)
+		return looped{}, err
 	}
 	after, err := selfCPU()
 	if err != nil {
-		return 0, err
+		return looped{}, err
 	}
-	return float64(after-before) / float64(time.Millisecond) / float64(max(n.Load(), 1)), nil
+	return looped{runs: n.Load(), elapsed: elapsed, self: after - before}, nil
 }
 
 // bareRun is one run of bareForkCPU: stdin from stdin (an open /dev/null),
 // stdout and stderr each into a pipe read to its end, then wait4.
-func bareRun(path string, argv []string, stdin uintptr, buf []byte) error {
+func bareRun(path string, argv []string, stdin uintptr) error {
+	var buf [512]byte
 	var out, errp [2]int
 	if err := syscall.Pipe2(out[:], syscall.O_CLOEXEC); err != nil {
 		return err
@@ -249,7 +248,7 @@ func bareRun(path string, argv []string, stdin uintptr, buf []byte) error {
 	for _, fd := range []int{out[0], errp[0]} {
 		for err == nil {
 			var k int
-			if k, err = syscall.Read(fd, buf); k == 0 && err == nil {
+			if k, err = syscall.Read(fd, buf[:]); k == 0 && err == nil {
 				break
 			}
 			if err == syscall.EINTR {
