@@ -40,12 +40,12 @@ type Submission struct {
 // Submit validates, stores and queues a new task. With an idempotency key
 // that was used before it returns that task and created=false instead.
 func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, created bool, err error) {
-	left := leftOut(s) // before Normalize fills them in
+	req := requestOf(s) // before Normalize fills in the defaults
 	if s, err = d.Normalize(s); err != nil {
 		return task.Task{}, false, err
 	}
 	if s.IdempotencyKey != "" {
-		if prev, ok, err := d.replay(ctx, s, left); err != nil || ok {
+		if prev, ok, err := d.replay(ctx, s, req); err != nil || ok {
 			return prev, false, err
 		}
 	}
@@ -87,7 +87,9 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 		nt.Status = task.StatusScheduled
 	}
 	if s.IdempotencyKey != "" {
-		nt.Request = &task.Request{RunAt: nt.RunAt, DefaultTimeout: left.timeout, DefaultMaxAttempts: left.maxAttempts}
+		r := req // not &req, which would put req on the heap for every submission
+		r.RunAt = nt.RunAt
+		nt.Request = &r
 	}
 	if idx := d.straightLocked(nt); idx >= 0 {
 		return d.submitStraight(&l, nt, idx)
@@ -106,7 +108,7 @@ func (d *Dispatcher) Submit(ctx context.Context, s Submission) (t task.Task, cre
 			// Another submission with the same key got there first: the
 			// unique index decided, and this one is its replay. Keyed
 			// submissions never wait for each other otherwise.
-			if prev, ok, err := d.replay(ctx, s, left); err != nil || ok {
+			if prev, ok, err := d.replay(ctx, s, req); err != nil || ok {
 				return prev, false, err
 			}
 		}
@@ -201,35 +203,32 @@ func (d *Dispatcher) submitStraight(l *holder, t *task.Task, idx int) (task.Task
 // created, if there is one. The same key with a request that asks for
 // anything else is a conflict, which names the fields that differ: a
 // replay that silently dropped a new priority or run time would leave the
-// client believing it was taken. left says which of s's fields its sender
-// left out, before Normalize filled in the defaults.
-func (d *Dispatcher) replay(ctx context.Context, s Submission, left defaulted) (task.Task, bool, error) {
+// client believing it was taken. req says which of s's fields its sender
+// left to the defaults (requestOf).
+func (d *Dispatcher) replay(ctx context.Context, s Submission, req task.Request) (task.Task, bool, error) {
 	prev, ok, err := d.byKey(ctx, s.IdempotencyKey)
 	if err != nil || !ok {
 		return task.Task{}, false, err
 	}
-	if diff := differences(&prev, s, left); len(diff) > 0 {
+	if diff := differences(&prev, s, req); len(diff) > 0 {
 		return task.Task{}, false, fmt.Errorf("%w: idempotency key %q was already used for another request (task %s); fields that differ: %s. Send the same request to get that task, or use a new key",
 			task.ErrConflict, s.IdempotencyKey, prev.ID, strings.Join(diff, ", "))
 	}
 	return prev, true, nil
 }
 
-// defaulted says which fields a submission left to the master's settings.
-type defaulted struct{ timeout, maxAttempts bool }
-
-// leftOut reads, from a submission not yet normalized, which fields it
-// left to the master's settings.
-func leftOut(s Submission) defaulted {
-	return defaulted{timeout: s.Timeout == 0, maxAttempts: s.MaxAttempts == 0}
+// requestOf reads, from a submission not yet normalized, which fields it
+// left to the master's settings; Submit adds the run time.
+func requestOf(s Submission) task.Request {
+	return task.Request{DefaultTimeout: s.Timeout == 0, DefaultMaxAttempts: s.MaxAttempts == 0}
 }
 
 // differences names, as POST /tasks calls them, the fields in which
 // submission s (normalized: defaults applied as Submit applies them now;
-// left says which it had to) asks for something other than what task t
+// req says which it had to) asks for something other than what task t
 // was submitted with. A field both requests left out agrees whatever the
 // master's setting was then and is now.
-func differences(t *task.Task, s Submission, left defaulted) []string {
+func differences(t *task.Task, s Submission, req task.Request) []string {
 	var diff []string
 	add := func(differ bool, field string) {
 		if differ {
@@ -238,8 +237,8 @@ func differences(t *task.Task, s Submission, left defaulted) []string {
 	}
 	r := t.Request // nil for a task stored before the master kept requests
 	add(t.Cmd != s.Cmd, "cmd")
-	add(t.Timeout != s.Timeout && !(r != nil && r.DefaultTimeout && left.timeout), "timeout")
-	add(t.MaxAttempts != s.MaxAttempts && !(r != nil && r.DefaultMaxAttempts && left.maxAttempts), "max_attempts")
+	add(t.Timeout != s.Timeout && !(r != nil && r.DefaultTimeout && req.DefaultTimeout), "timeout")
+	add(t.MaxAttempts != s.MaxAttempts && !(r != nil && r.DefaultMaxAttempts && req.DefaultMaxAttempts), "max_attempts")
 	add(priorityOf(t) != s.Priority, "priority")
 	add(!maps.Equal(t.Requires, s.Requires), "requires")
 	runAt, known := submittedRunAt(t)
