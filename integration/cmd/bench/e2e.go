@@ -51,6 +51,14 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	cl := client.New(m.api)
 	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
 	for r := 1; r <= o.runs; r++ {
+		// The machine's rate of running tasks, measured right before the
+		// throughput runs it is the ratio's denominator of: how fast this
+		// machine forks drifts by a third or more within the hour some days, and
+		// a figure taken minutes earlier (it was, in the submit phase)
+		// moved completed_vs_forkexec with it. The clusters wait idle.
+		if err := forkExec(ctx, o, r, col); err != nil {
+			return err
+		}
 		before, err := readUsage(ctx, hc, m, ws)
 		if err != nil {
 			return err
@@ -123,6 +131,8 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		col.put("dead_worker_rerun_s", "s", rerun.Seconds())
 		o.logf("run %d/%d: worker SIGKILLed; its task started elsewhere %s later", r, o.runs, rerun.Round(time.Millisecond))
 	}
+	col.notes["forkexec_cpu_ms_per_run_c2"] = "CPU time of one `sh -c true` of forkexec_rate_c2: the shell's (wait4) and the forking bench process's"
+	col.notes["forkexec_bare_cpu_ms_per_run_c2"] = "CPU time of the forking bench process alone per `sh -c true` started with syscall.ForkExec from 2 goroutines, its stdout and stderr each a pipe read to the end, reaped with wait4: what starting a process per task costs the process that starts it, the bound of the worker's CPU per task"
 	col.notes["completed_rate"] = fmt.Sprintf("%d tasks of {\"cmd\":\"true\"} per run, %d workers with 1 slot, submitted at concurrency 16: tasks / (last finished_at - first created_at)", o.tasks, o.workers)
 	col.notes["floor_completed_rate"] = fmt.Sprintf("the completed_rate run against the floor master (floor.go: two durable writes per task and nothing else) with %d workers of the same binary: tasks / (last committed result's finished_at - first submission's arrival)", o.workers)
 	col.notes["cpu_floor_master_ms_per_task"] = "CPU time of the floor master process during its throughput run (submissions included), per task"
@@ -393,4 +403,22 @@ func storeCounts(ctx context.Context, hc *http.Client, api string) (commits, wri
 		return 0, 0, fmt.Errorf("/metrics: no roundhouse_store_commits_total or roundhouse_store_writes_total")
 	}
 	return commits, writes, nil
+}
+
+// forkExec measures run r's fork/exec baseline: `sh -c true` with os/exec
+// at concurrency 2, its CPU per run, and the bare fork's CPU per run.
+func forkExec(ctx context.Context, o options, r int, col *collector) error {
+	fe, feCPU, err := forkExecRate(ctx, 2, o.dur)
+	if err != nil {
+		return err
+	}
+	col.put("forkexec_rate_c2", "runs/s", fe)
+	col.put("forkexec_cpu_ms_per_run_c2", "ms", feCPU)
+	bare, err := bareForkCPU(ctx, 2, min(o.dur, time.Second))
+	if err != nil {
+		return err
+	}
+	col.put("forkexec_bare_cpu_ms_per_run_c2", "ms", bare)
+	o.logf("run %d/%d: sh -c true at concurrency 2: %.0f/s", r, o.runs, fe)
+	return nil
 }

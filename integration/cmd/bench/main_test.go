@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +29,20 @@ func TestBenchTinyRun(t *testing.T) {
 	o.runs, o.dur, o.conc, o.tasks, o.idleTasks, o.rssSteps, o.workers = 1, 100*time.Millisecond, []int{1, 4}, 20, 3, []int{200}, 2
 	o.assignSteps = 10
 	o.out = filepath.Join(t.TempDir(), "results", "latest.json")
-	o.log = testWriter{t}
+	var logged bytes.Buffer
+	o.log = io.MultiWriter(testWriter{t}, &logged)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := run(ctx, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The fork/exec baseline is the denominator of completed_vs_forkexec:
+	// it is measured right before the throughput run, not a phase earlier.
+	lines := strings.Split(logged.String(), "\n")
+	fe := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "sh -c true at concurrency 2") })
+	if fe < 0 || fe+1 >= len(lines) || !strings.Contains(lines[fe+1], "x true on 2 workers") {
+		t.Errorf("the fork/exec line is not followed by the throughput run's; the log:\n%s", logged.String())
 	}
 	if err := writeJSON(o.out, rep); err != nil {
 		t.Fatal(err)

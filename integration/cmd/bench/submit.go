@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// The submit phase: POST /tasks against the minimal handler, and fork/exec.
+// The submit phase: POST /tasks against the minimal handler.
 
 // submitAndLimits measures POST /tasks against the master (no workers) and
-// against the minimal handler at each concurrency, and the fork/exec rate,
-// interleaved run by run so that each run's ratio compares like with like.
+// against the minimal handler at each concurrency (and at the highest, the
+// durable and row handlers), interleaved run by run so that each run's
+// ratio compares like with like.
 func submitAndLimits(ctx context.Context, o options, l launcher, col *collector) error {
 	minURL, minCmd, err := startHandler("minimal-handler")
 	if err != nil {
@@ -46,19 +47,6 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	hc := newHTTPClient(max(64, slices.Max(o.conc)))
 	body := []byte(`{"cmd":"true"}`)
 	for r := 1; r <= o.runs; r++ {
-		fe, feCPU, err := forkExecRate(ctx, 2, o.dur)
-		if err != nil {
-			return err
-		}
-		col.put("forkexec_rate_c2", "runs/s", fe)
-		col.put("forkexec_cpu_ms_per_run_c2", "ms", feCPU)
-		bare, err := bareForkCPU(ctx, 2, min(o.dur, time.Second))
-		if err != nil {
-			return err
-		}
-		col.put("forkexec_bare_cpu_ms_per_run_c2", "ms", bare)
-		o.logf("run %d/%d: sh -c true at concurrency 2: %.0f/s", r, o.runs, fe)
-
 		m, err := l.master(ctx) // a fresh database each run
 		if err != nil {
 			return err
@@ -114,8 +102,6 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 		hc.CloseIdleConnections()
 		m.stop()
 	}
-	col.notes["forkexec_cpu_ms_per_run_c2"] = "CPU time of one `sh -c true` of forkexec_rate_c2: the shell's (wait4) and the forking bench process's"
-	col.notes["forkexec_bare_cpu_ms_per_run_c2"] = "CPU time of the forking bench process alone per `sh -c true` started with syscall.ForkExec and reaped with wait4 from 2 goroutines, no pipe: what starting a process per task costs the process that starts it, the bound of the worker's CPU per task"
 	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
 	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
 	col.notes["durable_rate_c64"] = "the minimal handler answering only once the request's body is committed to SQLite (WAL, synchronous=FULL, group commit), a table with no index: the ceiling of any submission on disk before its 202 on this machine"
