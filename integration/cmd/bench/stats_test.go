@@ -166,6 +166,8 @@ func TestTargetBounds(t *testing.T) {
 	r.add("forkexec_bare_cpu_ms_per_run_c2", "ms", []float64{0.05, 0.12, 0.11}, "") // median 0.11
 	r.add("cpu_master_ms_per_task", "ms", []float64{0.1, 0.05, 0.3}, "")
 	r.add("cpu_floor_master_ms_per_task", "ms", []float64{0.2, 0.3, 0.25}, "")
+	r.add("submit_p99_ms_c16", "ms", []float64{5.3, 5.0, 4.9}, "")      // median 5.0: not under 5
+	r.add("durable_row_p99_ms_c16", "ms", []float64{4.2, 3.9, 5.1}, "") // median 4.2
 	r.evaluate()
 
 	type verdict struct {
@@ -184,8 +186,10 @@ func TestTargetBounds(t *testing.T) {
 		"cpu_master_ms_per_task": {&yes, &no, ""},
 		// Not measured, nor its bound.
 		"accepted_vs_minimal_c64": {nil, nil, ""},
+		// A latency's bound, below the limit.
+		"submit_p99_ms_c16": {&no, &yes, "   (bound durable_row_p99_ms_c16 4.20: within reach)"},
 		// No bound.
-		"submit_p99_ms_c16": {nil, nil, ""},
+		"idle_queued_to_started_p50_ms": {nil, nil, ""},
 	} {
 		g := got[metric]
 		if !sameBool(g.pass, want.pass) || !sameBool(g.boundPass, want.boundPass) || g.note != want.note {
