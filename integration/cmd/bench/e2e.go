@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,13 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 			return err
 		}
 		defer osexec.stop()
+	}
+	var peerDir string // with the peer phase: the old system's runs with workers are made here
+	if peerInE2E(o) {
+		if peerDir, err = os.MkdirTemp("", "roundhouse-bench-peer-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(peerDir)
 	}
 	cl := client.New(m.api)
 	hc, hc64 := newHTTPClient(16), newHTTPClient(64)
@@ -104,6 +112,16 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 			col.put("cpu_"+f.name+"_workers_ms_per_task", "ms", perTask(used.workers))
 			o.logf("run %d/%d: %s, %d x true on %d workers: %.0f tasks/s, CPU per task: master %.3f ms, workers %.3f ms",
 				r, o.runs, f.what, o.tasks, o.workers, rate, perTask(used.master), perTask(used.workers))
+		}
+
+		// The old system with the same load, right after the floor masters
+		// and before the accepted/s beside it (the clusters above wait idle),
+		// so that each ratio to it pairs figures taken within seconds, not
+		// minutes, of each other. Its workers die with their backlog.
+		if peerDir != "" {
+			if err := peerWithWorkers(ctx, o, r, peerDir, col); err != nil {
+				return err
+			}
 		}
 
 		acc, err := acceptedRate(ctx, load{client: hc64, url: m.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, o.dur)
@@ -235,18 +253,27 @@ func throughput(ctx context.Context, cl *client.Client, hc *http.Client, api str
 	if len(done) != len(ids) {
 		return throughputResult{}, fmt.Errorf("found %d of %d tasks", len(done), len(ids))
 	}
+	return throughputOf(done)
+}
+
+// throughputOf is the throughput run's figures from its tasks, read back
+// once all had ended: each must have succeeded.
+func throughputOf(done []client.Task) (throughputResult, error) {
+	if len(done) == 0 {
+		return throughputResult{}, fmt.Errorf("no task to measure")
+	}
 	var q2s, s2f []time.Duration
-	first, last := done[0].CreatedAt, *done[0].FinishedAt
-	for _, t := range done {
+	var first, last time.Time
+	for i, t := range done {
 		if t.Status != "succeeded" || t.StartedAt == nil || t.FinishedAt == nil {
 			return throughputResult{}, fmt.Errorf("task %s of `true` ended %s (error %v)", t.ID, t.Status, deref(t.Error))
 		}
 		q2s = append(q2s, t.StartedAt.Sub(t.CreatedAt))
 		s2f = append(s2f, t.FinishedAt.Sub(t.CreatedAt))
-		if t.CreatedAt.Before(first) {
+		if i == 0 || t.CreatedAt.Before(first) {
 			first = t.CreatedAt
 		}
-		if t.FinishedAt.After(last) {
+		if i == 0 || t.FinishedAt.After(last) {
 			last = *t.FinishedAt
 		}
 	}

@@ -17,7 +17,9 @@
 //	                                             # the old system too, in the same run
 //
 // With -peer, the system Roundhouse replaces is measured with the same load
-// (the peer phase) and its column of the closing table filled in; it needs
+// (alone in the peer phase; with workers in each e2e run, beside
+// Roundhouse's throughput runs) and its column of the closing table filled
+// in; it needs
 // its fixed ports, 9092 and 50051, free. Nothing else needs it.
 package main
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -276,9 +277,10 @@ func startPeerWorker(bin, id string) (*peerProc, error) {
 
 // peerPhase measures the old system with Roundhouse's load, run by run: on
 // a master with no worker, accepted/s at concurrency 64 (it drops those
-// tasks); then on a fresh master with o.workers workers, the executed rate
-// of o.tasks tasks of `true` submitted at concurrency 16, the CPU time per
-// task, and accepted/s at concurrency 64 while its workers run them.
+// tasks); then, unless the e2e phase made them (peerInE2E), on a fresh
+// master with o.workers workers, the executed rate of o.tasks tasks of
+// `true` submitted at concurrency 16, the CPU time per task, and accepted/s
+// at concurrency 64 while its workers run them (peerWithWorkers).
 func peerPhase(ctx context.Context, o options, _ launcher, col *collector) error {
 	if o.peer == "" {
 		o.logf("no -peer: the old system's column stays empty")
@@ -305,8 +307,10 @@ func peerPhase(ctx context.Context, o options, _ launcher, col *collector) error
 		col.put("peer_accepted_rate_c64_noworker", "req/s", res)
 		o.logf("run %d/%d: old system, no worker, at concurrency 64: %.0f/s answered 200 (and dropped)", r, o.runs, res)
 
-		if err := peerWithWorkers(ctx, o, r, dir, col); err != nil {
-			return err
+		if !peerInE2E(o) {
+			if err := peerWithWorkers(ctx, o, r, dir, col); err != nil {
+				return err
+			}
 		}
 	}
 	col.notes["peer_accepted_rate_c64_noworker"] = "the old system (-peer): POST /tasks answered 200 per second at concurrency 64 with no worker connected; it drops these tasks"
@@ -316,6 +320,15 @@ func peerPhase(ctx context.Context, o options, _ launcher, col *collector) error
 	col.notes["peer_cpu_master_ms_per_task"] = "the old system's master CPU time during the completed-rate run, per task"
 	col.notes["peer_cpu_workers_ms_per_task"] = "the old system's worker processes' own CPU time during the completed-rate run, per task"
 	return nil
+}
+
+// peerInE2E reports whether the e2e phase makes the old system's runs with
+// workers, each right after its own run's throughput runs: it does when
+// both phases are asked for and the old system is there. The ratios to the
+// old system (completed_vs_peer, accepted_vs_peer_c64) pair run r with run
+// r, and the peer phase comes minutes after the e2e phase's last run.
+func peerInE2E(o options) bool {
+	return o.peer != "" && slices.Contains(o.phases, "peer") && slices.Contains(o.phases, "e2e")
 }
 
 // peerWithWorkers is run r's measurements of the old system with workers.
