@@ -66,6 +66,9 @@ type config struct {
 
 	// Linux timer slack of the master's threads (proto/timerslack); 0: as it is.
 	TimerSlack time.Duration `env:"MASTER_TIMER_SLACK" envDefault:"1ms"`
+	// The heap the garbage collector lets grow before it runs, while little
+	// is live (internal/heapfloor); 0: GOGC alone.
+	HeapFloorBytes uint64 `env:"MASTER_HEAP_FLOOR_BYTES" envDefault:"16777216"`
 
 	// tls is what loadConfig built from MASTER_TLS_*, nil when TLS is off.
 	// Kept so serve uses the files as they were checked, rather than read
@@ -128,6 +131,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 	check("MASTER_PPROF_ADDR", c.PprofAddr == "" || validListenAddr(c.PprofAddr), "%q is not [host]:port", c.PprofAddr)
 	check("MASTER_TIMER_SLACK", c.TimerSlack >= 0 && c.TimerSlack <= timerslack.Max, "%s is outside 0s..%s", c.TimerSlack, timerslack.Max)
+	check("MASTER_HEAP_FLOOR_BYTES", c.HeapFloorBytes == 0 || c.HeapFloorBytes >= 1<<20 && c.HeapFloorBytes <= 1<<30, "%d is neither 0 nor within 1 MiB..1 GiB", c.HeapFloorBytes)
 	check("LOG_LEVEL", validLevel(c.LogLevel), "%q is not one of debug, info, warn, error", c.LogLevel)
 	check("LOG_FORMAT", c.LogFormat == "text" || c.LogFormat == "json", "%q is not text or json", c.LogFormat)
 	return c, errors.Join(errs...)

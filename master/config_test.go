@@ -88,6 +88,10 @@ func TestLoadConfig(t *testing.T) {
 		{"timer slack negative", "MASTER_TIMER_SLACK", "-1ms"},
 		{"timer slack too long", "MASTER_TIMER_SLACK", "11ms"},
 		{"timer slack not a duration", "MASTER_TIMER_SLACK", "1000"},
+		{"heap floor too small", "MASTER_HEAP_FLOOR_BYTES", "4096"},
+		{"heap floor too large", "MASTER_HEAP_FLOOR_BYTES", "1073741825"},
+		{"heap floor negative", "MASTER_HEAP_FLOOR_BYTES", "-1"},
+		{"heap floor not a number", "MASTER_HEAP_FLOOR_BYTES", "16MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

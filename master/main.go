@@ -30,6 +30,7 @@ import (
 	"github.com/roundhouse-lab/roundhouse/master/internal/dispatch"
 	"github.com/roundhouse-lab/roundhouse/master/internal/events"
 	"github.com/roundhouse-lab/roundhouse/master/internal/grpcapi"
+	"github.com/roundhouse-lab/roundhouse/master/internal/heapfloor"
 	"github.com/roundhouse-lab/roundhouse/master/internal/httpapi"
 	"github.com/roundhouse-lab/roundhouse/master/internal/liveout"
 	"github.com/roundhouse-lab/roundhouse/master/internal/metrics"
@@ -88,6 +89,7 @@ func main() {
 	if slackErr != nil {
 		log.Warn("running with the timer slack as it was", "err", slackErr)
 	}
+	heapfloor.Start(cfg.HeapFloorBytes) // for the process's life
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err = run(ctx, cfg, log)
 	stop()
