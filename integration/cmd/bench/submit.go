@@ -27,30 +27,22 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 		return err
 	}
 	defer os.RemoveAll(dir)
-	durURL, durCmd, err := startHandler("durable-handler", durableDBEnv+"="+filepath.Join(dir, "durable.db"))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = durCmd.Process.Kill(); _ = durCmd.Wait() }()
-	var rowURL string
-	var rowCmd *exec.Cmd
-	if p, ok := l.(*processes); ok { // a container's database is out of reach
-		rowDB := filepath.Join(dir, "row.db")
-		if err := p.emptyDatabase(ctx, rowDB); err != nil {
-			return err
-		}
-		if rowURL, rowCmd, err = startHandler("row-handler", durableDBEnv+"="+rowDB); err != nil {
-			return err
-		}
-		defer func() { _ = rowCmd.Process.Kill(); _ = rowCmd.Wait() }()
-	}
 	hc := newHTTPClient(max(64, slices.Max(o.conc)))
 	body := []byte(`{"cmd":"true"}`)
 	for r := 1; r <= o.runs; r++ {
-		m, err := l.master(ctx) // a fresh database each run
+		// A fresh database each run, for the master and for the handlers
+		// that write one, so that no run finds the tables of the one before.
+		d, err := startDurables(ctx, l, filepath.Join(dir, fmt.Sprint(r)))
 		if err != nil {
 			return err
 		}
+		durURL, durCmd, rowURL, rowCmd := d.durURL, d.durCmd, d.rowURL, d.rowCmd
+		m, err := l.master(ctx)
+		if err != nil {
+			d.stop()
+			return err
+		}
+		stop := func() { m.stop(); d.stop() }
 		for _, c := range o.conc {
 			type target struct {
 				name, url string
@@ -69,23 +61,23 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 			for _, target := range targets {
 				ld := load{client: hc, url: target.url, body: body, want: 202, conc: c, count: c * 20}
 				if _, err := ld.run(ctx); err != nil { // warm-up: connections, caches
-					m.stop()
+					stop()
 					return err
 				}
 				ld.count, ld.dur = 0, o.dur
 				before, err := readCPU(target.pid)
 				if err != nil {
-					m.stop()
+					stop()
 					return err
 				}
 				res, err := ld.run(ctx)
 				if err != nil {
-					m.stop()
+					stop()
 					return err
 				}
 				after, err := readCPU(target.pid)
 				if err != nil {
-					m.stop()
+					stop()
 					return err
 				}
 				if c == 64 {
@@ -103,7 +95,7 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 			}
 		}
 		hc.CloseIdleConnections()
-		m.stop()
+		stop()
 	}
 	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
 	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
@@ -113,4 +105,43 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	col.notes["durable_row_cpu_ms_per_request_c64"] = "CPU time of the row handler's process per request at concurrency 64"
 	col.notes["submit_rate_c1"] = "accepted tasks/s, every one committed to SQLite (synchronous=FULL) before the 202"
 	return nil
+}
+
+// durables are the durable and row handlers of one run, each on a fresh
+// database (the row handler's made by the master, its schema and no task).
+// A container's run has no row handler: its database is out of reach.
+type durables struct {
+	durURL, rowURL string
+	durCmd, rowCmd *exec.Cmd // rowCmd nil without a row handler
+}
+
+// startDurables starts the durable and row handlers on databases in dir.
+func startDurables(ctx context.Context, l launcher, dir string) (d durables, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return d, err
+	}
+	if d.durURL, d.durCmd, err = startHandler("durable-handler", durableDBEnv+"="+filepath.Join(dir, "durable.db")); err != nil {
+		return d, err
+	}
+	if p, ok := l.(*processes); ok {
+		rowDB := filepath.Join(dir, "row.db")
+		if err = p.emptyDatabase(ctx, rowDB); err == nil {
+			d.rowURL, d.rowCmd, err = startHandler("row-handler", durableDBEnv+"="+rowDB)
+		}
+		if err != nil {
+			d.stop()
+			return durables{}, err
+		}
+	}
+	return d, nil
+}
+
+// stop kills the handlers.
+func (d durables) stop() {
+	for _, c := range []*exec.Cmd{d.durCmd, d.rowCmd} {
+		if c != nil {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}
 }
