@@ -16,9 +16,10 @@
 //
 // After each collection, a finalizer of an object made for the purpose sets
 // the next goal, max(live × (1 + GOGC/100), floor), through
-// debug.SetGCPercent (Percent); nothing runs between collections. GOGC=off turns it
-// off, as does a floor of 0; a GOMEMLIMIT still bounds the heap, floor or
-// not.
+// debug.SetGCPercent (Percent); nothing runs between collections. The
+// runtime's finalizer goroutine runs it; the chain of finalizers ends with
+// Stop. GOGC=off turns it off, as does a floor of 0; a GOMEMLIMIT still
+// bounds the heap, floor or not.
 package heapfloor
 
 import (
