@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,74 +29,12 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	}
 	defer os.RemoveAll(dir)
 	hc := newHTTPClient(max(64, slices.Max(o.conc)))
-	body := []byte(`{"cmd":"true"}`)
+	defer hc.CloseIdleConnections()
 	for r := 1; r <= o.runs; r++ {
-		// A fresh database each run, for the master and for the handlers
-		// that write one, so that no run finds the tables of the one before.
-		d, err := startDurables(ctx, l, filepath.Join(dir, fmt.Sprint(r)))
-		if err != nil {
+		if err := submitRun(ctx, o, l, r, hc, filepath.Join(dir, fmt.Sprint(r)), minURL, minCmd.Process.Pid, col); err != nil {
 			return err
-		}
-		durURL, durCmd, rowURL, rowCmd := d.durURL, d.durCmd, d.rowURL, d.rowCmd
-		m, err := l.master(ctx)
-		if err != nil {
-			d.stop()
-			return err
-		}
-		stop := func() { m.stop(); d.stop() }
-		for _, c := range o.conc {
-			type target struct {
-				name, url string
-				pid       int
-			}
-			targets := []target{{"minimal", minURL, minCmd.Process.Pid}, {"submit", m.api + "/tasks", m.pid}}
-			// The row handler at 64 (the highest but in tests) bounds the
-			// rate, at 16 the p99 of the targets; the others would only add
-			// time.
-			if rowCmd != nil && (c == slices.Max(o.conc) || c == 16) {
-				targets = slices.Insert(targets, 1, target{"durable_row", rowURL, rowCmd.Process.Pid})
-			}
-			if c == slices.Max(o.conc) {
-				targets = slices.Insert(targets, 1, target{"durable", durURL, durCmd.Process.Pid})
-			}
-			for _, target := range targets {
-				ld := load{client: hc, url: target.url, body: body, want: 202, conc: c, count: c * 20}
-				if _, err := ld.run(ctx); err != nil { // warm-up: connections, caches
-					stop()
-					return err
-				}
-				ld.count, ld.dur = 0, o.dur
-				before, err := readCPU(target.pid)
-				if err != nil {
-					stop()
-					return err
-				}
-				res, err := ld.run(ctx)
-				if err != nil {
-					stop()
-					return err
-				}
-				after, err := readCPU(target.pid)
-				if err != nil {
-					stop()
-					return err
-				}
-				if c == 64 {
-					// The server's own CPU per request: what the minimal
-					// handler's is, no submission can cost less.
-					col.put(fmt.Sprintf("%s_cpu_ms_per_request_c%d", target.name, c), "ms",
-						float64(after.self-before.self)/float64(time.Millisecond)/float64(res.n))
-				}
-				lat := ms(res.lat)
-				col.put(fmt.Sprintf("%s_rate_c%d", target.name, c), "req/s", res.rate())
-				col.put(fmt.Sprintf("%s_p50_ms_c%d", target.name, c), "ms", percentile(lat, 50))
-				col.put(fmt.Sprintf("%s_p99_ms_c%d", target.name, c), "ms", percentile(lat, 99))
-				o.logf("run %d/%d: %s at concurrency %d: %.0f/s, p50 %.2f ms, p99 %.2f ms",
-					r, o.runs, target.name, c, res.rate(), percentile(lat, 50), percentile(lat, 99))
-			}
 		}
 		hc.CloseIdleConnections()
-		stop()
 	}
 	col.notes["minimal_cpu_ms_per_request_c64"] = "CPU time of the minimal handler's process per request at concurrency 64: the HTTP floor of a submission on this machine"
 	col.notes["submit_cpu_ms_per_request_c64"] = "CPU time of the master per accepted task at concurrency 64, no worker connected (HTTP, dispatcher, the insert and its share of a group commit)"
@@ -104,6 +43,71 @@ func submitAndLimits(ctx context.Context, o options, l launcher, col *collector)
 	col.notes["durable_row_rate_c64"] = "the durable handler writing the master's task row instead (a UUIDv7 text ID, the master's schema and indexes, in a database the master made) and doing nothing else: the ceiling of a submission that keeps what the master keeps"
 	col.notes["durable_row_cpu_ms_per_request_c64"] = "CPU time of the row handler's process per request at concurrency 64"
 	col.notes["submit_rate_c1"] = "accepted tasks/s, every one committed to SQLite (synchronous=FULL) before the 202"
+	return nil
+}
+
+// submitRun is run r of the submit phase: each target at each
+// concurrency, the master and the handlers that write a database each on a
+// fresh one in dir, so that no run finds the tables of the one before.
+func submitRun(ctx context.Context, o options, l launcher, r int, hc *http.Client, dir, minURL string, minPid int, col *collector) error {
+	d, err := startDurables(ctx, l, dir)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	m, err := l.master(ctx)
+	if err != nil {
+		return err
+	}
+	defer m.stop()
+	body := []byte(`{"cmd":"true"}`)
+	for _, c := range o.conc {
+		type target struct {
+			name, url string
+			pid       int
+		}
+		targets := []target{{"minimal", minURL, minPid}, {"submit", m.api + "/tasks", m.pid}}
+		// The row handler at 64 (the highest but in tests) bounds the
+		// rate, at 16 the p99 of the targets; the others would only add
+		// time.
+		if d.rowCmd != nil && (c == slices.Max(o.conc) || c == 16) {
+			targets = slices.Insert(targets, 1, target{"durable_row", d.rowURL, d.rowCmd.Process.Pid})
+		}
+		if c == slices.Max(o.conc) {
+			targets = slices.Insert(targets, 1, target{"durable", d.durURL, d.durCmd.Process.Pid})
+		}
+		for _, target := range targets {
+			ld := load{client: hc, url: target.url, body: body, want: 202, conc: c, count: c * 20}
+			if _, err := ld.run(ctx); err != nil { // warm-up: connections, caches
+				return err
+			}
+			ld.count, ld.dur = 0, o.dur
+			before, err := readCPU(target.pid)
+			if err != nil {
+				return err
+			}
+			res, err := ld.run(ctx)
+			if err != nil {
+				return err
+			}
+			after, err := readCPU(target.pid)
+			if err != nil {
+				return err
+			}
+			if c == 64 {
+				// The server's own CPU per request: what the minimal
+				// handler's is, no submission can cost less.
+				col.put(fmt.Sprintf("%s_cpu_ms_per_request_c%d", target.name, c), "ms",
+					float64(after.self-before.self)/float64(time.Millisecond)/float64(res.n))
+			}
+			lat := ms(res.lat)
+			col.put(fmt.Sprintf("%s_rate_c%d", target.name, c), "req/s", res.rate())
+			col.put(fmt.Sprintf("%s_p50_ms_c%d", target.name, c), "ms", percentile(lat, 50))
+			col.put(fmt.Sprintf("%s_p99_ms_c%d", target.name, c), "ms", percentile(lat, 99))
+			o.logf("run %d/%d: %s at concurrency %d: %.0f/s, p50 %.2f ms, p99 %.2f ms",
+				r, o.runs, target.name, c, res.rate(), percentile(lat, 50), percentile(lat, 99))
+		}
+	}
 	return nil
 }
 

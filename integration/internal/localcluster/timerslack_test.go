@@ -23,17 +23,6 @@ func ownSlack(t *testing.T) time.Duration {
 	return d
 }
 
-// threadSlacks reads the timer slack of every thread of process pid.
-// Reading another process's needs CAP_SYS_NICE: denied says it was refused.
-func threadSlacks(t *testing.T, pid int) (slacks map[string]int64, denied bool) {
-	t.Helper()
-	slacks, denied, err := timerslacktest.Threads(strconv.Itoa(pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return slacks, denied
-}
-
 // TestBinariesRaiseTimerSlack: the master and the worker run every thread,
 // the Go runtime's own among them, with the timer slack of
 // MASTER_TIMER_SLACK and WORKER_TIMER_SLACK (1 ms and 5 ms by default;
@@ -91,22 +80,6 @@ func TestBinariesRaiseTimerSlack(t *testing.T) {
 	}
 	// After the task: the thread that forked it has its slack back.
 	for _, p := range procs {
-		slacks, denied := threadSlacks(t, p.pid)
-		if denied {
-			// As proto/timerslack's tests: fail, so that a check that did
-			// not run never passes, unless -short.
-			if testing.Short() {
-				t.Skip("-short: reading another process's timer slack needs CAP_SYS_NICE")
-			}
-			t.Fatal("reading another process's timer slack needs CAP_SYS_NICE: run the tests as root, as CI does, or with -short to skip this check")
-		}
-		if len(slacks) < 2 {
-			t.Errorf("%s has %d threads; want the runtime's too", p.name, len(slacks))
-		}
-		for tid, ns := range slacks {
-			if ns != int64(p.want) {
-				t.Errorf("%s's thread %s has %d ns of timer slack, want %d", p.name, tid, ns, p.want)
-			}
-		}
+		timerslacktest.Want(t, p.name, p.pid, p.want)
 	}
 }

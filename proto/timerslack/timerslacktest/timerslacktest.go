@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -47,4 +48,29 @@ func Threads(pid string) (slacks map[string]int64, denied bool, err error) {
 		slacks[tid.Name()], _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	}
 	return slacks, false, nil
+}
+
+// Want fails t unless every thread of process pid, the Go runtime's own
+// among them (at least two), has want of timer slack. Reading another
+// process's slack needs CAP_SYS_NICE: without it Want fails, so that a
+// check that did not run never passes, unless -short, where it skips.
+func Want(t testing.TB, name string, pid int, want time.Duration) {
+	t.Helper()
+	slacks, denied, err := Threads(strconv.Itoa(pid))
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case denied && testing.Short():
+		t.Skip("-short: reading another process's timer slack needs CAP_SYS_NICE")
+	case denied:
+		t.Fatal("reading another process's timer slack needs CAP_SYS_NICE: run the tests as root, as CI does, or with -short to skip this check")
+	}
+	if len(slacks) < 2 {
+		t.Errorf("%s has %d threads; want the runtime's too", name, len(slacks))
+	}
+	for tid, ns := range slacks {
+		if ns != int64(want) {
+			t.Errorf("%s's thread %s has %d ns of timer slack, want %d", name, tid, ns, want)
+		}
+	}
 }
