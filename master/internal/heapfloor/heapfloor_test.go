@@ -63,7 +63,10 @@ func collections() uint32 {
 // TestFloorSpacesTheCollections: with a floor of 64 MiB and this test's
 // few MiB live, 256 MiB of garbage takes a handful of collections where
 // GOGC alone (a goal of twice the live heap, 4 MiB at least) takes dozens;
-// after Stop, GOGC's own again.
+// after Stop, GOGC's own again. How many dozens depends on the CPU the
+// collector gets meanwhile (80 alone, 22 to 47 beside the other packages'
+// tests), so after Stop the count is held against the floor's, not
+// against the one before Start.
 func TestFloorSpacesTheCollections(t *testing.T) {
 	if gogc() != 100 {
 		t.Fatalf("GOGC=%d: the test wants the default", gogc())
@@ -84,8 +87,8 @@ func TestFloorSpacesTheCollections(t *testing.T) {
 	if with > 10 || with*3 > without {
 		t.Errorf("%d collections with the floor, %d without: want at most 10 and a third", with, without)
 	}
-	if after*2 < without {
-		t.Errorf("%d collections after Stop, %d before Start: the floor stayed", after, without)
+	if after <= 2*with {
+		t.Errorf("%d collections after Stop, %d with the floor: the floor stayed", after, with)
 	}
 }
 
