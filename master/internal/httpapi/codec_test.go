@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/roundhouse-lab/roundhouse/master/internal/task"
 )
 
 // A JSON escape of a lone UTF-16 surrogate (\ud800) is no character:
@@ -167,4 +172,48 @@ func TestRequiresKeyGivenTwiceIsRefused(t *testing.T) {
 	if code, _, m := do(t, http.MethodPost, srv.URL+"/tasks", body); code != http.StatusAccepted || len(m["requires"].(map[string]any)) != 2 {
 		t.Errorf("POST %s = %d %v, want 202 with both labels", body, code, m)
 	}
+}
+
+// decode reads a body of known length into a buffer of that length: one
+// that ends early is refused as the bodies it reads to EOF are, and
+// decodes to nothing.
+func TestBodyShorterThanItsLengthIsRefused(t *testing.T) {
+	a := &api{maxBody: 256}
+	r := httptest.NewRequest(http.MethodPost, "/tasks", strings.NewReader(`{"cmd":"true"}`))
+	r.ContentLength = 100 // the client said 100 bytes and sent 14
+	var req createRequest
+	err := a.decode(httptest.NewRecorder(), r, &req)
+	if !errors.Is(err, task.ErrInvalid) || !strings.Contains(err.Error(), "reading the request body: unexpected EOF") {
+		t.Fatalf("decode = %v, want ErrInvalid for a body cut short", err)
+	}
+	if req.Cmd != nil {
+		t.Fatalf("decoded cmd %q from a body cut short", *req.Cmd)
+	}
+}
+
+// decodeBody's one pass accepts exactly the bodies decodeStrict accepts,
+// with the same value, and refuses the others with decodeStrict's message.
+func FuzzDecodeBodyOnePass(f *testing.F) {
+	for _, seed := range []string{
+		`{"cmd":"true"}`, ` {"cmd":"x","priority":2} `, `{"cmd":"x"}{"cmd":"y"}`, `{"cmd":"x"} x`,
+		`{"cmd":"a","Cmd":"b"}`, `{"cmd":"a","cmd":"b"}`, `{"CMD":"x"}`, `{"cmd":"x","nope":1}`,
+		`{"cmd":1}`, `{"cmd":"x","requires":{"gpu":"a","gpu":"b"}}`, `{"cmd":"x","requires":{"gpu":1}}`,
+		`{"cmd":"x","retry_on":["failed"],"max_attempts":3}`, `null`, `[]`, `""`, `{}`, ``, `{"cmd":"\u00e9"}`,
+		`{"c\u006dd":"x"}`, `{"cmd":"x",}`, `{"timeout":"1s","cmd":null}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !utf8.Valid(body) || hasLoneSurrogate(body) {
+			return // refused by decodeBody before either
+		}
+		var onePass, strict createRequest
+		errOne, errStrict := decodeBody(body, &onePass), decodeStrict(body, &strict)
+		if fmt.Sprint(errOne) != fmt.Sprint(errStrict) {
+			t.Fatalf("%q: decodeBody = %v, decodeStrict = %v", body, errOne, errStrict)
+		}
+		if errOne == nil && !reflect.DeepEqual(onePass, strict) {
+			t.Fatalf("%q: decodeBody = %+v, decodeStrict = %+v", body, onePass, strict)
+		}
+	})
 }

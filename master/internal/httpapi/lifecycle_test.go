@@ -58,6 +58,57 @@ func TestWaitParam(t *testing.T) {
 	}
 }
 
+// A client that goes away ends its POST /tasks?wait= at once. net/http
+// cancels a request's context when its client goes only once the handler
+// has read the body to its end; decode reads a body of known length into a
+// buffer of that length, and must still read it to its end.
+func TestPostWaitEndsWhenTheClientGoesAway(t *testing.T) {
+	returned := make(chan struct{})
+	// A wait far longer than the test's deadline, and short enough that a
+	// failure ends: the server's Close waits for the handler.
+	o := newObservedWith(t, func(p *Params) { p.MaxWait = time.Minute }, func(s *http.Server) {
+		api := s.Handler
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.ServeHTTP(w, r)
+			if r.Method == http.MethodPost {
+				close(returned)
+			}
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", o.srv.URL+"/tasks?wait=1m", strings.NewReader(`{"cmd":"true"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.ContentLength <= 0 {
+		t.Fatalf("request with Content-Length %d: this test is about a body of known length", req.ContentLength)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	// No worker: once the task is queued, the handler waits for it to end.
+	for deadline := time.Now().Add(10 * time.Second); o.d.Stats().Queued == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the task was never queued")
+		}
+	}
+	cancel()
+	if err := <-answered; err == nil {
+		t.Fatal("the client's request was answered, want it canceled")
+	}
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("POST /tasks?wait=1m went on waiting 10s after its client went away")
+	}
+}
+
 func TestIdempotencyKeyHeader(t *testing.T) {
 	srv, _ := newServer(t, nil)
 	code, _, first := doHeader(t, "POST", srv.URL+"/tasks", `{"cmd":"echo once"}`, "order-42")
