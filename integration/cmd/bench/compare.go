@@ -74,7 +74,7 @@ func (r *Report) writeComparison(w io.Writer) {
 		{"accepted/s at concurrency 64, 5 workers running the tasks",
 			cell("peer_accepted_rate_c64_workers"),
 			times("submit_rate_c64_workers", [2]string{"accepted_vs_peer_c64", ""}, [2]string{"accepted_workers_vs_minimal_c64", " minimal"}),
-			limit("minimal handler ", "minimal_rate_c64")},
+			limit("minimal handler ", "minimal_rate_c64") + floor("floor_accepted_rate_c64_workers")},
 		{"tasks executed per second, `{\"cmd\":\"true\"}`, 5 workers",
 			cell("peer_completed_rate"),
 			times("completed_rate", [2]string{"completed_vs_peer", ""}, [2]string{"completed_vs_forkexec", " fork/exec"}),

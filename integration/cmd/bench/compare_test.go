@@ -20,6 +20,7 @@ func fullReport(withPeer bool) *Report {
 	if withPeer { // and the durable and row handlers and the floor master, which any run may show or not
 		r.add("durable_rate_c64", "req/s", []float64{12000, 11000, 12500}, "")
 		r.add("floor_completed_rate", "tasks/s", []float64{180, 170, 200}, "")
+		r.add("floor_accepted_rate_c64_workers", "req/s", []float64{3500, 3400, 3600}, "")
 		r.add("cpu_floor_master_ms_per_task", "ms", []float64{0.2, 0.19, 0.21}, "")
 		r.add("durable_row_rate_c64", "req/s", []float64{10000, 9000, 10500}, "")
 		r.add("peer_accepted_rate_c64_noworker", "req/s", []float64{9397, 9000, 9500}, "")
@@ -55,7 +56,7 @@ func TestWriteComparison(t *testing.T) {
 		var want [][]string
 		if withPeer {
 			want = [][]string{
-				{"3,814", "1,907 (0.50×)", "minimal handler 24,242"},
+				{"3,814", "1,907 (0.50×)", "minimal handler 24,242; floor master 3,500"},
 				{"192", "136 (0.70×)", "`sh -c true` at concurrency 2: 238; floor master 180"},
 				{"9,397 (drops them)", "7,503 (0.31× minimal)", "minimal handler 24,242; durable handler 12,000; with the master's row 10,000"},
 				{"0.05 / 0.2", "0.51 / 0.64", "the command itself: 0.837; floor master 0.2"},

@@ -130,9 +130,22 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		}
 		col.put("submit_rate_c64_workers", "req/s", acc)
 		o.logf("run %d/%d: %d workers running the tasks, at concurrency 64: %.0f/s accepted", r, o.runs, o.workers, acc)
-		// The backlog must be run before the idle figure is measured.
+		// The backlog must be run before the idle figure is measured, and
+		// before the floor master's figure beside its workers.
 		if err := drain(ctx, cl); err != nil {
 			return err
+		}
+		// The bound of the figure above: what a master that keeps the
+		// promise accepts while the same workers run its tasks. Taken once
+		// Roundhouse's workers are idle again, the drain's time after the
+		// old system's.
+		if floor != nil {
+			facc, err := floor.acceptedBeside(ctx, o.dur)
+			if err != nil {
+				return err
+			}
+			col.put("floor_accepted_rate_c64_workers", "req/s", facc)
+			o.logf("run %d/%d: the floor master, %d workers running the tasks, at concurrency 64: %.0f/s accepted", r, o.runs, o.workers, facc)
 		}
 
 		idle, err := idleLatency(ctx, cl, o.idleTasks)
@@ -159,6 +172,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 	col.notes["cpu_floor_osexec_master_ms_per_task"] = "CPU time of the floor master process during its run with os/exec workers, per task"
 	col.notes["cpu_floor_osexec_workers_ms_per_task"] = "CPU time of the os/exec workers themselves during that run, per task"
 	col.notes["submit_rate_c64_workers"] = fmt.Sprintf("accepted tasks/s of POST /tasks {\"cmd\":\"true\"} at concurrency 64 while %d workers run them (the old system's first figure)", o.workers)
+	col.notes["floor_accepted_rate_c64_workers"] = fmt.Sprintf("the same against the floor master while its %d workers run them, once Roundhouse's workers have run their backlog", o.workers)
 	col.notes["cpu_master_ms_per_task"] = "CPU time of the master process during the throughput run (submissions included), per task"
 	col.notes["cpu_workers_ms_per_task"] = "CPU time of the worker processes themselves during the throughput run, per task"
 	col.notes["cpu_commands_ms_per_task"] = "CPU time of the commands (sh -c true) the workers ran, per task"

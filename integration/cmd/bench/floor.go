@@ -73,6 +73,7 @@ type floorMaster struct {
 	// finished_at of a committed result, both Unix ns.
 	first, last atomic.Int64
 	completed   atomic.Int64 // results committed
+	accepted    atomic.Int64 // tasks committed and answered 202
 }
 
 // floorWorker is one connected worker.
@@ -84,6 +85,7 @@ type floorWorker struct {
 
 // floorStats is GET /stats: what the driver reads to time a run.
 type floorStats struct {
+	Accepted  int64  `json:"accepted"`
 	Completed int64  `json:"completed"`
 	FirstNS   int64  `json:"first_ns"`
 	LastNS    int64  `json:"last_ns"`
@@ -141,7 +143,7 @@ func serveFloor() error {
 			// while last did not yet, and the run would seem shorter.
 			completed := f.completed.Load()
 			f.mu.Lock()
-			st := floorStats{FirstNS: f.first.Load(), LastNS: f.last.Load(), Completed: completed, Workers: len(f.workers), GRPC: f.grpcAddr}
+			st := floorStats{FirstNS: f.first.Load(), LastNS: f.last.Load(), Accepted: f.accepted.Load(), Completed: completed, Workers: len(f.workers), GRPC: f.grpcAddr}
 			f.mu.Unlock()
 			rw.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(rw).Encode(st)
@@ -178,6 +180,7 @@ func (f *floorMaster) submit(rw http.ResponseWriter, r *http.Request) {
 	f.queue = append(f.queue, &pb.Task{Id: strconv.FormatInt(id, 10), Cmd: body.Cmd, Timeout: durationpb.New(time.Hour), Attempt: 1})
 	f.dispatchLocked()
 	f.mu.Unlock()
+	f.accepted.Add(1)
 	rw.Header().Set("Content-Type", "application/json")
 	rw.WriteHeader(http.StatusAccepted)
 	fmt.Fprintf(rw, "{\"id\":\"%d\"}\n", id)
@@ -507,6 +510,30 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 		return 0, cpuShare{}, err
 	}
 	return float64(n) / time.Duration(st.LastNS-st.FirstNS).Seconds(), after.minus(before), nil
+}
+
+// acceptedBeside returns the floor master's accepted/s at concurrency 64
+// while its workers run the tasks, measured as submit_rate_c64_workers is,
+// and then waits until the workers have run every task it accepted, so
+// that its next run starts with none queued.
+func (c *floorCluster) acceptedBeside(ctx context.Context, dur time.Duration) (float64, error) {
+	hc := newHTTPClient(64)
+	defer hc.CloseIdleConnections()
+	rate, err := acceptedRate(ctx, load{client: hc, url: c.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, dur)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	var st floorStats
+	err = client.Poll(wctx, 50*time.Millisecond, func() (bool, error) {
+		st, err = c.stats(wctx)
+		return err == nil && st.Completed >= st.Accepted, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("floor master: waiting for its workers to run the %d tasks it accepted: %w", st.Accepted-st.Completed, err)
+	}
+	return rate, nil
 }
 
 // mark starts a run: the floor master takes the next submission as its first.

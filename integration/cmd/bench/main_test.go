@@ -49,7 +49,7 @@ func TestBenchTinyRun(t *testing.T) {
 	}
 	for _, name := range []string{
 		"forkexec_rate_c2", "minimal_rate_c1", "submit_rate_c4", "submit_p99_ms_c4", "durable_rate_c4", "durable_row_rate_c4",
-		"forkexec_cpu_ms_per_run_c2", "forkexec_bare_cpu_ms_per_run_c2", "completed_rate", "floor_completed_rate", "floor_osexec_completed_rate", "submit_rate_c64_workers", "queued_to_started_p99_ms", "submitted_to_finished_p50_ms",
+		"forkexec_cpu_ms_per_run_c2", "forkexec_bare_cpu_ms_per_run_c2", "completed_rate", "floor_completed_rate", "floor_osexec_completed_rate", "submit_rate_c64_workers", "floor_accepted_rate_c64_workers", "queued_to_started_p99_ms", "submitted_to_finished_p50_ms",
 		"idle_queued_to_started_p50_ms", "dead_worker_rerun_s", "master_rss_mib_200",
 		"assign_step_us_queued_1k", "assign_step_us_queued_1m",
 	} {

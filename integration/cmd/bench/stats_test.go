@@ -168,6 +168,9 @@ func TestTargetBounds(t *testing.T) {
 	r.add("cpu_floor_master_ms_per_task", "ms", []float64{0.2, 0.3, 0.25}, "")
 	r.add("submit_p99_ms_c16", "ms", []float64{5.3, 5.0, 4.9}, "")      // median 5.0: not under 5
 	r.add("durable_row_p99_ms_c16", "ms", []float64{4.2, 3.9, 5.1}, "") // median 4.2
+	r.add("submit_rate_c64_workers", "req/s", []float64{90, 95, 100}, "")
+	r.add("peer_accepted_rate_c64_workers", "req/s", []float64{100, 100, 100}, "")
+	r.add("floor_accepted_rate_c64_workers", "req/s", []float64{99, 98, 95}, "") // 0.98 of the old system
 	r.evaluate()
 
 	type verdict struct {
@@ -188,6 +191,8 @@ func TestTargetBounds(t *testing.T) {
 		"accepted_vs_minimal_c64": {nil, nil, ""},
 		// A latency's bound, below the limit.
 		"submit_p99_ms_c16": {&no, &yes, "   (bound durable_row_p99_ms_c16 4.20: within reach)"},
+		// The floor master beside its workers, under the old system too.
+		"accepted_vs_peer_c64": {&no, &no, "   (bound floor_accepted_vs_peer_c64 0.98: out of reach in this run)"},
 		// No bound.
 		"idle_queued_to_started_p50_ms": {nil, nil, ""},
 	} {
