@@ -140,7 +140,7 @@ func endToEnd(ctx context.Context, o options, l launcher, col *collector) error 
 		// Roundhouse's workers are idle again, the drain's time after the
 		// old system's.
 		if floor != nil {
-			facc, err := floor.acceptedBeside(ctx, o.dur)
+			facc, err := floor.acceptedBeside(ctx, hc64, o.dur)
 			if err != nil {
 				return err
 			}

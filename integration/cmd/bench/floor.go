@@ -496,12 +496,7 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 	if _, err := ld.run(ctx); err != nil {
 		return 0, cpuShare{}, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	err = client.Poll(wctx, 20*time.Millisecond, func() (bool, error) {
-		st, err = c.stats(wctx)
-		return err == nil && st.Completed >= want, err
-	})
+	st, err = c.waitStats(ctx, func(st floorStats) bool { return st.Completed >= want })
 	if err != nil {
 		return 0, cpuShare{}, fmt.Errorf("floor master: waiting for %d results: %w", n, err)
 	}
@@ -516,24 +511,30 @@ func (c *floorCluster) throughput(ctx context.Context, n int) (float64, cpuShare
 // while its workers run the tasks, measured as submit_rate_c64_workers is,
 // and then waits until the workers have run every task it accepted, so
 // that its next run starts with none queued.
-func (c *floorCluster) acceptedBeside(ctx context.Context, dur time.Duration) (float64, error) {
-	hc := newHTTPClient(64)
-	defer hc.CloseIdleConnections()
+// hc is a client with a connection for each of the 64 senders.
+func (c *floorCluster) acceptedBeside(ctx context.Context, hc *http.Client, dur time.Duration) (float64, error) {
 	rate, err := acceptedRate(ctx, load{client: hc, url: c.api + "/tasks", body: []byte(`{"cmd":"true"}`), want: 202, conc: 64}, dur)
 	if err != nil {
 		return 0, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	var st floorStats
-	err = client.Poll(wctx, 50*time.Millisecond, func() (bool, error) {
-		st, err = c.stats(wctx)
-		return err == nil && st.Completed >= st.Accepted, err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("floor master: waiting for its workers to run the %d tasks it accepted: %w", st.Accepted-st.Completed, err)
+	if _, err := c.waitStats(ctx, func(st floorStats) bool { return st.Completed >= st.Accepted }); err != nil {
+		return 0, fmt.Errorf("floor master: waiting for its workers to run the tasks it accepted: %w", err)
 	}
 	return rate, nil
+}
+
+// waitStats reads the floor master's /stats until done holds of them, for
+// 10 minutes at most, and returns the ones it held of.
+func (c *floorCluster) waitStats(ctx context.Context, done func(floorStats) bool) (floorStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	var st floorStats
+	err := client.Poll(ctx, 20*time.Millisecond, func() (bool, error) {
+		var err error
+		st, err = c.stats(ctx)
+		return err == nil && done(st), err
+	})
+	return st, err
 }
 
 // mark starts a run: the floor master takes the next submission as its first.
